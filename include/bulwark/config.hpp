@@ -1,0 +1,75 @@
+// RuntimeOptions: every setting of a Runtime, and how they are read from JSON.
+//
+// config/default.json lists every key with its default; README documents
+// each. Reading is strict: an unknown key or a value of the wrong type throws
+// ConfigError naming the key path, so a typo never silently falls back.
+//
+//   bulwark::RuntimeOptions opts = bulwark::RuntimeOptions::from_file("bulwark.json");
+//   opts.workers = 4;  // code may adjust after reading
+//
+// Plain values; not synchronized.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "bulwark/job.hpp"
+#include "bulwark/retry_policy.hpp"
+
+namespace bulwark {
+
+// Bad configuration; what() starts with the key path, e.g.
+// "handlers.fail.max_attempts: expected an integer".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Config overrides for one job type (handlers.<type>.*).
+struct HandlerConfig {
+  std::optional<int> max_attempts;
+  std::optional<std::chrono::milliseconds> backoff_initial;
+  std::optional<std::chrono::milliseconds> backoff_max;
+};
+
+struct LogOptions {
+  std::string level = "info";  // trace, debug, info, warn, error, critical, off
+  std::string format = "text";  // text or json (one object per line)
+  std::string file;             // empty: standard error
+};
+
+struct RuntimeOptions {
+  unsigned workers = 0;                   // 0: one per hardware thread
+  std::size_t queue_capacity = 100'000;   // queued + scheduled jobs
+  RetryPolicy retry;                      // defaults for every type
+  unsigned max_concurrent_retries = 0;    // 0: half the workers, at least 1
+  bool capture_traces = true;             // throw-site traces, process-wide
+  std::size_t retention_max_finished = 10'000;  // finished records kept for lookup
+  std::chrono::milliseconds shutdown_timeout{10'000};
+  LogOptions logging;
+  std::map<std::string, HandlerConfig> handlers;
+
+  // Called once for every job that reaches a terminal state, on the thread
+  // that finished it (a worker, or the one calling shutdown/cancel). Keep it
+  // short; it runs guarded, and it must not symbolize (hand the record to
+  // another thread for that). Not read from JSON.
+  std::function<void(const JobRecord&)> on_finished;
+
+  // Parses a configuration object. Throws ConfigError naming the key path.
+  static RuntimeOptions from_json(const nlohmann::json& config);
+  // Reads and parses a file. Throws ConfigError naming the file for I/O or
+  // JSON syntax errors, and the key path for the rest.
+  static RuntimeOptions from_file(const std::string& path);
+
+  unsigned effective_workers() const noexcept;
+  unsigned effective_max_concurrent_retries() const noexcept;
+};
+
+}  // namespace bulwark

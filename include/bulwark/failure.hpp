@@ -1,0 +1,68 @@
+// Failure: what went wrong in one attempt of a job, as a plain value.
+//
+// The guarded frame turns whatever a job throws into a Failure: the kind of
+// failure, the demangled dynamic type of the thrown value, its message, the
+// nested exceptions below it (std::throw_with_nested), and the raw throw-site
+// trace. Traces stay raw here; `to_json(failure, symbolized)` resolves them
+// when the record is rendered.
+//
+//   bulwark::Failure f = ...;
+//   if (f.kind == bulwark::FailureKind::exception) log(f.type, f.message);
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "bulwark/trace.hpp"
+
+namespace bulwark {
+
+enum class FailureKind {
+  exception,  // a thrown value
+  timeout,    // the hard timeout was reached
+  crash,      // the process running the job died from a signal
+  shutdown,   // the runtime stopped before the job could finish
+  invalid,    // bad input: the job was never run
+};
+
+std::string_view to_string(FailureKind kind) noexcept;
+
+// One level below the top of a std::throw_with_nested chain.
+struct NestedFailure {
+  std::string type;
+  std::string message;
+  RawTrace trace;
+};
+
+struct Failure {
+  FailureKind kind = FailureKind::exception;
+  std::string type;     // demangled dynamic type, e.g. "std::runtime_error", "int"
+  std::string message;  // what(), or the value of a thrown scalar or string
+  std::vector<NestedFailure> nested;  // outermost first
+  RawTrace trace;       // where the top-level value was thrown
+  std::string origin = "handler";  // "handler", "defer" or "on_failure"
+};
+
+// Builds a failure of a kind other than `exception`.
+Failure make_failure(FailureKind kind, std::string message);
+
+// Classifies the exception being handled. Call it only inside a catch block.
+// Never throws: if recording itself runs out of memory, a short failure saying
+// so is returned. Thread-safe, does not block.
+Failure classify_current_exception() noexcept;
+
+// Classifies `e` (not null).
+Failure classify_exception(const std::exception_ptr& e) noexcept;
+
+// The failure as in bulwark's output: {"kind","type","message","nested",
+// "trace"}. With `symbolized`, frames carry function, file and line
+// (see symbolize(): blocks, call it off the worker threads); without, only
+// addresses.
+nlohmann::ordered_json to_json(const Failure& failure, bool symbolized = true);
+nlohmann::ordered_json to_json(const RawTrace& trace, bool symbolized = true);
+
+}  // namespace bulwark

@@ -1,0 +1,93 @@
+// Jobs as data: what a client asks for (JobSpec) and what bulwark knows about
+// a job at one moment (JobRecord).
+//
+//   bulwark::JobSpec spec = bulwark::JobSpec::from_json(R"({"type":"echo","payload":1})"_json);
+//   auto submitted = runtime.submit(std::move(spec));
+//   std::optional<bulwark::JobRecord> r = runtime.get(submitted.id);
+//
+// Plain values; not synchronized.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bulwark/failure.hpp"
+
+namespace bulwark {
+
+using JobId = std::string;
+using Clock = std::chrono::steady_clock;
+using WallClock = std::chrono::system_clock;
+
+enum class JobState : std::uint8_t {
+  queued,     // waiting for a worker
+  scheduled,  // waiting for its run time (delay_ms) or its retry backoff
+  running,
+  succeeded,
+  failed,     // all attempts used: the dead-letter list
+  cancelled,
+  rejected,   // never accepted (bad input); only seen in `bulwark run` output
+};
+
+std::string_view to_string(JobState state) noexcept;
+// "2026-11-29T06:30:15.123Z" (UTC, milliseconds).
+std::string format_iso8601(WallClock::time_point t);
+std::optional<JobState> parse_job_state(std::string_view name) noexcept;
+constexpr bool is_terminal(JobState s) noexcept { return s >= JobState::succeeded; }
+
+inline constexpr int kMinPriority = 0;
+inline constexpr int kMaxPriority = 9;
+
+// Thrown by JobSpec::from_json for a field that is missing or of the wrong
+// type; what() names the field.
+class SpecError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct JobSpec {
+  std::string type;                 // a registered job type; required
+  nlohmann::json payload;           // handed to the handler as is
+  JobId id;                         // empty: bulwark generates one
+  int priority = 0;                 // kMinPriority..kMaxPriority, higher runs first
+  std::optional<int> max_attempts;  // overrides the type's and the config's
+  std::chrono::milliseconds timeout{0};  // 0: the type's default; enforced by the supervisor
+  std::chrono::milliseconds delay{0};    // run no earlier than this after submit
+
+  // Reads {"type", "payload", "id", "priority", "max_attempts", "timeout_ms",
+  // "delay_ms"}. Throws SpecError naming the first bad field; unknown fields
+  // are an error too, so a typo never goes unnoticed.
+  static JobSpec from_json(const nlohmann::json& j);
+};
+
+struct JobRecord {
+  JobId id;
+  std::uint64_t seq = 0;  // submit order within this runtime; a listing cursor
+  std::string type;
+  JobState state = JobState::queued;
+  int priority = 0;
+  int attempts = 0;      // attempts started so far
+  int max_attempts = 1;
+  nlohmann::json payload;
+  nlohmann::json result;             // the handler's return value once succeeded
+  std::optional<Failure> error;      // the last attempt's failure
+  std::vector<Failure> cleanup_errors;  // failures of defer/on_failure beyond the first
+  double duration_ms = 0;            // run time of the last attempt
+  WallClock::time_point created_at{};
+  std::optional<WallClock::time_point> started_at;   // first attempt
+  std::optional<WallClock::time_point> finished_at;  // terminal state reached
+};
+
+// The record as bulwark renders it: {"id","type","state","attempts","result",
+// "duration_ms","error"} plus "priority", "max_attempts" and ISO-8601
+// timestamps when `timestamps` is set. `symbolized` as for Failure.
+nlohmann::ordered_json to_json(const JobRecord& record, bool symbolized = true, bool timestamps = true);
+
+}  // namespace bulwark

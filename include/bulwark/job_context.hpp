@@ -1,0 +1,69 @@
+// JobContext: what a running job knows about itself and how it cleans up.
+//
+// One context exists per attempt. It gives the job's id, type and attempt
+// number, a stop token (cancellation, shutdown), heartbeat(), and Go-style
+// cleanup: `defer(fn)` runs when the attempt ends, whatever its outcome;
+// `on_failure(fn)` runs only if the attempt has failed, for rollback. Both
+// run last-registered first, each in its own guarded frame: a cleanup that
+// throws is recorded on the job (it fails an attempt that had succeeded, and
+// is listed in `cleanup_errors` otherwise); it never escapes.
+//
+//   runtime_registry.add("transfer", [](bulwark::JobContext& ctx, const json& p) {
+//     auto tx = db.begin();
+//     ctx.on_failure([&] { tx.rollback(); });
+//     ctx.defer([&] { db.release(); });
+//     tx.commit();
+//     return json{{"ok", true}};
+//   });
+//
+// Used only by the thread running the attempt: not thread-safe, never blocks.
+#pragma once
+
+#include <functional>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "bulwark/failure.hpp"
+#include "bulwark/job.hpp"
+
+namespace bulwark {
+namespace detail {
+class Task;
+struct ContextAccess;
+}  // namespace detail
+
+class JobContext {
+ public:
+  JobContext(const JobContext&) = delete;
+  JobContext& operator=(const JobContext&) = delete;
+
+  const JobId& id() const noexcept;
+  const std::string& type() const noexcept;
+  int attempt() const noexcept { return attempt_; }  // 1 for the first attempt
+  std::stop_token stop_token() const noexcept { return stop_; }
+  bool stop_requested() const noexcept { return stop_.stop_requested(); }
+
+  // Tells the supervisor the job is making progress. Cheap: one atomic store.
+  void heartbeat() noexcept;
+
+  void defer(std::function<void()> fn);
+  void on_failure(std::function<void()> fn);
+
+ private:
+  friend struct detail::ContextAccess;
+  JobContext(detail::Task& task, std::stop_token stop, int attempt) noexcept
+      : task_(task), stop_(std::move(stop)), attempt_(attempt) {}
+
+  struct Cleanup {
+    std::function<void()> fn;
+    bool only_on_failure;
+  };
+
+  detail::Task& task_;
+  std::stop_token stop_;
+  int attempt_;
+  std::vector<Cleanup> cleanups_;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,121 @@
+// JobHandle<R>: the caller's end of a callable given to Runtime::post().
+//
+//   auto h = runtime.post([] { return 6 * 7; });
+//   int v = h.get();  // 42, or rethrows what the callable threw
+//
+// get() rethrows the job's original exception object, so its throw-site trace
+// is still there: `bulwark::current_exception_trace()` in the catch block
+// returns it. Failures that were not thrown (shutdown, cancellation, a
+// rejected post) surface as JobError.
+//
+// Copyable; all members thread-safe. wait() and get() block.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+
+#include "bulwark/detail/task.hpp"
+
+namespace bulwark {
+
+// Why a job was not accepted.
+struct SubmitError {
+  enum class Code {
+    invalid,        // a field is wrong: see message
+    unknown_type,   // no handler registered under that name
+    duplicate_id,   // a job with this id is still known
+    queue_full,     // queue.capacity jobs are waiting: retry later
+    shutting_down,  // the runtime is stopping
+  };
+  Code code;
+  std::string message;
+};
+
+std::string_view to_string(SubmitError::Code code) noexcept;
+
+// A failure that has no exception of its own to rethrow.
+class JobError : public std::runtime_error {
+ public:
+  JobError(FailureKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  FailureKind kind() const noexcept { return kind_; }
+
+ private:
+  FailureKind kind_;
+};
+
+template <class R>
+class JobHandle {
+ public:
+  using value_type = typename detail::ResultTask<R>::value_type;
+
+  JobHandle(std::shared_ptr<detail::ResultTask<R>> task) : task_(std::move(task)) {}
+  JobHandle(SubmitError error) : error_(std::move(error)) {}
+
+  bool accepted() const noexcept { return task_ != nullptr; }
+  // Why the post was refused (queue full, shutting down); empty if accepted.
+  const std::optional<SubmitError>& error() const noexcept { return error_; }
+  const JobId& id() const noexcept {
+    static const JobId kNone;
+    return task_ ? task_->id : kNone;
+  }
+
+  JobState state() const noexcept {
+    return task_ ? task_->state.load(std::memory_order_acquire) : JobState::rejected;
+  }
+
+  void wait() const noexcept {
+    if (task_) task_->wait();
+  }
+
+  // True once the job is terminal; false if `timeout` passed first.
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto pause = std::chrono::microseconds(50);
+    while (!is_terminal(state())) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(5000));
+    }
+    return true;
+  }
+
+  // The failure of the last attempt, once the job is terminal and failed.
+  std::optional<Failure> failure() const {
+    if (!task_) return make_failure(FailureKind::invalid, error_->message);
+    std::lock_guard lock(task_->mutex);
+    return task_->error;
+  }
+
+  // Waits, then returns the value or rethrows the failure.
+  value_type get() {
+    if (!task_) throw JobError(FailureKind::invalid, error_->message);
+    task_->wait();
+    if (task_->state.load(std::memory_order_acquire) == JobState::succeeded) {
+      if constexpr (std::is_void_v<R>) {
+        return {};
+      } else {
+        return std::move(*task_->value);
+      }
+    }
+    std::exception_ptr exception;
+    std::optional<Failure> failure;
+    {
+      std::lock_guard lock(task_->mutex);
+      exception = task_->exception;
+      failure = task_->error;
+    }
+    if (exception) std::rethrow_exception(exception);
+    if (failure) throw JobError(failure->kind, failure->message);
+    throw JobError(FailureKind::shutdown, "job " + task_->id + " was cancelled");
+  }
+
+ private:
+  std::shared_ptr<detail::ResultTask<R>> task_;
+  std::optional<SubmitError> error_;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,140 @@
+// Runtime: a pool of workers that runs jobs in guarded frames.
+//
+// Jobs come as JobSpecs naming a registered type (submit) or as plain
+// callables (post). Each attempt runs inside guarded(): whatever it throws is
+// recorded with its throw-site trace, logged off the worker, and the job is
+// retried with backoff or, when its attempts are used up, moved to the
+// dead-letter list (state `failed`), which can be listed and requeued. The
+// worker thread lives on. Every accepted job ends in a terminal state that
+// says why, shutdown included.
+//
+//   bulwark::Registry registry;
+//   registry.add("greet", [](bulwark::JobContext&, const nlohmann::json& p) {
+//     return nlohmann::json("hello " + p.get<std::string>());
+//   });
+//   bulwark::Runtime runtime(std::move(registry), {.workers = 2});
+//   auto job = runtime.submit({.type = "greet", .payload = "world"});
+//   auto sum = runtime.post([] { return 1 + 1; });
+//   runtime.wait_idle(std::chrono::seconds(5));
+//
+// All public methods are thread-safe. submit/post/cancel/requeue never block
+// on a full queue; wait_idle and shutdown block; the destructor shuts down
+// with options.shutdown_timeout.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bulwark/config.hpp"
+#include "bulwark/job.hpp"
+#include "bulwark/job_handle.hpp"
+#include "bulwark/registry.hpp"
+
+namespace bulwark {
+
+// The answer to submit(): the job's id and state, or why it was refused.
+struct Submitted {
+  JobId id;
+  JobState state = JobState::rejected;
+  std::optional<SubmitError> error;
+  explicit operator bool() const noexcept { return !error.has_value(); }
+};
+
+// How a posted callable is run.
+struct PostOptions {
+  std::string type = "post";  // shown in logs and records
+  int priority = 0;           // kMinPriority..kMaxPriority
+  int max_attempts = 1;
+  std::chrono::milliseconds delay{0};
+};
+
+enum class CancelResult { cancelled, stop_requested, not_found, already_terminal };
+enum class RequeueResult { requeued, not_found, not_failed, queue_full, shutting_down };
+
+struct ListQuery {
+  std::optional<JobState> state;
+  std::string type;  // empty: every type
+  std::size_t limit = 100;
+  std::uint64_t before_seq = 0;  // 0: from the newest; else only jobs submitted before that one
+};
+
+struct RuntimeStats {
+  std::map<std::string, std::uint64_t> by_state;  // current count of each state (finished ones as retained)
+  std::uint64_t submitted = 0;       // accepted jobs, posts included
+  std::uint64_t rejected = 0;        // refused submits
+  std::uint64_t succeeded = 0;       // cumulative
+  std::uint64_t failed = 0;          // cumulative: dead-lettered
+  std::uint64_t cancelled = 0;       // cumulative
+  std::uint64_t attempts_failed = 0; // every caught failure, retried or not
+  std::uint64_t retried = 0;         // attempts scheduled again
+  std::uint64_t log_dropped = 0;     // failure log lines dropped by the rate limit
+  std::size_t queue_depth = 0;       // waiting: queued + scheduled
+  std::size_t running = 0;
+  unsigned workers = 0;              // worker threads alive
+};
+
+struct ShutdownReport {
+  bool drained = true;        // every queued job ran before the deadline
+  std::size_t not_run = 0;    // jobs ended failed with kind `shutdown`
+};
+
+class Runtime {
+ public:
+  // Starts the workers. Throws ConfigError when `options` names a job type
+  // that `registry` lacks (handlers.<type>) or the log file cannot be opened.
+  explicit Runtime(Registry registry, RuntimeOptions options = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  Submitted submit(JobSpec spec);
+
+  // Runs `fn()` or `fn(JobContext&)` on a worker. The handle is not accepted
+  // (error() says why) when the queue is full or the runtime is stopping.
+  template <class F>
+  JobHandle<detail::post_result_t<std::decay_t<F>>> post(F&& fn, PostOptions options = {}) {
+    using Fn = std::decay_t<F>;
+    using R = detail::post_result_t<Fn>;
+    auto task = std::make_shared<detail::PostedTask<Fn, R>>(std::forward<F>(fn));
+    if (auto error = enqueue_posted(task, std::move(options))) return JobHandle<R>(std::move(*error));
+    return JobHandle<R>(std::move(task));
+  }
+
+  std::optional<JobRecord> get(const JobId& id) const;
+  // Jobs newest first, filtered. Finished jobs are there while retained.
+  std::vector<JobRecord> list(const ListQuery& query = {}) const;
+  // The dead-letter list: jobs that used all their attempts, newest first.
+  std::vector<JobRecord> dead_letters(std::size_t limit = 100) const;
+
+  // Cancels a queued or scheduled job; asks a running one to stop (its stop
+  // token); a terminal job is left as it is.
+  CancelResult cancel(const JobId& id);
+  // Puts a failed (dead-lettered) job back in the queue with a fresh set of
+  // attempts.
+  RequeueResult requeue(const JobId& id);
+
+  RuntimeStats stats() const;
+  unsigned worker_count() const noexcept;
+
+  // Blocks until no job is queued, scheduled or running, or `timeout` passes.
+  bool wait_idle(std::chrono::milliseconds timeout);
+
+  // Stops accepting, lets queued jobs run until `timeout` (default:
+  // options.shutdown_timeout), then asks running jobs to stop and waits for
+  // them; every job that did not run ends `failed` with kind `shutdown`.
+  // Idempotent; later calls return the first report.
+  ShutdownReport shutdown(std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+
+ private:
+  std::optional<SubmitError> enqueue_posted(std::shared_ptr<detail::Task> task, PostOptions options);
+
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bulwark

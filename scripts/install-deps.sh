@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs bulwark's build and test dependencies from Debian 12 packages.
+# Idempotent and silent when everything is already there.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libboost-dev libboost-stacktrace-dev
+  nlohmann-json3-dev libspdlog-dev libfmt-dev doctest-dev libconcurrentqueue-dev
+)
+# Extra groups: `install-deps.sh bench` adds the benchmark peers.
+for group in "$@"; do
+  case "$group" in
+    bench) packages+=(libtbb-dev libbenchmark-dev gnuplot-nox) ;;
+    *) echo "install-deps.sh: unknown group '$group' (known: bench)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null; then sudo=sudo; else
+    echo "install-deps.sh: missing packages (${missing[*]}) and not root; run as root" >&2
+    exit 1
+  fi
+else
+  sudo=
+fi
+echo "install-deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,21 @@
+// `bulwark run`: jobs in as JSON lines, one result line out per input line.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace bulwark::cli {
+
+struct RunArgs {
+  std::string config;                // empty: built-in defaults
+  std::optional<unsigned> workers;   // overrides the config's `workers`
+  std::string input = "-";
+  std::string output = "-";
+  bool progress = true;              // a progress line when stderr is a terminal
+};
+
+// Runs the batch. Returns the exit status: 0 every job succeeded, 1 any job
+// failed, was cancelled or rejected, 2 a usage or configuration error.
+int run_command(const RunArgs& args);
+
+}  // namespace bulwark::cli

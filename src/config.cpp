@@ -1,0 +1,168 @@
+#include "bulwark/config.hpp"
+
+#include <algorithm>
+#include <array>
+#include <fstream>
+#include <initializer_list>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+namespace bulwark {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+// Walks one JSON object, remembering its key path for error messages and
+// rejecting keys nobody asked for.
+class Section {
+ public:
+  Section(const json& j, std::string path, std::initializer_list<std::string_view> known)
+      : j_(j), path_(std::move(path)) {
+    if (!j_.is_object()) fail(path_.empty() ? "configuration" : path_, "expected an object");
+    for (const auto& [key, value] : j_.items()) {
+      if (std::find(known.begin(), known.end(), key) == known.end()) fail(at(key), "unknown key");
+    }
+  }
+
+  [[noreturn]] static void fail(const std::string& path, const std::string& what) {
+    throw ConfigError(path + ": " + what);
+  }
+
+  std::string at(std::string_view key) const { return path_.empty() ? std::string(key) : path_ + "." + std::string(key); }
+  const json* find(std::string_view key) const {
+    auto it = j_.find(key);
+    return it == j_.end() ? nullptr : &*it;
+  }
+
+  template <class T>
+  void integer(std::string_view key, T& out, std::int64_t lo, std::int64_t hi) const {
+    const json* v = find(key);
+    if (v == nullptr) return;
+    if (!v->is_number_integer()) fail(at(key), "expected an integer");
+    const auto n = v->get<std::int64_t>();
+    if (n < lo || n > hi) {
+      fail(at(key), "expected an integer from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got " +
+                        std::to_string(n));
+    }
+    out = static_cast<T>(n);
+  }
+
+  void millis(std::string_view key, milliseconds& out, std::int64_t hi = 86'400'000) const {
+    std::int64_t n = out.count();
+    integer(key, n, 0, hi);
+    out = milliseconds(n);
+  }
+
+  void number(std::string_view key, double& out, double lo, double hi) const {
+    const json* v = find(key);
+    if (v == nullptr) return;
+    if (!v->is_number()) fail(at(key), "expected a number");
+    const double d = v->get<double>();
+    if (!(d >= lo && d <= hi)) fail(at(key), "expected a number from " + json(lo).dump() + " to " + json(hi).dump());
+    out = d;
+  }
+
+  void boolean(std::string_view key, bool& out) const {
+    const json* v = find(key);
+    if (v == nullptr) return;
+    if (!v->is_boolean()) fail(at(key), "expected true or false");
+    out = v->get<bool>();
+  }
+
+  void string(std::string_view key, std::string& out, std::initializer_list<std::string_view> allowed = {}) const {
+    const json* v = find(key);
+    if (v == nullptr) return;
+    if (!v->is_string()) fail(at(key), "expected a string");
+    const auto& s = v->get_ref<const std::string&>();
+    if (allowed.size() != 0 && std::find(allowed.begin(), allowed.end(), s) == allowed.end()) {
+      std::string list;
+      for (std::string_view a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+      fail(at(key), "expected one of " + list + ", got '" + s + "'");
+    }
+    out = s;
+  }
+
+  Section child(std::string_view key, std::initializer_list<std::string_view> known) const {
+    static const json kEmpty = json::object();
+    const json* v = find(key);
+    return Section(v != nullptr ? *v : kEmpty, at(key), known);
+  }
+
+  const json& raw() const { return j_; }
+
+ private:
+  const json& j_;
+  std::string path_;
+};
+
+void read_retry(const Section& s, RetryPolicy& r) {
+  s.integer("max_attempts", r.max_attempts, 1, 1000);
+  s.millis("backoff_initial_ms", r.initial);
+  s.millis("backoff_max_ms", r.max);
+  s.number("backoff_multiplier", r.multiplier, 1.0, 100.0);
+  s.number("jitter", r.jitter, 0.0, 1.0);
+}
+
+}  // namespace
+
+RuntimeOptions RuntimeOptions::from_json(const json& config) {
+  RuntimeOptions o;
+  const Section root(config, "", {"workers", "queue", "retry", "recovery", "retention", "shutdown", "logging",
+                                  "handlers"});
+  root.integer("workers", o.workers, 0, 1024);
+  root.child("queue", {"capacity"}).integer("capacity", o.queue_capacity, 1, 100'000'000);
+  read_retry(root.child("retry", {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "backoff_multiplier",
+                                  "jitter"}),
+             o.retry);
+  const Section recovery = root.child("recovery", {"max_concurrent_retries", "capture_traces"});
+  recovery.integer("max_concurrent_retries", o.max_concurrent_retries, 0, 1024);
+  recovery.boolean("capture_traces", o.capture_traces);
+  root.child("retention", {"max_finished"}).integer("max_finished", o.retention_max_finished, 0, 100'000'000);
+  root.child("shutdown", {"timeout_ms"}).millis("timeout_ms", o.shutdown_timeout);
+  const Section logging = root.child("logging", {"level", "format", "file"});
+  logging.string("level", o.logging.level, {"trace", "debug", "info", "warn", "error", "critical", "off"});
+  logging.string("format", o.logging.format, {"text", "json"});
+  logging.string("file", o.logging.file);
+
+  if (const json* handlers = root.find("handlers")) {
+    if (!handlers->is_object()) Section::fail("handlers", "expected an object");
+    for (const auto& [type, value] : handlers->items()) {
+      const Section h(value, "handlers." + type, {"max_attempts", "backoff_initial_ms", "backoff_max_ms"});
+      HandlerConfig hc;
+      if (h.find("max_attempts") != nullptr) h.integer("max_attempts", hc.max_attempts.emplace(), 1, 1000);
+      if (h.find("backoff_initial_ms") != nullptr) h.millis("backoff_initial_ms", hc.backoff_initial.emplace());
+      if (h.find("backoff_max_ms") != nullptr) h.millis("backoff_max_ms", hc.backoff_max.emplace());
+      o.handlers[type] = hc;
+    }
+  }
+  return o;
+}
+
+RuntimeOptions RuntimeOptions::from_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot open the configuration file");
+  json config;
+  try {
+    config = json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw ConfigError(path + ": not valid JSON: " + e.what());
+  }
+  try {
+    return from_json(config);
+  } catch (const ConfigError& e) {
+    throw ConfigError(path + ": " + e.what());
+  }
+}
+
+unsigned RuntimeOptions::effective_workers() const noexcept {
+  return workers != 0 ? workers : std::max(1u, std::thread::hardware_concurrency());
+}
+
+unsigned RuntimeOptions::effective_max_concurrent_retries() const noexcept {
+  return max_concurrent_retries != 0 ? max_concurrent_retries : std::max(1u, effective_workers() / 2);
+}
+
+}  // namespace bulwark

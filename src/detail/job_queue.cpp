@@ -1,0 +1,167 @@
+#include "detail/job_queue.hpp"
+
+namespace bulwark::detail {
+
+JobQueue::JobQueue(std::size_t capacity, unsigned max_retries)
+    : capacity_(capacity),
+      max_retries_(std::max(1u, max_retries)),
+      scheduler_([this](std::stop_token stop) { run_scheduler(std::move(stop)); }) {}
+
+JobQueue::~JobQueue() { close(); }
+
+bool JobQueue::try_reserve() noexcept {
+  if (closed_.load(std::memory_order_acquire)) return false;
+  if (size_.fetch_add(1, std::memory_order_acq_rel) >= capacity_) {
+    size_.fetch_sub(1, std::memory_order_acq_rel);
+    return false;
+  }
+  return true;
+}
+
+void JobQueue::unreserve() noexcept { size_.fetch_sub(1, std::memory_order_acq_rel); }
+
+void JobQueue::push(TaskPtr task, Clock::time_point due) {
+  if (due > Clock::now()) {
+    schedule(std::move(task), due, false);
+  } else {
+    push_ready(std::move(task), false);
+  }
+}
+
+bool JobQueue::try_push(TaskPtr task, Clock::time_point due) {
+  if (!try_reserve()) return false;
+  push(std::move(task), due);
+  return true;
+}
+
+void JobQueue::push_retry(TaskPtr task, Clock::time_point due) {
+  size_.fetch_add(1, std::memory_order_acq_rel);
+  schedule(std::move(task), due, true);
+}
+
+void JobQueue::push_ready(TaskPtr task, bool retry) {
+  const int lane = lane_of(task->priority, retry);
+  task->in_retry_lane.store(retry, std::memory_order_relaxed);
+  lane_counts_[lane].fetch_add(1, std::memory_order_release);
+  ready_.fetch_add(1, std::memory_order_relaxed);
+  lanes_[lane].enqueue(std::move(task));
+  items_.signal();
+}
+
+void JobQueue::schedule(TaskPtr task, Clock::time_point due, bool retry) {
+  {
+    std::lock_guard lock(mutex_);
+    (retry ? retry_heap_ : fresh_heap_).push(Delayed{due, order_++, std::move(task)});
+    ++generation_;
+  }
+  wake_.notify_one();
+}
+
+TaskPtr JobQueue::pop() {
+  for (;;) {
+    items_.wait();
+    // A count on the semaphore means a task was enqueued (or close() woke
+    // us); its enqueue may not be visible yet, so scan until it is.
+    for (int spins = 0;; ++spins) {
+      for (int lane = kLanes - 1; lane >= 0; --lane) {
+        if (lane_counts_[lane].load(std::memory_order_acquire) <= 0) continue;
+        TaskPtr task;
+        if (lanes_[lane].try_dequeue(task)) {
+          lane_counts_[lane].fetch_sub(1, std::memory_order_relaxed);
+          ready_.fetch_sub(1, std::memory_order_relaxed);
+          size_.fetch_sub(1, std::memory_order_acq_rel);
+          return task;
+        }
+      }
+      if (closed_.load(std::memory_order_acquire) && ready_.load(std::memory_order_acquire) == 0) {
+        items_.signal();  // pass the wake-up on to the next consumer
+        return nullptr;
+      }
+      if (spins > 64) std::this_thread::yield();
+    }
+  }
+}
+
+void JobQueue::release_retry_slot() {
+  {
+    std::lock_guard lock(mutex_);
+    if (retries_admitted_ > 0) --retries_admitted_;
+    ++generation_;
+  }
+  wake_.notify_one();
+}
+
+void JobQueue::close() {
+  if (closed_.exchange(true, std::memory_order_acq_rel)) return;
+  scheduler_.request_stop();
+  wake_.notify_all();
+  if (scheduler_.joinable()) scheduler_.join();
+  items_.signal();  // each consumer that exits passes it on
+}
+
+std::vector<TaskPtr> JobQueue::drain() {
+  std::vector<TaskPtr> out;
+  for (int lane = kLanes - 1; lane >= 0; --lane) {
+    TaskPtr task;
+    while (lanes_[lane].try_dequeue(task)) {
+      lane_counts_[lane].fetch_sub(1, std::memory_order_relaxed);
+      ready_.fetch_sub(1, std::memory_order_relaxed);
+      out.push_back(std::move(task));
+    }
+  }
+  std::lock_guard lock(mutex_);
+  for (Heap* heap : {&fresh_heap_, &retry_heap_}) {
+    while (!heap->empty()) {
+      out.push_back(heap->top().task);
+      heap->pop();
+    }
+  }
+  size_.fetch_sub(out.size(), std::memory_order_acq_rel);
+  return out;
+}
+
+void JobQueue::run_scheduler(std::stop_token stop) {
+  std::unique_lock lock(mutex_);
+  while (!stop.stop_requested()) {
+    const auto now = Clock::now();
+    std::vector<std::pair<TaskPtr, bool>> due;
+    while (!fresh_heap_.empty() && fresh_heap_.top().due <= now) {
+      due.emplace_back(fresh_heap_.top().task, false);
+      fresh_heap_.pop();
+    }
+    while (!retry_heap_.empty() && retry_heap_.top().due <= now && retries_admitted_ < max_retries_) {
+      due.emplace_back(retry_heap_.top().task, true);
+      retry_heap_.pop();
+      ++retries_admitted_;
+    }
+    Clock::time_point next = Clock::time_point::max();
+    if (!fresh_heap_.empty()) next = fresh_heap_.top().due;
+    if (!retry_heap_.empty() && retries_admitted_ < max_retries_) next = std::min(next, retry_heap_.top().due);
+    if (!due.empty()) {
+      lock.unlock();
+      for (auto& [task, retry] : due) {
+        // A job cancelled while it waited is dropped here, its place freed.
+        if (task->transition(JobState::scheduled, JobState::queued)) {
+          push_ready(std::move(task), retry);
+        } else {
+          size_.fetch_sub(1, std::memory_order_acq_rel);
+          if (retry) {
+            std::lock_guard relock(mutex_);
+            --retries_admitted_;
+          }
+        }
+      }
+      lock.lock();
+      continue;  // the heaps may have changed meanwhile
+    }
+    const std::uint64_t seen = generation_;
+    const auto changed = [&] { return generation_ != seen; };
+    if (next == Clock::time_point::max()) {
+      wake_.wait(lock, stop, changed);
+    } else {
+      wake_.wait_until(lock, stop, next, changed);
+    }
+  }
+}
+
+}  // namespace bulwark::detail

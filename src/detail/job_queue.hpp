@@ -1,0 +1,116 @@
+// JobQueue: where accepted jobs wait for a worker.
+//
+// Ready jobs sit in lock-free lanes (moodycamel::ConcurrentQueue), two per
+// priority: fresh jobs and admitted retries. pop() takes from the highest
+// priority first and, within a priority, a fresh job before a retry, so
+// recovery work never starves new work. Jobs with a run time in the future
+// (delay_ms, retry backoff) wait in a heap that the queue's own scheduler
+// thread moves into the lanes when they are due. A retry enters its lane only
+// while fewer than `max_retries` retries are admitted (in a lane or running);
+// the caller gives the slot back with release_retry_slot().
+//
+// Capacity bounds everything waiting (lanes and heaps). try_push() of a new
+// job fails when full; push_retry() never fails, since that job was accepted
+// already and must not be lost.
+//
+//   JobQueue q(1000, 2);
+//   q.try_push(task, Clock::now());
+//   while (TaskPtr t = q.pop()) run(t);   // on each worker
+//
+// Thread-safe. pop() blocks; everything else returns at once.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <thread>
+#include <vector>
+
+#include <concurrentqueue.h>
+#include <lightweightsemaphore.h>
+
+#include "bulwark/detail/task.hpp"
+
+namespace bulwark::detail {
+
+using TaskPtr = std::shared_ptr<Task>;
+
+class JobQueue {
+ public:
+  JobQueue(std::size_t capacity, unsigned max_retries);
+  ~JobQueue();
+  JobQueue(const JobQueue&) = delete;
+  JobQueue& operator=(const JobQueue&) = delete;
+
+  // Accepts a new job to run at `due` (now or earlier: at once). False when
+  // the queue holds `capacity` jobs already or is closed.
+  bool try_push(TaskPtr task, Clock::time_point due);
+
+  // try_push() in two steps, for callers that must do more between deciding
+  // and publishing: try_reserve() takes a place (false when full or closed);
+  // push() fills it and cannot fail; unreserve() gives it back unused.
+  bool try_reserve() noexcept;
+  void push(TaskPtr task, Clock::time_point due);
+  void unreserve() noexcept;
+
+  // Re-queues an accepted job for another attempt at `due`. Always succeeds.
+  void push_retry(TaskPtr task, Clock::time_point due);
+
+  // The next ready job; blocks until there is one. Returns null once close()
+  // has been called and no ready job is left.
+  TaskPtr pop();
+
+  // Gives back the retry slot of a task that came from a retry lane.
+  void release_retry_slot();
+
+  // Wakes every pop() for exit and stops the scheduler; later pushes fail.
+  void close();
+
+  // Removes and returns everything still waiting (lanes and heaps). Call
+  // after the consumers have stopped.
+  std::vector<TaskPtr> drain();
+
+  std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+  std::size_t ready() const noexcept { return ready_.load(std::memory_order_relaxed); }
+  std::size_t capacity() const noexcept { return capacity_; }
+
+ private:
+  static constexpr int kLanes = (kMaxPriority + 1) * 2;
+  struct Delayed {
+    Clock::time_point due;
+    std::uint64_t order;
+    TaskPtr task;
+    bool operator>(const Delayed& o) const { return due != o.due ? due > o.due : order > o.order; }
+  };
+  using Heap = std::priority_queue<Delayed, std::vector<Delayed>, std::greater<>>;
+
+  static int lane_of(int priority, bool retry) noexcept { return priority * 2 + (retry ? 0 : 1); }
+  void push_ready(TaskPtr task, bool retry);
+  void schedule(TaskPtr task, Clock::time_point due, bool retry);
+  void run_scheduler(std::stop_token stop);
+
+  const std::size_t capacity_;
+  const unsigned max_retries_;
+  std::atomic<std::size_t> size_{0};   // everything waiting
+  std::atomic<std::size_t> ready_{0};  // in lanes
+  std::atomic<bool> closed_{false};
+
+  std::array<moodycamel::ConcurrentQueue<TaskPtr>, kLanes> lanes_;
+  std::array<std::atomic<std::int64_t>, kLanes> lane_counts_{};  // lets pop() skip empty lanes
+  moodycamel::LightweightSemaphore items_;                        // one count per ready task
+
+  std::mutex mutex_;
+  std::condition_variable_any wake_;
+  Heap fresh_heap_;                // guarded by mutex_
+  Heap retry_heap_;                // guarded by mutex_
+  std::uint64_t order_ = 0;        // guarded by mutex_
+  unsigned retries_admitted_ = 0;  // guarded by mutex_
+  std::uint64_t generation_ = 0;   // guarded by mutex_; bumped on every change the scheduler must see
+  std::jthread scheduler_;         // last: started after everything above exists
+};
+
+}  // namespace bulwark::detail

@@ -1,0 +1,178 @@
+#include "detail/reporter.hpp"
+
+#include "bulwark/job.hpp"
+
+#include <blockingconcurrentqueue.h>
+#include <spdlog/logger.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+
+#include <ctime>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+
+namespace bulwark::detail {
+namespace {
+
+spdlog::level::level_enum to_spdlog(LogLevel level) {
+  switch (level) {
+    case LogLevel::trace: return spdlog::level::trace;
+    case LogLevel::debug: return spdlog::level::debug;
+    case LogLevel::info: return spdlog::level::info;
+    case LogLevel::warn: return spdlog::level::warn;
+    case LogLevel::error: return spdlog::level::err;
+    case LogLevel::critical: return spdlog::level::critical;
+  }
+  return spdlog::level::info;
+}
+
+void append_frames(std::string& out, const RawTrace& trace) {
+  int i = 0;
+  for (const Frame& f : symbolize(trace)) {
+    out += "\n    #" + std::to_string(i++) + " " + (f.function.empty() ? "??" : f.function);
+    if (!f.file.empty()) out += " at " + f.file + ":" + std::to_string(f.line);
+  }
+  if (trace.truncated) out += "\n    ... (deeper frames not kept)";
+}
+
+}  // namespace
+
+struct Reporter::Event {
+  LogLevel level = LogLevel::info;
+  std::chrono::system_clock::time_point time = std::chrono::system_clock::now();
+  std::variant<std::string, AttemptFailure> body;
+};
+
+struct Reporter::Queue {
+  moodycamel::BlockingConcurrentQueue<Event> events;
+};
+
+Reporter::Reporter(const LogOptions& options) : json_(options.format == "json"), queue_(std::make_unique<Queue>()) {
+  spdlog::sink_ptr sink;
+  try {
+    if (options.file.empty()) {
+      sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+    } else {
+      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.file, false);
+    }
+  } catch (const spdlog::spdlog_ex& e) {
+    throw ConfigError("logging.file: cannot open '" + options.file + "': " + e.what());
+  }
+  logger_ = std::make_shared<spdlog::logger>("bulwark", std::move(sink));
+  logger_->set_pattern(json_ ? "%v" : "[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
+  logger_->set_level(spdlog::level::from_str(options.level));
+  logger_->flush_on(spdlog::level::trace);
+  threshold_ = static_cast<int>(logger_->level());
+  thread_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
+}
+
+Reporter::~Reporter() {
+  thread_.request_stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Reporter::enabled(LogLevel level) const noexcept { return static_cast<int>(to_spdlog(level)) >= threshold_; }
+
+void Reporter::post(Event&& event) noexcept {
+  if (!enabled(event.level)) return;
+  if (pending_.fetch_add(1, std::memory_order_relaxed) >= kMaxPending) {
+    pending_.fetch_sub(1, std::memory_order_relaxed);
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  try {
+    queue_->events.enqueue(std::move(event));
+  } catch (...) {
+    pending_.fetch_sub(1, std::memory_order_relaxed);
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Reporter::attempt_failed(AttemptFailure event) noexcept {
+  try {
+    post(Event{LogLevel::error, std::chrono::system_clock::now(), std::move(event)});
+  } catch (...) {
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Reporter::log(LogLevel level, std::string message) noexcept {
+  try {
+    post(Event{level, std::chrono::system_clock::now(), std::move(message)});
+  } catch (...) {
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Reporter::write(Event& event) {
+  const auto level = to_spdlog(event.level);
+  if (auto* message = std::get_if<std::string>(&event.body)) {
+    if (!json_) {
+      logger_->log(event.time, spdlog::source_loc{}, level, *message);
+    } else {
+      nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},
+                             {"level", spdlog::level::to_string_view(level).data()},
+                             {"msg", *message}};
+      logger_->log(event.time, spdlog::source_loc{}, level, line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    }
+    return;
+  }
+  const AttemptFailure& e = std::get<AttemptFailure>(event.body);
+  const Failure& f = e.failure;
+  if (json_) {
+    nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},
+                           {"level", "error"},
+                           {"msg", "job attempt failed"},
+                           {"job_id", e.id},
+                           {"job_type", e.type},
+                           {"attempt", e.attempt},
+                           {"max_attempts", e.max_attempts},
+                           {"kind", to_string(f.kind)},
+                           {"error_type", f.type},
+                           {"message", f.message},
+                           {"origin", f.origin},
+                           {"stack_trace", to_json(f.trace, true)}};
+    if (!f.nested.empty()) line["nested"] = to_json(f, true)["nested"];
+    if (e.retry_in) line["retry_in_ms"] = e.retry_in->count();
+    logger_->log(event.time, spdlog::source_loc{}, level, line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    return;
+  }
+  std::string text = "job " + e.id + " (" + e.type + ") attempt " + std::to_string(e.attempt) + "/" +
+                     std::to_string(e.max_attempts) + " failed";
+  if (f.origin != "handler") text += " in " + f.origin;
+  text += ": " + (f.kind == FailureKind::exception ? f.type : std::string(to_string(f.kind)));
+  if (!f.message.empty()) text += ": " + f.message;
+  text += e.retry_in ? "; retry in " + std::to_string(e.retry_in->count()) + " ms" : "; no attempts left";
+  append_frames(text, f.trace);
+  for (const NestedFailure& n : f.nested) {
+    text += "\n  caused by " + n.type + ": " + n.message;
+    append_frames(text, n.trace);
+  }
+  logger_->log(event.time, spdlog::source_loc{}, level, text);
+}
+
+void Reporter::run(std::stop_token stop) {
+  Event event;
+  const auto write_one = [&] {
+    pending_.fetch_sub(1, std::memory_order_relaxed);
+    try {
+      write(event);
+    } catch (...) {
+      // A log line that cannot be written must not take the reporter down.
+    }
+  };
+  while (!stop.stop_requested()) {
+    if (queue_->events.wait_dequeue_timed(event, std::chrono::milliseconds(50))) write_one();
+    const std::uint64_t dropped = dropped_.load(std::memory_order_relaxed);
+    if (dropped != reported_dropped_) {
+      logger_->warn("{} log events dropped: failures arrived faster than they could be logged",
+                    dropped - reported_dropped_);
+      reported_dropped_ = dropped;
+    }
+  }
+  while (queue_->events.try_dequeue(event)) write_one();
+  logger_->flush();
+}
+
+}  // namespace bulwark::detail

@@ -1,0 +1,181 @@
+#include "bulwark/failure.hpp"
+
+#include <cxxabi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <typeinfo>
+
+#include <nlohmann/json.hpp>
+
+namespace bulwark {
+namespace {
+
+constexpr std::size_t kMaxMessage = 4096;
+constexpr std::size_t kMaxNested = 16;
+
+std::string demangle(const char* mangled) {
+  int status = 0;
+  std::unique_ptr<char, decltype(&std::free)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
+                                                   &std::free);
+  return status == 0 && name ? std::string(name.get()) : std::string(mangled);
+}
+
+std::string bounded(std::string_view s) {
+  if (s.size() <= kMaxMessage) return std::string(s);
+  return std::string(s.substr(0, kMaxMessage)) + "…[truncated]";
+}
+
+std::string address_string(std::uintptr_t address) {
+  char buf[2 + 16 + 1];
+  std::snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(address));
+  return buf;
+}
+
+// Type and message of the exception being handled; for std::exception also
+// the nested exception it carries, if any.
+struct Level {
+  std::string type;
+  std::string message;
+  std::exception_ptr next;
+};
+
+template <class T>
+Level scalar(const char* type, T value) {
+  return {type, std::to_string(value), nullptr};
+}
+
+Level classify_level() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    Level level{demangle(typeid(e).name()), bounded(e.what()), nullptr};
+    if (const auto* nested = dynamic_cast<const std::nested_exception*>(&e)) level.next = nested->nested_ptr();
+    return level;
+  } catch (const std::nested_exception& e) {
+    return {demangle(typeid(e).name()), "", e.nested_ptr()};
+  } catch (const char* s) {
+    return {"const char*", bounded(s != nullptr ? s : "(null)"), nullptr};
+  } catch (const std::string& s) {
+    return {"std::string", bounded(s), nullptr};
+  } catch (std::string_view s) {
+    return {"std::string_view", bounded(s), nullptr};
+  } catch (bool v) {
+    return {"bool", v ? "true" : "false", nullptr};
+  } catch (char v) {
+    return {"char", std::string(1, v), nullptr};
+  } catch (int v) {
+    return scalar("int", v);
+  } catch (unsigned v) {
+    return scalar("unsigned int", v);
+  } catch (long v) {
+    return scalar("long", v);
+  } catch (unsigned long v) {
+    return scalar("unsigned long", v);
+  } catch (long long v) {
+    return scalar("long long", v);
+  } catch (unsigned long long v) {
+    return scalar("unsigned long long", v);
+  } catch (double v) {
+    return scalar("double", v);
+  } catch (float v) {
+    return scalar("float", v);
+  } catch (...) {
+    const std::type_info* type = abi::__cxa_current_exception_type();
+    return {type != nullptr ? demangle(type->name()) : "unknown", "", nullptr};
+  }
+}
+
+Level classify_level(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (...) {
+    return classify_level();
+  }
+}
+
+Failure classify(const std::exception_ptr& e) {
+  Failure failure;
+  Level top = classify_level(e);
+  failure.type = std::move(top.type);
+  failure.message = std::move(top.message);
+  failure.trace = throw_site_trace(e);
+  std::exception_ptr next = top.next;
+  while (next && failure.nested.size() < kMaxNested) {
+    Level level = classify_level(next);
+    failure.nested.push_back({std::move(level.type), std::move(level.message), throw_site_trace(next)});
+    next = level.next;
+  }
+  return failure;
+}
+
+Failure out_of_memory_failure() noexcept {
+  // Both strings fit the small-string buffer: no allocation.
+  Failure failure;
+  failure.type = "std::bad_alloc";
+  failure.message = "oom";
+  return failure;
+}
+
+}  // namespace
+
+std::string_view to_string(FailureKind kind) noexcept {
+  switch (kind) {
+    case FailureKind::exception: return "exception";
+    case FailureKind::timeout: return "timeout";
+    case FailureKind::crash: return "crash";
+    case FailureKind::shutdown: return "shutdown";
+    case FailureKind::invalid: return "invalid";
+  }
+  return "unknown";
+}
+
+Failure make_failure(FailureKind kind, std::string message) {
+  Failure failure;
+  failure.kind = kind;
+  failure.message = std::move(message);
+  return failure;
+}
+
+Failure classify_exception(const std::exception_ptr& e) noexcept {
+  try {
+    return classify(e);
+  } catch (...) {
+    return out_of_memory_failure();
+  }
+}
+
+Failure classify_current_exception() noexcept { return classify_exception(std::current_exception()); }
+
+nlohmann::ordered_json to_json(const RawTrace& trace, bool symbolized) {
+  nlohmann::ordered_json frames = nlohmann::ordered_json::array();
+  if (symbolized) {
+    for (const Frame& f : symbolize(trace)) {
+      frames.push_back({{"function", f.function}, {"file", f.file}, {"line", f.line},
+                        {"address", address_string(f.address)}});
+    }
+  } else {
+    for (std::uint32_t i = 0; i < trace.size; ++i) frames.push_back({{"address", address_string(trace.frames[i])}});
+  }
+  return frames;
+}
+
+nlohmann::ordered_json to_json(const Failure& failure, bool symbolized) {
+  nlohmann::ordered_json nested = nlohmann::ordered_json::array();
+  for (const NestedFailure& n : failure.nested) {
+    nested.push_back({{"type", n.type}, {"message", n.message}, {"trace", to_json(n.trace, symbolized)}});
+  }
+  nlohmann::ordered_json out = {{"kind", to_string(failure.kind)},
+                        {"type", failure.type},
+                        {"message", failure.message},
+                        {"nested", std::move(nested)},
+                        {"trace", to_json(failure.trace, symbolized)}};
+  if (failure.origin != "handler") out["origin"] = failure.origin;
+  if (failure.trace.truncated) out["trace_truncated"] = true;
+  return out;
+}
+
+}  // namespace bulwark

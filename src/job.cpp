@@ -1,0 +1,108 @@
+#include "bulwark/job.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <ctime>
+
+namespace bulwark {
+namespace {
+
+constexpr std::array<std::string_view, 7> kStateNames = {"queued",    "scheduled", "running",  "succeeded",
+                                                         "failed",    "cancelled", "rejected"};
+
+const nlohmann::json* field(const nlohmann::json& j, const char* name) {
+  auto it = j.find(name);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::int64_t integer_field(const nlohmann::json& j, const char* name, std::int64_t lo, std::int64_t hi) {
+  const nlohmann::json* v = field(j, name);
+  if (v == nullptr) return lo - 1;  // absent: caller keeps its default
+  if (!v->is_number_integer()) throw SpecError(std::string(name) + ": expected an integer");
+  const auto n = v->get<std::int64_t>();
+  if (n < lo || n > hi) {
+    throw SpecError(std::string(name) + ": expected an integer from " + std::to_string(lo) + " to " +
+                    std::to_string(hi) + ", got " + std::to_string(n));
+  }
+  return n;
+}
+
+}  // namespace
+
+std::string format_iso8601(WallClock::time_point t) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  return buf;
+}
+
+
+std::string_view to_string(JobState state) noexcept { return kStateNames[static_cast<std::size_t>(state)]; }
+
+std::optional<JobState> parse_job_state(std::string_view name) noexcept {
+  for (std::size_t i = 0; i < kStateNames.size(); ++i) {
+    if (kStateNames[i] == name) return static_cast<JobState>(i);
+  }
+  return std::nullopt;
+}
+
+JobSpec JobSpec::from_json(const nlohmann::json& j) {
+  if (!j.is_object()) throw SpecError("expected a JSON object");
+  static constexpr std::array<std::string_view, 7> kKnown = {"type",         "payload",    "id",      "priority",
+                                                             "max_attempts", "timeout_ms", "delay_ms"};
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end()) throw SpecError(key + ": unknown field");
+  }
+  JobSpec spec;
+  const nlohmann::json* type = field(j, "type");
+  if (type == nullptr) throw SpecError("type: required");
+  if (!type->is_string() || type->get_ref<const std::string&>().empty()) {
+    throw SpecError("type: expected a non-empty string");
+  }
+  spec.type = type->get<std::string>();
+  if (auto it = j.find("payload"); it != j.end()) spec.payload = *it;
+  if (const nlohmann::json* id = field(j, "id")) {
+    if (!id->is_string() || id->get_ref<const std::string&>().empty() || id->get_ref<const std::string&>().size() > 200) {
+      throw SpecError("id: expected a string of 1 to 200 characters");
+    }
+    spec.id = id->get<std::string>();
+  }
+  if (auto p = integer_field(j, "priority", kMinPriority, kMaxPriority); p >= kMinPriority) {
+    spec.priority = static_cast<int>(p);
+  }
+  if (auto a = integer_field(j, "max_attempts", 1, 1000); a >= 1) spec.max_attempts = static_cast<int>(a);
+  constexpr std::int64_t kDay = 86'400'000;
+  if (auto t = integer_field(j, "timeout_ms", 0, kDay); t >= 0) spec.timeout = std::chrono::milliseconds(t);
+  if (auto d = integer_field(j, "delay_ms", 0, kDay); d >= 0) spec.delay = std::chrono::milliseconds(d);
+  return spec;
+}
+
+nlohmann::ordered_json to_json(const JobRecord& r, bool symbolized, bool timestamps) {
+  nlohmann::ordered_json out = {{"id", r.id},
+                        {"type", r.type},
+                        {"state", to_string(r.state)},
+                        {"attempts", r.attempts},
+                        {"result", r.state == JobState::succeeded ? nlohmann::ordered_json(r.result) : nlohmann::ordered_json()},
+                        {"duration_ms", r.duration_ms},
+                        {"error", r.error ? to_json(*r.error, symbolized) : nlohmann::ordered_json()}};
+  if (!r.cleanup_errors.empty()) {
+    nlohmann::ordered_json extra = nlohmann::ordered_json::array();
+    for (const Failure& f : r.cleanup_errors) extra.push_back(to_json(f, symbolized));
+    out["cleanup_errors"] = std::move(extra);
+  }
+  if (timestamps) {
+    out["priority"] = r.priority;
+    out["max_attempts"] = r.max_attempts;
+    out["created_at"] = format_iso8601(r.created_at);
+    out["started_at"] = r.started_at ? nlohmann::ordered_json(format_iso8601(*r.started_at)) : nlohmann::ordered_json();
+    out["finished_at"] = r.finished_at ? nlohmann::ordered_json(format_iso8601(*r.finished_at)) : nlohmann::ordered_json();
+  }
+  return out;
+}
+
+}  // namespace bulwark

@@ -1,0 +1,120 @@
+// Throw-site capture by interposing __cxa_allocate_exception (see trace.hpp).
+//
+// libstdc++ places a 128-byte __cxa_refcounted_exception header right before
+// the thrown object; its first member is a 4-byte reference count followed by
+// 12 bytes of alignment padding before the 16-byte aligned __cxa_exception.
+// We ask the real allocator for room for the object *plus* a RawTrace, write
+// the trace behind the object, and record where it is in that padding, which
+// the runtime zeroes on allocation and never touches again. Reading checks a
+// magic number and that the header's exceptionType matches the exception's
+// own type, so an exception allocated by another path simply has no trace.
+#include "bulwark/trace.hpp"
+
+#include <dlfcn.h>
+
+#include <atomic>
+#include <cstring>
+#include <new>
+#include <typeinfo>
+
+#include <boost/stacktrace/safe_dump_to.hpp>
+
+namespace {
+
+#if defined(__GLIBCXX__) && (defined(__x86_64__) || defined(__aarch64__))
+constexpr bool kSupported = true;
+#else
+constexpr bool kSupported = false;
+#endif
+
+constexpr std::size_t kHeaderSize = 128;         // sizeof(__cxa_refcounted_exception)
+constexpr std::size_t kMagicOffset = 4;          // padding after referenceCount
+constexpr std::size_t kTrailerOffsetOffset = 8;  // where the RawTrace offset is kept
+constexpr std::size_t kTypeInfoOffset = 16;      // __cxa_exception::exceptionType
+constexpr std::uint32_t kMagic = 0xB17A7ACEu;
+constexpr std::size_t kAlign = 16;
+
+std::atomic<bool> g_capture{true};
+
+using AllocateFn = void* (*)(std::size_t) noexcept;
+
+AllocateFn real_allocate() noexcept {
+  static const AllocateFn fn =
+      reinterpret_cast<AllocateFn>(::dlsym(RTLD_NEXT, "__cxa_allocate_exception"));
+  return fn;
+}
+
+char* header_of(void* object) noexcept { return static_cast<char*>(object) - kHeaderSize; }
+
+const bulwark::RawTrace* trailer_of(void* object, const std::type_info* type) noexcept {
+  if (!kSupported || object == nullptr) return nullptr;
+  const char* header = header_of(object);
+  std::uint32_t magic = 0;
+  std::uint32_t offset = 0;
+  const std::type_info* stored_type = nullptr;
+  std::memcpy(&magic, header + kMagicOffset, sizeof magic);
+  std::memcpy(&offset, header + kTrailerOffsetOffset, sizeof offset);
+  std::memcpy(&stored_type, header + kTypeInfoOffset, sizeof stored_type);
+  if (magic != kMagic || (type != nullptr && stored_type != type)) return nullptr;
+  return reinterpret_cast<const bulwark::RawTrace*>(static_cast<const char*>(object) + offset);
+}
+
+// Frames above the throwing function: fill_trace and __cxa_allocate_exception.
+constexpr std::size_t kHookFrames = 2;
+
+__attribute__((noinline)) void fill_trace(bulwark::RawTrace* trace, std::size_t skip) noexcept {
+  // One spare slot: safe_dump_to ends the list with a null frame.
+  void* buffer[bulwark::RawTrace::kMaxFrames + 2];
+  std::size_t n = boost::stacktrace::safe_dump_to(skip, buffer, sizeof buffer);
+  trace->truncated = n > bulwark::RawTrace::kMaxFrames;
+  if (trace->truncated) n = bulwark::RawTrace::kMaxFrames;
+  std::uint32_t size = 0;
+  for (std::size_t i = 0; i < n && buffer[i] != nullptr; ++i) {
+    trace->frames[size++] = reinterpret_cast<std::uintptr_t>(buffer[i]);
+  }
+  trace->size = size;
+}
+
+}  // namespace
+
+namespace __cxxabiv1 {
+extern "C" __attribute__((visibility("default"), noinline)) void* __cxa_allocate_exception(
+    std::size_t thrown_size) noexcept {
+  AllocateFn allocate = real_allocate();
+  if (!kSupported || !g_capture.load(std::memory_order_relaxed)) return allocate(thrown_size);
+  const std::size_t offset = (thrown_size + kAlign - 1) & ~(kAlign - 1);
+  void* object = allocate(offset + sizeof(bulwark::RawTrace));
+  auto* trace = new (static_cast<char*>(object) + offset) bulwark::RawTrace;
+  fill_trace(trace, kHookFrames);
+  const auto offset32 = static_cast<std::uint32_t>(offset);
+  std::memcpy(header_of(object) + kMagicOffset, &kMagic, sizeof kMagic);
+  std::memcpy(header_of(object) + kTrailerOffsetOffset, &offset32, sizeof offset32);
+  return object;
+}
+}  // namespace __cxxabiv1
+
+namespace bulwark {
+
+void set_throw_trace_capture(bool enabled) noexcept { g_capture.store(enabled, std::memory_order_relaxed); }
+
+bool throw_trace_capture() noexcept { return g_capture.load(std::memory_order_relaxed); }
+
+RawTrace throw_site_trace(const std::exception_ptr& e) noexcept {
+  if (!e) return {};
+  // libstdc++'s exception_ptr is a single pointer to the thrown object.
+  static_assert(sizeof(std::exception_ptr) == sizeof(void*));
+  void* object = nullptr;
+  std::memcpy(&object, &e, sizeof object);
+  const RawTrace* trace = trailer_of(object, e.__cxa_exception_type());
+  return trace != nullptr ? *trace : RawTrace{};
+}
+
+RawTrace current_exception_trace() noexcept { return throw_site_trace(std::current_exception()); }
+
+__attribute__((noinline)) RawTrace capture_stack(std::size_t skip) noexcept {
+  RawTrace trace;
+  fill_trace(&trace, skip + 1);
+  return trace;
+}
+
+}  // namespace bulwark

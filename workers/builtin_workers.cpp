@@ -1,0 +1,181 @@
+#include "builtin_workers.hpp"
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace bulwark::workers {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::int64_t kMaxMs = 86'400'000;
+constexpr std::int64_t kMaxPrimeLimit = 200'000'000;
+
+const json& object_payload(const json& payload, const char* type) {
+  if (!payload.is_object() && !payload.is_null()) {
+    throw std::invalid_argument(std::string(type) + ": payload: expected an object");
+  }
+  return payload;
+}
+
+std::int64_t int_field(const json& payload, const char* type, const char* key, std::int64_t lo, std::int64_t hi,
+                       std::int64_t fallback) {
+  const json& p = object_payload(payload, type);
+  if (p.is_null() || !p.contains(key)) return fallback;
+  const json& v = p.at(key);
+  if (!v.is_number_integer() || v.get<std::int64_t>() < lo || v.get<std::int64_t>() > hi) {
+    throw std::invalid_argument(std::string(type) + ": payload." + key + ": expected an integer from " +
+                                std::to_string(lo) + " to " + std::to_string(hi));
+  }
+  return v.get<std::int64_t>();
+}
+
+// --- fail: three calls from the handler down to the throw ------------------
+
+const std::vector<std::string> kThrowKinds = {"runtime_error", "logic_error", "out_of_range", "bad_alloc", "int",
+                                              "c_string",      "string",      "custom",       "nested"};
+
+std::string throw_kind(const json& payload) {
+  const json& p = object_payload(payload, "fail");
+  if (p.is_null() || !p.contains("throw")) return "runtime_error";
+  if (!p.at("throw").is_string()) throw std::invalid_argument("fail: payload.throw: expected a string");
+  std::string kind = p.at("throw").get<std::string>();
+  if (std::find(kThrowKinds.begin(), kThrowKinds.end(), kind) == kThrowKinds.end()) {
+    std::string list;
+    for (const auto& k : kThrowKinds) list += (list.empty() ? "" : ", ") + k;
+    throw std::invalid_argument("fail: payload.throw: expected one of " + list + ", got '" + kind + "'");
+  }
+  return kind;
+}
+
+std::string fail_message(const json& payload) {
+  if (payload.is_object() && payload.contains("message")) {
+    if (!payload.at("message").is_string()) throw std::invalid_argument("fail: payload.message: expected a string");
+    return payload.at("message").get<std::string>();
+  }
+  return "boom";
+}
+
+[[noreturn]] __attribute__((noinline)) void fail_throw_site(const std::string& kind, const std::string& message) {
+  if (kind == "logic_error") throw std::logic_error(message);
+  if (kind == "out_of_range") throw std::out_of_range(message);
+  if (kind == "bad_alloc") throw std::bad_alloc();
+  if (kind == "int") throw 42;
+  if (kind == "c_string") throw "c-string failure";
+  if (kind == "string") throw std::string(message);
+  if (kind == "custom") throw CustomFailure{7, "custom failure"};
+  if (kind == "nested") {
+    try {
+      throw std::runtime_error(message);
+    } catch (...) {
+      std::throw_with_nested(std::runtime_error("while running the fail job"));
+    }
+  }
+  throw std::runtime_error(message);
+}
+
+// The empty asm keeps each level a real call, so the trace shows all three.
+__attribute__((noinline)) void fail_level2(const std::string& kind, const std::string& message) {
+  fail_throw_site(kind, message);
+  asm volatile("");
+}
+
+__attribute__((noinline)) void fail_level1(const std::string& kind, const std::string& message) {
+  fail_level2(kind, message);
+  asm volatile("");
+}
+
+// --- hang: spin, ignoring cancellation --------------------------------------
+
+__attribute__((noinline)) std::uint64_t hang_spin(std::int64_t ms) {
+  const auto until = Clock::now() + std::chrono::milliseconds(ms);
+  std::uint64_t spins = 0;
+  while (Clock::now() < until) {
+    ++spins;
+    asm volatile("" : "+r"(spins));
+  }
+  return spins;
+}
+
+// --- compute ----------------------------------------------------------------
+
+std::int64_t count_primes_below(std::int64_t n, const std::stop_token& stop) {
+  if (n < 3) return 0;
+  std::vector<bool> composite(static_cast<std::size_t>(n), false);
+  std::int64_t count = 0;
+  for (std::int64_t i = 2; i < n; ++i) {
+    if (composite[static_cast<std::size_t>(i)]) continue;
+    ++count;
+    if ((i & 0xFFFF) == 0 && stop.stop_requested()) throw std::runtime_error("compute: cancelled");
+    for (std::int64_t j = i * i; j < n; j += i) composite[static_cast<std::size_t>(j)] = true;
+  }
+  return count;
+}
+
+}  // namespace
+
+void register_builtin(Registry& registry) {
+  registry.add("echo", [](JobContext&, const json& payload) { return payload; });
+
+  registry.add(
+      "sleep",
+      [](JobContext& ctx, const json& payload) {
+        const auto ms = std::chrono::milliseconds(int_field(payload, "sleep", "ms", 0, kMaxMs, 0));
+        const auto start = Clock::now();
+        std::mutex mutex;
+        std::condition_variable_any cv;
+        std::unique_lock lock(mutex);
+        cv.wait_for(lock, ctx.stop_token(), ms, [] { return false; });
+        const auto slept = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+        return json{{"slept_ms", slept.count()}, {"cancelled", ctx.stop_requested()}};
+      },
+      {.validate = [](const json& p) { int_field(p, "sleep", "ms", 0, kMaxMs, 0); }});
+
+  registry.add(
+      "compute",
+      [](JobContext& ctx, const json& payload) {
+        const std::int64_t n = int_field(payload, "compute", "n", 0, kMaxPrimeLimit, 10'000);
+        return json{{"primes", count_primes_below(n, ctx.stop_token())}};
+      },
+      {.validate = [](const json& p) { int_field(p, "compute", "n", 0, kMaxPrimeLimit, 10'000); }});
+
+  registry.add(
+      "fail",
+      [](JobContext&, const json& payload) -> json {
+        fail_level1(throw_kind(payload), fail_message(payload));
+        return nullptr;
+      },
+      {.validate = [](const json& p) {
+         throw_kind(p);
+         fail_message(p);
+       }});
+
+  registry.add(
+      "flaky",
+      [](JobContext& ctx, const json& payload) -> json {
+        const std::int64_t k = int_field(payload, "flaky", "fail_times", 0, 1000, 1);
+        if (ctx.attempt() <= k) {
+          throw std::runtime_error("flaky: planned failure " + std::to_string(ctx.attempt()) + " of " +
+                                   std::to_string(k));
+        }
+        return json{{"succeeded_on_attempt", ctx.attempt()}};
+      },
+      {.validate = [](const json& p) { int_field(p, "flaky", "fail_times", 0, 1000, 1); }});
+
+  registry.add(
+      "hang",
+      [](JobContext&, const json& payload) {
+        const std::int64_t ms = int_field(payload, "hang", "ms", 0, kMaxMs, 1000);
+        hang_spin(ms);
+        return json{{"hung_ms", ms}};
+      },
+      {.validate = [](const json& p) { int_field(p, "hang", "ms", 0, kMaxMs, 1000); }});
+}
+
+}  // namespace bulwark::workers
