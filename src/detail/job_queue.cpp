@@ -60,8 +60,12 @@ void JobQueue::schedule(TaskPtr task, Clock::time_point due, bool retry) {
 TaskPtr JobQueue::pop() {
   for (;;) {
     items_.wait();
-    // A count on the semaphore means a task was enqueued (or close() woke
-    // us); its enqueue may not be visible yet, so scan until it is.
+    if (closed_.load(std::memory_order_acquire)) {
+      items_.signal();  // pass the wake-up on to the next consumer
+      return nullptr;
+    }
+    // A count on the semaphore means a task was enqueued; its enqueue may not
+    // be visible yet, so scan until it is.
     for (int spins = 0;; ++spins) {
       for (int lane = kLanes - 1; lane >= 0; --lane) {
         if (lane_counts_[lane].load(std::memory_order_acquire) <= 0) continue;
@@ -73,8 +77,8 @@ TaskPtr JobQueue::pop() {
           return task;
         }
       }
-      if (closed_.load(std::memory_order_acquire) && ready_.load(std::memory_order_acquire) == 0) {
-        items_.signal();  // pass the wake-up on to the next consumer
+      if (closed_.load(std::memory_order_acquire)) {
+        items_.signal();
         return nullptr;
       }
       if (spins > 64) std::this_thread::yield();

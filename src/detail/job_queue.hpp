@@ -61,7 +61,7 @@ class JobQueue {
   void push_retry(TaskPtr task, Clock::time_point due);
 
   // The next ready job; blocks until there is one. Returns null once close()
-  // has been called and no ready job is left.
+  // has been called; what is still waiting then is for drain().
   TaskPtr pop();
 
   // Gives back the retry slot of a task that came from a retry lane.

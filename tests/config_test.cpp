@@ -1,0 +1,121 @@
+#include <doctest/doctest.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "bulwark/config.hpp"
+
+using nlohmann::json;
+
+namespace {
+
+std::string config_error(const json& j) {
+  try {
+    bulwark::RuntimeOptions::from_json(j);
+  } catch (const bulwark::ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_SUITE("RuntimeOptions") {
+  TEST_CASE("an empty object gives the defaults") {
+    auto o = bulwark::RuntimeOptions::from_json(json::object());
+    CHECK(o.workers == 0);
+    CHECK(o.queue_capacity == 100'000);
+    CHECK(o.retry.max_attempts == 3);
+    CHECK(o.capture_traces);
+    CHECK(o.logging.format == "text");
+  }
+
+  TEST_CASE("config/default.json holds every key at its default") {
+    auto o = bulwark::RuntimeOptions::from_file(BULWARK_SOURCE_DIR "/config/default.json");
+    bulwark::RuntimeOptions d;
+    CHECK(o.workers == d.workers);
+    CHECK(o.queue_capacity == d.queue_capacity);
+    CHECK(o.retry.max_attempts == d.retry.max_attempts);
+    CHECK(o.retry.initial == d.retry.initial);
+    CHECK(o.retry.max == d.retry.max);
+    CHECK(o.retry.multiplier == d.retry.multiplier);
+    CHECK(o.retry.jitter == d.retry.jitter);
+    CHECK(o.max_concurrent_retries == d.max_concurrent_retries);
+    CHECK(o.capture_traces == d.capture_traces);
+    CHECK(o.retention_max_finished == d.retention_max_finished);
+    CHECK(o.shutdown_timeout == d.shutdown_timeout);
+    CHECK(o.logging.level == d.logging.level);
+    CHECK(o.logging.format == d.logging.format);
+    CHECK(o.logging.file == d.logging.file);
+    // Every section and key of the file is one the reader knows: from_file
+    // above would have thrown otherwise. And every known section is there:
+    std::ifstream in(BULWARK_SOURCE_DIR "/config/default.json");
+    const json j = json::parse(in);
+    for (const char* key : {"workers", "queue", "retry", "recovery", "retention", "shutdown", "logging", "handlers"}) {
+      CHECK_MESSAGE(j.contains(key), key);
+    }
+  }
+
+  TEST_CASE("reads every key") {
+    auto o = bulwark::RuntimeOptions::from_json(json::parse(R"({
+      "workers": 3, "queue": {"capacity": 10},
+      "retry": {"max_attempts": 4, "backoff_initial_ms": 5, "backoff_max_ms": 50, "backoff_multiplier": 3, "jitter": 0},
+      "recovery": {"max_concurrent_retries": 2, "capture_traces": false},
+      "retention": {"max_finished": 7}, "shutdown": {"timeout_ms": 1500},
+      "logging": {"level": "warn", "format": "json", "file": "/tmp/x.log"},
+      "handlers": {"fail": {"max_attempts": 1, "backoff_initial_ms": 1, "backoff_max_ms": 2}}})"));
+    CHECK(o.workers == 3);
+    CHECK(o.effective_workers() == 3);
+    CHECK(o.queue_capacity == 10);
+    CHECK(o.retry.max_attempts == 4);
+    CHECK(o.retry.initial.count() == 5);
+    CHECK(o.retry.max.count() == 50);
+    CHECK(o.retry.multiplier == 3.0);
+    CHECK(o.retry.jitter == 0.0);
+    CHECK(o.max_concurrent_retries == 2);
+    CHECK_FALSE(o.capture_traces);
+    CHECK(o.retention_max_finished == 7);
+    CHECK(o.shutdown_timeout.count() == 1500);
+    CHECK(o.logging.level == "warn");
+    CHECK(o.logging.format == "json");
+    CHECK(o.logging.file == "/tmp/x.log");
+    CHECK(o.handlers.at("fail").max_attempts == 1);
+    CHECK(o.handlers.at("fail").backoff_initial->count() == 1);
+    CHECK(o.handlers.at("fail").backoff_max->count() == 2);
+  }
+
+  TEST_CASE("errors name the key path") {
+    CHECK(config_error(json::parse(R"({"handlers": {"fail": {"max_attempts": "3"}}})")) ==
+          "handlers.fail.max_attempts: expected an integer");
+    CHECK(config_error(json::parse(R"({"workers": -1})")) == "workers: expected an integer from 0 to 1024, got -1");
+    CHECK(config_error(json::parse(R"({"queue": {"capacity": 0}})")).rfind("queue.capacity: ", 0) == 0);
+    CHECK(config_error(json::parse(R"({"retry": {"jitter": 2}})")).rfind("retry.jitter: ", 0) == 0);
+    CHECK(config_error(json::parse(R"({"recovery": {"capture_traces": 1}})")) ==
+          "recovery.capture_traces: expected true or false");
+    CHECK(config_error(json::parse(R"({"logging": {"format": "xml"}})")) ==
+          "logging.format: expected one of text, json, got 'xml'");
+    CHECK(config_error(json::parse(R"({"queue": 5})")) == "queue: expected an object");
+    CHECK(config_error(json::array()) == "configuration: expected an object");
+  }
+
+  TEST_CASE("unknown keys are rejected, never ignored") {
+    CHECK(config_error(json::parse(R"({"wrokers": 2})")) == "wrokers: unknown key");
+    CHECK(config_error(json::parse(R"({"retry": {"max_attempt": 2}})")) == "retry.max_attempt: unknown key");
+    CHECK(config_error(json::parse(R"({"handlers": {"fail": {"retries": 2}}})")) ==
+          "handlers.fail.retries: unknown key");
+  }
+
+  TEST_CASE("a file that is missing or not JSON is named") {
+    CHECK_THROWS_WITH_AS(bulwark::RuntimeOptions::from_file("/nonexistent/bulwark.json"),
+                         "/nonexistent/bulwark.json: cannot open the configuration file", bulwark::ConfigError);
+    const std::string path = "/tmp/bulwark_config_test_bad.json";
+    std::ofstream(path) << "{\"workers\": ";
+    try {
+      bulwark::RuntimeOptions::from_file(path);
+      FAIL("no error");
+    } catch (const bulwark::ConfigError& e) {
+      CHECK(std::string(e.what()).rfind(path + ": not valid JSON", 0) == 0);
+    }
+  }
+}

@@ -1,0 +1,138 @@
+#include <doctest/doctest.h>
+
+#include <thread>
+#include <vector>
+
+#include "detail/job_queue.hpp"
+#include "support/fake_task.hpp"
+
+using bulwark::Clock;
+using bulwark::JobState;
+using bulwark::detail::JobQueue;
+using bulwark::testing::fake_task;
+using namespace std::chrono_literals;
+
+TEST_SUITE("JobQueue") {
+  TEST_CASE("try_push rejects when full, and accepts again once a job is taken" * doctest::timeout(10)) {
+    JobQueue q(2, 1);
+    CHECK(q.try_push(fake_task("a"), Clock::now()));
+    CHECK(q.try_push(fake_task("b"), Clock::now()));
+    CHECK_FALSE(q.try_push(fake_task("c"), Clock::now()));
+    CHECK(q.size() == 2);
+    CHECK(q.pop()->id == "a");
+    CHECK(q.try_push(fake_task("c"), Clock::now()));
+  }
+
+  TEST_CASE("delayed jobs count against the capacity" * doctest::timeout(10)) {
+    JobQueue q(1, 1);
+    CHECK(q.try_push(fake_task("later", 0, JobState::scheduled), Clock::now() + 1h));
+    CHECK_FALSE(q.try_push(fake_task("now"), Clock::now()));
+  }
+
+  TEST_CASE("higher priority first, first-in first-out within one" * doctest::timeout(10)) {
+    JobQueue q(100, 1);
+    const int priorities[] = {0, 5, 0, 9, 5, 0};
+    for (int i = 0; i < 6; ++i) REQUIRE(q.try_push(fake_task(std::to_string(i), priorities[i]), Clock::now()));
+    std::vector<std::string> order;
+    for (int i = 0; i < 6; ++i) order.push_back(q.pop()->id);
+    CHECK(order == std::vector<std::string>{"3", "1", "4", "0", "2", "5"});
+  }
+
+  TEST_CASE("a delayed job waits for its time and then runs before later-due ones" * doctest::timeout(10)) {
+    JobQueue q(100, 1);
+    const auto start = Clock::now();
+    REQUIRE(q.try_push(fake_task("second", 0, JobState::scheduled), start + 120ms));
+    REQUIRE(q.try_push(fake_task("first", 0, JobState::scheduled), start + 60ms));
+    auto a = q.pop();
+    const auto first_at = Clock::now();
+    auto b = q.pop();
+    CHECK(a->id == "first");
+    CHECK(b->id == "second");
+    CHECK(first_at - start >= 60ms);
+    CHECK(Clock::now() - start >= 120ms);
+    CHECK(a->state.load() == JobState::queued);  // moved from scheduled when due
+  }
+
+  TEST_CASE("a due retry yields to a fresh job of the same priority" * doctest::timeout(10)) {
+    JobQueue q(100, 4);
+    q.push_retry(fake_task("retry", 3, JobState::scheduled), Clock::now());
+    while (q.ready() == 0) std::this_thread::sleep_for(1ms);  // the scheduler admits it
+    REQUIRE(q.try_push(fake_task("fresh", 3), Clock::now()));
+    REQUIRE(q.try_push(fake_task("fresh-low", 2), Clock::now()));
+    CHECK(q.pop()->id == "fresh");
+    auto retry = q.pop();
+    CHECK(retry->id == "retry");
+    CHECK(retry->in_retry_lane.load());
+    CHECK(q.pop()->id == "fresh-low");
+  }
+
+  TEST_CASE("no more retries are admitted than the limit until a slot is released" * doctest::timeout(10)) {
+    JobQueue q(100, 1);
+    q.push_retry(fake_task("r1", 0, JobState::scheduled), Clock::now());
+    q.push_retry(fake_task("r2", 0, JobState::scheduled), Clock::now());
+    auto first = q.pop();
+    CHECK(first->id == "r1");
+    std::this_thread::sleep_for(50ms);
+    CHECK(q.ready() == 0);  // r2 is due but the only slot is taken
+    CHECK(q.size() == 1);
+    q.release_retry_slot();
+    CHECK(q.pop()->id == "r2");
+  }
+
+  TEST_CASE("a job cancelled while delayed is dropped when due and frees its place" * doctest::timeout(10)) {
+    JobQueue q(1, 1);
+    auto t = fake_task("x", 0, JobState::scheduled);
+    REQUIRE(q.try_push(t, Clock::now() + 30ms));
+    t->state.store(JobState::cancelled);
+    while (q.size() != 0) std::this_thread::sleep_for(1ms);
+    CHECK(q.ready() == 0);
+    CHECK(q.try_push(fake_task("y"), Clock::now()));
+  }
+
+  TEST_CASE("close wakes every blocked pop, and drain returns what was left" * doctest::timeout(10)) {
+    JobQueue q(100, 1);
+    std::vector<std::thread> consumers;
+    std::atomic<int> woke{0};
+    for (int i = 0; i < 3; ++i) {
+      consumers.emplace_back([&] {
+        while (q.pop()) {
+        }
+        ++woke;
+      });
+    }
+    std::this_thread::sleep_for(20ms);
+    REQUIRE(q.try_push(fake_task("later", 0, JobState::scheduled), Clock::now() + 1h));
+    q.close();
+    for (auto& t : consumers) t.join();
+    CHECK(woke == 3);
+    CHECK_FALSE(q.try_push(fake_task("after"), Clock::now()));
+    auto left = q.drain();
+    REQUIRE(left.size() == 1);
+    CHECK(left[0]->id == "later");
+    CHECK(q.size() == 0);
+  }
+
+  TEST_CASE("many producers and consumers lose nothing" * doctest::timeout(30)) {
+    JobQueue q(1'000'000, 1);
+    constexpr int kPerProducer = 20'000;
+    std::atomic<int> popped{0};
+    std::vector<std::thread> threads;
+    for (int c = 0; c < 2; ++c) {
+      threads.emplace_back([&] {
+        while (q.pop()) ++popped;
+      });
+    }
+    std::vector<std::thread> producers;
+    for (int p = 0; p < 2; ++p) {
+      producers.emplace_back([&, p] {
+        for (int i = 0; i < kPerProducer; ++i) REQUIRE(q.try_push(fake_task("t", (i + p) % 10), Clock::now()));
+      });
+    }
+    for (auto& t : producers) t.join();
+    while (popped.load() < 2 * kPerProducer) std::this_thread::sleep_for(1ms);
+    q.close();
+    for (auto& t : threads) t.join();
+    CHECK(popped.load() == 2 * kPerProducer);
+    CHECK(q.size() == 0);
+  }
+}

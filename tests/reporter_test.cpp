@@ -1,0 +1,93 @@
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "builtin_workers.hpp"
+#include "bulwark/runtime.hpp"
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// Runs one failing `fail` job (two attempts) with the given log format and
+// returns the log file's lines.
+std::vector<std::string> log_of_failing_job(const std::string& format) {
+  const std::string path = "/tmp/bulwark_reporter_test_" + format + ".log";
+  std::remove(path.c_str());
+  bulwark::RuntimeOptions o;
+  o.workers = 1;
+  o.logging = {.level = "info", .format = format, .file = path};
+  o.retry.initial = 1ms;
+  {
+    bulwark::Registry r;
+    bulwark::workers::register_builtin(r);
+    bulwark::Runtime rt(std::move(r), o);
+    REQUIRE(rt.submit({.type = "fail", .payload = {{"throw", "out_of_range"}, {"message", "index 3"}},
+                       .id = "log-me", .max_attempts = 2}));
+    REQUIRE(rt.wait_idle(10s));
+  }  // the destructor flushes the log
+  return read_lines(path);
+}
+
+}  // namespace
+
+TEST_SUITE("Reporter") {
+  TEST_CASE("each failed attempt is logged once as JSON with job and error fields and the trace" *
+            doctest::timeout(30)) {
+    std::vector<json> failures;
+    for (const std::string& line : log_of_failing_job("json")) {
+      const json j = json::parse(line);  // every line is one JSON object
+      CHECK(j.contains("time"));
+      CHECK(j.contains("level"));
+      if (j.value("msg", "") == "job attempt failed") failures.push_back(j);
+    }
+    REQUIRE(failures.size() == 2);
+    for (int i = 0; i < 2; ++i) {
+      const json& f = failures[static_cast<std::size_t>(i)];
+      CHECK(f["level"] == "error");
+      CHECK(f["job_id"] == "log-me");
+      CHECK(f["job_type"] == "fail");
+      CHECK(f["attempt"] == i + 1);
+      CHECK(f["error_type"] == "std::out_of_range");
+      CHECK(f["message"] == "index 3");
+      REQUIRE(f["stack_trace"].is_array());
+      REQUIRE_FALSE(f["stack_trace"].empty());
+      CHECK(f["stack_trace"][0]["function"].get<std::string>().find("fail_throw_site") != std::string::npos);
+      CHECK(f["stack_trace"][0]["line"].get<int>() > 0);
+    }
+    CHECK(failures[0].contains("retry_in_ms"));
+    CHECK_FALSE(failures[1].contains("retry_in_ms"));
+  }
+
+  TEST_CASE("the text format names the job, the error and the throwing function" * doctest::timeout(30)) {
+    const auto lines = log_of_failing_job("text");
+    std::string all;
+    for (const auto& l : lines) all += l + "\n";
+    CHECK(all.find("job log-me (fail) attempt 1/2 failed: std::out_of_range: index 3; retry in") !=
+          std::string::npos);
+    CHECK(all.find("attempt 2/2 failed: std::out_of_range: index 3; no attempts left") != std::string::npos);
+    CHECK(all.find("#0 bulwark::workers::(anonymous namespace)::fail_throw_site") != std::string::npos);
+  }
+
+  TEST_CASE("an unwritable log file is a configuration error naming the key") {
+    bulwark::RuntimeOptions o;
+    o.logging.file = "/dev/null/x.log";  // a file cannot be a directory
+    CHECK_THROWS_AS(bulwark::Runtime(bulwark::Registry{}, o), bulwark::ConfigError);
+    try {
+      bulwark::Runtime rt(bulwark::Registry{}, o);
+    } catch (const bulwark::ConfigError& e) {
+      CHECK(std::string(e.what()).rfind("logging.file: ", 0) == 0);
+    }
+  }
+}

@@ -1,0 +1,133 @@
+// `bulwark run` end to end: the real binary, real files.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+using nlohmann::json;
+
+namespace {
+
+struct Result {
+  int status = -1;
+  std::vector<json> lines;
+  std::string stderr_text;
+};
+
+Result run_bulwark(const std::string& input, const std::string& extra_args = "") {
+  const std::string dir = "/tmp/bulwark_run_test";
+  std::system(("mkdir -p " + dir).c_str());
+  std::ofstream(dir + "/in.jsonl") << input;
+  const std::string cmd = std::string(BULWARK_BINARY) + " run --input " + dir + "/in.jsonl --output " + dir +
+                          "/out.jsonl " + extra_args + " 2>" + dir + "/err.txt";
+  Result r;
+  const int raw = std::system(cmd.c_str());
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  std::ifstream out(dir + "/out.jsonl");
+  for (std::string line; std::getline(out, line);) r.lines.push_back(json::parse(line));
+  std::ifstream err(dir + "/err.txt");
+  std::stringstream ss;
+  ss << err.rdbuf();
+  r.stderr_text = ss.str();
+  return r;
+}
+
+std::map<int, json> by_line(const Result& r) {
+  std::map<int, json> m;
+  for (const auto& l : r.lines) m[l["line"].get<int>()] = l;
+  return m;
+}
+
+}  // namespace
+
+TEST_SUITE("bulwark run") {
+  TEST_CASE("one output line per input line, malformed lines rejected, processing goes on" *
+            doctest::timeout(60)) {
+    const std::string input =
+        R"({"type": "echo", "payload": {"a": 1}, "id": "first"})" "\n"
+        "this is not json\n"
+        R"({"type": "fial"})" "\n"
+        "\n"
+        R"({"type": "fail", "payload": {"throw": "runtime_error", "message": "boom"}, "max_attempts": 2})" "\n"
+        R"({"type": "echo", "priority": "high"})" "\n"
+        R"({"type": "flaky", "payload": {"fail_times": 1}, "max_attempts": 2})" "\n"
+        R"({"type": "sleep", "payload": {"ms": 10}, "delay_ms": 20})" "\n";
+    auto r = run_bulwark(input, "--workers 2 --config " BULWARK_SOURCE_DIR "/tests/support/fast-retry.json");
+    CHECK(r.status == 1);
+    auto lines = by_line(r);
+    REQUIRE(lines.size() == 7);  // the blank line 4 is not a job
+    CHECK(lines[1]["id"] == "first");
+    CHECK(lines[1]["state"] == "succeeded");
+    CHECK(lines[1]["result"] == json{{"a", 1}});
+    CHECK(lines[1]["attempts"] == 1);
+    CHECK(lines[1]["error"].is_null());
+    CHECK(lines[1].contains("duration_ms"));
+
+    CHECK(lines[2]["state"] == "rejected");
+    CHECK(lines[2]["error"]["kind"] == "invalid");
+    CHECK(lines[2]["error"]["message"].get<std::string>().rfind("line 2: not valid JSON", 0) == 0);
+    CHECK(lines[3]["error"]["message"] == "line 3: unknown job type 'fial'");
+    CHECK(lines[6]["error"]["message"] == "line 6: priority: expected an integer");
+
+    CHECK(lines[5]["state"] == "failed");
+    CHECK(lines[5]["attempts"] == 2);
+    CHECK(lines[5]["error"]["kind"] == "exception");
+    CHECK(lines[5]["error"]["type"] == "std::runtime_error");
+    CHECK(lines[5]["error"]["message"] == "boom");
+    CHECK(lines[5]["error"]["trace"][0]["function"].get<std::string>().find("fail_throw_site") !=
+          std::string::npos);
+
+    CHECK(lines[7]["state"] == "succeeded");
+    CHECK(lines[7]["attempts"] == 2);
+    CHECK(lines[8]["state"] == "succeeded");
+
+    CHECK(r.stderr_text.find("7 lines") != std::string::npos);
+    CHECK(r.stderr_text.find("3 succeeded, 1 failed, 3 rejected") != std::string::npos);
+  }
+
+  TEST_CASE("exit status 0 when every job succeeded" * doctest::timeout(60)) {
+    auto r = run_bulwark(R"({"type": "echo"})" "\n" R"({"type": "compute", "payload": {"n": 1000}})" "\n");
+    CHECK(r.status == 0);
+    CHECK(r.lines.size() == 2);
+  }
+
+  TEST_CASE("exit status 2 for usage and configuration errors" * doctest::timeout(60)) {
+    CHECK(run_bulwark("", "--workers lots").status == 2);
+    CHECK(run_bulwark("", "--frobnicate").status == 2);
+    auto missing = run_bulwark("", "--config /nonexistent.json");
+    CHECK(missing.status == 2);
+    CHECK(missing.stderr_text.find("/nonexistent.json: cannot open") != std::string::npos);
+    auto bad = run_bulwark("", "--config " BULWARK_SOURCE_DIR "/tests/support/bad-config.json");
+    CHECK(bad.status == 2);
+    CHECK(bad.stderr_text.find("handlers.fail.max_attempts: expected an integer") != std::string::npos);
+  }
+
+  TEST_CASE("a line over the size limit is rejected and the next line still runs" * doctest::timeout(60)) {
+    std::string huge = R"({"type": "echo", "payload": ")" + std::string(2 << 20, 'x') + "\"}\n";
+    auto r = run_bulwark(huge + R"({"type": "echo", "payload": 1})" "\n");
+    auto lines = by_line(r);
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[1]["state"] == "rejected");
+    CHECK(lines[1]["error"]["message"].get<std::string>().find("longer than") != std::string::npos);
+    CHECK(lines[2]["state"] == "succeeded");
+  }
+
+  TEST_CASE("a large input streams through a small queue without losing a line" * doctest::timeout(120)) {
+    std::string input;
+    for (int i = 0; i < 20'000; ++i) input += R"({"type": "echo", "payload": )" + std::to_string(i) + "}\n";
+    auto r = run_bulwark(input, "--config " BULWARK_SOURCE_DIR "/tests/support/small-queue.json");
+    CHECK(r.status == 0);
+    REQUIRE(r.lines.size() == 20'000);
+    auto lines = by_line(r);
+    CHECK(lines.size() == 20'000);
+    CHECK(lines[20'000]["result"] == 19'999);
+  }
+}

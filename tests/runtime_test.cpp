@@ -1,0 +1,491 @@
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <latch>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "builtin_workers.hpp"
+#include "bulwark/runtime.hpp"
+#include "support/helpers.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::JobContext;
+using bulwark::JobSpec;
+using bulwark::JobState;
+using bulwark::Registry;
+using bulwark::Runtime;
+using bulwark::RuntimeOptions;
+using nlohmann::json;
+
+namespace {
+
+RuntimeOptions quiet(unsigned workers) {
+  RuntimeOptions o;
+  o.workers = workers;
+  o.logging.level = "off";
+  o.retry.initial = 1ms;
+  o.retry.max = 5ms;
+  return o;
+}
+
+Registry builtins() {
+  Registry r;
+  bulwark::workers::register_builtin(r);
+  return r;
+}
+
+// A job that blocks its worker until opened.
+struct Gate {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool open = false;
+  std::atomic<int> waiting{0};
+  void wait() {
+    std::unique_lock lock(mutex);
+    ++waiting;
+    cv.wait(lock, [&] { return open; });
+  }
+  void release() {
+    {
+      std::lock_guard lock(mutex);
+      open = true;
+    }
+    cv.notify_all();
+  }
+  void await_waiters(int n) {
+    while (waiting.load() < n) std::this_thread::sleep_for(1ms);
+  }
+};
+
+bulwark::JobRecord finished_record(Runtime& rt, const bulwark::JobId& id) {
+  REQUIRE(rt.wait_idle(20s));
+  auto r = rt.get(id);
+  REQUIRE(r.has_value());
+  return *r;
+}
+
+__attribute__((noinline)) int runtime_test_throw_site(int x) {
+  if (x > 0) throw std::invalid_argument("posted failure");
+  return x;
+}
+
+void failures_leave_workers_alive(unsigned workers) {
+  auto options = quiet(workers);
+  options.retry.max_attempts = 1;
+  Runtime rt(builtins(), options);
+  for (int i = 0; i < 10'000; ++i) {
+    const char* kinds[] = {"runtime_error", "int", "c_string", "custom", "nested", "bad_alloc"};
+    auto s = rt.submit({.type = "fail", .payload = {{"throw", kinds[i % 6]}}});
+    REQUIRE(s);
+  }
+  REQUIRE(rt.wait_idle(60s));
+  auto stats = rt.stats();
+  CHECK(stats.failed == 10'000);
+  CHECK(stats.attempts_failed == 10'000);
+  CHECK(stats.workers == workers);
+  // Every worker still takes jobs: each of these waits until all of them run
+  // at once, which only happens if all `workers` threads are alive and free.
+  std::latch all_running(workers);
+  std::vector<bulwark::JobHandle<void>> handles;
+  for (unsigned i = 0; i < workers; ++i) handles.push_back(rt.post([&] { all_running.arrive_and_wait(); }));
+  for (auto& h : handles) h.get();
+  CHECK(rt.stats().workers == workers);
+}
+
+}  // namespace
+
+TEST_SUITE("Runtime") {
+  TEST_CASE("a registered job runs and its record holds the result" * doctest::timeout(30)) {
+    Runtime rt(builtins(), quiet(2));
+    auto s = rt.submit({.type = "echo", .payload = {{"hello", "world"}}});
+    REQUIRE(s);
+    CHECK(s.state == JobState::queued);
+    auto r = finished_record(rt, s.id);
+    CHECK(r.state == JobState::succeeded);
+    CHECK(r.result == json{{"hello", "world"}});
+    CHECK(r.attempts == 1);
+    CHECK(r.started_at.has_value());
+    CHECK(r.finished_at.has_value());
+    CHECK_FALSE(r.error.has_value());
+  }
+
+  TEST_CASE("bad submits are refused with a reason and counted" * doctest::timeout(30)) {
+    Runtime rt(builtins(), quiet(1));
+    auto unknown = rt.submit({.type = "fial"});
+    REQUIRE_FALSE(unknown);
+    CHECK(unknown.error->code == bulwark::SubmitError::Code::unknown_type);
+    CHECK(unknown.error->message == "unknown job type 'fial'");
+
+    auto bad_payload = rt.submit({.type = "sleep", .payload = {{"ms", "soon"}}});
+    REQUIRE_FALSE(bad_payload);
+    CHECK(bad_payload.error->code == bulwark::SubmitError::Code::invalid);
+    CHECK(bad_payload.error->message.find("payload.ms") != std::string::npos);
+
+    auto bad_priority = rt.submit({.type = "echo", .priority = 12});
+    REQUIRE_FALSE(bad_priority);
+    CHECK(bad_priority.error->message.rfind("priority:", 0) == 0);
+
+    REQUIRE(rt.submit({.type = "echo", .id = "mine"}));
+    auto dup = rt.submit({.type = "echo", .id = "mine"});
+    REQUIRE_FALSE(dup);
+    CHECK(dup.error->code == bulwark::SubmitError::Code::duplicate_id);
+    CHECK(rt.stats().rejected == 4);
+  }
+
+  TEST_CASE("a full queue refuses at once with a clear error, and loses nothing accepted" * doctest::timeout(30)) {
+    Gate gate;
+    Registry reg;
+    reg.add("block", [&](JobContext&, const json&) {
+      gate.wait();
+      return json();
+    });
+    reg.add("echo", [](JobContext&, const json& p) { return p; });
+    auto options = quiet(1);
+    options.queue_capacity = 3;
+    Runtime rt(std::move(reg), options);
+    REQUIRE(rt.submit({.type = "block"}));
+    gate.await_waiters(1);
+    std::vector<bulwark::JobId> accepted;
+    for (int i = 0; i < 3; ++i) {
+      auto s = rt.submit({.type = "echo", .payload = i});
+      REQUIRE(s);
+      accepted.push_back(s.id);
+    }
+    auto full = rt.submit({.type = "echo"});
+    REQUIRE_FALSE(full);
+    CHECK(full.error->code == bulwark::SubmitError::Code::queue_full);
+    CHECK(full.error->message.find("queue is full") != std::string::npos);
+    auto posted = rt.post([] { return 1; });
+    CHECK_FALSE(posted.accepted());
+    CHECK(posted.state() == JobState::rejected);
+    CHECK_THROWS_AS(posted.get(), bulwark::JobError);
+    gate.release();
+    REQUIRE(rt.wait_idle(10s));
+    for (const auto& id : accepted) CHECK(rt.get(id)->state == JobState::succeeded);
+  }
+
+  TEST_CASE("priorities order the queue, delayed jobs wait for their time" * doctest::timeout(30)) {
+    Gate gate;
+    std::mutex mutex;
+    std::vector<int> order;
+    Registry reg;
+    reg.add("block", [&](JobContext&, const json&) {
+      gate.wait();
+      return json();
+    });
+    reg.add("record", [&](JobContext&, const json& p) {
+      std::lock_guard lock(mutex);
+      order.push_back(p.get<int>());
+      return json();
+    });
+    Runtime rt(std::move(reg), quiet(1));
+    REQUIRE(rt.submit({.type = "block"}));
+    gate.await_waiters(1);
+    const auto start = bulwark::Clock::now();
+    REQUIRE(rt.submit({.type = "record", .payload = 100, .priority = 9, .delay = 80ms}));
+    REQUIRE(rt.submit({.type = "record", .payload = 1, .priority = 1}));
+    REQUIRE(rt.submit({.type = "record", .payload = 5, .priority = 5}));
+    REQUIRE(rt.submit({.type = "record", .payload = 2, .priority = 1}));
+    gate.release();
+    REQUIRE(rt.wait_idle(10s));
+    CHECK(order == std::vector<int>{5, 1, 2, 100});
+    CHECK(bulwark::Clock::now() - start >= 80ms);
+  }
+
+  TEST_CASE("a failing job is retried up to max_attempts, then dead-lettered" * doctest::timeout(30)) {
+    Runtime rt(builtins(), quiet(2));
+    auto s = rt.submit({.type = "fail", .payload = {{"throw", "runtime_error"}, {"message", "boom"}},
+                        .max_attempts = 3});
+    REQUIRE(s);
+    auto r = finished_record(rt, s.id);
+    CHECK(r.state == JobState::failed);
+    CHECK(r.attempts == 3);
+    REQUIRE(r.error.has_value());
+    CHECK(r.error->type == "std::runtime_error");
+    CHECK(r.error->message == "boom");
+    CHECK(bulwark::testing::top_function(r.error->trace).find("fail_throw_site") != std::string::npos);
+    auto stats = rt.stats();
+    CHECK(stats.retried == 2);
+    CHECK(stats.attempts_failed == 3);
+    auto dead = rt.dead_letters();
+    REQUIRE(dead.size() == 1);
+    CHECK(dead[0].id == s.id);
+  }
+
+  TEST_CASE("a flaky job succeeds on the attempt after its planned failures" * doctest::timeout(30)) {
+    Runtime rt(builtins(), quiet(2));
+    auto s = rt.submit({.type = "flaky", .payload = {{"fail_times", 2}}, .max_attempts = 3});
+    auto r = finished_record(rt, s.id);
+    CHECK(r.state == JobState::succeeded);
+    CHECK(r.attempts == 3);
+    CHECK(r.result["succeeded_on_attempt"] == 3);
+    CHECK(rt.dead_letters().empty());
+  }
+
+  TEST_CASE("retries wait out an exponential backoff" * doctest::timeout(30)) {
+    std::mutex mutex;
+    std::vector<bulwark::Clock::time_point> attempts;
+    Registry reg;
+    reg.add(
+        "always_fails",
+        [&](JobContext&, const json&) -> json {
+          {
+            std::lock_guard lock(mutex);
+            attempts.push_back(bulwark::Clock::now());
+          }
+          throw std::runtime_error("again");
+        },
+        {.max_attempts = 4, .backoff_initial = 30ms, .backoff_max = 60ms});
+    auto options = quiet(2);
+    options.retry.jitter = 0;
+    Runtime rt(std::move(reg), options);
+    auto s = rt.submit({.type = "always_fails"});
+    auto r = finished_record(rt, s.id);
+    CHECK(r.attempts == 4);
+    REQUIRE(attempts.size() == 4);
+    CHECK(attempts[1] - attempts[0] >= 30ms);
+    CHECK(attempts[2] - attempts[1] >= 60ms);
+    CHECK(attempts[3] - attempts[2] >= 60ms);  // capped at backoff_max
+  }
+
+  TEST_CASE("config per type overrides code defaults; the job's own field overrides both" * doctest::timeout(30)) {
+    auto options = quiet(1);
+    options.handlers["fail"] = {.max_attempts = 2};
+    Runtime rt(builtins(), options);
+    auto by_config = rt.submit({.type = "fail"});
+    auto by_job = rt.submit({.type = "fail", .max_attempts = 1});
+    REQUIRE(rt.wait_idle(10s));
+    CHECK(rt.get(by_config.id)->attempts == 2);
+    CHECK(rt.get(by_job.id)->attempts == 1);
+  }
+
+  TEST_CASE("config naming an unknown job type is refused") {
+    auto options = quiet(1);
+    options.handlers["fial"] = {.max_attempts = 2};
+    CHECK_THROWS_WITH_AS(Runtime(builtins(), options), "handlers.fial: unknown job type 'fial'",
+                         bulwark::ConfigError);
+  }
+
+  TEST_CASE("a dead-lettered job can be requeued with fresh attempts" * doctest::timeout(30)) {
+    std::atomic<bool> healthy{false};
+    Registry reg;
+    reg.add("dependent", [&](JobContext&, const json&) -> json {
+      if (!healthy) throw std::runtime_error("dependency down");
+      return "ok";
+    });
+    Runtime rt(std::move(reg), quiet(1));
+    auto s = rt.submit({.type = "dependent", .max_attempts = 2});
+    CHECK(finished_record(rt, s.id).state == JobState::failed);
+    CHECK(rt.requeue("nope") == bulwark::RequeueResult::not_found);
+    healthy = true;
+    CHECK(rt.requeue(s.id) == bulwark::RequeueResult::requeued);
+    auto r = finished_record(rt, s.id);
+    CHECK(r.state == JobState::succeeded);
+    CHECK(r.attempts == 1);
+    CHECK(r.result == "ok");
+    CHECK(rt.requeue(s.id) == bulwark::RequeueResult::not_failed);
+  }
+
+  TEST_CASE("defer runs always and on_failure only on failure, last registered first" * doctest::timeout(30)) {
+    std::mutex mutex;
+    std::vector<std::string> calls;
+    auto note = [&](std::string s) {
+      std::lock_guard lock(mutex);
+      calls.push_back(std::move(s));
+    };
+    Registry reg;
+    reg.add("cleanup", [&](JobContext& ctx, const json& p) -> json {
+      ctx.defer([&] { note("defer A"); });
+      ctx.on_failure([&] { note("rollback B"); });
+      ctx.defer([&] { note("defer C"); });
+      if (p.get<bool>()) throw std::runtime_error("fail after registering");
+      return nullptr;
+    });
+    Runtime rt(std::move(reg), quiet(1));
+    auto ok = rt.submit({.type = "cleanup", .payload = false, .max_attempts = 1});
+    REQUIRE(rt.wait_idle(10s));
+    CHECK(calls == std::vector<std::string>{"defer C", "defer A"});
+    CHECK(rt.get(ok.id)->state == JobState::succeeded);
+    calls.clear();
+    auto bad = rt.submit({.type = "cleanup", .payload = true, .max_attempts = 1});
+    REQUIRE(rt.wait_idle(10s));
+    CHECK(calls == std::vector<std::string>{"defer C", "rollback B", "defer A"});
+    CHECK(rt.get(bad.id)->state == JobState::failed);
+  }
+
+  TEST_CASE("failures inside defer and on_failure are recorded, never lost" * doctest::timeout(30)) {
+    Registry reg;
+    reg.add("defer_throws", [](JobContext& ctx, const json&) -> json {
+      ctx.defer([] { throw std::runtime_error("close failed"); });
+      return "done";
+    });
+    reg.add("both_throw", [](JobContext& ctx, const json&) -> json {
+      ctx.on_failure([] { throw std::logic_error("rollback failed"); });
+      throw std::runtime_error("handler failed");
+    });
+    Runtime rt(std::move(reg), quiet(1));
+    auto a = rt.submit({.type = "defer_throws", .max_attempts = 1});
+    auto b = rt.submit({.type = "both_throw", .max_attempts = 1});
+    REQUIRE(rt.wait_idle(10s));
+    auto ra = *rt.get(a.id);
+    CHECK(ra.state == JobState::failed);
+    REQUIRE(ra.error.has_value());
+    CHECK(ra.error->origin == "defer");
+    CHECK(ra.error->message == "close failed");
+    auto rb = *rt.get(b.id);
+    CHECK(rb.state == JobState::failed);
+    CHECK(rb.error->message == "handler failed");
+    CHECK(rb.error->origin == "handler");
+    REQUIRE(rb.cleanup_errors.size() == 1);
+    CHECK(rb.cleanup_errors[0].origin == "on_failure");
+    CHECK(rb.cleanup_errors[0].message == "rollback failed");
+  }
+
+  TEST_CASE("post runs a callable and get() returns its value" * doctest::timeout(30)) {
+    Runtime rt(Registry{}, quiet(2));
+    auto h = rt.post([] { return 6 * 7; });
+    CHECK(h.get() == 42);
+    CHECK(h.state() == JobState::succeeded);
+    int side = 0;
+    auto v = rt.post([&](JobContext& ctx) { side = ctx.attempt(); });
+    v.get();
+    CHECK(side == 1);
+  }
+
+  TEST_CASE("get() rethrows the original exception with its throw-site trace" * doctest::timeout(30)) {
+    Runtime rt(Registry{}, quiet(2));
+    auto h = rt.post([] { return runtime_test_throw_site(1); });
+    try {
+      h.get();
+      FAIL("no exception");
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()) == "posted failure");
+      CHECK(bulwark::testing::top_function(bulwark::current_exception_trace()).find("runtime_test_throw_site") !=
+            std::string::npos);
+    }
+    REQUIRE(h.failure().has_value());
+    CHECK(h.failure()->type == "std::invalid_argument");
+  }
+
+  TEST_CASE("worker count stays whole after 10,000 failing jobs" * doctest::timeout(120)) {
+    for (unsigned workers : {1u, 2u, 4u}) {
+      CAPTURE(workers);
+      failures_leave_workers_alive(workers);
+    }
+  }
+
+  TEST_CASE("max_concurrent_retries caps retry attempts running at once" * doctest::timeout(60)) {
+    std::atomic<int> retrying{0};
+    std::atomic<int> most{0};
+    Registry reg;
+    reg.add("slow_fail", [&](JobContext& ctx, const json&) -> json {
+      if (ctx.attempt() > 1) {
+        const int now = ++retrying;
+        int seen = most.load();
+        while (now > seen && !most.compare_exchange_weak(seen, now)) {
+        }
+        std::this_thread::sleep_for(5ms);
+        --retrying;
+      }
+      throw std::runtime_error("fails");
+    });
+    auto options = quiet(4);
+    options.max_concurrent_retries = 1;
+    options.retry.max_attempts = 3;
+    Runtime rt(std::move(reg), options);
+    for (int i = 0; i < 20; ++i) REQUIRE(rt.submit({.type = "slow_fail"}));
+    REQUIRE(rt.wait_idle(30s));
+    CHECK(rt.stats().failed == 20);
+    CHECK(most.load() == 1);
+  }
+
+  TEST_CASE("cancel: queued jobs end cancelled, running ones are asked to stop" * doctest::timeout(30)) {
+    Runtime rt(builtins(), quiet(1));
+    auto running = rt.submit({.type = "sleep", .payload = {{"ms", 20'000}}});
+    while (rt.get(running.id)->state != JobState::running) std::this_thread::sleep_for(1ms);
+    auto queued = rt.submit({.type = "echo"});
+    CHECK(rt.cancel(queued.id) == bulwark::CancelResult::cancelled);
+    CHECK(rt.get(queued.id)->state == JobState::cancelled);
+    CHECK(rt.cancel(running.id) == bulwark::CancelResult::stop_requested);
+    auto r = finished_record(rt, running.id);
+    CHECK(r.state == JobState::succeeded);
+    CHECK(r.result["cancelled"] == true);
+    CHECK(r.result["slept_ms"].get<int>() < 20'000);
+    CHECK(rt.cancel(running.id) == bulwark::CancelResult::already_terminal);
+    CHECK(rt.cancel("missing") == bulwark::CancelResult::not_found);
+  }
+
+  TEST_CASE("shutdown reports every job that did not run as failed with kind shutdown" * doctest::timeout(30)) {
+    std::mutex mutex;
+    std::vector<bulwark::JobRecord> finished;
+    auto options = quiet(1);
+    options.on_finished = [&](const bulwark::JobRecord& r) {
+      std::lock_guard lock(mutex);
+      finished.push_back(r);
+    };
+    Runtime rt(builtins(), options);
+    auto sleeper = rt.submit({.type = "sleep", .payload = {{"ms", 20'000}}});
+    while (rt.get(sleeper.id)->state != JobState::running) std::this_thread::sleep_for(1ms);
+    std::vector<bulwark::JobId> waiting;
+    for (int i = 0; i < 5; ++i) waiting.push_back(rt.submit({.type = "echo", .payload = i}).id);
+    waiting.push_back(rt.submit({.type = "echo", .delay = 1h}).id);
+    auto retrying = rt.submit({.type = "flaky", .payload = {{"fail_times", 5}}, .max_attempts = 5});
+    auto posted = rt.post([] { return 1; }, {.delay = 1h});
+
+    const auto report = rt.shutdown(50ms);
+    CHECK_FALSE(report.drained);
+    CHECK(report.not_run >= 6);
+    for (const auto& id : waiting) {
+      auto r = rt.get(id);
+      REQUIRE(r.has_value());
+      CHECK(r->state == JobState::failed);
+      REQUIRE(r->error.has_value());
+      CHECK(r->error->kind == bulwark::FailureKind::shutdown);
+    }
+    // The running job was asked to stop at the deadline and finished.
+    CHECK(rt.get(sleeper.id)->state == JobState::succeeded);
+    CHECK(rt.get(retrying.id)->state == JobState::failed);
+    CHECK_THROWS_AS(posted.get(), bulwark::JobError);
+    CHECK(posted.failure()->kind == bulwark::FailureKind::shutdown);
+    // Every accepted job was reported exactly once.
+    std::set<std::string> ids;
+    for (const auto& r : finished) ids.insert(r.id);
+    CHECK(ids.size() == finished.size());
+    CHECK(finished.size() == 9);
+    auto late = rt.submit({.type = "echo"});
+    REQUIRE_FALSE(late);
+    CHECK(late.error->code == bulwark::SubmitError::Code::shutting_down);
+  }
+
+  TEST_CASE("finished records are retained up to the bound" * doctest::timeout(30)) {
+    auto options = quiet(2);
+    options.retention_max_finished = 32;
+    Runtime rt(builtins(), options);
+    std::vector<bulwark::JobId> ids;
+    for (int i = 0; i < 500; ++i) ids.push_back(rt.submit({.type = "echo", .payload = i}).id);
+    REQUIRE(rt.wait_idle(10s));
+    const auto listed = rt.list({.limit = 1000});
+    CHECK(listed.size() <= 32);
+    CHECK(listed.size() >= 16);
+    CHECK_FALSE(rt.get(ids.front()).has_value());
+  }
+
+  TEST_CASE("list filters by state and type, newest first, and pages by seq" * doctest::timeout(30)) {
+    Runtime rt(builtins(), quiet(2));
+    for (int i = 0; i < 6; ++i) REQUIRE(rt.submit({.type = i % 2 ? "echo" : "fail", .max_attempts = 1}));
+    REQUIRE(rt.wait_idle(10s));
+    auto failed = rt.list({.state = JobState::failed});
+    CHECK(failed.size() == 3);
+    auto echoes = rt.list({.type = "echo", .limit = 2});
+    REQUIRE(echoes.size() == 2);
+    CHECK(echoes[0].seq > echoes[1].seq);
+    auto rest = rt.list({.type = "echo", .before_seq = echoes[1].seq});
+    REQUIRE(rest.size() == 1);
+    CHECK(rest[0].seq < echoes[1].seq);
+  }
+}

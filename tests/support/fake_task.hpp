@@ -1,0 +1,26 @@
+// A Task that does nothing, for driving JobQueue directly.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "bulwark/detail/task.hpp"
+#include "bulwark/job_context.hpp"
+
+namespace bulwark::testing {
+
+class FakeTask final : public detail::Task {
+ public:
+  void run(JobContext&) override {}
+};
+
+inline std::shared_ptr<detail::Task> fake_task(std::string id, int priority = 0,
+                                               JobState state = JobState::queued) {
+  auto t = std::make_shared<FakeTask>();
+  t->id = std::move(id);
+  t->priority = priority;
+  t->state.store(state);
+  return t;
+}
+
+}  // namespace bulwark::testing

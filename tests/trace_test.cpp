@@ -1,0 +1,194 @@
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <exception>
+#include <thread>
+#include <stdexcept>
+#include <vector>
+
+#include "bulwark/trace.hpp"
+#include "support/helpers.hpp"
+
+extern "C" void shared_lib_entry(int depth);
+
+namespace {
+
+using bulwark::current_exception_trace;
+using bulwark::testing::top_function;
+using bulwark::testing::trace_names;
+
+__attribute__((noinline)) void trace_test_throw_site(int x) {
+  if (x > 0) throw std::runtime_error("deep");
+}
+__attribute__((noinline)) void trace_test_level2(int x) {
+  trace_test_throw_site(x);
+  asm volatile("");
+}
+__attribute__((noinline)) void trace_test_level1(int x) {
+  trace_test_level2(x);
+  asm volatile("");
+}
+
+__attribute__((noinline)) void trace_test_library_throw() {
+  std::vector<int> v;
+  (void)v.at(5);
+}
+
+struct CaptureOn {
+  CaptureOn() { bulwark::set_throw_trace_capture(true); }
+  ~CaptureOn() { bulwark::set_throw_trace_capture(true); }
+};
+
+}  // namespace
+
+TEST_SUITE("throw-site trace") {
+  TEST_CASE("a throw three calls deep is traced from the throwing function") {
+    CaptureOn on;
+    bulwark::RawTrace trace;
+    try {
+      trace_test_level1(1);
+    } catch (...) {
+      trace = current_exception_trace();
+    }
+    REQUIRE_FALSE(trace.empty());
+    CHECK(top_function(trace).find("trace_test_throw_site") != std::string::npos);
+    CHECK(trace_names(trace, "trace_test_level2"));
+    CHECK(trace_names(trace, "trace_test_level1"));
+  }
+
+  TEST_CASE("the trace is of the throw site, not of the catch site") {
+    CaptureOn on;
+    bulwark::RawTrace trace;
+    try {
+      trace_test_level1(1);
+    } catch (...) {
+      trace = current_exception_trace();
+    }
+    // The catching frame is this test case; the frames above it must be the
+    // three throwing calls, which are gone from the stack at catch time.
+    const auto frames = bulwark::symbolize(trace);
+    REQUIRE(frames.size() >= 3);
+    CHECK(frames[1].function.find("trace_test_level2") != std::string::npos);
+    CHECK(frames[2].function.find("trace_test_level1") != std::string::npos);
+  }
+
+  TEST_CASE("a bare rethrow keeps the original trace") {
+    CaptureOn on;
+    bulwark::RawTrace inner;
+    bulwark::RawTrace outer;
+    try {
+      try {
+        trace_test_level1(1);
+      } catch (...) {
+        inner = current_exception_trace();
+        throw;
+      }
+    } catch (...) {
+      outer = current_exception_trace();
+    }
+    REQUIRE_FALSE(outer.empty());
+    CHECK(outer.size == inner.size);
+    CHECK(std::equal(outer.frames.begin(), outer.frames.begin() + outer.size, inner.frames.begin()));
+    CHECK(top_function(outer).find("trace_test_throw_site") != std::string::npos);
+  }
+
+  TEST_CASE("rethrow_exception on another thread keeps the trace") {
+    CaptureOn on;
+    std::exception_ptr saved;
+    try {
+      trace_test_level1(1);
+    } catch (...) {
+      saved = std::current_exception();
+    }
+    bulwark::RawTrace trace;
+    std::thread([&] {
+      try {
+        std::rethrow_exception(saved);
+      } catch (...) {
+        trace = current_exception_trace();
+      }
+    }).join();
+    CHECK(top_function(trace).find("trace_test_throw_site") != std::string::npos);
+  }
+
+  TEST_CASE("an exception thrown by the standard library names the calling function") {
+    CaptureOn on;
+    bulwark::RawTrace trace;
+    try {
+      trace_test_library_throw();
+    } catch (const std::out_of_range&) {
+      trace = current_exception_trace();
+    }
+    CHECK(trace_names(trace, "trace_test_library_throw"));
+  }
+
+  TEST_CASE("an exception thrown inside a shared library is traced there") {
+    CaptureOn on;
+    bulwark::RawTrace trace;
+    try {
+      shared_lib_entry(1);
+    } catch (const std::runtime_error&) {
+      trace = current_exception_trace();
+    }
+    CHECK(top_function(trace).find("shared_lib_throw_site") != std::string::npos);
+    CHECK(trace_names(trace, "shared_lib_entry"));
+  }
+
+  TEST_CASE("with capture off, a throw carries no trace") {
+    CaptureOn restore;
+    bulwark::set_throw_trace_capture(false);
+    bulwark::RawTrace trace;
+    try {
+      trace_test_level1(1);
+    } catch (...) {
+      trace = current_exception_trace();
+    }
+    CHECK(trace.empty());
+    bulwark::set_throw_trace_capture(true);
+    try {
+      trace_test_level1(1);
+    } catch (...) {
+      trace = current_exception_trace();
+    }
+    CHECK_FALSE(trace.empty());
+  }
+
+  TEST_CASE("a very deep throw keeps the innermost frames and says it was truncated") {
+    CaptureOn on;
+    struct Recurse {
+      __attribute__((noinline)) static void down(int n) {
+        if (n == 0) trace_test_throw_site(1);
+        else down(n - 1);
+        asm volatile("");
+      }
+    };
+    bulwark::RawTrace trace;
+    try {
+      Recurse::down(200);
+    } catch (...) {
+      trace = current_exception_trace();
+    }
+    CHECK(trace.size == bulwark::RawTrace::kMaxFrames);
+    CHECK(trace.truncated);
+    CHECK(top_function(trace).find("trace_test_throw_site") != std::string::npos);
+  }
+
+  TEST_CASE("symbolize resolves file and line for code built with debug info") {
+    CaptureOn on;
+    bulwark::RawTrace trace;
+    try {
+      trace_test_level1(1);
+    } catch (...) {
+      trace = current_exception_trace();
+    }
+    const auto frames = bulwark::symbolize(trace);
+    REQUIRE_FALSE(frames.empty());
+    CHECK(frames.front().file.find("trace_test.cpp") != std::string::npos);
+    CHECK(frames.front().line > 0);
+    CHECK(frames.front().address == trace.frames[0]);
+  }
+
+  TEST_CASE("an empty exception_ptr has an empty trace") {
+    CHECK(bulwark::throw_site_trace(nullptr).empty());
+  }
+}
