@@ -110,8 +110,8 @@ void read_retry(const Section& s, RetryPolicy& r) {
 
 RuntimeOptions RuntimeOptions::from_json(const json& config) {
   RuntimeOptions o;
-  const Section root(config, "", {"workers", "queue", "retry", "recovery", "retention", "shutdown", "logging",
-                                  "handlers"});
+  const Section root(config, "", {"workers", "queue", "retry", "recovery", "retention", "shutdown", "supervisor",
+                                  "circuit_breaker", "logging", "handlers"});
   root.integer("workers", o.workers, 0, 1024);
   root.child("queue", {"capacity"}).integer("capacity", o.queue_capacity, 1, 100'000'000);
   read_retry(root.child("retry", {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "backoff_multiplier",
@@ -121,7 +121,25 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   recovery.integer("max_concurrent_retries", o.max_concurrent_retries, 0, 1024);
   recovery.boolean("capture_traces", o.capture_traces);
   root.child("retention", {"max_finished"}).integer("max_finished", o.retention_max_finished, 0, 100'000'000);
-  root.child("shutdown", {"timeout_ms"}).millis("timeout_ms", o.shutdown_timeout);
+  const Section shutdown = root.child("shutdown", {"timeout_ms", "grace_ms"});
+  shutdown.millis("timeout_ms", o.shutdown_timeout);
+  shutdown.millis("grace_ms", o.shutdown_grace);
+  const Section sup = root.child("supervisor", {"tick_ms", "stuck_after_ms", "hard_timeout_ms",
+                                                "max_abandoned_threads", "max_restarts", "restart_window_ms",
+                                                "max_queue_wait_ms", "stall_ms"});
+  sup.millis("tick_ms", o.supervisor.tick, 60'000);
+  if (o.supervisor.tick.count() == 0) Section::fail("supervisor.tick_ms", "expected an integer from 1 to 60000");
+  sup.millis("stuck_after_ms", o.supervisor.stuck_after);
+  sup.millis("hard_timeout_ms", o.supervisor.hard_timeout);
+  sup.integer("max_abandoned_threads", o.supervisor.max_abandoned_threads, 0, 1024);
+  sup.integer("max_restarts", o.supervisor.max_restarts, 0, 1'000'000);
+  sup.millis("restart_window_ms", o.supervisor.restart_window);
+  sup.millis("max_queue_wait_ms", o.supervisor.max_queue_wait);
+  sup.millis("stall_ms", o.supervisor.stall);
+  const Section cb = root.child("circuit_breaker", {"failures", "window_ms", "cooldown_ms"});
+  cb.integer("failures", o.circuit_breaker.failures, 0, 1'000'000);
+  cb.millis("window_ms", o.circuit_breaker.window);
+  cb.millis("cooldown_ms", o.circuit_breaker.cooldown);
   const Section logging = root.child("logging", {"level", "format", "file"});
   logging.string("level", o.logging.level, {"trace", "debug", "info", "warn", "error", "critical", "off"});
   logging.string("format", o.logging.format, {"text", "json"});
@@ -130,11 +148,14 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   if (const json* handlers = root.find("handlers")) {
     if (!handlers->is_object()) Section::fail("handlers", "expected an object");
     for (const auto& [type, value] : handlers->items()) {
-      const Section h(value, "handlers." + type, {"max_attempts", "backoff_initial_ms", "backoff_max_ms"});
+      const Section h(value, "handlers." + type,
+                      {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "timeout_ms", "hard_timeout_ms"});
       HandlerConfig hc;
       if (h.find("max_attempts") != nullptr) h.integer("max_attempts", hc.max_attempts.emplace(), 1, 1000);
       if (h.find("backoff_initial_ms") != nullptr) h.millis("backoff_initial_ms", hc.backoff_initial.emplace());
       if (h.find("backoff_max_ms") != nullptr) h.millis("backoff_max_ms", hc.backoff_max.emplace());
+      if (h.find("timeout_ms") != nullptr) h.millis("timeout_ms", hc.timeout.emplace());
+      if (h.find("hard_timeout_ms") != nullptr) h.millis("hard_timeout_ms", hc.hard_timeout.emplace());
       o.handlers[type] = hc;
     }
   }

@@ -95,6 +95,7 @@ nlohmann::ordered_json to_json(const JobRecord& r, bool symbolized, bool timesta
     for (const Failure& f : r.cleanup_errors) extra.push_back(to_json(f, symbolized));
     out["cleanup_errors"] = std::move(extra);
   }
+  if (r.stuck_trace) out["stuck_trace"] = to_json(*r.stuck_trace, symbolized);
   if (timestamps) {
     out["priority"] = r.priority;
     out["max_attempts"] = r.max_attempts;

@@ -1,14 +1,14 @@
 #include "bulwark/runtime.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
-#include <condition_variable>
+#include <cerrno>
+#include <csignal>
 #include <random>
-#include <thread>
 
 #include "bulwark/guarded.hpp"
-#include "detail/job_queue.hpp"
-#include "detail/job_store.hpp"
-#include "detail/reporter.hpp"
+#include "detail/runtime_impl.hpp"
 
 namespace bulwark {
 
@@ -27,8 +27,8 @@ namespace detail {
 
 // The runtime's access to a JobContext's private parts.
 struct ContextAccess {
-  static JobContext make(Task& task, std::stop_token stop, int attempt) noexcept {
-    return JobContext(task, std::move(stop), attempt);
+  static JobContext make(Task& task, std::stop_token stop, int attempt, std::uint32_t epoch) noexcept {
+    return JobContext(task, std::move(stop), attempt, epoch);
   }
 
   // Runs the cleanups last-registered first. `failed` says whether the
@@ -53,16 +53,17 @@ namespace {
 
 class HandlerTask final : public Task {
  public:
-  explicit HandlerTask(const Handler& handler) : handler_(handler) {}
+  HandlerTask(std::shared_ptr<const Registry> registry, const Handler& handler)
+      : registry_(std::move(registry)), handler_(handler) {}
 
   void run(JobContext& ctx) override {
     nlohmann::json value = handler_(ctx, payload);
-    std::lock_guard lock(mutex);
-    result = std::move(value);
+    commit(ctx, [&] { result = std::move(value); });
   }
 
  private:
-  const Handler& handler_;  // owned by the runtime's registry
+  std::shared_ptr<const Registry> registry_;  // keeps handler_ alive for abandoned attempts
+  const Handler& handler_;
 };
 
 double unit_random() {
@@ -70,78 +71,49 @@ double unit_random() {
   return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
 
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
 constexpr std::size_t kMaxCleanupErrors = 16;
 
+// The worker slot of the calling thread, for the stack-dump signal handler
+// and the test hook. initial-exec: safe to read inside a signal handler.
+__attribute__((tls_model("initial-exec"))) thread_local WorkerSlot* tls_slot = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local bool tls_end_worker = false;
+
+extern "C" void on_dump_signal(int) {
+  const int saved_errno = errno;
+  WorkerSlot* slot = tls_slot;
+  if (slot != nullptr && slot->dump_state.load(std::memory_order_acquire) == 1) {
+    slot->dump = capture_stack(2);  // skip this handler and the kernel's signal return frame
+    slot->dump_state.store(2, std::memory_order_release);
+  }
+  errno = saved_errno;
+}
+
 }  // namespace
+
+int dump_signal() noexcept {
+  static const int sig = [] {
+    const int s = SIGRTMIN + 3;
+    struct sigaction sa {};
+    sa.sa_handler = on_dump_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(s, &sa, nullptr);
+    return s;
+  }();
+  return sig;
+}
+
+namespace testing {
+void end_current_worker() noexcept { tls_end_worker = true; }
+}  // namespace testing
+
 }  // namespace detail
 
 using detail::Task;
 using detail::TaskPtr;
-
-struct Runtime::Impl {
-  struct WorkerSlot {
-    std::mutex mutex;
-    Task* current = nullptr;  // guarded by mutex; kept alive by the worker while set
-    std::atomic<bool> alive{false};
-  };
-  struct TypeEntry {
-    const Registry::Entry* entry;
-    RetryPolicy policy;
-  };
-
-  Impl(Registry r, RuntimeOptions o);
-
-  Submitted reject(SubmitError::Code code, std::string message) {
-    rejected.fetch_add(1, std::memory_order_relaxed);
-    return Submitted{{}, JobState::rejected, SubmitError{code, std::move(message)}};
-  }
-  std::optional<SubmitError> accept(const TaskPtr& task, std::chrono::milliseconds delay);
-  void worker_loop(WorkerSlot& slot);
-  void run_attempt(const TaskPtr& task);
-  void fail_attempt(const TaskPtr& task, int attempt, Failure failure, std::exception_ptr exception,
-                    std::vector<Failure> cleanup_errors, double duration_ms);
-  // Publishes a terminal state already set on the task and does the books.
-  void finished(const TaskPtr& task, JobState terminal);
-  void end(const TaskPtr& task, JobState terminal) {
-    {
-      std::lock_guard lock(task->mutex);
-      task->finished_at = WallClock::now();
-    }
-    task->state.store(terminal, std::memory_order_release);
-    finished(task, terminal);
-  }
-  ShutdownReport stop(std::chrono::milliseconds timeout);
-
-  RuntimeOptions options;
-  Registry registry;
-  std::map<std::string, TypeEntry, std::less<>> types;
-  RetryPolicy post_policy;
-  const std::string id_prefix;
-
-  detail::Reporter reporter;
-  detail::JobQueue queue;
-  detail::JobStore store;
-
-  std::atomic<bool> accepting{true};
-  std::atomic<int> submitting{0};  // submits between their accepting check and their push
-  std::atomic<std::uint64_t> next_seq{0};
-  std::atomic<std::uint64_t> submitted{0}, rejected{0}, succeeded{0}, failed{0}, cancelled{0};
-  std::atomic<std::uint64_t> attempts_failed{0}, retried{0};
-  std::atomic<std::int64_t> active{0};  // accepted, not terminal
-  std::atomic<std::size_t> running{0};
-  std::mutex idle_mutex;
-  std::condition_variable idle_cv;
-
-  std::mutex shutdown_mutex;
-  std::optional<ShutdownReport> shutdown_report;  // guarded by shutdown_mutex
-
-  std::vector<std::unique_ptr<WorkerSlot>> slots;
-  std::vector<std::jthread> workers;  // last: destroyed (joined) first
-};
+using detail::WorkerSlot;
+using detail::ms_between;
+using detail::steady_ms;
 
 namespace {
 
@@ -157,39 +129,58 @@ std::string make_id_prefix() {
 
 Runtime::Impl::Impl(Registry r, RuntimeOptions o)
     : options(std::move(o)),
-      registry(std::move(r)),
+      registry(std::make_shared<Registry>(std::move(r))),
       id_prefix(make_id_prefix()),
       reporter(options.logging),
       queue(options.queue_capacity, options.effective_max_concurrent_retries()),
       store(options.retention_max_finished) {
   for (const auto& [type, hc] : options.handlers) {
-    if (registry.find(type) == nullptr) throw ConfigError("handlers." + type + ": unknown job type '" + type + "'");
+    if (registry->find(type) == nullptr) throw ConfigError("handlers." + type + ": unknown job type '" + type + "'");
   }
-  for (const std::string& type : registry.types()) {
-    const Registry::Entry* entry = registry.find(type);
-    RetryPolicy policy = options.retry;
-    const HandlerOptions& code = entry->options;
+  for (const std::string& type : registry->types()) {
+    auto state = std::make_unique<detail::TypeState>(options.circuit_breaker);
+    state->entry = registry->find(type);
+    RetryPolicy& policy = state->policy;
+    policy = options.retry;
+    state->hard_timeout = options.supervisor.hard_timeout;
+    const HandlerOptions& code = state->entry->options;
     if (code.max_attempts) policy.max_attempts = *code.max_attempts;
     if (code.backoff_initial) policy.initial = *code.backoff_initial;
     if (code.backoff_max) policy.max = *code.backoff_max;
+    if (code.timeout) state->timeout = *code.timeout;
+    if (code.hard_timeout) state->hard_timeout = *code.hard_timeout;
     if (auto it = options.handlers.find(type); it != options.handlers.end()) {
       const HandlerConfig& cfg = it->second;
       if (cfg.max_attempts) policy.max_attempts = *cfg.max_attempts;
       if (cfg.backoff_initial) policy.initial = *cfg.backoff_initial;
       if (cfg.backoff_max) policy.max = *cfg.backoff_max;
+      if (cfg.timeout) state->timeout = *cfg.timeout;
+      if (cfg.hard_timeout) state->hard_timeout = *cfg.hard_timeout;
     }
-    types.emplace(type, TypeEntry{entry, policy});
+    types.emplace(type, std::move(state));
   }
   post_policy = options.retry;
   set_throw_trace_capture(options.capture_traces);
+  detail::dump_signal();
 
   const unsigned n = options.effective_workers();
-  for (unsigned i = 0; i < n; ++i) slots.push_back(std::make_unique<WorkerSlot>());
-  for (unsigned i = 0; i < n; ++i) {
-    workers.emplace_back([this, slot = slots[i].get()] { worker_loop(*slot); });
+  {
+    std::lock_guard lock(slots_mutex);
+    slots.resize(n);
+    restarts.assign(n, 0);
+    for (unsigned i = 0; i < n; ++i) start_worker(i, 0);
   }
+  supervisor = std::jthread([this](std::stop_token stop) { supervise(std::move(stop)); });
   reporter.log(detail::LogLevel::info, "runtime started: " + std::to_string(n) + " workers, queue capacity " +
                                            std::to_string(options.queue_capacity));
+}
+
+void Runtime::Impl::start_worker(unsigned id, unsigned generation) {
+  auto slot = std::make_shared<WorkerSlot>();
+  slot->id = id;
+  slot->generation = generation;
+  slots[id] = slot;
+  slot->thread = std::thread([this, slot] { worker_main(slot); });
 }
 
 std::optional<SubmitError> Runtime::Impl::accept(const TaskPtr& task, std::chrono::milliseconds delay) {
@@ -216,45 +207,111 @@ std::optional<SubmitError> Runtime::Impl::accept(const TaskPtr& task, std::chron
   }
   active.fetch_add(1, std::memory_order_relaxed);
   submitted.fetch_add(1, std::memory_order_relaxed);
-  queue.push(task, Clock::now() + delay);
+  const auto due = Clock::now() + delay;
+  task->enqueued_ns.store(due.time_since_epoch().count(), std::memory_order_relaxed);
+  queue.push(task, due);
   return std::nullopt;
 }
 
-void Runtime::Impl::worker_loop(WorkerSlot& slot) {
-  slot.alive.store(true, std::memory_order_release);
-  while (TaskPtr task = queue.pop()) {
-    const bool retry_slot = task->in_retry_lane.load(std::memory_order_relaxed);
-    if (task->transition(JobState::queued, JobState::running)) {
-      running.fetch_add(1, std::memory_order_relaxed);
-      {
-        std::lock_guard lock(slot.mutex);
-        slot.current = task.get();
-      }
-      run_attempt(task);
-      {
-        std::lock_guard lock(slot.mutex);
-        slot.current = nullptr;
-      }
-      running.fetch_sub(1, std::memory_order_relaxed);
-    }
-    if (retry_slot) queue.release_retry_slot();
+void Runtime::Impl::worker_main(const SlotPtr& slot) {
+  detail::tls_slot = slot.get();
+  slot->native.store(pthread_self(), std::memory_order_release);
+  std::string reason;
+  try {
+    worker_loop(slot);
+  } catch (...) {
+    // Something outside a job's guarded frame failed: the worker dies, and
+    // the supervisor replaces it and says why.
+    const Failure f = classify_current_exception();
+    reason = f.type + (f.message.empty() ? "" : ": " + f.message);
   }
-  slot.alive.store(false, std::memory_order_release);
+  detail::tls_slot = nullptr;
+  {
+    std::lock_guard lock(slot->mutex);
+    slot->exit_reason = std::move(reason);
+  }
+  slot->exited.store(true, std::memory_order_release);
 }
 
-void Runtime::Impl::run_attempt(const TaskPtr& task) {
-  int attempt;
+void Runtime::Impl::worker_loop(const SlotPtr& slot) {
+  while (TaskPtr task = queue.pop()) {
+    const bool retry_slot = task->in_retry_lane.load(std::memory_order_relaxed);
+    const auto now = Clock::now();
+    if (task->type_state != nullptr) {
+      detail::CircuitBreaker& breaker = task->type_state->breaker;
+      const auto decision = breaker.admit(now);
+      if (!decision.run) {
+        // Quarantined: back to waiting, not failed.
+        if (retry_slot) queue.release_retry_slot();
+        if (task->transition(JobState::queued, JobState::scheduled)) {
+          sup.breaker_deferred.fetch_add(1, std::memory_order_relaxed);
+          task->enqueued_ns.store(decision.retry_at.time_since_epoch().count(), std::memory_order_relaxed);
+          queue.push_deferred(task, decision.retry_at, retry_slot);
+        }
+        continue;
+      }
+      task->breaker_trial = decision.trial;
+    }
+    if (!task->transition(JobState::queued, JobState::running)) {  // cancelled while waiting
+      if (task->breaker_trial) task->type_state->breaker.release_trial();
+      if (retry_slot) queue.release_retry_slot();
+      continue;
+    }
+    const auto enqueued = Clock::time_point(Clock::duration(task->enqueued_ns.load(std::memory_order_relaxed)));
+    waits.add(std::chrono::duration_cast<std::chrono::microseconds>(now - enqueued).count(), steady_ms(now));
+    if (!run_attempt(slot, task)) return;  // abandoned: the supervisor has taken over this attempt
+    if (retry_slot) queue.release_retry_slot();
+    if (detail::tls_end_worker) {
+      detail::tls_end_worker = false;
+      throw std::runtime_error("ended on purpose by bulwark::detail::testing::end_current_worker()");
+    }
+  }
+  slot->shutdown_exit.store(true, std::memory_order_release);
+}
+
+bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task) {
+  int attempt = 0;
+  std::uint32_t epoch = 0;
+  std::stop_token token;
   {
-    std::lock_guard lock(task->mutex);
+    std::unique_lock lock(task->mutex);
+    if (task->cancel_requested) {  // cancelled while it was deferred
+      task->finished_at = WallClock::now();
+      task->state.store(JobState::cancelled, std::memory_order_release);
+      lock.unlock();
+      finished(task, JobState::cancelled);
+      return true;
+    }
     attempt = ++task->attempts;
+    epoch = task->epoch;
+    task->stop = std::stop_source();
+    token = task->stop.get_token();
     if (!task->started_at) task->started_at = WallClock::now();
   }
   const auto start = Clock::now();
   task->heartbeat_ns.store(start.time_since_epoch().count(), std::memory_order_relaxed);
-  JobContext ctx = detail::ContextAccess::make(*task, task->stop.get_token(), attempt);
+  {
+    std::lock_guard lock(slot->mutex);
+    slot->current = task;
+    slot->started = start;
+    slot->soft_fired = false;
+    slot->stuck_reported = false;
+  }
+  slot->owner.store(WorkerSlot::running, std::memory_order_release);
+  running.fetch_add(1, std::memory_order_relaxed);
+
+  JobContext ctx = detail::ContextAccess::make(*task, std::move(token), attempt, epoch);
   auto outcome = guarded([&] { task->run(ctx); });
   std::vector<Failure> cleanup_errors = detail::ContextAccess::run_cleanups(ctx, !outcome.ok());
-  const double duration = detail::ms_since(start);
+  const double duration = ms_between(start, Clock::now());
+
+  int expected = WorkerSlot::running;
+  if (!slot->owner.compare_exchange_strong(expected, WorkerSlot::idle, std::memory_order_acq_rel)) return false;
+  {
+    std::lock_guard lock(slot->mutex);
+    slot->current.reset();
+  }
+  running.fetch_sub(1, std::memory_order_relaxed);
 
   if (outcome.ok() && cleanup_errors.empty()) {
     {
@@ -264,9 +321,14 @@ void Runtime::Impl::run_attempt(const TaskPtr& task) {
       task->exception = nullptr;
       task->finished_at = WallClock::now();
     }
+    if (task->type_state != nullptr && task->type_state->breaker.on_success(task->breaker_trial)) {
+      sup.breaker_closed.fetch_add(1, std::memory_order_relaxed);
+      reporter.log(detail::LogLevel::info,
+                   "circuit breaker for job type '" + task->type + "' closed: trial job " + task->id + " succeeded");
+    }
     task->state.store(JobState::succeeded, std::memory_order_release);
     finished(task, JobState::succeeded);
-    return;
+    return true;
   }
   if (outcome.ok()) {
     Failure first = std::move(cleanup_errors.front());
@@ -276,12 +338,29 @@ void Runtime::Impl::run_attempt(const TaskPtr& task) {
     fail_attempt(task, attempt, std::move(outcome.failure()), outcome.exception(), std::move(cleanup_errors),
                  duration);
   }
+  return true;
 }
 
 void Runtime::Impl::fail_attempt(const TaskPtr& task, int attempt, Failure failure, std::exception_ptr exception,
                                  std::vector<Failure> cleanup_errors, double duration_ms) {
   attempts_failed.fetch_add(1, std::memory_order_relaxed);
-  const bool again = attempt < task->max_attempts;
+  const auto now = Clock::now();
+  if (task->type_state != nullptr && task->type_state->breaker.on_failure(task->breaker_trial, now)) {
+    sup.breaker_opened.fetch_add(1, std::memory_order_relaxed);
+    const auto& cb = options.circuit_breaker;
+    reporter.log(detail::LogLevel::warn,
+                 "circuit breaker for job type '" + task->type + "' opened" +
+                     (task->breaker_trial ? " again: trial job " + task->id + " failed"
+                                          : ": " + std::to_string(cb.failures) + " failures within " +
+                                                std::to_string(cb.window.count()) + " ms") +
+                     "; its jobs wait " + std::to_string(cb.cooldown.count()) + " ms");
+  }
+  bool cancelled_now = false;
+  {
+    std::lock_guard lock(task->mutex);
+    cancelled_now = task->cancel_requested;
+  }
+  const bool again = attempt < task->max_attempts && !cancelled_now;
   const auto delay = task->policy->delay_after(attempt, detail::unit_random());
   reporter.attempt_failed({task->id, task->type, attempt, task->max_attempts,
                            again ? std::optional(delay) : std::nullopt, failure});
@@ -298,11 +377,14 @@ void Runtime::Impl::fail_attempt(const TaskPtr& task, int attempt, Failure failu
   if (again) {
     retried.fetch_add(1, std::memory_order_relaxed);
     task->state.store(JobState::scheduled, std::memory_order_release);
-    queue.push_retry(task, Clock::now() + delay);
-  } else {
-    task->state.store(JobState::failed, std::memory_order_release);
-    finished(task, JobState::failed);
+    const auto due = now + delay;
+    task->enqueued_ns.store(due.time_since_epoch().count(), std::memory_order_relaxed);
+    queue.push_retry(task, due);
+    return;
   }
+  const JobState terminal = cancelled_now ? JobState::cancelled : JobState::failed;
+  task->state.store(terminal, std::memory_order_release);
+  finished(task, terminal);
 }
 
 void Runtime::Impl::finished(const TaskPtr& task, JobState terminal) {
@@ -339,15 +421,55 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
   }
   ShutdownReport report;
   report.drained = queue.ready() == 0 && running.load() == 0;
+  stopping.store(true, std::memory_order_release);
+  supervisor.request_stop();
+  if (supervisor.joinable()) supervisor.join();
   queue.close();
-  if (!report.drained) {
-    for (auto& slot : slots) {
-      std::lock_guard lock(slot->mutex);
-      if (slot->current != nullptr) slot->current->stop.request_stop();
+
+  std::vector<SlotPtr> live;
+  {
+    std::lock_guard lock(slots_mutex);
+    for (const SlotPtr& s : slots) {
+      if (s) live.push_back(s);
     }
   }
-  for (auto& worker : workers) {
-    if (worker.joinable()) worker.join();
+  for (const SlotPtr& s : live) {
+    std::lock_guard lock(s->mutex);
+    if (s->current) {
+      std::lock_guard task_lock(s->current->mutex);
+      s->current->stop.request_stop();
+    }
+  }
+  const auto grace_end = Clock::now() + options.shutdown_grace;
+  const auto all_exited = [&] {
+    return std::all_of(live.begin(), live.end(), [](const SlotPtr& s) { return s->exited.load(); });
+  };
+  while (!all_exited() && Clock::now() < grace_end) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (const SlotPtr& s : live) {
+    if (s->exited.load(std::memory_order_acquire)) continue;
+    TaskPtr task;
+    {
+      std::lock_guard lock(s->mutex);
+      task = s->current;
+    }
+    int expected = WorkerSlot::running;
+    if (task && s->owner.compare_exchange_strong(expected, WorkerSlot::abandoned)) {
+      abandon(s, task, Clock::now(),
+              make_failure(FailureKind::shutdown, "the runtime shut down while the job ran; it did not stop within "
+                                                  "shutdown.grace_ms and its thread was abandoned"),
+              false);
+    }
+  }
+  {
+    std::lock_guard lock(slots_mutex);
+    for (const SlotPtr& s : slots) {
+      if (s && s->thread.joinable()) s->thread.join();
+    }
+    // Threads still stuck in a job cannot be joined; they hold only shared
+    // state and end on their own.
+    for (const SlotPtr& s : abandoned) {
+      if (s->thread.joinable()) s->exited.load() ? s->thread.join() : s->thread.detach();
+    }
   }
   for (const TaskPtr& task : queue.drain()) {
     for (JobState s = task->state.load(); !is_terminal(s); s = task->state.load()) {
@@ -396,18 +518,20 @@ Submitted Runtime::submit(JobSpec spec) {
   if (spec.delay.count() < 0 || spec.timeout.count() < 0) {
     return impl_->reject(SubmitError::Code::invalid, "delay_ms and timeout_ms: expected 0 or more");
   }
-  const Impl::TypeEntry& type = it->second;
+  detail::TypeState& type = *it->second;
   if (type.entry->options.validate) {
     auto valid = guarded([&] { type.entry->options.validate(spec.payload); });
     if (!valid.ok()) return impl_->reject(SubmitError::Code::invalid, valid.failure().message);
   }
-  auto task = std::make_shared<detail::HandlerTask>(type.entry->handler);
+  auto task = std::make_shared<detail::HandlerTask>(impl_->registry, type.entry->handler);
   task->id = std::move(spec.id);
   task->type = it->first;
   task->priority = spec.priority;
   task->max_attempts = spec.max_attempts.value_or(type.policy.max_attempts);
-  task->timeout = spec.timeout;
+  task->timeout = spec.timeout.count() > 0 ? spec.timeout : type.timeout;
+  task->hard_timeout = type.hard_timeout;
   task->policy = &type.policy;
+  task->type_state = &type;
   task->stored = true;
   task->payload = std::move(spec.payload);
   const auto delay = spec.delay;
@@ -423,6 +547,7 @@ std::optional<SubmitError> Runtime::enqueue_posted(std::shared_ptr<detail::Task>
   task->type = std::move(options.type);
   task->priority = options.priority;
   task->max_attempts = options.max_attempts;
+  task->hard_timeout = impl_->options.supervisor.hard_timeout;
   task->policy = &impl_->post_policy;
   auto error = impl_->accept(task, options.delay);
   if (error) impl_->rejected.fetch_add(1, std::memory_order_relaxed);
@@ -461,11 +586,13 @@ CancelResult Runtime::cancel(const JobId& id) {
   for (;;) {
     const JobState s = task->state.load(std::memory_order_acquire);
     if (is_terminal(s)) return CancelResult::already_terminal;
+    std::unique_lock lock(task->mutex);
     if (s == JobState::running) {
+      if (task->state.load() != JobState::running) continue;
+      task->cancel_requested = true;
       task->stop.request_stop();
       return CancelResult::stop_requested;
     }
-    std::unique_lock lock(task->mutex);
     if (!task->transition(s, JobState::cancelled)) continue;
     task->finished_at = WallClock::now();
     lock.unlock();
@@ -495,10 +622,14 @@ RequeueResult Runtime::requeue(const JobId& id) {
     task->error.reset();
     task->exception = nullptr;
     task->cleanup_errors.clear();
+    task->stuck_trace.reset();
+    task->cancel_requested = false;
     task->finished_at.reset();
   }
   impl_->active.fetch_add(1, std::memory_order_relaxed);
-  impl_->queue.push(task, Clock::now());
+  const auto now = Clock::now();
+  task->enqueued_ns.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+  impl_->queue.push(task, now);
   return RequeueResult::requeued;
 }
 
@@ -515,11 +646,22 @@ RuntimeStats Runtime::stats() const {
   s.log_dropped = impl_->reporter.dropped();
   s.queue_depth = impl_->queue.size();
   s.running = impl_->running.load();
-  for (const auto& slot : impl_->slots) s.workers += slot->alive.load(std::memory_order_acquire) ? 1 : 0;
+  const auto& sup = impl_->sup;
+  s.soft_timeouts = sup.soft_timeouts.load();
+  s.hard_timeouts = sup.hard_timeouts.load();
+  s.stuck_reports = sup.stuck_reports.load();
+  s.replacements = sup.replacements.load();
+  s.breaker_opened = sup.breaker_opened.load();
+  s.breaker_deferred = sup.breaker_deferred.load();
+  std::lock_guard lock(impl_->slots_mutex);
+  for (const auto& slot : impl_->slots) s.workers += slot && !slot->exited.load() ? 1 : 0;
+  s.abandoned = static_cast<unsigned>(impl_->abandoned.size());
   return s;
 }
 
-unsigned Runtime::worker_count() const noexcept { return static_cast<unsigned>(impl_->slots.size()); }
+unsigned Runtime::worker_count() const noexcept { return impl_->options.effective_workers(); }
+
+HealthReport Runtime::health() const { return impl_->health(); }
 
 bool Runtime::wait_idle(std::chrono::milliseconds timeout) {
   std::unique_lock lock(impl_->idle_mutex);

@@ -113,7 +113,8 @@ RawTrace current_exception_trace() noexcept { return throw_site_trace(std::curre
 
 __attribute__((noinline)) RawTrace capture_stack(std::size_t skip) noexcept {
   RawTrace trace;
-  fill_trace(&trace, skip + 1);
+  fill_trace(&trace, skip + 2);  // fill_trace and capture_stack themselves
+  asm volatile("");              // keep this a real frame: no tail call
   return trace;
 }
 

@@ -192,3 +192,17 @@ TEST_SUITE("throw-site trace") {
     CHECK(bulwark::throw_site_trace(nullptr).empty());
   }
 }
+
+namespace {
+__attribute__((noinline)) bulwark::RawTrace trace_test_capture_here() {
+  bulwark::RawTrace t = bulwark::capture_stack();
+  asm volatile("");
+  return t;
+}
+}  // namespace
+
+TEST_CASE("capture_stack starts at its caller") {
+  const auto frames = bulwark::symbolize(trace_test_capture_here());
+  REQUIRE_FALSE(frames.empty());
+  CHECK(frames.front().function.find("trace_test_capture_here") != std::string::npos);
+}

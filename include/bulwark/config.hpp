@@ -37,6 +37,27 @@ struct HandlerConfig {
   std::optional<int> max_attempts;
   std::optional<std::chrono::milliseconds> backoff_initial;
   std::optional<std::chrono::milliseconds> backoff_max;
+  std::optional<std::chrono::milliseconds> timeout;       // soft: the stop token is set
+  std::optional<std::chrono::milliseconds> hard_timeout;  // the attempt fails, the thread is abandoned
+};
+
+// What the supervisor watches and when it acts (supervisor.*).
+struct SupervisorOptions {
+  std::chrono::milliseconds tick{50};
+  std::chrono::milliseconds stuck_after{10'000};   // no heartbeat this long: dump the stack; 0 = never
+  std::chrono::milliseconds hard_timeout{0};       // default for every type; 0 = none
+  unsigned max_abandoned_threads = 4;
+  unsigned max_restarts = 5;                       // replacements within restart_window before unhealthy
+  std::chrono::milliseconds restart_window{60'000};
+  std::chrono::milliseconds max_queue_wait{5'000}; // queue wait p99 above this: degraded; 0 = off
+  std::chrono::milliseconds stall{10'000};         // every worker busy this long: degraded; 0 = off
+};
+
+// Per job type poison-job quarantine (circuit_breaker.*).
+struct CircuitBreakerOptions {
+  unsigned failures = 0;  // failed attempts within `window` that open the breaker; 0 = off
+  std::chrono::milliseconds window{10'000};
+  std::chrono::milliseconds cooldown{5'000};  // open this long, then one trial job decides
 };
 
 struct LogOptions {
@@ -53,6 +74,9 @@ struct RuntimeOptions {
   bool capture_traces = true;             // throw-site traces, process-wide
   std::size_t retention_max_finished = 10'000;  // finished records kept for lookup
   std::chrono::milliseconds shutdown_timeout{10'000};
+  std::chrono::milliseconds shutdown_grace{2'000};  // after the stop token, before abandoning
+  SupervisorOptions supervisor;
+  CircuitBreakerOptions circuit_breaker;
   LogOptions logging;
   std::map<std::string, HandlerConfig> handlers;
 

@@ -79,6 +79,7 @@ struct JobRecord {
   nlohmann::json result;             // the handler's return value once succeeded
   std::optional<Failure> error;      // the last attempt's failure
   std::vector<Failure> cleanup_errors;  // failures of defer/on_failure beyond the first
+  std::optional<RawTrace> stuck_trace;  // where it was when the supervisor found it slow or stuck
   double duration_ms = 0;            // run time of the last attempt
   WallClock::time_point created_at{};
   std::optional<WallClock::time_point> started_at;   // first attempt

@@ -19,6 +19,7 @@
 // Used only by the thread running the attempt: not thread-safe, never blocks.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <stop_token>
 #include <string>
@@ -52,8 +53,9 @@ class JobContext {
 
  private:
   friend struct detail::ContextAccess;
-  JobContext(detail::Task& task, std::stop_token stop, int attempt) noexcept
-      : task_(task), stop_(std::move(stop)), attempt_(attempt) {}
+  friend class detail::Task;
+  JobContext(detail::Task& task, std::stop_token stop, int attempt, std::uint32_t epoch) noexcept
+      : task_(task), stop_(std::move(stop)), attempt_(attempt), epoch_(epoch) {}
 
   struct Cleanup {
     std::function<void()> fn;
@@ -63,6 +65,7 @@ class JobContext {
   detail::Task& task_;
   std::stop_token stop_;
   int attempt_;
+  std::uint32_t epoch_;  // which attempt of the task this is, for Task::commit
   std::vector<Cleanup> cleanups_;
 };
 

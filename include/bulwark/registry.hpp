@@ -39,6 +39,8 @@ struct HandlerOptions {
   std::optional<int> max_attempts;
   std::optional<std::chrono::milliseconds> backoff_initial;
   std::optional<std::chrono::milliseconds> backoff_max;
+  std::optional<std::chrono::milliseconds> timeout;       // soft timeout: the stop token is set
+  std::optional<std::chrono::milliseconds> hard_timeout;  // the attempt fails with kind timeout
 };
 
 class Registry {

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "bulwark/config.hpp"
+#include "bulwark/health.hpp"
 #include "bulwark/job.hpp"
 #include "bulwark/job_handle.hpp"
 #include "bulwark/registry.hpp"
@@ -75,7 +76,15 @@ struct RuntimeStats {
   std::uint64_t log_dropped = 0;     // failure log lines dropped by the rate limit
   std::size_t queue_depth = 0;       // waiting: queued + scheduled
   std::size_t running = 0;
-  unsigned workers = 0;              // worker threads alive
+  unsigned workers = 0;              // worker threads alive in the pool
+  unsigned abandoned = 0;            // stuck threads left behind, not yet finished
+  // Supervisor actions, cumulative:
+  std::uint64_t soft_timeouts = 0;   // stop tokens set at a soft timeout
+  std::uint64_t hard_timeouts = 0;   // attempts failed with kind timeout
+  std::uint64_t stuck_reports = 0;   // stack dumps of jobs without a heartbeat
+  std::uint64_t replacements = 0;    // worker threads started to replace lost ones
+  std::uint64_t breaker_opened = 0;  // times a type's circuit breaker opened
+  std::uint64_t breaker_deferred = 0;  // job starts put off by an open breaker
 };
 
 struct ShutdownReport {
@@ -119,6 +128,8 @@ class Runtime {
   RequeueResult requeue(const JobId& id);
 
   RuntimeStats stats() const;
+  // The supervisor's verdict with its reasons, every worker and breaker.
+  HealthReport health() const;
   unsigned worker_count() const noexcept;
 
   // Blocks until no job is queued, scheduled or running, or `timeout` passes.

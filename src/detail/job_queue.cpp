@@ -39,6 +39,20 @@ void JobQueue::push_retry(TaskPtr task, Clock::time_point due) {
   schedule(std::move(task), due, true);
 }
 
+void JobQueue::push_deferred(TaskPtr task, Clock::time_point due, bool retry) {
+  size_.fetch_add(1, std::memory_order_acq_rel);
+  schedule(std::move(task), due, retry);
+}
+
+void JobQueue::set_retry_limit(unsigned limit) {
+  {
+    std::lock_guard lock(mutex_);
+    max_retries_ = limit;
+    ++generation_;
+  }
+  wake_.notify_one();
+}
+
 void JobQueue::push_ready(TaskPtr task, bool retry) {
   const int lane = lane_of(task->priority, retry);
   task->in_retry_lane.store(retry, std::memory_order_relaxed);

@@ -60,6 +60,13 @@ class JobQueue {
   // Re-queues an accepted job for another attempt at `due`. Always succeeds.
   void push_retry(TaskPtr task, Clock::time_point due);
 
+  // Puts back a job that was taken but may not start yet (its type's circuit
+  // breaker is open), to become ready at `due`. Always succeeds.
+  void push_deferred(TaskPtr task, Clock::time_point due, bool retry);
+
+  // Changes how many retries may be admitted at once (0 holds them all back).
+  void set_retry_limit(unsigned limit);
+
   // The next ready job; blocks until there is one. Returns null once close()
   // has been called; what is still waiting then is for drain().
   TaskPtr pop();
@@ -94,7 +101,6 @@ class JobQueue {
   void run_scheduler(std::stop_token stop);
 
   const std::size_t capacity_;
-  const unsigned max_retries_;
   std::atomic<std::size_t> size_{0};   // everything waiting
   std::atomic<std::size_t> ready_{0};  // in lanes
   std::atomic<bool> closed_{false};
@@ -109,6 +115,7 @@ class JobQueue {
   Heap retry_heap_;                // guarded by mutex_
   std::uint64_t order_ = 0;        // guarded by mutex_
   unsigned retries_admitted_ = 0;  // guarded by mutex_
+  unsigned max_retries_;           // guarded by mutex_
   std::uint64_t generation_ = 0;   // guarded by mutex_; bumped on every change the scheduler must see
   std::jthread scheduler_;         // last: started after everything above exists
 };

@@ -41,7 +41,7 @@ void append_frames(std::string& out, const RawTrace& trace) {
 struct Reporter::Event {
   LogLevel level = LogLevel::info;
   std::chrono::system_clock::time_point time = std::chrono::system_clock::now();
-  std::variant<std::string, AttemptFailure> body;
+  std::variant<std::string, AttemptFailure, StackNote> body;
 };
 
 struct Reporter::Queue {
@@ -105,6 +105,14 @@ void Reporter::log(LogLevel level, std::string message) noexcept {
   }
 }
 
+void Reporter::note(LogLevel level, StackNote note) noexcept {
+  try {
+    post(Event{level, std::chrono::system_clock::now(), std::move(note)});
+  } catch (...) {
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 void Reporter::write(Event& event) {
   const auto level = to_spdlog(event.level);
   if (auto* message = std::get_if<std::string>(&event.body)) {
@@ -115,6 +123,23 @@ void Reporter::write(Event& event) {
                              {"level", spdlog::level::to_string_view(level).data()},
                              {"msg", *message}};
       logger_->log(event.time, spdlog::source_loc{}, level, line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    }
+    return;
+  }
+  if (auto* note = std::get_if<StackNote>(&event.body)) {
+    if (json_) {
+      nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},
+                                     {"level", spdlog::level::to_string_view(level).data()},
+                                     {"msg", note->message},
+                                     {"job_id", note->id},
+                                     {"job_type", note->type}};
+      if (note->trace) line["stack_trace"] = to_json(*note->trace, true);
+      logger_->log(event.time, spdlog::source_loc{}, level,
+                   line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    } else {
+      std::string text = note->message;
+      if (note->trace) append_frames(text, *note->trace);
+      logger_->log(event.time, spdlog::source_loc{}, level, text);
     }
     return;
   }

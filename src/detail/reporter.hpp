@@ -38,6 +38,14 @@ struct AttemptFailure {
   Failure failure;
 };
 
+// A supervisor event about a job, with the stack it was found in.
+struct StackNote {
+  std::string message;
+  JobId id;
+  std::string type;
+  std::optional<RawTrace> trace;
+};
+
 class Reporter {
  public:
   static constexpr std::size_t kMaxPending = 10'000;
@@ -50,6 +58,7 @@ class Reporter {
 
   void attempt_failed(AttemptFailure event) noexcept;
   void log(LogLevel level, std::string message) noexcept;
+  void note(LogLevel level, StackNote note) noexcept;
   bool enabled(LogLevel level) const noexcept;
   std::uint64_t dropped() const noexcept { return dropped_.load(std::memory_order_relaxed); }
 

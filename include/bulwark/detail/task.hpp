@@ -19,20 +19,25 @@
 #include <vector>
 
 #include "bulwark/job.hpp"
+#include "bulwark/job_context.hpp"
 #include "bulwark/retry_policy.hpp"
 
-namespace bulwark {
-class JobContext;
-}
-
 namespace bulwark::detail {
+
+struct TypeState;  // the runtime's per-type state (policy, breaker); private
 
 class Task {
  public:
   virtual ~Task() = default;
 
-  // Runs one attempt; throws whatever the job throws.
+  // Runs one attempt; throws whatever the job throws. Stores its result
+  // through commit(), so an abandoned attempt cannot overwrite a later one's.
   virtual void run(JobContext& ctx) = 0;
+
+  // Runs `write` under the mutex if `ctx`'s attempt is still the task's
+  // current one (the supervisor fences off attempts it abandons).
+  template <class F>
+  void commit(const JobContext& ctx, F&& write);
 
   // A copy of the record under the mutex. Thread-safe, does not block long.
   JobRecord snapshot() const;
@@ -56,8 +61,10 @@ class Task {
   std::string type;
   int priority = 0;
   int max_attempts = 1;
-  std::chrono::milliseconds timeout{0};
+  std::chrono::milliseconds timeout{0};       // soft; 0: none
+  std::chrono::milliseconds hard_timeout{0};  // 0: none
   const RetryPolicy* policy = nullptr;  // owned by the runtime
+  TypeState* type_state = nullptr;      // owned by the runtime; null for posted callables
   bool stored = false;                  // reachable by id through the JobStore
   std::uint64_t seq = 0;                // submit order, for listings
   std::uint32_t finishes = 0;           // guarded by the JobStore shard holding the task
@@ -66,10 +73,15 @@ class Task {
   std::atomic<JobState> state{JobState::queued};
   std::atomic<bool> in_retry_lane{false};       // holds one of recovery.max_concurrent_retries
   std::atomic<std::int64_t> heartbeat_ns{0};    // steady clock, last sign of progress
-  std::stop_source stop;
+  std::atomic<std::int64_t> enqueued_ns{0};     // steady clock, when it last became ready to run
+  bool breaker_trial = false;                   // used by the worker running it only
 
   mutable std::mutex mutex;
   // Guarded by mutex:
+  std::stop_source stop{std::nostopstate};  // the current attempt's
+  std::uint32_t epoch = 0;         // bumped when an attempt is abandoned
+  bool cancel_requested = false;   // no further attempts
+  std::optional<RawTrace> stuck_trace;
   int attempts = 0;
   nlohmann::json result;
   std::optional<Failure> error;
@@ -97,26 +109,32 @@ class PostedTask final : public ResultTask<R> {
   explicit PostedTask(const F& f) : fn_(f) {}
 
   void run(JobContext& ctx) override {
-    if constexpr (std::is_invocable_v<F&, JobContext&>) {
-      if constexpr (std::is_void_v<R>) {
-        fn_(ctx);
-        this->value.emplace();
-      } else {
-        this->value.emplace(fn_(ctx));
-      }
+    if constexpr (std::is_void_v<R>) {
+      call(ctx);
+      this->commit(ctx, [&] { this->value.emplace(); });
     } else {
-      if constexpr (std::is_void_v<R>) {
-        fn_();
-        this->value.emplace();
-      } else {
-        this->value.emplace(fn_());
-      }
+      R r = call(ctx);
+      this->commit(ctx, [&] { this->value.emplace(std::move(r)); });
     }
   }
 
  private:
+  decltype(auto) call(JobContext& ctx) {
+    if constexpr (std::is_invocable_v<F&, JobContext&>) {
+      return fn_(ctx);
+    } else {
+      return fn_();
+    }
+  }
+
   F fn_;
 };
+
+template <class F>
+void Task::commit(const JobContext& ctx, F&& write) {
+  std::lock_guard lock(mutex);
+  if (ctx.epoch_ == epoch) write();
+}
 
 template <class F>
 using post_result_t = typename std::conditional_t<std::is_invocable_v<F&, JobContext&>,

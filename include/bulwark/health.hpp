@@ -1,0 +1,55 @@
+// HealthReport: the supervisor's verdict on a runtime, and what it is based on.
+//
+//   bulwark::HealthReport h = runtime.health();
+//   if (h.verdict == bulwark::Verdict::unhealthy) alert(h.reasons);
+//
+// `healthy`: nothing to report. `degraded`: work is slow (queue wait p99 above
+// supervisor.max_queue_wait_ms, or every worker busy longer than
+// supervisor.stall_ms); retries are held back so fresh work goes first.
+// `unhealthy`: the process should be restarted (too many worker replacements
+// within supervisor.restart_window_ms, or the cap on abandoned threads reached).
+//
+// A plain value; not synchronized.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "bulwark/job.hpp"
+
+namespace bulwark {
+
+enum class Verdict { healthy, degraded, unhealthy };
+std::string_view to_string(Verdict v) noexcept;
+
+struct WorkerHealth {
+  unsigned id = 0;            // pool position; a replacement keeps the id
+  std::string state;          // "idle", "busy", "abandoned", "vacant" (not replaced: cap reached)
+  std::optional<JobId> job;   // the job it is running
+  std::optional<double> ms_since_heartbeat;  // while running a job
+  unsigned restarts = 0;      // replacements at this position
+  bool abandoned = false;     // a stuck thread left behind after a hard timeout
+};
+
+struct BreakerHealth {
+  std::string type;
+  std::string state;  // "closed", "open", "half_open"
+  std::uint64_t opened = 0;  // times it opened
+};
+
+struct HealthReport {
+  Verdict verdict = Verdict::healthy;
+  std::vector<std::string> reasons;  // one sentence each; empty when healthy
+  std::vector<WorkerHealth> workers;  // pool positions first, then abandoned threads
+  std::vector<BreakerHealth> breakers;  // job types whose breaker is enabled
+  std::optional<double> queue_wait_p99_ms;  // over the last 30 s, if any job started
+};
+
+nlohmann::ordered_json to_json(const HealthReport& report);
+
+}  // namespace bulwark

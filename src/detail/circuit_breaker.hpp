@@ -1,0 +1,64 @@
+// CircuitBreaker: quarantine for one job type that keeps failing.
+//
+// Closed, it lets every job start and counts failed attempts; `failures` of
+// them within `window` open it. Open, jobs of the type are not started: they
+// wait, scheduled, until `cooldown` has passed. Then one job is let through as
+// the trial (half-open); its success closes the breaker, its failure opens it
+// for another cooldown. Other types are not affected.
+//
+//   CircuitBreaker b({.failures = 5, .window = 10s, .cooldown = 5s});
+//   auto d = b.admit(now);
+//   if (!d.run) reschedule(task, d.retry_at);
+//
+// Thread-safe. The closed-state check on the hot path is one atomic load;
+// recording a failure takes the breaker's mutex.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+
+#include "bulwark/config.hpp"
+#include "bulwark/job.hpp"
+
+namespace bulwark::detail {
+
+class CircuitBreaker {
+ public:
+  enum class State : std::uint8_t { closed, open, half_open };
+  struct Decision {
+    bool run = true;
+    bool trial = false;              // this job decides whether to close
+    Clock::time_point retry_at{};    // when !run: when to try again
+  };
+
+  explicit CircuitBreaker(CircuitBreakerOptions options) : options_(options) {}
+
+  bool enabled() const noexcept { return options_.failures > 0; }
+  Decision admit(Clock::time_point now);
+  // Results of attempts that admit() let run. Both return true when the
+  // call changed the state (for logging).
+  bool on_success(bool trial);
+  bool on_failure(bool trial, Clock::time_point now);
+  // The trial job admitted will not run after all (it was cancelled).
+  void release_trial();
+
+  State state() const noexcept { return state_.load(std::memory_order_acquire); }
+  std::uint64_t opened() const noexcept { return opened_.load(std::memory_order_relaxed); }
+
+ private:
+  void open(Clock::time_point now);  // expects mutex_ held
+
+  const CircuitBreakerOptions options_;
+  std::atomic<State> state_{State::closed};
+  std::atomic<std::uint64_t> opened_{0};
+  std::mutex mutex_;
+  std::deque<Clock::time_point> failures_;  // guarded by mutex_; within the window
+  Clock::time_point open_until_{};          // guarded by mutex_
+  bool trial_running_ = false;              // guarded by mutex_
+};
+
+const char* to_string(CircuitBreaker::State s) noexcept;
+
+}  // namespace bulwark::detail

@@ -1,0 +1,191 @@
+// Internal: the state behind a Runtime, shared by runtime.cpp (workers and
+// the public API) and supervisor.cpp (the supervisor thread).
+#pragma once
+
+#include <pthread.h>
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bulwark/health.hpp"
+#include "bulwark/runtime.hpp"
+#include "detail/circuit_breaker.hpp"
+#include "detail/job_queue.hpp"
+#include "detail/job_store.hpp"
+#include "detail/reporter.hpp"
+
+namespace bulwark::detail {
+
+// Everything the runtime keeps per registered job type.
+struct TypeState {
+  const Registry::Entry* entry = nullptr;
+  RetryPolicy policy;
+  std::chrono::milliseconds timeout{0};       // soft, default for the type
+  std::chrono::milliseconds hard_timeout{0};  // default for the type
+  CircuitBreaker breaker;
+  explicit TypeState(CircuitBreakerOptions cb) : breaker(cb) {}
+};
+
+// One worker thread and what it is doing, published for the supervisor.
+// Shared by the thread itself and the runtime, so an abandoned thread can
+// still finish against it after the runtime has moved on.
+struct WorkerSlot {
+  enum Owner : int { idle = 0, running = 1, abandoned = 2 };
+
+  unsigned id = 0;          // pool position
+  unsigned generation = 0;  // replacements before this one at that position
+  std::thread thread;       // guarded by Impl::slots_mutex
+
+  std::atomic<int> owner{idle};      // who decides the current attempt's fate
+  std::atomic<bool> exited{false};   // the thread function has returned
+  std::atomic<bool> shutdown_exit{false};  // it returned because the queue closed
+
+  std::mutex mutex;
+  std::shared_ptr<Task> current;     // guarded by mutex
+  Clock::time_point started{};       // guarded by mutex; the current attempt's
+  bool soft_fired = false;           // guarded by mutex; per attempt
+  bool stuck_reported = false;       // guarded by mutex; per attempt
+  std::string exit_reason;           // guarded by mutex
+
+  // Stack dump by signal: the supervisor sets dump_state to 1 and signals
+  // the thread; its handler writes `dump` and sets 2.
+  std::atomic<int> dump_state{0};
+  RawTrace dump;
+  std::atomic<pthread_t> native{};
+};
+
+// Recent queue waits for the saturation check: a lock-free ring of samples.
+class WaitSamples {
+ public:
+  void add(std::int64_t wait_us, std::int64_t now_ms) noexcept {
+    const std::uint64_t i = next_.fetch_add(1, std::memory_order_relaxed) % kSize;
+    samples_[i].wait_us.store(wait_us, std::memory_order_relaxed);
+    samples_[i].at_ms.store(now_ms, std::memory_order_relaxed);
+  }
+  // p99 of the samples taken since `since_ms`, in milliseconds.
+  std::optional<double> p99_since(std::int64_t since_ms) const;
+
+ private:
+  static constexpr std::size_t kSize = 1024;
+  struct Sample {
+    std::atomic<std::int64_t> wait_us{0};
+    std::atomic<std::int64_t> at_ms{-1};
+  };
+  std::array<Sample, kSize> samples_;
+  std::atomic<std::uint64_t> next_{0};
+};
+
+struct SupervisorCounters {
+  std::atomic<std::uint64_t> soft_timeouts{0}, hard_timeouts{0}, stuck_reports{0}, replacements{0},
+      abandoned_total{0}, abandoned_retired{0}, breaker_opened{0}, breaker_closed{0}, breaker_deferred{0};
+};
+
+inline double ms_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+inline std::int64_t steady_ms(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+// The real-time signal that asks a worker thread to dump its stack.
+int dump_signal() noexcept;
+
+namespace testing {
+// Called from inside a job: the worker running it dies after the job, as if
+// its loop had failed outside the guarded frame. For supervisor tests.
+void end_current_worker() noexcept;
+}  // namespace testing
+
+}  // namespace bulwark::detail
+
+namespace bulwark {
+
+struct Runtime::Impl {
+  using TaskPtr = std::shared_ptr<detail::Task>;
+  using SlotPtr = std::shared_ptr<detail::WorkerSlot>;
+
+  Impl(Registry r, RuntimeOptions o);
+
+  Submitted reject(SubmitError::Code code, std::string message) {
+    rejected.fetch_add(1, std::memory_order_relaxed);
+    return Submitted{{}, JobState::rejected, SubmitError{code, std::move(message)}};
+  }
+  std::optional<SubmitError> accept(const TaskPtr& task, std::chrono::milliseconds delay);
+
+  // Workers (runtime.cpp).
+  void start_worker(unsigned id, unsigned generation);  // expects slots_mutex held
+  void worker_main(const SlotPtr& slot);
+  void worker_loop(const SlotPtr& slot);
+  // Returns false if the supervisor abandoned the attempt meanwhile.
+  bool run_attempt(const SlotPtr& slot, const TaskPtr& task);
+  void fail_attempt(const TaskPtr& task, int attempt, Failure failure, std::exception_ptr exception,
+                    std::vector<Failure> cleanup_errors, double duration_ms);
+  void finished(const TaskPtr& task, JobState terminal);
+  ShutdownReport stop(std::chrono::milliseconds timeout);
+
+  // Supervisor (supervisor.cpp).
+  void supervise(std::stop_token stop);
+  void tick(Clock::time_point now);
+  void watch(const SlotPtr& slot, Clock::time_point now);
+  void abandon(const SlotPtr& slot, const TaskPtr& task, Clock::time_point now, Failure failure,
+               bool allow_retry);
+  void replace_exited(Clock::time_point now);
+  void fill_vacancies(Clock::time_point now);
+  std::optional<RawTrace> dump_stack(detail::WorkerSlot& slot);
+  void update_verdict(Clock::time_point now);
+  HealthReport health() const;
+
+  RuntimeOptions options;
+  std::shared_ptr<Registry> registry;  // shared with every HandlerTask: abandoned threads may outlive us
+  std::map<std::string, std::unique_ptr<detail::TypeState>, std::less<>> types;
+  RetryPolicy post_policy;
+  const std::string id_prefix;
+
+  detail::Reporter reporter;
+  detail::JobQueue queue;
+  detail::JobStore store;
+  detail::WaitSamples waits;
+  detail::SupervisorCounters sup;
+
+  std::atomic<bool> accepting{true};
+  std::atomic<bool> stopping{false};  // shutdown has begun: exits are not deaths
+  std::atomic<int> submitting{0};
+  std::atomic<std::uint64_t> next_seq{0};
+  std::atomic<std::uint64_t> submitted{0}, rejected{0}, succeeded{0}, failed{0}, cancelled{0};
+  std::atomic<std::uint64_t> attempts_failed{0}, retried{0};
+  std::atomic<std::int64_t> active{0};
+  std::atomic<std::size_t> running{0};
+  std::mutex idle_mutex;
+  std::condition_variable idle_cv;
+
+  mutable std::mutex slots_mutex;
+  std::vector<SlotPtr> slots;      // guarded by slots_mutex; one per position, null when vacant
+  std::vector<SlotPtr> abandoned;  // guarded by slots_mutex
+  std::vector<unsigned> restarts;  // guarded by slots_mutex; per position
+
+  // Owned by the supervisor thread:
+  std::deque<Clock::time_point> restart_times;
+  std::optional<Clock::time_point> all_busy_since;
+  bool retries_throttled = false;
+
+  mutable std::mutex verdict_mutex;
+  Verdict verdict = Verdict::healthy;  // guarded by verdict_mutex
+  std::vector<std::string> reasons;    // guarded by verdict_mutex
+  std::optional<double> wait_p99_ms;   // guarded by verdict_mutex
+
+  std::mutex shutdown_mutex;
+  std::optional<ShutdownReport> shutdown_report;  // guarded by shutdown_mutex
+  std::jthread supervisor;  // last: stopped and joined first
+};
+
+}  // namespace bulwark
