@@ -96,6 +96,7 @@ nlohmann::ordered_json to_json(const JobRecord& r, bool symbolized, bool timesta
     out["cleanup_errors"] = std::move(extra);
   }
   if (r.stuck_trace) out["stuck_trace"] = to_json(*r.stuck_trace, symbolized);
+  if (r.breaker_deferrals > 0) out["breaker_deferrals"] = r.breaker_deferrals;
   if (timestamps) {
     out["priority"] = r.priority;
     out["max_attempts"] = r.max_attempts;

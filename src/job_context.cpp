@@ -33,6 +33,7 @@ JobRecord Task::snapshot() const {
   r.error = error;
   r.cleanup_errors = cleanup_errors;
   r.stuck_trace = stuck_trace;
+  r.breaker_deferrals = breaker_deferrals;
   r.duration_ms = duration_ms;
   r.created_at = created_at;
   r.started_at = started_at;

@@ -245,6 +245,10 @@ void Runtime::Impl::worker_loop(const SlotPtr& slot) {
         if (retry_slot) queue.release_retry_slot();
         if (task->transition(JobState::queued, JobState::scheduled)) {
           sup.breaker_deferred.fetch_add(1, std::memory_order_relaxed);
+          {
+            std::lock_guard lock(task->mutex);
+            ++task->breaker_deferrals;
+          }
           task->enqueued_ns.store(decision.retry_at.time_since_epoch().count(), std::memory_order_relaxed);
           queue.push_deferred(task, decision.retry_at, retry_slot);
         }

@@ -130,4 +130,29 @@ TEST_SUITE("bulwark run") {
     CHECK(lines.size() == 20'000);
     CHECK(lines[20'000]["result"] == 19'999);
   }
+
+  TEST_CASE("timeouts, stuck traces and breaker events show in the output lines and the summary" *
+            doctest::timeout(60)) {
+    const std::string input =
+        R"({"type": "hang", "payload": {"ms": 1000}, "max_attempts": 1})" "\n"
+        R"({"type": "fail", "max_attempts": 1})" "\n"
+        R"({"type": "fail", "max_attempts": 1})" "\n"
+        R"({"type": "fail", "max_attempts": 1, "delay_ms": 50})" "\n";
+    auto r = run_bulwark(input, "--config " BULWARK_SOURCE_DIR "/tests/support/supervised.json");
+    CHECK(r.status == 1);
+    auto lines = by_line(r);
+    REQUIRE(lines.size() == 4);
+    CHECK(lines[1]["state"] == "failed");
+    CHECK(lines[1]["error"]["kind"] == "timeout");
+    REQUIRE(lines[1].contains("stuck_trace"));
+    bool names_spin = false;
+    for (const auto& f : lines[1]["stuck_trace"]) {
+      names_spin = names_spin || f["function"].get<std::string>().find("hang_spin") != std::string::npos;
+    }
+    CHECK(names_spin);
+    CHECK(lines[4]["breaker_deferrals"].get<int>() >= 1);
+    CHECK(r.stderr_text.find("1 hard timeouts") != std::string::npos);
+    CHECK(r.stderr_text.find("circuit breakers opened") != std::string::npos);
+    CHECK(r.stderr_text.find("failed with timeout: 1") != std::string::npos);
+  }
 }

@@ -80,6 +80,7 @@ struct JobRecord {
   std::optional<Failure> error;      // the last attempt's failure
   std::vector<Failure> cleanup_errors;  // failures of defer/on_failure beyond the first
   std::optional<RawTrace> stuck_trace;  // where it was when the supervisor found it slow or stuck
+  int breaker_deferrals = 0;            // times its start was put off by its type's open circuit breaker
   double duration_ms = 0;            // run time of the last attempt
   WallClock::time_point created_at{};
   std::optional<WallClock::time_point> started_at;   // first attempt

@@ -289,6 +289,7 @@ int run_command(const RunArgs& args) {
   }
   if (g_interrupted.load()) std::cerr << "\nbulwark: interrupted, shutting down\n";
   runtime->shutdown();
+  const RuntimeStats stats = runtime->stats();
   runtime.reset();
   const bool output_ok = writer.close();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -302,6 +303,18 @@ int run_command(const RunArgs& args) {
                static_cast<unsigned long long>(c.cancelled), static_cast<unsigned long long>(c.retries));
   for (const auto& [type, n] : c.failures) {
     std::fprintf(stderr, "  failed with %s: %llu\n", type.c_str(), static_cast<unsigned long long>(n));
+  }
+  if (stats.hard_timeouts + stats.soft_timeouts + stats.stuck_reports + stats.replacements + stats.breaker_opened >
+      0) {
+    std::fprintf(stderr,
+                 "  supervisor: %llu hard timeouts, %llu soft timeouts, %llu stuck reports, %llu worker "
+                 "replacements, circuit breakers opened %llu times (%llu job starts put off)\n",
+                 static_cast<unsigned long long>(stats.hard_timeouts),
+                 static_cast<unsigned long long>(stats.soft_timeouts),
+                 static_cast<unsigned long long>(stats.stuck_reports),
+                 static_cast<unsigned long long>(stats.replacements),
+                 static_cast<unsigned long long>(stats.breaker_opened),
+                 static_cast<unsigned long long>(stats.breaker_deferred));
   }
   if (read_error) {
     std::cerr << "bulwark: error reading input '" << args.input << "'\n";

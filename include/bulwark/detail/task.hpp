@@ -82,6 +82,7 @@ class Task {
   std::uint32_t epoch = 0;         // bumped when an attempt is abandoned
   bool cancel_requested = false;   // no further attempts
   std::optional<RawTrace> stuck_trace;
+  int breaker_deferrals = 0;
   int attempts = 0;
   nlohmann::json result;
   std::optional<Failure> error;
