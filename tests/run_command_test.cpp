@@ -137,7 +137,7 @@ TEST_SUITE("bulwark run") {
         R"({"type": "hang", "payload": {"ms": 1000}, "max_attempts": 1})" "\n"
         R"({"type": "fail", "max_attempts": 1})" "\n"
         R"({"type": "fail", "max_attempts": 1})" "\n"
-        R"({"type": "fail", "max_attempts": 1, "delay_ms": 50})" "\n";
+        R"({"type": "fail", "max_attempts": 1, "delay_ms": 300})" "\n";
     auto r = run_bulwark(input, "--config " BULWARK_SOURCE_DIR "/tests/support/supervised.json");
     CHECK(r.status == 1);
     auto lines = by_line(r);
