@@ -111,7 +111,7 @@ void read_retry(const Section& s, RetryPolicy& r) {
 RuntimeOptions RuntimeOptions::from_json(const json& config) {
   RuntimeOptions o;
   const Section root(config, "", {"workers", "queue", "retry", "recovery", "retention", "shutdown", "supervisor",
-                                  "circuit_breaker", "logging", "handlers"});
+                                  "circuit_breaker", "server", "logging", "handlers"});
   root.integer("workers", o.workers, 0, 1024);
   root.child("queue", {"capacity"}).integer("capacity", o.queue_capacity, 1, 100'000'000);
   read_retry(root.child("retry", {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "backoff_multiplier",
@@ -140,6 +140,19 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   cb.integer("failures", o.circuit_breaker.failures, 0, 1'000'000);
   cb.millis("window_ms", o.circuit_breaker.window);
   cb.millis("cooldown_ms", o.circuit_breaker.cooldown);
+  const Section server = root.child("server", {"listen", "io_threads", "max_body_bytes", "max_header_bytes",
+                                               "read_timeout_ms", "idle_timeout_ms", "max_connections", "auth_token",
+                                               "drain_timeout_ms"});
+  server.string("listen", o.server.listen);
+  if (o.server.listen.rfind(':') == std::string::npos) Section::fail("server.listen", "expected host:port");
+  server.integer("io_threads", o.server.io_threads, 1, 64);
+  server.integer("max_body_bytes", o.server.max_body_bytes, 1, 1 << 30);
+  server.integer("max_header_bytes", o.server.max_header_bytes, 256, 1 << 20);
+  server.millis("read_timeout_ms", o.server.read_timeout);
+  server.millis("idle_timeout_ms", o.server.idle_timeout);
+  server.integer("max_connections", o.server.max_connections, 1, 1'000'000);
+  server.string("auth_token", o.server.auth_token);
+  server.millis("drain_timeout_ms", o.server.drain_timeout);
   const Section logging = root.child("logging", {"level", "format", "file"});
   logging.string("level", o.logging.level, {"trace", "debug", "info", "warn", "error", "critical", "off"});
   logging.string("format", o.logging.format, {"text", "json"});

@@ -159,7 +159,8 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
     }
     types.emplace(type, std::move(state));
   }
-  post_policy = options.retry;
+  posts.policy = options.retry;
+  posts.hard_timeout = options.supervisor.hard_timeout;
   set_throw_trace_capture(options.capture_traces);
   detail::dump_signal();
 
@@ -207,6 +208,7 @@ std::optional<SubmitError> Runtime::Impl::accept(const TaskPtr& task, std::chron
   }
   active.fetch_add(1, std::memory_order_relaxed);
   submitted.fetch_add(1, std::memory_order_relaxed);
+  task->type_state->counters.submitted.fetch_add(1, std::memory_order_relaxed);
   const auto due = Clock::now() + delay;
   task->enqueued_ns.store(due.time_since_epoch().count(), std::memory_order_relaxed);
   queue.push(task, due);
@@ -237,7 +239,7 @@ void Runtime::Impl::worker_loop(const SlotPtr& slot) {
   while (TaskPtr task = queue.pop()) {
     const bool retry_slot = task->in_retry_lane.load(std::memory_order_relaxed);
     const auto now = Clock::now();
-    if (task->type_state != nullptr) {
+    {
       detail::CircuitBreaker& breaker = task->type_state->breaker;
       const auto decision = breaker.admit(now);
       if (!decision.run) {
@@ -262,7 +264,9 @@ void Runtime::Impl::worker_loop(const SlotPtr& slot) {
       continue;
     }
     const auto enqueued = Clock::time_point(Clock::duration(task->enqueued_ns.load(std::memory_order_relaxed)));
-    waits.add(std::chrono::duration_cast<std::chrono::microseconds>(now - enqueued).count(), steady_ms(now));
+    const auto waited = now - enqueued;
+    waits.add(std::chrono::duration_cast<std::chrono::microseconds>(waited).count(), steady_ms(now));
+    queue_wait.observe(std::chrono::duration<double>(waited).count());
     if (!run_attempt(slot, task)) return;  // abandoned: the supervisor has taken over this attempt
     if (retry_slot) queue.release_retry_slot();
     if (detail::tls_end_worker) {
@@ -303,11 +307,13 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task) {
   }
   slot->owner.store(WorkerSlot::running, std::memory_order_release);
   running.fetch_add(1, std::memory_order_relaxed);
+  task->type_state->counters.started.fetch_add(1, std::memory_order_relaxed);
 
   JobContext ctx = detail::ContextAccess::make(*task, std::move(token), attempt, epoch);
   auto outcome = guarded([&] { task->run(ctx); });
   std::vector<Failure> cleanup_errors = detail::ContextAccess::run_cleanups(ctx, !outcome.ok());
   const double duration = ms_between(start, Clock::now());
+  run_time.observe(duration / 1000.0);
 
   int expected = WorkerSlot::running;
   if (!slot->owner.compare_exchange_strong(expected, WorkerSlot::idle, std::memory_order_acq_rel)) return false;
@@ -325,7 +331,8 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task) {
       task->exception = nullptr;
       task->finished_at = WallClock::now();
     }
-    if (task->type_state != nullptr && task->type_state->breaker.on_success(task->breaker_trial)) {
+    task->type_state->counters.succeeded.fetch_add(1, std::memory_order_relaxed);
+    if (task->type_state->breaker.on_success(task->breaker_trial)) {
       sup.breaker_closed.fetch_add(1, std::memory_order_relaxed);
       reporter.log(detail::LogLevel::info,
                    "circuit breaker for job type '" + task->type + "' closed: trial job " + task->id + " succeeded");
@@ -349,7 +356,10 @@ void Runtime::Impl::fail_attempt(const TaskPtr& task, int attempt, Failure failu
                                  std::vector<Failure> cleanup_errors, double duration_ms) {
   attempts_failed.fetch_add(1, std::memory_order_relaxed);
   const auto now = Clock::now();
-  if (task->type_state != nullptr && task->type_state->breaker.on_failure(task->breaker_trial, now)) {
+  detail::TypeCounters& counters = task->type_state->counters;
+  const auto kind = static_cast<std::size_t>(failure.kind);
+  counters.recovered[kind].fetch_add(1, std::memory_order_relaxed);
+  if (task->type_state->breaker.on_failure(task->breaker_trial, now)) {
     sup.breaker_opened.fetch_add(1, std::memory_order_relaxed);
     const auto& cb = options.circuit_breaker;
     reporter.log(detail::LogLevel::warn,
@@ -380,6 +390,7 @@ void Runtime::Impl::fail_attempt(const TaskPtr& task, int attempt, Failure failu
   }
   if (again) {
     retried.fetch_add(1, std::memory_order_relaxed);
+    counters.retried.fetch_add(1, std::memory_order_relaxed);
     task->state.store(JobState::scheduled, std::memory_order_release);
     const auto due = now + delay;
     task->enqueued_ns.store(due.time_since_epoch().count(), std::memory_order_relaxed);
@@ -387,6 +398,7 @@ void Runtime::Impl::fail_attempt(const TaskPtr& task, int attempt, Failure failu
     return;
   }
   const JobState terminal = cancelled_now ? JobState::cancelled : JobState::failed;
+  if (terminal == JobState::failed) counters.failed[kind].fetch_add(1, std::memory_order_relaxed);
   task->state.store(terminal, std::memory_order_release);
   finished(task, terminal);
 }
@@ -490,6 +502,7 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
       task->finished_at = WallClock::now();
       lock.unlock();
       ++report.not_run;
+      task->type_state->counters.failed[static_cast<std::size_t>(FailureKind::shutdown)].fetch_add(1);
       finished(task, JobState::failed);
       break;
     }
@@ -545,16 +558,17 @@ Submitted Runtime::submit(JobSpec spec) {
 
 std::optional<SubmitError> Runtime::enqueue_posted(std::shared_ptr<detail::Task> task, PostOptions options) {
   if (options.priority < kMinPriority || options.priority > kMaxPriority || options.max_attempts < 1) {
-    impl_->rejected.fetch_add(1, std::memory_order_relaxed);
+    impl_->count_rejection(SubmitError::Code::invalid);
     return SubmitError{SubmitError::Code::invalid, "post: priority must be 0..9 and max_attempts at least 1"};
   }
   task->type = std::move(options.type);
   task->priority = options.priority;
   task->max_attempts = options.max_attempts;
-  task->hard_timeout = impl_->options.supervisor.hard_timeout;
-  task->policy = &impl_->post_policy;
+  task->hard_timeout = impl_->posts.hard_timeout;
+  task->policy = &impl_->posts.policy;
+  task->type_state = &impl_->posts;
   auto error = impl_->accept(task, options.delay);
-  if (error) impl_->rejected.fetch_add(1, std::memory_order_relaxed);
+  if (error) impl_->count_rejection(error->code);
   return error;
 }
 
@@ -657,6 +671,31 @@ RuntimeStats Runtime::stats() const {
   s.replacements = sup.replacements.load();
   s.breaker_opened = sup.breaker_opened.load();
   s.breaker_deferred = sup.breaker_deferred.load();
+  s.run_time = impl_->run_time.snapshot();
+  s.queue_wait = impl_->queue_wait.snapshot();
+  s.traces = throw_trace_stats();
+  s.queue_capacity = impl_->queue.capacity();
+  s.ready_by_priority = impl_->queue.ready_by_priority();
+  for (std::size_t c = 0; c < impl_->rejected_by_code.size(); ++c) {
+    s.rejected_by_code[std::string(to_string(static_cast<SubmitError::Code>(c)))] = impl_->rejected_by_code[c].load();
+  }
+  const auto type_stats = [](const detail::TypeState& t) {
+    TypeStats out;
+    out.submitted = t.counters.submitted.load();
+    out.started = t.counters.started.load();
+    out.succeeded = t.counters.succeeded.load();
+    out.retried = t.counters.retried.load();
+    for (std::size_t k = 0; k < detail::TypeCounters::kKinds; ++k) {
+      const std::string kind(to_string(static_cast<FailureKind>(k)));
+      out.failed[kind] = t.counters.failed[k].load();
+      out.recovered[kind] = t.counters.recovered[k].load();
+    }
+    out.breaker = t.breaker.enabled() ? detail::to_string(t.breaker.state()) : "off";
+    out.breaker_opened = t.breaker.opened();
+    return out;
+  };
+  for (const auto& [name, state] : impl_->types) s.by_type[name] = type_stats(*state);
+  s.by_type["post"] = type_stats(impl_->posts);
   std::lock_guard lock(impl_->slots_mutex);
   for (const auto& slot : impl_->slots) s.workers += slot && !slot->exited.load() ? 1 : 0;
   s.abandoned = static_cast<unsigned>(impl_->abandoned.size());

@@ -221,6 +221,7 @@ void Runtime::Impl::abandon(const SlotPtr& slot, const TaskPtr& task, Clock::tim
     fail_attempt(task, attempt, std::move(failure), nullptr, {}, duration);
     return;
   }
+  task->type_state->counters.failed[static_cast<std::size_t>(failure.kind)].fetch_add(1);
   {
     std::lock_guard lock(task->mutex);
     task->duration_ms = duration;

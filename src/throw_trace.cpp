@@ -13,6 +13,7 @@
 #include <dlfcn.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <new>
 #include <typeinfo>
@@ -35,6 +36,8 @@ constexpr std::uint32_t kMagic = 0xB17A7ACEu;
 constexpr std::size_t kAlign = 16;
 
 std::atomic<bool> g_capture{true};
+std::atomic<std::uint64_t> g_captures{0};
+std::atomic<std::uint64_t> g_capture_ns{0};
 
 using AllocateFn = void* (*)(std::size_t) noexcept;
 
@@ -85,7 +88,12 @@ extern "C" __attribute__((visibility("default"), noinline)) void* __cxa_allocate
   const std::size_t offset = (thrown_size + kAlign - 1) & ~(kAlign - 1);
   void* object = allocate(offset + sizeof(bulwark::RawTrace));
   auto* trace = new (static_cast<char*>(object) + offset) bulwark::RawTrace;
+  const auto start = std::chrono::steady_clock::now();
   fill_trace(trace, kHookFrames);
+  const auto spent = std::chrono::steady_clock::now() - start;
+  g_capture_ns.fetch_add(static_cast<std::uint64_t>(std::chrono::nanoseconds(spent).count()),
+                         std::memory_order_relaxed);
+  g_captures.fetch_add(1, std::memory_order_relaxed);
   const auto offset32 = static_cast<std::uint32_t>(offset);
   std::memcpy(header_of(object) + kMagicOffset, &kMagic, sizeof kMagic);
   std::memcpy(header_of(object) + kTrailerOffsetOffset, &offset32, sizeof offset32);
@@ -98,6 +106,11 @@ namespace bulwark {
 void set_throw_trace_capture(bool enabled) noexcept { g_capture.store(enabled, std::memory_order_relaxed); }
 
 bool throw_trace_capture() noexcept { return g_capture.load(std::memory_order_relaxed); }
+
+TraceCaptureStats throw_trace_stats() noexcept {
+  return {g_captures.load(std::memory_order_relaxed),
+          static_cast<double>(g_capture_ns.load(std::memory_order_relaxed)) / 1e9};
+}
 
 RawTrace throw_site_trace(const std::exception_ptr& e) noexcept {
   if (!e) return {};

@@ -24,20 +24,9 @@ using nlohmann::json;
 
 namespace {
 
-RuntimeOptions quiet(unsigned workers) {
-  RuntimeOptions o;
-  o.workers = workers;
-  o.logging.level = "off";
-  o.retry.initial = 1ms;
-  o.retry.max = 5ms;
-  return o;
-}
+using bulwark::testing::builtins;
+using bulwark::testing::test_options;
 
-Registry builtins() {
-  Registry r;
-  bulwark::workers::register_builtin(r);
-  return r;
-}
 
 // A job that blocks its worker until opened.
 struct Gate {
@@ -75,7 +64,7 @@ __attribute__((noinline)) int runtime_test_throw_site(int x) {
 }
 
 void failures_leave_workers_alive(unsigned workers) {
-  auto options = quiet(workers);
+  auto options = test_options(workers);
   options.retry.max_attempts = 1;
   Runtime rt(builtins(), options);
   for (int i = 0; i < 10'000; ++i) {
@@ -101,7 +90,7 @@ void failures_leave_workers_alive(unsigned workers) {
 
 TEST_SUITE("Runtime") {
   TEST_CASE("a registered job runs and its record holds the result" * doctest::timeout(30)) {
-    Runtime rt(builtins(), quiet(2));
+    Runtime rt(builtins(), test_options(2));
     auto s = rt.submit({.type = "echo", .payload = {{"hello", "world"}}});
     REQUIRE(s);
     CHECK(s.state == JobState::queued);
@@ -115,7 +104,7 @@ TEST_SUITE("Runtime") {
   }
 
   TEST_CASE("bad submits are refused with a reason and counted" * doctest::timeout(30)) {
-    Runtime rt(builtins(), quiet(1));
+    Runtime rt(builtins(), test_options(1));
     auto unknown = rt.submit({.type = "fial"});
     REQUIRE_FALSE(unknown);
     CHECK(unknown.error->code == bulwark::SubmitError::Code::unknown_type);
@@ -145,7 +134,7 @@ TEST_SUITE("Runtime") {
       return json();
     });
     reg.add("echo", [](JobContext&, const json& p) { return p; });
-    auto options = quiet(1);
+    auto options = test_options(1);
     options.queue_capacity = 3;
     Runtime rt(std::move(reg), options);
     REQUIRE(rt.submit({.type = "block"}));
@@ -183,7 +172,7 @@ TEST_SUITE("Runtime") {
       order.push_back(p.get<int>());
       return json();
     });
-    Runtime rt(std::move(reg), quiet(1));
+    Runtime rt(std::move(reg), test_options(1));
     REQUIRE(rt.submit({.type = "block"}));
     gate.await_waiters(1);
     const auto start = bulwark::Clock::now();
@@ -198,7 +187,7 @@ TEST_SUITE("Runtime") {
   }
 
   TEST_CASE("a failing job is retried up to max_attempts, then dead-lettered" * doctest::timeout(30)) {
-    Runtime rt(builtins(), quiet(2));
+    Runtime rt(builtins(), test_options(2));
     auto s = rt.submit({.type = "fail", .payload = {{"throw", "runtime_error"}, {"message", "boom"}},
                         .max_attempts = 3});
     REQUIRE(s);
@@ -218,7 +207,7 @@ TEST_SUITE("Runtime") {
   }
 
   TEST_CASE("a flaky job succeeds on the attempt after its planned failures" * doctest::timeout(30)) {
-    Runtime rt(builtins(), quiet(2));
+    Runtime rt(builtins(), test_options(2));
     auto s = rt.submit({.type = "flaky", .payload = {{"fail_times", 2}}, .max_attempts = 3});
     auto r = finished_record(rt, s.id);
     CHECK(r.state == JobState::succeeded);
@@ -241,7 +230,7 @@ TEST_SUITE("Runtime") {
           throw std::runtime_error("again");
         },
         {.max_attempts = 4, .backoff_initial = 30ms, .backoff_max = 60ms});
-    auto options = quiet(2);
+    auto options = test_options(2);
     options.retry.jitter = 0;
     Runtime rt(std::move(reg), options);
     auto s = rt.submit({.type = "always_fails"});
@@ -254,7 +243,7 @@ TEST_SUITE("Runtime") {
   }
 
   TEST_CASE("config per type overrides code defaults; the job's own field overrides both" * doctest::timeout(30)) {
-    auto options = quiet(1);
+    auto options = test_options(1);
     options.handlers["fail"] = {.max_attempts = 2};
     Runtime rt(builtins(), options);
     auto by_config = rt.submit({.type = "fail"});
@@ -265,7 +254,7 @@ TEST_SUITE("Runtime") {
   }
 
   TEST_CASE("config naming an unknown job type is refused") {
-    auto options = quiet(1);
+    auto options = test_options(1);
     options.handlers["fial"] = {.max_attempts = 2};
     CHECK_THROWS_WITH_AS(Runtime(builtins(), options), "handlers.fial: unknown job type 'fial'",
                          bulwark::ConfigError);
@@ -278,7 +267,7 @@ TEST_SUITE("Runtime") {
       if (!healthy) throw std::runtime_error("dependency down");
       return "ok";
     });
-    Runtime rt(std::move(reg), quiet(1));
+    Runtime rt(std::move(reg), test_options(1));
     auto s = rt.submit({.type = "dependent", .max_attempts = 2});
     CHECK(finished_record(rt, s.id).state == JobState::failed);
     CHECK(rt.requeue("nope") == bulwark::RequeueResult::not_found);
@@ -306,7 +295,7 @@ TEST_SUITE("Runtime") {
       if (p.get<bool>()) throw std::runtime_error("fail after registering");
       return nullptr;
     });
-    Runtime rt(std::move(reg), quiet(1));
+    Runtime rt(std::move(reg), test_options(1));
     auto ok = rt.submit({.type = "cleanup", .payload = false, .max_attempts = 1});
     REQUIRE(rt.wait_idle(10s));
     CHECK(calls == std::vector<std::string>{"defer C", "defer A"});
@@ -328,7 +317,7 @@ TEST_SUITE("Runtime") {
       ctx.on_failure([] { throw std::logic_error("rollback failed"); });
       throw std::runtime_error("handler failed");
     });
-    Runtime rt(std::move(reg), quiet(1));
+    Runtime rt(std::move(reg), test_options(1));
     auto a = rt.submit({.type = "defer_throws", .max_attempts = 1});
     auto b = rt.submit({.type = "both_throw", .max_attempts = 1});
     REQUIRE(rt.wait_idle(10s));
@@ -347,7 +336,7 @@ TEST_SUITE("Runtime") {
   }
 
   TEST_CASE("post runs a callable and get() returns its value" * doctest::timeout(30)) {
-    Runtime rt(Registry{}, quiet(2));
+    Runtime rt(Registry{}, test_options(2));
     auto h = rt.post([] { return 6 * 7; });
     CHECK(h.get() == 42);
     CHECK(h.state() == JobState::succeeded);
@@ -358,7 +347,7 @@ TEST_SUITE("Runtime") {
   }
 
   TEST_CASE("get() rethrows the original exception with its throw-site trace" * doctest::timeout(30)) {
-    Runtime rt(Registry{}, quiet(2));
+    Runtime rt(Registry{}, test_options(2));
     auto h = rt.post([] { return runtime_test_throw_site(1); });
     try {
       h.get();
@@ -394,7 +383,7 @@ TEST_SUITE("Runtime") {
       }
       throw std::runtime_error("fails");
     });
-    auto options = quiet(4);
+    auto options = test_options(4);
     options.max_concurrent_retries = 1;
     options.retry.max_attempts = 3;
     Runtime rt(std::move(reg), options);
@@ -405,7 +394,7 @@ TEST_SUITE("Runtime") {
   }
 
   TEST_CASE("cancel: queued jobs end cancelled, running ones are asked to stop" * doctest::timeout(30)) {
-    Runtime rt(builtins(), quiet(1));
+    Runtime rt(builtins(), test_options(1));
     auto running = rt.submit({.type = "sleep", .payload = {{"ms", 20'000}}});
     while (rt.get(running.id)->state != JobState::running) std::this_thread::sleep_for(1ms);
     auto queued = rt.submit({.type = "echo"});
@@ -423,7 +412,7 @@ TEST_SUITE("Runtime") {
   TEST_CASE("shutdown reports every job that did not run as failed with kind shutdown" * doctest::timeout(30)) {
     std::mutex mutex;
     std::vector<bulwark::JobRecord> finished;
-    auto options = quiet(1);
+    auto options = test_options(1);
     options.on_finished = [&](const bulwark::JobRecord& r) {
       std::lock_guard lock(mutex);
       finished.push_back(r);
@@ -463,7 +452,7 @@ TEST_SUITE("Runtime") {
   }
 
   TEST_CASE("finished records are retained up to the bound" * doctest::timeout(30)) {
-    auto options = quiet(2);
+    auto options = test_options(2);
     options.retention_max_finished = 32;
     Runtime rt(builtins(), options);
     std::vector<bulwark::JobId> ids;
@@ -476,7 +465,7 @@ TEST_SUITE("Runtime") {
   }
 
   TEST_CASE("list filters by state and type, newest first, and pages by seq" * doctest::timeout(30)) {
-    Runtime rt(builtins(), quiet(2));
+    Runtime rt(builtins(), test_options(2));
     for (int i = 0; i < 6; ++i) REQUIRE(rt.submit({.type = i % 2 ? "echo" : "fail", .max_attempts = 1}));
     REQUIRE(rt.wait_idle(10s));
     auto failed = rt.list({.state = JobState::failed});

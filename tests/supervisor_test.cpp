@@ -21,22 +21,9 @@ using nlohmann::json;
 
 namespace {
 
-RuntimeOptions supervised(unsigned workers) {
-  RuntimeOptions o;
-  o.workers = workers;
-  o.logging.level = "off";
-  o.retry.initial = 1ms;
-  o.retry.max = 5ms;
-  o.supervisor.tick = 10ms;
-  o.shutdown_grace = 100ms;
-  return o;
-}
+using bulwark::testing::builtins;
+using bulwark::testing::test_options;
 
-Registry builtins() {
-  Registry r;
-  bulwark::workers::register_builtin(r);
-  return r;
-}
 
 template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
@@ -67,7 +54,7 @@ void run_on_every_worker(Runtime& rt, unsigned workers) {
 TEST_SUITE("Supervisor") {
   TEST_CASE("a hang past its hard timeout fails with kind timeout and its worker is replaced" *
             doctest::timeout(60)) {
-    auto o = supervised(2);
+    auto o = test_options(2);
     o.supervisor.hard_timeout = 150ms;
     Runtime rt(builtins(), o);
     auto s = rt.submit({.type = "hang", .payload = {{"ms", 1500}}, .max_attempts = 1});
@@ -98,7 +85,7 @@ TEST_SUITE("Supervisor") {
       }
       return "on time";
     });
-    auto o = supervised(2);
+    auto o = test_options(2);
     o.supervisor.hard_timeout = 100ms;
     Runtime rt(std::move(reg), o);
     auto s = rt.submit({.type = "slow_once", .max_attempts = 2});
@@ -112,7 +99,7 @@ TEST_SUITE("Supervisor") {
   }
 
   TEST_CASE("the stuck trace of a hang job names the function where it spins" * doctest::timeout(60)) {
-    auto o = supervised(1);
+    auto o = test_options(1);
     o.supervisor.stuck_after = 100ms;
     Runtime rt(builtins(), o);
     auto s = rt.submit({.type = "hang", .payload = {{"ms", 600}}});
@@ -126,7 +113,7 @@ TEST_SUITE("Supervisor") {
   }
 
   TEST_CASE("a soft timeout stops a cooperative sleep job early" * doctest::timeout(60)) {
-    Runtime rt(builtins(), supervised(1));
+    Runtime rt(builtins(), test_options(1));
     auto s = rt.submit({.type = "sleep", .payload = {{"ms", 20'000}}, .timeout = 100ms});
     REQUIRE(rt.wait_idle(10s));
     auto r = *rt.get(s.id);
@@ -138,7 +125,7 @@ TEST_SUITE("Supervisor") {
   }
 
   TEST_CASE("the abandoned-thread cap turns the verdict unhealthy, and it recovers" * doctest::timeout(60)) {
-    auto o = supervised(2);
+    auto o = test_options(2);
     o.supervisor.hard_timeout = 100ms;
     o.supervisor.max_abandoned_threads = 1;
     Runtime rt(builtins(), o);
@@ -159,7 +146,7 @@ TEST_SUITE("Supervisor") {
   }
 
   TEST_CASE("a worker that dies is replaced and the reason recorded" * doctest::timeout(60)) {
-    Runtime rt(Registry{}, supervised(2));
+    Runtime rt(Registry{}, test_options(2));
     rt.post([] { bulwark::detail::testing::end_current_worker(); }).get();
     REQUIRE(eventually([&] { return rt.stats().replacements == 1; }));
     const auto h = rt.health();
@@ -172,7 +159,7 @@ TEST_SUITE("Supervisor") {
 
   TEST_CASE("restart intensity turns the verdict unhealthy and recovers once the window passes" *
             doctest::timeout(60)) {
-    auto o = supervised(2);
+    auto o = test_options(2);
     o.supervisor.max_restarts = 1;
     o.supervisor.restart_window = 400ms;
     Runtime rt(Registry{}, o);
@@ -196,7 +183,7 @@ TEST_SUITE("Supervisor") {
       return "cured";
     });
     reg.add("echo", [](JobContext&, const json& p) { return p; });
-    auto o = supervised(2);
+    auto o = test_options(2);
     o.circuit_breaker = {.failures = 3, .window = 10'000ms, .cooldown = 300ms};
     Runtime rt(std::move(reg), o);
     for (int i = 0; i < 3; ++i) REQUIRE(rt.submit({.type = "poison", .max_attempts = 1}));
@@ -226,7 +213,7 @@ TEST_SUITE("Supervisor") {
   }
 
   TEST_CASE("health reports every worker with its job and heartbeat age" * doctest::timeout(60)) {
-    Runtime rt(builtins(), supervised(2));
+    Runtime rt(builtins(), test_options(2));
     auto s = rt.submit({.type = "sleep", .payload = {{"ms", 300}}});
     REQUIRE(eventually([&] { return rt.get(s.id)->state == JobState::running; }));
     const auto h = rt.health();
@@ -247,7 +234,7 @@ TEST_SUITE("Supervisor") {
   }
 
   TEST_CASE("saturation: every worker busy past stall_ms makes the verdict degraded" * doctest::timeout(60)) {
-    auto o = supervised(1);
+    auto o = test_options(1);
     o.supervisor.stall = 100ms;
     Runtime rt(builtins(), o);
     auto s = rt.submit({.type = "sleep", .payload = {{"ms", 600}}});
@@ -258,7 +245,7 @@ TEST_SUITE("Supervisor") {
   }
 
   TEST_CASE("shutdown abandons a job that ignores its stop token past the grace period" * doctest::timeout(60)) {
-    Runtime rt(builtins(), supervised(1));
+    Runtime rt(builtins(), test_options(1));
     auto s = rt.submit({.type = "hang", .payload = {{"ms", 800}}});
     REQUIRE(eventually([&] { return rt.get(s.id)->state == JobState::running; }));
     const auto start = bulwark::Clock::now();

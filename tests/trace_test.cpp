@@ -34,6 +34,18 @@ __attribute__((noinline)) void trace_test_library_throw() {
   (void)v.at(5);
 }
 
+// The throw-site trace of whatever `f` throws.
+template <class F>
+bulwark::RawTrace trace_of(F&& f) {
+  try {
+    f();
+  } catch (...) {
+    return current_exception_trace();
+  }
+  FAIL("nothing was thrown");
+  return {};
+}
+
 struct CaptureOn {
   CaptureOn() { bulwark::set_throw_trace_capture(true); }
   ~CaptureOn() { bulwark::set_throw_trace_capture(true); }
@@ -44,12 +56,7 @@ struct CaptureOn {
 TEST_SUITE("throw-site trace") {
   TEST_CASE("a throw three calls deep is traced from the throwing function") {
     CaptureOn on;
-    bulwark::RawTrace trace;
-    try {
-      trace_test_level1(1);
-    } catch (...) {
-      trace = current_exception_trace();
-    }
+    bulwark::RawTrace trace = trace_of([] { trace_test_level1(1); });
     REQUIRE_FALSE(trace.empty());
     CHECK(top_function(trace).find("trace_test_throw_site") != std::string::npos);
     CHECK(trace_names(trace, "trace_test_level2"));
@@ -58,12 +65,7 @@ TEST_SUITE("throw-site trace") {
 
   TEST_CASE("the trace is of the throw site, not of the catch site") {
     CaptureOn on;
-    bulwark::RawTrace trace;
-    try {
-      trace_test_level1(1);
-    } catch (...) {
-      trace = current_exception_trace();
-    }
+    bulwark::RawTrace trace = trace_of([] { trace_test_level1(1); });
     // The catching frame is this test case; the frames above it must be the
     // three throwing calls, which are gone from the stack at catch time.
     const auto frames = bulwark::symbolize(trace);
@@ -113,23 +115,13 @@ TEST_SUITE("throw-site trace") {
 
   TEST_CASE("an exception thrown by the standard library names the calling function") {
     CaptureOn on;
-    bulwark::RawTrace trace;
-    try {
-      trace_test_library_throw();
-    } catch (const std::out_of_range&) {
-      trace = current_exception_trace();
-    }
+    bulwark::RawTrace trace = trace_of([] { trace_test_library_throw(); });
     CHECK(trace_names(trace, "trace_test_library_throw"));
   }
 
   TEST_CASE("an exception thrown inside a shared library is traced there") {
     CaptureOn on;
-    bulwark::RawTrace trace;
-    try {
-      shared_lib_entry(1);
-    } catch (const std::runtime_error&) {
-      trace = current_exception_trace();
-    }
+    bulwark::RawTrace trace = trace_of([] { shared_lib_entry(1); });
     CHECK(top_function(trace).find("shared_lib_throw_site") != std::string::npos);
     CHECK(trace_names(trace, "shared_lib_entry"));
   }
@@ -137,20 +129,9 @@ TEST_SUITE("throw-site trace") {
   TEST_CASE("with capture off, a throw carries no trace") {
     CaptureOn restore;
     bulwark::set_throw_trace_capture(false);
-    bulwark::RawTrace trace;
-    try {
-      trace_test_level1(1);
-    } catch (...) {
-      trace = current_exception_trace();
-    }
-    CHECK(trace.empty());
+    CHECK(trace_of([] { trace_test_level1(1); }).empty());
     bulwark::set_throw_trace_capture(true);
-    try {
-      trace_test_level1(1);
-    } catch (...) {
-      trace = current_exception_trace();
-    }
-    CHECK_FALSE(trace.empty());
+    CHECK_FALSE(trace_of([] { trace_test_level1(1); }).empty());
   }
 
   TEST_CASE("a very deep throw keeps the innermost frames and says it was truncated") {
@@ -162,12 +143,7 @@ TEST_SUITE("throw-site trace") {
         asm volatile("");
       }
     };
-    bulwark::RawTrace trace;
-    try {
-      Recurse::down(200);
-    } catch (...) {
-      trace = current_exception_trace();
-    }
+    bulwark::RawTrace trace = trace_of([] { Recurse::down(200); });
     CHECK(trace.size == bulwark::RawTrace::kMaxFrames);
     CHECK(trace.truncated);
     CHECK(top_function(trace).find("trace_test_throw_site") != std::string::npos);
@@ -175,12 +151,7 @@ TEST_SUITE("throw-site trace") {
 
   TEST_CASE("symbolize resolves file and line for code built with debug info") {
     CaptureOn on;
-    bulwark::RawTrace trace;
-    try {
-      trace_test_level1(1);
-    } catch (...) {
-      trace = current_exception_trace();
-    }
+    bulwark::RawTrace trace = trace_of([] { trace_test_level1(1); });
     const auto frames = bulwark::symbolize(trace);
     REQUIRE_FALSE(frames.empty());
     CHECK(frames.front().file.find("trace_test.cpp") != std::string::npos);

@@ -60,6 +60,19 @@ struct CircuitBreakerOptions {
   std::chrono::milliseconds cooldown{5'000};  // open this long, then one trial job decides
 };
 
+// The HTTP API of `bulwark serve` (server.*).
+struct ServerOptions {
+  std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one
+  unsigned io_threads = 1;                 // I/O threads, separate from the job workers
+  std::size_t max_body_bytes = 1 << 20;    // larger bodies: 413
+  std::size_t max_header_bytes = 8 << 10;  // larger headers: 431
+  std::chrono::milliseconds read_timeout{10'000};  // to receive one whole request
+  std::chrono::milliseconds idle_timeout{60'000};  // keep-alive connection with no request
+  unsigned max_connections = 1024;         // more: 503 and close
+  std::string auth_token;                  // set: mutating routes need "Authorization: Bearer <token>"
+  std::chrono::milliseconds drain_timeout{10'000};  // on SIGTERM, how long jobs may still run
+};
+
 struct LogOptions {
   std::string level = "info";  // trace, debug, info, warn, error, critical, off
   std::string format = "text";  // text or json (one object per line)
@@ -76,6 +89,7 @@ struct RuntimeOptions {
   std::chrono::milliseconds shutdown_timeout{10'000};
   std::chrono::milliseconds shutdown_grace{2'000};  // after the stop token, before abandoning
   SupervisorOptions supervisor;
+  ServerOptions server;  // read by `bulwark serve` / HttpServer; the runtime ignores it
   CircuitBreakerOptions circuit_breaker;
   LogOptions logging;
   std::map<std::string, HandlerConfig> handlers;

@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "bulwark/trace.hpp"
+
 #include "bulwark/config.hpp"
 #include "bulwark/health.hpp"
 #include "bulwark/job.hpp"
@@ -64,8 +66,36 @@ struct ListQuery {
   std::uint64_t before_seq = 0;  // 0: from the newest; else only jobs submitted before that one
 };
 
+// A histogram as Prometheus keeps it: counts[i] observations <= bounds[i]
+// (not cumulative), then one count for everything above the last bound.
+struct HistogramSnapshot {
+  std::vector<double> bounds;  // seconds
+  std::vector<std::uint64_t> counts;
+  double sum = 0;  // seconds
+  std::uint64_t count = 0;
+};
+
+// Cumulative counts for one job type ("post" for posted callables).
+struct TypeStats {
+  std::uint64_t submitted = 0;
+  std::uint64_t started = 0;    // attempts started
+  std::uint64_t succeeded = 0;
+  std::uint64_t retried = 0;
+  std::map<std::string, std::uint64_t> failed;     // dead-lettered jobs, by failure kind
+  std::map<std::string, std::uint64_t> recovered;  // caught failures (every failed attempt), by kind
+  std::string breaker;          // "closed", "open", "half_open", or "off"
+  std::uint64_t breaker_opened = 0;
+};
+
 struct RuntimeStats {
   std::map<std::string, std::uint64_t> by_state;  // current count of each state (finished ones as retained)
+  std::map<std::string, TypeStats> by_type;
+  std::map<std::string, std::uint64_t> rejected_by_code;  // refused submits by SubmitError code
+  std::vector<std::size_t> ready_by_priority;  // jobs ready to run, index = priority
+  std::size_t queue_capacity = 0;
+  HistogramSnapshot run_time;    // attempt run time
+  HistogramSnapshot queue_wait;  // ready to started
+  TraceCaptureStats traces;      // throw-site trace captures, process-wide
   std::uint64_t submitted = 0;       // accepted jobs, posts included
   std::uint64_t rejected = 0;        // refused submits
   std::uint64_t succeeded = 0;       // cumulative

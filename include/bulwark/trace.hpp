@@ -61,6 +61,14 @@ struct Frame {
 void set_throw_trace_capture(bool enabled) noexcept;
 bool throw_trace_capture() noexcept;
 
+// How many throw-site traces were captured in this process, and the time
+// spent capturing them. Thread-safe, does not block.
+struct TraceCaptureStats {
+  std::uint64_t captures = 0;
+  double seconds = 0;
+};
+TraceCaptureStats throw_trace_stats() noexcept;
+
 // The throw-site trace stored with the exception `e`, or an empty trace if
 // it was thrown while capture was off or by a runtime bulwark cannot hook.
 // Thread-safe, does not block.

@@ -100,6 +100,15 @@ TaskPtr JobQueue::pop() {
   }
 }
 
+std::vector<std::size_t> JobQueue::ready_by_priority() const {
+  std::vector<std::size_t> out(kMaxPriority + 1, 0);
+  for (int lane = 0; lane < kLanes; ++lane) {
+    out[static_cast<std::size_t>(lane / 2)] +=
+        static_cast<std::size_t>(std::max<std::int64_t>(0, lane_counts_[lane].load(std::memory_order_relaxed)));
+  }
+  return out;
+}
+
 void JobQueue::release_retry_slot() {
   {
     std::lock_guard lock(mutex_);

@@ -84,6 +84,8 @@ class JobQueue {
   std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
   std::size_t ready() const noexcept { return ready_.load(std::memory_order_relaxed); }
   std::size_t capacity() const noexcept { return capacity_; }
+  // Ready jobs per priority (fresh and retry lanes together), index = priority.
+  std::vector<std::size_t> ready_by_priority() const;
 
  private:
   static constexpr int kLanes = (kMaxPriority + 1) * 2;

@@ -25,8 +25,44 @@
 
 namespace bulwark::detail {
 
+// A fixed-bucket histogram that any thread may add to without a lock.
+class Histogram {
+ public:
+  static constexpr std::array<double, 16> kBounds = {0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                     0.1,    0.25,   0.5,   1,      2.5,   5,    10,    60};
+  void observe(double seconds) noexcept {
+    std::size_t i = 0;
+    while (i < kBounds.size() && seconds > kBounds[i]) ++i;
+    counts_[i].fetch_add(1, std::memory_order_relaxed);
+    sum_ns_.fetch_add(static_cast<std::uint64_t>(std::max(0.0, seconds) * 1e9), std::memory_order_relaxed);
+  }
+  HistogramSnapshot snapshot() const {
+    HistogramSnapshot s;
+    s.bounds.assign(kBounds.begin(), kBounds.end());
+    for (const auto& c : counts_) {
+      s.counts.push_back(c.load(std::memory_order_relaxed));
+      s.count += s.counts.back();
+    }
+    s.sum = static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
+    return s;
+  }
+
+ private:
+  std::array<std::atomic<std::uint64_t>, kBounds.size() + 1> counts_{};
+  std::atomic<std::uint64_t> sum_ns_{0};
+};
+
+// Cumulative counters of one job type; lock-free.
+struct TypeCounters {
+  static constexpr std::size_t kKinds = 5;  // FailureKind values
+  std::atomic<std::uint64_t> submitted{0}, started{0}, succeeded{0}, retried{0};
+  std::array<std::atomic<std::uint64_t>, kKinds> failed{};
+  std::array<std::atomic<std::uint64_t>, kKinds> recovered{};
+};
+
 // Everything the runtime keeps per registered job type.
 struct TypeState {
+  TypeCounters counters;
   const Registry::Entry* entry = nullptr;
   RetryPolicy policy;
   std::chrono::milliseconds timeout{0};       // soft, default for the type
@@ -117,10 +153,14 @@ struct Runtime::Impl {
   Impl(Registry r, RuntimeOptions o);
 
   Submitted reject(SubmitError::Code code, std::string message) {
-    rejected.fetch_add(1, std::memory_order_relaxed);
+    count_rejection(code);
     return Submitted{{}, JobState::rejected, SubmitError{code, std::move(message)}};
   }
   std::optional<SubmitError> accept(const TaskPtr& task, std::chrono::milliseconds delay);
+  void count_rejection(SubmitError::Code code) noexcept {
+    rejected.fetch_add(1, std::memory_order_relaxed);
+    rejected_by_code[static_cast<std::size_t>(code)].fetch_add(1, std::memory_order_relaxed);
+  }
 
   // Workers (runtime.cpp).
   void start_worker(unsigned id, unsigned generation);  // expects slots_mutex held
@@ -148,13 +188,16 @@ struct Runtime::Impl {
   RuntimeOptions options;
   std::shared_ptr<Registry> registry;  // shared with every HandlerTask: abandoned threads may outlive us
   std::map<std::string, std::unique_ptr<detail::TypeState>, std::less<>> types;
-  RetryPolicy post_policy;
+  detail::TypeState posts{CircuitBreakerOptions{.failures = 0}};  // posted callables: counters only
   const std::string id_prefix;
 
   detail::Reporter reporter;
   detail::JobQueue queue;
   detail::JobStore store;
   detail::WaitSamples waits;
+  detail::Histogram run_time;
+  detail::Histogram queue_wait;
+  std::array<std::atomic<std::uint64_t>, 5> rejected_by_code{};  // SubmitError::Code values
   detail::SupervisorCounters sup;
 
   std::atomic<bool> accepting{true};

@@ -6,6 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "builtin_workers.hpp"
+#include "bulwark/config.hpp"
+#include "bulwark/registry.hpp"
 #include "bulwark/trace.hpp"
 
 namespace bulwark::testing {
@@ -23,7 +26,25 @@ inline std::string top_function(const RawTrace& trace) {
   return frames.empty() ? std::string() : frames.front().function;
 }
 
-// Quiet logging for tests that fail many jobs on purpose.
-inline constexpr const char* kQuiet = "off";
+// Options for runtimes under test: no log output, fast retries, a quick
+// supervisor tick and a short shutdown grace.
+inline RuntimeOptions test_options(unsigned workers) {
+  using namespace std::chrono_literals;
+  RuntimeOptions o;
+  o.workers = workers;
+  o.logging.level = "off";
+  o.retry.initial = 1ms;
+  o.retry.max = 5ms;
+  o.supervisor.tick = 10ms;
+  o.shutdown_grace = 100ms;
+  return o;
+}
+
+// A registry with the built-in workers.
+inline Registry builtins() {
+  Registry r;
+  workers::register_builtin(r);
+  return r;
+}
 
 }  // namespace bulwark::testing
