@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libboost-dev libboost-stacktrace-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev doctest-dev libconcurrentqueue-dev
+  prometheus  # promtool, to check the /metrics output in the tests
 )
 # Extra groups: `install-deps.sh bench` adds the benchmark peers.
 for group in "$@"; do

@@ -706,6 +706,16 @@ unsigned Runtime::worker_count() const noexcept { return impl_->options.effectiv
 
 HealthReport Runtime::health() const { return impl_->health(); }
 
+void Runtime::report_failure(std::string context, const Failure& failure) noexcept {
+  try {
+    std::string message = std::move(context) + ": " + failure.type;
+    if (!failure.message.empty()) message += ": " + failure.message;
+    impl_->reporter.note(detail::LogLevel::error, {std::move(message), {}, {}, failure.trace});
+  } catch (...) {
+    // Out of memory while reporting: nothing better to do.
+  }
+}
+
 bool Runtime::wait_idle(std::chrono::milliseconds timeout) {
   std::unique_lock lock(impl_->idle_mutex);
   return impl_->idle_cv.wait_for(lock, timeout, [&] { return impl_->active.load(std::memory_order_acquire) == 0; });

@@ -160,6 +160,11 @@ class Runtime {
   RuntimeStats stats() const;
   // The supervisor's verdict with its reasons, every worker and breaker.
   HealthReport health() const;
+
+  // Logs a failure caught outside a job (for example by the HTTP server's
+  // recover middleware) at error level with its throw-site trace, through the
+  // runtime's log. Never blocks: symbolizing happens on the log thread.
+  void report_failure(std::string context, const Failure& failure) noexcept;
   unsigned worker_count() const noexcept;
 
   // Blocks until no job is queued, scheduled or running, or `timeout` passes.

@@ -1,0 +1,67 @@
+#include "cli/serve_command.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <iostream>
+
+#include "builtin_workers.hpp"
+#include "bulwark/http_server.hpp"
+#include "bulwark/runtime.hpp"
+
+namespace bulwark::cli {
+
+int serve_command(const ServeArgs& args) {
+  RuntimeOptions options;
+  try {
+    if (!args.config.empty()) options = RuntimeOptions::from_file(args.config);
+  } catch (const ConfigError& e) {
+    std::cerr << "bulwark: configuration error: " << e.what() << "\n";
+    return 2;
+  }
+  if (args.listen) options.server.listen = *args.listen;
+  if (args.workers) options.workers = *args.workers;
+
+  // Every thread started from here on inherits the block; this thread takes
+  // the signals with sigwait, so no handler runs in the middle of anything.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Registry registry;
+  workers::register_builtin(registry);
+  std::unique_ptr<Runtime> runtime;
+  std::unique_ptr<HttpServer> server;
+  try {
+    runtime = std::make_unique<Runtime>(std::move(registry), options);
+    server = std::make_unique<HttpServer>(*runtime, options.server);
+  } catch (const ConfigError& e) {
+    std::cerr << "bulwark: configuration error: " << e.what() << "\n";
+    return 2;
+  }
+  const auto colon = options.server.listen.rfind(':');
+  const std::string address =
+      "http://" + options.server.listen.substr(0, colon) + ":" + std::to_string(server->port());
+  std::cout << "bulwark serve: listening on " << address << "\n"
+            << "  submit a job:  curl -s -X POST " << address
+            << "/v1/jobs -H 'Content-Type: application/json' -d '{\"type\": \"echo\", \"payload\": {\"hello\": "
+               "\"world\"}}'"
+            << (options.server.auth_token.empty() ? "" : " -H 'Authorization: Bearer <token>'") << "\n"
+            << "  look at it:    curl -s " << address << "/v1/jobs?limit=5\n"
+            << "  stop with Ctrl-C or SIGTERM" << std::endl;
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  std::cerr << "bulwark serve: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << " received; draining for up to "
+            << options.server.drain_timeout.count() << " ms\n";
+  server->set_draining(true);
+  const ShutdownReport report = runtime->shutdown(options.server.drain_timeout);
+  server->stop();
+  std::cerr << "bulwark serve: stopped; " << report.not_run << " jobs ended with kind shutdown\n";
+  return 0;
+}
+
+}  // namespace bulwark::cli

@@ -1,0 +1,333 @@
+#include "http/api.hpp"
+
+#include <algorithm>
+#include <charconv>
+
+#include <nlohmann/json.hpp>
+
+namespace bulwark::http {
+namespace {
+
+using nlohmann::ordered_json;
+
+Response json_response(int status, const ordered_json& body) {
+  Response r;
+  r.status = status;
+  r.body = body.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  return r;
+}
+
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      int value = 0;
+      auto [p, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, value, 16);
+      if (ec == std::errc() && p == s.data() + i + 3) {
+        out += static_cast<char>(value);
+        i += 2;
+        continue;
+      }
+    }
+    out += s[i] == '+' ? ' ' : s[i];
+  }
+  return out;
+}
+
+std::map<std::string, std::string> parse_query(std::string_view q) {
+  std::map<std::string, std::string> out;
+  while (!q.empty()) {
+    const auto amp = q.find('&');
+    const std::string_view pair = q.substr(0, amp);
+    const auto eq = pair.find('=');
+    out[percent_decode(pair.substr(0, eq))] = eq == std::string_view::npos ? "" : percent_decode(pair.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> parts;
+  while (!path.empty()) {
+    if (path.front() == '/') {
+      path.remove_prefix(1);
+      continue;
+    }
+    const auto slash = path.find('/');
+    parts.push_back(percent_decode(path.substr(0, slash)));
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash);
+  }
+  return parts;
+}
+
+bool is_json(const std::string& content_type) {
+  const std::string_view ct = content_type;
+  const auto semi = ct.find(';');
+  std::string base(ct.substr(0, semi));
+  base.erase(std::remove(base.begin(), base.end(), ' '), base.end());
+  std::transform(base.begin(), base.end(), base.begin(), [](unsigned char c) { return std::tolower(c); });
+  return base == "application/json";
+}
+
+Response method_not_allowed(const std::string& allow) {
+  Response r = error_response(405, "method_not_allowed", "this path accepts " + allow);
+  r.headers.emplace_back("Allow", allow);
+  return r;
+}
+
+std::optional<std::uint64_t> parse_uint(const std::string& s) {
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
+}
+
+Response submit_error(const SubmitError& e) {
+  switch (e.code) {
+    case SubmitError::Code::invalid: return error_response(422, "invalid_field", e.message);
+    case SubmitError::Code::unknown_type: return error_response(422, "unknown_job_type", e.message);
+    case SubmitError::Code::duplicate_id: return error_response(409, "duplicate_id", e.message);
+    case SubmitError::Code::queue_full: {
+      Response r = error_response(429, "queue_full", e.message);
+      r.headers.emplace_back("Retry-After", "1");
+      return r;
+    }
+    case SubmitError::Code::shutting_down: {
+      Response r = error_response(503, "shutting_down", e.message);
+      r.headers.emplace_back("Retry-After", "5");
+      return r;
+    }
+  }
+  return error_response(500, "internal_error", e.message);
+}
+
+// Compares without an early exit, so the time taken says nothing about where
+// a guessed token first differs.
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  const std::size_t n = std::max(a.size(), b.size());
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (std::size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned char>(x ^ y);
+  }
+  return diff == 0;
+}
+
+}  // namespace
+
+Response error_response(int status, const std::string& code, const std::string& message) {
+  return json_response(status, {{"error", {{"code", code}, {"message", message}}}});
+}
+
+void Api::add_route(std::string method, std::string path, Route route) {
+  std::lock_guard lock(mutex_);
+  extra_routes_[{std::move(method), std::move(path)}] = std::move(route);
+}
+
+bool Api::authorized(const Request& request) const {
+  if (options_.auth_token.empty()) return true;
+  static constexpr std::string_view kBearer = "Bearer ";
+  const std::string_view header = request.authorization;
+  if (header.substr(0, kBearer.size()) != kBearer) return false;
+  return constant_time_equal(header.substr(kBearer.size()), options_.auth_token);
+}
+
+Response Api::handle(const Request& request) {
+  const auto question = request.target.find('?');
+  const std::string path = request.target.substr(0, question);
+  const auto query = parse_query(question == std::string::npos ? "" : std::string_view(request.target).substr(question + 1));
+  {
+    Route route;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = extra_routes_.find({request.method, path});
+      if (it != extra_routes_.end()) route = it->second;
+    }
+    if (route) return route(request);
+  }
+  const std::vector<std::string> parts = split_path(path);
+  const bool get = request.method == "GET" || request.method == "HEAD";
+  const bool post = request.method == "POST";
+  if (post && !authorized(request)) {
+    Response r = error_response(401, "unauthorized", "this route needs the header 'Authorization: Bearer <token>'");
+    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return r;
+  }
+  if (post && !request.body.empty() && !is_json(request.content_type)) {
+    return error_response(415, "unsupported_media_type", "the request body must be application/json");
+  }
+
+  if (parts.size() == 1 && (parts[0] == "healthz" || parts[0] == "readyz" || parts[0] == "metrics")) {
+    if (!get) return method_not_allowed("GET");
+    if (parts[0] == "metrics") {
+      Response r;
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      r.body = render_metrics(runtime_.stats(), runtime_.health());
+      return r;
+    }
+    if (parts[0] == "healthz") {
+      const HealthReport h = runtime_.health();
+      return json_response(h.verdict == Verdict::unhealthy ? 503 : 200,
+                           {{"status", to_string(h.verdict)}, {"reasons", h.reasons}});
+    }
+    const RuntimeStats s = runtime_.stats();
+    if (draining()) return json_response(503, {{"ready", false}, {"reason", "draining: the server is shutting down"}});
+    if (s.queue_depth >= s.queue_capacity) {
+      return json_response(503, {{"ready", false}, {"reason", "the queue is full"}});
+    }
+    return json_response(200, {{"ready", true}});
+  }
+  if (parts.size() < 2 || parts[0] != "v1") return error_response(404, "route_not_found", "no such route");
+
+  if (parts.size() == 2 && parts[1] == "workers") {
+    if (!get) return method_not_allowed("GET");
+    const HealthReport h = runtime_.health();
+    return json_response(200, {{"verdict", to_string(h.verdict)}, {"workers", to_json(h)["workers"]}});
+  }
+  if (parts.size() == 2 && parts[1] == "stats") {
+    if (!get) return method_not_allowed("GET");
+    return stats();
+  }
+  if (parts[1] != "jobs") return error_response(404, "route_not_found", "no such route");
+  if (parts.size() == 2) {
+    if (post) return submit(request);
+    if (get) return list(query);
+    return method_not_allowed("GET, POST");
+  }
+  const std::string& id = parts[2];
+  if (parts.size() == 3) {
+    if (!get) return method_not_allowed("GET");
+    auto record = runtime_.get(id);
+    if (!record) return error_response(404, "job_not_found", "no job with this id is known");
+    return json_response(200, to_json(*record, true, true));
+  }
+  if (parts.size() == 4 && (parts[3] == "cancel" || parts[3] == "retry")) {
+    if (!post) return method_not_allowed("POST");
+    if (parts[3] == "cancel") {
+      switch (runtime_.cancel(id)) {
+        case CancelResult::cancelled: return json_response(200, {{"id", id}, {"state", "cancelled"}});
+        case CancelResult::stop_requested:
+          return json_response(200, {{"id", id}, {"state", "running"}, {"stop_requested", true}});
+        case CancelResult::not_found: return error_response(404, "job_not_found", "no job with this id is known");
+        case CancelResult::already_terminal:
+          return error_response(409, "job_finished", "the job has already finished and cannot be cancelled");
+      }
+    }
+    switch (runtime_.requeue(id)) {
+      case RequeueResult::requeued: return json_response(200, {{"id", id}, {"state", "queued"}});
+      case RequeueResult::not_found: return error_response(404, "job_not_found", "no job with this id is known");
+      case RequeueResult::not_failed:
+        return error_response(409, "job_not_failed", "only a failed (dead-lettered) job can be retried");
+      case RequeueResult::queue_full: return submit_error({SubmitError::Code::queue_full, "the queue is full"});
+      case RequeueResult::shutting_down:
+        return submit_error({SubmitError::Code::shutting_down, "the runtime is shutting down"});
+    }
+  }
+  return error_response(404, "route_not_found", "no such route");
+}
+
+Response Api::submit(const Request& request) {
+  nlohmann::json body;
+  try {
+    body = nlohmann::json::parse(request.body);
+  } catch (const nlohmann::json::parse_error& e) {
+    std::string what = e.what();
+    if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
+    return error_response(400, "malformed_json", "the request body is not valid JSON: " + what);
+  }
+  JobSpec spec;
+  try {
+    spec = JobSpec::from_json(body);
+  } catch (const SpecError& e) {
+    return error_response(422, "invalid_field", e.what());
+  }
+  Submitted s = runtime_.submit(std::move(spec));
+  if (!s) return submit_error(*s.error);
+  Response r = json_response(201, {{"id", s.id}, {"state", to_string(s.state)}});
+  r.headers.emplace_back("Location", "/v1/jobs/" + s.id);
+  return r;
+}
+
+Response Api::list(const std::map<std::string, std::string>& query) {
+  ListQuery q;
+  q.limit = 50;
+  for (const auto& [key, value] : query) {
+    if (key == "state") {
+      if (value.empty()) continue;
+      q.state = parse_job_state(value);
+      if (!q.state) return error_response(400, "invalid_parameter", "state: not a job state");
+    } else if (key == "type") {
+      q.type = value;
+    } else if (key == "limit") {
+      auto n = parse_uint(value);
+      if (!n || *n < 1 || *n > 1000) return error_response(400, "invalid_parameter", "limit: expected 1 to 1000");
+      q.limit = *n;
+    } else if (key == "cursor") {
+      if (value.empty()) continue;
+      auto n = parse_uint(value);
+      if (!n) return error_response(400, "invalid_parameter", "cursor: not a cursor from a previous page");
+      q.before_seq = *n;
+    } else {
+      return error_response(400, "invalid_parameter", "unknown query parameter (expected state, type, limit, cursor)");
+    }
+  }
+  const std::size_t page = q.limit;
+  q.limit = page + 1;  // one more tells whether there is a next page
+  std::vector<JobRecord> records = runtime_.list(q);
+  const bool more = records.size() > page;
+  if (more) records.resize(page);
+  ordered_json jobs = ordered_json::array();
+  for (const JobRecord& r : records) jobs.push_back(to_json(r, true, true));
+  return json_response(200, {{"jobs", std::move(jobs)},
+                             {"next_cursor", more ? ordered_json(std::to_string(records.back().seq)) : ordered_json()}});
+}
+
+void Api::sample() {
+  const RuntimeStats s = runtime_.stats();
+  std::lock_guard lock(mutex_);
+  const auto now = std::chrono::steady_clock::now();
+  samples_.push_back({now, s.submitted, s.succeeded, s.failed});
+  while (samples_.size() > 2 && now - samples_.front().at > std::chrono::seconds(60)) samples_.pop_front();
+}
+
+Response Api::stats() {
+  const RuntimeStats s = runtime_.stats();
+  ordered_json rates = {{"submitted", 0.0}, {"succeeded", 0.0}, {"failed", 0.0}, {"window_s", 0.0}};
+  {
+    std::lock_guard lock(mutex_);
+    if (!samples_.empty()) {
+      const Sample& first = samples_.front();
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - first.at).count();
+      if (secs > 0) {
+        rates = {{"submitted", static_cast<double>(s.submitted - first.submitted) / secs},
+                 {"succeeded", static_cast<double>(s.succeeded - first.succeeded) / secs},
+                 {"failed", static_cast<double>(s.failed - first.failed) / secs},
+                 {"window_s", secs}};
+      }
+    }
+  }
+  ordered_json by_type = ordered_json::object();
+  for (const auto& [type, t] : s.by_type) {
+    by_type[type] = {{"submitted", t.submitted}, {"started", t.started},   {"succeeded", t.succeeded},
+                     {"retried", t.retried},     {"failed", t.failed},     {"recovered", t.recovered},
+                     {"breaker", t.breaker}};
+  }
+  return json_response(
+      200, {{"by_state", s.by_state},
+            {"by_type", std::move(by_type)},
+            {"totals", {{"submitted", s.submitted}, {"rejected", s.rejected}, {"succeeded", s.succeeded},
+                        {"failed", s.failed}, {"cancelled", s.cancelled}, {"retried", s.retried},
+                        {"attempts_failed", s.attempts_failed}}},
+            {"queue", {{"depth", s.queue_depth}, {"capacity", s.queue_capacity}, {"ready_by_priority", s.ready_by_priority}}},
+            {"rates_per_second", std::move(rates)},
+            {"workers", {{"alive", s.workers}, {"running", s.running}, {"abandoned", s.abandoned}}},
+            {"supervisor", {{"soft_timeouts", s.soft_timeouts}, {"hard_timeouts", s.hard_timeouts},
+                            {"stuck_reports", s.stuck_reports}, {"replacements", s.replacements},
+                            {"breaker_opened", s.breaker_opened}, {"breaker_deferred", s.breaker_deferred}}}});
+}
+
+}  // namespace bulwark::http

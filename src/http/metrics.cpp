@@ -1,0 +1,139 @@
+// Prometheus text exposition format, version 0.0.4.
+#include <cstdio>
+#include <sstream>
+
+#include "http/api.hpp"
+
+namespace bulwark::http {
+namespace {
+
+std::string escape_label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+std::string number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+class Writer {
+ public:
+  void family(const std::string& name, const char* type, const char* help) {
+    out_ << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
+  }
+  void sample(const std::string& name, const std::vector<std::pair<std::string, std::string>>& labels, double v) {
+    out_ << name;
+    if (!labels.empty()) {
+      out_ << '{';
+      for (std::size_t i = 0; i < labels.size(); ++i) {
+        out_ << (i ? "," : "") << labels[i].first << "=\"" << escape_label(labels[i].second) << '"';
+      }
+      out_ << '}';
+    }
+    out_ << ' ' << number(v) << '\n';
+  }
+  void histogram(const std::string& name, const char* help, const HistogramSnapshot& h) {
+    family(name, "histogram", help);
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < h.bounds.size(); ++i) {
+      cumulative += h.counts[i];
+      sample(name + "_bucket", {{"le", number(h.bounds[i])}}, static_cast<double>(cumulative));
+    }
+    sample(name + "_bucket", {{"le", "+Inf"}}, static_cast<double>(h.count));
+    sample(name + "_sum", {}, h.sum);
+    sample(name + "_count", {}, static_cast<double>(h.count));
+  }
+  std::string str() const { return out_.str(); }
+
+ private:
+  std::ostringstream out_;
+};
+
+}  // namespace
+
+std::string render_metrics(const RuntimeStats& s, const HealthReport& health) {
+  Writer w;
+  const auto per_type = [&](const char* name, const char* help, auto field) {
+    w.family(name, "counter", help);
+    for (const auto& [type, t] : s.by_type) w.sample(name, {{"type", type}}, static_cast<double>(field(t)));
+  };
+  per_type("bulwark_jobs_submitted_total", "Jobs accepted.", [](const TypeStats& t) { return t.submitted; });
+  per_type("bulwark_jobs_started_total", "Attempts started.", [](const TypeStats& t) { return t.started; });
+  per_type("bulwark_jobs_succeeded_total", "Jobs that succeeded.", [](const TypeStats& t) { return t.succeeded; });
+  per_type("bulwark_jobs_retried_total", "Attempts scheduled again after a failure.",
+           [](const TypeStats& t) { return t.retried; });
+  const auto per_kind = [&](const char* name, const char* help, auto field) {
+    w.family(name, "counter", help);
+    for (const auto& [type, t] : s.by_type) {
+      for (const auto& [kind, n] : field(t)) w.sample(name, {{"type", type}, {"kind", kind}}, static_cast<double>(n));
+    }
+  };
+  per_kind("bulwark_jobs_failed_total", "Jobs that used all their attempts (dead-lettered), by failure kind.",
+           [](const TypeStats& t) { return t.failed; });
+  per_kind("bulwark_recoveries_total", "Failures caught by the guarded frame (every failed attempt).",
+           [](const TypeStats& t) { return t.recovered; });
+  w.family("bulwark_jobs_rejected_total", "counter", "Submits refused, by reason.");
+  for (const auto& [code, n] : s.rejected_by_code) w.sample("bulwark_jobs_rejected_total", {{"reason", code}}, n);
+
+  w.family("bulwark_queue_depth", "gauge", "Jobs ready to run, by priority.");
+  for (std::size_t p = 0; p < s.ready_by_priority.size(); ++p) {
+    w.sample("bulwark_queue_depth", {{"priority", std::to_string(p)}}, static_cast<double>(s.ready_by_priority[p]));
+  }
+  w.family("bulwark_queue_waiting", "gauge", "Jobs waiting in all: ready and scheduled.");
+  w.sample("bulwark_queue_waiting", {}, static_cast<double>(s.queue_depth));
+  w.family("bulwark_queue_capacity", "gauge", "queue.capacity.");
+  w.sample("bulwark_queue_capacity", {}, static_cast<double>(s.queue_capacity));
+
+  w.histogram("bulwark_job_run_seconds", "Run time of job attempts.", s.run_time);
+  w.histogram("bulwark_job_queue_wait_seconds", "Time from ready to started.", s.queue_wait);
+
+  unsigned busy = 0, idle = 0, abandoned = 0, vacant = 0;
+  for (const WorkerHealth& wh : health.workers) {
+    if (wh.state == "busy") ++busy;
+    else if (wh.state == "idle") ++idle;
+    else if (wh.state == "abandoned") ++abandoned;
+    else ++vacant;
+  }
+  w.family("bulwark_workers", "gauge", "Worker threads by state.");
+  w.sample("bulwark_workers", {{"state", "busy"}}, busy);
+  w.sample("bulwark_workers", {{"state", "idle"}}, idle);
+  w.sample("bulwark_workers", {{"state", "abandoned"}}, abandoned);
+  w.sample("bulwark_workers", {{"state", "vacant"}}, vacant);
+  w.family("bulwark_worker_replacements_total", "counter", "Worker threads started to replace lost ones.");
+  w.sample("bulwark_worker_replacements_total", {}, static_cast<double>(s.replacements));
+  w.family("bulwark_timeouts_total", "counter", "Timeouts the supervisor acted on.");
+  w.sample("bulwark_timeouts_total", {{"kind", "soft"}}, static_cast<double>(s.soft_timeouts));
+  w.sample("bulwark_timeouts_total", {{"kind", "hard"}}, static_cast<double>(s.hard_timeouts));
+  w.family("bulwark_stuck_reports_total", "counter", "Stack dumps of jobs without a heartbeat.");
+  w.sample("bulwark_stuck_reports_total", {}, static_cast<double>(s.stuck_reports));
+
+  w.family("bulwark_circuit_breaker_state", "gauge", "Circuit breaker by job type: 0 closed, 1 half-open, 2 open.");
+  for (const auto& [type, t] : s.by_type) {
+    if (t.breaker == "off") continue;
+    const double v = t.breaker == "open" ? 2 : t.breaker == "half_open" ? 1 : 0;
+    w.sample("bulwark_circuit_breaker_state", {{"type", type}}, v);
+  }
+  w.family("bulwark_circuit_breaker_opened_total", "counter", "Times a job type's circuit breaker opened.");
+  for (const auto& [type, t] : s.by_type) {
+    if (t.breaker != "off") w.sample("bulwark_circuit_breaker_opened_total", {{"type", type}}, t.breaker_opened);
+  }
+  w.family("bulwark_trace_captures_total", "counter", "Throw-site traces captured.");
+  w.sample("bulwark_trace_captures_total", {}, static_cast<double>(s.traces.captures));
+  w.family("bulwark_trace_capture_seconds_total", "counter", "Time spent capturing throw-site traces.");
+  w.sample("bulwark_trace_capture_seconds_total", {}, s.traces.seconds);
+  w.family("bulwark_log_dropped_total", "counter", "Failure log lines dropped by the rate limit.");
+  w.sample("bulwark_log_dropped_total", {}, static_cast<double>(s.log_dropped));
+  w.family("bulwark_health", "gauge", "Supervisor verdict: 0 healthy, 1 degraded, 2 unhealthy.");
+  w.sample("bulwark_health", {}, static_cast<double>(static_cast<int>(health.verdict)));
+  return w.str();
+}
+
+}  // namespace bulwark::http

@@ -1,0 +1,326 @@
+// The Beast side of the HTTP API: accepting, reading with limits and
+// timeouts, the recover middleware, writing. Routing and bodies are in api.cpp.
+#include "bulwark/http_server.hpp"
+
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "bulwark/guarded.hpp"
+#include "http/api.hpp"
+
+namespace bulwark {
+namespace {
+
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+tcp::endpoint parse_listen(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  std::string host = listen.substr(0, colon);
+  const std::string port_text = listen.substr(colon + 1);
+  if (host == "localhost" || host.empty()) host = "127.0.0.1";
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  beast::error_code ec;
+  const auto address = net::ip::make_address(host, ec);
+  if (ec) throw ConfigError("server.listen: '" + host + "' is not an IP address (or localhost)");
+  unsigned long port = 0;
+  try {
+    std::size_t used = 0;
+    port = std::stoul(port_text, &used);
+    if (used != port_text.size() || port > 65535) throw std::out_of_range("port");
+  } catch (const std::exception&) {
+    throw ConfigError("server.listen: '" + port_text + "' is not a port number (0 to 65535)");
+  }
+  return {address, static_cast<unsigned short>(port)};
+}
+
+}  // namespace
+
+class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
+ public:
+  Impl(Runtime& runtime, ServerOptions options)
+      : runtime_(runtime), options_(std::move(options)), api_(runtime, options_) {
+    ioc_.emplace();
+    acceptor_.emplace(*ioc_);
+    sampler_.emplace(*ioc_);
+  }
+
+  void start();
+  void stop();
+  std::uint16_t port() const noexcept { return port_; }
+  http::Api& api() { return api_; }
+
+  class Session;
+
+ private:
+  void accept();
+  void sample();
+
+  friend class Session;
+  Runtime& runtime_;
+  const ServerOptions options_;
+  http::Api api_;
+  // Held in optionals so stop() can destroy them, and with them the pending
+  // handlers that keep sessions (and so this object) alive.
+  std::optional<net::io_context> ioc_;
+  std::optional<tcp::acceptor> acceptor_;
+  std::optional<net::steady_timer> sampler_;
+  std::vector<std::thread> threads_;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<unsigned> connections_{0};
+  std::mutex sessions_mutex_;
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;  // guarded by sessions_mutex_
+  std::once_flag stopped_;
+};
+
+class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(std::shared_ptr<Impl> server, tcp::socket socket, bool over_limit)
+      : server_(std::move(server)), stream_(std::move(socket)), over_limit_(over_limit) {}
+
+  ~Session() {
+    server_->connections_.fetch_sub(1);
+    std::lock_guard lock(server_->sessions_mutex_);
+    server_->sessions_.erase(this);
+  }
+
+  void start() {
+    {
+      std::lock_guard lock(server_->sessions_mutex_);
+      server_->sessions_[this] = weak_from_this();
+    }
+    if (over_limit_) {
+      server_->runtime_.report_failure("http", make_failure(FailureKind::invalid,
+                                                            "connection refused: server.max_connections (" +
+                                                                std::to_string(server_->options_.max_connections) +
+                                                                ") reached"));
+      send(http::error_response(503, "too_many_connections", "the server has too many open connections"),
+           11, false);
+      return;
+    }
+    read_next();
+  }
+
+  // Closes the connection if it is waiting for a new request; one in the
+  // middle of a request finishes it first (keep-alive is then refused).
+  void close_if_idle() {
+    net::post(stream_.get_executor(), [self = shared_from_this()] {
+      if (self->waiting_idle_) self->stream_.socket().close();
+    });
+  }
+
+ private:
+  void read_next() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(server_->options_.max_header_bytes));
+    parser_->body_limit(server_->options_.max_body_bytes);
+    if (server_->stopping_.load()) return close();
+    if (buffer_.size() > 0) return read_rest();  // a pipelined request is already here
+    // Waiting for the first byte of a request: the idle timeout applies.
+    waiting_idle_ = true;
+    stream_.expires_after(requests_ == 0 ? server_->options_.read_timeout : server_->options_.idle_timeout);
+    bhttp::async_read_some(stream_, buffer_, *parser_,
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                            self->waiting_idle_ = false;
+                            if (ec) return self->on_read_error(ec);
+                            if (self->parser_->is_done()) return self->respond();
+                            self->read_rest();
+                          });
+  }
+
+  // The rest of the request must arrive within read_timeout: a client that
+  // trickles bytes is dropped.
+  void read_rest() {
+    stream_.expires_after(server_->options_.read_timeout);
+    bhttp::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) return self->on_read_error(ec);
+      self->respond();
+    });
+  }
+
+  void on_read_error(beast::error_code ec) {
+    const unsigned version = parser_ && parser_->is_header_done() ? parser_->get().version() : 11;
+    if (ec == bhttp::error::body_limit) {
+      log_limit("request body over server.max_body_bytes (" + std::to_string(server_->options_.max_body_bytes) + ")");
+      return send(http::error_response(413, "payload_too_large",
+                                       "the request body is larger than " +
+                                           std::to_string(server_->options_.max_body_bytes) + " bytes"),
+                  version, false);
+    }
+    if (ec == bhttp::error::header_limit) {
+      log_limit("request header over server.max_header_bytes");
+      return send(http::error_response(431, "header_too_large", "the request header is too large"), version, false);
+    }
+    if (ec == beast::error::timeout) {
+      if (waiting_idle_ || (parser_ && !parser_->got_some())) return close();  // an idle keep-alive connection
+      log_limit("client dropped: no complete request within server.read_timeout_ms (" +
+                std::to_string(server_->options_.read_timeout.count()) + " ms)");
+      return close();
+    }
+    if (ec == bhttp::error::end_of_stream || ec == net::error::eof || ec == net::error::operation_aborted ||
+        ec == net::error::connection_reset || ec == net::error::bad_descriptor) {
+      return close();
+    }
+    // Anything else is a request Beast could not parse.
+    return send(http::error_response(400, "bad_request", "malformed HTTP request: " + ec.message()), version,
+                false);
+  }
+
+  void log_limit(const std::string& what) {
+    server_->runtime_.report_failure("http", make_failure(FailureKind::invalid, what));
+  }
+
+  void respond() {
+    ++requests_;
+    auto& req = parser_->get();
+    http::Request request;
+    request.method = std::string(req.method_string());
+    request.target = std::string(req.target());
+    request.content_type = std::string(req[bhttp::field::content_type]);
+    request.authorization = std::string(req[bhttp::field::authorization]);
+    request.body = std::move(req.body());
+    // The recover middleware: whatever a handler throws becomes a 500.
+    auto outcome = guarded([&] { return server_->api_.handle(request); });
+    http::Response response;
+    if (outcome.ok()) {
+      response = std::move(outcome.value());
+    } else {
+      server_->runtime_.report_failure("http " + request.method + " handler failed", outcome.failure());
+      response = http::error_response(500, "internal_error", "the server failed to handle this request; it is logged");
+    }
+    const bool keep_alive = req.keep_alive() && !server_->stopping_.load();
+    if (request.method == "HEAD") response.body.clear();
+    send(std::move(response), req.version(), keep_alive);
+  }
+
+  void send(http::Response response, unsigned version, bool keep_alive) {
+    auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
+        static_cast<bhttp::status>(response.status), version);
+    res->set(bhttp::field::server, "bulwark");
+    res->set(bhttp::field::content_type, response.content_type);
+    for (const auto& [name, value] : response.headers) res->set(name, value);
+    res->body() = std::move(response.body);
+    res->keep_alive(keep_alive);
+    res->prepare_payload();
+    stream_.expires_after(server_->options_.read_timeout);
+    bhttp::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
+      if (ec || !res->keep_alive()) return self->close();
+      self->read_next();
+    });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.socket().close(ignored);
+  }
+
+  std::shared_ptr<Impl> server_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  const bool over_limit_;
+  bool waiting_idle_ = false;  // used on the session's strand only
+  unsigned requests_ = 0;
+};
+
+void HttpServer::Impl::start() {
+  const tcp::endpoint endpoint = parse_listen(options_.listen);
+  beast::error_code ec;
+  acceptor_->open(endpoint.protocol(), ec);
+  if (!ec) acceptor_->set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_->bind(endpoint, ec);
+  if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
+  if (ec) throw ConfigError("server.listen: cannot listen on " + options_.listen + ": " + ec.message());
+  port_ = acceptor_->local_endpoint().port();
+  accept();
+  sample();
+  for (unsigned i = 0; i < options_.io_threads; ++i) threads_.emplace_back([this] { ioc_->run(); });
+}
+
+void HttpServer::Impl::accept() {
+  acceptor_->async_accept(net::make_strand(*ioc_), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (ec == net::error::operation_aborted || self->stopping_.load()) return;
+      return self->accept();  // e.g. out of file descriptors: keep serving others
+    }
+    const bool over = self->connections_.fetch_add(1) >= self->options_.max_connections;
+    std::make_shared<Session>(self, std::move(socket), over)->start();
+    self->accept();
+  });
+}
+
+void HttpServer::Impl::sample() {
+  api_.sample();
+  sampler_->expires_after(std::chrono::seconds(1));
+  sampler_->async_wait([self = shared_from_this()](beast::error_code ec) {
+    if (!ec && !self->stopping_.load()) self->sample();
+  });
+}
+
+void HttpServer::Impl::stop() {
+  std::call_once(stopped_, [&] {
+    stopping_.store(true);
+    net::post(*ioc_, [self = shared_from_this()] {
+      beast::error_code ignored;
+      self->acceptor_->close(ignored);
+      self->sampler_->cancel();
+    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (connections_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::vector<std::shared_ptr<Session>> live;
+      {
+        std::lock_guard lock(sessions_mutex_);
+        for (auto& [ptr, weak] : sessions_) {
+          if (auto s = weak.lock()) live.push_back(std::move(s));
+        }
+      }
+      for (auto& s : live) s->close_if_idle();
+      live.clear();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ioc_->stop();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+    sampler_.reset();
+    acceptor_.reset();
+    ioc_.reset();
+  });
+}
+
+HttpServer::HttpServer(Runtime& runtime, ServerOptions options)
+    : impl_(std::make_shared<Impl>(runtime, std::move(options))) {
+  impl_->start();
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+std::uint16_t HttpServer::port() const noexcept { return impl_->port(); }
+
+void HttpServer::set_draining(bool draining) noexcept { impl_->api().set_draining(draining); }
+
+void HttpServer::add_get_route(const std::string& path, std::function<std::string()> body) {
+  impl_->api().add_route("GET", path, [body = std::move(body)](const http::Request&) {
+    http::Response r;
+    r.body = body();
+    return r;
+  });
+}
+
+void HttpServer::stop() { impl_->stop(); }
+
+}  // namespace bulwark

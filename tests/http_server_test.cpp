@@ -1,0 +1,289 @@
+// End-to-end tests of the HTTP API: a real server on an ephemeral loopback
+// port, real sockets.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "bulwark/http_server.hpp"
+#include "bulwark/runtime.hpp"
+#include "support/helpers.hpp"
+#include "support/http_client.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::testing::http;
+using bulwark::testing::HttpConnection;
+using bulwark::testing::http_request_text;
+using nlohmann::json;
+
+namespace {
+
+struct Service {
+  explicit Service(bulwark::RuntimeOptions o = options()) : runtime(bulwark::testing::builtins(), o), server(runtime, o.server) {}
+  static bulwark::RuntimeOptions options() {
+    auto o = bulwark::testing::test_options(2);
+    o.server.listen = "127.0.0.1:0";
+    o.server.read_timeout = 2000ms;
+    o.server.max_body_bytes = 4096;
+    return o;
+  }
+  std::uint16_t port() const { return server.port(); }
+  json post_job(const json& spec) {
+    auto r = http(port(), "POST", "/v1/jobs", spec.dump());
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    return r.json();
+  }
+  json wait_terminal(const std::string& id) {
+    for (int i = 0; i < 1000; ++i) {
+      auto r = http(port(), "GET", "/v1/jobs/" + id);
+      REQUIRE(r.status == 200);
+      const json j = r.json();
+      if (bulwark::is_terminal(*bulwark::parse_job_state(j["state"].get<std::string>()))) return j;
+      std::this_thread::sleep_for(10ms);
+    }
+    FAIL("job did not finish");
+    return {};
+  }
+  bulwark::Runtime runtime;
+  bulwark::HttpServer server;
+};
+
+void check_error(const bulwark::testing::HttpResponse& r, int status, const std::string& code) {
+  CHECK(r.status == status);
+  CHECK(r.header("content-type") == "application/json");
+  const json j = r.json();
+  REQUIRE(j.contains("error"));
+  CHECK(j["error"]["code"] == code);
+  CHECK(j["error"]["message"].is_string());
+}
+
+}  // namespace
+
+TEST_SUITE("HttpServer") {
+  TEST_CASE("submit and fetch a job of every built-in type" * doctest::timeout(60)) {
+    Service s;
+    const std::pair<json, std::string> cases[] = {
+        {{{"type", "echo"}, {"payload", {{"a", 1}}}}, "succeeded"},
+        {{{"type", "sleep"}, {"payload", {{"ms", 20}}}}, "succeeded"},
+        {{{"type", "compute"}, {"payload", {{"n", 1000}}}}, "succeeded"},
+        {{{"type", "fail"}, {"payload", {{"throw", "int"}}}, {"max_attempts", 1}}, "failed"},
+        {{{"type", "flaky"}, {"payload", {{"fail_times", 1}}}, {"max_attempts", 2}}, "succeeded"},
+        {{{"type", "hang"}, {"payload", {{"ms", 20}}}}, "succeeded"},
+    };
+    for (const auto& [spec, state] : cases) {
+      CAPTURE(spec.dump());
+      const json created = s.post_job(spec);
+      CHECK(created["state"] == "queued");
+      const json job = s.wait_terminal(created["id"]);
+      CHECK(job["state"] == state);
+      CHECK(job["type"] == spec["type"]);
+      CHECK(job.contains("created_at"));
+      CHECK(job.contains("finished_at"));
+    }
+    auto failed = s.runtime.dead_letters();
+    REQUIRE(failed.size() == 1);
+    const json job = s.wait_terminal(failed[0].id);
+    CHECK(job["error"]["type"] == "int");
+    CHECK(job["error"]["trace"][0]["function"].get<std::string>().find("fail_throw_site") != std::string::npos);
+  }
+
+  TEST_CASE("list filters by state and type and pages with a cursor" * doctest::timeout(60)) {
+    Service s;
+    for (int i = 0; i < 5; ++i) s.post_job({{"type", "echo"}, {"payload", i}});
+    for (int i = 0; i < 3; ++i) s.post_job({{"type", "fail"}, {"max_attempts", 1}});
+    REQUIRE(s.runtime.wait_idle(10s));
+    auto failed = http(s.port(), "GET", "/v1/jobs?state=failed").json();
+    CHECK(failed["jobs"].size() == 3);
+    CHECK(failed["next_cursor"].is_null());
+    auto page1 = http(s.port(), "GET", "/v1/jobs?type=echo&limit=2").json();
+    REQUIRE(page1["jobs"].size() == 2);
+    CHECK(page1["jobs"][0]["payload"].is_null());  // records do not echo payloads back
+    CHECK(page1["jobs"][0]["result"] == 4);        // newest first
+    REQUIRE(page1["next_cursor"].is_string());
+    auto page2 = http(s.port(), "GET", "/v1/jobs?type=echo&limit=2&cursor=" + page1["next_cursor"].get<std::string>()).json();
+    REQUIRE(page2["jobs"].size() == 2);
+    CHECK(page2["jobs"][0]["result"] == 2);
+    auto page3 = http(s.port(), "GET", "/v1/jobs?type=echo&limit=2&cursor=" + page2["next_cursor"].get<std::string>()).json();
+    CHECK(page3["jobs"].size() == 1);
+    CHECK(page3["next_cursor"].is_null());
+    check_error(http(s.port(), "GET", "/v1/jobs?state=done"), 400, "invalid_parameter");
+    check_error(http(s.port(), "GET", "/v1/jobs?limit=0"), 400, "invalid_parameter");
+    check_error(http(s.port(), "GET", "/v1/jobs?sort=asc"), 400, "invalid_parameter");
+  }
+
+  TEST_CASE("cancel and retry" * doctest::timeout(60)) {
+    Service s;
+    const json later = s.post_job({{"type", "echo"}, {"delay_ms", 3'600'000}});
+    const std::string id = later["id"];
+    auto cancelled = http(s.port(), "POST", "/v1/jobs/" + id + "/cancel");
+    CHECK(cancelled.status == 200);
+    CHECK(cancelled.json()["state"] == "cancelled");
+    check_error(http(s.port(), "POST", "/v1/jobs/" + id + "/cancel"), 409, "job_finished");
+    check_error(http(s.port(), "POST", "/v1/jobs/nope/cancel"), 404, "job_not_found");
+
+    const json failing = s.post_job({{"type", "fail"}, {"max_attempts", 1}});
+    CHECK(s.wait_terminal(failing["id"])["state"] == "failed");
+    auto retried = http(s.port(), "POST", "/v1/jobs/" + failing["id"].get<std::string>() + "/retry");
+    CHECK(retried.status == 200);
+    CHECK(retried.json()["state"] == "queued");
+    CHECK(s.wait_terminal(failing["id"])["attempts"] == 1);
+    check_error(http(s.port(), "POST", "/v1/jobs/" + id + "/retry"), 409, "job_not_failed");
+  }
+
+  TEST_CASE("each error status of the contract" * doctest::timeout(60)) {
+    auto o = Service::options();
+    o.queue_capacity = 2;
+    o.workers = 1;
+    Service s(o);
+    check_error(http(s.port(), "POST", "/v1/jobs", "{\"type\": "), 400, "malformed_json");
+    check_error(http(s.port(), "GET", "/v2/nothing"), 404, "route_not_found");
+    check_error(http(s.port(), "GET", "/v1/jobs/unknown-id"), 404, "job_not_found");
+    auto wrong_method = http(s.port(), "DELETE", "/v1/jobs");
+    check_error(wrong_method, 405, "method_not_allowed");
+    CHECK(wrong_method.header("allow") == "GET, POST");
+    check_error(http(s.port(), "POST", "/v1/jobs", json{{"type", "echo"}, {"payload", std::string(8000, 'x')}}.dump()),
+                413, "payload_too_large");
+    {
+      HttpConnection c(s.port());
+      c.send_raw("POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi");
+      check_error(c.read_response(), 415, "unsupported_media_type");
+    }
+    check_error(http(s.port(), "POST", "/v1/jobs", R"({"type": "fial"})"), 422, "unknown_job_type");
+    check_error(http(s.port(), "POST", "/v1/jobs", R"({"type": "echo", "priority": "high"})"), 422, "invalid_field");
+    check_error(http(s.port(), "POST", "/v1/jobs", R"({"type": "sleep", "payload": {"ms": -1}})"), 422, "invalid_field");
+    // Fill the queue: one job running, two waiting.
+    s.post_job({{"type", "sleep"}, {"payload", {{"ms", 2000}}}});
+    while (s.runtime.stats().running == 0) std::this_thread::sleep_for(1ms);
+    s.post_job({{"type", "echo"}});
+    s.post_job({{"type", "echo"}});
+    auto full = http(s.port(), "POST", "/v1/jobs", R"({"type": "echo"})");
+    check_error(full, 429, "queue_full");
+    CHECK(full.header("retry-after") == "1");
+    CHECK(http(s.port(), "GET", "/readyz").status == 503);
+    // Nothing accepted was lost.
+    REQUIRE(s.runtime.wait_idle(10s));
+    CHECK(s.runtime.stats().succeeded == 3);
+    CHECK(http(s.port(), "GET", "/readyz").status == 200);
+  }
+
+  TEST_CASE("a handler that throws is answered 500 and the next request succeeds" * doctest::timeout(60)) {
+    Service s;
+    s.server.add_get_route("/v1/test/throw", []() -> std::string { throw std::logic_error("handler bug"); });
+    check_error(http(s.port(), "GET", "/v1/test/throw"), 500, "internal_error");
+    CHECK(http(s.port(), "GET", "/healthz").status == 200);
+    CHECK(http(s.port(), "GET", "/v1/test/throw").status == 500);
+    CHECK(http(s.port(), "POST", "/v1/jobs", R"({"type": "echo"})").status == 201);
+  }
+
+  TEST_CASE("keep-alive, pipelined requests and HTTP/1.0 clients" * doctest::timeout(60)) {
+    Service s;
+    HttpConnection c(s.port());
+    c.send_raw(http_request_text("GET", "/healthz", "", "", false) + http_request_text("GET", "/readyz", "", "", false));
+    auto first = c.read_response();
+    auto second = c.read_response();
+    CHECK(first.status == 200);
+    CHECK(first.json().contains("status"));
+    CHECK(second.json()["ready"] == true);
+    c.send_raw(http_request_text("GET", "/v1/stats", "", "", true));
+    CHECK(c.read_response().status == 200);
+    CHECK(c.closed_by_peer(2s));
+
+    HttpConnection old(s.port());
+    old.send_raw("GET /healthz HTTP/1.0\r\n\r\n");
+    auto r = old.read_response();
+    CHECK(r.status == 200);
+    CHECK(old.closed_by_peer(2s));
+  }
+
+  TEST_CASE("a slow client is dropped on timeout while others are served" * doctest::timeout(60)) {
+    auto o = Service::options();
+    o.server.read_timeout = 300ms;
+    Service s(o);
+    HttpConnection slow(s.port());
+    const std::string request = http_request_text("GET", "/healthz", "");
+    const auto start = std::chrono::steady_clock::now();
+    bool dropped = false;
+    for (std::size_t i = 0; i < request.size() - 1 && !dropped; ++i) {
+      if (!slow.send_raw(request.substr(i, 1))) dropped = true;
+      CHECK(http(s.port(), "GET", "/healthz").status == 200);  // others are served meanwhile
+      dropped = dropped || slow.closed_by_peer(100ms);
+    }
+    CHECK(dropped);
+    CHECK(std::chrono::steady_clock::now() - start < 5s);
+  }
+
+  TEST_CASE("oversized headers get 431" * doctest::timeout(60)) {
+    Service s;
+    auto r = http(s.port(), "GET", "/healthz", "", "X-Big: " + std::string(20'000, 'a') + "\r\n");
+    check_error(r, 431, "header_too_large");
+  }
+
+  TEST_CASE("with an auth token, mutating routes need it and reads do not" * doctest::timeout(60)) {
+    auto o = Service::options();
+    o.server.auth_token = "s3cret";
+    Service s(o);
+    check_error(http(s.port(), "POST", "/v1/jobs", R"({"type": "echo"})"), 401, "unauthorized");
+    check_error(http(s.port(), "POST", "/v1/jobs", R"({"type": "echo"})", "Authorization: Bearer wrong\r\n"), 401,
+                "unauthorized");
+    CHECK(http(s.port(), "POST", "/v1/jobs", R"({"type": "echo"})", "Authorization: Bearer s3cret\r\n").status == 201);
+    CHECK(http(s.port(), "GET", "/v1/jobs").status == 200);
+    Service open;  // no token: no auth
+    CHECK(http(open.port(), "POST", "/v1/jobs", R"({"type": "echo"})").status == 201);
+  }
+
+  TEST_CASE("workers, stats and probes" * doctest::timeout(60)) {
+    Service s;
+    s.post_job({{"type", "echo"}});
+    REQUIRE(s.runtime.wait_idle(10s));
+    auto workers = http(s.port(), "GET", "/v1/workers").json();
+    CHECK(workers["workers"].size() == 2);
+    CHECK(workers["workers"][0].contains("restarts"));
+    auto stats = http(s.port(), "GET", "/v1/stats").json();
+    CHECK(stats["by_type"]["echo"]["succeeded"] == 1);
+    CHECK(stats["queue"]["capacity"] == 100000);
+    CHECK(stats.contains("rates_per_second"));
+    auto health = http(s.port(), "GET", "/healthz");
+    CHECK(health.status == 200);
+    CHECK(health.json()["status"] == "healthy");
+    s.server.set_draining(true);
+    CHECK(http(s.port(), "GET", "/readyz").status == 503);
+  }
+
+  TEST_CASE("metrics pass promtool check metrics" * doctest::timeout(60)) {
+    Service s;
+    s.post_job({{"type", "echo"}});
+    s.post_job({{"type", "fail"}, {"max_attempts", 1}});
+    REQUIRE(s.runtime.wait_idle(10s));
+    auto r = http(s.port(), "GET", "/metrics");
+    REQUIRE(r.status == 200);
+    CHECK(r.header("content-type").rfind("text/plain; version=0.0.4", 0) == 0);
+    CHECK(r.body.find("bulwark_jobs_failed_total{type=\"fail\",kind=\"exception\"} 1") != std::string::npos);
+    CHECK(r.body.find("bulwark_job_run_seconds_bucket{le=\"+Inf\"}") != std::string::npos);
+    const std::string path = "/tmp/bulwark_metrics_test.txt";
+    std::ofstream(path) << r.body;
+    const int raw = std::system(("promtool check metrics < " + path + " > /tmp/bulwark_promtool.out 2>&1").c_str());
+    std::ifstream out("/tmp/bulwark_promtool.out");
+    std::string text((std::istreambuf_iterator<char>(out)), std::istreambuf_iterator<char>());
+    CHECK_MESSAGE(WIFEXITED(raw), text);
+    CHECK_MESSAGE(WEXITSTATUS(raw) == 0, text);
+  }
+
+  TEST_CASE("a listen address that cannot be used is a configuration error") {
+    auto o = Service::options();
+    bulwark::Runtime rt(bulwark::Registry{}, o);
+    o.server.listen = "999.1.1.1:80";
+    CHECK_THROWS_AS(bulwark::HttpServer(rt, o.server), bulwark::ConfigError);
+    bulwark::HttpServer first(rt, Service::options().server);
+    o.server.listen = "127.0.0.1:" + std::to_string(first.port());
+    o.server.listen = "127.0.0.1:" + std::to_string(first.port());
+    try {
+      bulwark::HttpServer second(rt, o.server);
+      FAIL("bound twice");
+    } catch (const bulwark::ConfigError& e) {
+      CHECK(std::string(e.what()).rfind("server.listen: cannot listen", 0) == 0);
+    }
+  }
+}
