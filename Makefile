@@ -24,17 +24,20 @@ $(BUILD)/tsan/build.ninja: | deps
 build: deps $(BUILD)/release/build.ninja
 	cmake --build $(BUILD)/release -j $(JOBS)
 
-# The main job: the batch runner over the demo jobs. The demo includes jobs
-# that fail on purpose, so exit status 1 ("some job failed") is the expected
-# outcome here and does not fail make.
+# The main job: the HTTP/JSON API on server.listen (127.0.0.1:8080 by
+# default) until Ctrl-C. It prints the address and a curl line to try.
 run: build
+	$(BUILD)/release/bulwark serve --config config/default.json
+
+# The batch runner over the demo jobs. The demo includes jobs that fail on
+# purpose, so exit status 1 ("some job failed") is the expected outcome and
+# does not fail make.
+demo: build
 	@$(BUILD)/release/bulwark run --config config/default.json --input config/demo-jobs.jsonl \
 	  --output $(BUILD)/demo-results.jsonl; status=$$?; \
 	echo "results: $(BUILD)/demo-results.jsonl (exit status $$status)"; \
 	head -c 2000 $(BUILD)/demo-results.jsonl | head -n 5; \
 	[ $$status -le 1 ]
-
-demo: run
 
 test: build
 	ctest --test-dir $(BUILD)/release --output-on-failure -j $(JOBS) --timeout 300

@@ -1,0 +1,104 @@
+// `bulwark serve` as a process: start, serve, drain on SIGTERM, exit 0.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "support/http_client.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::testing::http;
+using nlohmann::json;
+
+namespace {
+
+struct Process {
+  pid_t pid = -1;
+  int out = -1;
+  std::string err_path = "/tmp/bulwark_serve_test.err";
+
+  explicit Process(const std::string& config) {
+    int pipe_fds[2];
+    REQUIRE(::pipe(pipe_fds) == 0);
+    pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::dup2(pipe_fds[1], STDOUT_FILENO);
+      const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(err, STDERR_FILENO);
+      ::close(pipe_fds[0]);
+      ::execl(BULWARK_BINARY, BULWARK_BINARY, "serve", "--config", config.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(pipe_fds[1]);
+    out = pipe_fds[0];
+  }
+  ~Process() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    ::close(out);
+  }
+  std::string read_line() {
+    std::string line;
+    char c;
+    while (::read(out, &c, 1) == 1 && c != '\n') line += c;
+    return line;
+  }
+  int wait_exit() {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    pid = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  std::string stderr_text() const {
+    std::ifstream in(err_path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("bulwark serve") {
+  TEST_CASE("SIGTERM drains the job in flight, reports unrun jobs and exits 0" * doctest::timeout(60)) {
+    Process p(BULWARK_SOURCE_DIR "/tests/support/serve.json");
+    const std::string first = p.read_line();
+    REQUIRE(first.find("listening on http://127.0.0.1:") != std::string::npos);
+    const auto port = static_cast<std::uint16_t>(std::stoi(first.substr(first.rfind(':') + 1)));
+    CHECK(p.read_line().find("curl -s -X POST") != std::string::npos);
+
+    auto running = http(port, "POST", "/v1/jobs", R"({"type": "hang", "payload": {"ms": 600}})");
+    REQUIRE(running.status == 201);
+    const std::string id = running.json()["id"];
+    REQUIRE(http(port, "POST", "/v1/jobs", R"({"type": "echo", "delay_ms": 3600000})").status == 201);
+    while (http(port, "GET", "/v1/jobs/" + id).json()["state"] != "running") std::this_thread::sleep_for(5ms);
+
+    REQUIRE(::kill(p.pid, SIGTERM) == 0);
+    std::this_thread::sleep_for(100ms);
+    // Still answering while it drains, but no longer ready and no new jobs.
+    CHECK(http(port, "GET", "/readyz").status == 503);
+    CHECK(http(port, "POST", "/v1/jobs", R"({"type": "echo"})").status == 503);
+    CHECK(p.wait_exit() == 0);
+    const std::string err = p.stderr_text();
+    CAPTURE(err);
+    CHECK(err.find("SIGTERM received") != std::string::npos);
+    // Only the delayed job did not run; the one in flight finished.
+    CHECK(err.find("stopped; 1 jobs ended with kind shutdown") != std::string::npos);
+  }
+
+  TEST_CASE("a bad configuration exits 2 naming the key" * doctest::timeout(60)) {
+    Process p(BULWARK_SOURCE_DIR "/tests/support/bad-config.json");
+    CHECK(p.wait_exit() == 2);
+    CHECK(p.stderr_text().find("handlers.fail.max_attempts: expected an integer") != std::string::npos);
+  }
+}
