@@ -305,18 +305,21 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task) {
     slot->soft_fired = false;
     slot->stuck_reported = false;
   }
-  slot->owner.store(WorkerSlot::running, std::memory_order_release);
   running.fetch_add(1, std::memory_order_relaxed);
   task->type_state->counters.started.fetch_add(1, std::memory_order_relaxed);
+  // From here until the owner handshake below, the supervisor may abandon
+  // this attempt and the runtime may even be destroyed: touch only the task,
+  // the slot and the stack.
+  slot->owner.store(WorkerSlot::running, std::memory_order_release);
 
   JobContext ctx = detail::ContextAccess::make(*task, std::move(token), attempt, epoch);
   auto outcome = guarded([&] { task->run(ctx); });
   std::vector<Failure> cleanup_errors = detail::ContextAccess::run_cleanups(ctx, !outcome.ok());
   const double duration = ms_between(start, Clock::now());
-  run_time.observe(duration / 1000.0);
 
   int expected = WorkerSlot::running;
   if (!slot->owner.compare_exchange_strong(expected, WorkerSlot::idle, std::memory_order_acq_rel)) return false;
+  run_time.observe(duration / 1000.0);
   {
     std::lock_guard lock(slot->mutex);
     slot->current.reset();
