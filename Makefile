@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run demo test test-asan test-tsan clean
+.PHONY: all deps build run demo test test-asan test-tsan bench bench-quick clean
 
 all: build
 
@@ -51,6 +51,23 @@ test-tsan: deps $(BUILD)/tsan/build.ninja
 	cmake --build $(BUILD)/tsan -j $(JOBS)
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/scripts/tsan.supp" \
 	  ctest --test-dir $(BUILD)/tsan --output-on-failure -j $(JOBS) --timeout 600
+
+$(BUILD)/bench/build.ninja:
+	scripts/install-deps.sh bench
+	cmake -S . -B $(BUILD)/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DBULWARK_BUILD_BENCH=ON \
+	  -DBULWARK_BUILD_TESTS=OFF -DBULWARK_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS)
+
+# Benchmarks against the peers, side by side (see README, Performance).
+bench: $(BUILD)/bench/build.ninja
+	@scripts/install-deps.sh bench
+	cmake --build $(BUILD)/bench -j $(JOBS)
+	$(BUILD)/bench/bench/bulwark_bench --out bench/results/latest.json
+	bench/plot.sh bench/results/latest.json
+
+bench-quick: $(BUILD)/bench/build.ninja
+	@scripts/install-deps.sh bench
+	cmake --build $(BUILD)/bench -j $(JOBS)
+	$(BUILD)/bench/bench/bulwark_bench --quick --out $(BUILD)/bench-quick.json
 
 clean:
 	rm -rf $(BUILD)

@@ -30,9 +30,9 @@ JobRecord Task::snapshot() const {
   r.state = state.load(std::memory_order_acquire);
   r.attempts = attempts;
   r.result = result;
-  r.error = error;
+  if (error) r.error = *error;
   r.cleanup_errors = cleanup_errors;
-  r.stuck_trace = stuck_trace;
+  if (stuck_trace) r.stuck_trace = *stuck_trace;
   r.breaker_deferrals = breaker_deferrals;
   r.duration_ms = duration_ms;
   r.created_at = created_at;

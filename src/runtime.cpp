@@ -104,7 +104,12 @@ int dump_signal() noexcept {
 }
 
 namespace testing {
+namespace {
+std::atomic<bool> g_unguarded{false};
+}
 void end_current_worker() noexcept { tls_end_worker = true; }
+void set_unguarded(bool unguarded) noexcept { g_unguarded.store(unguarded, std::memory_order_relaxed); }
+bool unguarded() noexcept { return g_unguarded.load(std::memory_order_relaxed); }
 }  // namespace testing
 
 }  // namespace detail
@@ -209,9 +214,11 @@ std::optional<SubmitError> Runtime::Impl::accept(const TaskPtr& task, std::chron
   active.fetch_add(1, std::memory_order_relaxed);
   submitted.fetch_add(1, std::memory_order_relaxed);
   task->type_state->counters.submitted.fetch_add(1, std::memory_order_relaxed);
-  const auto due = Clock::now() + delay;
+  const auto now = Clock::now();
+  const auto due = now + delay;
+  task->created_at = detail::to_wall(now);
   task->enqueued_ns.store(due.time_since_epoch().count(), std::memory_order_relaxed);
-  queue.push(task, due);
+  queue.push(task, due, now);
   return std::nullopt;
 }
 
@@ -267,7 +274,7 @@ void Runtime::Impl::worker_loop(const SlotPtr& slot) {
     const auto waited = now - enqueued;
     waits.add(std::chrono::duration_cast<std::chrono::microseconds>(waited).count(), steady_ms(now));
     queue_wait.observe(std::chrono::duration<double>(waited).count());
-    if (!run_attempt(slot, task)) return;  // abandoned: the supervisor has taken over this attempt
+    if (!run_attempt(slot, task, now)) return;  // abandoned: the supervisor has taken over this attempt
     if (retry_slot) queue.release_retry_slot();
     if (detail::tls_end_worker) {
       detail::tls_end_worker = false;
@@ -277,14 +284,14 @@ void Runtime::Impl::worker_loop(const SlotPtr& slot) {
   slot->shutdown_exit.store(true, std::memory_order_release);
 }
 
-bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task) {
+bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock::time_point start) {
   int attempt = 0;
   std::uint32_t epoch = 0;
   std::stop_token token;
   {
     std::unique_lock lock(task->mutex);
     if (task->cancel_requested) {  // cancelled while it was deferred
-      task->finished_at = WallClock::now();
+      task->finished_at = detail::to_wall(start);
       task->state.store(JobState::cancelled, std::memory_order_release);
       lock.unlock();
       finished(task, JobState::cancelled);
@@ -294,9 +301,8 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task) {
     epoch = task->epoch;
     task->stop = std::stop_source();
     token = task->stop.get_token();
-    if (!task->started_at) task->started_at = WallClock::now();
+    if (!task->started_at) task->started_at = detail::to_wall(start);
   }
-  const auto start = Clock::now();
   task->heartbeat_ns.store(start.time_since_epoch().count(), std::memory_order_relaxed);
   {
     std::lock_guard lock(slot->mutex);
@@ -313,9 +319,11 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task) {
   slot->owner.store(WorkerSlot::running, std::memory_order_release);
 
   JobContext ctx = detail::ContextAccess::make(*task, std::move(token), attempt, epoch);
-  auto outcome = guarded([&] { task->run(ctx); });
+  auto outcome = detail::testing::unguarded() ? (task->run(ctx), Outcome<void>(std::monostate{}))
+                                              : guarded([&] { task->run(ctx); });
   std::vector<Failure> cleanup_errors = detail::ContextAccess::run_cleanups(ctx, !outcome.ok());
-  const double duration = ms_between(start, Clock::now());
+  const auto end = Clock::now();
+  const double duration = ms_between(start, end);
 
   int expected = WorkerSlot::running;
   if (!slot->owner.compare_exchange_strong(expected, WorkerSlot::idle, std::memory_order_acq_rel)) return false;
@@ -332,7 +340,7 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task) {
       task->duration_ms = duration;
       task->error.reset();
       task->exception = nullptr;
-      task->finished_at = WallClock::now();
+      task->finished_at = detail::to_wall(end);
     }
     task->type_state->counters.succeeded.fetch_add(1, std::memory_order_relaxed);
     if (task->type_state->breaker.on_success(task->breaker_trial)) {
@@ -384,12 +392,12 @@ void Runtime::Impl::fail_attempt(const TaskPtr& task, int attempt, Failure failu
   {
     std::lock_guard lock(task->mutex);
     task->duration_ms = duration_ms;
-    task->error = std::move(failure);
+    task->error = std::make_unique<Failure>(std::move(failure));
     task->exception = std::move(exception);
     for (Failure& f : cleanup_errors) {
       if (task->cleanup_errors.size() < detail::kMaxCleanupErrors) task->cleanup_errors.push_back(std::move(f));
     }
-    if (!again) task->finished_at = WallClock::now();
+    if (!again) task->finished_at = detail::to_wall(now);
   }
   if (again) {
     retried.fetch_add(1, std::memory_order_relaxed);
@@ -422,7 +430,9 @@ void Runtime::Impl::finished(const TaskPtr& task, JobState terminal) {
                    "on_finished listener threw " + outcome.failure().type + ": " + outcome.failure().message);
     }
   }
-  if (active.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+  // Dekker-style with wait_idle: both sides seq_cst, so either the waiter
+  // sees active == 0 or we see the waiter.
+  if (active.fetch_sub(1, std::memory_order_seq_cst) == 1 && idle_waiters.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard lock(idle_mutex);
     idle_cv.notify_all();
   }
@@ -500,7 +510,7 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
                   std::to_string(task->max_attempts) + "; last error: " + task->error->type + ": " +
                   task->error->message;
       }
-      task->error = make_failure(FailureKind::shutdown, std::move(message));
+      task->error = std::make_unique<Failure>(make_failure(FailureKind::shutdown, std::move(message)));
       task->exception = nullptr;
       task->finished_at = WallClock::now();
       lock.unlock();
@@ -720,8 +730,12 @@ void Runtime::report_failure(std::string context, const Failure& failure) noexce
 }
 
 bool Runtime::wait_idle(std::chrono::milliseconds timeout) {
+  impl_->idle_waiters.fetch_add(1, std::memory_order_seq_cst);
   std::unique_lock lock(impl_->idle_mutex);
-  return impl_->idle_cv.wait_for(lock, timeout, [&] { return impl_->active.load(std::memory_order_acquire) == 0; });
+  const bool idle =
+      impl_->idle_cv.wait_for(lock, timeout, [&] { return impl_->active.load(std::memory_order_seq_cst) == 0; });
+  impl_->idle_waiters.fetch_sub(1, std::memory_order_seq_cst);
+  return idle;
 }
 
 ShutdownReport Runtime::shutdown(std::optional<std::chrono::milliseconds> timeout) {

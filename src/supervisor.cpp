@@ -138,7 +138,7 @@ void Runtime::Impl::watch(const SlotPtr& slot, Clock::time_point now) {
     std::optional<RawTrace> trace = dump_stack(*slot);
     {
       std::lock_guard lock(task->mutex);
-      if (trace) task->stuck_trace = trace;
+      if (trace) task->stuck_trace = std::make_unique<RawTrace>(*trace);
       if (request_stop) task->stop.request_stop();
     }
     reporter.note(LogLevel::warn, {std::move(message), task->id, task->type, trace});
@@ -190,7 +190,7 @@ void Runtime::Impl::abandon(const SlotPtr& slot, const TaskPtr& task, Clock::tim
     ++task->epoch;  // whatever the abandoned attempt still writes is discarded
     task->stop.request_stop();
     attempt = task->attempts;
-    if (trace) task->stuck_trace = trace;
+    if (trace) task->stuck_trace = std::make_unique<RawTrace>(*trace);
   }
   if (trace) failure.trace = *trace;
   running.fetch_sub(1, std::memory_order_relaxed);
@@ -225,7 +225,7 @@ void Runtime::Impl::abandon(const SlotPtr& slot, const TaskPtr& task, Clock::tim
   {
     std::lock_guard lock(task->mutex);
     task->duration_ms = duration;
-    task->error = std::move(failure);
+    task->error = std::make_unique<Failure>(std::move(failure));
     task->exception = nullptr;
     task->finished_at = WallClock::now();
   }

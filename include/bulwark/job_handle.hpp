@@ -87,7 +87,7 @@ class JobHandle {
   std::optional<Failure> failure() const {
     if (!task_) return make_failure(FailureKind::invalid, error_->message);
     std::lock_guard lock(task_->mutex);
-    return task_->error;
+    return task_->error ? std::optional<Failure>(*task_->error) : std::nullopt;
   }
 
   // Waits, then returns the value or rethrows the failure.
@@ -106,7 +106,7 @@ class JobHandle {
     {
       std::lock_guard lock(task_->mutex);
       exception = task_->exception;
-      failure = task_->error;
+      if (task_->error) failure = *task_->error;
     }
     if (exception) std::rethrow_exception(exception);
     if (failure) throw JobError(failure->kind, failure->message);

@@ -20,8 +20,8 @@ bool JobQueue::try_reserve() noexcept {
 
 void JobQueue::unreserve() noexcept { size_.fetch_sub(1, std::memory_order_acq_rel); }
 
-void JobQueue::push(TaskPtr task, Clock::time_point due) {
-  if (due > Clock::now()) {
+void JobQueue::push(TaskPtr task, Clock::time_point due, Clock::time_point now) {
+  if (due > now) {
     schedule(std::move(task), due, false);
   } else {
     push_ready(std::move(task), false);

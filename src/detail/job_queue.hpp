@@ -54,7 +54,7 @@ class JobQueue {
   // and publishing: try_reserve() takes a place (false when full or closed);
   // push() fills it and cannot fail; unreserve() gives it back unused.
   bool try_reserve() noexcept;
-  void push(TaskPtr task, Clock::time_point due);
+  void push(TaskPtr task, Clock::time_point due, Clock::time_point now = Clock::now());
   void unreserve() noexcept;
 
   // Re-queues an accepted job for another attempt at `due`. Always succeeds.

@@ -125,6 +125,13 @@ struct SupervisorCounters {
       abandoned_total{0}, abandoned_retired{0}, breaker_opened{0}, breaker_closed{0}, breaker_deferred{0};
 };
 
+// Wall-clock time of a steady-clock reading, without reading the wall clock
+// again (each clock read costs; the hot path takes three per job).
+inline WallClock::time_point to_wall(Clock::time_point t) {
+  static const auto offset = WallClock::now().time_since_epoch() - Clock::now().time_since_epoch();
+  return WallClock::time_point(std::chrono::duration_cast<WallClock::duration>(t.time_since_epoch() + offset));
+}
+
 inline double ms_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
@@ -140,6 +147,10 @@ namespace testing {
 // Called from inside a job: the worker running it dies after the job, as if
 // its loop had failed outside the guarded frame. For supervisor tests.
 void end_current_worker() noexcept;
+// Benchmarks only: runs jobs without the guarded frame, to measure what the
+// frame costs on the happy path. A job that throws then ends the process.
+void set_unguarded(bool unguarded) noexcept;
+bool unguarded() noexcept;
 }  // namespace testing
 
 }  // namespace bulwark::detail
@@ -167,7 +178,7 @@ struct Runtime::Impl {
   void worker_main(const SlotPtr& slot);
   void worker_loop(const SlotPtr& slot);
   // Returns false if the supervisor abandoned the attempt meanwhile.
-  bool run_attempt(const SlotPtr& slot, const TaskPtr& task);
+  bool run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock::time_point start);
   void fail_attempt(const TaskPtr& task, int attempt, Failure failure, std::exception_ptr exception,
                     std::vector<Failure> cleanup_errors, double duration_ms);
   void finished(const TaskPtr& task, JobState terminal);
@@ -207,6 +218,7 @@ struct Runtime::Impl {
   std::atomic<std::uint64_t> submitted{0}, rejected{0}, succeeded{0}, failed{0}, cancelled{0};
   std::atomic<std::uint64_t> attempts_failed{0}, retried{0};
   std::atomic<std::int64_t> active{0};
+  std::atomic<int> idle_waiters{0};  // threads in wait_idle; finished() notifies only if any
   std::atomic<std::size_t> running{0};
   std::mutex idle_mutex;
   std::condition_variable idle_cv;

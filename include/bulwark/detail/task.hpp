@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <memory>
 #include <optional>
 #include <stop_token>
 #include <type_traits>
@@ -81,15 +82,15 @@ class Task {
   std::stop_source stop{std::nostopstate};  // the current attempt's
   std::uint32_t epoch = 0;         // bumped when an attempt is abandoned
   bool cancel_requested = false;   // no further attempts
-  std::optional<RawTrace> stuck_trace;
+  std::unique_ptr<RawTrace> stuck_trace;  // on the heap: most jobs never get one
   int breaker_deferrals = 0;
   int attempts = 0;
   nlohmann::json result;
-  std::optional<Failure> error;
+  std::unique_ptr<Failure> error;         // the last attempt's; on the heap: the happy path never needs it
   std::vector<Failure> cleanup_errors;
   std::exception_ptr exception;  // the last attempt's thrown value, for JobHandle::get()
   double duration_ms = 0;
-  WallClock::time_point created_at = WallClock::now();
+  WallClock::time_point created_at{};  // set when accepted
   std::optional<WallClock::time_point> started_at;
   std::optional<WallClock::time_point> finished_at;
 };

@@ -1,0 +1,522 @@
+// bulwark against the pools C++ users would otherwise reach for, measured side
+// by side in one run. Prints a table and writes JSON (bench/results/latest.json).
+//
+//   bulwark_bench [--quick] [--workers N] [--out FILE]
+//
+// Every figure is the median of at least 5 repetitions, with min and max.
+// Absolute numbers on a shared machine mean little; the ratios, measured in
+// the same run, are the point.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <latch>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <blockingconcurrentqueue.h>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <nlohmann/json.hpp>
+#include <tbb/task_arena.h>
+#include <tbb/task_group.h>
+
+#include "bulwark/runtime.hpp"
+#include "detail/runtime_impl.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::ordered_json;
+using namespace std::chrono_literals;
+
+struct Config {
+  bool quick = false;
+  unsigned workers = 2;
+  std::string out = "bench/results/latest.json";
+  int reps = 5;
+  std::size_t jobs = 400'000;          // throughput runs
+  std::size_t failing_jobs = 100'000;  // failure-cost runs
+  std::size_t floor_iterations = 200'000;
+};
+
+struct Stat {
+  double median = 0, min = 0, max = 0;
+  ordered_json json() const { return {{"median", median}, {"min", min}, {"max", max}}; }
+};
+
+template <class F>
+Stat repeat(int reps, F&& run) {
+  std::vector<double> v;
+  for (int i = 0; i < reps; ++i) v.push_back(run());
+  std::sort(v.begin(), v.end());
+  return {v[v.size() / 2], v.front(), v.back()};
+}
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// --- the job bodies ----------------------------------------------------------
+
+std::atomic<std::uint64_t> g_done{0};
+
+__attribute__((noinline)) void throw_at(int depth) {
+  if (depth <= 1) throw std::runtime_error("bench failure");
+  throw_at(depth - 1);
+  asm volatile("");
+}
+
+// i-th job of a run: fails when i % 100 < fail_percent.
+struct Body {
+  int fail_percent = 0;
+  int depth = 10;
+  void operator()(std::size_t i) const {
+    g_done.fetch_add(1, std::memory_order_relaxed);
+    if (static_cast<int>(i % 100) < fail_percent) throw_at(depth);
+  }
+};
+
+void wait_done(std::uint64_t n) {
+  while (g_done.load(std::memory_order_relaxed) < n) std::this_thread::yield();
+}
+
+// --- the peers -----------------------------------------------------------------
+
+// What people write by hand: a deque under a mutex, a condition variable, and
+// a try/catch around each task.
+class MutexPool {
+ public:
+  explicit MutexPool(unsigned n) {
+    for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { loop(); });
+  }
+  ~MutexPool() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  void post(std::function<void()> f) {
+    {
+      std::lock_guard lock(mutex_);
+      tasks_.push_back(std::move(f));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      std::function<void()> f;
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
+        if (tasks_.empty()) return;
+        f = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      try {
+        f();
+      } catch (...) {
+      }
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// The raw-queue ceiling: moodycamel's blocking queue, a try/catch per task.
+class MoodycamelPool {
+ public:
+  explicit MoodycamelPool(unsigned n) {
+    for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { loop(); });
+  }
+  ~MoodycamelPool() {
+    for (std::size_t i = 0; i < threads_.size(); ++i) queue_.enqueue({});
+    for (auto& t : threads_) t.join();
+  }
+  void post(std::function<void()> f) { queue_.enqueue(std::move(f)); }
+
+ private:
+  void loop() {
+    for (;;) {
+      std::function<void()> f;
+      queue_.wait_dequeue(f);
+      if (!f) return;
+      try {
+        f();
+      } catch (...) {
+      }
+    }
+  }
+  moodycamel::BlockingConcurrentQueue<std::function<void()>> queue_;
+  std::vector<std::thread> threads_;
+};
+
+// Runs `n` jobs through one system; returns jobs per second.
+using Runner = std::function<double(std::size_t n, Body body, unsigned workers)>;
+
+double run_asio(std::size_t n, Body body, unsigned workers) {
+  boost::asio::thread_pool pool(workers);
+  g_done = 0;
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    boost::asio::post(pool, [body, i] {
+      try {  // without it a throwing handler terminates the process
+        body(i);
+      } catch (...) {
+      }
+    });
+  }
+  wait_done(n);
+  const double s = seconds_since(start);
+  pool.join();
+  return static_cast<double>(n) / s;
+}
+
+double run_tbb(std::size_t n, Body body, unsigned workers) {
+  tbb::task_arena arena(static_cast<int>(workers));
+  tbb::task_group group;
+  g_done = 0;
+  const auto start = Clock::now();
+  arena.execute([&] {
+    for (std::size_t i = 0; i < n; ++i) {
+      group.run([body, i] {
+        try {
+          body(i);
+        } catch (...) {
+        }
+      });
+    }
+  });
+  arena.execute([&] { group.wait(); });
+  return static_cast<double>(n) / seconds_since(start);
+}
+
+template <class Pool>
+double run_pool(std::size_t n, Body body, unsigned workers) {
+  Pool pool(workers);
+  g_done = 0;
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) pool.post([body, i] { body(i); });
+  wait_done(n);
+  return static_cast<double>(n) / seconds_since(start);
+}
+
+bulwark::RuntimeOptions bulwark_options(unsigned workers, std::size_t n) {
+  bulwark::RuntimeOptions o;
+  o.workers = workers;
+  o.queue_capacity = n + 1024;
+  o.logging.level = "off";
+  o.retry.max_attempts = 1;
+  o.retention_max_finished = 10'000;
+  return o;
+}
+
+double run_bulwark_post(std::size_t n, Body body, unsigned workers) {
+  bulwark::Runtime rt(bulwark::Registry{}, bulwark_options(workers, n));
+  g_done = 0;
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) rt.post([body, i] { body(i); });
+  wait_done(n);
+  const double s = seconds_since(start);
+  rt.wait_idle(60s);
+  return static_cast<double>(n) / s;
+}
+
+double run_bulwark_handler(std::size_t n, Body body, unsigned workers) {
+  bulwark::Registry registry;
+  registry.add("work", [body](bulwark::JobContext&, const nlohmann::json& p) {
+    body(p.at("i").get<std::size_t>());
+    return nlohmann::json();
+  });
+  bulwark::Runtime rt(std::move(registry), bulwark_options(workers, n));
+  g_done = 0;
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) rt.submit({.type = "work", .payload = {{"i", i}}});
+  wait_done(n);
+  const double s = seconds_since(start);
+  rt.wait_idle(60s);
+  return static_cast<double>(n) / s;
+}
+
+double run_bulwark_unguarded(std::size_t n, Body body, unsigned workers) {
+  bulwark::detail::testing::set_unguarded(true);
+  const double r = run_bulwark_post(n, body, workers);
+  bulwark::detail::testing::set_unguarded(false);
+  return r;
+}
+
+struct System {
+  const char* name;
+  Runner run;
+};
+
+const std::vector<System>& systems() {
+  static const std::vector<System> all = {
+      {"bulwark_post", run_bulwark_post},
+      {"bulwark_handler", run_bulwark_handler},
+      {"asio_thread_pool", run_asio},
+      {"tbb_task_group", run_tbb},
+      {"mutex_pool", run_pool<MutexPool>},
+      {"moodycamel_pool", run_pool<MoodycamelPool>},
+  };
+  return all;
+}
+
+// --- failure cost ----------------------------------------------------------
+
+// ns per throw + catch of a std::runtime_error `depth` calls deep, one thread.
+double floor_ns(int depth, std::size_t iterations) {
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < iterations; ++i) {
+    try {
+      throw_at(depth);
+    } catch (const std::exception&) {
+    }
+  }
+  return seconds_since(start) * 1e9 / static_cast<double>(iterations);
+}
+
+// ns per failed job on `workers` workers, every job failing at `depth`.
+double bulwark_failure_ns(std::size_t n, int depth, unsigned workers) {
+  return 1e9 / run_bulwark_post(n, Body{100, depth}, workers) * workers;
+}
+
+// --- latency -----------------------------------------------------------------
+
+ordered_json latency(std::size_t n, double rate, unsigned workers) {
+  bulwark::Runtime rt(bulwark::Registry{}, bulwark_options(workers, n));
+  std::vector<std::int64_t> waits(n);
+  g_done = 0;
+  const auto interval = std::chrono::duration<double>(1.0 / rate);
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto due = start + std::chrono::duration_cast<Clock::duration>(interval * static_cast<double>(i));
+    while (Clock::now() < due) {
+    }
+    const auto enqueued = Clock::now();
+    rt.post([&waits, i, enqueued] {
+      waits[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - enqueued).count();
+      g_done.fetch_add(1, std::memory_order_relaxed);
+    });
+  }
+  wait_done(n);
+  std::sort(waits.begin(), waits.end());
+  const auto at = [&](double q) { return static_cast<double>(waits[static_cast<std::size_t>(q * (n - 1))]) / 1000.0; };
+  return {{"rate_per_s", rate}, {"p50_us", at(0.5)}, {"p99_us", at(0.99)}, {"p999_us", at(0.999)}};
+}
+
+// --- supervision -------------------------------------------------------------
+
+// ms from a hard timeout to the replacement worker starting the next job, and
+// from the no-heartbeat deadline to the stuck trace being on the record.
+ordered_json supervision(int reps) {
+  std::vector<double> replace_ms, detect_ms;
+  for (int r = 0; r < reps; ++r) {
+    bulwark::Registry registry;
+    std::atomic<std::int64_t> hang_start{0}, probe_start{0};
+    registry.add("hang", [&](bulwark::JobContext&, const nlohmann::json&) {
+      hang_start = Clock::now().time_since_epoch().count();
+      const auto until = Clock::now() + 400ms;
+      while (Clock::now() < until) {
+      }
+      return nlohmann::json();
+    }, {.hard_timeout = 50ms});
+    registry.add("probe", [&](bulwark::JobContext&, const nlohmann::json&) {
+      probe_start = Clock::now().time_since_epoch().count();
+      return nlohmann::json();
+    });
+    registry.add("stuck", [&](bulwark::JobContext&, const nlohmann::json&) {
+      hang_start = Clock::now().time_since_epoch().count();
+      const auto until = Clock::now() + 200ms;
+      while (Clock::now() < until) {
+      }
+      return nlohmann::json();
+    });
+    auto o = bulwark_options(1, 100);
+    o.supervisor.tick = 10ms;
+    o.supervisor.stuck_after = 50ms;
+    o.supervisor.max_abandoned_threads = 16;
+    bulwark::Runtime rt(std::move(registry), o);
+    rt.submit({.type = "hang"});
+    rt.submit({.type = "probe"});
+    rt.wait_idle(10s);
+    replace_ms.push_back(static_cast<double>(probe_start - hang_start) / 1e6 - 50.0);
+
+    auto s = rt.submit({.type = "stuck"});
+    while (!rt.get(s.id)->stuck_trace) std::this_thread::sleep_for(100us);
+    detect_ms.push_back(static_cast<double>(Clock::now().time_since_epoch().count() - hang_start) / 1e6 - 50.0);
+    rt.wait_idle(10s);
+  }
+  const auto stat = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return Stat{v[v.size() / 2], v.front(), v.back()}.json();
+  };
+  return {{"tick_ms", 10}, {"hard_timeout_to_replacement_running_ms", stat(replace_ms)},
+          {"stuck_detection_after_deadline_ms", stat(detect_ms)}};
+}
+
+// --- memory ------------------------------------------------------------------
+
+long rss_kb() {
+  std::ifstream in("/proc/self/statm");
+  long pages = 0, resident = 0;
+  in >> pages >> resident;
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+ordered_json memory(std::size_t n) {
+  ordered_json out;
+  for (const bool registered : {false, true}) {
+    bulwark::Registry registry;
+    std::mutex gate_mutex;
+    std::condition_variable gate_cv;
+    bool open = false;
+    registry.add("noop", [](bulwark::JobContext&, const nlohmann::json&) { return nlohmann::json(); });
+    bulwark::Runtime rt(std::move(registry), bulwark_options(1, n));
+    rt.post([&] {
+      std::unique_lock lock(gate_mutex);
+      gate_cv.wait(lock, [&] { return open; });
+    });
+    std::this_thread::sleep_for(20ms);
+    const long before = rss_kb();
+    for (std::size_t i = 0; i < n; ++i) {
+      if (registered) rt.submit({.type = "noop", .payload = {{"i", i}}});
+      else rt.post([] {});
+    }
+    const long after = rss_kb();
+    {
+      std::lock_guard lock(gate_mutex);
+      open = true;
+    }
+    gate_cv.notify_all();
+    rt.wait_idle(120s);
+    out[registered ? "bytes_per_queued_handler_job" : "bytes_per_queued_post"] =
+        static_cast<double>(after - before) * 1024.0 / static_cast<double>(n);
+  }
+  out["jobs_queued"] = n;
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config cfg;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") {
+      cfg.quick = true;
+    } else if (a == "--workers" && i + 1 < argc) {
+      cfg.workers = static_cast<unsigned>(std::stoi(argv[++i]));
+    } else if (a == "--out" && i + 1 < argc) {
+      cfg.out = argv[++i];
+    } else {
+      std::cerr << "usage: bulwark_bench [--quick] [--workers N] [--out FILE]\n";
+      return 2;
+    }
+  }
+  if (cfg.quick) {
+    cfg.jobs = 50'000;
+    cfg.failing_jobs = 10'000;
+    cfg.floor_iterations = 20'000;
+  }
+  const unsigned w = cfg.workers;
+  ordered_json results;
+  results["machine"] = {{"cores", std::thread::hardware_concurrency()}, {"workers", w}, {"producers", 1},
+                        {"quick", cfg.quick}, {"repetitions", cfg.reps}};
+  const auto log = [](const std::string& s) { std::cerr << s << std::endl; };
+
+  // 1 and 4: throughput against failure rate, every system.
+  ordered_json throughput;
+  for (int rate : {0, 1, 10, 50, 100}) {
+    for (const System& sys : systems()) {
+      const Stat s = repeat(cfg.reps, [&] { return sys.run(cfg.jobs, Body{rate, 10}, w); });
+      throughput[std::to_string(rate)][sys.name] = s.json();
+      log("throughput " + std::to_string(rate) + "% failing, " + sys.name + ": " + std::to_string(s.median) + " jobs/s");
+    }
+  }
+  results["throughput_jobs_per_s_by_failure_percent"] = throughput;
+
+  // 2: the guard's happy-path cost.
+  const Stat guarded = repeat(cfg.reps, [&] { return run_bulwark_post(cfg.jobs, Body{0, 10}, w); });
+  const Stat unguarded = repeat(cfg.reps, [&] { return run_bulwark_unguarded(cfg.jobs, Body{0, 10}, w); });
+  results["guard"] = {{"guarded_jobs_per_s", guarded.json()},
+                      {"unguarded_jobs_per_s", unguarded.json()},
+                      {"cost_percent", (unguarded.median / guarded.median - 1.0) * 100.0}};
+  log("guard cost: " + std::to_string((unguarded.median / guarded.median - 1.0) * 100.0) + " %");
+
+  // 3: failure cost at depths 1, 10, 50, capture on and off, broken down.
+  ordered_json failure;
+  for (int depth : {1, 10, 50}) {
+    bulwark::set_throw_trace_capture(false);
+    const Stat floor = repeat(cfg.reps, [&] { return floor_ns(depth, cfg.floor_iterations); });
+    bulwark::set_throw_trace_capture(true);
+    const Stat with_capture = repeat(cfg.reps, [&] { return floor_ns(depth, cfg.floor_iterations); });
+    const Stat job_on = repeat(cfg.reps, [&] { return bulwark_failure_ns(cfg.failing_jobs, depth, 1); });
+    bulwark::set_throw_trace_capture(false);
+    const Stat job_off = repeat(cfg.reps, [&] { return bulwark_failure_ns(cfg.failing_jobs, depth, 1); });
+    bulwark::set_throw_trace_capture(true);
+    failure[std::to_string(depth)] = {
+        {"floor_ns", floor.json()},
+        {"floor_plus_capture_ns", with_capture.json()},
+        {"capture_ns", with_capture.median - floor.median},
+        {"bulwark_job_capture_on_ns", job_on.json()},
+        {"bulwark_job_capture_off_ns", job_off.json()},
+        {"bookkeeping_capture_off_ns", job_off.median - floor.median},
+        {"bookkeeping_capture_on_ns", job_on.median - with_capture.median}};
+    log("failure depth " + std::to_string(depth) + ": floor " + std::to_string(floor.median) + " ns, capture " +
+        std::to_string(with_capture.median - floor.median) + " ns, job off " + std::to_string(job_off.median) +
+        " ns, job on " + std::to_string(job_on.median) + " ns");
+  }
+  results["failure_cost"] = failure;
+
+  // 5: scaling of failures.
+  const Stat one = repeat(cfg.reps, [&] { return run_bulwark_post(cfg.failing_jobs, Body{100, 10}, 1); });
+  const Stat two = repeat(cfg.reps, [&] { return run_bulwark_post(cfg.failing_jobs, Body{100, 10}, 2); });
+  results["failure_scaling"] = {{"one_worker_jobs_per_s", one.json()},
+                                {"two_workers_jobs_per_s", two.json()},
+                                {"ratio", two.median / one.median}};
+  log("failure scaling 2/1 workers: " + std::to_string(two.median / one.median));
+
+  // 6: latency at about half of peak.
+  const double peak = throughput["0"]["bulwark_post"]["median"].get<double>();
+  results["latency"] = latency(cfg.quick ? 20'000 : 100'000, peak / 2, w);
+  log("latency: " + results["latency"].dump());
+
+  // 7: supervision.
+  results["supervision"] = supervision(cfg.reps);
+  log("supervision: " + results["supervision"].dump());
+
+  // 8: memory per queued job.
+  results["memory"] = memory(cfg.quick ? 100'000 : 1'000'000);
+  log("memory: " + results["memory"].dump());
+
+  // Ratios the issue asks for.
+  const auto med = [&](const char* sys) { return throughput["0"][sys]["median"].get<double>(); };
+  const double best_peer = std::max(med("tbb_task_group"), med("mutex_pool"));
+  results["ratios"] = {
+      {"post_vs_asio", med("bulwark_post") / med("asio_thread_pool")},
+      {"post_vs_best_of_tbb_and_mutex_pool", med("bulwark_post") / best_peer},
+      {"handler_vs_asio", med("bulwark_handler") / med("asio_thread_pool")},
+      {"post_vs_moodycamel_ceiling", med("bulwark_post") / med("moodycamel_pool")},
+      {"guard_cost_percent", results["guard"]["cost_percent"]},
+      {"failure_scaling_2_over_1", results["failure_scaling"]["ratio"]},
+  };
+  std::ofstream(cfg.out) << results.dump(2) << "\n";
+  std::cout << results["ratios"].dump(2) << "\n";
+  return 0;
+}
