@@ -45,7 +45,7 @@ struct Config {
   unsigned workers = 2;
   std::string out = "bench/results/latest.json";
   int reps = 5;
-  std::size_t jobs = 400'000;          // throughput runs
+  std::size_t jobs = 200'000;          // throughput runs
   std::size_t failing_jobs = 100'000;  // failure-cost runs
   std::size_t floor_iterations = 200'000;
 };
@@ -517,6 +517,30 @@ int main(int argc, char** argv) {
       {"failure_scaling_2_over_1", results["failure_scaling"]["ratio"]},
   };
   std::ofstream(cfg.out) << results.dump(2) << "\n";
+  // Plain columns for bench/plot.sh (gnuplot reads no JSON).
+  const std::string base = cfg.out.substr(0, cfg.out.rfind('.'));
+  {
+    std::ofstream dat(base + ".throughput.dat");
+    dat << "failure_percent";
+    for (const System& sys : systems()) dat << ' ' << sys.name;
+    dat << '\n';
+    for (int rate : {0, 1, 10, 50, 100}) {
+      dat << rate;
+      for (const System& sys : systems()) {
+        dat << ' ' << throughput[std::to_string(rate)][sys.name]["median"].get<double>();
+      }
+      dat << '\n';
+    }
+  }
+  {
+    std::ofstream dat(base + ".failure.dat");
+    dat << "# depth floor_ns capture_ns bookkeeping_ns(capture on)\n";
+    for (int depth : {1, 10, 50}) {
+      const auto& f = failure[std::to_string(depth)];
+      dat << depth << ' ' << f["floor_ns"]["median"].get<double>() << ' ' << f["capture_ns"].get<double>() << ' '
+          << f["bookkeeping_capture_on_ns"].get<double>() << '\n';
+    }
+  }
   std::cout << results["ratios"].dump(2) << "\n";
   return 0;
 }

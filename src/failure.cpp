@@ -8,6 +8,7 @@
 #include <new>
 #include <stdexcept>
 #include <typeinfo>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -17,11 +18,21 @@ namespace {
 constexpr std::size_t kMaxMessage = 4096;
 constexpr std::size_t kMaxNested = 16;
 
-std::string demangle(const char* mangled) {
+// Demangling allocates and walks the whole name; a failing job type throws
+// the same few types over and over, so each thread keeps what it demangled.
+std::string demangle_uncached(const char* mangled) {
   int status = 0;
   std::unique_ptr<char, decltype(&std::free)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
                                                    &std::free);
   return status == 0 && name ? std::string(name.get()) : std::string(mangled);
+}
+
+std::string demangle(const char* mangled) {
+  thread_local std::unordered_map<const char*, std::string> cache;  // keyed by the type_info's name pointer
+  auto it = cache.find(mangled);
+  if (it != cache.end()) return it->second;
+  if (cache.size() >= 256) cache.clear();
+  return cache.emplace(mangled, demangle_uncached(mangled)).first->second;
 }
 
 std::string bounded(std::string_view s) {
@@ -48,13 +59,17 @@ Level scalar(const char* type, T value) {
   return {type, std::to_string(value), nullptr};
 }
 
+Level std_level(const std::exception& e) {
+  Level level{demangle(typeid(e).name()), bounded(e.what()), nullptr};
+  if (const auto* nested = dynamic_cast<const std::nested_exception*>(&e)) level.next = nested->nested_ptr();
+  return level;
+}
+
 Level classify_level() {
   try {
     throw;
   } catch (const std::exception& e) {
-    Level level{demangle(typeid(e).name()), bounded(e.what()), nullptr};
-    if (const auto* nested = dynamic_cast<const std::nested_exception*>(&e)) level.next = nested->nested_ptr();
-    return level;
+    return std_level(e);
   } catch (const std::nested_exception& e) {
     return {demangle(typeid(e).name()), "", e.nested_ptr()};
   } catch (const char* s) {
@@ -97,9 +112,8 @@ Level classify_level(const std::exception_ptr& e) {
   }
 }
 
-Failure classify(const std::exception_ptr& e) {
+Failure classify(const std::exception_ptr& e, Level top) {
   Failure failure;
-  Level top = classify_level(e);
   failure.type = std::move(top.type);
   failure.message = std::move(top.message);
   failure.trace = throw_site_trace(e);
@@ -142,7 +156,15 @@ Failure make_failure(FailureKind kind, std::string message) {
 
 Failure classify_exception(const std::exception_ptr& e) noexcept {
   try {
-    return classify(e);
+    return classify(e, classify_level(e));
+  } catch (...) {
+    return out_of_memory_failure();
+  }
+}
+
+Failure classify_exception(const std::exception& e, const std::exception_ptr& ptr) noexcept {
+  try {
+    return classify(ptr, std_level(e));  // no rethrow: the caller caught it as std::exception already
   } catch (...) {
     return out_of_memory_failure();
   }

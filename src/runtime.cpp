@@ -299,7 +299,8 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock:
     }
     attempt = ++task->attempts;
     epoch = task->epoch;
-    task->stop = std::stop_source();
+    if (slot->stop.stop_requested()) slot->stop = std::stop_source();
+    task->stop = slot->stop;  // lent for this attempt; taken back under the mutex when it ends
     token = task->stop.get_token();
     if (!task->started_at) task->started_at = detail::to_wall(start);
   }
@@ -341,6 +342,7 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock:
       task->error.reset();
       task->exception = nullptr;
       task->finished_at = detail::to_wall(end);
+      task->stop = std::stop_source(std::nostopstate);
     }
     task->type_state->counters.succeeded.fetch_add(1, std::memory_order_relaxed);
     if (task->type_state->breaker.on_success(task->breaker_trial)) {
@@ -384,11 +386,14 @@ void Runtime::Impl::fail_attempt(const TaskPtr& task, int attempt, Failure failu
   {
     std::lock_guard lock(task->mutex);
     cancelled_now = task->cancel_requested;
+    task->stop = std::stop_source(std::nostopstate);  // the worker's source is not the job's any more
   }
   const bool again = attempt < task->max_attempts && !cancelled_now;
   const auto delay = task->policy->delay_after(attempt, detail::unit_random());
-  reporter.attempt_failed({task->id, task->type, attempt, task->max_attempts,
-                           again ? std::optional(delay) : std::nullopt, failure});
+  if (reporter.enabled(detail::LogLevel::error)) {
+    reporter.attempt_failed({task->id, task->type, attempt, task->max_attempts,
+                             again ? std::optional(delay) : std::nullopt, failure});
+  }
   {
     std::lock_guard lock(task->mutex);
     task->duration_ms = duration_ms;

@@ -58,6 +58,10 @@ Failure classify_current_exception() noexcept;
 // Classifies `e` (not null).
 Failure classify_exception(const std::exception_ptr& e) noexcept;
 
+// Classifies a std::exception the caller has caught, `ptr` being the same
+// exception; cheaper than the exception_ptr form (no rethrow).
+Failure classify_exception(const std::exception& e, const std::exception_ptr& ptr) noexcept;
+
 // The failure as in bulwark's output: {"kind","type","message","nested",
 // "trace"}. With `symbolized`, frames carry function, file and line
 // (see symbolize(): blocks, call it off the worker threads); without, only

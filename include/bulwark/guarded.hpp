@@ -14,6 +14,7 @@
 #include <cxxabi.h>
 
 #include <exception>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -62,6 +63,10 @@ __attribute__((no_sanitize("null"))) auto guarded(F&& f) -> Outcome<std::invoke_
     }
   } catch (const abi::__forced_unwind&) {
     throw;  // thread cancellation unwinds through us; swallowing it aborts the process
+  } catch (const std::exception& e) {
+    auto ptr = std::current_exception();
+    Failure failure = classify_exception(e, ptr);  // before ptr is moved: argument order is unspecified
+    return Outcome<R>(std::move(failure), std::move(ptr));
   } catch (...) {
     return Outcome<R>(classify_current_exception(), std::current_exception());
   }

@@ -82,6 +82,9 @@ struct WorkerSlot {
   std::thread thread;       // guarded by Impl::slots_mutex
 
   std::atomic<int> owner{idle};      // who decides the current attempt's fate
+  // The stop source lent to each attempt this worker runs (no allocation per
+  // job); replaced once a stop was requested on it. Only the worker writes it.
+  std::stop_source stop;
   std::atomic<bool> exited{false};   // the thread function has returned
   std::atomic<bool> shutdown_exit{false};  // it returned because the queue closed
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Draws the benchmark results: throughput against failure rate, and the cost
+# of one failed job broken down. Needs gnuplot (Debian gnuplot-nox).
+#   bench/plot.sh bench/results/latest.json
+set -euo pipefail
+json=${1:-bench/results/latest.json}
+base=${json%.json}
+for f in "$base.throughput.dat" "$base.failure.dat"; do
+  [[ -f $f ]] || { echo "plot.sh: $f missing; run bulwark_bench first" >&2; exit 1; }
+done
+gnuplot <<GP
+set terminal pngcairo size 900,540 noenhanced
+set output "$base.throughput.png"
+set title "Throughput against failure rate (2 workers, 1 producer)"
+set xlabel "failing jobs (%)"
+set ylabel "jobs per second"
+set logscale y
+set key outside right
+set grid
+plot for [i=2:7] "$base.throughput.dat" using 1:i with linespoints lw 2 title columnheader(i)
+set output "$base.failure.png"
+unset logscale y
+set title "Cost of one failed job, by throw depth (capture on)"
+set xlabel "throw depth (frames)"
+set ylabel "nanoseconds"
+set style data histograms
+set style histogram rowstacked
+set style fill solid 0.8 border -1
+set boxwidth 0.6
+plot "$base.failure.dat" using 2:xtic(1) title "floor: throw + catch", '' using 3 title "trace capture", '' using 4 title "bulwark bookkeeping"
+GP
+echo "plots: $base.throughput.png $base.failure.png"
