@@ -46,8 +46,8 @@ struct Config {
   std::string out = "bench/results/latest.json";
   int reps = 5;
   std::size_t jobs = 200'000;          // throughput runs
-  std::size_t failing_jobs = 100'000;  // failure-cost runs
-  std::size_t floor_iterations = 200'000;
+  std::size_t failing_jobs = 40'000;   // failure-cost runs
+  std::size_t floor_iterations = 100'000;
 };
 
 struct Stat {
