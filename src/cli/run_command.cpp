@@ -16,6 +16,7 @@
 #include <blockingconcurrentqueue.h>
 
 #include "builtin_workers.hpp"
+#include "cli/options.hpp"
 #include "bulwark/runtime.hpp"
 
 namespace bulwark::cli {
@@ -196,14 +197,9 @@ bool next_line(std::istream& in, std::vector<char>& buffer, std::string& line, b
 }  // namespace
 
 int run_command(const RunArgs& args) {
-  RuntimeOptions options;
-  try {
-    if (!args.config.empty()) options = RuntimeOptions::from_file(args.config);
-  } catch (const ConfigError& e) {
-    std::cerr << "bulwark: configuration error: " << e.what() << "\n";
-    return 2;
-  }
-  if (args.workers) options.workers = *args.workers;
+  std::optional<RuntimeOptions> loaded = load_options(args.config, args.workers);
+  if (!loaded) return 2;
+  RuntimeOptions options = std::move(*loaded);
 
   std::ifstream input_file;
   std::istream* in = &std::cin;

@@ -6,21 +6,17 @@
 #include <iostream>
 
 #include "builtin_workers.hpp"
+#include "cli/options.hpp"
 #include "bulwark/http_server.hpp"
 #include "bulwark/runtime.hpp"
 
 namespace bulwark::cli {
 
 int serve_command(const ServeArgs& args) {
-  RuntimeOptions options;
-  try {
-    if (!args.config.empty()) options = RuntimeOptions::from_file(args.config);
-  } catch (const ConfigError& e) {
-    std::cerr << "bulwark: configuration error: " << e.what() << "\n";
-    return 2;
-  }
+  std::optional<RuntimeOptions> loaded = load_options(args.config, args.workers);
+  if (!loaded) return 2;
+  RuntimeOptions options = std::move(*loaded);
   if (args.listen) options.server.listen = *args.listen;
-  if (args.workers) options.workers = *args.workers;
 
   // Every thread started from here on inherits the block; this thread takes
   // the signals with sigwait, so no handler runs in the middle of anything.
