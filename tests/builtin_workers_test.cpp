@@ -91,7 +91,7 @@ TEST_SUITE("built-in workers") {
     CHECK(r.duration_ms >= 20.0);
   }
 
-  TEST_CASE_FIXTURE(Fixture, "bad payloads are refused at submit with the field named") {
+  TEST_CASE_FIXTURE(Fixture, "bad payloads are refused at submit with the field named" * doctest::timeout(30)) {
     const std::pair<bulwark::JobSpec, const char*> cases[] = {
         {{.type = "sleep", .payload = {{"ms", -5}}}, "sleep: payload.ms"},
         {{.type = "compute", .payload = "many"}, "compute: payload: expected an object"},

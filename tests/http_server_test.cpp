@@ -271,7 +271,7 @@ TEST_SUITE("HttpServer") {
     CHECK_MESSAGE(WEXITSTATUS(raw) == 0, text);
   }
 
-  TEST_CASE("a listen address that cannot be used is a configuration error") {
+  TEST_CASE("a listen address that cannot be used is a configuration error" * doctest::timeout(30)) {
     auto o = Service::options();
     bulwark::Runtime rt(bulwark::Registry{}, o);
     o.server.listen = "999.1.1.1:80";

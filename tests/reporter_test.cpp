@@ -80,7 +80,7 @@ TEST_SUITE("Reporter") {
     CHECK(all.find("#0 bulwark::workers::(anonymous namespace)::fail_throw_site") != std::string::npos);
   }
 
-  TEST_CASE("an unwritable log file is a configuration error naming the key") {
+  TEST_CASE("an unwritable log file is a configuration error naming the key" * doctest::timeout(30)) {
     bulwark::RuntimeOptions o;
     o.logging.file = "/dev/null/x.log";  // a file cannot be a directory
     CHECK_THROWS_AS(bulwark::Runtime(bulwark::Registry{}, o), bulwark::ConfigError);

@@ -253,7 +253,7 @@ TEST_SUITE("Runtime") {
     CHECK(rt.get(by_job.id)->attempts == 1);
   }
 
-  TEST_CASE("config naming an unknown job type is refused") {
+  TEST_CASE("config naming an unknown job type is refused" * doctest::timeout(30)) {
     auto options = test_options(1);
     options.handlers["fial"] = {.max_attempts = 2};
     CHECK_THROWS_WITH_AS(Runtime(builtins(), options), "handlers.fial: unknown job type 'fial'",

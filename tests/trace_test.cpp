@@ -94,7 +94,7 @@ TEST_SUITE("throw-site trace") {
     CHECK(top_function(outer).find("trace_test_throw_site") != std::string::npos);
   }
 
-  TEST_CASE("rethrow_exception on another thread keeps the trace") {
+  TEST_CASE("rethrow_exception on another thread keeps the trace" * doctest::timeout(30)) {
     CaptureOn on;
     std::exception_ptr saved;
     try {
