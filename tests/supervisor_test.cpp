@@ -214,8 +214,9 @@ TEST_SUITE("Supervisor") {
 
   TEST_CASE("health reports every worker with its job and heartbeat age" * doctest::timeout(60)) {
     Runtime rt(builtins(), test_options(2));
-    auto s = rt.submit({.type = "sleep", .payload = {{"ms", 300}}});
-    REQUIRE(eventually([&] { return rt.get(s.id)->state == JobState::running; }));
+    auto s = rt.submit({.type = "sleep", .payload = {{"ms", 5000}}});  // stopped early at shutdown
+    // The state turns `running` a moment before the worker publishes the job.
+    REQUIRE(eventually([&] { return count_state(rt.health(), "busy") == 1; }));
     const auto h = rt.health();
     CHECK(h.verdict == Verdict::healthy);
     REQUIRE(h.workers.size() == 2);
