@@ -77,7 +77,7 @@ TEST_SUITE("bulwark serve") {
     const auto port = static_cast<std::uint16_t>(std::stoi(first.substr(first.rfind(':') + 1)));
     CHECK(p.read_line().find("curl -s -X POST") != std::string::npos);
 
-    auto running = http(port, "POST", "/v1/jobs", R"({"type": "hang", "payload": {"ms": 600}})");
+    auto running = http(port, "POST", "/v1/jobs", R"({"type": "hang", "payload": {"ms": 2000}})");
     REQUIRE(running.status == 201);
     const std::string id = running.json()["id"];
     REQUIRE(http(port, "POST", "/v1/jobs", R"({"type": "echo", "delay_ms": 3600000})").status == 201);

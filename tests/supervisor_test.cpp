@@ -161,7 +161,7 @@ TEST_SUITE("Supervisor") {
             doctest::timeout(60)) {
     auto o = test_options(2);
     o.supervisor.max_restarts = 1;
-    o.supervisor.restart_window = 400ms;
+    o.supervisor.restart_window = 1500ms;
     Runtime rt(Registry{}, o);
     for (int i = 0; i < 2; ++i) {
       rt.post([] { bulwark::detail::testing::end_current_worker(); }).get();
