@@ -720,6 +720,11 @@ RuntimeStats Runtime::stats() const {
   return s;
 }
 
+RuntimeCounters Runtime::counters() const noexcept {
+  return {impl_->submitted.load(), impl_->succeeded.load(), impl_->failed.load(), impl_->queue.size(),
+          impl_->queue.capacity()};
+}
+
 unsigned Runtime::worker_count() const noexcept { return impl_->options.effective_workers(); }
 
 HealthReport Runtime::health() const { return impl_->health(); }

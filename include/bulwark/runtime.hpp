@@ -117,6 +117,16 @@ struct RuntimeStats {
   std::uint64_t breaker_deferred = 0;  // job starts put off by an open breaker
 };
 
+// The few counters that cost nothing to read (stats() walks every retained
+// record): for probes and rate sampling.
+struct RuntimeCounters {
+  std::uint64_t submitted = 0;
+  std::uint64_t succeeded = 0;
+  std::uint64_t failed = 0;
+  std::size_t queue_depth = 0;
+  std::size_t queue_capacity = 0;
+};
+
 struct ShutdownReport {
   bool drained = true;        // every queued job ran before the deadline
   std::size_t not_run = 0;    // jobs ended failed with kind `shutdown`
@@ -157,7 +167,8 @@ class Runtime {
   // attempts.
   RequeueResult requeue(const JobId& id);
 
-  RuntimeStats stats() const;
+  RuntimeStats stats() const;  // walks every retained record: not for hot loops
+  RuntimeCounters counters() const noexcept;  // lock-free
   // The supervisor's verdict with its reasons, every worker and breaker.
   HealthReport health() const;
 

@@ -174,7 +174,7 @@ Response Api::handle(const Request& request) {
       return json_response(h.verdict == Verdict::unhealthy ? 503 : 200,
                            {{"status", to_string(h.verdict)}, {"reasons", h.reasons}});
     }
-    const RuntimeStats s = runtime_.stats();
+    const RuntimeCounters s = runtime_.counters();
     if (draining()) return json_response(503, {{"ready", false}, {"reason", "draining: the server is shutting down"}});
     if (s.queue_depth >= s.queue_capacity) {
       return json_response(503, {{"ready", false}, {"reason", "the queue is full"}});
@@ -287,7 +287,7 @@ Response Api::list(const std::map<std::string, std::string>& query) {
 }
 
 void Api::sample() {
-  const RuntimeStats s = runtime_.stats();
+  const RuntimeCounters s = runtime_.counters();
   std::lock_guard lock(mutex_);
   const auto now = std::chrono::steady_clock::now();
   samples_.push_back({now, s.submitted, s.succeeded, s.failed});
