@@ -1,7 +1,9 @@
 // bulwark against the pools C++ users would otherwise reach for, measured side
 // by side in one run. Prints a table and writes JSON (bench/results/latest.json).
 //
-//   bulwark_bench [--quick] [--workers N] [--out FILE]
+//   bulwark_bench [--quick] [--workers N] [--out FILE] [--only SYSTEM]
+//
+// --only runs nothing but that system's no-failure throughput (for perf).
 //
 // Every figure is the median of at least 5 repetitions, with min and max.
 // Absolute numbers on a shared machine mean little; the ratios, measured in
@@ -44,6 +46,7 @@ struct Config {
   bool quick = false;
   unsigned workers = 2;
   std::string out = "bench/results/latest.json";
+  std::string only;  // profile one system's throughput
   int reps = 5;
   std::size_t jobs = 200'000;          // throughput runs
   std::size_t failing_jobs = 40'000;   // failure-cost runs
@@ -424,8 +427,10 @@ int main(int argc, char** argv) {
       cfg.workers = static_cast<unsigned>(std::stoi(argv[++i]));
     } else if (a == "--out" && i + 1 < argc) {
       cfg.out = argv[++i];
+    } else if (a == "--only" && i + 1 < argc) {
+      cfg.only = argv[++i];
     } else {
-      std::cerr << "usage: bulwark_bench [--quick] [--workers N] [--out FILE]\n";
+      std::cerr << "usage: bulwark_bench [--quick] [--workers N] [--out FILE] [--only SYSTEM]\n";
       return 2;
     }
   }
@@ -435,6 +440,16 @@ int main(int argc, char** argv) {
     cfg.floor_iterations = 20'000;
   }
   const unsigned w = cfg.workers;
+  if (!cfg.only.empty()) {
+    const auto it = std::find_if(systems().begin(), systems().end(), [&](const System& s) { return s.name == cfg.only; });
+    if (it == systems().end()) {
+      std::cerr << "--only: unknown system '" << cfg.only << "'\n";
+      return 2;
+    }
+    const Stat s = repeat(cfg.reps, [&] { return it->run(cfg.jobs * 5, Body{0, 10}, w); });
+    std::cout << it->name << ": " << s.median << " jobs/s (min " << s.min << ", max " << s.max << ")\n";
+    return 0;
+  }
   ordered_json results;
   results["machine"] = {{"cores", std::thread::hardware_concurrency()}, {"workers", w}, {"producers", 1},
                         {"quick", cfg.quick}, {"repetitions", cfg.reps}};

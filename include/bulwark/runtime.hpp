@@ -35,6 +35,7 @@
 #include "bulwark/config.hpp"
 #include "bulwark/health.hpp"
 #include "bulwark/job.hpp"
+#include "bulwark/detail/task_pool.hpp"
 #include "bulwark/job_handle.hpp"
 #include "bulwark/registry.hpp"
 
@@ -149,7 +150,8 @@ class Runtime {
   JobHandle<detail::post_result_t<std::decay_t<F>>> post(F&& fn, PostOptions options = {}) {
     using Fn = std::decay_t<F>;
     using R = detail::post_result_t<Fn>;
-    auto task = std::make_shared<detail::PostedTask<Fn, R>>(std::forward<F>(fn));
+    auto task = std::allocate_shared<detail::PostedTask<Fn, R>>(detail::PoolAllocator<detail::PostedTask<Fn, R>>{},
+                                                                 std::forward<F>(fn));
     if (auto error = enqueue_posted(task, std::move(options))) return JobHandle<R>(std::move(*error));
     return JobHandle<R>(std::move(task));
   }

@@ -57,7 +57,6 @@ void JobQueue::push_ready(TaskPtr task, bool retry) {
   const int lane = lane_of(task->priority, retry);
   task->in_retry_lane.store(retry, std::memory_order_relaxed);
   lane_counts_[lane].fetch_add(1, std::memory_order_release);
-  ready_.fetch_add(1, std::memory_order_relaxed);
   lanes_[lane].enqueue(std::move(task));
   items_.signal();
 }
@@ -86,7 +85,6 @@ TaskPtr JobQueue::pop() {
         TaskPtr task;
         if (lanes_[lane].try_dequeue(task)) {
           lane_counts_[lane].fetch_sub(1, std::memory_order_relaxed);
-          ready_.fetch_sub(1, std::memory_order_relaxed);
           size_.fetch_sub(1, std::memory_order_acq_rel);
           return task;
         }
@@ -98,6 +96,12 @@ TaskPtr JobQueue::pop() {
       if (spins > 64) std::this_thread::yield();
     }
   }
+}
+
+std::size_t JobQueue::ready() const noexcept {
+  std::int64_t n = 0;
+  for (const auto& c : lane_counts_) n += c.load(std::memory_order_relaxed);
+  return static_cast<std::size_t>(std::max<std::int64_t>(0, n));
 }
 
 std::vector<std::size_t> JobQueue::ready_by_priority() const {
@@ -132,7 +136,6 @@ std::vector<TaskPtr> JobQueue::drain() {
     TaskPtr task;
     while (lanes_[lane].try_dequeue(task)) {
       lane_counts_[lane].fetch_sub(1, std::memory_order_relaxed);
-      ready_.fetch_sub(1, std::memory_order_relaxed);
       out.push_back(std::move(task));
     }
   }

@@ -82,7 +82,7 @@ class JobQueue {
   std::vector<TaskPtr> drain();
 
   std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
-  std::size_t ready() const noexcept { return ready_.load(std::memory_order_relaxed); }
+  std::size_t ready() const noexcept;
   std::size_t capacity() const noexcept { return capacity_; }
   // Ready jobs per priority (fresh and retry lanes together), index = priority.
   std::vector<std::size_t> ready_by_priority() const;
@@ -102,14 +102,18 @@ class JobQueue {
   void schedule(TaskPtr task, Clock::time_point due, bool retry);
   void run_scheduler(std::stop_token stop);
 
+  // Producers and workers both write size_, the lane counts and the
+  // semaphore; each gets a cache line of its own so that one write does
+  // not also evict the others (or the read-mostly fields).
   const std::size_t capacity_;
-  std::atomic<std::size_t> size_{0};   // everything waiting
-  std::atomic<std::size_t> ready_{0};  // in lanes
   std::atomic<bool> closed_{false};
+  alignas(64) std::atomic<std::size_t> size_{0};  // everything waiting
+  alignas(64) std::array<std::atomic<std::int64_t>, kLanes> lane_counts_{};  // ready per lane; lets pop() skip empty ones
+  // A short spin before sleeping: with more threads than cores, long spins
+  // take the CPU from the producers they wait for.
+  alignas(64) moodycamel::LightweightSemaphore items_{0, 500};  // one count per ready task
 
   std::array<moodycamel::ConcurrentQueue<TaskPtr>, kLanes> lanes_;
-  std::array<std::atomic<std::int64_t>, kLanes> lane_counts_{};  // lets pop() skip empty lanes
-  moodycamel::LightweightSemaphore items_;                        // one count per ready task
 
   std::mutex mutex_;
   std::condition_variable_any wake_;

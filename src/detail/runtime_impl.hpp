@@ -55,7 +55,8 @@ class Histogram {
 // Cumulative counters of one job type; lock-free.
 struct TypeCounters {
   static constexpr std::size_t kKinds = 5;  // FailureKind values
-  std::atomic<std::uint64_t> submitted{0}, started{0}, succeeded{0}, retried{0};
+  alignas(64) std::atomic<std::uint64_t> submitted{0};  // the submit side's line
+  alignas(64) std::atomic<std::uint64_t> started{0}, succeeded{0}, retried{0};
   std::array<std::atomic<std::uint64_t>, kKinds> failed{};
   std::array<std::atomic<std::uint64_t>, kKinds> recovered{};
 };
@@ -214,16 +215,20 @@ struct Runtime::Impl {
   std::array<std::atomic<std::uint64_t>, 5> rejected_by_code{};  // SubmitError::Code values
   detail::SupervisorCounters sup;
 
-  std::atomic<bool> accepting{true};
+  // The hot counters, grouped by who writes them so that producers and
+  // workers do not evict each other's cache lines: submit side, worker side,
+  // and `active`, which both write.
+  alignas(64) std::atomic<bool> accepting{true};
   std::atomic<bool> stopping{false};  // shutdown has begun: exits are not deaths
   std::atomic<int> submitting{0};
   std::atomic<std::uint64_t> next_seq{0};
-  std::atomic<std::uint64_t> submitted{0}, rejected{0}, succeeded{0}, failed{0}, cancelled{0};
+  std::atomic<std::uint64_t> submitted{0}, rejected{0};
+  alignas(64) std::atomic<std::uint64_t> succeeded{0}, failed{0}, cancelled{0};
   std::atomic<std::uint64_t> attempts_failed{0}, retried{0};
-  std::atomic<std::int64_t> active{0};
-  std::atomic<int> idle_waiters{0};  // threads in wait_idle; finished() notifies only if any
   std::atomic<std::size_t> running{0};
-  std::mutex idle_mutex;
+  std::atomic<int> idle_waiters{0};  // threads in wait_idle; finished() notifies only if any
+  alignas(64) std::atomic<std::int64_t> active{0};
+  alignas(64) std::mutex idle_mutex;
   std::condition_variable idle_cv;
 
   mutable std::mutex slots_mutex;
