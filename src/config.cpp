@@ -111,7 +111,7 @@ void read_retry(const Section& s, RetryPolicy& r) {
 RuntimeOptions RuntimeOptions::from_json(const json& config) {
   RuntimeOptions o;
   const Section root(config, "", {"workers", "queue", "retry", "recovery", "retention", "shutdown", "supervisor",
-                                  "circuit_breaker", "server", "logging", "handlers"});
+                                  "circuit_breaker", "isolation", "server", "logging", "handlers"});
   root.integer("workers", o.workers, 0, 1024);
   root.child("queue", {"capacity"}).integer("capacity", o.queue_capacity, 1, 100'000'000);
   read_retry(root.child("retry", {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "backoff_multiplier",
@@ -140,6 +140,13 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   cb.integer("failures", o.circuit_breaker.failures, 0, 1'000'000);
   cb.millis("window_ms", o.circuit_breaker.window);
   cb.millis("cooldown_ms", o.circuit_breaker.cooldown);
+  const Section iso = root.child("isolation", {"processes", "memory_limit_mb", "start_timeout_ms"});
+  iso.integer("processes", o.isolation.processes, 1, 256);
+  iso.integer("memory_limit_mb", o.isolation.memory_limit_mb, 0, 1 << 20);
+  iso.millis("start_timeout_ms", o.isolation.start_timeout);
+  if (o.isolation.start_timeout.count() == 0) {
+    Section::fail("isolation.start_timeout_ms", "expected an integer from 1 to 86400000");
+  }
   const Section server = root.child("server", {"listen", "io_threads", "max_body_bytes", "max_header_bytes",
                                                "read_timeout_ms", "idle_timeout_ms", "max_connections", "auth_token",
                                                "drain_timeout_ms"});
@@ -162,13 +169,20 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
     if (!handlers->is_object()) Section::fail("handlers", "expected an object");
     for (const auto& [type, value] : handlers->items()) {
       const Section h(value, "handlers." + type,
-                      {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "timeout_ms", "hard_timeout_ms"});
+                      {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "timeout_ms", "hard_timeout_ms",
+                       "isolation", "memory_limit_mb"});
       HandlerConfig hc;
       if (h.find("max_attempts") != nullptr) h.integer("max_attempts", hc.max_attempts.emplace(), 1, 1000);
       if (h.find("backoff_initial_ms") != nullptr) h.millis("backoff_initial_ms", hc.backoff_initial.emplace());
       if (h.find("backoff_max_ms") != nullptr) h.millis("backoff_max_ms", hc.backoff_max.emplace());
       if (h.find("timeout_ms") != nullptr) h.millis("timeout_ms", hc.timeout.emplace());
       if (h.find("hard_timeout_ms") != nullptr) h.millis("hard_timeout_ms", hc.hard_timeout.emplace());
+      if (h.find("isolation") != nullptr) {
+        std::string mode;
+        h.string("isolation", mode, {"thread", "process"});
+        hc.isolation = mode == "process" ? Isolation::process : Isolation::thread;
+      }
+      if (h.find("memory_limit_mb") != nullptr) h.integer("memory_limit_mb", hc.memory_limit_mb.emplace(), 0, 1 << 20);
       o.handlers[type] = hc;
     }
   }

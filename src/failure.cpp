@@ -196,6 +196,7 @@ nlohmann::ordered_json to_json(const Failure& failure, bool symbolized) {
                         {"nested", std::move(nested)},
                         {"trace", to_json(failure.trace, symbolized)}};
   if (failure.origin != "handler") out["origin"] = failure.origin;
+  if (!failure.signal.empty()) out["signal"] = failure.signal;
   if (failure.trace.truncated) out["trace_truncated"] = true;
   return out;
 }

@@ -8,7 +8,10 @@
 #include <random>
 
 #include "bulwark/guarded.hpp"
+#include "detail/context_access.hpp"
+#include "detail/crash_report.hpp"
 #include "detail/runtime_impl.hpp"
+#include "isolation/process_pool.hpp"
 
 namespace bulwark {
 
@@ -25,30 +28,6 @@ std::string_view to_string(SubmitError::Code code) noexcept {
 
 namespace detail {
 
-// The runtime's access to a JobContext's private parts.
-struct ContextAccess {
-  static JobContext make(Task& task, std::stop_token stop, int attempt, std::uint32_t epoch) noexcept {
-    return JobContext(task, std::move(stop), attempt, epoch);
-  }
-
-  // Runs the cleanups last-registered first. `failed` says whether the
-  // attempt has failed so far; a cleanup that throws makes it so.
-  static std::vector<Failure> run_cleanups(JobContext& ctx, bool failed) {
-    std::vector<Failure> failures;
-    for (auto it = ctx.cleanups_.rbegin(); it != ctx.cleanups_.rend(); ++it) {
-      if (it->only_on_failure && !failed) continue;
-      auto outcome = guarded(it->fn);
-      if (!outcome.ok()) {
-        failures.push_back(std::move(outcome.failure()));
-        failures.back().origin = it->only_on_failure ? "on_failure" : "defer";
-        failed = true;
-      }
-    }
-    ctx.cleanups_.clear();
-    return failures;
-  }
-};
-
 namespace {
 
 class HandlerTask final : public Task {
@@ -64,6 +43,42 @@ class HandlerTask final : public Task {
  private:
   std::shared_ptr<const Registry> registry_;  // keeps handler_ alive for abandoned attempts
   const Handler& handler_;
+};
+
+// A failed attempt of an isolated job, as the child process (or its death)
+// described it; thrown by IsolatedTask::run and unpacked by run_attempt.
+struct RemoteFailure {
+  Failure failure;
+  std::vector<Failure> cleanup_errors;
+};
+
+// An attempt of an isolated type: the job runs in a child worker process.
+class IsolatedTask final : public Task {
+ public:
+  IsolatedTask(std::shared_ptr<ProcessPool> pool, std::size_t memory_limit_mb)
+      : pool_(std::move(pool)), memory_limit_mb_(memory_limit_mb) {}
+
+  void run(JobContext& ctx) override {
+    ProcessRequest request;
+    request.id = id;
+    request.type = type;
+    request.attempt = ctx.attempt();
+    request.payload = &payload;
+    request.hard_timeout = hard_timeout;
+    request.memory_limit_mb = memory_limit_mb_;
+    request.stop = ctx.stop_token();
+    ProcessReply reply = pool_->run(request);
+    if (reply.stuck_trace) {
+      std::lock_guard lock(mutex);
+      stuck_trace = std::make_unique<RawTrace>(*reply.stuck_trace);
+    }
+    if (!reply.ok) throw RemoteFailure{std::move(reply.failure), std::move(reply.cleanup_errors)};
+    commit(ctx, [&] { result = std::move(reply.result); });
+  }
+
+ private:
+  std::shared_ptr<ProcessPool> pool_;
+  std::size_t memory_limit_mb_;
 };
 
 double unit_random() {
@@ -154,6 +169,8 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
     if (code.backoff_max) policy.max = *code.backoff_max;
     if (code.timeout) state->timeout = *code.timeout;
     if (code.hard_timeout) state->hard_timeout = *code.hard_timeout;
+    if (code.isolation) state->isolated = *code.isolation == Isolation::process;
+    state->memory_limit_mb = code.memory_limit_mb.value_or(options.isolation.memory_limit_mb);
     if (auto it = options.handlers.find(type); it != options.handlers.end()) {
       const HandlerConfig& cfg = it->second;
       if (cfg.max_attempts) policy.max_attempts = *cfg.max_attempts;
@@ -161,13 +178,20 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
       if (cfg.backoff_max) policy.max = *cfg.backoff_max;
       if (cfg.timeout) state->timeout = *cfg.timeout;
       if (cfg.hard_timeout) state->hard_timeout = *cfg.hard_timeout;
+      if (cfg.isolation) state->isolated = *cfg.isolation == Isolation::process;
+      if (cfg.memory_limit_mb) state->memory_limit_mb = *cfg.memory_limit_mb;
     }
     types.emplace(type, std::move(state));
+  }
+  const bool any_isolated = std::any_of(types.begin(), types.end(), [](const auto& t) { return t.second->isolated; });
+  if (any_isolated) {
+    processes = std::make_shared<detail::ProcessPool>(options.isolation.processes, options.isolation.start_timeout);
   }
   posts.policy = options.retry;
   posts.hard_timeout = options.supervisor.hard_timeout;
   set_throw_trace_capture(options.capture_traces);
   detail::dump_signal();
+  detail::install_crash_reporter(options.logging.file);
 
   const unsigned n = options.effective_workers();
   {
@@ -223,6 +247,7 @@ std::optional<SubmitError> Runtime::Impl::accept(const TaskPtr& task, std::chron
 }
 
 void Runtime::Impl::worker_main(const SlotPtr& slot) {
+  detail::AltStack alt_stack;  // lets the crash report run after a stack overflow
   detail::tls_slot = slot.get();
   slot->native.store(pthread_self(), std::memory_order_release);
   std::string reason;
@@ -320,9 +345,11 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock:
   slot->owner.store(WorkerSlot::running, std::memory_order_release);
 
   JobContext ctx = detail::ContextAccess::make(*task, std::move(token), attempt, epoch);
+  detail::set_crash_context(task.get(), slot->id);
   auto outcome = detail::testing::unguarded() ? (task->run(ctx), Outcome<void>(std::monostate{}))
                                               : guarded([&] { task->run(ctx); });
   std::vector<Failure> cleanup_errors = detail::ContextAccess::run_cleanups(ctx, !outcome.ok());
+  detail::set_crash_context(nullptr, slot->id);
   const auto end = Clock::now();
   const double duration = ms_between(start, end);
 
@@ -353,6 +380,18 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock:
     task->state.store(JobState::succeeded, std::memory_order_release);
     finished(task, JobState::succeeded);
     return true;
+  }
+  if (!outcome.ok() && task->isolated && outcome.exception()) {
+    try {
+      std::rethrow_exception(outcome.exception());
+    } catch (detail::RemoteFailure& remote) {
+      if (remote.failure.kind == FailureKind::timeout) sup.hard_timeouts.fetch_add(1, std::memory_order_relaxed);
+      cleanup_errors.insert(cleanup_errors.end(), remote.cleanup_errors.begin(), remote.cleanup_errors.end());
+      fail_attempt(task, attempt, std::move(remote.failure), nullptr, std::move(cleanup_errors), duration);
+      return true;
+    } catch (...) {
+      // Not the child's report: the attempt failed in this process; handled below.
+    }
   }
   if (outcome.ok()) {
     Failure first = std::move(cleanup_errors.front());
@@ -479,6 +518,13 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
     return std::all_of(live.begin(), live.end(), [](const SlotPtr& s) { return s->exited.load(); });
   };
   while (!all_exited() && Clock::now() < grace_end) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (processes) {
+    // Children still running a job are killed (kind shutdown), so the
+    // threads waiting for them return instead of being abandoned.
+    processes->close();
+    const auto close_end = Clock::now() + std::chrono::seconds(5);
+    while (!all_exited() && Clock::now() < close_end) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   for (const SlotPtr& s : live) {
     if (s->exited.load(std::memory_order_acquire)) continue;
     TaskPtr task;
@@ -558,7 +604,13 @@ Submitted Runtime::submit(JobSpec spec) {
     auto valid = guarded([&] { type.entry->options.validate(spec.payload); });
     if (!valid.ok()) return impl_->reject(SubmitError::Code::invalid, valid.failure().message);
   }
-  auto task = std::make_shared<detail::HandlerTask>(impl_->registry, type.entry->handler);
+  std::shared_ptr<Task> task;
+  if (type.isolated) {
+    task = std::make_shared<detail::IsolatedTask>(impl_->processes, type.memory_limit_mb);
+    task->isolated = true;
+  } else {
+    task = std::make_shared<detail::HandlerTask>(impl_->registry, type.entry->handler);
+  }
   task->id = std::move(spec.id);
   task->type = it->first;
   task->priority = spec.priority;
@@ -689,6 +741,7 @@ RuntimeStats Runtime::stats() const {
   s.replacements = sup.replacements.load();
   s.breaker_opened = sup.breaker_opened.load();
   s.breaker_deferred = sup.breaker_deferred.load();
+  if (impl_->processes) s.process_ends = impl_->processes->ends_by_reason();
   s.run_time = impl_->run_time.snapshot();
   s.queue_wait = impl_->queue_wait.snapshot();
   s.traces = throw_trace_stats();

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "detail/runtime_impl.hpp"
+#include "isolation/process_pool.hpp"
 
 namespace bulwark {
 namespace {
@@ -42,6 +43,15 @@ nlohmann::ordered_json to_json(const HealthReport& h) {
                        {"restarts", w.restarts},
                        {"abandoned", w.abandoned}});
   }
+  nlohmann::ordered_json processes = nlohmann::ordered_json::array();
+  for (const ProcessHealth& p : h.processes) {
+    processes.push_back({{"id", p.id},
+                         {"pid", p.pid},
+                         {"state", p.state},
+                         {"job", p.job ? nlohmann::ordered_json(*p.job) : nlohmann::ordered_json()},
+                         {"restarts", p.restarts},
+                         {"last_exit", p.last_exit}});
+  }
   nlohmann::ordered_json breakers = nlohmann::ordered_json::array();
   for (const BreakerHealth& b : h.breakers) {
     breakers.push_back({{"type", b.type}, {"state", b.state}, {"opened", b.opened}});
@@ -51,6 +61,7 @@ nlohmann::ordered_json to_json(const HealthReport& h) {
           {"queue_wait_p99_ms", h.queue_wait_p99_ms ? nlohmann::ordered_json(*h.queue_wait_p99_ms)
                                                      : nlohmann::ordered_json()},
           {"workers", std::move(workers)},
+          {"processes", std::move(processes)},
           {"breakers", std::move(breakers)}};
 }
 
@@ -90,6 +101,11 @@ void Runtime::Impl::tick(Clock::time_point now) {
   }
   for (const SlotPtr& s : live) watch(s, now);
   replace_exited(now);
+  if (processes) {  // children that died count towards restart intensity like threads
+    for (const std::uint64_t d = processes->deaths(); process_deaths_seen < d; ++process_deaths_seen) {
+      restart_times.push_back(now);
+    }
+  }
   update_verdict(now);
 }
 
@@ -135,7 +151,9 @@ void Runtime::Impl::watch(const SlotPtr& slot, Clock::time_point now) {
   // Takes the stack where the job is now, keeps it on the record, then
   // (for a soft timeout) asks the job to stop.
   const auto report_stack = [&](std::string message, bool request_stop) {
-    std::optional<RawTrace> trace = dump_stack(*slot);
+    // An isolated job runs in a child process: this thread only waits for
+    // it, so its stack would say nothing. The child's is taken at a kill.
+    std::optional<RawTrace> trace = task->isolated ? std::nullopt : dump_stack(*slot);
     {
       std::lock_guard lock(task->mutex);
       if (trace) task->stuck_trace = std::make_unique<RawTrace>(*trace);
@@ -163,7 +181,8 @@ void Runtime::Impl::watch(const SlotPtr& slot, Clock::time_point now) {
     sup.stuck_reports.fetch_add(1, std::memory_order_relaxed);
     report_stack(where + " looks stuck: no heartbeat for " + ms_text(quiet) + "; it is here:", false);
   }
-  if (task->hard_timeout.count() > 0 && elapsed >= static_cast<double>(task->hard_timeout.count())) {
+  // An isolated job's hard timeout is the process pool's: it kills the child.
+  if (!task->isolated && task->hard_timeout.count() > 0 && elapsed >= static_cast<double>(task->hard_timeout.count())) {
     int expected = WorkerSlot::running;
     if (slot->owner.compare_exchange_strong(expected, WorkerSlot::abandoned, std::memory_order_acq_rel)) {
       abandon(slot, task, now,
@@ -284,7 +303,7 @@ void Runtime::Impl::update_verdict(Clock::time_point now) {
 
   while (!restart_times.empty() && now - restart_times.front() > so.restart_window) restart_times.pop_front();
   if (restart_times.size() > so.max_restarts) {
-    unhealthy.push_back(std::to_string(restart_times.size()) + " worker replacements within the last " +
+    unhealthy.push_back(std::to_string(restart_times.size()) + " worker replacements (threads and processes) within the last " +
                         ms_text(so.restart_window.count()) + " (supervisor.max_restarts is " +
                         std::to_string(so.max_restarts) + ")");
   }
@@ -376,6 +395,7 @@ HealthReport Runtime::Impl::health() const {
     }
   }
   for (const SlotPtr& s : abandoned) h.workers.push_back(describe(s, restarts[s->id], true));
+  if (processes) h.processes = processes->health();
   for (const auto& [type, state] : types) {
     if (!state->breaker.enabled()) continue;
     h.breakers.push_back({type, detail::to_string(state->breaker.state()), state->breaker.opened()});

@@ -2,6 +2,9 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -103,6 +106,54 @@ __attribute__((noinline)) std::uint64_t hang_spin(std::int64_t ms) {
   return spins;
 }
 
+// --- crash: what no in-process runtime survives -----------------------------
+
+const std::vector<std::string> kCrashKinds = {"segv", "abort", "fpe", "stack_overflow", "oom", "exit", "none"};
+
+std::string crash_kind(const json& payload) {
+  const json& p = object_payload(payload, "crash");
+  if (p.is_null() || !p.contains("how")) throw std::invalid_argument("crash: payload.how: required");
+  const json& how = p.at("how");
+  std::string list;
+  for (const auto& k : kCrashKinds) list += (list.empty() ? "" : ", ") + k;
+  if (!how.is_string() || std::find(kCrashKinds.begin(), kCrashKinds.end(), how.get<std::string>()) == kCrashKinds.end()) {
+    throw std::invalid_argument("crash: payload.how: expected one of " + list);
+  }
+  return how.get<std::string>();
+}
+
+// Each crash happens in a function of its own, so a trace can name it.
+__attribute__((noinline)) void crash_segv() {
+  volatile int* volatile nowhere = nullptr;
+  *nowhere = 1;
+}
+
+__attribute__((noinline)) void crash_abort() { std::abort(); }
+
+__attribute__((noinline)) int crash_fpe(int zero) {
+  volatile int dividend = 1;
+  volatile int divisor = zero;
+  return dividend / divisor;
+}
+
+__attribute__((noinline)) std::uint64_t crash_stack_overflow(std::uint64_t depth) {
+  volatile char frame[1024];
+  frame[0] = static_cast<char>(depth);
+  if (depth > (1ULL << 40)) return depth;  // never: the stack ends long before
+  return crash_stack_overflow(depth + 1) + static_cast<std::uint64_t>(frame[0]);
+}
+
+// Allocates and touches 16 MiB blocks until allocation fails or max_mb is reached.
+__attribute__((noinline)) std::int64_t crash_oom(std::int64_t max_mb) {
+  std::vector<std::unique_ptr<char[]>> blocks;
+  constexpr std::size_t kBlock = 16u << 20;
+  for (std::int64_t mb = 0; mb < max_mb; mb += 16) {
+    blocks.emplace_back(new char[kBlock]);
+    std::memset(blocks.back().get(), 0x5A, kBlock);
+  }
+  return max_mb;
+}
+
 // --- compute ----------------------------------------------------------------
 
 std::int64_t count_primes_below(std::int64_t n, const std::stop_token& stop) {
@@ -167,6 +218,25 @@ void register_builtin(Registry& registry) {
         return json{{"succeeded_on_attempt", ctx.attempt()}};
       },
       {.validate = [](const json& p) { int_field(p, "flaky", "fail_times", 0, 1000, 1); }});
+
+  // Only safe with process isolation, which is its default.
+  registry.add(
+      "crash",
+      [](JobContext&, const json& payload) -> json {
+        const std::string how = crash_kind(payload);
+        if (how == "segv") crash_segv();
+        if (how == "abort") crash_abort();
+        if (how == "fpe") return json{{"result", crash_fpe(0)}};
+        if (how == "stack_overflow") return json{{"depth", crash_stack_overflow(0)}};
+        if (how == "oom") return json{{"allocated_mb", crash_oom(int_field(payload, "crash", "max_mb", 16, 1 << 20, 65536))}};
+        if (how == "exit") std::exit(3);
+        return json{{"crashed", false}};
+      },
+      {.validate = [](const json& p) {
+         crash_kind(p);
+         int_field(p, "crash", "max_mb", 16, 1 << 20, 65536);
+       },
+       .isolation = Isolation::process});
 
   registry.add(
       "hang",

@@ -1,5 +1,7 @@
-// The job types shipped with bulwark: echo, sleep, compute, fail, flaky and
-// hang (DESIGN.md, "built-in workers"). They serve the demo, the tests and
+// The job types shipped with bulwark: echo, sleep, compute, fail, flaky, hang
+// and crash (DESIGN.md, "built-in workers"). `crash` is registered with
+// process isolation: a program using these must call
+// bulwark::run_worker_process_if_requested() first thing in main(). They serve the demo, the tests and
 // the benchmarks, and show how a handler is written.
 //
 //   bulwark::Registry registry;

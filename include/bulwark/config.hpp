@@ -21,6 +21,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "bulwark/job.hpp"
+#include "bulwark/registry.hpp"
 #include "bulwark/retry_policy.hpp"
 
 namespace bulwark {
@@ -39,6 +40,15 @@ struct HandlerConfig {
   std::optional<std::chrono::milliseconds> backoff_max;
   std::optional<std::chrono::milliseconds> timeout;       // soft: the stop token is set
   std::optional<std::chrono::milliseconds> hard_timeout;  // the attempt fails, the thread is abandoned
+  std::optional<Isolation> isolation;                     // "thread" or "process"
+  std::optional<std::size_t> memory_limit_mb;             // process isolation only; 0: none
+};
+
+// The child worker processes that run isolated job types (isolation.*).
+struct IsolationOptions {
+  unsigned processes = 2;            // child processes shared by every isolated type
+  std::size_t memory_limit_mb = 0;   // default per isolated job; 0: none
+  std::chrono::milliseconds start_timeout{10'000};  // for a child to say it is ready
 };
 
 // What the supervisor watches and when it acts (supervisor.*).
@@ -91,6 +101,7 @@ struct RuntimeOptions {
   SupervisorOptions supervisor;
   ServerOptions server;  // read by `bulwark serve` / HttpServer; the runtime ignores it
   CircuitBreakerOptions circuit_breaker;
+  IsolationOptions isolation;
   LogOptions logging;
   std::map<std::string, HandlerConfig> handlers;
 

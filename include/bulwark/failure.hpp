@@ -45,6 +45,7 @@ struct Failure {
   std::vector<NestedFailure> nested;  // outermost first
   RawTrace trace;       // where the top-level value was thrown
   std::string origin = "handler";  // "handler", "defer" or "on_failure"
+  std::string signal;   // kind crash: the signal that killed the process ("SIGSEGV"); empty for an exit
 };
 
 // Builds a failure of a kind other than `exception`.

@@ -36,6 +36,16 @@ struct WorkerHealth {
   bool abandoned = false;     // a stuck thread left behind after a hard timeout
 };
 
+// A child worker process of process isolation (see isolation.hpp).
+struct ProcessHealth {
+  unsigned id = 0;           // pool position; a replacement keeps the id
+  int pid = 0;               // 0 while none is running at this position
+  std::string state;         // "idle", "busy", "stopped" (shut down, or could not be started)
+  std::optional<JobId> job;  // the job it is running
+  unsigned restarts = 0;     // children started to replace dead ones here
+  std::string last_exit;     // why the previous child here ended; empty if none did
+};
+
 struct BreakerHealth {
   std::string type;
   std::string state;  // "closed", "open", "half_open"
@@ -46,6 +56,7 @@ struct HealthReport {
   Verdict verdict = Verdict::healthy;
   std::vector<std::string> reasons;  // one sentence each; empty when healthy
   std::vector<WorkerHealth> workers;  // pool positions first, then abandoned threads
+  std::vector<ProcessHealth> processes;  // child worker processes, when a type is isolated
   std::vector<BreakerHealth> breakers;  // job types whose breaker is enabled
   std::optional<double> queue_wait_p99_ms;  // over the last 30 s, if any job started
 };

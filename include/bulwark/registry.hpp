@@ -25,6 +25,11 @@
 
 namespace bulwark {
 
+// Where a job type's attempts run: on a worker thread of this process (the
+// default), or in a child worker process that may crash without taking this
+// process down (see bulwark/isolation.hpp).
+enum class Isolation { thread, process };
+
 // A job type's code: takes the context and the payload, returns the result.
 // Whatever it throws becomes the attempt's Failure.
 using Handler = std::function<nlohmann::json(JobContext&, const nlohmann::json& payload)>;
@@ -41,6 +46,8 @@ struct HandlerOptions {
   std::optional<std::chrono::milliseconds> backoff_max;
   std::optional<std::chrono::milliseconds> timeout;       // soft timeout: the stop token is set
   std::optional<std::chrono::milliseconds> hard_timeout;  // the attempt fails with kind timeout
+  std::optional<Isolation> isolation;                     // default: thread
+  std::optional<std::size_t> memory_limit_mb;             // process isolation only; 0: none
 };
 
 class Registry {

@@ -116,6 +116,9 @@ struct RuntimeStats {
   std::uint64_t replacements = 0;    // worker threads started to replace lost ones
   std::uint64_t breaker_opened = 0;  // times a type's circuit breaker opened
   std::uint64_t breaker_deferred = 0;  // job starts put off by an open breaker
+  // Child worker processes (process isolation): how many ended, by reason
+  // ("SIGSEGV", "stack_overflow", "exit", "memory_limit", "hard_timeout", ...).
+  std::map<std::string, std::uint64_t> process_ends;
 };
 
 // The few counters that cost nothing to read (stats() walks every retained

@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "bulwark/isolation.hpp"
+#include "builtin_workers.hpp"
 #include "cli/run_command.hpp"
 #include "cli/serve_command.hpp"
 
@@ -40,6 +42,12 @@ int usage_error(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  {
+    // A child worker process of process isolation runs jobs and nothing else.
+    bulwark::Registry registry;
+    bulwark::workers::register_builtin(registry);
+    if (auto code = bulwark::run_worker_process_if_requested(registry)) return *code;
+  }
   if (argc < 2) return usage_error("missing command");
   const std::string_view command = argv[1];
   if (command == "--help" || command == "-h" || command == "help") {

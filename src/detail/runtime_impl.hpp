@@ -25,6 +25,8 @@
 
 namespace bulwark::detail {
 
+class ProcessPool;
+
 // A fixed-bucket histogram that any thread may add to without a lock.
 class Histogram {
  public:
@@ -68,6 +70,8 @@ struct TypeState {
   RetryPolicy policy;
   std::chrono::milliseconds timeout{0};       // soft, default for the type
   std::chrono::milliseconds hard_timeout{0};  // default for the type
+  bool isolated = false;                      // isolation: process
+  std::size_t memory_limit_mb = 0;            // for isolated attempts; 0: none
   CircuitBreaker breaker;
   explicit TypeState(CircuitBreakerOptions cb) : breaker(cb) {}
 };
@@ -207,6 +211,10 @@ struct Runtime::Impl {
   const std::string id_prefix;
 
   detail::Reporter reporter;
+  // Child worker processes, when any type is isolated. Shared with the
+  // tasks that use it: a task may outlive the runtime.
+  std::shared_ptr<detail::ProcessPool> processes;
+  std::uint64_t process_deaths_seen = 0;  // owned by the supervisor thread
   detail::JobQueue queue;
   detail::JobStore store;
   detail::WaitSamples waits;

@@ -186,7 +186,10 @@ Response Api::handle(const Request& request) {
   if (parts.size() == 2 && parts[1] == "workers") {
     if (!get) return method_not_allowed("GET");
     const HealthReport h = runtime_.health();
-    return json_response(200, {{"verdict", to_string(h.verdict)}, {"workers", to_json(h)["workers"]}});
+    const auto report = to_json(h);
+    return json_response(200, {{"verdict", to_string(h.verdict)},
+                               {"workers", report["workers"]},
+                               {"processes", report["processes"]}});
   }
   if (parts.size() == 2 && parts[1] == "stats") {
     if (!get) return method_not_allowed("GET");

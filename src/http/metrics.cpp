@@ -109,6 +109,23 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health) {
   w.sample("bulwark_workers", {{"state", "vacant"}}, vacant);
   w.family("bulwark_worker_replacements_total", "counter", "Worker threads started to replace lost ones.");
   w.sample("bulwark_worker_replacements_total", {}, static_cast<double>(s.replacements));
+  if (!health.processes.empty()) {
+    unsigned p_busy = 0, p_idle = 0, p_stopped = 0, p_restarts = 0;
+    for (const ProcessHealth& p : health.processes) {
+      (p.state == "busy" ? p_busy : p.state == "idle" ? p_idle : p_stopped) += 1;
+      p_restarts += p.restarts;
+    }
+    w.family("bulwark_processes", "gauge", "Child worker processes (process isolation) by state.");
+    w.sample("bulwark_processes", {{"state", "busy"}}, p_busy);
+    w.sample("bulwark_processes", {{"state", "idle"}}, p_idle);
+    w.sample("bulwark_processes", {{"state", "stopped"}}, p_stopped);
+    w.family("bulwark_process_restarts_total", "counter", "Child worker processes started to replace ended ones.");
+    w.sample("bulwark_process_restarts_total", {}, p_restarts);
+    w.family("bulwark_process_ends_total", "counter", "Child worker processes that ended, by reason.");
+    for (const auto& [reason, n] : s.process_ends) {
+      w.sample("bulwark_process_ends_total", {{"reason", reason}}, static_cast<double>(n));
+    }
+  }
   w.family("bulwark_timeouts_total", "counter", "Timeouts the supervisor acted on.");
   w.sample("bulwark_timeouts_total", {{"kind", "soft"}}, static_cast<double>(s.soft_timeouts));
   w.sample("bulwark_timeouts_total", {{"kind", "hard"}}, static_cast<double>(s.hard_timeouts));

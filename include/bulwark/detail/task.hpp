@@ -67,6 +67,7 @@ class Task {
   const RetryPolicy* policy = nullptr;  // owned by the runtime
   TypeState* type_state = nullptr;      // owned by the runtime; null for posted callables
   bool stored = false;                  // reachable by id through the JobStore
+  bool isolated = false;                // runs in a child worker process
   std::uint64_t seq = 0;                // submit order, for listings
   std::uint32_t finishes = 0;           // guarded by the JobStore shard holding the task
   nlohmann::json payload;               // read-only once shared

@@ -1,0 +1,458 @@
+#include "isolation/process_pool.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <thread>
+
+#include "isolation/child_protocol.hpp"
+
+extern char** environ;
+
+namespace bulwark::detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+constexpr int kChildFd = 3;
+
+std::size_t rss_bytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/statm");
+  std::size_t pages = 0, resident = 0;
+  in >> pages >> resident;
+  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+}
+
+std::string hex(std::uintptr_t v) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(v));
+  return buf;
+}
+
+std::string describe_signal(int sig) {
+  const char* what = sigdescr_np(sig);
+  return wire::signal_name(sig) + (what != nullptr ? std::string(" (") + what + ")" : "");
+}
+
+// Waits for the child to end; after `patience` it is killed.
+int wait_for_exit(pid_t pid, milliseconds patience) {
+  int status = 0;
+  const auto until = Clock::now() + patience;
+  for (;;) {
+    const pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid || (r < 0 && errno != EINTR)) return status;
+    if (Clock::now() >= until) {
+      ::kill(pid, SIGKILL);
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      return status;
+    }
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+}
+
+}  // namespace
+
+ProcessPool::ProcessPool(unsigned processes, milliseconds start_timeout)
+    : start_timeout_(start_timeout), children_(std::max(1u, processes)) {
+  std::lock_guard lock(mutex_);
+  for (unsigned i = 0; i < children_.size(); ++i) {
+    children_[i].id = i;
+    std::string error;
+    spawn(children_[i], error);  // a failure here is retried, and reported, on first use
+  }
+}
+
+ProcessPool::~ProcessPool() { close(); }
+
+bool ProcessPool::spawn(Child& child, std::string& error) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    error = std::string("socketpair: ") + strerror(errno);
+    return false;
+  }
+  int child_end = sv[1];
+  if (child_end == kChildFd) {  // dup2 onto itself would keep close-on-exec
+    child_end = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);
+    ::close(sv[1]);
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, child_end, kChildFd);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigfillset(&defaults);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  std::vector<std::string> env_strings;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    if (strncmp(*e, kChildFdEnv, strlen(kChildFdEnv)) != 0) env_strings.emplace_back(*e);
+  }
+  env_strings.push_back(std::string(kChildFdEnv) + "=" + std::to_string(kChildFd));
+  std::vector<char*> envp;
+  for (std::string& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::string name = program_invocation_name;
+  char* argv[] = {name.data(), nullptr};
+
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(child_end);
+  if (rc != 0) {
+    ::close(sv[0]);
+    error = std::string("posix_spawn /proc/self/exe: ") + strerror(rc);
+    return false;
+  }
+  child.pid = pid;
+  child.fd = sv[0];
+  child.ready = false;
+  child.modules.clear();
+  child.reader = wire::FrameReader();
+  return true;
+}
+
+bool ProcessPool::await_ready(Child& child, std::string& error) {
+  const auto deadline = Clock::now() + start_timeout_;
+  for (;;) {
+    try {
+      if (auto frame = child.reader.next()) {
+        if (frame->value("op", "") == "ready") {
+          child.modules = wire::modules_from_json(frame->at("modules"));
+          return true;
+        }
+        continue;
+      }
+    } catch (const std::exception& e) {
+      error = std::string("its first message was malformed (") + e.what() + ")";
+      return false;
+    }
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) {
+      error = "it did not report ready within " + std::to_string(start_timeout_.count()) +
+              " ms (isolation.start_timeout_ms): does main() call bulwark::run_worker_process_if_requested() "
+              "before anything else?";
+      return false;
+    }
+    pollfd p{child.fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(std::min<long long>(left, 100))) > 0 && !child.reader.fill(child.fd)) {
+      error = "it ended before reporting ready: does main() call bulwark::run_worker_process_if_requested() "
+              "before anything else?";
+      return false;
+    }
+  }
+}
+
+void ProcessPool::reap(Child& child, const std::string& reason, bool died) {
+  if (child.fd >= 0) ::close(child.fd);
+  child.fd = -1;
+  child.pid = -1;
+  child.ready = false;
+  child.modules.clear();
+  child.reader = wire::FrameReader();
+  child.last_exit = reason;
+  ++ends_[reason];
+  if (died) ++deaths_;
+  if (!closed_) {
+    std::string error;
+    if (spawn(child, error)) ++child.restarts;
+  }
+}
+
+ProcessReply ProcessPool::run(const ProcessRequest& request) {
+  ProcessReply reply;
+  Child* c = nullptr;
+  {
+    std::unique_lock lock(mutex_);
+    const auto some_free = [&] {
+      for (const Child& ch : children_) {
+        if (!ch.busy) return true;
+      }
+      return false;
+    };
+    free_.wait(lock, request.stop, [&] { return closed_ || some_free(); });
+    if (closed_) {
+      reply.failure = make_failure(FailureKind::shutdown, "the runtime shut down before a worker process was free");
+      return reply;
+    }
+    if (!some_free()) {
+      reply.failure = make_failure(FailureKind::exception, "stop requested while waiting for a free worker process");
+      reply.failure.type = "bulwark::cancelled";
+      return reply;
+    }
+    for (Child& ch : children_) {
+      if (!ch.busy && (c == nullptr || (ch.ready && !c->ready))) c = &ch;
+    }
+    c->busy = true;
+    c->job = request.id;
+    std::string error;
+    if (c->pid < 0 && !spawn(*c, error)) {
+      c->busy = false;
+      c->job.clear();
+      free_.notify_one();
+      reply.failure = make_failure(FailureKind::crash, "could not start a worker process: " + error);
+      reply.failure.type = "start";
+      return reply;
+    }
+  }
+  const auto release = [&] {
+    std::lock_guard lock(mutex_);
+    c->busy = false;
+    c->job.clear();
+    free_.notify_one();
+  };
+
+  if (!c->ready) {
+    std::string error;
+    const bool ready = await_ready(*c, error);
+    if (!ready) {
+      const pid_t pid = c->pid;
+      ::kill(pid, SIGKILL);
+      wait_for_exit(pid, milliseconds(1000));
+      {
+        std::lock_guard lock(mutex_);
+        reap(*c, "did_not_start", true);
+      }
+      release();
+      reply.failure = make_failure(FailureKind::crash, "worker process " + std::to_string(pid) + " " + error);
+      reply.failure.type = "start";
+      return reply;
+    }
+    std::lock_guard lock(mutex_);
+    c->ready = true;
+  }
+
+  const pid_t pid = c->pid;
+  const int fd = c->fd;
+  reply.pid = pid;
+  enum class End { result, eof, timeout_kill, memory_kill, protocol } end = End::eof;
+  std::optional<json> crash;
+  std::size_t grew_mb = 0;
+  const auto take_frames = [&]() -> bool {  // true once the result is in
+    while (auto f = c->reader.next()) {
+      const std::string op = f->value("op", "");
+      if (op == "result") {
+        reply.ok = f->at("ok").get<bool>();
+        if (reply.ok) {
+          reply.result = std::move(f->at("result"));
+        } else {
+          reply.failure = wire::failure_from_json(f->at("failure"), c->modules);
+          for (const auto& e : f->at("cleanup_errors")) {
+            reply.cleanup_errors.push_back(wire::failure_from_json(e, c->modules));
+          }
+        }
+        return true;
+      }
+      if (op == "crash") crash = std::move(*f);
+      if (op == "stack") reply.stuck_trace = wire::translate(wire::trace_from_json(f->at("trace")), c->modules);
+    }
+    return false;
+  };
+  {
+    json frame = {{"op", "run"},         {"id", request.id},           {"type", request.type},
+                  {"attempt", request.attempt}, {"memory_limit_mb", request.memory_limit_mb},
+                  {"payload", request.payload != nullptr ? *request.payload : json()}};
+    const std::size_t baseline = request.memory_limit_mb > 0 ? rss_bytes(pid) : 0;
+    std::stop_callback on_stop(request.stop, [pid] { ::kill(pid, kChildStopSignal); });
+    const auto start = Clock::now();
+    const bool has_deadline = request.hard_timeout.count() > 0;
+    const Clock::time_point deadline = has_deadline ? start + request.hard_timeout : Clock::time_point::max();
+    bool open = wire::write_frame(fd, frame.dump(-1, ' ', false, json::error_handler_t::replace));
+    try {
+      while (open) {
+        int wait_ms = request.memory_limit_mb > 0 ? 10 : 100;
+        if (has_deadline) {
+          const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+          wait_ms = static_cast<int>(std::clamp<long long>(left, 0, wait_ms));
+        }
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, wait_ms) > 0) {
+          open = c->reader.fill(fd);
+          if (take_frames()) {
+            end = End::result;
+            break;
+          }
+          if (!open) break;
+        }
+        if (request.memory_limit_mb > 0) {
+          const std::size_t rss = rss_bytes(pid);
+          if (rss > baseline + request.memory_limit_mb * 1024 * 1024) {
+            ::kill(pid, SIGKILL);
+            grew_mb = (rss - baseline) >> 20;
+            end = End::memory_kill;
+            break;
+          }
+        }
+        if (has_deadline && Clock::now() >= deadline) {
+          // Where is it? The child's handler answers with a stack frame.
+          ::kill(pid, child_dump_signal());
+          const auto until = Clock::now() + milliseconds(300);
+          while (!reply.stuck_trace && Clock::now() < until) {
+            pollfd q{fd, POLLIN, 0};
+            if (poll(&q, 1, 20) > 0 && !c->reader.fill(fd)) break;
+            if (take_frames()) break;
+          }
+          if (reply.ok || !reply.failure.type.empty()) {  // it finished meanwhile after all
+            end = End::result;
+            break;
+          }
+          ::kill(pid, SIGKILL);
+          end = End::timeout_kill;
+          break;
+        }
+      }
+    } catch (const std::exception& e) {
+      ::kill(pid, SIGKILL);
+      end = End::protocol;
+      reply.failure = make_failure(FailureKind::crash, std::string("worker process sent a malformed message: ") + e.what());
+    }
+  }
+  if (end == End::result) {
+    release();
+    return reply;
+  }
+
+  // The child is dead or being killed: collect what it said last (a crash
+  // report comes just before the end of the stream), then its exit status.
+  try {
+    for (;;) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 2000) <= 0 || !c->reader.fill(fd)) break;
+      take_frames();
+    }
+    take_frames();
+  } catch (const std::exception&) {
+  }
+  const int status = wait_for_exit(pid, milliseconds(2000));
+  bool closing = false;
+  {
+    std::lock_guard lock(mutex_);
+    closing = closed_;
+  }
+  const std::string who = "worker process " + std::to_string(pid);
+  std::string reason;
+  Failure& f = reply.failure;
+  reply.ok = false;
+  if (end == End::timeout_kill) {
+    f = make_failure(FailureKind::timeout, "hard timeout of " + std::to_string(request.hard_timeout.count()) +
+                                               " ms reached: " + who + " was killed (SIGKILL) and replaced");
+    f.type = "hard_timeout";
+    f.signal = "SIGKILL";
+    if (reply.stuck_trace) f.trace = *reply.stuck_trace;
+    reason = "hard_timeout";
+  } else if (end == End::memory_kill) {
+    f = make_failure(FailureKind::crash, "memory limit of " + std::to_string(request.memory_limit_mb) +
+                                             " MiB exceeded: " + who + " grew by " + std::to_string(grew_mb) +
+                                             " MiB and was killed (SIGKILL)");
+    f.type = "memory_limit";
+    f.signal = "SIGKILL";
+    reason = "memory_limit";
+  } else if (closing) {
+    f = make_failure(FailureKind::shutdown, "the runtime shut down while the job ran; " + who + " was stopped");
+    reason = "shutdown";
+  } else if (end == End::protocol) {
+    reason = "protocol_error";
+  } else if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    f = make_failure(FailureKind::crash, "");
+    f.signal = wire::signal_name(sig);
+    f.type = f.signal;
+    reason = f.signal;
+    if (crash) {
+      const auto addr = crash->value("addr", std::uintptr_t{0});
+      f.trace = wire::translate(wire::trace_from_json(crash->at("trace")), c->modules);
+      if (crash->value("overflow", false)) {
+        f.message = "stack overflow: " + who + " died from " + describe_signal(sig) + " at address " + hex(addr) +
+                    ", in the stack's guard region";
+        reason = "stack_overflow";
+      } else if (sig == SIGSEGV || sig == SIGBUS) {
+        f.message = who + " died from " + describe_signal(sig) + " at address " + hex(addr);
+      } else {
+        f.message = who + " died from " + describe_signal(sig);
+      }
+    } else {
+      f.message = who + " was killed by " + describe_signal(sig) + " from outside (the kernel's OOM killer, or "
+                  "another process); no crash report";
+    }
+  } else if (WIFEXITED(status)) {
+    f = make_failure(FailureKind::crash, who + " exited with status " + std::to_string(WEXITSTATUS(status)) +
+                                             " while running the job");
+    f.type = "exit";
+    reason = "exit";
+  } else {
+    f = make_failure(FailureKind::crash, who + " ended while running the job");
+    reason = "unknown";
+  }
+  {
+    std::lock_guard lock(mutex_);
+    reap(*c, reason, !closing);
+  }
+  release();
+  return reply;
+}
+
+void ProcessPool::close() {
+  std::vector<pid_t> idle;
+  {
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+    for (Child& c : children_) {
+      if (c.pid < 0) continue;
+      if (c.busy) {
+        ::kill(c.pid, SIGKILL);  // its run() reaps it
+      } else {
+        ::close(c.fd);  // end of input: the child exits
+        c.fd = -1;
+        idle.push_back(c.pid);
+        c.pid = -1;
+        c.last_exit = "shutdown";
+      }
+    }
+  }
+  free_.notify_all();
+  for (pid_t pid : idle) wait_for_exit(pid, milliseconds(2000));
+}
+
+std::vector<ProcessHealth> ProcessPool::health() const {
+  std::vector<ProcessHealth> out;
+  std::lock_guard lock(mutex_);
+  for (const Child& c : children_) {
+    ProcessHealth h;
+    h.id = c.id;
+    h.pid = c.pid > 0 ? c.pid : 0;
+    h.state = c.pid < 0 ? "stopped" : c.busy ? "busy" : "idle";
+    if (c.busy && !c.job.empty()) h.job = c.job;
+    h.restarts = c.restarts;
+    h.last_exit = c.last_exit;
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
+std::uint64_t ProcessPool::deaths() const {
+  std::lock_guard lock(mutex_);
+  return deaths_;
+}
+
+std::map<std::string, std::uint64_t> ProcessPool::ends_by_reason() const {
+  std::lock_guard lock(mutex_);
+  return ends_;
+}
+
+}  // namespace bulwark::detail

@@ -1,0 +1,102 @@
+// Internal: the parent's side of process isolation. A fixed number of child
+// worker processes (isolation.processes), each running one job at a time.
+//
+// run() is called by a runtime worker thread for an attempt of an isolated
+// type: it takes a free child (waiting for one if all are busy), sends the
+// job, and waits for the answer while watching the child's memory and the
+// hard timeout. If the child dies, run() works out why (signal, crash-site
+// trace, exit status, memory limit, timeout kill), starts a replacement at
+// once and returns the failure. No thread is ever abandoned: a stuck child is
+// killed.
+//
+// Thread-safe. run() blocks for as long as the job runs; the rest do not
+// block for long.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bulwark/failure.hpp"
+#include "bulwark/health.hpp"
+#include "isolation/wire.hpp"
+
+namespace bulwark::detail {
+
+struct ProcessRequest {
+  std::string id;
+  std::string type;
+  int attempt = 1;
+  const nlohmann::json* payload = nullptr;
+  std::chrono::milliseconds hard_timeout{0};  // 0: none
+  std::size_t memory_limit_mb = 0;            // 0: none
+  std::stop_token stop;                       // cancellation, soft timeout, shutdown
+};
+
+struct ProcessReply {
+  bool ok = false;
+  nlohmann::json result;
+  Failure failure;                      // when !ok
+  std::vector<Failure> cleanup_errors;
+  std::optional<RawTrace> stuck_trace;  // where a killed job was
+  int pid = 0;                          // the child that ran it
+};
+
+class ProcessPool {
+ public:
+  ProcessPool(unsigned processes, std::chrono::milliseconds start_timeout);
+  ~ProcessPool();
+  ProcessPool(const ProcessPool&) = delete;
+  ProcessPool& operator=(const ProcessPool&) = delete;
+
+  ProcessReply run(const ProcessRequest& request);
+
+  // Kills every child; run() calls in flight end with kind shutdown, later
+  // ones at once. Idempotent.
+  void close();
+
+  std::vector<ProcessHealth> health() const;
+  // Children that ended while they should have been running (crash, kill,
+  // exit): the supervisor counts them towards restart intensity.
+  std::uint64_t deaths() const;
+  // Ends by reason: "SIGSEGV", "exit", "hard_timeout", "memory_limit", ...
+  std::map<std::string, std::uint64_t> ends_by_reason() const;
+
+ private:
+  struct Child {
+    unsigned id = 0;
+    pid_t pid = -1;
+    int fd = -1;
+    bool ready = false;
+    bool busy = false;
+    std::string job;
+    unsigned restarts = 0;
+    std::string last_exit;
+    std::vector<wire::Module> modules;
+    wire::FrameReader reader;
+  };
+
+  bool spawn(Child& child, std::string& error);  // expects mutex_ held
+  bool await_ready(Child& child, std::string& error);
+  void reap(Child& child, const std::string& reason, bool died);  // expects mutex_ held
+
+  const std::chrono::milliseconds start_timeout_;
+  mutable std::mutex mutex_;
+  std::condition_variable_any free_;
+  std::vector<Child> children_;  // guarded by mutex_; fixed size
+  bool closed_ = false;          // guarded by mutex_
+  std::uint64_t deaths_ = 0;     // guarded by mutex_
+  std::map<std::string, std::uint64_t> ends_;  // guarded by mutex_
+};
+
+}  // namespace bulwark::detail

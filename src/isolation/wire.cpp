@@ -1,0 +1,213 @@
+#include "isolation/wire.hpp"
+
+#include <link.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <stdexcept>
+
+namespace bulwark::detail::wire {
+namespace {
+
+bool write_all(int fd, const char* p, std::size_t n) noexcept {
+  while (n > 0) {
+    const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);  // a dead peer is an error, not SIGPIPE
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+void put_length(char* out, std::uint32_t n) noexcept {
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+}
+
+}  // namespace
+
+bool write_frame(int fd, const std::string& json_text) {
+  if (json_text.size() > kMaxFrame) throw std::length_error("frame larger than 256 MiB");
+  std::string frame(4, '\0');
+  put_length(frame.data(), static_cast<std::uint32_t>(json_text.size()));
+  frame += json_text;
+  return write_all(fd, frame.data(), frame.size());
+}
+
+bool FrameReader::fill(int fd) {
+  char chunk[65536];
+  for (;;) {
+    const ssize_t r = ::read(fd, chunk, sizeof chunk);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (r <= 0) return false;
+    buffer_.append(chunk, static_cast<std::size_t>(r));
+    return true;
+  }
+}
+
+std::optional<nlohmann::json> FrameReader::next() {
+  if (buffer_.size() < 4) return std::nullopt;
+  std::uint32_t n = 0;
+  for (int i = 0; i < 4; ++i) n |= static_cast<std::uint32_t>(static_cast<unsigned char>(buffer_[i])) << (8 * i);
+  if (n > kMaxFrame) throw std::runtime_error("frame length " + std::to_string(n) + " is over the limit");
+  if (buffer_.size() < 4 + static_cast<std::size_t>(n)) return std::nullopt;
+  nlohmann::json j = nlohmann::json::parse(buffer_.begin() + 4, buffer_.begin() + 4 + n);
+  buffer_.erase(0, 4 + static_cast<std::size_t>(n));
+  return j;
+}
+
+std::optional<nlohmann::json> read_frame_blocking(int fd, FrameReader& reader) {
+  for (;;) {
+    if (auto frame = reader.next()) return frame;
+    if (!reader.fill(fd)) return std::nullopt;
+  }
+}
+
+std::vector<Module> loaded_modules() {
+  std::vector<Module> out;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t, void* data) {
+        Module m;
+        m.name = info->dlpi_name != nullptr ? info->dlpi_name : "";
+        m.base = info->dlpi_addr;
+        m.lo = UINTPTR_MAX;
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_LOAD) continue;
+          m.lo = std::min<std::uintptr_t>(m.lo, info->dlpi_addr + ph.p_vaddr);
+          m.hi = std::max<std::uintptr_t>(m.hi, info->dlpi_addr + ph.p_vaddr + ph.p_memsz);
+        }
+        if (m.lo != UINTPTR_MAX) static_cast<std::vector<Module>*>(data)->push_back(std::move(m));
+        return 0;
+      },
+      &out);
+  return out;
+}
+
+nlohmann::json to_json(const std::vector<Module>& modules) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const Module& m : modules) out.push_back({m.name, m.base, m.lo, m.hi});
+  return out;
+}
+
+std::vector<Module> modules_from_json(const nlohmann::json& j) {
+  std::vector<Module> out;
+  for (const auto& m : j) {
+    out.push_back({m.at(0).get<std::string>(), m.at(1).get<std::uintptr_t>(), m.at(2).get<std::uintptr_t>(),
+                   m.at(3).get<std::uintptr_t>()});
+  }
+  return out;
+}
+
+RawTrace translate(const RawTrace& child, const std::vector<Module>& child_modules) {
+  static const std::vector<Module> mine = loaded_modules();
+  RawTrace out = child;
+  for (std::uint32_t i = 0; i < child.size; ++i) {
+    const std::uintptr_t a = child.frames[i];
+    for (const Module& cm : child_modules) {
+      if (a < cm.lo || a >= cm.hi) continue;
+      for (const Module& m : mine) {
+        if (m.name == cm.name) {
+          out.frames[i] = a - cm.base + m.base;
+          break;
+        }
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+nlohmann::json trace_to_json(const RawTrace& trace) {
+  nlohmann::json frames = nlohmann::json::array();
+  for (std::uint32_t i = 0; i < trace.size; ++i) frames.push_back(trace.frames[i]);
+  return {{"frames", std::move(frames)}, {"truncated", trace.truncated}};
+}
+
+RawTrace trace_from_json(const nlohmann::json& j) {
+  RawTrace t;
+  if (!j.is_object()) return t;
+  const auto& frames = j.at("frames");
+  for (const auto& f : frames) {
+    if (t.size == RawTrace::kMaxFrames) break;
+    t.frames[t.size++] = f.get<std::uintptr_t>();
+  }
+  t.truncated = j.value("truncated", false);
+  return t;
+}
+
+nlohmann::json failure_to_json(const Failure& f) {
+  nlohmann::json nested = nlohmann::json::array();
+  for (const NestedFailure& n : f.nested) {
+    nested.push_back({{"type", n.type}, {"message", n.message}, {"trace", trace_to_json(n.trace)}});
+  }
+  return {{"kind", static_cast<int>(f.kind)}, {"type", f.type},         {"message", f.message},
+          {"nested", std::move(nested)},      {"trace", trace_to_json(f.trace)}, {"origin", f.origin},
+          {"signal", f.signal}};
+}
+
+Failure failure_from_json(const nlohmann::json& j, const std::vector<Module>& child_modules) {
+  Failure f;
+  const int kind = j.at("kind").get<int>();
+  f.kind = kind >= 0 && kind <= static_cast<int>(FailureKind::invalid) ? static_cast<FailureKind>(kind)
+                                                                       : FailureKind::exception;
+  f.type = j.at("type").get<std::string>();
+  f.message = j.at("message").get<std::string>();
+  for (const auto& n : j.at("nested")) {
+    f.nested.push_back({n.at("type").get<std::string>(), n.at("message").get<std::string>(),
+                        translate(trace_from_json(n.at("trace")), child_modules)});
+  }
+  f.trace = translate(trace_from_json(j.at("trace")), child_modules);
+  f.origin = j.value("origin", "handler");
+  f.signal = j.value("signal", "");
+  return f;
+}
+
+std::string signal_name(int sig) {
+  if (const char* abbrev = sigabbrev_np(sig)) return std::string("SIG") + abbrev;
+  return "signal " + std::to_string(sig);
+}
+
+void SignalBuffer::add(const char* s) noexcept {
+  while (*s != '\0' && size < sizeof data) data[size++] = *s++;
+}
+
+void SignalBuffer::add_hex(std::uintptr_t v) noexcept {
+  char tmp[2 + 2 * sizeof v];
+  int n = 0;
+  do {
+    tmp[n++] = "0123456789abcdef"[v & 0xF];
+    v >>= 4;
+  } while (v != 0);
+  add("0x");
+  while (n > 0 && size < sizeof data) data[size++] = tmp[--n];
+}
+
+void SignalBuffer::add_dec(long long v) noexcept {
+  if (v < 0) add("-");
+  add_unsigned(v < 0 ? 0ULL - static_cast<unsigned long long>(v) : static_cast<unsigned long long>(v));
+}
+
+void SignalBuffer::add_unsigned(unsigned long long u) noexcept {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = static_cast<char>('0' + u % 10);
+    u /= 10;
+  } while (u != 0);
+  while (n > 0 && size < sizeof data) data[size++] = tmp[--n];
+}
+
+void write_frame_raw(int fd, const SignalBuffer& buf) noexcept {
+  char header[4];
+  put_length(header, static_cast<std::uint32_t>(buf.size));
+  if (write_all(fd, header, 4)) write_all(fd, buf.data, buf.size);
+}
+
+}  // namespace bulwark::detail::wire

@@ -1,0 +1,86 @@
+// Internal: how the runtime and its child worker processes talk.
+//
+// One socketpair per child. Each message is a frame: a 4-byte little-endian
+// length, then that many bytes of JSON. The parent sends {"op":"run",...};
+// the child answers {"op":"ready"} once at start (with its module map), then
+// {"op":"result"} per job. From signal handlers the child may also send
+// {"op":"crash"} (before dying) and {"op":"stack"} (asked for a dump); those
+// are formatted by hand, without allocating.
+//
+// Raw trace addresses belong to the child's address space. The child reports
+// where each of its modules is loaded; translate() maps a child address to
+// the same instruction in this process, which loaded the same program and
+// libraries, so symbolize() can name it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bulwark/failure.hpp"
+#include "bulwark/trace.hpp"
+
+namespace bulwark::detail::wire {
+
+constexpr std::size_t kMaxFrame = 256u << 20;
+
+// Writes one frame; false if the peer is gone. Blocks until written.
+bool write_frame(int fd, const std::string& json_text);
+
+// Accumulates bytes from a non-blocking or blocking fd and yields frames.
+class FrameReader {
+ public:
+  // Reads what is available (one read()). Returns false on EOF or error.
+  bool fill(int fd);
+  // The next complete frame, parsed; nullopt if none is complete yet. Throws
+  // std::runtime_error on a malformed frame.
+  std::optional<nlohmann::json> next();
+
+ private:
+  std::string buffer_;
+};
+
+// Blocking read of one frame (for the child). nullopt on EOF.
+std::optional<nlohmann::json> read_frame_blocking(int fd, FrameReader& reader);
+
+// Where each loaded module lies in this process.
+struct Module {
+  std::string name;  // path; "" for the main program
+  std::uintptr_t base = 0;
+  std::uintptr_t lo = 0, hi = 0;  // executable range
+};
+std::vector<Module> loaded_modules();
+nlohmann::json to_json(const std::vector<Module>& modules);
+std::vector<Module> modules_from_json(const nlohmann::json& j);
+
+// Maps `child` trace addresses into this process using both module maps.
+// Addresses in modules this process lacks are kept as they are.
+RawTrace translate(const RawTrace& child, const std::vector<Module>& child_modules);
+
+nlohmann::json trace_to_json(const RawTrace& trace);
+RawTrace trace_from_json(const nlohmann::json& j);
+
+// A Failure's wire form (raw addresses) and back.
+nlohmann::json failure_to_json(const Failure& f);
+Failure failure_from_json(const nlohmann::json& j, const std::vector<Module>& child_modules);
+
+// "SIGSEGV" for SIGSEGV, "signal 42" for one without a name.
+std::string signal_name(int sig);
+
+// Async-signal-safe pieces for the handlers: a fixed buffer with appends.
+struct SignalBuffer {
+  char data[4096];
+  std::size_t size = 0;
+  void add(const char* s) noexcept;
+  void add_hex(std::uintptr_t v) noexcept;
+  void add_dec(long long v) noexcept;
+  void add_unsigned(unsigned long long v) noexcept;
+};
+// Writes `buf` as one frame with write(2) only. Async-signal-safe.
+void write_frame_raw(int fd, const SignalBuffer& buf) noexcept;
+
+}  // namespace bulwark::detail::wire
