@@ -147,8 +147,12 @@ std::string make_id_prefix() {
 
 }  // namespace
 
+namespace detail {
+void refuse_runtime_in_worker_process();  // isolation/child.cpp
+}
+
 Runtime::Impl::Impl(Registry r, RuntimeOptions o)
-    : options(std::move(o)),
+    : options((detail::refuse_runtime_in_worker_process(), std::move(o))),
       registry(std::make_shared<Registry>(std::move(r))),
       id_prefix(make_id_prefix()),
       reporter(options.logging),

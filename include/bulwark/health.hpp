@@ -40,7 +40,7 @@ struct WorkerHealth {
 struct ProcessHealth {
   unsigned id = 0;           // pool position; a replacement keeps the id
   int pid = 0;               // 0 while none is running at this position
-  std::string state;         // "idle", "busy", "stopped" (shut down, or could not be started)
+  std::string state;         // "not_started" (no isolated job ran yet), "idle", "busy", "stopped" (shut down)
   std::optional<JobId> job;  // the job it is running
   unsigned restarts = 0;     // children started to replace dead ones here
   std::string last_exit;     // why the previous child here ended; empty if none did

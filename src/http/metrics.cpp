@@ -112,7 +112,9 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health) {
   if (!health.processes.empty()) {
     unsigned p_busy = 0, p_idle = 0, p_stopped = 0, p_restarts = 0;
     for (const ProcessHealth& p : health.processes) {
-      (p.state == "busy" ? p_busy : p.state == "idle" ? p_idle : p_stopped) += 1;
+      if (p.state == "busy") ++p_busy;
+      else if (p.state == "idle") ++p_idle;
+      else if (p.state == "stopped") ++p_stopped;
       p_restarts += p.restarts;
     }
     w.family("bulwark_processes", "gauge", "Child worker processes (process isolation) by state.");

@@ -26,6 +26,12 @@ namespace {
 using nlohmann::json;
 namespace wire = detail::wire;
 
+// Set at load time: this process was started as a worker process. Cleared
+// by run_worker_process_if_requested(); a Runtime started while it is still
+// set means main() skipped the call.
+const bool g_started_as_worker = std::getenv(kChildFdEnv) != nullptr;
+bool g_hook_ran = false;
+
 int g_fd = -1;
 volatile sig_atomic_t g_in_job = 0;
 std::uintptr_t g_stack_lo = 0;  // lowest address the main thread's stack may reach
@@ -277,7 +283,19 @@ int child_main(const Registry& registry, int fd) {
 
 }  // namespace
 
+namespace detail {
+void refuse_runtime_in_worker_process() {
+  if (!g_started_as_worker || g_hook_ran) return;
+  static const char kMessage[] =
+      "bulwark: this process was started as a worker process (BULWARK_WORKER_FD is set), but main() did not call "
+      "bulwark::run_worker_process_if_requested() before starting a Runtime; see README, \"Process isolation\"\n";
+  (void)!write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+  _exit(86);
+}
+}  // namespace detail
+
 std::optional<int> run_worker_process_if_requested(const Registry& registry) {
+  g_hook_ran = true;
   const char* value = std::getenv(kChildFdEnv);
   if (value == nullptr) return std::nullopt;
   char* end = nullptr;

@@ -65,12 +65,7 @@ int wait_for_exit(pid_t pid, milliseconds patience) {
 
 ProcessPool::ProcessPool(unsigned processes, milliseconds start_timeout)
     : start_timeout_(start_timeout), children_(std::max(1u, processes)) {
-  std::lock_guard lock(mutex_);
-  for (unsigned i = 0; i < children_.size(); ++i) {
-    children_[i].id = i;
-    std::string error;
-    spawn(children_[i], error);  // a failure here is retried, and reported, on first use
-  }
+  for (unsigned i = 0; i < children_.size(); ++i) children_[i].id = i;
 }
 
 ProcessPool::~ProcessPool() { close(); }
@@ -185,6 +180,13 @@ ProcessReply ProcessPool::run(const ProcessRequest& request) {
       }
       return false;
     };
+    if (!started_ && !closed_) {  // the first isolated job starts the whole pool
+      started_ = true;
+      for (Child& ch : children_) {
+        std::string ignored;  // retried, and reported, when the child is needed
+        if (ch.pid < 0) spawn(ch, ignored);
+      }
+    }
     free_.wait(lock, request.stop, [&] { return closed_ || some_free(); });
     if (closed_) {
       reply.failure = make_failure(FailureKind::shutdown, "the runtime shut down before a worker process was free");
@@ -436,7 +438,7 @@ std::vector<ProcessHealth> ProcessPool::health() const {
     ProcessHealth h;
     h.id = c.id;
     h.pid = c.pid > 0 ? c.pid : 0;
-    h.state = c.pid < 0 ? "stopped" : c.busy ? "busy" : "idle";
+    h.state = closed_ ? "stopped" : c.pid < 0 && !c.busy ? "not_started" : c.busy ? "busy" : "idle";
     if (c.busy && !c.job.empty()) h.job = c.job;
     h.restarts = c.restarts;
     h.last_exit = c.last_exit;

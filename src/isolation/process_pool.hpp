@@ -1,5 +1,7 @@
 // Internal: the parent's side of process isolation. A fixed number of child
 // worker processes (isolation.processes), each running one job at a time.
+// They all start with the first isolated job (a runtime that never runs one
+// starts none), and a child that dies is replaced at once.
 //
 // run() is called by a runtime worker thread for an attempt of an isolated
 // type: it takes a free child (waiting for one if all are busy), sends the
@@ -95,6 +97,7 @@ class ProcessPool {
   std::condition_variable_any free_;
   std::vector<Child> children_;  // guarded by mutex_; fixed size
   bool closed_ = false;          // guarded by mutex_
+  bool started_ = false;         // guarded by mutex_
   std::uint64_t deaths_ = 0;     // guarded by mutex_
   std::map<std::string, std::uint64_t> ends_;  // guarded by mutex_
 };

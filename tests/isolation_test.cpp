@@ -1,0 +1,249 @@
+// Process isolation: crash-class failures in child worker processes. The
+// test executable's main() (support/doctest_main.cpp) serves as the child.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <set>
+#include <thread>
+
+#include "bulwark/runtime.hpp"
+#include "support/helpers.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::FailureKind;
+using bulwark::JobRecord;
+using bulwark::JobState;
+using bulwark::Runtime;
+using nlohmann::json;
+
+namespace {
+
+using bulwark::testing::builtins;
+using bulwark::testing::test_options;
+using bulwark::testing::trace_names;
+
+JobRecord run_to_end(Runtime& rt, bulwark::JobSpec spec) {
+  const auto s = rt.submit(std::move(spec));
+  REQUIRE_MESSAGE(static_cast<bool>(s), (s.error ? s.error->message : ""));
+  const auto deadline = bulwark::Clock::now() + 60s;
+  for (;;) {
+    auto r = rt.get(s.id);
+    REQUIRE(r);
+    if (bulwark::is_terminal(r->state)) return *r;
+    REQUIRE(bulwark::Clock::now() < deadline);
+    std::this_thread::sleep_for(2ms);
+  }
+}
+
+bool alive(int pid) { return pid > 0 && kill(pid, 0) == 0; }
+
+std::set<int> live_pids(const Runtime& rt) {
+  std::set<int> pids;
+  for (const auto& p : rt.health().processes) {
+    if (alive(p.pid)) pids.insert(p.pid);
+  }
+  return pids;
+}
+
+struct Case {
+  const char* how;
+  const char* signal;     // "" for none
+  const char* function;   // the crash site a trace must name; "" when there is no trace
+  const char* message;    // part of the message
+};
+
+}  // namespace
+
+TEST_SUITE("Process isolation") {
+  TEST_CASE("every kind of crash fails its job with kind crash and the crash site; the next job succeeds" *
+            doctest::timeout(180)) {
+    auto o = test_options(2);
+    o.isolation.processes = 2;
+    o.handlers["crash"].memory_limit_mb = 128;
+    Runtime rt(builtins(), o);
+    const Case cases[] = {
+        {"segv", "SIGSEGV", "crash_segv", "died from SIGSEGV"},
+        {"abort", "SIGABRT", "crash_abort", "died from SIGABRT"},
+        {"fpe", "SIGFPE", "crash_fpe", "died from SIGFPE"},
+        {"stack_overflow", "SIGSEGV", "crash_stack_overflow", "stack overflow"},
+        {"oom", "", "", "memory limit of 128 MiB exceeded"},
+        {"exit", "", "", "exited with status 3"},
+    };
+    for (const Case& c : cases) {
+      CAPTURE(c.how);
+      const JobRecord r = run_to_end(rt, {.type = "crash", .payload = {{"how", c.how}}, .max_attempts = 1});
+      CHECK(r.state == JobState::failed);
+      REQUIRE(r.error);
+      CHECK(r.error->kind == FailureKind::crash);
+      CHECK_MESSAGE(r.error->message.find(c.message) != std::string::npos, r.error->message);
+      if (std::string(c.signal).empty()) {
+        if (std::string(c.how) == "exit") CHECK(r.error->signal.empty());
+      } else {
+        CHECK(r.error->signal == c.signal);
+      }
+      if (*c.function != '\0') CHECK_MESSAGE(trace_names(r.error->trace, c.function), c.function);
+
+      const JobRecord next = run_to_end(rt, {.type = "crash", .payload = {{"how", "none"}}, .max_attempts = 1});
+      CHECK(next.state == JobState::succeeded);
+      CHECK(next.result == json{{"crashed", false}});
+    }
+    const auto stats = rt.stats();
+    CHECK(stats.process_ends.at("SIGSEGV") == 1);
+    CHECK(stats.process_ends.at("stack_overflow") == 1);
+    CHECK(stats.process_ends.at("exit") == 1);
+  }
+
+  TEST_CASE("a crashed job is retried in a fresh child and the crash counts towards restart intensity" *
+            doctest::timeout(60)) {
+    auto o = test_options(1);
+    o.supervisor.max_restarts = 1;
+    Runtime rt(builtins(), o);
+    const JobRecord r = run_to_end(rt, {.type = "crash", .payload = {{"how", "segv"}}, .max_attempts = 3});
+    CHECK(r.state == JobState::failed);
+    CHECK(r.attempts == 3);
+    const auto deadline = bulwark::Clock::now() + 10s;
+    while (rt.health().verdict != bulwark::Verdict::unhealthy && bulwark::Clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    const auto h = rt.health();
+    CHECK(h.verdict == bulwark::Verdict::unhealthy);
+    REQUIRE(!h.reasons.empty());
+    CHECK(h.reasons.front().find("replacements") != std::string::npos);
+    REQUIRE(h.processes.size() == 2);
+    unsigned restarts = 0;
+    for (const auto& p : h.processes) restarts += p.restarts;
+    CHECK(restarts == 3);
+  }
+
+  TEST_CASE("a hang past its hard timeout kills and replaces the child; no thread is abandoned" *
+            doctest::timeout(60)) {
+    auto o = test_options(1);
+    o.isolation.processes = 1;
+    o.handlers["hang"].isolation = bulwark::Isolation::process;
+    o.handlers["hang"].hard_timeout = 300ms;
+    Runtime rt(builtins(), o);
+    const JobRecord warm = run_to_end(rt, {.type = "hang", .payload = {{"ms", 1}}});
+    CHECK(warm.state == JobState::succeeded);
+    const std::set<int> before = live_pids(rt);
+    REQUIRE(before.size() == 1);
+
+    const JobRecord r = run_to_end(rt, {.type = "hang", .payload = {{"ms", 60'000}}, .max_attempts = 1});
+    CHECK(r.state == JobState::failed);
+    REQUIRE(r.error);
+    CHECK(r.error->kind == FailureKind::timeout);
+    CHECK(r.error->message.find("killed") != std::string::npos);
+    REQUIRE(r.stuck_trace);  // where the child was when it was killed
+    CHECK(trace_names(*r.stuck_trace, "hang_spin"));
+    CHECK(!alive(*before.begin()));
+
+    const JobRecord after = run_to_end(rt, {.type = "hang", .payload = {{"ms", 1}}});
+    CHECK(after.state == JobState::succeeded);
+    const std::set<int> now = live_pids(rt);
+    REQUIRE(now.size() == 1);
+    CHECK(*now.begin() != *before.begin());
+    const auto h = rt.health();
+    for (const auto& w : h.workers) CHECK(w.state != "abandoned");
+    CHECK(rt.stats().abandoned == 0);
+    CHECK(rt.stats().hard_timeouts == 1);
+  }
+
+  TEST_CASE("cancel reaches a job running in a child through its stop token" * doctest::timeout(60)) {
+    auto o = test_options(1);
+    o.handlers["sleep"].isolation = bulwark::Isolation::process;
+    Runtime rt(builtins(), o);
+    const auto s = rt.submit({.type = "sleep", .payload = {{"ms", 30'000}}});
+    REQUIRE(static_cast<bool>(s));
+    const auto deadline = bulwark::Clock::now() + 20s;
+    while (rt.get(s.id)->state != JobState::running) {
+      REQUIRE(bulwark::Clock::now() < deadline);
+      std::this_thread::sleep_for(2ms);
+    }
+    std::this_thread::sleep_for(100ms);  // the child has the job by now
+    CHECK(rt.cancel(s.id) == bulwark::CancelResult::stop_requested);
+    REQUIRE(rt.wait_idle(20s));
+    const auto r = rt.get(s.id);
+    CHECK(r->state == JobState::succeeded);  // sleep returns early when asked to stop
+    CHECK(r->result.at("cancelled") == true);
+    CHECK(r->result.at("slept_ms").get<int>() < 20'000);
+  }
+
+  TEST_CASE("1,000 jobs with 10 % crashes all end, with the configured number of children alive" *
+            doctest::timeout(300)) {
+    auto o = test_options(2);
+    o.isolation.processes = 3;
+    o.retry.max_attempts = 1;
+    o.supervisor.max_restarts = 1000;
+    Runtime rt(builtins(), o);
+    std::vector<bulwark::JobId> ids;
+    for (int i = 0; i < 1000; ++i) {
+      const char* how = i % 10 == 3 ? (i % 20 == 3 ? "segv" : "abort") : "none";
+      const auto s = rt.submit({.type = "crash", .payload = {{"how", how}}});
+      REQUIRE(static_cast<bool>(s));
+      ids.push_back(s.id);
+    }
+    REQUIRE(rt.wait_idle(240s));
+    int succeeded = 0, crashed = 0;
+    for (const auto& id : ids) {
+      const auto r = rt.get(id);
+      REQUIRE(r);
+      REQUIRE(bulwark::is_terminal(r->state));
+      if (r->state == JobState::succeeded) ++succeeded;
+      if (r->state == JobState::failed && r->error && r->error->kind == FailureKind::crash) ++crashed;
+    }
+    CHECK(succeeded == 900);
+    CHECK(crashed == 100);
+    // Replacements start at once; each live child answers a job.
+    const auto deadline = bulwark::Clock::now() + 20s;
+    while (live_pids(rt).size() != 3 && bulwark::Clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    CHECK(live_pids(rt).size() == 3);
+  }
+
+  TEST_CASE("health shows each child: pid, state, job, restarts and the last exit" * doctest::timeout(60)) {
+    auto o = test_options(1);
+    o.isolation.processes = 1;
+    Runtime rt(builtins(), o);
+    auto h = rt.health();
+    REQUIRE(h.processes.size() == 1);
+    CHECK(h.processes[0].state == "not_started");
+    run_to_end(rt, {.type = "crash", .payload = {{"how", "abort"}}, .max_attempts = 1});
+    h = rt.health();
+    REQUIRE(h.processes.size() == 1);
+    CHECK(h.processes[0].restarts == 1);
+    CHECK(h.processes[0].last_exit == "SIGABRT");
+    CHECK(alive(h.processes[0].pid));
+    CHECK(h.processes[0].state == "idle");
+    const json j = bulwark::to_json(h);
+    CHECK(j.at("processes").at(0).at("last_exit") == "SIGABRT");
+  }
+
+  TEST_CASE("shutdown ends a job still running in a child with kind shutdown and stops every child" *
+            doctest::timeout(60)) {
+    auto o = test_options(1);
+    o.handlers["hang"].isolation = bulwark::Isolation::process;
+    o.shutdown_grace = 100ms;
+    std::set<int> pids;
+    bulwark::JobId id;
+    {
+      Runtime rt(builtins(), o);
+      const auto s = rt.submit({.type = "hang", .payload = {{"ms", 60'000}}, .max_attempts = 1});
+      id = s.id;
+      const auto deadline = bulwark::Clock::now() + 20s;
+      while (live_pids(rt).empty() || rt.get(id)->state != JobState::running) {
+        REQUIRE(bulwark::Clock::now() < deadline);
+        std::this_thread::sleep_for(5ms);
+      }
+      pids = live_pids(rt);
+      const auto report = rt.shutdown(2s);
+      CHECK(!report.drained);
+      const auto r = rt.get(id);
+      CHECK(r->state == JobState::failed);
+      REQUIRE(r->error);
+      CHECK(r->error->kind == bulwark::FailureKind::shutdown);
+      CHECK(rt.stats().abandoned == 0);
+    }
+    for (int pid : pids) CHECK(!alive(pid));
+  }
+}
