@@ -526,8 +526,15 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
     // Children still running a job are killed (kind shutdown), so the
     // threads waiting for them return instead of being abandoned.
     processes->close();
+    const auto waits_for_child = [](const SlotPtr& s) {
+      if (s->exited.load()) return false;
+      std::lock_guard lock(s->mutex);
+      return s->current && s->current->isolated;
+    };
     const auto close_end = Clock::now() + std::chrono::seconds(5);
-    while (!all_exited() && Clock::now() < close_end) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (std::any_of(live.begin(), live.end(), waits_for_child) && Clock::now() < close_end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
   for (const SlotPtr& s : live) {
     if (s->exited.load(std::memory_order_acquire)) continue;

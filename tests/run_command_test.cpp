@@ -155,4 +155,49 @@ TEST_SUITE("bulwark run") {
     CHECK(r.stderr_text.find("circuit breakers opened") != std::string::npos);
     CHECK(r.stderr_text.find("failed with timeout: 1") != std::string::npos);
   }
+
+  TEST_CASE("isolated crashes end their jobs with kind crash, the signal and the crash site; the run goes on" *
+            doctest::timeout(120)) {
+    const std::string input =
+        R"({"type": "crash", "payload": {"how": "segv"}, "id": "segv", "max_attempts": 1})" "\n"
+        R"({"type": "crash", "payload": {"how": "stack_overflow"}, "id": "overflow", "max_attempts": 1})" "\n"
+        R"({"type": "crash", "payload": {"how": "exit"}, "id": "exit", "max_attempts": 1})" "\n"
+        R"({"type": "crash", "payload": {"how": "none"}, "id": "fine"})" "\n"
+        R"({"type": "crash", "payload": {"how": "melt"}})" "\n";
+    auto r = run_bulwark(input, "--workers 2");
+    CHECK(r.status == 1);
+    auto lines = by_line(r);
+    REQUIRE(lines.size() == 5);
+    const auto functions = [](const json& line) {
+      std::string all;
+      for (const auto& f : line["error"]["trace"]) all += f["function"].get<std::string>() + "\n";
+      return all;
+    };
+    CHECK(lines[1]["state"] == "failed");
+    CHECK(lines[1]["error"]["kind"] == "crash");
+    CHECK(lines[1]["error"]["signal"] == "SIGSEGV");
+    CHECK(functions(lines[1]).find("crash_segv") != std::string::npos);
+    CHECK(lines[2]["error"]["signal"] == "SIGSEGV");
+    CHECK(lines[2]["error"]["message"].get<std::string>().rfind("stack overflow", 0) == 0);
+    CHECK(functions(lines[2]).find("crash_stack_overflow") != std::string::npos);
+    CHECK(lines[3]["error"]["kind"] == "crash");
+    CHECK(lines[3]["error"]["message"].get<std::string>().find("exited with status 3") != std::string::npos);
+    CHECK(lines[4]["state"] == "succeeded");
+    CHECK(lines[4]["result"] == json{{"crashed", false}});
+    CHECK(lines[5]["state"] == "rejected");
+    CHECK(lines[5]["error"]["message"].get<std::string>().find("payload.how: expected one of") != std::string::npos);
+  }
+
+  TEST_CASE("a crash in a job that is not isolated kills the process, but the log names the job first" *
+            doctest::timeout(120)) {
+    const std::string input =
+        R"({"type": "echo", "payload": 1})" "\n"
+        R"({"type": "crash", "payload": {"how": "segv"}, "id": "culprit-7"})" "\n";
+    auto r = run_bulwark(input, "--workers 1 --config " BULWARK_SOURCE_DIR "/tests/support/crash-in-thread.json");
+    CHECK(r.status != 0);
+    CHECK(r.status != 1);  // not an orderly exit: the process died
+    CAPTURE(r.stderr_text);
+    CHECK(r.stderr_text.find("FATAL SIGSEGV in job culprit-7 (type crash) on worker thread 0") != std::string::npos);
+    CHECK(r.stderr_text.find("crash_segv") != std::string::npos);
+  }
 }

@@ -101,4 +101,44 @@ TEST_SUITE("bulwark serve") {
     CHECK(p.wait_exit() == 2);
     CHECK(p.stderr_text().find("handlers.fail.max_attempts: expected an integer") != std::string::npos);
   }
+
+  TEST_CASE("isolated job types work through the HTTP API; /v1/workers lists the child processes" *
+            doctest::timeout(60)) {
+    Process p(BULWARK_SOURCE_DIR "/tests/support/serve.json");
+    const std::string first = p.read_line();
+    REQUIRE(first.find("listening on http://127.0.0.1:") != std::string::npos);
+    const auto port = static_cast<std::uint16_t>(std::stoi(first.substr(first.rfind(':') + 1)));
+    const auto finish = [&](const std::string& body) {
+      auto submitted = http(port, "POST", "/v1/jobs", body);
+      REQUIRE(submitted.status == 201);
+      const std::string id = submitted.json()["id"];
+      for (;;) {
+        json job = http(port, "GET", "/v1/jobs/" + id).json();
+        const std::string state = job["state"];
+        if (state == "succeeded" || state == "failed" || state == "cancelled") return job;
+        std::this_thread::sleep_for(5ms);
+      }
+    };
+    const json crashed = finish(R"({"type": "crash", "payload": {"how": "abort"}, "max_attempts": 1})");
+    CHECK(crashed["state"] == "failed");
+    CHECK(crashed["error"]["kind"] == "crash");
+    CHECK(crashed["error"]["signal"] == "SIGABRT");
+    const json fine = finish(R"({"type": "crash", "payload": {"how": "none"}})");
+    CHECK(fine["state"] == "succeeded");
+
+    const json workers = http(port, "GET", "/v1/workers").json();
+    REQUIRE(workers["processes"].is_array());
+    REQUIRE(!workers["processes"].empty());
+    unsigned restarts = 0;
+    for (const auto& proc : workers["processes"]) {
+      CHECK(proc["pid"].get<int>() > 0);
+      restarts += proc["restarts"].get<unsigned>();
+    }
+    CHECK(restarts == 1);
+    const std::string metrics = http(port, "GET", "/metrics").body;
+    CHECK(metrics.find("bulwark_process_ends_total{reason=\"SIGABRT\"} 1") != std::string::npos);
+
+    REQUIRE(::kill(p.pid, SIGTERM) == 0);
+    CHECK(p.wait_exit() == 0);
+  }
 }
