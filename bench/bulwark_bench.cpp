@@ -33,6 +33,7 @@
 #include <tbb/task_arena.h>
 #include <tbb/task_group.h>
 
+#include "bulwark/isolation.hpp"
 #include "bulwark/runtime.hpp"
 #include "detail/runtime_impl.hpp"
 
@@ -373,6 +374,61 @@ ordered_json supervision(int reps) {
           {"stuck_detection_after_deadline_ms", stat(detect_ms)}};
 }
 
+// --- process isolation -------------------------------------------------------
+
+// The job types of the isolation runs; the children (this program started
+// again) must register the same ones.
+bulwark::Registry isolation_registry() {
+  bulwark::Registry r;
+  r.add("echo_thread", [](bulwark::JobContext&, const nlohmann::json& p) { return p; });
+  r.add("echo_process", [](bulwark::JobContext&, const nlohmann::json& p) { return p; },
+        {.isolation = bulwark::Isolation::process});
+  return r;
+}
+
+// Microseconds per job, one at a time (submit, wait for the end, repeat), on
+// a worker thread and in a child process; and jobs per second with both
+// workers busy.
+ordered_json isolation(std::size_t n, int reps) {
+  const auto one_at_a_time = [&](const char* type) {
+    return repeat(reps, [&] {
+      auto o = bulwark_options(1, n);
+      o.isolation.processes = 1;
+      bulwark::Runtime rt(isolation_registry(), o);
+      rt.submit({.type = type, .payload = {{"warm", true}}});
+      rt.wait_idle(60s);
+      const auto start = Clock::now();
+      for (std::size_t i = 0; i < n; ++i) {
+        rt.submit({.type = type, .payload = {{"i", i}}});
+        rt.wait_idle(60s);
+      }
+      return seconds_since(start) * 1e6 / static_cast<double>(n);
+    });
+  };
+  const auto throughput = [&](const char* type) {
+    return repeat(reps, [&] {
+      auto o = bulwark_options(2, n * 10);
+      o.isolation.processes = 2;
+      bulwark::Runtime rt(isolation_registry(), o);
+      rt.submit({.type = type});
+      rt.wait_idle(60s);
+      const auto start = Clock::now();
+      for (std::size_t i = 0; i < n * 10; ++i) rt.submit({.type = type, .payload = {{"i", i}}});
+      rt.wait_idle(120s);
+      return static_cast<double>(n * 10) / seconds_since(start);
+    });
+  };
+  const Stat thread_us = one_at_a_time("echo_thread");
+  const Stat process_us = one_at_a_time("echo_process");
+  const Stat thread_rate = throughput("echo_thread");
+  const Stat process_rate = throughput("echo_process");
+  return {{"one_at_a_time_us_thread", thread_us.json()},
+          {"one_at_a_time_us_process", process_us.json()},
+          {"round_trip_cost_us", process_us.median - thread_us.median},
+          {"jobs_per_s_thread", thread_rate.json()},
+          {"jobs_per_s_process", process_rate.json()}};
+}
+
 // --- memory ------------------------------------------------------------------
 
 long rss_kb() {
@@ -418,6 +474,7 @@ ordered_json memory(std::size_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (auto code = bulwark::run_worker_process_if_requested(isolation_registry())) return *code;
   Config cfg;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -516,6 +573,10 @@ int main(int argc, char** argv) {
   results["supervision"] = supervision(cfg.reps);
   log("supervision: " + results["supervision"].dump());
 
+  // Process isolation: what a round trip to a child costs.
+  results["isolation"] = isolation(cfg.quick ? 500 : 2'000, cfg.reps);
+  log("isolation: " + results["isolation"].dump());
+
   // 8: memory per queued job.
   results["memory"] = memory(cfg.quick ? 100'000 : 1'000'000);
   log("memory: " + results["memory"].dump());
@@ -530,6 +591,7 @@ int main(int argc, char** argv) {
       {"post_vs_moodycamel_ceiling", med("bulwark_post") / med("moodycamel_pool")},
       {"guard_cost_percent", results["guard"]["cost_percent"]},
       {"failure_scaling_2_over_1", results["failure_scaling"]["ratio"]},
+      {"isolated_round_trip_us", results["isolation"]["round_trip_cost_us"]},
   };
   std::ofstream(cfg.out) << results.dump(2) << "\n";
   // Plain columns for bench/plot.sh (gnuplot reads no JSON).

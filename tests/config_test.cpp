@@ -48,11 +48,14 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(o.logging.level == d.logging.level);
     CHECK(o.logging.format == d.logging.format);
     CHECK(o.logging.file == d.logging.file);
+    CHECK(o.isolation.processes == d.isolation.processes);
+    CHECK(o.isolation.memory_limit_mb == d.isolation.memory_limit_mb);
+    CHECK(o.isolation.start_timeout == d.isolation.start_timeout);
     // Every section and key of the file is one the reader knows: from_file
     // above would have thrown otherwise. And every known section is there:
     std::ifstream in(BULWARK_SOURCE_DIR "/config/default.json");
     const json j = json::parse(in);
-    for (const char* key : {"workers", "queue", "retry", "recovery", "retention", "shutdown", "logging", "handlers"}) {
+    for (const char* key : {"workers", "queue", "retry", "recovery", "retention", "shutdown", "isolation", "logging", "handlers"}) {
       CHECK_MESSAGE(j.contains(key), key);
     }
   }
@@ -64,7 +67,9 @@ TEST_SUITE("RuntimeOptions") {
       "recovery": {"max_concurrent_retries": 2, "capture_traces": false},
       "retention": {"max_finished": 7}, "shutdown": {"timeout_ms": 1500},
       "logging": {"level": "warn", "format": "json", "file": "/tmp/x.log"},
-      "handlers": {"fail": {"max_attempts": 1, "backoff_initial_ms": 1, "backoff_max_ms": 2}}})"));
+      "isolation": {"processes": 4, "memory_limit_mb": 512, "start_timeout_ms": 3000},
+      "handlers": {"fail": {"max_attempts": 1, "backoff_initial_ms": 1, "backoff_max_ms": 2},
+                   "crash": {"isolation": "process", "memory_limit_mb": 64}, "echo": {"isolation": "thread"}}})"));
     CHECK(o.workers == 3);
     CHECK(o.effective_workers() == 3);
     CHECK(o.queue_capacity == 10);
@@ -83,6 +88,13 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(o.handlers.at("fail").max_attempts == 1);
     CHECK(o.handlers.at("fail").backoff_initial->count() == 1);
     CHECK(o.handlers.at("fail").backoff_max->count() == 2);
+    CHECK(!o.handlers.at("fail").isolation);
+    CHECK(o.isolation.processes == 4);
+    CHECK(o.isolation.memory_limit_mb == 512);
+    CHECK(o.isolation.start_timeout.count() == 3000);
+    CHECK(o.handlers.at("crash").isolation == bulwark::Isolation::process);
+    CHECK(o.handlers.at("crash").memory_limit_mb == 64);
+    CHECK(o.handlers.at("echo").isolation == bulwark::Isolation::thread);
   }
 
   TEST_CASE("errors name the key path") {
@@ -96,6 +108,10 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(config_error(json::parse(R"({"logging": {"format": "xml"}})")) ==
           "logging.format: expected one of text, json, got 'xml'");
     CHECK(config_error(json::parse(R"({"queue": 5})")) == "queue: expected an object");
+    CHECK(config_error(json::parse(R"({"handlers": {"crash": {"isolation": "fork"}}})")) ==
+          "handlers.crash.isolation: expected one of thread, process, got 'fork'");
+    CHECK(config_error(json::parse(R"({"isolation": {"processes": 0}})")) ==
+          "isolation.processes: expected an integer from 1 to 256, got 0");
     CHECK(config_error(json::array()) == "configuration: expected an object");
   }
 

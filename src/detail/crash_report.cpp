@@ -61,6 +61,7 @@ extern "C" void on_fatal_signal(int sig, siginfo_t* info, void*) {
       b.add("\n");
     }
     emit(b);
+#if !defined(__SANITIZE_THREAD__)  // TSan rightly flags what follows, and ends the process with its own report
     // Names need memory and locks, which a crashed process may not have: an
     // alarm ends the attempt if it hangs.
     alarm(5);
@@ -84,6 +85,7 @@ extern "C" void on_fatal_signal(int sig, siginfo_t* info, void*) {
       emit(named);
     } catch (...) {
     }
+#endif
   }
   // Let whatever was there before (the default: death by this signal) act.
   sigaction(sig, &g_previous[sig], nullptr);
