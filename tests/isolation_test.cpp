@@ -246,4 +246,23 @@ TEST_SUITE("Process isolation") {
     }
     for (int pid : pids) CHECK(!alive(pid));
   }
+
+  TEST_CASE("crashes of an isolated type open its circuit breaker like any failure" * doctest::timeout(60)) {
+    auto o = test_options(1);
+    o.circuit_breaker.failures = 2;
+    o.circuit_breaker.cooldown = 60s;
+    Runtime rt(builtins(), o);
+    for (int i = 0; i < 2; ++i) {
+      const JobRecord r = run_to_end(rt, {.type = "crash", .payload = {{"how", "segv"}}, .max_attempts = 1});
+      CHECK(r.error->kind == FailureKind::crash);
+    }
+    const auto h = rt.health();
+    const auto it = std::find_if(h.breakers.begin(), h.breakers.end(), [](const auto& b) { return b.type == "crash"; });
+    REQUIRE(it != h.breakers.end());
+    CHECK(it->state == "open");
+    // Its next job waits instead of crashing another child.
+    const auto s = rt.submit({.type = "crash", .payload = {{"how", "segv"}}});
+    std::this_thread::sleep_for(100ms);
+    CHECK(rt.get(s.id)->state == JobState::scheduled);
+  }
 }
