@@ -217,7 +217,7 @@ void Runtime::Impl::start_worker(unsigned id, unsigned generation) {
   slot->thread = std::thread([this, slot] { worker_main(slot); });
 }
 
-std::optional<SubmitError> Runtime::Impl::accept(const TaskPtr& task, std::chrono::milliseconds delay) {
+std::optional<SubmitError> Runtime::Impl::accept(TaskPtr task, std::chrono::milliseconds delay) {
   // Counting ourselves in before reading `accepting` lets shutdown wait for
   // every submit that got past the check, so none lands after the final drain.
   submitting.fetch_add(1, std::memory_order_seq_cst);
@@ -239,14 +239,14 @@ std::optional<SubmitError> Runtime::Impl::accept(const TaskPtr& task, std::chron
     queue.unreserve();
     return SubmitError{SubmitError::Code::duplicate_id, "id '" + task->id + "' is already used by another job"};
   }
-  active.fetch_add(1, std::memory_order_relaxed);
+  accepted.fetch_add(1, std::memory_order_seq_cst);
   submitted.fetch_add(1, std::memory_order_relaxed);
   task->type_state->counters.submitted.fetch_add(1, std::memory_order_relaxed);
   const auto now = Clock::now();
   const auto due = now + delay;
   task->created_at = detail::to_wall(now);
   task->enqueued_ns.store(due.time_since_epoch().count(), std::memory_order_relaxed);
-  queue.push(task, due, now);
+  queue.push(std::move(task), due, now);
   return std::nullopt;
 }
 
@@ -479,8 +479,10 @@ void Runtime::Impl::finished(const TaskPtr& task, JobState terminal) {
     }
   }
   // Dekker-style with wait_idle: both sides seq_cst, so either the waiter
-  // sees active == 0 or we see the waiter.
-  if (active.fetch_sub(1, std::memory_order_seq_cst) == 1 && idle_waiters.load(std::memory_order_seq_cst) > 0) {
+  // sees the count it waits for or we see the waiter. Whoever makes the
+  // finished count reach the accepted count wakes it.
+  const std::uint64_t done = finished_total.fetch_add(1, std::memory_order_seq_cst) + 1;
+  if (idle_waiters.load(std::memory_order_seq_cst) > 0 && done == accepted.load(std::memory_order_seq_cst)) {
     std::lock_guard lock(idle_mutex);
     idle_cv.notify_all();
   }
@@ -648,7 +650,7 @@ std::optional<SubmitError> Runtime::enqueue_posted(std::shared_ptr<detail::Task>
   task->hard_timeout = impl_->posts.hard_timeout;
   task->policy = &impl_->posts.policy;
   task->type_state = &impl_->posts;
-  auto error = impl_->accept(task, options.delay);
+  auto error = impl_->accept(std::move(task), options.delay);
   if (error) impl_->count_rejection(error->code);
   return error;
 }
@@ -725,7 +727,7 @@ RequeueResult Runtime::requeue(const JobId& id) {
     task->cancel_requested = false;
     task->finished_at.reset();
   }
-  impl_->active.fetch_add(1, std::memory_order_relaxed);
+  impl_->accepted.fetch_add(1, std::memory_order_seq_cst);
   const auto now = Clock::now();
   task->enqueued_ns.store(now.time_since_epoch().count(), std::memory_order_relaxed);
   impl_->queue.push(task, now);
@@ -807,7 +809,12 @@ bool Runtime::wait_idle(std::chrono::milliseconds timeout) {
   impl_->idle_waiters.fetch_add(1, std::memory_order_seq_cst);
   std::unique_lock lock(impl_->idle_mutex);
   const bool idle =
-      impl_->idle_cv.wait_for(lock, timeout, [&] { return impl_->active.load(std::memory_order_seq_cst) == 0; });
+      impl_->idle_cv.wait_for(lock, timeout, [&] {
+        // Finished first: every job it counts was accepted before, so equal
+        // counts mean nothing was unfinished when `accepted` was read.
+        const std::uint64_t done = impl_->finished_total.load(std::memory_order_seq_cst);
+        return impl_->accepted.load(std::memory_order_seq_cst) == done;
+      });
   impl_->idle_waiters.fetch_sub(1, std::memory_order_seq_cst);
   return idle;
 }

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -21,6 +22,40 @@ TEST_SUITE("JobQueue") {
     CHECK(q.size() == 2);
     CHECK(q.pop()->id == "a");
     CHECK(q.try_push(fake_task("c"), Clock::now()));
+  }
+
+  TEST_CASE("concurrent producers fill exactly to the capacity, and nothing accepted is lost" *
+            doctest::timeout(60)) {
+    constexpr int kCapacity = 50;
+    JobQueue q(kCapacity, 1);
+    std::atomic<int> accepted{0}, taken{0};
+    const auto produce = [&](int n) {
+      std::vector<std::thread> producers;
+      for (int p = 0; p < 3; ++p) {
+        producers.emplace_back([&] {
+          for (int i = 0; i < n; ++i) {
+            if (q.try_push(fake_task("x"), Clock::now())) accepted.fetch_add(1);
+          }
+        });
+      }
+      for (auto& t : producers) t.join();
+    };
+    produce(1'000);  // nobody takes: exactly the capacity gets in
+    CHECK(accepted.load() == kCapacity);
+    CHECK(q.size() == kCapacity);
+    std::vector<std::thread> consumers;
+    for (int c = 0; c < 2; ++c) {
+      consumers.emplace_back([&] {
+        while (q.pop()) taken.fetch_add(1);
+      });
+    }
+    produce(20'000);
+    while (taken.load() < accepted.load()) std::this_thread::sleep_for(1ms);
+    CHECK(q.size() == 0);
+    q.close();
+    for (auto& t : consumers) t.join();
+    CHECK(taken.load() == accepted.load());
+    CHECK(accepted.load() > kCapacity);
   }
 
   TEST_CASE("delayed jobs count against the capacity" * doctest::timeout(10)) {

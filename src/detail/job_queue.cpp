@@ -11,14 +11,25 @@ JobQueue::~JobQueue() { close(); }
 
 bool JobQueue::try_reserve() noexcept {
   if (closed_.load(std::memory_order_acquire)) return false;
-  if (size_.fetch_add(1, std::memory_order_acq_rel) >= capacity_) {
-    size_.fetch_sub(1, std::memory_order_acq_rel);
-    return false;
-  }
-  return true;
+  const auto before = static_cast<std::int64_t>(added_.fetch_add(1, std::memory_order_acq_rel));
+  const auto cap = static_cast<std::int64_t>(capacity_);
+  if (before - static_cast<std::int64_t>(removed_seen_.load(std::memory_order_relaxed)) < cap) return true;
+  const std::uint64_t removed = removed_.load(std::memory_order_acquire);
+  removed_seen_.store(removed, std::memory_order_relaxed);  // a racing older store only makes it lag more
+  if (before - static_cast<std::int64_t>(removed) < cap) return true;
+  // Taken back from the producers' count, not added to the workers': a
+  // place refused here was never there for a later reservation to reuse.
+  added_.fetch_sub(1, std::memory_order_acq_rel);
+  return false;
 }
 
-void JobQueue::unreserve() noexcept { size_.fetch_sub(1, std::memory_order_acq_rel); }
+void JobQueue::unreserve() noexcept { added_.fetch_sub(1, std::memory_order_acq_rel); }
+
+std::size_t JobQueue::size() const noexcept {
+  const std::uint64_t removed = removed_.load(std::memory_order_acquire);
+  const std::uint64_t added = added_.load(std::memory_order_acquire);
+  return added > removed ? static_cast<std::size_t>(added - removed) : 0;
+}
 
 void JobQueue::push(TaskPtr task, Clock::time_point due, Clock::time_point now) {
   if (due > now) {
@@ -35,12 +46,12 @@ bool JobQueue::try_push(TaskPtr task, Clock::time_point due) {
 }
 
 void JobQueue::push_retry(TaskPtr task, Clock::time_point due) {
-  size_.fetch_add(1, std::memory_order_acq_rel);
+  added_.fetch_add(1, std::memory_order_acq_rel);
   schedule(std::move(task), due, true);
 }
 
 void JobQueue::push_deferred(TaskPtr task, Clock::time_point due, bool retry) {
-  size_.fetch_add(1, std::memory_order_acq_rel);
+  added_.fetch_add(1, std::memory_order_acq_rel);
   schedule(std::move(task), due, retry);
 }
 
@@ -85,7 +96,7 @@ TaskPtr JobQueue::pop() {
         TaskPtr task;
         if (lanes_[lane].try_dequeue(task)) {
           lane_counts_[lane].fetch_sub(1, std::memory_order_relaxed);
-          size_.fetch_sub(1, std::memory_order_acq_rel);
+          removed_.fetch_add(1, std::memory_order_acq_rel);
           return task;
         }
       }
@@ -146,7 +157,7 @@ std::vector<TaskPtr> JobQueue::drain() {
       heap->pop();
     }
   }
-  size_.fetch_sub(out.size(), std::memory_order_acq_rel);
+  removed_.fetch_add(out.size(), std::memory_order_acq_rel);
   return out;
 }
 
@@ -174,7 +185,7 @@ void JobQueue::run_scheduler(std::stop_token stop) {
         if (task->transition(JobState::scheduled, JobState::queued)) {
           push_ready(std::move(task), retry);
         } else {
-          size_.fetch_sub(1, std::memory_order_acq_rel);
+          removed_.fetch_add(1, std::memory_order_acq_rel);
           if (retry) {
             std::lock_guard relock(mutex_);
             --retries_admitted_;

@@ -81,7 +81,7 @@ class JobQueue {
   // after the consumers have stopped.
   std::vector<TaskPtr> drain();
 
-  std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+  std::size_t size() const noexcept;
   std::size_t ready() const noexcept;
   std::size_t capacity() const noexcept { return capacity_; }
   // Ready jobs per priority (fresh and retry lanes together), index = priority.
@@ -102,12 +102,20 @@ class JobQueue {
   void schedule(TaskPtr task, Clock::time_point due, bool retry);
   void run_scheduler(std::stop_token stop);
 
-  // Producers and workers both write size_, the lane counts and the
-  // semaphore; each gets a cache line of its own so that one write does
-  // not also evict the others (or the read-mostly fields).
+  // The size is two counts, each on its own cache line: places taken (by
+  // producers; a refused reservation takes its place back) and places freed
+  // (by workers popping; only ever grows). A producer checks the capacity
+  // against a recent copy of the second, kept on its own line, and reads the
+  // workers' line only when the queue looks full: in the common case a
+  // submit touches no line a worker writes. The copy lags behind, so the
+  // check errs on the full side and is then redone with the current count.
   const std::size_t capacity_;
   std::atomic<bool> closed_{false};
-  alignas(64) std::atomic<std::size_t> size_{0};  // everything waiting
+  alignas(64) std::atomic<std::uint64_t> added_{0};
+  std::atomic<std::uint64_t> removed_seen_{0};
+  alignas(64) std::atomic<std::uint64_t> removed_{0};
+  // The lane counts and the semaphore are written by both sides; each has a
+  // line of its own so that one write does not also evict the others.
   alignas(64) std::array<std::atomic<std::int64_t>, kLanes> lane_counts_{};  // ready per lane; lets pop() skip empty ones
   // A short spin before sleeping: with more threads than cores, long spins
   // take the CPU from the producers they wait for.

@@ -175,7 +175,8 @@ struct Runtime::Impl {
     count_rejection(code);
     return Submitted{{}, JobState::rejected, SubmitError{code, std::move(message)}};
   }
-  std::optional<SubmitError> accept(const TaskPtr& task, std::chrono::milliseconds delay);
+  // Takes the job into the queue (the queue gets `task`'s reference).
+  std::optional<SubmitError> accept(TaskPtr task, std::chrono::milliseconds delay);
   void count_rejection(SubmitError::Code code) noexcept {
     rejected.fetch_add(1, std::memory_order_relaxed);
     rejected_by_code[static_cast<std::size_t>(code)].fetch_add(1, std::memory_order_relaxed);
@@ -224,18 +225,19 @@ struct Runtime::Impl {
   detail::SupervisorCounters sup;
 
   // The hot counters, grouped by who writes them so that producers and
-  // workers do not evict each other's cache lines: submit side, worker side,
-  // and `active`, which both write.
+  // workers do not evict each other's cache lines. Jobs not yet finished
+  // are `accepted - finished_total`, one count on each side.
   alignas(64) std::atomic<bool> accepting{true};
   std::atomic<bool> stopping{false};  // shutdown has begun: exits are not deaths
   std::atomic<int> submitting{0};
   std::atomic<std::uint64_t> next_seq{0};
   std::atomic<std::uint64_t> submitted{0}, rejected{0};
+  std::atomic<std::uint64_t> accepted{0};  // accepts and requeues
   alignas(64) std::atomic<std::uint64_t> succeeded{0}, failed{0}, cancelled{0};
   std::atomic<std::uint64_t> attempts_failed{0}, retried{0};
   std::atomic<std::size_t> running{0};
   std::atomic<int> idle_waiters{0};  // threads in wait_idle; finished() notifies only if any
-  alignas(64) std::atomic<std::int64_t> active{0};
+  std::atomic<std::uint64_t> finished_total{0};  // jobs that reached a terminal state
   alignas(64) std::mutex idle_mutex;
   std::condition_variable idle_cv;
 
