@@ -1,5 +1,11 @@
 #include "detail/job_queue.hpp"
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+
 namespace bulwark::detail {
 
 JobQueue::JobQueue(std::size_t capacity, unsigned max_retries)
@@ -67,9 +73,10 @@ void JobQueue::set_retry_limit(unsigned limit) {
 void JobQueue::push_ready(TaskPtr task, bool retry) {
   const int lane = lane_of(task->priority, retry);
   task->in_retry_lane.store(retry, std::memory_order_relaxed);
-  lane_counts_[lane].fetch_add(1, std::memory_order_release);
+  lane_counts_[lane].fetch_add(1, std::memory_order_seq_cst);
   lanes_[lane].enqueue(std::move(task));
-  items_.signal();
+  // A searching worker will take it; otherwise wake a sleeping one.
+  if (searching_.load(std::memory_order_seq_cst) == 0 && sleepers_.load(std::memory_order_seq_cst) > 0) wake(1);
 }
 
 void JobQueue::schedule(TaskPtr task, Clock::time_point due, bool retry) {
@@ -81,31 +88,74 @@ void JobQueue::schedule(TaskPtr task, Clock::time_point due, bool retry) {
   wake_.notify_one();
 }
 
+TaskPtr JobQueue::take() {
+  // A lane count is raised before the enqueue: a count whose task is not
+  // visible yet is retried briefly.
+  for (int round = 0; round < 64; ++round) {
+    bool pending = false;
+    for (int lane = kLanes - 1; lane >= 0; --lane) {
+      if (lane_counts_[lane].load(std::memory_order_seq_cst) <= 0) continue;
+      TaskPtr task;
+      if (lanes_[lane].try_dequeue(task)) {
+        lane_counts_[lane].fetch_sub(1, std::memory_order_relaxed);
+        removed_.fetch_add(1, std::memory_order_acq_rel);
+        return task;
+      }
+      pending = true;
+    }
+    if (!pending) return nullptr;
+    if (round > 8) std::this_thread::yield();
+  }
+  return nullptr;
+}
+
+void JobQueue::wake(int n) {
+  epoch_.fetch_add(1, std::memory_order_seq_cst);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAKE_PRIVATE, n, nullptr, nullptr, 0);
+}
+
+void JobQueue::pass_baton() {
+  // Work left behind, nobody searching, somebody asleep: wake one. Each
+  // worker that takes a job does this, so a chain of wake-ups follows a
+  // burst that producers pushed while a searcher was about.
+  if (sleepers_.load(std::memory_order_seq_cst) > 0 && searching_.load(std::memory_order_seq_cst) == 0 &&
+      ready() > 0) {
+    wake(1);
+  }
+}
+
 TaskPtr JobQueue::pop() {
   for (;;) {
-    items_.wait();
-    if (closed_.load(std::memory_order_acquire)) {
-      items_.signal();  // pass the wake-up on to the next consumer
-      return nullptr;
+    if (closed_.load(std::memory_order_acquire)) return nullptr;
+    if (TaskPtr task = take()) {
+      pass_baton();
+      return task;
     }
-    // A count on the semaphore means a task was enqueued; its enqueue may not
-    // be visible yet, so scan until it is.
-    for (int spins = 0;; ++spins) {
-      for (int lane = kLanes - 1; lane >= 0; --lane) {
-        if (lane_counts_[lane].load(std::memory_order_acquire) <= 0) continue;
-        TaskPtr task;
-        if (lanes_[lane].try_dequeue(task)) {
-          lane_counts_[lane].fetch_sub(1, std::memory_order_relaxed);
-          removed_.fetch_add(1, std::memory_order_acq_rel);
+    // Out of work. One worker at a time searches for a while before it
+    // sleeps: the next job usually comes soon, and a searcher takes it
+    // without anybody paying for a wake-up.
+    if (searching_.fetch_add(1, std::memory_order_seq_cst) == 0) {
+      const auto until = Clock::now() + kSearch;
+      for (int i = 1; !closed_.load(std::memory_order_acquire); ++i) {
+        if (TaskPtr task = take()) {
+          searching_.fetch_sub(1, std::memory_order_seq_cst);
+          pass_baton();
           return task;
         }
+        if (i % 8 == 0 && Clock::now() >= until) break;
+        std::this_thread::yield();  // with more threads than cores, the producer may need this CPU
       }
-      if (closed_.load(std::memory_order_acquire)) {
-        items_.signal();
-        return nullptr;
-      }
-      if (spins > 64) std::this_thread::yield();
     }
+    // Sleep until a producer (or close) moves the epoch. Announcing first
+    // and then looking again means a producer either sees us or we see its
+    // job (both sides use sequentially consistent operations).
+    const std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
+    searching_.fetch_sub(1, std::memory_order_seq_cst);
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    if (ready() == 0 && !closed_.load(std::memory_order_seq_cst)) {
+      syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAIT_PRIVATE, seen, nullptr, nullptr, 0);
+    }
+    sleepers_.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
 
@@ -138,7 +188,7 @@ void JobQueue::close() {
   scheduler_.request_stop();
   wake_.notify_all();
   if (scheduler_.joinable()) scheduler_.join();
-  items_.signal();  // each consumer that exits passes it on
+  wake(INT32_MAX);
 }
 
 std::vector<TaskPtr> JobQueue::drain() {

@@ -31,7 +31,6 @@
 #include <vector>
 
 #include <concurrentqueue.h>
-#include <lightweightsemaphore.h>
 
 #include "bulwark/detail/task.hpp"
 
@@ -97,7 +96,11 @@ class JobQueue {
   };
   using Heap = std::priority_queue<Delayed, std::vector<Delayed>, std::greater<>>;
 
+  static constexpr auto kSearch = std::chrono::microseconds(50);
   static int lane_of(int priority, bool retry) noexcept { return priority * 2 + (retry ? 0 : 1); }
+  TaskPtr take();       // a ready task, highest priority first; null if none
+  void wake(int n);     // wakes up to n sleeping workers
+  void pass_baton();    // after a take: wakes a sleeper if work is left and nobody searches
   void push_ready(TaskPtr task, bool retry);
   void schedule(TaskPtr task, Clock::time_point due, bool retry);
   void run_scheduler(std::stop_token stop);
@@ -117,9 +120,14 @@ class JobQueue {
   // The lane counts and the semaphore are written by both sides; each has a
   // line of its own so that one write does not also evict the others.
   alignas(64) std::array<std::atomic<std::int64_t>, kLanes> lane_counts_{};  // ready per lane; lets pop() skip empty ones
-  // A short spin before sleeping: with more threads than cores, long spins
-  // take the CPU from the producers they wait for.
-  alignas(64) moodycamel::LightweightSemaphore items_{0, 500};  // one count per ready task
+  // Waking: workers out of work sleep on a futex word (epoch_). A producer
+  // wakes one only if none is searching: at most one worker searches (spins
+  // for kSearch) before sleeping, and one that finds a job wakes another if
+  // more wait. So while one worker keeps up, the others sleep and nobody
+  // pays for wake-ups.
+  alignas(64) std::atomic<std::uint32_t> epoch_{0};
+  alignas(64) std::atomic<int> searching_{0};
+  std::atomic<int> sleepers_{0};
 
   std::array<moodycamel::ConcurrentQueue<TaskPtr>, kLanes> lanes_;
 
