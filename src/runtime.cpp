@@ -619,10 +619,12 @@ Submitted Runtime::submit(JobSpec spec) {
   }
   std::shared_ptr<Task> task;
   if (type.isolated) {
-    task = std::make_shared<detail::IsolatedTask>(impl_->processes, type.memory_limit_mb);
+    task = std::allocate_shared<detail::IsolatedTask>(detail::PoolAllocator<detail::IsolatedTask>{}, impl_->processes,
+                                                      type.memory_limit_mb);
     task->isolated = true;
   } else {
-    task = std::make_shared<detail::HandlerTask>(impl_->registry, type.entry->handler);
+    task = std::allocate_shared<detail::HandlerTask>(detail::PoolAllocator<detail::HandlerTask>{}, impl_->registry,
+                                                     type.entry->handler);
   }
   task->id = std::move(spec.id);
   task->type = it->first;
