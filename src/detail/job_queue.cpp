@@ -73,10 +73,14 @@ void JobQueue::set_retry_limit(unsigned limit) {
 void JobQueue::push_ready(TaskPtr task, bool retry) {
   const int lane = lane_of(task->priority, retry);
   task->in_retry_lane.store(retry, std::memory_order_relaxed);
-  lane_counts_[lane].fetch_add(1, std::memory_order_seq_cst);
+  const std::int64_t waiting = lane_counts_[lane].fetch_add(1, std::memory_order_seq_cst);
   lanes_[lane].enqueue(std::move(task));
-  // A searching worker will take it; otherwise wake a sleeping one.
-  if (searching_.load(std::memory_order_seq_cst) == 0 && sleepers_.load(std::memory_order_seq_cst) > 0) wake(1);
+  // A searching worker will take it, unless jobs pile up meanwhile (the
+  // searcher may have lost its CPU): then, or with no searcher, wake one.
+  if (sleepers_.load(std::memory_order_seq_cst) > 0 &&
+      (waiting > 0 || searching_.load(std::memory_order_seq_cst) == 0)) {
+    wake(1);
+  }
 }
 
 void JobQueue::schedule(TaskPtr task, Clock::time_point due, bool retry) {
