@@ -117,14 +117,15 @@ class JobQueue {
   alignas(64) std::atomic<std::uint64_t> added_{0};
   std::atomic<std::uint64_t> removed_seen_{0};
   alignas(64) std::atomic<std::uint64_t> removed_{0};
-  // The lane counts and the semaphore are written by both sides; each has a
-  // line of its own so that one write does not also evict the others.
+  // The lane counts and the wake-up words are written by both sides; each
+  // has a line of its own so that one write does not also evict the others.
   alignas(64) std::array<std::atomic<std::int64_t>, kLanes> lane_counts_{};  // ready per lane; lets pop() skip empty ones
-  // Waking: workers out of work sleep on a futex word (epoch_). A producer
-  // wakes one only if none is searching: at most one worker searches (spins
-  // for kSearch) before sleeping, and one that finds a job wakes another if
-  // more wait. So while one worker keeps up, the others sleep and nobody
-  // pays for wake-ups.
+  // Waking: workers out of work sleep on a futex word (epoch_). At most one
+  // worker at a time searches (for kSearch, yielding its CPU between looks)
+  // before it sleeps. A producer wakes a sleeper only if nobody searches or
+  // jobs pile up in its lane; a worker that takes a job wakes another if work
+  // is left and nobody searches. So while one worker keeps up the others
+  // sleep and nobody pays for wake-ups, and a backlog wakes them all.
   alignas(64) std::atomic<std::uint32_t> epoch_{0};
   alignas(64) std::atomic<int> searching_{0};
   std::atomic<int> sleepers_{0};
