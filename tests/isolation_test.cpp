@@ -201,6 +201,33 @@ TEST_SUITE("Process isolation") {
     CHECK(live_pids(rt).size() == 3);
   }
 
+  TEST_CASE("a child inherits no descriptor of the parent but its own socket and the standard streams" *
+            doctest::timeout(60)) {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);  // no close-on-exec: as a careless library would leave it
+    auto o = test_options(1);
+    o.isolation.processes = 1;
+    Runtime rt(builtins(), o);
+    REQUIRE(run_to_end(rt, {.type = "crash", .payload = {{"how", "none"}}}).state == JobState::succeeded);
+    const auto pids = live_pids(rt);
+    REQUIRE(pids.size() == 1);
+    const std::string dir = "/proc/" + std::to_string(*pids.begin()) + "/fd/";
+    CHECK(::access((dir + "3").c_str(), F_OK) == 0);  // its socket to us
+    const auto target = [](const std::string& link) {
+      char buf[256];
+      const ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
+      return n < 0 ? std::string() : std::string(buf, static_cast<std::size_t>(n));
+    };
+    const std::string pipe_name = target("/proc/self/fd/" + std::to_string(fds[0]));
+    REQUIRE(pipe_name.rfind("pipe:", 0) == 0);
+    for (int fd = 0; fd < 64; ++fd) {
+      CAPTURE(fd);
+      CHECK(target(dir + std::to_string(fd)) != pipe_name);
+    }
+    ::close(fds[0]);
+    ::close(fds[1]);
+  }
+
   TEST_CASE("health shows each child: pid, state, job, restarts and the last exit" * doctest::timeout(60)) {
     auto o = test_options(1);
     o.isolation.processes = 1;

@@ -84,6 +84,10 @@ bool ProcessPool::spawn(Child& child, std::string& error) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, child_end, kChildFd);
+  // Nothing else of ours reaches the child: an inherited copy of a client
+  // connection or of another child's socket would keep it open after we
+  // close it.
+  posix_spawn_file_actions_addclosefrom_np(&actions, kChildFd + 1);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none, defaults;
