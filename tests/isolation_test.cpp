@@ -228,6 +228,24 @@ TEST_SUITE("Process isolation") {
     ::close(fds[1]);
   }
 
+  TEST_CASE("a child killed while idle is replaced before the next job, which runs normally" *
+            doctest::timeout(60)) {
+    auto o = test_options(1);
+    o.isolation.processes = 1;
+    Runtime rt(builtins(), o);
+    REQUIRE(run_to_end(rt, {.type = "crash", .payload = {{"how", "none"}}}).state == JobState::succeeded);
+    const auto before = live_pids(rt);
+    REQUIRE(before.size() == 1);
+    REQUIRE(::kill(*before.begin(), SIGKILL) == 0);
+    std::this_thread::sleep_for(50ms);
+    const JobRecord r = run_to_end(rt, {.type = "crash", .payload = {{"how", "none"}}, .max_attempts = 1});
+    CHECK(r.state == JobState::succeeded);
+    const auto h = rt.health();
+    REQUIRE(h.processes.size() == 1);
+    CHECK(h.processes[0].last_exit == "idle_SIGKILL");
+    CHECK(h.processes[0].pid != *before.begin());
+  }
+
   TEST_CASE("health shows each child: pid, state, job, restarts and the last exit" * doctest::timeout(60)) {
     auto o = test_options(1);
     o.isolation.processes = 1;

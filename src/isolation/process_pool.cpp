@@ -223,6 +223,25 @@ ProcessReply ProcessPool::run(const ProcessRequest& request) {
     free_.notify_one();
   };
 
+  // A child that died while idle (the kernel's OOM killer, kill -9) is
+  // replaced before the job is given to it: the job never ran there.
+  if (c->ready) {
+    int status = 0;
+    if (waitpid(c->pid, &status, WNOHANG) == c->pid) {
+      const std::string why = WIFSIGNALED(status) ? wire::signal_name(WTERMSIG(status)) : "exit";
+      std::lock_guard lock(mutex_);
+      reap(*c, "idle_" + why, true);
+      if (c->pid < 0) {
+        c->busy = false;
+        c->job.clear();
+        free_.notify_one();
+        reply.failure = make_failure(FailureKind::crash, "a worker process died while idle (" + why +
+                                                             ") and no replacement could be started");
+        reply.failure.type = "start";
+        return reply;
+      }
+    }
+  }
   if (!c->ready) {
     std::string error;
     const bool ready = await_ready(*c, error);
