@@ -576,7 +576,12 @@ int main(int argc, char** argv) {
       std::to_string(cost.max) + "); the frame alone " + std::to_string(frame.median) + " ns per call");
 
   // 3: failure cost at depths 1, 10, 50, capture on and off, broken down.
+  // A succeeding job measured the same way (one worker, one producer) says
+  // how much of a failed job's cost is the queueing every job pays.
   ordered_json failure;
+  const Stat job_ok = repeat(cfg.reps, [&] { return 1e9 / run_bulwark_post(cfg.failing_jobs, Body{0, 10}, 1); });
+  failure["succeeding_job_ns"] = job_ok.json();
+  log("succeeding job on one worker: " + std::to_string(job_ok.median) + " ns");
   for (int depth : {1, 10, 50}) {
     bulwark::set_throw_trace_capture(false);
     const Stat floor = repeat(cfg.reps, [&] { return floor_ns(depth, cfg.floor_iterations); });
@@ -593,7 +598,9 @@ int main(int argc, char** argv) {
         {"bulwark_job_capture_on_ns", job_on.json()},
         {"bulwark_job_capture_off_ns", job_off.json()},
         {"bookkeeping_capture_off_ns", job_off.median - floor.median},
-        {"bookkeeping_capture_on_ns", job_on.median - with_capture.median}};
+        {"bookkeeping_capture_on_ns", job_on.median - with_capture.median},
+        {"failure_over_success_capture_off_ns", job_off.median - job_ok.median},
+        {"failure_over_success_capture_on_ns", job_on.median - job_ok.median}};
     log("failure depth " + std::to_string(depth) + ": floor " + std::to_string(floor.median) + " ns, capture " +
         std::to_string(with_capture.median - floor.median) + " ns, job off " + std::to_string(job_off.median) +
         " ns, job on " + std::to_string(job_on.median) + " ns");
