@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <thread>
@@ -173,206 +174,139 @@ void ProcessPool::reap(Child& child, const std::string& reason, bool died) {
   }
 }
 
-ProcessReply ProcessPool::run(const ProcessRequest& request) {
-  ProcessReply reply;
-  Child* c = nullptr;
-  {
-    std::unique_lock lock(mutex_);
-    const auto some_free = [&] {
-      for (const Child& ch : children_) {
-        if (!ch.busy) return true;
-      }
-      return false;
-    };
-    if (!started_ && !closed_) {  // the first isolated job starts the whole pool
-      started_ = true;
-      for (Child& ch : children_) {
-        std::string ignored;  // retried, and reported, when the child is needed
-        if (ch.pid < 0) spawn(ch, ignored);
-      }
-    }
-    free_.wait(lock, request.stop, [&] { return closed_ || some_free(); });
-    if (closed_) {
-      reply.failure = make_failure(FailureKind::shutdown, "the runtime shut down before a worker process was free");
-      return reply;
-    }
-    if (!some_free()) {
-      reply.failure = make_failure(FailureKind::exception, "stop requested while waiting for a free worker process");
-      reply.failure.type = "bulwark::cancelled";
-      return reply;
-    }
+namespace {
+
+Failure start_failure(std::string message) {
+  Failure f = make_failure(FailureKind::crash, std::move(message));
+  f.type = "start";
+  return f;
+}
+
+}  // namespace
+
+void ProcessPool::release(Child& child) {
+  child.busy = false;
+  child.job.clear();
+  free_.notify_one();
+}
+
+ProcessPool::Child* ProcessPool::acquire(const ProcessRequest& request, Failure& failure) {
+  std::unique_lock lock(mutex_);
+  const auto some_free = [&] {
+    return std::any_of(children_.begin(), children_.end(), [](const Child& ch) { return !ch.busy; });
+  };
+  if (!started_ && !closed_) {  // the first isolated job starts the whole pool
+    started_ = true;
     for (Child& ch : children_) {
-      if (!ch.busy && (c == nullptr || (ch.ready && !c->ready))) c = &ch;
-    }
-    c->busy = true;
-    c->job = request.id;
-    std::string error;
-    if (c->pid < 0 && !spawn(*c, error)) {
-      c->busy = false;
-      c->job.clear();
-      free_.notify_one();
-      reply.failure = make_failure(FailureKind::crash, "could not start a worker process: " + error);
-      reply.failure.type = "start";
-      return reply;
+      std::string ignored;  // retried, and reported, when the child is needed
+      if (ch.pid < 0) spawn(ch, ignored);
     }
   }
-  const auto release = [&] {
-    std::lock_guard lock(mutex_);
-    c->busy = false;
-    c->job.clear();
-    free_.notify_one();
-  };
-
+  free_.wait(lock, request.stop, [&] { return closed_ || some_free(); });
+  if (closed_) {
+    failure = make_failure(FailureKind::shutdown, "the runtime shut down before a worker process was free");
+    return nullptr;
+  }
+  if (!some_free()) {
+    failure = make_failure(FailureKind::exception, "stop requested while waiting for a free worker process");
+    failure.type = "bulwark::cancelled";
+    return nullptr;
+  }
+  Child* c = nullptr;
+  for (Child& ch : children_) {
+    if (!ch.busy && (c == nullptr || (ch.ready && !c->ready))) c = &ch;
+  }
+  c->busy = true;
+  c->job = request.id;
   // A child that died while idle (the kernel's OOM killer, kill -9) is
   // replaced before the job is given to it: the job never ran there.
-  if (c->ready) {
-    int status = 0;
-    if (waitpid(c->pid, &status, WNOHANG) == c->pid) {
-      const std::string why = WIFSIGNALED(status) ? wire::signal_name(WTERMSIG(status)) : "exit";
-      std::lock_guard lock(mutex_);
-      reap(*c, "idle_" + why, true);
-      if (c->pid < 0) {
-        c->busy = false;
-        c->job.clear();
-        free_.notify_one();
-        reply.failure = make_failure(FailureKind::crash, "a worker process died while idle (" + why +
-                                                             ") and no replacement could be started");
-        reply.failure.type = "start";
-        return reply;
-      }
-    }
+  int status = 0;
+  if (c->ready && waitpid(c->pid, &status, WNOHANG) == c->pid) {
+    reap(*c, "idle_" + (WIFSIGNALED(status) ? wire::signal_name(WTERMSIG(status)) : std::string("exit")), true);
   }
-  if (!c->ready) {
-    std::string error;
-    const bool ready = await_ready(*c, error);
-    if (!ready) {
-      const pid_t pid = c->pid;
-      ::kill(pid, SIGKILL);
-      wait_for_exit(pid, milliseconds(1000));
-      {
-        std::lock_guard lock(mutex_);
-        reap(*c, "did_not_start", true);
-      }
-      release();
-      reply.failure = make_failure(FailureKind::crash, "worker process " + std::to_string(pid) + " " + error);
-      reply.failure.type = "start";
-      return reply;
-    }
-    std::lock_guard lock(mutex_);
-    c->ready = true;
+  std::string error;
+  if (c->pid < 0 && !spawn(*c, error)) {
+    release(*c);
+    failure = start_failure("could not start a worker process: " + error);
+    return nullptr;
   }
+  return c;
+}
 
-  const pid_t pid = c->pid;
-  const int fd = c->fd;
-  reply.pid = pid;
-  enum class End { result, eof, timeout_kill, memory_kill, protocol } end = End::eof;
-  std::optional<json> crash;
-  std::size_t grew_mb = 0;
-  const auto take_frames = [&]() -> bool {  // true once the result is in
-    while (auto f = c->reader.next()) {
+ProcessPool::End ProcessPool::exchange(Child& c, const ProcessRequest& request, ProcessReply& reply,
+                                       Exchange& seen) {
+  const pid_t pid = c.pid;
+  const int fd = c.fd;
+  // Frames in the child's stream; true once the result is in.
+  const auto take_frames = [&]() -> bool {
+    while (auto f = c.reader.next()) {
       const std::string op = f->value("op", "");
       if (op == "result") {
         reply.ok = f->at("ok").get<bool>();
         if (reply.ok) {
           reply.result = std::move(f->at("result"));
         } else {
-          reply.failure = wire::failure_from_json(f->at("failure"), c->modules);
+          reply.failure = wire::failure_from_json(f->at("failure"), c.modules);
           for (const auto& e : f->at("cleanup_errors")) {
-            reply.cleanup_errors.push_back(wire::failure_from_json(e, c->modules));
+            reply.cleanup_errors.push_back(wire::failure_from_json(e, c.modules));
           }
         }
         return true;
       }
-      if (op == "crash") crash = std::move(*f);
-      if (op == "stack") reply.stuck_trace = wire::translate(wire::trace_from_json(f->at("trace")), c->modules);
+      if (op == "crash") seen.crash = std::move(*f);
+      if (op == "stack") reply.stuck_trace = wire::translate(wire::trace_from_json(f->at("trace")), c.modules);
     }
     return false;
   };
-  {
-    json frame = {{"op", "run"},         {"id", request.id},           {"type", request.type},
-                  {"attempt", request.attempt}, {"memory_limit_mb", request.memory_limit_mb},
-                  {"payload", request.payload != nullptr ? *request.payload : json()}};
-    const std::size_t baseline = request.memory_limit_mb > 0 ? rss_bytes(pid) : 0;
-    std::stop_callback on_stop(request.stop, [pid] { ::kill(pid, kChildStopSignal); });
-    const auto start = Clock::now();
-    const bool has_deadline = request.hard_timeout.count() > 0;
-    const Clock::time_point deadline = has_deadline ? start + request.hard_timeout : Clock::time_point::max();
-    bool open = wire::write_frame(fd, frame.dump(-1, ' ', false, json::error_handler_t::replace));
-    try {
-      while (open) {
-        int wait_ms = request.memory_limit_mb > 0 ? 10 : 100;
-        if (has_deadline) {
-          const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-          wait_ms = static_cast<int>(std::clamp<long long>(left, 0, wait_ms));
-        }
-        pollfd p{fd, POLLIN, 0};
-        if (poll(&p, 1, wait_ms) > 0) {
-          open = c->reader.fill(fd);
-          if (take_frames()) {
-            end = End::result;
-            break;
-          }
-          if (!open) break;
-        }
-        if (request.memory_limit_mb > 0) {
-          const std::size_t rss = rss_bytes(pid);
-          if (rss > baseline + request.memory_limit_mb * 1024 * 1024) {
-            ::kill(pid, SIGKILL);
-            grew_mb = (rss - baseline) >> 20;
-            end = End::memory_kill;
-            break;
-          }
-        }
-        if (has_deadline && Clock::now() >= deadline) {
-          // Where is it? The child's handler answers with a stack frame.
-          ::kill(pid, child_dump_signal());
-          const auto until = Clock::now() + milliseconds(300);
-          while (!reply.stuck_trace && Clock::now() < until) {
-            pollfd q{fd, POLLIN, 0};
-            if (poll(&q, 1, 20) > 0 && !c->reader.fill(fd)) break;
-            if (take_frames()) break;
-          }
-          if (reply.ok || !reply.failure.type.empty()) {  // it finished meanwhile after all
-            end = End::result;
-            break;
-          }
-          ::kill(pid, SIGKILL);
-          end = End::timeout_kill;
-          break;
-        }
-      }
-    } catch (const std::exception& e) {
-      ::kill(pid, SIGKILL);
-      end = End::protocol;
-      reply.failure = make_failure(FailureKind::crash, std::string("worker process sent a malformed message: ") + e.what());
-    }
-  }
-  if (end == End::result) {
-    release();
-    return reply;
-  }
+  // Reads what is there within `wait_ms`; false at the end of the stream.
+  const auto read_some = [&](int wait_ms) {
+    pollfd p{fd, POLLIN, 0};
+    return poll(&p, 1, wait_ms) <= 0 || c.reader.fill(fd);
+  };
 
-  // The child is dead or being killed: collect what it said last (a crash
-  // report comes just before the end of the stream), then its exit status.
-  try {
-    for (;;) {
-      pollfd p{fd, POLLIN, 0};
-      if (poll(&p, 1, 2000) <= 0 || !c->reader.fill(fd)) break;
-      take_frames();
+  const json frame = {{"op", "run"},         {"id", request.id},           {"type", request.type},
+                      {"attempt", request.attempt}, {"memory_limit_mb", request.memory_limit_mb},
+                      {"payload", request.payload != nullptr ? *request.payload : json()}};
+  const std::size_t baseline = request.memory_limit_mb > 0 ? rss_bytes(pid) : 0;
+  std::stop_callback on_stop(request.stop, [pid] { ::kill(pid, kChildStopSignal); });
+  const bool has_deadline = request.hard_timeout.count() > 0;
+  const auto deadline = has_deadline ? Clock::now() + request.hard_timeout : Clock::time_point::max();
+  if (!wire::write_frame(fd, frame.dump(-1, ' ', false, json::error_handler_t::replace))) return End::eof;
+  for (;;) {
+    int wait_ms = request.memory_limit_mb > 0 ? 10 : 100;
+    if (has_deadline) {
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+      wait_ms = static_cast<int>(std::clamp<long long>(left, 0, wait_ms));
     }
-    take_frames();
-  } catch (const std::exception&) {
+    const bool open = read_some(wait_ms);
+    if (take_frames()) return End::result;
+    if (!open) return End::eof;
+    if (request.memory_limit_mb > 0) {
+      const std::size_t rss = rss_bytes(pid);
+      if (rss > baseline + request.memory_limit_mb * 1024 * 1024) {
+        ::kill(pid, SIGKILL);
+        seen.grew_mb = (rss - baseline) >> 20;
+        return End::memory_kill;
+      }
+    }
+    if (Clock::now() >= deadline) {
+      // Where is it? The child's handler answers with a stack frame.
+      ::kill(pid, child_dump_signal());
+      for (const auto until = Clock::now() + milliseconds(300); !reply.stuck_trace && Clock::now() < until;) {
+        const bool still_open = read_some(20);
+        if (take_frames()) return End::result;  // it finished meanwhile after all
+        if (!still_open) break;
+      }
+      ::kill(pid, SIGKILL);
+      return End::timeout_kill;
+    }
   }
-  const int status = wait_for_exit(pid, milliseconds(2000));
-  bool closing = false;
-  {
-    std::lock_guard lock(mutex_);
-    closing = closed_;
-  }
-  const std::string who = "worker process " + std::to_string(pid);
-  std::string reason;
-  Failure& f = reply.failure;
-  reply.ok = false;
+}
+
+Failure ProcessPool::describe_end(End end, int status, bool closing, const Child& c, const ProcessRequest& request,
+                                  const ProcessReply& reply, const Exchange& seen, std::string& reason) const {
+  const std::string who = "worker process " + std::to_string(reply.pid);
+  Failure f;
   if (end == End::timeout_kill) {
     f = make_failure(FailureKind::timeout, "hard timeout of " + std::to_string(request.hard_timeout.count()) +
                                                " ms reached: " + who + " was killed (SIGKILL) and replaced");
@@ -382,7 +316,7 @@ ProcessReply ProcessPool::run(const ProcessRequest& request) {
     reason = "hard_timeout";
   } else if (end == End::memory_kill) {
     f = make_failure(FailureKind::crash, "memory limit of " + std::to_string(request.memory_limit_mb) +
-                                             " MiB exceeded: " + who + " grew by " + std::to_string(grew_mb) +
+                                             " MiB exceeded: " + who + " grew by " + std::to_string(seen.grew_mb) +
                                              " MiB and was killed (SIGKILL)");
     f.type = "memory_limit";
     f.signal = "SIGKILL";
@@ -391,28 +325,25 @@ ProcessReply ProcessPool::run(const ProcessRequest& request) {
     f = make_failure(FailureKind::shutdown, "the runtime shut down while the job ran; " + who + " was stopped");
     reason = "shutdown";
   } else if (end == End::protocol) {
+    f = make_failure(FailureKind::crash, who + " sent a malformed message: " + seen.protocol_error);
     reason = "protocol_error";
   } else if (WIFSIGNALED(status)) {
     const int sig = WTERMSIG(status);
-    f = make_failure(FailureKind::crash, "");
+    f = make_failure(FailureKind::crash, who + " was killed by " + describe_signal(sig) +
+                                             " from outside (the kernel's OOM killer, or another process); "
+                                             "no crash report");
     f.signal = wire::signal_name(sig);
     f.type = f.signal;
     reason = f.signal;
-    if (crash) {
-      const auto addr = crash->value("addr", std::uintptr_t{0});
-      f.trace = wire::translate(wire::trace_from_json(crash->at("trace")), c->modules);
-      if (crash->value("overflow", false)) {
-        f.message = "stack overflow: " + who + " died from " + describe_signal(sig) + " at address " + hex(addr) +
-                    ", in the stack's guard region";
+    if (seen.crash) {
+      const auto addr = seen.crash->value("addr", std::uintptr_t{0});
+      f.trace = wire::translate(wire::trace_from_json(seen.crash->at("trace")), c.modules);
+      f.message = who + " died from " + describe_signal(sig);
+      if (sig == SIGSEGV || sig == SIGBUS) f.message += " at address " + hex(addr);
+      if (seen.crash->value("overflow", false)) {
+        f.message = "stack overflow: " + f.message + ", in the stack's guard region";
         reason = "stack_overflow";
-      } else if (sig == SIGSEGV || sig == SIGBUS) {
-        f.message = who + " died from " + describe_signal(sig) + " at address " + hex(addr);
-      } else {
-        f.message = who + " died from " + describe_signal(sig);
       }
-    } else {
-      f.message = who + " was killed by " + describe_signal(sig) + " from outside (the kernel's OOM killer, or "
-                  "another process); no crash report";
     }
   } else if (WIFEXITED(status)) {
     f = make_failure(FailureKind::crash, who + " exited with status " + std::to_string(WEXITSTATUS(status)) +
@@ -423,11 +354,67 @@ ProcessReply ProcessPool::run(const ProcessRequest& request) {
     f = make_failure(FailureKind::crash, who + " ended while running the job");
     reason = "unknown";
   }
-  {
+  return f;
+}
+
+ProcessReply ProcessPool::run(const ProcessRequest& request) {
+  ProcessReply reply;
+  Child* c = acquire(request, reply.failure);
+  if (c == nullptr) return reply;
+
+  if (!c->ready) {
+    std::string error;
+    if (!await_ready(*c, error)) {
+      const pid_t pid = c->pid;
+      ::kill(pid, SIGKILL);
+      wait_for_exit(pid, milliseconds(1000));
+      std::lock_guard lock(mutex_);
+      reap(*c, "did_not_start", true);
+      release(*c);
+      reply.failure = start_failure("worker process " + std::to_string(pid) + " " + error);
+      return reply;
+    }
     std::lock_guard lock(mutex_);
-    reap(*c, reason, !closing);
+    c->ready = true;
   }
-  release();
+
+  reply.pid = c->pid;
+  Exchange seen;
+  End end = End::eof;
+  try {
+    end = exchange(*c, request, reply, seen);
+  } catch (const std::exception& e) {
+    ::kill(c->pid, SIGKILL);
+    end = End::protocol;
+    seen.protocol_error = e.what();
+  }
+  if (end == End::result) {
+    std::lock_guard lock(mutex_);
+    release(*c);
+    return reply;
+  }
+
+  // The child is dead or being killed: collect what it said last (a crash
+  // report comes just before the end of the stream), then its exit status.
+  try {
+    for (;;) {
+      pollfd p{c->fd, POLLIN, 0};
+      const bool more = poll(&p, 1, 2000) > 0 && c->reader.fill(c->fd);
+      while (auto f = c->reader.next()) {
+        if (f->value("op", "") == "crash") seen.crash = std::move(*f);
+      }
+      if (!more) break;
+    }
+  } catch (const std::exception&) {
+    // A torn last frame: what it said is lost, the exit status still tells.
+  }
+  const int status = wait_for_exit(reply.pid, milliseconds(2000));
+  std::lock_guard lock(mutex_);
+  std::string reason;
+  reply.ok = false;
+  reply.failure = describe_end(end, status, closed_, *c, request, reply, seen, reason);
+  reap(*c, reason, !closed_);
+  release(*c);
   return reply;
 }
 

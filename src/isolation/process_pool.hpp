@@ -88,9 +88,25 @@ class ProcessPool {
     wire::FrameReader reader;
   };
 
+  // How an exchange with a child ended, and what was seen on the way.
+  enum class End { result, eof, timeout_kill, memory_kill, protocol };
+  struct Exchange {
+    std::optional<nlohmann::json> crash;  // the child's crash report, if it sent one
+    std::size_t grew_mb = 0;              // at a memory-limit kill
+    std::string protocol_error;
+  };
+
   bool spawn(Child& child, std::string& error);  // expects mutex_ held
   bool await_ready(Child& child, std::string& error);
   void reap(Child& child, const std::string& reason, bool died);  // expects mutex_ held
+  void release(Child& child);                                     // expects mutex_ held
+  // A free child for `request` (waiting for one), marked busy; null with
+  // `failure` set at shutdown, on a stop request or if none can start.
+  Child* acquire(const ProcessRequest& request, Failure& failure);
+  // Sends the job and waits for the result, a death, or a limit (then kills).
+  End exchange(Child& child, const ProcessRequest& request, ProcessReply& reply, Exchange& seen);
+  Failure describe_end(End end, int status, bool closing, const Child& child, const ProcessRequest& request,
+                       const ProcessReply& reply, const Exchange& seen, std::string& reason) const;
 
   const std::chrono::milliseconds start_timeout_;
   mutable std::mutex mutex_;
