@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <optional>
 #include <random>
+#include <utility>
 
 #include "bulwark/guarded.hpp"
 #include "detail/context_access.hpp"
@@ -46,13 +48,15 @@ class HandlerTask final : public Task {
 };
 
 // A failed attempt of an isolated job, as the child process (or its death)
-// described it; thrown by IsolatedTask::run and unpacked by run_attempt.
+// described it.
 struct RemoteFailure {
   Failure failure;
   std::vector<Failure> cleanup_errors;
 };
 
 // An attempt of an isolated type: the job runs in a child worker process.
+// A failure there is a value, not a throw: run() returns normally and the
+// worker takes it with take_failure().
 class IsolatedTask final : public Task {
  public:
   IsolatedTask(std::shared_ptr<ProcessPool> pool, std::size_t memory_limit_mb)
@@ -72,13 +76,20 @@ class IsolatedTask final : public Task {
       std::lock_guard lock(mutex);
       stuck_trace = std::make_unique<RawTrace>(*reply.stuck_trace);
     }
-    if (!reply.ok) throw RemoteFailure{std::move(reply.failure), std::move(reply.cleanup_errors)};
+    if (!reply.ok) {
+      failure_ = RemoteFailure{std::move(reply.failure), std::move(reply.cleanup_errors)};
+      return;
+    }
     commit(ctx, [&] { result = std::move(reply.result); });
   }
+
+  // The last attempt's failure, if it failed; used by the thread that ran it.
+  std::optional<RemoteFailure> take_failure() { return std::exchange(failure_, std::nullopt); }
 
  private:
   std::shared_ptr<ProcessPool> pool_;
   std::size_t memory_limit_mb_;
+  std::optional<RemoteFailure> failure_;
 };
 
 double unit_random() {
@@ -352,7 +363,15 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock:
   detail::set_crash_context(task.get(), slot->id);
   auto outcome = detail::testing::unguarded() ? (task->run(ctx), Outcome<void>(std::monostate{}))
                                               : guarded([&] { task->run(ctx); });
-  std::vector<Failure> cleanup_errors = detail::ContextAccess::run_cleanups(ctx, !outcome.ok());
+  std::vector<Failure> cleanup_errors;
+  if (task->isolated && outcome.ok()) {
+    if (auto remote = static_cast<detail::IsolatedTask&>(*task).take_failure()) {
+      if (remote->failure.kind == FailureKind::timeout) sup.hard_timeouts.fetch_add(1, std::memory_order_relaxed);
+      outcome = Outcome<void>(std::move(remote->failure), nullptr);
+      cleanup_errors = std::move(remote->cleanup_errors);
+    }
+  }
+  for (Failure& f : detail::ContextAccess::run_cleanups(ctx, !outcome.ok())) cleanup_errors.push_back(std::move(f));
   detail::set_crash_context(nullptr, slot->id);
   const auto end = Clock::now();
   const double duration = ms_between(start, end);
@@ -384,18 +403,6 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock:
     task->state.store(JobState::succeeded, std::memory_order_release);
     finished(task, JobState::succeeded);
     return true;
-  }
-  if (!outcome.ok() && task->isolated && outcome.exception()) {
-    try {
-      std::rethrow_exception(outcome.exception());
-    } catch (detail::RemoteFailure& remote) {
-      if (remote.failure.kind == FailureKind::timeout) sup.hard_timeouts.fetch_add(1, std::memory_order_relaxed);
-      cleanup_errors.insert(cleanup_errors.end(), remote.cleanup_errors.begin(), remote.cleanup_errors.end());
-      fail_attempt(task, attempt, std::move(remote.failure), nullptr, std::move(cleanup_errors), duration);
-      return true;
-    } catch (...) {
-      // Not the child's report: the attempt failed in this process; handled below.
-    }
   }
   if (outcome.ok()) {
     Failure first = std::move(cleanup_errors.front());
