@@ -48,6 +48,21 @@ std::set<int> live_pids(const Runtime& rt) {
   return pids;
 }
 
+// Options for a runtime with one worker and one child process.
+bulwark::RuntimeOptions one_child_options() {
+  auto o = test_options(1);
+  o.isolation.processes = 1;
+  return o;
+}
+
+// Runs a job in the only child and returns the child's pid.
+int warm_child(Runtime& rt) {
+  REQUIRE(run_to_end(rt, {.type = "crash", .payload = {{"how", "none"}}}).state == JobState::succeeded);
+  const auto pids = live_pids(rt);
+  REQUIRE(pids.size() == 1);
+  return *pids.begin();
+}
+
 struct Case {
   const char* how;
   const char* signal;     // "" for none
@@ -205,13 +220,8 @@ TEST_SUITE("Process isolation") {
             doctest::timeout(60)) {
     int fds[2];
     REQUIRE(::pipe(fds) == 0);  // no close-on-exec: as a careless library would leave it
-    auto o = test_options(1);
-    o.isolation.processes = 1;
-    Runtime rt(builtins(), o);
-    REQUIRE(run_to_end(rt, {.type = "crash", .payload = {{"how", "none"}}}).state == JobState::succeeded);
-    const auto pids = live_pids(rt);
-    REQUIRE(pids.size() == 1);
-    const std::string dir = "/proc/" + std::to_string(*pids.begin()) + "/fd/";
+    Runtime rt(builtins(), one_child_options());
+    const std::string dir = "/proc/" + std::to_string(warm_child(rt)) + "/fd/";
     CHECK(::access((dir + "3").c_str(), F_OK) == 0);  // its socket to us
     const auto target = [](const std::string& link) {
       char buf[256];
@@ -230,26 +240,20 @@ TEST_SUITE("Process isolation") {
 
   TEST_CASE("a child killed while idle is replaced before the next job, which runs normally" *
             doctest::timeout(60)) {
-    auto o = test_options(1);
-    o.isolation.processes = 1;
-    Runtime rt(builtins(), o);
-    REQUIRE(run_to_end(rt, {.type = "crash", .payload = {{"how", "none"}}}).state == JobState::succeeded);
-    const auto before = live_pids(rt);
-    REQUIRE(before.size() == 1);
-    REQUIRE(::kill(*before.begin(), SIGKILL) == 0);
+    Runtime rt(builtins(), one_child_options());
+    const int before = warm_child(rt);
+    REQUIRE(::kill(before, SIGKILL) == 0);
     std::this_thread::sleep_for(50ms);
     const JobRecord r = run_to_end(rt, {.type = "crash", .payload = {{"how", "none"}}, .max_attempts = 1});
     CHECK(r.state == JobState::succeeded);
     const auto h = rt.health();
     REQUIRE(h.processes.size() == 1);
     CHECK(h.processes[0].last_exit == "idle_SIGKILL");
-    CHECK(h.processes[0].pid != *before.begin());
+    CHECK(h.processes[0].pid != before);
   }
 
   TEST_CASE("health shows each child: pid, state, job, restarts and the last exit" * doctest::timeout(60)) {
-    auto o = test_options(1);
-    o.isolation.processes = 1;
-    Runtime rt(builtins(), o);
+    Runtime rt(builtins(), one_child_options());
     auto h = rt.health();
     REQUIRE(h.processes.size() == 1);
     CHECK(h.processes[0].state == "not_started");

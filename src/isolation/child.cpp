@@ -7,6 +7,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
@@ -262,8 +263,8 @@ int child_main(const Registry& registry, int fd) {
     std::optional<json> request;
     try {
       request = wire::read_frame_blocking(fd, reader);
-    } catch (const std::exception& e) {
-      return 3;  // the parent sent garbage: nothing sensible to answer
+    } catch (const std::exception&) {
+      return kChildExitBadFrame;  // the parent sent garbage: nothing sensible to answer
     }
     if (!request) return 0;  // the parent closed the connection
     if (request->value("op", "") != "run") continue;
@@ -290,7 +291,7 @@ void refuse_runtime_in_worker_process() {
       "bulwark: this process was started as a worker process (BULWARK_WORKER_FD is set), but main() did not call "
       "bulwark::run_worker_process_if_requested() before starting a Runtime; see README, \"Process isolation\"\n";
   (void)!write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
-  _exit(86);
+  _exit(kChildExitNoHook);
 }
 }  // namespace detail
 
@@ -301,7 +302,7 @@ std::optional<int> run_worker_process_if_requested(const Registry& registry) {
   char* end = nullptr;
   const long fd = std::strtol(value, &end, 10);
   unsetenv(kChildFdEnv);  // nothing this process starts is a worker
-  if (end == value || *end != '\0' || fd < 0) return 2;
+  if (end == value || *end != '\0' || fd < 0) return kChildExitBadFd;
   return child_main(registry, static_cast<int>(fd));
 }
 

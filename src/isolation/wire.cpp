@@ -44,7 +44,6 @@ bool FrameReader::fill(int fd) {
   for (;;) {
     const ssize_t r = ::read(fd, chunk, sizeof chunk);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
     if (r <= 0) return false;
     buffer_.append(chunk, static_cast<std::size_t>(r));
     return true;

@@ -31,10 +31,11 @@ constexpr std::size_t kMaxFrame = 256u << 20;
 // Writes one frame; false if the peer is gone. Blocks until written.
 bool write_frame(int fd, const std::string& json_text);
 
-// Accumulates bytes from a non-blocking or blocking fd and yields frames.
+// Accumulates bytes from an fd and yields frames.
 class FrameReader {
  public:
-  // Reads what is available (one read()). Returns false on EOF or error.
+  // Reads what is available (one read(); blocks if nothing is). Returns
+  // false on EOF or error.
   bool fill(int fd);
   // The next complete frame, parsed; nullopt if none is complete yet. Throws
   // std::runtime_error on a malformed frame.
