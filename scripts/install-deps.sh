@@ -6,14 +6,17 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   libboost-dev libboost-stacktrace-dev
-  nlohmann-json3-dev libspdlog-dev libfmt-dev doctest-dev libconcurrentqueue-dev
+  nlohmann-json3-dev libspdlog-dev libfmt-dev doctest-dev libconcurrentqueue-dev libcli11-dev
+  python3     # the hostile-input battery (tests/hostile/) speaks raw HTTP from Python
   prometheus  # promtool, to check the /metrics output in the tests
 )
-# Extra groups: `install-deps.sh bench` adds the benchmark peers.
+# Extra groups: `install-deps.sh bench` adds the benchmark peers, `fuzz` the
+# libFuzzer toolchain (clang 14 and its runtime).
 for group in "$@"; do
   case "$group" in
     bench) packages+=(libtbb-dev libbenchmark-dev gnuplot-nox) ;;
-    *) echo "install-deps.sh: unknown group '$group' (known: bench)" >&2; exit 2 ;;
+    fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;
+    *) echo "install-deps.sh: unknown group '$group' (known: bench, fuzz)" >&2; exit 2 ;;
   esac
 done
 

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bulwark/json_input.hpp"
+
 namespace bulwark {
 namespace {
 
@@ -41,18 +43,18 @@ class Section {
   void integer(std::string_view key, T& out, std::int64_t lo, std::int64_t hi) const {
     const json* v = find(key);
     if (v == nullptr) return;
-    if (!v->is_number_integer()) fail(at(key), "expected an integer");
-    const auto n = v->get<std::int64_t>();
-    if (n < lo || n > hi) {
+    const std::optional<std::int64_t> n = integer_in_range(*v, lo, hi);
+    if (!n) {
+      if (!v->is_number_integer()) fail(at(key), "expected an integer");
       fail(at(key), "expected an integer from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got " +
-                        std::to_string(n));
+                        v->dump());
     }
-    out = static_cast<T>(n);
+    out = static_cast<T>(*n);
   }
 
-  void millis(std::string_view key, milliseconds& out, std::int64_t hi = 86'400'000) const {
+  void millis(std::string_view key, milliseconds& out, std::int64_t lo = 0, std::int64_t hi = 86'400'000) const {
     std::int64_t n = out.count();
-    integer(key, n, 0, hi);
+    integer(key, n, lo, hi);
     out = milliseconds(n);
   }
 
@@ -108,10 +110,28 @@ void read_retry(const Section& s, RetryPolicy& r) {
 
 }  // namespace
 
+std::optional<std::string> listen_problem(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos) return "expected host:port, got '" + listen + "'";
+  const std::string port = listen.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) > 65535) {
+    return "'" + port + "' is not a port number (0 to 65535)";
+  }
+  return std::nullopt;
+}
+
+std::string listen_url(const std::string& listen, std::uint16_t port) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.empty() || host == "localhost") host = "127.0.0.1";
+  if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
+  return "http://" + host + ":" + std::to_string(port);
+}
+
 RuntimeOptions RuntimeOptions::from_json(const json& config) {
   RuntimeOptions o;
   const Section root(config, "", {"workers", "queue", "retry", "recovery", "retention", "shutdown", "supervisor",
-                                  "circuit_breaker", "isolation", "server", "logging", "handlers"});
+                                  "circuit_breaker", "isolation", "server", "logging", "limits", "handlers"});
   root.integer("workers", o.workers, 0, 1024);
   root.child("queue", {"capacity"}).integer("capacity", o.queue_capacity, 1, 100'000'000);
   read_retry(root.child("retry", {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "backoff_multiplier",
@@ -120,15 +140,21 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   const Section recovery = root.child("recovery", {"max_concurrent_retries", "capture_traces"});
   recovery.integer("max_concurrent_retries", o.max_concurrent_retries, 0, 1024);
   recovery.boolean("capture_traces", o.capture_traces);
-  root.child("retention", {"max_finished"}).integer("max_finished", o.retention_max_finished, 0, 100'000'000);
+  const Section retention = root.child("retention", {"max_finished", "max_dead"});
+  retention.integer("max_finished", o.retention_max_finished, 0, 100'000'000);
+  retention.integer("max_dead", o.retention_max_dead, 0, 100'000'000);
+  const Section limits = root.child("limits", {"json_depth", "id_length", "line_bytes", "pending_output"});
+  limits.integer("json_depth", o.limits.json_depth, 2, 10'000);
+  limits.integer("id_length", o.limits.id_length, 1, 1024);
+  limits.integer("line_bytes", o.limits.line_bytes, 64, 1 << 30);
+  limits.integer("pending_output", o.limits.pending_output, 1, 10'000'000);
   const Section shutdown = root.child("shutdown", {"timeout_ms", "grace_ms"});
   shutdown.millis("timeout_ms", o.shutdown_timeout);
   shutdown.millis("grace_ms", o.shutdown_grace);
   const Section sup = root.child("supervisor", {"tick_ms", "stuck_after_ms", "hard_timeout_ms",
                                                 "max_abandoned_threads", "max_restarts", "restart_window_ms",
                                                 "max_queue_wait_ms", "stall_ms"});
-  sup.millis("tick_ms", o.supervisor.tick, 60'000);
-  if (o.supervisor.tick.count() == 0) Section::fail("supervisor.tick_ms", "expected an integer from 1 to 60000");
+  sup.millis("tick_ms", o.supervisor.tick, 1, 60'000);
   sup.millis("stuck_after_ms", o.supervisor.stuck_after);
   sup.millis("hard_timeout_ms", o.supervisor.hard_timeout);
   sup.integer("max_abandoned_threads", o.supervisor.max_abandoned_threads, 0, 1024);
@@ -143,20 +169,18 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   const Section iso = root.child("isolation", {"processes", "memory_limit_mb", "start_timeout_ms"});
   iso.integer("processes", o.isolation.processes, 1, 256);
   iso.integer("memory_limit_mb", o.isolation.memory_limit_mb, 0, 1 << 20);
-  iso.millis("start_timeout_ms", o.isolation.start_timeout);
-  if (o.isolation.start_timeout.count() == 0) {
-    Section::fail("isolation.start_timeout_ms", "expected an integer from 1 to 86400000");
-  }
+  iso.millis("start_timeout_ms", o.isolation.start_timeout, 1);
   const Section server = root.child("server", {"listen", "io_threads", "max_body_bytes", "max_header_bytes",
                                                "read_timeout_ms", "idle_timeout_ms", "max_connections", "auth_token",
                                                "drain_timeout_ms"});
   server.string("listen", o.server.listen);
-  if (o.server.listen.rfind(':') == std::string::npos) Section::fail("server.listen", "expected host:port");
+  if (auto problem = listen_problem(o.server.listen)) Section::fail("server.listen", *problem);
   server.integer("io_threads", o.server.io_threads, 1, 64);
   server.integer("max_body_bytes", o.server.max_body_bytes, 1, 1 << 30);
   server.integer("max_header_bytes", o.server.max_header_bytes, 256, 1 << 20);
-  server.millis("read_timeout_ms", o.server.read_timeout);
-  server.millis("idle_timeout_ms", o.server.idle_timeout);
+  // 0 would expire every read at once: the smallest timeout is 1 ms.
+  server.millis("read_timeout_ms", o.server.read_timeout, 1);
+  server.millis("idle_timeout_ms", o.server.idle_timeout, 1);
   server.integer("max_connections", o.server.max_connections, 1, 1'000'000);
   server.string("auth_token", o.server.auth_token);
   server.millis("drain_timeout_ms", o.server.drain_timeout);
@@ -190,12 +214,19 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
 }
 
 RuntimeOptions RuntimeOptions::from_file(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot open the configuration file");
+  std::string text;
+  constexpr std::size_t kMaxConfigBytes = 16 << 20;
+  text.resize(kMaxConfigBytes + 1);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in.bad()) throw ConfigError(path + ": cannot read the configuration file");
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > kMaxConfigBytes) throw ConfigError(path + ": larger than 16 MiB; not a configuration file");
   json config;
   try {
-    config = json::parse(in);
-  } catch (const json::parse_error& e) {
+    config = parse_json(text);
+  } catch (const InputError& e) {
     throw ConfigError(path + ": not valid JSON: " + e.what());
   }
   try {

@@ -19,16 +19,49 @@ const nlohmann::json* field(const nlohmann::json& j, const char* name) {
 std::int64_t integer_field(const nlohmann::json& j, const char* name, std::int64_t lo, std::int64_t hi) {
   const nlohmann::json* v = field(j, name);
   if (v == nullptr) return lo - 1;  // absent: caller keeps its default
+  if (auto n = integer_in_range(*v, lo, hi)) return *n;
   if (!v->is_number_integer()) throw SpecError(std::string(name) + ": expected an integer");
-  const auto n = v->get<std::int64_t>();
-  if (n < lo || n > hi) {
-    throw SpecError(std::string(name) + ": expected an integer from " + std::to_string(lo) + " to " +
-                    std::to_string(hi) + ", got " + std::to_string(n));
-  }
-  return n;
+  throw SpecError(std::string(name) + ": expected an integer from " + std::to_string(lo) + " to " +
+                  std::to_string(hi) + ", got " + v->dump());
+}
+
+constexpr bool id_char(char c) noexcept {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+         c == '.' || c == ':' || c == '~';
 }
 
 }  // namespace
+
+std::optional<std::int64_t> integer_in_range(const nlohmann::json& v, std::int64_t lo, std::int64_t hi) noexcept {
+  if (v.is_number_unsigned()) {
+    // Compared as unsigned: 2^64 - 1 is not -1.
+    const auto u = v.get<std::uint64_t>();
+    if (hi < 0 || u > static_cast<std::uint64_t>(hi) || (lo > 0 && u < static_cast<std::uint64_t>(lo))) {
+      return std::nullopt;
+    }
+    return static_cast<std::int64_t>(u);
+  }
+  if (!v.is_number_integer()) return std::nullopt;
+  const auto n = v.get<std::int64_t>();
+  if (n < lo || n > hi) return std::nullopt;
+  return n;
+}
+
+bool is_valid_job_id(std::string_view id, std::size_t max_length) noexcept {
+  if (id.empty() || id.size() > max_length || id == "." || id == "..") return false;
+  return std::all_of(id.begin(), id.end(), id_char);
+}
+
+std::string job_id_problem(std::string_view id, std::size_t max_length) {
+  const std::string rule = "id: expected 1 to " + std::to_string(max_length) +
+                           " characters from A-Z a-z 0-9 - _ . : ~ (limits.id_length)";
+  if (id.empty() || id.size() > max_length) return rule + ", got " + std::to_string(id.size()) + " bytes";
+  if (id == "." || id == "..") return "id: '.' and '..' are not ids";
+  const auto bad = std::find_if_not(id.begin(), id.end(), id_char);
+  char code[8];
+  std::snprintf(code, sizeof code, "0x%02x", static_cast<unsigned>(static_cast<unsigned char>(*bad)));
+  return rule + ", got byte " + code + " at position " + std::to_string(bad - id.begin());
+}
 
 std::string format_iso8601(WallClock::time_point t) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
@@ -51,7 +84,7 @@ std::optional<JobState> parse_job_state(std::string_view name) noexcept {
   return std::nullopt;
 }
 
-JobSpec JobSpec::from_json(const nlohmann::json& j) {
+JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
   if (!j.is_object()) throw SpecError("expected a JSON object");
   static constexpr std::array<std::string_view, 7> kKnown = {"type",         "payload",    "id",      "priority",
                                                              "max_attempts", "timeout_ms", "delay_ms"};
@@ -67,10 +100,10 @@ JobSpec JobSpec::from_json(const nlohmann::json& j) {
   spec.type = type->get<std::string>();
   if (auto it = j.find("payload"); it != j.end()) spec.payload = *it;
   if (const nlohmann::json* id = field(j, "id")) {
-    if (!id->is_string() || id->get_ref<const std::string&>().empty() || id->get_ref<const std::string&>().size() > 200) {
-      throw SpecError("id: expected a string of 1 to 200 characters");
-    }
-    spec.id = id->get<std::string>();
+    if (!id->is_string()) throw SpecError("id: expected a string");
+    const auto& text = id->get_ref<const std::string&>();
+    if (!is_valid_job_id(text, max_id_length)) throw SpecError(job_id_problem(text, max_id_length));
+    spec.id = text;
   }
   if (auto p = integer_field(j, "priority", kMinPriority, kMaxPriority); p >= kMinPriority) {
     spec.priority = static_cast<int>(p);

@@ -619,6 +619,9 @@ Submitted Runtime::submit(JobSpec spec) {
   if (spec.delay.count() < 0 || spec.timeout.count() < 0) {
     return impl_->reject(SubmitError::Code::invalid, "delay_ms and timeout_ms: expected 0 or more");
   }
+  if (!spec.id.empty() && !is_valid_job_id(spec.id, impl_->options.limits.id_length)) {
+    return impl_->reject(SubmitError::Code::invalid, job_id_problem(spec.id, impl_->options.limits.id_length));
+  }
   detail::TypeState& type = *it->second;
   if (type.entry->options.validate) {
     auto valid = guarded([&] { type.entry->options.validate(spec.payload); });
@@ -802,6 +805,8 @@ RuntimeCounters Runtime::counters() const noexcept {
 
 unsigned Runtime::worker_count() const noexcept { return impl_->options.effective_workers(); }
 
+const InputLimits& Runtime::limits() const noexcept { return impl_->options.limits; }
+
 HealthReport Runtime::health() const { return impl_->health(); }
 
 void Runtime::report_failure(std::string context, const Failure& failure) noexcept {
@@ -809,6 +814,14 @@ void Runtime::report_failure(std::string context, const Failure& failure) noexce
     std::string message = std::move(context) + ": " + failure.type;
     if (!failure.message.empty()) message += ": " + failure.message;
     impl_->reporter.note(detail::LogLevel::error, {std::move(message), {}, {}, failure.trace});
+  } catch (...) {
+    // Out of memory while reporting: nothing better to do.
+  }
+}
+
+void Runtime::report_warning(std::string message) noexcept {
+  try {
+    impl_->reporter.log(detail::LogLevel::warn, std::move(message));
   } catch (...) {
     // Out of memory while reporting: nothing better to do.
   }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <cstddef>
 #include <functional>
 #include <map>
@@ -21,6 +22,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "bulwark/job.hpp"
+#include "bulwark/json_input.hpp"
 #include "bulwark/registry.hpp"
 #include "bulwark/retry_policy.hpp"
 
@@ -32,6 +34,13 @@ class ConfigError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// What is wrong with a server.listen value ("host:port", "[v6]:port", port
+// 0 to 65535), or nullopt if nothing.
+std::optional<std::string> listen_problem(const std::string& listen);
+// The URL clients use for `listen` once bound to `port`: "http://127.0.0.1:8080",
+// "http://[::1]:8080" (an empty host or "localhost" is 127.0.0.1).
+std::string listen_url(const std::string& listen, std::uint16_t port);
 
 // Config overrides for one job type (handlers.<type>.*).
 struct HandlerConfig {
@@ -83,6 +92,15 @@ struct ServerOptions {
   std::chrono::milliseconds drain_timeout{10'000};  // on SIGTERM, how long jobs may still run
 };
 
+// Limits on outside input that are not the HTTP server's (limits.*). README
+// "Guarantees and limits" lists every limit with its key.
+struct InputLimits {
+  std::size_t json_depth = kDefaultJsonDepth;  // nesting of any outside JSON (bodies, lines, payloads)
+  std::size_t id_length = kDefaultMaxIdLength;  // client-chosen job ids, in bytes
+  std::size_t line_bytes = 1 << 20;             // bulwark run: one input line
+  std::size_t pending_output = 10'000;          // bulwark run: finished, unwritten results before reading pauses
+};
+
 struct LogOptions {
   std::string level = "info";  // trace, debug, info, warn, error, critical, off
   std::string format = "text";  // text or json (one object per line)
@@ -95,7 +113,8 @@ struct RuntimeOptions {
   RetryPolicy retry;                      // defaults for every type
   unsigned max_concurrent_retries = 0;    // 0: half the workers, at least 1
   bool capture_traces = true;             // throw-site traces, process-wide
-  std::size_t retention_max_finished = 10'000;  // finished records kept for lookup
+  std::size_t retention_max_finished = 10'000;  // succeeded and cancelled records kept for lookup
+  std::size_t retention_max_dead = 100'000;     // failed records (dead letters) kept
   std::chrono::milliseconds shutdown_timeout{10'000};
   std::chrono::milliseconds shutdown_grace{2'000};  // after the stop token, before abandoning
   SupervisorOptions supervisor;
@@ -103,6 +122,7 @@ struct RuntimeOptions {
   CircuitBreakerOptions circuit_breaker;
   IsolationOptions isolation;
   LogOptions logging;
+  InputLimits limits;
   std::map<std::string, HandlerConfig> handlers;
 
   // Called once for every job that reaches a terminal state, on the thread

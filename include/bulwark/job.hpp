@@ -45,6 +45,18 @@ constexpr bool is_terminal(JobState s) noexcept { return s >= JobState::succeede
 inline constexpr int kMinPriority = 0;
 inline constexpr int kMaxPriority = 9;
 
+// Job ids: 1 to limits.id_length bytes (default 200) of A-Z a-z 0-9 and
+// - _ . : ~, and not "." or "..". Such an id is safe as it is in a URL path,
+// an HTTP header and a log line.
+inline constexpr std::size_t kDefaultMaxIdLength = 200;
+bool is_valid_job_id(std::string_view id, std::size_t max_length = kDefaultMaxIdLength) noexcept;
+// What is wrong with an id is_valid_job_id() refuses, as "id: ..." text.
+std::string job_id_problem(std::string_view id, std::size_t max_length = kDefaultMaxIdLength);
+
+// `v` as an integer if it is one within [lo, hi] (an unsigned 2^64 - 1 is
+// out of range, not -1); nullopt otherwise.
+std::optional<std::int64_t> integer_in_range(const nlohmann::json& v, std::int64_t lo, std::int64_t hi) noexcept;
+
 // Thrown by JobSpec::from_json for a field that is missing or of the wrong
 // type; what() names the field.
 class SpecError : public std::runtime_error {
@@ -63,8 +75,9 @@ struct JobSpec {
 
   // Reads {"type", "payload", "id", "priority", "max_attempts", "timeout_ms",
   // "delay_ms"}. Throws SpecError naming the first bad field; unknown fields
-  // are an error too, so a typo never goes unnoticed.
-  static JobSpec from_json(const nlohmann::json& j);
+  // are an error too, so a typo never goes unnoticed. `j` should come from
+  // parse_json() (json_input.hpp), which bounds its nesting.
+  static JobSpec from_json(const nlohmann::json& j, std::size_t max_id_length = kDefaultMaxIdLength);
 };
 
 struct JobRecord {

@@ -181,7 +181,12 @@ class Runtime {
   // recover middleware) at error level with its throw-site trace, through the
   // runtime's log. Never blocks: symbolizing happens on the log thread.
   void report_failure(std::string context, const Failure& failure) noexcept;
+  // Logs an operational warning (not a failure) through the runtime's log.
+  // Never blocks.
+  void report_warning(std::string message) noexcept;
   unsigned worker_count() const noexcept;
+  // The limits on outside input this runtime was configured with (limits.*).
+  const InputLimits& limits() const noexcept;
 
   // Blocks until no job is queued, scheduled or running, or `timeout` passes.
   bool wait_idle(std::chrono::milliseconds timeout);

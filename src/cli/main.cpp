@@ -1,9 +1,9 @@
 // The bulwark program. Exit status 2 for usage errors, otherwise the
 // command's own.
-#include <cstring>
 #include <iostream>
 #include <string>
-#include <string_view>
+
+#include <CLI/CLI.hpp>
 
 #include "bulwark/isolation.hpp"
 #include "builtin_workers.hpp"
@@ -12,32 +12,19 @@
 
 namespace {
 
-constexpr std::string_view kUsage = R"(usage:
-  bulwark run [--config FILE] [--workers N] [--input FILE|-] [--output FILE|-] [--no-progress]
-  bulwark serve [--config FILE] [--workers N] [--listen HOST:PORT]
-  bulwark --help | --version
+constexpr const char* kVersion = "0.1.0";
 
-bulwark run reads one job per line as JSON ({"type": ..., "payload": ...}) and
-writes one result line per job, in completion order. Exit status: 0 every job
+constexpr const char* kRunHelp = R"(
+Reads one job per line as JSON ({"type": ..., "payload": ...}) and writes one
+result line per job, in completion order. Exit status: 0 every job
 succeeded, 1 some job failed or a line was rejected, 2 usage or config error.
+SIGINT/SIGTERM stop reading and drain; a second one gives up on an output
+nobody reads.)";
 
-bulwark serve runs the HTTP/JSON API until SIGINT or SIGTERM, then drains
-jobs for server.drain_timeout_ms. Exit status 0 after a clean stop, 2 for a
-usage or config error.
-)";
-
-bool parse_workers(const char* v, unsigned& out) {
-  char* end = nullptr;
-  const long n = std::strtol(v, &end, 10);
-  if (*v == '\0' || *end != '\0' || n < 0 || n > 1024) return false;
-  out = static_cast<unsigned>(n);
-  return true;
-}
-
-int usage_error(const std::string& message) {
-  std::cerr << "bulwark: " << message << "\n" << kUsage;
-  return 2;
-}
+constexpr const char* kServeHelp = R"(
+Runs the HTTP/JSON API until SIGINT or SIGTERM, then drains jobs for
+server.drain_timeout_ms. Exit status 0 after a clean stop, 2 for a usage or
+config error.)";
 
 }  // namespace
 
@@ -48,62 +35,43 @@ int main(int argc, char** argv) {
     bulwark::workers::register_builtin(registry);
     if (auto code = bulwark::run_worker_process_if_requested(registry)) return *code;
   }
-  if (argc < 2) return usage_error("missing command");
-  const std::string_view command = argv[1];
-  if (command == "--help" || command == "-h" || command == "help") {
-    std::cout << kUsage;
-    return 0;
-  }
-  if (command == "--version") {
-    std::cout << "bulwark 0.1.0\n";
-    return 0;
-  }
-  if (command == "serve") {
-    bulwark::cli::ServeArgs args;
-    for (int i = 2; i < argc; ++i) {
-      const std::string_view flag = argv[i];
-      if (flag != "--config" && flag != "--workers" && flag != "--listen") {
-        return usage_error("unknown option '" + std::string(flag) + "'");
-      }
-      if (i + 1 >= argc) return usage_error(std::string(flag) + ": missing value");
-      const char* v = argv[++i];
-      if (flag == "--config") args.config = v;
-      if (flag == "--listen") args.listen = v;
-      if (flag == "--workers") {
-        unsigned n = 0;
-        if (!parse_workers(v, n)) {
-          return usage_error("--workers: expected an integer from 0 to 1024, got '" + std::string(v) + "'");
-        }
-        args.workers = n;
-      }
-    }
-    return bulwark::cli::serve_command(args);
-  }
-  if (command != "run") return usage_error("unknown command '" + std::string(command) + "'");
+  CLI::App app("bulwark: a job runtime whose workers never die", "bulwark");
+  app.set_version_flag("--version", std::string("bulwark ") + kVersion);
+  app.require_subcommand(1);
 
-  bulwark::cli::RunArgs args;
-  for (int i = 2; i < argc; ++i) {
-    const std::string_view flag = argv[i];
-    const auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-    if (flag == "--no-progress") {
-      args.progress = false;
-      continue;
-    }
-    if (flag != "--config" && flag != "--workers" && flag != "--input" && flag != "--output") {
-      return usage_error("unknown option '" + std::string(flag) + "'");
-    }
-    const char* v = value();
-    if (v == nullptr) return usage_error(std::string(flag) + ": missing value");
-    if (flag == "--config") args.config = v;
-    if (flag == "--input") args.input = v;
-    if (flag == "--output") args.output = v;
-    if (flag == "--workers") {
-      unsigned n = 0;
-      if (!parse_workers(v, n)) {
-        return usage_error("--workers: expected an integer from 0 to 1024, got '" + std::string(v) + "'");
-      }
-      args.workers = n;
-    }
+  bulwark::cli::RunArgs run_args;
+  unsigned run_workers = 0;
+  CLI::App* run = app.add_subcommand("run", "run jobs from JSON lines, one result line per job");
+  run->footer(kRunHelp);
+  run->add_option("--config", run_args.config, "configuration file (JSON); built-in defaults without");
+  run->add_option("--workers", run_workers, "worker threads (0: one per hardware thread)")->check(CLI::Range(0, 1024));
+  run->add_option("--input", run_args.input, "job lines to read; - for standard input")->capture_default_str();
+  run->add_option("--output", run_args.output, "where result lines go; - for standard output")->capture_default_str();
+  run->add_flag("--no-progress{false}", run_args.progress, "no progress line on a terminal");
+
+  bulwark::cli::ServeArgs serve_args;
+  unsigned serve_workers = 0;
+  std::string listen;
+  CLI::App* serve = app.add_subcommand("serve", "serve the HTTP/JSON API");
+  serve->footer(kServeHelp);
+  serve->add_option("--config", serve_args.config, "configuration file (JSON); built-in defaults without");
+  serve->add_option("--workers", serve_workers, "worker threads (0: one per hardware thread)")
+      ->check(CLI::Range(0, 1024));
+  serve->add_option("--listen", listen, "HOST:PORT to listen on (overrides server.listen; port 0 picks one)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
   }
-  return bulwark::cli::run_command(args);
+  if (run->parsed()) {
+    if (run->count("--workers") > 0) run_args.workers = run_workers;
+    return bulwark::cli::run_command(run_args);
+  }
+  if (serve->count("--workers") > 0) serve_args.workers = serve_workers;
+  if (serve->count("--listen") > 0) serve_args.listen = listen;
+  return bulwark::cli::serve_command(serve_args);
 }

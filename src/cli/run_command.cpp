@@ -1,11 +1,17 @@
 #include "cli/run_command.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <climits>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -17,6 +23,7 @@
 
 #include "builtin_workers.hpp"
 #include "cli/options.hpp"
+#include "bulwark/json_input.hpp"
 #include "bulwark/runtime.hpp"
 
 namespace bulwark::cli {
@@ -24,20 +31,81 @@ namespace {
 
 using nlohmann::ordered_json;
 
-constexpr std::size_t kMaxLineBytes = 1 << 20;
-
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_interrupt(int) { g_interrupted.store(true); }
+std::atomic<int> g_interrupts{0};
+extern "C" void on_interrupt(int) { g_interrupts.fetch_add(1); }
+bool interrupted() { return g_interrupts.load() > 0; }
 
 void install_signal_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_interrupt;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  // no SA_RESTART: a blocked read returns so the reader can stop
+  sa.sa_flags = 0;  // no SA_RESTART: a blocked poll returns so the reader can stop
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 }
+
+// Reads lines from a descriptor, waiting in poll() with a short timeout so
+// that SIGINT/SIGTERM stop it even while the writer of a pipe is idle (a
+// blocked std::istream read would only return when the writer closed).
+class LineReader {
+ public:
+  LineReader(int fd, std::size_t max_line) : fd_(fd), max_line_(max_line) {}
+
+  enum class Result { line, too_long, end, error, interrupted };
+
+  Result next(std::string& line) {
+    line.clear();
+    bool skipping = false;  // past max_line: drop bytes up to the newline
+    for (;;) {
+      if (const auto nl = buffer_.find('\n', scanned_); nl != std::string::npos) {
+        const std::size_t n = nl - start_of_line_;
+        if (!skipping && n <= max_line_) line.assign(buffer_, start_of_line_, n);
+        consume(nl + 1);
+        return skipping || n > max_line_ ? Result::too_long : Result::line;
+      }
+      scanned_ = buffer_.size();
+      if (buffer_.size() - start_of_line_ > max_line_) {  // no newline within the limit
+        skipping = true;
+        consume(buffer_.size());
+      }
+      if (eof_) {
+        const std::size_t n = buffer_.size() - start_of_line_;
+        if (n == 0 && !skipping) return Result::end;
+        if (!skipping) line.assign(buffer_, start_of_line_, n);
+        consume(buffer_.size());
+        return skipping ? Result::too_long : Result::line;
+      }
+      if (interrupted()) return Result::interrupted;
+      pollfd p{fd_, POLLIN, 0};
+      const int ready = ::poll(&p, 1, 100);
+      if (ready < 0 && errno != EINTR) return Result::error;
+      if (ready <= 0) continue;
+      char chunk[64 << 10];
+      const ssize_t got = ::read(fd_, chunk, sizeof chunk);
+      if (got < 0) {
+        if (errno == EINTR || errno == EAGAIN) continue;
+        return Result::error;
+      }
+      if (got == 0) eof_ = true;
+      buffer_.append(chunk, static_cast<std::size_t>(got));
+    }
+  }
+
+ private:
+  void consume(std::size_t upto) {
+    buffer_.erase(0, upto);
+    start_of_line_ = 0;
+    scanned_ = 0;
+  }
+
+  const int fd_;
+  const std::size_t max_line_;
+  std::string buffer_;
+  std::size_t start_of_line_ = 0;
+  std::size_t scanned_ = 0;
+  bool eof_ = false;
+};
 
 // One line of output: a finished job, or a line that never became one.
 struct Output {
@@ -48,10 +116,14 @@ struct Output {
 
 // Renders and writes output lines on its own thread (symbolizing traces is
 // slow the first time and must not hold up the workers), keeps the counts
-// for the summary and draws the progress line.
+// for the summary and draws the progress line. Writes go to a descriptor
+// through poll(), so a reader that stopped reading cannot hold the process
+// forever once it was interrupted twice.
 class Writer {
  public:
-  Writer(std::ostream& out, bool progress) : out_(out), progress_(progress) {
+  Writer(int fd, bool progress) : fd_(fd), progress_(progress) {
+    struct stat st {};
+    stream_like_ = ::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
     thread_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
   }
 
@@ -61,8 +133,7 @@ class Writer {
   bool close() {
     thread_.request_stop();
     thread_.join();
-    out_.flush();
-    return static_cast<bool>(out_);
+    return ok_;
   }
 
   std::uint64_t written() const { return written_.load(); }
@@ -74,7 +145,7 @@ class Writer {
   const Counts& counts() const { return counts_; }  // after close()
 
  private:
-  void write(const Output& o) {
+  void render(const Output& o) {
     ordered_json line = {{"line", o.line}};
     if (o.record) {
       const JobRecord& r = *o.record;
@@ -95,8 +166,46 @@ class Writer {
       line["state"] = "rejected";
       line["error"] = {{"kind", "invalid"}, {"message", o.rejection}};
     }
-    out_ << line.dump(-1, ' ', false, ordered_json::error_handler_t::replace) << '\n';
-    written_.fetch_add(1);
+    pending_ += line.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+    pending_ += '\n';
+    ++pending_lines_;
+  }
+
+  // Writes pending_ out. Gives up (and fails) after a second interrupt while
+  // the reader on the other side takes nothing. A pipe or socket is written
+  // only when poll() says it has room, at most PIPE_BUF at a time, so the
+  // write itself never blocks and the interrupt is seen.
+  void flush() {
+    std::size_t done = 0;
+    while (ok_ && done < pending_.size()) {
+      std::size_t chunk = pending_.size() - done;
+      if (stream_like_) {
+        pollfd p{fd_, POLLOUT, 0};
+        if (::poll(&p, 1, 100) <= 0) {
+          if (g_interrupts.load() > 1) ok_ = false;
+          continue;
+        }
+        chunk = std::min<std::size_t>(chunk, PIPE_BUF);
+      }
+      const ssize_t n = ::write(fd_, pending_.data() + done, chunk);
+      if (n > 0) {
+        done += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno != EINTR && errno != EAGAIN) {
+        ok_ = false;
+        break;
+      }
+      if (g_interrupts.load() > 1) {
+        ok_ = false;
+        break;
+      }
+      pollfd p{fd_, POLLOUT, 0};
+      ::poll(&p, 1, 100);
+    }
+    pending_.clear();
+    written_.fetch_add(pending_lines_);
+    pending_lines_ = 0;
   }
 
   void draw_progress(bool final) {
@@ -110,23 +219,36 @@ class Writer {
   void run(std::stop_token stop) {
     Output o;
     auto last_draw = std::chrono::steady_clock::now();
+    constexpr std::size_t kBatchBytes = 64 << 10;
     while (!stop.stop_requested()) {
-      if (queue_.wait_dequeue_timed(o, std::chrono::milliseconds(100))) write(o);
+      if (queue_.wait_dequeue_timed(o, std::chrono::milliseconds(100))) {
+        render(o);
+        while (pending_.size() < kBatchBytes && queue_.try_dequeue(o)) render(o);
+      }
+      if (!pending_.empty()) flush();
       if (progress_ && std::chrono::steady_clock::now() - last_draw > std::chrono::milliseconds(200)) {
-        out_.flush();
         draw_progress(false);
         last_draw = std::chrono::steady_clock::now();
       }
     }
-    while (queue_.try_dequeue(o)) write(o);
+    while (queue_.try_dequeue(o)) {
+      render(o);
+      if (pending_.size() >= kBatchBytes) flush();
+    }
+    flush();
     if (progress_) draw_progress(true);
   }
 
-  std::ostream& out_;
+  const int fd_;
   const bool progress_;
+  bool stream_like_ = false;  // a pipe or socket: a write could block
   moodycamel::BlockingConcurrentQueue<Output> queue_;
   std::atomic<std::uint64_t> written_{0};
-  Counts counts_;  // owned by the writer thread until close()
+  // Owned by the writer thread until close():
+  Counts counts_;
+  std::string pending_;
+  std::uint64_t pending_lines_ = 0;
+  bool ok_ = true;
   std::jthread thread_;
 };
 
@@ -168,31 +290,13 @@ class LineBook {
   std::unordered_map<JobId, JobRecord> early_;      // guarded by mutex_
 };
 
-std::string parse_error_text(const nlohmann::json::parse_error& e) {
-  std::string what = e.what();
-  // "[json.exception.parse_error.101] parse error at line 1, column 2: ..." -> "parse error at ..."
-  if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
-  return what;
-}
-
-// Reads the next line into `line`; lines longer than kMaxLineBytes are
-// skipped up to their end and reported through `too_long`.
-bool next_line(std::istream& in, std::vector<char>& buffer, std::string& line, bool& too_long) {
-  too_long = false;
-  in.getline(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-  const auto n = in.gcount();
-  if (in.bad()) return false;
-  if (in.fail() && !in.eof()) {  // the buffer filled before the newline
-    in.clear();
-    in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
-    too_long = true;
-    return true;
+// Closes a descriptor we opened (not standard input or output).
+struct OwnedFd {
+  int fd = -1;
+  ~OwnedFd() {
+    if (fd > 2) ::close(fd);
   }
-  if (n == 0 && in.eof()) return false;
-  line.assign(buffer.data(), static_cast<std::size_t>(in.eof() ? n : n - 1));
-  if (in.eof()) in.clear(std::ios::eofbit);
-  return true;
-}
+};
 
 }  // namespace
 
@@ -201,29 +305,24 @@ int run_command(const RunArgs& args) {
   if (!loaded) return 2;
   RuntimeOptions options = std::move(*loaded);
 
-  std::ifstream input_file;
-  std::istream* in = &std::cin;
+  OwnedFd input{STDIN_FILENO};
   if (args.input != "-") {
-    input_file.open(args.input);
-    if (!input_file) {
-      std::cerr << "bulwark: cannot open input '" << args.input << "'\n";
+    input.fd = ::open(args.input.c_str(), O_RDONLY | O_CLOEXEC);
+    if (input.fd < 0) {
+      std::cerr << "bulwark: cannot open input '" << args.input << "': " << std::strerror(errno) << "\n";
       return 2;
     }
-    in = &input_file;
   }
-  std::ofstream output_file;
-  std::ostream* out = &std::cout;
+  OwnedFd output{STDOUT_FILENO};
   if (args.output != "-") {
-    output_file.open(args.output, std::ios::trunc);
-    if (!output_file) {
-      std::cerr << "bulwark: cannot open output '" << args.output << "'\n";
+    output.fd = ::open(args.output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (output.fd < 0) {
+      std::cerr << "bulwark: cannot open output '" << args.output << "': " << std::strerror(errno) << "\n";
       return 2;
     }
-    out = &output_file;
   }
-  std::ios::sync_with_stdio(false);
 
-  Writer writer(*out, args.progress && ::isatty(STDERR_FILENO) == 1);
+  Writer writer(output.fd, args.progress && ::isatty(STDERR_FILENO) == 1);
   LineBook book(writer);
   options.on_finished = [&book](const JobRecord& r) { book.finished(r); };
 
@@ -240,28 +339,40 @@ int run_command(const RunArgs& args) {
   install_signal_handlers();
 
   const auto start = std::chrono::steady_clock::now();
-  std::vector<char> buffer(kMaxLineBytes + 1);
+  const InputLimits& limits = options.limits;
+  LineReader reader(input.fd, limits.line_bytes);
   std::string text;
-  bool too_long = false;
   std::uint64_t line_no = 0;
   std::uint64_t lines = 0;
   const auto reject = [&](std::string message) {
     writer.push(Output{line_no, std::nullopt, "line " + std::to_string(line_no) + ": " + std::move(message)});
   };
-  while (!g_interrupted.load() && next_line(*in, buffer, text, too_long)) {
+  // Lines taken but not yet written out: jobs in flight plus rendered
+  // results waiting for the output. Reading pauses at limits.pending_output,
+  // so a slow or stalled reader of the output bounds our memory.
+  const auto wait_for_output_room = [&] {
+    while (lines - writer.written() >= limits.pending_output && !interrupted()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  };
+  LineReader::Result got = LineReader::Result::end;
+  while (!interrupted()) {
+    wait_for_output_room();
+    got = reader.next(text);
+    if (got != LineReader::Result::line && got != LineReader::Result::too_long) break;
     ++line_no;
-    if (too_long) {
+    if (got == LineReader::Result::too_long) {
       ++lines;
-      reject("longer than " + std::to_string(kMaxLineBytes) + " bytes");
+      reject("longer than " + std::to_string(limits.line_bytes) + " bytes (limits.line_bytes)");
       continue;
     }
     if (text.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines are not jobs
     ++lines;
     JobSpec spec;
     try {
-      spec = JobSpec::from_json(nlohmann::json::parse(text));
-    } catch (const nlohmann::json::parse_error& e) {
-      reject("not valid JSON: " + parse_error_text(e));
+      spec = JobSpec::from_json(parse_json(text, limits.json_depth), limits.id_length);
+    } catch (const InputError& e) {
+      reject(std::string("not valid JSON: ") + e.what());
       continue;
     } catch (const SpecError& e) {
       reject(e.what());
@@ -273,17 +384,17 @@ int run_command(const RunArgs& args) {
         book.submitted(s.id, line_no);
         break;
       }
-      if (s.error->code != SubmitError::Code::queue_full || g_interrupted.load()) {
+      if (s.error->code != SubmitError::Code::queue_full || interrupted()) {
         reject(s.error->message);
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(1));  // backpressure: let the workers catch up
     }
   }
-  const bool read_error = in->bad();
-  while (!g_interrupted.load() && !runtime->wait_idle(std::chrono::milliseconds(100))) {
+  const bool read_error = got == LineReader::Result::error;
+  while (!interrupted() && !runtime->wait_idle(std::chrono::milliseconds(100))) {
   }
-  if (g_interrupted.load()) std::cerr << "\nbulwark: interrupted, shutting down\n";
+  if (interrupted()) std::cerr << "\nbulwark: interrupted, shutting down\n";
   runtime->shutdown();
   const RuntimeStats stats = runtime->stats();
   runtime.reset();

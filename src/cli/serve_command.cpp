@@ -16,7 +16,13 @@ int serve_command(const ServeArgs& args) {
   std::optional<RuntimeOptions> loaded = load_options(args.config, args.workers);
   if (!loaded) return 2;
   RuntimeOptions options = std::move(*loaded);
-  if (args.listen) options.server.listen = *args.listen;
+  if (args.listen) {
+    if (auto problem = listen_problem(*args.listen)) {
+      std::cerr << "bulwark: --listen: " << *problem << "\n";
+      return 2;
+    }
+    options.server.listen = *args.listen;
+  }
 
   // Every thread started from here on inherits the block; this thread takes
   // the signals with sigwait, so no handler runs in the middle of anything.
@@ -38,9 +44,7 @@ int serve_command(const ServeArgs& args) {
     std::cerr << "bulwark: configuration error: " << e.what() << "\n";
     return 2;
   }
-  const auto colon = options.server.listen.rfind(':');
-  const std::string address =
-      "http://" + options.server.listen.substr(0, colon) + ":" + std::to_string(server->port());
+  const std::string address = listen_url(options.server.listen, server->port());
   std::cout << "bulwark serve: listening on " << address << "\n"
             << "  submit a job:  curl -s -X POST " << address
             << "/v1/jobs -H 'Content-Type: application/json' -d '{\"type\": \"echo\", \"payload\": {\"hello\": "

@@ -1,9 +1,12 @@
 #include "http/api.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 
 #include <nlohmann/json.hpp>
+
+#include "bulwark/json_input.hpp"
 
 namespace bulwark::http {
 namespace {
@@ -17,7 +20,9 @@ Response json_response(int status, const ordered_json& body) {
   return r;
 }
 
-std::string percent_decode(std::string_view s) {
+// `plus_is_space`: in a query string '+' stands for a space; in a path it
+// is itself.
+std::string percent_decode(std::string_view s, bool plus_is_space) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size(); ++i) {
@@ -30,7 +35,7 @@ std::string percent_decode(std::string_view s) {
         continue;
       }
     }
-    out += s[i] == '+' ? ' ' : s[i];
+    out += plus_is_space && s[i] == '+' ? ' ' : s[i];
   }
   return out;
 }
@@ -41,7 +46,8 @@ std::map<std::string, std::string> parse_query(std::string_view q) {
     const auto amp = q.find('&');
     const std::string_view pair = q.substr(0, amp);
     const auto eq = pair.find('=');
-    out[percent_decode(pair.substr(0, eq))] = eq == std::string_view::npos ? "" : percent_decode(pair.substr(eq + 1));
+    out[percent_decode(pair.substr(0, eq), true)] =
+        eq == std::string_view::npos ? "" : percent_decode(pair.substr(eq + 1), true);
     if (amp == std::string_view::npos) break;
     q.remove_prefix(amp + 1);
   }
@@ -56,11 +62,29 @@ std::vector<std::string> split_path(std::string_view path) {
       continue;
     }
     const auto slash = path.find('/');
-    parts.push_back(percent_decode(path.substr(0, slash)));
+    parts.push_back(percent_decode(path.substr(0, slash), false));
     if (slash == std::string_view::npos) break;
     path.remove_prefix(slash);
   }
   return parts;
+}
+
+// Every byte outside RFC 3986's unreserved set as %XX: safe in a header
+// whatever the id holds.
+std::string percent_encode(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += c;
+    } else {
+      out += '%';
+      out += kHex[u >> 4];
+      out += kHex[u & 15];
+    }
+  }
+  return out;
 }
 
 bool is_json(const std::string& content_type) {
@@ -166,7 +190,7 @@ Response Api::handle(const Request& request) {
     if (parts[0] == "metrics") {
       Response r;
       r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-      r.body = render_metrics(runtime_.stats(), runtime_.health());
+      r.body = render_metrics(runtime_.stats(), runtime_.health(), &server_counters_);
       return r;
     }
     if (parts[0] == "healthz") {
@@ -234,24 +258,25 @@ Response Api::handle(const Request& request) {
 }
 
 Response Api::submit(const Request& request) {
+  const InputLimits& limits = runtime_.limits();
   nlohmann::json body;
   try {
-    body = nlohmann::json::parse(request.body);
-  } catch (const nlohmann::json::parse_error& e) {
-    std::string what = e.what();
-    if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
-    return error_response(400, "malformed_json", "the request body is not valid JSON: " + what);
+    body = parse_json(request.body, limits.json_depth);
+  } catch (const JsonDepthError& e) {
+    return error_response(400, "json_too_deep", std::string("the request body is ") + e.what());
+  } catch (const InputError& e) {
+    return error_response(400, "malformed_json", std::string("the request body is not valid JSON: ") + e.what());
   }
   JobSpec spec;
   try {
-    spec = JobSpec::from_json(body);
+    spec = JobSpec::from_json(body, limits.id_length);
   } catch (const SpecError& e) {
     return error_response(422, "invalid_field", e.what());
   }
   Submitted s = runtime_.submit(std::move(spec));
   if (!s) return submit_error(*s.error);
   Response r = json_response(201, {{"id", s.id}, {"state", to_string(s.state)}});
-  r.headers.emplace_back("Location", "/v1/jobs/" + s.id);
+  r.headers.emplace_back("Location", "/v1/jobs/" + percent_encode(s.id));
   return r;
 }
 

@@ -6,7 +6,9 @@
 // Thread-safe: handle() may run on several I/O threads at once.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
@@ -38,8 +40,16 @@ struct Response {
 // {"error": {"code": code, "message": message}}
 Response error_response(int status, const std::string& code, const std::string& message);
 
-// Prometheus text exposition of the runtime's state.
-std::string render_metrics(const RuntimeStats& stats, const HealthReport& health);
+// Connection-level events of the server, for /metrics. Lock-free.
+struct ServerCounters {
+  std::atomic<std::uint64_t> refused_max_connections{0};  // 503 at server.max_connections
+  std::atomic<std::uint64_t> refused_no_descriptors{0};   // 503 through the reserve descriptor (EMFILE/ENFILE)
+  std::atomic<std::uint64_t> accept_errors{0};             // accept() failures, EMFILE included
+};
+
+// Prometheus text exposition of the runtime's (and the server's) state.
+std::string render_metrics(const RuntimeStats& stats, const HealthReport& health,
+                           const ServerCounters* server = nullptr);
 
 class Api {
  public:
@@ -62,6 +72,8 @@ class Api {
   // Records counters for /v1/stats rates; the server calls it every second.
   void sample();
 
+  ServerCounters& server_counters() noexcept { return server_counters_; }
+
  private:
   Response submit(const Request& request);
   Response list(const std::map<std::string, std::string>& query);
@@ -71,6 +83,7 @@ class Api {
   Runtime& runtime_;
   const ServerOptions options_;
   std::atomic<bool> draining_{false};
+  ServerCounters server_counters_;
 
   std::mutex mutex_;
   std::map<std::pair<std::string, std::string>, Route> extra_routes_;  // guarded by mutex_

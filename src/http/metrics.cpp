@@ -59,7 +59,7 @@ class Writer {
 
 }  // namespace
 
-std::string render_metrics(const RuntimeStats& s, const HealthReport& health) {
+std::string render_metrics(const RuntimeStats& s, const HealthReport& health, const ServerCounters* server) {
   Writer w;
   const auto per_type = [&](const char* name, const char* help, auto field) {
     w.family(name, "counter", help);
@@ -150,6 +150,16 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health) {
   w.sample("bulwark_trace_capture_seconds_total", {}, s.traces.seconds);
   w.family("bulwark_log_dropped_total", "counter", "Failure log lines dropped by the rate limit.");
   w.sample("bulwark_log_dropped_total", {}, static_cast<double>(s.log_dropped));
+  if (server != nullptr) {
+    w.family("bulwark_http_connections_refused_total", "counter",
+             "Connections answered 503 and closed: at server.max_connections, or out of file descriptors.");
+    w.sample("bulwark_http_connections_refused_total", {{"reason", "max_connections"}},
+             static_cast<double>(server->refused_max_connections.load()));
+    w.sample("bulwark_http_connections_refused_total", {{"reason", "descriptors"}},
+             static_cast<double>(server->refused_no_descriptors.load()));
+    w.family("bulwark_http_accept_errors_total", "counter", "accept() failures (EMFILE and ENFILE included).");
+    w.sample("bulwark_http_accept_errors_total", {}, static_cast<double>(server->accept_errors.load()));
+  }
   w.family("bulwark_health", "gauge", "Supervisor verdict: 0 healthy, 1 degraded, 2 unhealthy.");
   w.sample("bulwark_health", {}, static_cast<double>(static_cast<int>(health.verdict)));
   return w.str();

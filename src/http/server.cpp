@@ -2,6 +2,14 @@
 // timeouts, the recover middleware, writing. Routing and bodies are in api.cpp.
 #include "bulwark/http_server.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include <atomic>
 #include <mutex>
 #include <optional>
@@ -55,6 +63,10 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
     ioc_.emplace();
     acceptor_.emplace(*ioc_);
     sampler_.emplace(*ioc_);
+    backoff_.emplace(*ioc_);
+  }
+  ~Impl() {
+    if (reserve_fd_ >= 0) ::close(reserve_fd_);
   }
 
   void start();
@@ -67,6 +79,8 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
  private:
   void accept();
   void sample();
+  void out_of_descriptors(const beast::error_code& ec);
+  void check_descriptor_limit();
 
   friend class Session;
   Runtime& runtime_;
@@ -77,6 +91,13 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   std::optional<net::io_context> ioc_;
   std::optional<tcp::acceptor> acceptor_;
   std::optional<net::steady_timer> sampler_;
+  std::optional<net::steady_timer> backoff_;  // accepting again after EMFILE/ENFILE
+  // Kept open so that, out of descriptors, one can be freed to accept a
+  // waiting connection, answer it 503 and close it (else it would sit in
+  // the backlog and accept() would fail again at once). Used on the
+  // acceptor's handler only.
+  int reserve_fd_ = -1;
+  std::chrono::steady_clock::time_point last_descriptor_log_{};
   std::vector<std::thread> threads_;
   std::uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
@@ -103,6 +124,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
       server_->sessions_[this] = weak_from_this();
     }
     if (over_limit_) {
+      server_->api_.server_counters().refused_max_connections.fetch_add(1);
       server_->runtime_.report_failure("http", make_failure(FailureKind::invalid,
                                                             "connection refused: server.max_connections (" +
                                                                 std::to_string(server_->options_.max_connections) +
@@ -202,19 +224,24 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
       response = http::error_response(500, "internal_error", "the server failed to handle this request; it is logged");
     }
     const bool keep_alive = req.keep_alive() && !server_->stopping_.load();
-    if (request.method == "HEAD") response.body.clear();
-    send(std::move(response), req.version(), keep_alive);
+    send(std::move(response), req.version(), keep_alive, request.method == "HEAD");
   }
 
-  void send(http::Response response, unsigned version, bool keep_alive) {
+  // `head`: the answer to a HEAD request: the headers of the GET answer,
+  // with its Content-Length, and no body.
+  void send(http::Response response, unsigned version, bool keep_alive, bool head = false) {
     auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
         static_cast<bhttp::status>(response.status), version);
     res->set(bhttp::field::server, "bulwark");
     res->set(bhttp::field::content_type, response.content_type);
     for (const auto& [name, value] : response.headers) res->set(name, value);
-    res->body() = std::move(response.body);
     res->keep_alive(keep_alive);
-    res->prepare_payload();
+    if (head) {
+      res->content_length(response.body.size());
+    } else {
+      res->body() = std::move(response.body);
+      res->prepare_payload();
+    }
     stream_.expires_after(server_->options_.read_timeout);
     bhttp::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
       if (ec || !res->keep_alive()) return self->close();
@@ -246,6 +273,8 @@ void HttpServer::Impl::start() {
   if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
   if (ec) throw ConfigError("server.listen: cannot listen on " + options_.listen + ": " + ec.message());
   port_ = acceptor_->local_endpoint().port();
+  check_descriptor_limit();
+  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   accept();
   sample();
   for (unsigned i = 0; i < options_.io_threads; ++i) threads_.emplace_back([this] { ioc_->run(); });
@@ -255,12 +284,76 @@ void HttpServer::Impl::accept() {
   acceptor_->async_accept(net::make_strand(*ioc_), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
     if (ec) {
       if (ec == net::error::operation_aborted || self->stopping_.load()) return;
-      return self->accept();  // e.g. out of file descriptors: keep serving others
+      self->api_.server_counters().accept_errors.fetch_add(1);
+      if (ec == net::error::no_descriptors || ec.value() == ENFILE || ec == net::error::no_buffer_space ||
+          ec == net::error::no_memory) {
+        return self->out_of_descriptors(ec);
+      }
+      return self->accept();  // a connection that failed before we took it: keep serving others
     }
     const bool over = self->connections_.fetch_add(1) >= self->options_.max_connections;
     std::make_shared<Session>(self, std::move(socket), over)->start();
     self->accept();
   });
+}
+
+// Out of descriptors, accept() fails at once for as long as a connection
+// waits in the backlog: retrying at once spins a core. Instead the reserve
+// descriptor is given up to take that connection, answer it 503 and close
+// it, and accepting resumes after a pause, while open connections are
+// served as usual.
+void HttpServer::Impl::out_of_descriptors(const beast::error_code& ec) {
+  const int listen_fd = acceptor_->native_handle();
+  if (reserve_fd_ >= 0) {
+    ::close(reserve_fd_);
+    reserve_fd_ = -1;
+    pollfd p{listen_fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) == 1) {
+      const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd >= 0) {
+        static constexpr std::string_view kBusy =
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            "Retry-After: 1\r\nContent-Length: 104\r\n\r\n"
+            R"({"error":{"code":"out_of_descriptors","message":"the server has no file descriptors left; retry later"}})";
+        [[maybe_unused]] const auto sent = ::send(fd, kBusy.data(), kBusy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        ::close(fd);
+        api_.server_counters().refused_no_descriptors.fetch_add(1);
+      }
+    }
+    reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_descriptor_log_ > std::chrono::seconds(10)) {
+    last_descriptor_log_ = now;
+    runtime_.report_warning("http: out of file descriptors (" + ec.message() + ") with " +
+                            std::to_string(connections_.load()) +
+                            " connections open: new connections get 503 until some close; raise the limit "
+                            "(ulimit -n) or lower server.max_connections (logged at most every 10 s)");
+  }
+  backoff_->expires_after(std::chrono::milliseconds(50));
+  backoff_->async_wait([self = shared_from_this()](beast::error_code wait_ec) {
+    if (!wait_ec && !self->stopping_.load()) self->accept();
+  });
+}
+
+// Each connection takes a descriptor: warn at start when the process may
+// not open server.max_connections of them (after raising the soft limit as
+// far as the hard one allows).
+void HttpServer::Impl::check_descriptor_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  const rlim_t wanted = static_cast<rlim_t>(options_.max_connections) + 64;  // logs, children, the runtime
+  if (lim.rlim_cur < wanted && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = std::min(wanted, lim.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+  }
+  if (lim.rlim_cur < wanted) {
+    runtime_.report_warning("http: server.max_connections is " + std::to_string(options_.max_connections) +
+                            " but this process may open only " + std::to_string(lim.rlim_cur) +
+                            " file descriptors (RLIMIT_NOFILE); past that, connections get 503 "
+                            "(out_of_descriptors). Raise ulimit -n or lower server.max_connections");
+  }
 }
 
 void HttpServer::Impl::sample() {
@@ -278,6 +371,7 @@ void HttpServer::Impl::stop() {
       beast::error_code ignored;
       self->acceptor_->close(ignored);
       self->sampler_->cancel();
+      self->backoff_->cancel();
     });
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (connections_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
@@ -297,6 +391,7 @@ void HttpServer::Impl::stop() {
       if (t.joinable()) t.join();
     }
     sampler_.reset();
+    backoff_.reset();
     acceptor_.reset();
     ioc_.reset();
   });
