@@ -143,6 +143,7 @@ std::string_view to_string(FailureKind kind) noexcept {
     case FailureKind::crash: return "crash";
     case FailureKind::shutdown: return "shutdown";
     case FailureKind::invalid: return "invalid";
+    case FailureKind::cancelled: return "cancelled";
   }
   return "unknown";
 }

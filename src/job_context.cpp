@@ -12,6 +12,18 @@ void JobContext::heartbeat() noexcept {
   task_.heartbeat_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
 }
 
+const char* Stopped::what() const noexcept {
+  switch (reason_) {
+    case FailureKind::timeout: return "the job stopped at its soft timeout (timeout_ms)";
+    case FailureKind::shutdown: return "the job stopped because the runtime is shutting down";
+    default: return "the job stopped because it was cancelled";
+  }
+}
+
+void JobContext::throw_if_stop_requested() const {
+  if (stop_.stop_requested()) throw Stopped(task_.stop_reason.load(std::memory_order_acquire));
+}
+
 void JobContext::defer(std::function<void()> fn) { cleanups_.push_back({std::move(fn), false}); }
 
 void JobContext::on_failure(std::function<void()> fn) { cleanups_.push_back({std::move(fn), true}); }

@@ -168,7 +168,7 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
       id_prefix(make_id_prefix()),
       reporter(options.logging),
       queue(options.queue_capacity, options.effective_max_concurrent_retries()),
-      store(options.retention_max_finished) {
+      store(options.retention_max_finished, options.retention_max_dead) {
   for (const auto& [type, hc] : options.handlers) {
     if (registry->find(type) == nullptr) throw ConfigError("handlers." + type + ": unknown job type '" + type + "'");
   }
@@ -246,6 +246,9 @@ std::optional<SubmitError> Runtime::Impl::accept(TaskPtr task, std::chrono::mill
   task->seq = next_seq.fetch_add(1, std::memory_order_relaxed) + 1;
   if (task->id.empty()) task->id = id_prefix + std::to_string(task->seq);
   task->state.store(delay.count() > 0 ? JobState::scheduled : JobState::queued, std::memory_order_relaxed);
+  const auto now = Clock::now();
+  // Written before the store makes the task visible: listings read it.
+  task->created_at = detail::to_wall(now);
   if (task->stored && !store.insert(task)) {
     queue.unreserve();
     return SubmitError{SubmitError::Code::duplicate_id, "id '" + task->id + "' is already used by another job"};
@@ -253,9 +256,7 @@ std::optional<SubmitError> Runtime::Impl::accept(TaskPtr task, std::chrono::mill
   accepted.fetch_add(1, std::memory_order_seq_cst);
   submitted.fetch_add(1, std::memory_order_relaxed);
   task->type_state->counters.submitted.fetch_add(1, std::memory_order_relaxed);
-  const auto now = Clock::now();
   const auto due = now + delay;
-  task->created_at = detail::to_wall(now);
   task->enqueued_ns.store(due.time_since_epoch().count(), std::memory_order_relaxed);
   queue.push(std::move(task), due, now);
   return std::nullopt;
@@ -312,7 +313,10 @@ void Runtime::Impl::worker_loop(const SlotPtr& slot) {
     }
     const auto enqueued = Clock::time_point(Clock::duration(task->enqueued_ns.load(std::memory_order_relaxed)));
     const auto waited = now - enqueued;
-    waits.add(std::chrono::duration_cast<std::chrono::microseconds>(waited).count(), steady_ms(now));
+    // Only fresh work feeds the saturation signal: a retry that the throttle
+    // held back has waited because of the throttle, and counting it would
+    // keep the pool "saturated", and retries held, for ever.
+    if (!retry_slot) waits.add(std::chrono::duration_cast<std::chrono::microseconds>(waited).count(), steady_ms(now));
     queue_wait.observe(std::chrono::duration<double>(waited).count());
     if (!run_attempt(slot, task, now)) return;  // abandoned: the supervisor has taken over this attempt
     if (retry_slot) queue.release_retry_slot();
@@ -364,12 +368,20 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock:
   auto outcome = detail::testing::unguarded() ? (task->run(ctx), Outcome<void>(std::monostate{}))
                                               : guarded([&] { task->run(ctx); });
   std::vector<Failure> cleanup_errors;
+  bool child_timed_out = false;  // counted after the owner handshake, when the runtime is known to be there
   if (task->isolated && outcome.ok()) {
     if (auto remote = static_cast<detail::IsolatedTask&>(*task).take_failure()) {
-      if (remote->failure.kind == FailureKind::timeout) sup.hard_timeouts.fetch_add(1, std::memory_order_relaxed);
+      child_timed_out = remote->failure.kind == FailureKind::timeout;
       outcome = Outcome<void>(std::move(remote->failure), nullptr);
       cleanup_errors = std::move(remote->cleanup_errors);
     }
+  }
+  if (!outcome.ok() && outcome.failure().type == "bulwark::Stopped") {
+    // Why it was stopped is the task's to say (a child process only knows
+    // that it was asked to).
+    Failure& f = outcome.failure();
+    f.kind = task->stop_reason.load(std::memory_order_acquire);
+    f.message = Stopped(f.kind).what();
   }
   for (Failure& f : detail::ContextAccess::run_cleanups(ctx, !outcome.ok())) cleanup_errors.push_back(std::move(f));
   detail::set_crash_context(nullptr, slot->id);
@@ -378,6 +390,7 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock:
 
   int expected = WorkerSlot::running;
   if (!slot->owner.compare_exchange_strong(expected, WorkerSlot::idle, std::memory_order_acq_rel)) return false;
+  if (child_timed_out) sup.hard_timeouts.fetch_add(1, std::memory_order_relaxed);
   run_time.observe(duration / 1000.0);
   {
     std::lock_guard lock(slot->mutex);
@@ -501,10 +514,14 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
   accepting.store(false, std::memory_order_seq_cst);
   while (submitting.load(std::memory_order_seq_cst) > 0) std::this_thread::yield();
 
+  // Jobs ready now, running, or due before the deadline (a delay, a retry's
+  // backoff) get their turn; what is due later ends with kind shutdown.
   const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline && (queue.ready() > 0 || running.load() > 0)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  const auto work_left = [&] {
+    const auto due = queue.next_due();
+    return queue.ready() > 0 || running.load() > 0 || (due && *due <= deadline);
+  };
+  while (Clock::now() < deadline && work_left()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   ShutdownReport report;
   report.drained = queue.ready() == 0 && running.load() == 0;
   stopping.store(true, std::memory_order_release);
@@ -523,6 +540,7 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
     std::lock_guard lock(s->mutex);
     if (s->current) {
       std::lock_guard task_lock(s->current->mutex);
+      if (!s->current->cancel_requested) s->current->stop_reason.store(FailureKind::shutdown, std::memory_order_release);
       s->current->stop.request_stop();
     }
   }
@@ -703,6 +721,7 @@ CancelResult Runtime::cancel(const JobId& id) {
     if (s == JobState::running) {
       if (task->state.load() != JobState::running) continue;
       task->cancel_requested = true;
+      task->stop_reason.store(FailureKind::cancelled, std::memory_order_release);
       task->stop.request_stop();
       return CancelResult::stop_requested;
     }

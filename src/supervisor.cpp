@@ -157,7 +157,10 @@ void Runtime::Impl::watch(const SlotPtr& slot, Clock::time_point now) {
     {
       std::lock_guard lock(task->mutex);
       if (trace) task->stuck_trace = std::make_unique<RawTrace>(*trace);
-      if (request_stop) task->stop.request_stop();
+      if (request_stop && !task->cancel_requested) {
+        task->stop_reason.store(FailureKind::timeout, std::memory_order_release);
+        task->stop.request_stop();
+      }
     }
     reporter.note(LogLevel::warn, {std::move(message), task->id, task->type, trace});
   };
@@ -207,6 +210,7 @@ void Runtime::Impl::abandon(const SlotPtr& slot, const TaskPtr& task, Clock::tim
   {
     std::lock_guard lock(task->mutex);
     ++task->epoch;  // whatever the abandoned attempt still writes is discarded
+    task->stop_reason.store(failure.kind, std::memory_order_release);  // timeout or shutdown
     task->stop.request_stop();
     attempt = task->attempts;
     if (trace) task->stuck_trace = std::make_unique<RawTrace>(*trace);
@@ -338,12 +342,15 @@ void Runtime::Impl::update_verdict(Clock::time_point now) {
   }
 
   const Verdict next = !unhealthy.empty() ? Verdict::unhealthy : !degraded.empty() ? Verdict::degraded : Verdict::healthy;
-  // Fresh work before recovery work while the pool is saturated.
+  // Fresh work before recovery work while the pool is saturated, but never
+  // none: one retry at a time still runs, so recovery cannot starve while
+  // a worker is idle (held at zero, a degraded verdict that the waiting
+  // retries themselves fed kept them waiting for minutes).
   const bool throttle = !degraded.empty();
   if (throttle != retries_throttled) {
     retries_throttled = throttle;
-    queue.set_retry_limit(throttle ? 0 : options.effective_max_concurrent_retries());
-    reporter.log(LogLevel::warn, throttle ? "retries held back: the pool is saturated"
+    queue.set_retry_limit(throttle ? 1 : options.effective_max_concurrent_retries());
+    reporter.log(LogLevel::warn, throttle ? "retries slowed to one at a time: the pool is saturated"
                                           : "retries resumed: the pool is no longer saturated");
   }
   std::vector<std::string> all = unhealthy;

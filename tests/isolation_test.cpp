@@ -180,9 +180,10 @@ TEST_SUITE("Process isolation") {
     CHECK(rt.cancel(s.id) == bulwark::CancelResult::stop_requested);
     REQUIRE(rt.wait_idle(20s));
     const auto r = rt.get(s.id);
-    CHECK(r->state == JobState::succeeded);  // sleep returns early when asked to stop
-    CHECK(r->result.at("cancelled") == true);
-    CHECK(r->result.at("slept_ms").get<int>() < 20'000);
+    CHECK(r->state == JobState::cancelled);  // sleep stops early when asked, and says so
+    REQUIRE(r->error.has_value());
+    CHECK(r->error->kind == bulwark::FailureKind::cancelled);
+    CHECK(r->duration_ms < 20'000);
   }
 
   TEST_CASE("1,000 jobs with 10 % crashes all end, with the configured number of children alive" *

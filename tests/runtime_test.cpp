@@ -402,9 +402,11 @@ TEST_SUITE("Runtime") {
     CHECK(rt.get(queued.id)->state == JobState::cancelled);
     CHECK(rt.cancel(running.id) == bulwark::CancelResult::stop_requested);
     auto r = finished_record(rt, running.id);
-    CHECK(r.state == JobState::succeeded);
-    CHECK(r.result["cancelled"] == true);
-    CHECK(r.result["slept_ms"].get<int>() < 20'000);
+    CHECK(r.state == JobState::cancelled);  // it stopped early: no success claimed
+    REQUIRE(r.error.has_value());
+    CHECK(r.error->kind == bulwark::FailureKind::cancelled);
+    CHECK(r.error->type == "bulwark::Stopped");
+    CHECK(r.attempts == 1);  // a cancelled job is not retried
     CHECK(rt.cancel(running.id) == bulwark::CancelResult::already_terminal);
     CHECK(rt.cancel("missing") == bulwark::CancelResult::not_found);
   }
@@ -436,8 +438,10 @@ TEST_SUITE("Runtime") {
       REQUIRE(r->error.has_value());
       CHECK(r->error->kind == bulwark::FailureKind::shutdown);
     }
-    // The running job was asked to stop at the deadline and finished.
-    CHECK(rt.get(sleeper.id)->state == JobState::succeeded);
+    // The running job was asked to stop at the deadline and stopped: it
+    // did not finish its work, so it ends failed with kind shutdown.
+    CHECK(rt.get(sleeper.id)->state == JobState::failed);
+    CHECK(rt.get(sleeper.id)->error->kind == bulwark::FailureKind::shutdown);
     CHECK(rt.get(retrying.id)->state == JobState::failed);
     CHECK_THROWS_AS(posted.get(), bulwark::JobError);
     CHECK(posted.failure()->kind == bulwark::FailureKind::shutdown);

@@ -112,14 +112,16 @@ TEST_SUITE("Supervisor") {
     CHECK(rt.stats().stuck_reports == 1);
   }
 
-  TEST_CASE("a soft timeout stops a cooperative sleep job early" * doctest::timeout(60)) {
+  TEST_CASE("a soft timeout stops a cooperative sleep job early, and it fails as timed out" * doctest::timeout(60)) {
     Runtime rt(builtins(), test_options(1));
-    auto s = rt.submit({.type = "sleep", .payload = {{"ms", 20'000}}, .timeout = 100ms});
+    auto s = rt.submit({.type = "sleep", .payload = {{"ms", 20'000}}, .max_attempts = 1, .timeout = 100ms});
     REQUIRE(rt.wait_idle(10s));
     auto r = *rt.get(s.id);
-    CHECK(r.state == JobState::succeeded);
-    CHECK(r.result["cancelled"] == true);
-    CHECK(r.result["slept_ms"].get<int>() < 5'000);
+    CHECK(r.state == JobState::failed);  // it did not do its work
+    REQUIRE(r.error.has_value());
+    CHECK(r.error->kind == bulwark::FailureKind::timeout);
+    CHECK(r.error->type == "bulwark::Stopped");
+    CHECK(r.duration_ms < 5'000);
     CHECK(rt.stats().soft_timeouts == 1);
     REQUIRE(r.stuck_trace.has_value());  // where it was when the timeout passed
   }

@@ -160,14 +160,14 @@ __attribute__((noinline)) std::int64_t crash_oom(std::int64_t max_mb) {
 
 // --- compute ----------------------------------------------------------------
 
-std::int64_t count_primes_below(std::int64_t n, const std::stop_token& stop) {
+std::int64_t count_primes_below(std::int64_t n, const JobContext& ctx) {
   if (n < 3) return 0;
   std::vector<bool> composite(static_cast<std::size_t>(n), false);
   std::int64_t count = 0;
   for (std::int64_t i = 2; i < n; ++i) {
     if (composite[static_cast<std::size_t>(i)]) continue;
     ++count;
-    if ((i & 0xFFFF) == 0 && stop.stop_requested()) throw std::runtime_error("compute: cancelled");
+    if ((i & 0xFFFF) == 0) ctx.throw_if_stop_requested();
     for (std::int64_t j = i * i; j < n; j += i) composite[static_cast<std::size_t>(j)] = true;
   }
   return count;
@@ -187,8 +187,9 @@ void register_builtin(Registry& registry) {
         std::condition_variable_any cv;
         std::unique_lock lock(mutex);
         cv.wait_for(lock, ctx.stop_token(), ms, [] { return false; });
+        ctx.throw_if_stop_requested();  // woken early: it did not sleep its time
         const auto slept = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-        return json{{"slept_ms", slept.count()}, {"cancelled", ctx.stop_requested()}};
+        return json{{"slept_ms", slept.count()}};
       },
       {.validate = [](const json& p) { int_field(p, "sleep", "ms", 0, kMaxMs, 0); }});
 
@@ -196,7 +197,7 @@ void register_builtin(Registry& registry) {
       "compute",
       [](JobContext& ctx, const json& payload) {
         const std::int64_t n = int_field(payload, "compute", "n", 0, kMaxPrimeLimit, 10'000);
-        return json{{"primes", count_primes_below(n, ctx.stop_token())}};
+        return json{{"primes", count_primes_below(n, ctx)}};
       },
       {.validate = [](const json& p) { int_field(p, "compute", "n", 0, kMaxPrimeLimit, 10'000); }});
 

@@ -27,7 +27,9 @@ enum class FailureKind {
   crash,      // the process running the job died from a signal
   shutdown,   // the runtime stopped before the job could finish
   invalid,    // bad input: the job was never run
+  cancelled,  // the job stopped because a user cancelled it (JobContext::throw_if_stop_requested)
 };
+inline constexpr std::size_t kFailureKinds = 6;
 
 std::string_view to_string(FailureKind kind) noexcept;
 

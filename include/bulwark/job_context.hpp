@@ -34,6 +34,20 @@ class Task;
 struct ContextAccess;
 }  // namespace detail
 
+// Thrown by JobContext::throw_if_stop_requested(): the job gave up because
+// it was asked to stop. The attempt fails with kind `timeout` when its soft
+// timeout asked, `cancelled` when a user cancelled it, `shutdown` when the
+// runtime is stopping; a cancelled job is not retried.
+class Stopped : public std::exception {
+ public:
+  explicit Stopped(FailureKind reason) noexcept : reason_(reason) {}
+  FailureKind reason() const noexcept { return reason_; }
+  const char* what() const noexcept override;
+
+ private:
+  FailureKind reason_;
+};
+
 class JobContext {
  public:
   JobContext(const JobContext&) = delete;
@@ -44,6 +58,12 @@ class JobContext {
   int attempt() const noexcept { return attempt_; }  // 1 for the first attempt
   std::stop_token stop_token() const noexcept { return stop_; }
   bool stop_requested() const noexcept { return stop_.stop_requested(); }
+  // Throws Stopped if a stop was requested: the way for a job to end when
+  // asked, so that it fails as timed out or cancelled instead of reporting
+  // a success for work it did not do.
+  //
+  //   for (auto& row : rows) { ctx.throw_if_stop_requested(); process(row); }
+  void throw_if_stop_requested() const;
 
   // Tells the supervisor the job is making progress. Cheap: one atomic store.
   void heartbeat() noexcept;

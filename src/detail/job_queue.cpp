@@ -31,6 +31,14 @@ bool JobQueue::try_reserve() noexcept {
 
 void JobQueue::unreserve() noexcept { added_.fetch_sub(1, std::memory_order_acq_rel); }
 
+std::optional<Clock::time_point> JobQueue::next_due() {
+  std::lock_guard lock(mutex_);
+  std::optional<Clock::time_point> due;
+  if (!fresh_heap_.empty()) due = fresh_heap_.top().due;
+  if (!retry_heap_.empty() && (!due || retry_heap_.top().due < *due)) due = retry_heap_.top().due;
+  return due;
+}
+
 std::size_t JobQueue::size() const noexcept {
   const std::uint64_t removed = removed_.load(std::memory_order_acquire);
   const std::uint64_t added = added_.load(std::memory_order_acquire);

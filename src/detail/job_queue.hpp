@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <queue>
 #include <thread>
 #include <vector>
@@ -79,6 +80,10 @@ class JobQueue {
   // Removes and returns everything still waiting (lanes and heaps). Call
   // after the consumers have stopped.
   std::vector<TaskPtr> drain();
+
+  // When the earliest job waiting for its run time (delay, retry backoff,
+  // breaker cooldown) or for a retry slot becomes due; nullopt if none.
+  std::optional<Clock::time_point> next_due();
 
   std::size_t size() const noexcept;
   std::size_t ready() const noexcept;

@@ -4,7 +4,10 @@
 
 namespace bulwark::detail {
 
-JobStore::JobStore(std::size_t max_finished) : per_shard_limit_((max_finished + kShards - 1) / kShards) {}
+JobStore::JobStore(std::size_t max_finished, std::size_t max_dead) {
+  done_.limit = max_finished;
+  dead_.limit = max_dead;
+}
 
 JobStore::Shard& JobStore::shard_of(const JobId& id) const { return shards_[std::hash<JobId>{}(id) % kShards]; }
 
@@ -22,21 +25,35 @@ std::shared_ptr<Task> JobStore::find(const JobId& id) const {
 }
 
 void JobStore::finished(const std::shared_ptr<Task>& task) {
-  Shard& s = shard_of(task->id);
-  std::lock_guard lock(s.mutex);
-  s.finished.emplace_back(task, ++task->finishes);
-  while (s.finished.size() > per_shard_limit_) {
-    auto [weak, finish_no] = std::move(s.finished.front());
-    s.finished.pop_front();
-    std::shared_ptr<Task> oldest = weak.lock();
-    // A requeued job is live again; a job that finished again since has a
-    // later entry that decides for it.
-    if (!oldest || oldest->finishes != finish_no || !is_terminal(oldest->state.load(std::memory_order_acquire))) {
-      continue;
-    }
-    auto it = s.tasks.find(oldest->id);
-    if (it != s.tasks.end() && it->second == oldest) s.tasks.erase(it);
+  std::uint32_t finish_no = 0;
+  {
+    Shard& s = shard_of(task->id);
+    std::lock_guard lock(s.mutex);
+    finish_no = ++task->finishes;
   }
+  Retained& list = task->state.load(std::memory_order_acquire) == JobState::failed ? dead_ : done_;
+  std::vector<std::pair<std::weak_ptr<Task>, std::uint32_t>> evicted;
+  {
+    std::lock_guard lock(list.mutex);
+    list.jobs.emplace_back(task, finish_no);
+    while (list.jobs.size() > list.limit) {
+      evicted.push_back(std::move(list.jobs.front()));
+      list.jobs.pop_front();
+    }
+  }
+  for (const auto& [weak, n] : evicted) forget(weak, n);
+}
+
+void JobStore::forget(const std::weak_ptr<Task>& weak, std::uint32_t finish_no) {
+  std::shared_ptr<Task> oldest = weak.lock();
+  if (!oldest) return;
+  Shard& s = shard_of(oldest->id);
+  std::lock_guard lock(s.mutex);
+  // A requeued job is live again; a job that finished again since has a
+  // later entry that decides for it.
+  if (oldest->finishes != finish_no || !is_terminal(oldest->state.load(std::memory_order_acquire))) return;
+  auto it = s.tasks.find(oldest->id);
+  if (it != s.tasks.end() && it->second == oldest) s.tasks.erase(it);
 }
 
 std::vector<std::shared_ptr<Task>> JobStore::all() const {

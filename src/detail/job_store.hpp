@@ -1,12 +1,16 @@
-// JobStore: every submitted job reachable by id, and the bound on how many
+// JobStore: every submitted job reachable by id, and the bounds on how many
 // finished ones are kept.
 //
-// Sharded by id hash so submit and completion on different workers rarely
-// share a lock. Each shard keeps its finished jobs in completion order and
-// forgets the oldest beyond its share of `max_finished`; a job that was
-// requeued after it finished is never forgotten while it is live again.
+// Sharded by id hash so submit and lookups on different threads rarely
+// share a lock. Finished jobs are remembered in two lists in completion
+// order, each with its own exact bound: dead letters (failed jobs,
+// `max_dead`) and the rest (succeeded and cancelled, `max_finished`). Past a
+// bound the oldest job of that list is forgotten, so a flood of successes
+// never pushes out a dead letter. A job that was requeued after it finished
+// is never forgotten while it is live again.
 //
-// Thread-safe; every call takes one shard lock briefly (all() takes each).
+// Thread-safe; every call takes one shard lock briefly (all() takes each);
+// finished() also takes its list's lock, for a push and at most a few pops.
 #pragma once
 
 #include <array>
@@ -23,7 +27,7 @@ namespace bulwark::detail {
 
 class JobStore {
  public:
-  explicit JobStore(std::size_t max_finished);
+  JobStore(std::size_t max_finished, std::size_t max_dead);
 
   // False if a job with this id is still known.
   bool insert(const std::shared_ptr<Task>& task);
@@ -38,12 +42,20 @@ class JobStore {
   struct Shard {
     mutable std::mutex mutex;
     std::unordered_map<JobId, std::shared_ptr<Task>> tasks;  // guarded by mutex
-    std::deque<std::pair<std::weak_ptr<Task>, std::uint32_t>> finished;  // guarded by mutex, oldest first
+  };
+  // Finished jobs of one kind, oldest first, with the finish they were
+  // entered for (a later finish of the same job supersedes the entry).
+  struct Retained {
+    std::mutex mutex;
+    std::deque<std::pair<std::weak_ptr<Task>, std::uint32_t>> jobs;  // guarded by mutex
+    std::size_t limit = 0;
   };
   Shard& shard_of(const JobId& id) const;
+  void forget(const std::weak_ptr<Task>& weak, std::uint32_t finish_no);
 
-  std::size_t per_shard_limit_;
   mutable std::array<Shard, kShards> shards_;
+  Retained done_;  // succeeded and cancelled
+  Retained dead_;  // failed
 };
 
 }  // namespace bulwark::detail

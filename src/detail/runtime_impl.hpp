@@ -56,7 +56,7 @@ class Histogram {
 
 // Cumulative counters of one job type; lock-free.
 struct TypeCounters {
-  static constexpr std::size_t kKinds = 5;  // FailureKind values
+  static constexpr std::size_t kKinds = kFailureKinds;
   alignas(64) std::atomic<std::uint64_t> submitted{0};  // the submit side's line
   alignas(64) std::atomic<std::uint64_t> started{0}, succeeded{0}, retried{0};
   std::array<std::atomic<std::uint64_t>, kKinds> failed{};

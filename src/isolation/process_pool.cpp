@@ -64,6 +64,32 @@ int wait_for_exit(pid_t pid, milliseconds patience) {
 
 }  // namespace
 
+ProcessPool::Launcher::Launcher() : thread_([this](std::stop_token stop) { loop(std::move(stop)); }) {}
+
+ProcessPool::Launcher::~Launcher() {
+  thread_.request_stop();
+  thread_.join();
+}
+
+int ProcessPool::Launcher::call(const std::function<int()>& fn) {
+  std::unique_lock lock(mutex_);
+  job_ = &fn;
+  done_ = false;
+  cv_.notify_all();
+  cv_.wait(lock, [&] { return done_; });
+  return result_;
+}
+
+void ProcessPool::Launcher::loop(std::stop_token stop) {
+  std::unique_lock lock(mutex_);
+  while (cv_.wait(lock, stop, [&] { return job_ != nullptr; })) {
+    result_ = (*job_)();
+    job_ = nullptr;
+    done_ = true;
+    cv_.notify_all();
+  }
+}
+
 ProcessPool::ProcessPool(unsigned processes, milliseconds start_timeout)
     : start_timeout_(start_timeout), children_(std::max(1u, processes)) {
   for (unsigned i = 0; i < children_.size(); ++i) children_[i].id = i;
@@ -110,7 +136,7 @@ bool ProcessPool::spawn(Child& child, std::string& error) {
   char* argv[] = {name.data(), nullptr};
 
   pid_t pid = -1;
-  const int rc = posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, envp.data());
+  const int rc = launcher_.call([&] { return posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv, envp.data()); });
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(child_end);
@@ -209,7 +235,7 @@ ProcessPool::Child* ProcessPool::acquire(const ProcessRequest& request, Failure&
   }
   if (!some_free()) {
     failure = make_failure(FailureKind::exception, "stop requested while waiting for a free worker process");
-    failure.type = "bulwark::cancelled";
+    failure.type = "bulwark::Stopped";
     return nullptr;
   }
   Child* c = nullptr;

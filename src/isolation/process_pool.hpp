@@ -20,6 +20,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <thread>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -108,7 +110,30 @@ class ProcessPool {
   Failure describe_end(End end, int status, bool closing, const Child& child, const ProcessRequest& request,
                        const ProcessReply& reply, const Exchange& seen, std::string& reason) const;
 
+  // Children are started from this one long-lived thread, never from the
+  // runtime worker calling run(): a child's parent-death signal
+  // (PR_SET_PDEATHSIG) fires when the *thread* that created it ends, and
+  // worker threads end whenever the supervisor replaces one.
+  class Launcher {
+   public:
+    Launcher();
+    ~Launcher();
+    // Runs `fn` on the launcher thread and returns its result. Blocks; one
+    // call at a time (callers hold the pool's mutex).
+    int call(const std::function<int()>& fn);
+
+   private:
+    void loop(std::stop_token stop);
+    std::mutex mutex_;
+    std::condition_variable_any cv_;
+    const std::function<int()>* job_ = nullptr;  // guarded by mutex_
+    bool done_ = false;                          // guarded by mutex_
+    int result_ = 0;                             // guarded by mutex_
+    std::jthread thread_;                        // last: started after the rest exists
+  };
+
   const std::chrono::milliseconds start_timeout_;
+  Launcher launcher_;
   mutable std::mutex mutex_;
   std::condition_variable_any free_;
   std::vector<Child> children_;  // guarded by mutex_; fixed size

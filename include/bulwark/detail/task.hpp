@@ -77,6 +77,9 @@ class Task {
   std::atomic<std::int64_t> heartbeat_ns{0};    // steady clock, last sign of progress
   std::atomic<std::int64_t> enqueued_ns{0};     // steady clock, when it last became ready to run
   bool breaker_trial = false;                   // used by the worker running it only
+  // Why the current attempt's stop was requested (timeout, cancelled,
+  // shutdown); written before request_stop(), read by Stopped.
+  std::atomic<FailureKind> stop_reason{FailureKind::cancelled};
 
   mutable std::mutex mutex;
   // Guarded by mutex:
