@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run demo test test-asan test-tsan bench bench-quick clean
+.PHONY: all deps build run demo test test-asan test-tsan fuzz bench bench-quick clean
 
 all: build
 
@@ -51,6 +51,20 @@ test-tsan: deps $(BUILD)/tsan/build.ninja
 	cmake --build $(BUILD)/tsan -j $(JOBS)
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/scripts/tsan.supp" \
 	  ctest --test-dir $(BUILD)/tsan --output-on-failure -j $(JOBS) --timeout 600
+
+$(BUILD)/fuzz/build.ninja: | deps
+	scripts/install-deps.sh fuzz
+	CC=clang-14 CXX=clang++-14 cmake -S . -B $(BUILD)/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DBULWARK_SANITIZE=fuzzer -DBULWARK_BUILD_TESTS=OFF -DBULWARK_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS)
+
+# libFuzzer (clang 14, ASan+UBSan) on every parser of outside bytes: job
+# specs, configuration, HTTP requests through the API, the child-process
+# wire. FUZZ_SECONDS per target (CI runs a short pass).
+FUZZ_SECONDS ?= 60
+fuzz: $(BUILD)/fuzz/build.ninja
+	@scripts/install-deps.sh fuzz
+	cmake --build $(BUILD)/fuzz -j $(JOBS) --target fuzz_job_spec fuzz_config fuzz_http_api fuzz_wire
+	scripts/fuzz.sh $(BUILD)/fuzz $(FUZZ_SECONDS)
 
 $(BUILD)/bench/build.ninja:
 	scripts/install-deps.sh bench

@@ -28,7 +28,15 @@ class DepthLimitedBuilder : public nlohmann::detail::json_sax_dom_parser<json> {
     return json_sax_dom_parser::end_array();
   }
 
+  bool key(std::string& k) {
+    last_key_ = k;
+    return json_sax_dom_parser::key(k);
+  }
+
   bool too_deep() const noexcept { return too_deep_; }
+  // The last object key read, so an error can say where it is ("1e309"
+  // alone does not tell which of a config's keys holds it).
+  const std::string& last_key() const noexcept { return last_key_; }
 
  private:
   bool enter() {
@@ -40,6 +48,7 @@ class DepthLimitedBuilder : public nlohmann::detail::json_sax_dom_parser<json> {
   std::size_t max_depth_;
   std::size_t depth_ = 0;
   bool too_deep_ = false;
+  std::string last_key_;
 };
 
 // "[json.exception.parse_error.101] parse error at ..." -> "parse error at ..."
@@ -63,7 +72,9 @@ json parse_json(std::string_view text, std::size_t max_depth) {
   } catch (const json::exception& e) {
     // parse_error for syntax, out_of_range for 1e309, type_error never, but
     // all of them are bad input here.
-    throw InputError(without_prefix(e.what()));
+    std::string message = without_prefix(e.what());
+    if (!builder.last_key().empty()) message += " (after the key '" + builder.last_key().substr(0, 64) + "')";
+    throw InputError(message);
   }
   return out;
 }

@@ -135,3 +135,61 @@ TEST_SUITE("RuntimeOptions") {
     }
   }
 }
+
+TEST_SUITE("RuntimeOptions: hostile values") {
+  std::string file_error(const std::string& text) {
+    const std::string path = "/tmp/bulwark_config_test_hostile.json";
+    std::ofstream(path) << text;
+    try {
+      bulwark::RuntimeOptions::from_file(path);
+    } catch (const bulwark::ConfigError& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  TEST_CASE("a number past double range is a configuration error naming the key, not an abort") {
+    const std::string e = file_error(R"({"workers": 1e309})");
+    CHECK(e.find("not valid JSON") != std::string::npos);
+    CHECK(e.find("'workers'") != std::string::npos);
+  }
+
+  TEST_CASE("a deeply nested file is refused, not a stack overflow") {
+    CHECK(file_error(R"({"handlers": )" + std::string(100'000, '[') + std::string(100'000, ']') + "}")
+              .find("nested deeper") != std::string::npos);
+  }
+
+  TEST_CASE("huge integers are reported as written") {
+    CHECK(config_error(json::parse(R"({"workers": 18446744073709551615})")).find("got 18446744073709551615") !=
+          std::string::npos);
+    CHECK(config_error(json::parse(R"({"queue": {"capacity": -5}})")).find("got -5") != std::string::npos);
+  }
+
+  TEST_CASE("timeouts that would expire every read at once are refused") {
+    CHECK(config_error({{"server", {{"read_timeout_ms", 0}}}}).rfind("server.read_timeout_ms: expected an integer from 1", 0) == 0);
+    CHECK(config_error({{"server", {{"idle_timeout_ms", 0}}}}).rfind("server.idle_timeout_ms", 0) == 0);
+  }
+
+  TEST_CASE("limits.* and retention.max_dead are read and bounded") {
+    auto o = bulwark::RuntimeOptions::from_json(
+        {{"limits", {{"json_depth", 16}, {"id_length", 64}, {"line_bytes", 4096}, {"pending_output", 7}}},
+         {"retention", {{"max_dead", 3}}}});
+    CHECK(o.limits.json_depth == 16);
+    CHECK(o.limits.id_length == 64);
+    CHECK(o.limits.line_bytes == 4096);
+    CHECK(o.limits.pending_output == 7);
+    CHECK(o.retention_max_dead == 3);
+    CHECK(config_error({{"limits", {{"json_depth", 1}}}}).rfind("limits.json_depth", 0) == 0);
+    CHECK(config_error({{"limits", {{"jsn_depth", 1}}}}) == "limits.jsn_depth: unknown key");
+  }
+
+  TEST_CASE("server.listen: malformed ports are refused; URLs bracket IPv6 and fill an empty host") {
+    CHECK(config_error({{"server", {{"listen", "127.0.0.1:99999"}}}}).find("not a port number") != std::string::npos);
+    CHECK(config_error({{"server", {{"listen", "127.0.0.1"}}}}).find("host:port") != std::string::npos);
+    CHECK(bulwark::listen_url("::1:0", 8080) == "http://[::1]:8080");
+    CHECK(bulwark::listen_url("[::1]:0", 8080) == "http://[::1]:8080");
+    CHECK(bulwark::listen_url(":0", 8080) == "http://127.0.0.1:8080");
+    CHECK(bulwark::listen_url("localhost:1", 8080) == "http://127.0.0.1:8080");
+    CHECK(bulwark::listen_url("10.1.2.3:80", 80) == "http://10.1.2.3:80");
+  }
+}

@@ -286,4 +286,46 @@ TEST_SUITE("HttpServer") {
       CHECK(std::string(e.what()).rfind("server.listen: cannot listen", 0) == 0);
     }
   }
+
+  TEST_CASE("HEAD answers the GET's headers with its Content-Length and no body" * doctest::timeout(60)) {
+    Service s;
+    const auto get = http(s.port(), "GET", "/v1/stats");
+    HttpConnection c(s.port());
+    c.send_raw("HEAD /v1/stats HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const auto head = c.read_response(true);
+    CHECK(head.status == 200);
+    CHECK(std::stoul(head.header("content-length")) > 100);
+    CHECK(std::stoul(head.header("content-length")) == std::stoul(get.header("content-length")));
+    CHECK(c.read_response().status == 200);  // no stray body bytes before the next answer
+  }
+
+  TEST_CASE("deeply nested JSON is refused with 400 and the server lives on" * doctest::timeout(60)) {
+    auto o = Service::options();
+    o.server.max_body_bytes = 1 << 20;
+    Service s(o);
+    const std::string deep = R"({"type":"echo","payload":)" + std::string(200'000, '[') + std::string(200'000, ']') + "}";
+    check_error(http(s.port(), "POST", "/v1/jobs", deep), 400, "json_too_deep");
+    const std::string ok = R"({"type":"echo","payload":)" + std::string(100, '[') + std::string(100, ']') + "}";
+    const auto accepted = s.post_job(json::parse(ok));
+    CHECK(s.wait_terminal(accepted["id"])["state"] == "succeeded");  // and it can be read back
+    check_error(http(s.port(), "POST", "/v1/jobs", R"({"type":"echo","payload":1e309})"), 400, "malformed_json");
+    CHECK(http(s.port(), "GET", "/v1/jobs?limit=1000").status == 200);
+    CHECK(http(s.port(), "GET", "/healthz").status == 200);
+  }
+
+  TEST_CASE("job ids cannot inject headers; Location is percent-encoded and resolves" * doctest::timeout(60)) {
+    Service s;
+    auto injected = http(s.port(), "POST", "/v1/jobs", R"({"type":"echo","id":"x\r\nSet-Cookie: pwned=1"})");
+    check_error(injected, 422, "invalid_field");
+    CHECK(injected.json()["error"]["message"].get<std::string>().rfind("id:", 0) == 0);
+    CHECK(injected.header("set-cookie").empty());
+    auto created = http(s.port(), "POST", "/v1/jobs", R"({"type":"echo","id":"tenant:7~a.b"})");
+    REQUIRE(created.status == 201);
+    CHECK(created.header("location") == "/v1/jobs/tenant%3A7~a.b");
+    CHECK(http(s.port(), "GET", created.header("location")).json()["id"] == "tenant:7~a.b");
+    CHECK(http(s.port(), "GET", "/v1/jobs/tenant:7~a.b").status == 200);
+    // '+' in a path is itself, not a space: no such job, rather than a different one.
+    check_error(http(s.port(), "GET", "/v1/jobs/a+b"), 404, "job_not_found");
+    check_error(http(s.port(), "GET", "/v1/jobs?type=a+b&state=nope"), 400, "invalid_parameter");
+  }
 }

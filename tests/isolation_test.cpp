@@ -315,4 +315,36 @@ TEST_SUITE("Process isolation") {
     std::this_thread::sleep_for(100ms);
     CHECK(rt.get(s.id)->state == JobState::scheduled);
   }
+
+  TEST_CASE("isolated jobs survive the replacement of the thread worker that started their child" *
+            doctest::timeout(120)) {
+    // Children used to die with SIGKILL when the worker thread that spawned
+    // them was abandoned (PR_SET_PDEATHSIG follows the thread): hang jobs
+    // past their hard timeout replace thread workers while isolated sleep
+    // jobs run.
+    auto o = test_options(3);
+    o.isolation.processes = 2;
+    o.handlers["sleep"].isolation = bulwark::Isolation::process;
+    o.handlers["sleep"].max_attempts = 1;  // a killed child must show, not be hidden by a retry
+    o.handlers["hang"].hard_timeout = std::chrono::milliseconds(50);
+    o.handlers["hang"].max_attempts = 1;
+    o.supervisor.max_abandoned_threads = 64;
+    o.supervisor.max_restarts = 1000;
+    Runtime rt(builtins(), o);
+    std::vector<bulwark::JobId> sleeps;
+    for (int round = 0; round < 10; ++round) {
+      for (int i = 0; i < 2; ++i) sleeps.push_back(rt.submit({.type = "sleep", .payload = {{"ms", 150}}}).id);
+      REQUIRE(rt.submit({.type = "hang", .payload = {{"ms", 200}}}));
+      std::this_thread::sleep_for(60ms);
+    }
+    REQUIRE(rt.wait_idle(60s));
+    CHECK(rt.stats().replacements >= 5);
+    for (const auto& id : sleeps) {
+      const auto r = rt.get(id);
+      REQUIRE(r);
+      CAPTURE(id);
+      CHECK(r->state == JobState::succeeded);
+      if (r->error) CAPTURE(r->error->message);
+    }
+  }
 }

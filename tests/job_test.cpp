@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include "bulwark/job.hpp"
+#include "bulwark/json_input.hpp"
 
 using nlohmann::json;
 
@@ -71,5 +72,65 @@ TEST_SUITE("JobSpec") {
     r.result = 5;
     const auto j = bulwark::to_json(r, true, false);
     CHECK(j.dump() == R"({"id":"x","type":"echo","state":"succeeded","attempts":1,"result":5,"duration_ms":0.0,"error":null})");
+  }
+}
+
+TEST_SUITE("parse_json") {
+  using bulwark::parse_json;
+
+  std::string nested(std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+  TEST_CASE("nesting up to the limit is accepted, one level more is refused while parsing") {
+    CHECK(bulwark::json_depth(parse_json(nested(128), 128), 1000) == 128);
+    CHECK_THROWS_AS(parse_json(nested(129), 128), bulwark::JsonDepthError);
+    // 200,000 levels: refused at level 129, no recursion on the way.
+    CHECK_THROWS_WITH_AS(parse_json(nested(200'000), 128), doctest::Contains("nested deeper than 128"),
+                         bulwark::JsonDepthError);
+    CHECK_THROWS_AS(parse_json(R"({"a":{"b":{"c":1}}})", 2), bulwark::JsonDepthError);
+  }
+
+  TEST_CASE("a number past the range of a double is bad input, not an abort") {
+    CHECK_THROWS_WITH_AS(parse_json(R"({"type":"echo","payload":1e309})"), doctest::Contains("1e309"),
+                         bulwark::InputError);
+    CHECK_THROWS_WITH_AS(parse_json(R"({"workers": 1e309})"), doctest::Contains("'workers'"), bulwark::InputError);
+    CHECK_THROWS_AS(parse_json("-1e400"), bulwark::InputError);
+  }
+
+  TEST_CASE("syntax errors and bad UTF-8 are InputError with the position") {
+    CHECK_THROWS_WITH_AS(parse_json("{\"a\": }"), doctest::Contains("column"), bulwark::InputError);
+    CHECK_THROWS_AS(parse_json("\"\xff\""), bulwark::InputError);
+    CHECK_THROWS_AS(parse_json("{} trailing"), bulwark::InputError);
+    CHECK_THROWS_AS(parse_json(""), bulwark::InputError);
+  }
+
+  TEST_CASE("json_depth counts levels without recursing") {
+    CHECK(bulwark::json_depth(json(1), 10) == 0);
+    CHECK(bulwark::json_depth(json::array(), 10) == 1);
+    CHECK(bulwark::json_depth(json{{"a", {1, {2}}}}, 10) == 3);
+  }
+}
+
+TEST_SUITE("JobSpec ids and numbers") {
+  using bulwark::JobSpec;
+
+  TEST_CASE("ids come from a safe alphabet: no CR/LF, no spaces, no '+', '?', '/' or '%'") {
+    CHECK(JobSpec::from_json(json{{"type", "echo"}, {"id", "order:42~retry.1_a-B"}}).id == "order:42~retry.1_a-B");
+    for (const char* bad : {"x\r\nSet-Cookie: pwned=1", "a b", "a+b", "a?b", "a/b", "a%41", ".", "..", "é"}) {
+      CAPTURE(bad);
+      CHECK_THROWS_WITH_AS(JobSpec::from_json(json{{"type", "echo"}, {"id", bad}}), doctest::Contains("id:"),
+                           bulwark::SpecError);
+    }
+    CHECK_THROWS_WITH_AS(JobSpec::from_json(json{{"type", "echo"}, {"id", std::string(201, 'a')}}),
+                         doctest::Contains("201 bytes"), bulwark::SpecError);
+    CHECK(JobSpec::from_json(json{{"type", "echo"}, {"id", std::string(300, 'a')}}, 300).id.size() == 300);
+  }
+
+  TEST_CASE("out-of-range integers are reported as sent, not wrapped") {
+    CHECK_THROWS_WITH_AS(JobSpec::from_json(json::parse(R"({"type":"echo","priority":18446744073709551615})")),
+                         doctest::Contains("got 18446744073709551615"), bulwark::SpecError);
+    CHECK_THROWS_WITH_AS(JobSpec::from_json(json::parse(R"({"type":"echo","delay_ms":9223372036854775808})")),
+                         doctest::Contains("got 9223372036854775808"), bulwark::SpecError);
+    CHECK_THROWS_WITH_AS(JobSpec::from_json(json::parse(R"({"type":"echo","max_attempts":-1})")),
+                         doctest::Contains("got -1"), bulwark::SpecError);
   }
 }

@@ -1,5 +1,7 @@
 #include "isolation/wire.hpp"
 
+#include "bulwark/json_input.hpp"
+
 #include <link.h>
 #include <sys/socket.h>
 #include <signal.h>
@@ -56,7 +58,14 @@ std::optional<nlohmann::json> FrameReader::next() {
   for (int i = 0; i < 4; ++i) n |= static_cast<std::uint32_t>(static_cast<unsigned char>(buffer_[i])) << (8 * i);
   if (n > kMaxFrame) throw std::runtime_error("frame length " + std::to_string(n) + " is over the limit");
   if (buffer_.size() < 4 + static_cast<std::size_t>(n)) return std::nullopt;
-  nlohmann::json j = nlohmann::json::parse(buffer_.begin() + 4, buffer_.begin() + 4 + n);
+  const std::string_view text(buffer_.data() + 4, n);
+  std::optional<nlohmann::json> j;
+  try {
+    j = parse_json(text, kMaxFrameDepth);
+  } catch (const InputError& e) {
+    buffer_.erase(0, 4 + static_cast<std::size_t>(n));
+    throw std::runtime_error(std::string("malformed frame: ") + e.what());
+  }
   buffer_.erase(0, 4 + static_cast<std::size_t>(n));
   return j;
 }
@@ -154,8 +163,8 @@ nlohmann::json failure_to_json(const Failure& f) {
 Failure failure_from_json(const nlohmann::json& j, const std::vector<Module>& child_modules) {
   Failure f;
   const int kind = j.at("kind").get<int>();
-  f.kind = kind >= 0 && kind <= static_cast<int>(FailureKind::invalid) ? static_cast<FailureKind>(kind)
-                                                                       : FailureKind::exception;
+  f.kind = kind >= 0 && kind < static_cast<int>(kFailureKinds) ? static_cast<FailureKind>(kind)
+                                                                : FailureKind::exception;
   f.type = j.at("type").get<std::string>();
   f.message = j.at("message").get<std::string>();
   for (const auto& n : j.at("nested")) {

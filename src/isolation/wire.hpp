@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -27,6 +28,9 @@
 namespace bulwark::detail::wire {
 
 constexpr std::size_t kMaxFrame = 256u << 20;
+// Nesting allowed in a frame: a job's result is whatever its handler built,
+// so more than limits.json_depth, but bounded all the same.
+constexpr std::size_t kMaxFrameDepth = 1000;
 
 // Writes one frame; false if the peer is gone. Blocks until written.
 bool write_frame(int fd, const std::string& json_text);
@@ -37,8 +41,11 @@ class FrameReader {
   // Reads what is available (one read(); blocks if nothing is). Returns
   // false on EOF or error.
   bool fill(int fd);
+  // Appends bytes as if read (tests and the fuzz target).
+  void feed(std::string_view bytes) { buffer_.append(bytes); }
   // The next complete frame, parsed; nullopt if none is complete yet. Throws
-  // std::runtime_error on a malformed frame.
+  // std::runtime_error on a malformed frame (bad JSON, over kMaxFrame bytes
+  // or kMaxFrameDepth levels); the frame is dropped.
   std::optional<nlohmann::json> next();
 
  private:

@@ -63,7 +63,8 @@ class HttpConnection {
     return true;
   }
 
-  HttpResponse read_response() {
+  // `head`: the answer to a HEAD request, which has a Content-Length but no body.
+  HttpResponse read_response(bool head_request = false) {
     std::size_t header_end;
     while ((header_end = buffer_.find("\r\n\r\n")) == std::string::npos) {
       if (!fill()) throw std::runtime_error("connection closed before a response header");
@@ -86,7 +87,8 @@ class HttpConnection {
       value.erase(0, value.find_first_not_of(' '));
       r.headers[name] = value;
     }
-    const std::size_t length = r.headers.count("content-length") ? std::stoul(r.headers["content-length"]) : 0;
+    const std::size_t length =
+        !head_request && r.headers.count("content-length") ? std::stoul(r.headers["content-length"]) : 0;
     while (buffer_.size() < length) {
       if (!fill()) throw std::runtime_error("connection closed in the middle of a body");
     }
