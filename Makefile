@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run demo test test-asan test-tsan fuzz bench bench-quick clean
+.PHONY: all deps build run demo test test-asan test-tsan fuzz check-clang bench bench-quick clean
 
 all: build
 
@@ -65,6 +65,15 @@ fuzz: $(BUILD)/fuzz/build.ninja
 	@scripts/install-deps.sh fuzz
 	cmake --build $(BUILD)/fuzz -j $(JOBS) --target fuzz_job_spec fuzz_config fuzz_http_api fuzz_wire
 	scripts/fuzz.sh $(BUILD)/fuzz $(FUZZ_SECONDS)
+
+# The test sources also compile with clang 14 (the fuzz build covers the
+# library); a syntax check, no link.
+check-clang: $(BUILD)/release/build.ninja
+	@scripts/install-deps.sh fuzz
+	@for f in tests/*_test.cpp; do \
+	  clang++-14 -std=c++20 -fsyntax-only -Wall -Iinclude -Isrc -Itests -Iworkers -I/usr/include/concurrentqueue \
+	    -DBULWARK_BINARY='""' -DBULWARK_SOURCE_DIR='""' -DBULWARK_TIME_SCALE=1 $$f || exit 1; \
+	done; echo "check-clang: every test source compiles with clang 14"
 
 $(BUILD)/bench/build.ninja:
 	scripts/install-deps.sh bench

@@ -64,7 +64,11 @@ TEST_SUITE("built-in workers") {
         {"custom", "bulwark::workers::CustomFailure"},
         {"nested", "std::_Nested_exception<std::runtime_error>"},
     };
-    for (auto [kind, type] : kinds) {
+    for (const auto& entry : kinds) {
+      // Named copies, not a structured binding: INFO captures them in a
+      // lambda, which clang 14 does not allow for bindings.
+      const auto kind = entry.first;
+      const auto type = entry.second;
       INFO("throw: " << kind);
       auto r = run({.type = "fail", .payload = {{"throw", kind}, {"message", "m"}}});
       CHECK(r.state == JobState::failed);

@@ -73,7 +73,9 @@ TEST_SUITE("HttpServer") {
         {{{"type", "flaky"}, {"payload", {{"fail_times", 1}}}, {"max_attempts", 2}}, "succeeded"},
         {{{"type", "hang"}, {"payload", {{"ms", 20}}}}, "succeeded"},
     };
-    for (const auto& [spec, state] : cases) {
+    for (const auto& c : cases) {
+      const json& spec = c.first;  // not a structured binding: CAPTURE's lambda and clang 14
+      const std::string& state = c.second;
       CAPTURE(spec.dump());
       const json created = s.post_job(spec);
       CHECK(created["state"] == "queued");
