@@ -88,15 +88,23 @@ class LineReader {
         return Result::error;
       }
       if (got == 0) eof_ = true;
+      compact();
       buffer_.append(chunk, static_cast<std::size_t>(got));
     }
   }
 
  private:
+  // Marks bytes before `upto` as used; they are dropped at the next read,
+  // not per line (erasing per line would move the buffer once per line).
   void consume(std::size_t upto) {
-    buffer_.erase(0, upto);
+    start_of_line_ = upto;
+    scanned_ = upto;
+  }
+
+  void compact() {
+    buffer_.erase(0, start_of_line_);
+    scanned_ -= start_of_line_;
     start_of_line_ = 0;
-    scanned_ = 0;
   }
 
   const int fd_;

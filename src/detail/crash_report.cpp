@@ -51,8 +51,12 @@ extern "C" void on_fatal_signal(int sig, siginfo_t* info, void*) {
       b.add(", fault address ");
       b.add_hex(reinterpret_cast<std::uintptr_t>(info->si_addr));
     }
-    b.add(". The process dies now; isolation \"process\" for this type would have survived it. Stack, innermost "
-          "first:\n");
+    // Only a job's own crash is one that isolation would have contained; a
+    // crash outside any job is bulwark's (or the host program's) bug.
+    b.add(task != nullptr ? ". The process dies now; isolation \"process\" for this type would have survived it. "
+                            "Stack, innermost first:\n"
+                          : ". The process dies now; process isolation would not have helped (the crash is not in "
+                            "a job). Stack, innermost first:\n");
     for (std::uint32_t i = 0; i < trace.size; ++i) {
       b.add("  #");
       b.add_dec(i);
