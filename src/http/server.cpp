@@ -311,10 +311,14 @@ void HttpServer::Impl::out_of_descriptors(const beast::error_code& ec) {
     if (::poll(&p, 1, 0) == 1) {
       const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd >= 0) {
-        static constexpr std::string_view kBusy =
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            "Retry-After: 1\r\nContent-Length: 104\r\n\r\n"
-            R"({"error":{"code":"out_of_descriptors","message":"the server has no file descriptors left; retry later"}})";
+        static const std::string kBusy = [] {
+          const std::string body = http::error_response(503, "out_of_descriptors",
+                                                        "the server has no file descriptors left; retry later")
+                                       .body;
+          return "HTTP/1.1 503 Service Unavailable\r\nServer: bulwark\r\nContent-Type: application/json\r\n"
+                 "Connection: close\r\nRetry-After: 1\r\nContent-Length: " +
+                 std::to_string(body.size()) + "\r\n\r\n" + body;
+        }();
         [[maybe_unused]] const auto sent = ::send(fd, kBusy.data(), kBusy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         ::close(fd);
         api_.server_counters().refused_no_descriptors.fetch_add(1);
