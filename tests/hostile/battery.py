@@ -506,7 +506,12 @@ def main():
     started = time.time()
     if which == "serve":
         battery_serve()
-        battery_descriptors()
+        # UBSan's vptr check tests whether memory is readable through a
+        # pipe(), which fails when the process is out of descriptors: under
+        # a sanitizer every such check reports a false error. The plain
+        # build runs this part.
+        if not SANITIZED:
+            battery_descriptors()
     else:
         battery_run()
     print(f"battery {which}: {time.time() - started:.1f} s", flush=True)
