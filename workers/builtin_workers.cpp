@@ -32,11 +32,9 @@ std::int64_t int_field(const json& payload, const char* type, const char* key, s
   const json& p = object_payload(payload, type);
   if (p.is_null() || !p.contains(key)) return fallback;
   const json& v = p.at(key);
-  if (!v.is_number_integer() || v.get<std::int64_t>() < lo || v.get<std::int64_t>() > hi) {
-    throw std::invalid_argument(std::string(type) + ": payload." + key + ": expected an integer from " +
-                                std::to_string(lo) + " to " + std::to_string(hi));
-  }
-  return v.get<std::int64_t>();
+  if (auto n = integer_in_range(v, lo, hi)) return *n;  // 2^64 - 1 is out of range, not -1
+  throw std::invalid_argument(std::string(type) + ": payload." + key + ": expected an integer from " +
+                              std::to_string(lo) + " to " + std::to_string(hi) + ", got " + v.dump());
 }
 
 // --- fail: three calls from the handler down to the throw ------------------

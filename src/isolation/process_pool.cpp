@@ -362,7 +362,7 @@ Failure ProcessPool::describe_end(End end, int status, bool closing, const Child
     f.type = f.signal;
     reason = f.signal;
     if (seen.crash) {
-      const auto addr = seen.crash->value("addr", std::uintptr_t{0});
+      const auto addr = static_cast<std::uintptr_t>(wire::unsigned_or(*seen.crash, "addr", 0));
       f.trace = wire::translate(wire::trace_from_json(seen.crash->at("trace")), c.modules);
       f.message = who + " died from " + describe_signal(sig);
       if (sig == SIGSEGV || sig == SIGBUS) f.message += " at address " + hex(addr);

@@ -33,6 +33,23 @@ void put_length(char* out, std::uint32_t n) noexcept {
 
 }  // namespace
 
+std::uint64_t unsigned_value(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+  if (v.is_number_integer() && v.get<std::int64_t>() >= 0) return static_cast<std::uint64_t>(v.get<std::int64_t>());
+  throw std::runtime_error("malformed frame: expected an unsigned integer, got " + v.dump().substr(0, 40));
+}
+
+std::uint64_t unsigned_or(const nlohmann::json& object, const char* key, std::uint64_t fallback) noexcept {
+  if (!object.is_object()) return fallback;
+  const auto it = object.find(key);
+  if (it == object.end()) return fallback;
+  try {
+    return unsigned_value(*it);
+  } catch (const std::exception&) {
+    return fallback;
+  }
+}
+
 bool write_frame(int fd, const std::string& json_text) {
   if (json_text.size() > kMaxFrame) throw std::length_error("frame larger than 256 MiB");
   std::string frame(4, '\0');
@@ -107,8 +124,8 @@ nlohmann::json to_json(const std::vector<Module>& modules) {
 std::vector<Module> modules_from_json(const nlohmann::json& j) {
   std::vector<Module> out;
   for (const auto& m : j) {
-    out.push_back({m.at(0).get<std::string>(), m.at(1).get<std::uintptr_t>(), m.at(2).get<std::uintptr_t>(),
-                   m.at(3).get<std::uintptr_t>()});
+    out.push_back({m.at(0).get<std::string>(), unsigned_value(m.at(1)), unsigned_value(m.at(2)),
+                   unsigned_value(m.at(3))});
   }
   return out;
 }
@@ -144,7 +161,7 @@ RawTrace trace_from_json(const nlohmann::json& j) {
   const auto& frames = j.at("frames");
   for (const auto& f : frames) {
     if (t.size == RawTrace::kMaxFrames) break;
-    t.frames[t.size++] = f.get<std::uintptr_t>();
+    t.frames[t.size++] = unsigned_value(f);
   }
   t.truncated = j.value("truncated", false);
   return t;
@@ -162,9 +179,8 @@ nlohmann::json failure_to_json(const Failure& f) {
 
 Failure failure_from_json(const nlohmann::json& j, const std::vector<Module>& child_modules) {
   Failure f;
-  const int kind = j.at("kind").get<int>();
-  f.kind = kind >= 0 && kind < static_cast<int>(kFailureKinds) ? static_cast<FailureKind>(kind)
-                                                                : FailureKind::exception;
+  const std::uint64_t kind = unsigned_value(j.at("kind"));
+  f.kind = kind < kFailureKinds ? static_cast<FailureKind>(kind) : FailureKind::exception;
   f.type = j.at("type").get<std::string>();
   f.message = j.at("message").get<std::string>();
   for (const auto& n : j.at("nested")) {

@@ -32,6 +32,14 @@ constexpr std::size_t kMaxFrame = 256u << 20;
 // so more than limits.json_depth, but bounded all the same.
 constexpr std::size_t kMaxFrameDepth = 1000;
 
+// A number a child sent as an unsigned integer (an address, a count).
+// Throws std::runtime_error for anything else: nlohmann's get<T>() of a
+// float out of T's range is undefined behaviour (the wire fuzz target found
+// it), so child bytes never reach it.
+std::uint64_t unsigned_value(const nlohmann::json& v);
+// The same for `object[key]`, or `fallback` when it is missing or not one.
+std::uint64_t unsigned_or(const nlohmann::json& object, const char* key, std::uint64_t fallback) noexcept;
+
 // Writes one frame; false if the peer is gone. Blocks until written.
 bool write_frame(int fd, const std::string& json_text);
 
