@@ -1,5 +1,5 @@
 // The job types shipped with bulwark: echo, sleep, compute, fail, flaky, hang
-// and crash (DESIGN.md, "built-in workers"). `crash` is registered with
+// and crash (README, "Built-in workers"). `crash` is registered with
 // process isolation: a program using these must call
 // bulwark::run_worker_process_if_requested() first thing in main(). They serve the demo, the tests and
 // the benchmarks, and show how a handler is written.

@@ -1,6 +1,6 @@
 // HttpServer: the HTTP/JSON API of a Runtime (what `bulwark serve` runs).
 //
-// Serves the routes of DESIGN.md ("Contract: HTTP API") with Boost.Beast on
+// Serves the routes of README "bulwark serve and the HTTP API" with Boost.Beast on
 // its own small pool of I/O threads, separate from the job workers. Every
 // request handler runs inside a recover middleware: a throw becomes a 500
 // with the JSON error body and a log line with the throw-site trace, and the

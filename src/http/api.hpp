@@ -1,5 +1,5 @@
 // The HTTP/JSON API as plain functions of a request: routing, validation,
-// status codes and bodies (DESIGN.md, "Contract: HTTP API"). Free of any
+// status codes and bodies (README, "bulwark serve and the HTTP API"). Free of any
 // network code, so the server (Beast) stays in one file and the API can be
 // tested without sockets.
 //
