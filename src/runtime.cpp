@@ -231,12 +231,8 @@ void Runtime::Impl::start_worker(unsigned id, unsigned generation) {
 std::optional<SubmitError> Runtime::Impl::accept(TaskPtr task, std::chrono::milliseconds delay) {
   // Counting ourselves in before reading `accepting` lets shutdown wait for
   // every submit that got past the check, so none lands after the final drain.
-  submitting.fetch_add(1, std::memory_order_seq_cst);
-  struct Leave {
-    std::atomic<int>& n;
-    ~Leave() { n.fetch_sub(1, std::memory_order_seq_cst); }
-  } leave{submitting};
-  if (!accepting.load(std::memory_order_seq_cst)) {
+  const AcceptGate gate(*this);
+  if (!gate.open()) {
     return SubmitError{SubmitError::Code::shutting_down, "the runtime is shutting down"};
   }
   if (!queue.try_reserve()) {
@@ -361,7 +357,7 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock:
   // From here until the owner handshake below, the supervisor may abandon
   // this attempt and the runtime may even be destroyed: touch only the task,
   // the slot and the stack.
-  slot->owner.store(WorkerSlot::running, std::memory_order_release);
+  slot->begin();
 
   JobContext ctx = detail::ContextAccess::make(*task, std::move(token), attempt, epoch);
   detail::set_crash_context(task.get(), slot->id);
@@ -388,8 +384,7 @@ bool Runtime::Impl::run_attempt(const SlotPtr& slot, const TaskPtr& task, Clock:
   const auto end = Clock::now();
   const double duration = ms_between(start, end);
 
-  int expected = WorkerSlot::running;
-  if (!slot->owner.compare_exchange_strong(expected, WorkerSlot::idle, std::memory_order_acq_rel)) return false;
+  if (!slot->finish()) return false;
   if (child_timed_out) sup.hard_timeouts.fetch_add(1, std::memory_order_relaxed);
   run_time.observe(duration / 1000.0);
   {
@@ -511,58 +506,91 @@ void Runtime::Impl::finished(const TaskPtr& task, JobState terminal) {
 ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
   std::lock_guard guard(shutdown_mutex);
   if (shutdown_report) return *shutdown_report;
+  close_gate();
+  ShutdownReport report;
+  report.drained = drain_until(Clock::now() + timeout);
+  stopping.store(true, std::memory_order_release);
+  supervisor.request_stop();
+  if (supervisor.joinable()) supervisor.join();
+  queue.close();
+  const std::vector<SlotPtr> live = live_slots();
+  request_stops(live);
+  await_exit(live);
+  close_children(live);
+  abandon_stragglers(live);
+  join_threads();
+  report.not_run = end_unrun();
+  reporter.log(detail::LogLevel::info, "runtime stopped: " + std::to_string(report.not_run) +
+                                           " jobs ended with kind shutdown" +
+                                           (report.drained ? "" : " (drain deadline reached)"));
+  shutdown_report = report;
+  return report;
+}
+
+// Refuses new jobs, then waits for every submit that got past the gate.
+void Runtime::Impl::close_gate() {
   accepting.store(false, std::memory_order_seq_cst);
   while (submitting.load(std::memory_order_seq_cst) > 0) std::this_thread::yield();
+}
 
-  // Jobs ready now, running, or due before the deadline (a delay, a retry's
-  // backoff) get their turn; what is due later ends with kind shutdown.
-  const auto deadline = Clock::now() + timeout;
+// Jobs ready now, running, or due before the deadline (a delay, a retry's
+// backoff) get their turn; what is due later ends with kind shutdown.
+// True if nothing was left ready or running.
+bool Runtime::Impl::drain_until(Clock::time_point deadline) {
   const auto work_left = [&] {
     const auto due = queue.next_due();
     return queue.ready() > 0 || running.load() > 0 || (due && *due <= deadline);
   };
   while (Clock::now() < deadline && work_left()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  ShutdownReport report;
-  report.drained = queue.ready() == 0 && running.load() == 0;
-  stopping.store(true, std::memory_order_release);
-  supervisor.request_stop();
-  if (supervisor.joinable()) supervisor.join();
-  queue.close();
+  return queue.ready() == 0 && running.load() == 0;
+}
 
+std::vector<Runtime::Impl::SlotPtr> Runtime::Impl::live_slots() const {
   std::vector<SlotPtr> live;
-  {
-    std::lock_guard lock(slots_mutex);
-    for (const SlotPtr& s : slots) {
-      if (s) live.push_back(s);
-    }
+  std::lock_guard lock(slots_mutex);
+  for (const SlotPtr& s : slots) {
+    if (s) live.push_back(s);
   }
+  return live;
+}
+
+void Runtime::Impl::request_stops(const std::vector<SlotPtr>& live) {
   for (const SlotPtr& s : live) {
     std::lock_guard lock(s->mutex);
-    if (s->current) {
-      std::lock_guard task_lock(s->current->mutex);
-      if (!s->current->cancel_requested) s->current->stop_reason.store(FailureKind::shutdown, std::memory_order_release);
-      s->current->stop.request_stop();
-    }
+    if (!s->current) continue;
+    std::lock_guard task_lock(s->current->mutex);
+    if (!s->current->cancel_requested) s->current->stop_reason.store(FailureKind::shutdown, std::memory_order_release);
+    s->current->stop.request_stop();
   }
+}
+
+// Gives running jobs shutdown.grace_ms to notice their stop token.
+void Runtime::Impl::await_exit(const std::vector<SlotPtr>& live) {
   const auto grace_end = Clock::now() + options.shutdown_grace;
   const auto all_exited = [&] {
     return std::all_of(live.begin(), live.end(), [](const SlotPtr& s) { return s->exited.load(); });
   };
   while (!all_exited() && Clock::now() < grace_end) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  if (processes) {
-    // Children still running a job are killed (kind shutdown), so the
-    // threads waiting for them return instead of being abandoned.
-    processes->close();
-    const auto waits_for_child = [](const SlotPtr& s) {
-      if (s->exited.load()) return false;
-      std::lock_guard lock(s->mutex);
-      return s->current && s->current->isolated;
-    };
-    const auto close_end = Clock::now() + std::chrono::seconds(5);
-    while (std::any_of(live.begin(), live.end(), waits_for_child) && Clock::now() < close_end) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+}
+
+// Children still running a job are killed (kind shutdown), so the threads
+// waiting for them return instead of being abandoned.
+void Runtime::Impl::close_children(const std::vector<SlotPtr>& live) {
+  if (!processes) return;
+  processes->close();
+  const auto waits_for_child = [](const SlotPtr& s) {
+    if (s->exited.load()) return false;
+    std::lock_guard lock(s->mutex);
+    return s->current && s->current->isolated;
+  };
+  const auto close_end = Clock::now() + std::chrono::seconds(5);
+  while (std::any_of(live.begin(), live.end(), waits_for_child) && Clock::now() < close_end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+}
+
+// A job still running past the grace is abandoned; it ends with kind shutdown.
+void Runtime::Impl::abandon_stragglers(const std::vector<SlotPtr>& live) {
   for (const SlotPtr& s : live) {
     if (s->exited.load(std::memory_order_acquire)) continue;
     TaskPtr task;
@@ -570,25 +598,30 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
       std::lock_guard lock(s->mutex);
       task = s->current;
     }
-    int expected = WorkerSlot::running;
-    if (task && s->owner.compare_exchange_strong(expected, WorkerSlot::abandoned)) {
+    if (task && s->abandon()) {
       abandon(s, task, Clock::now(),
               make_failure(FailureKind::shutdown, "the runtime shut down while the job ran; it did not stop within "
                                                   "shutdown.grace_ms and its thread was abandoned"),
               false);
     }
   }
-  {
-    std::lock_guard lock(slots_mutex);
-    for (const SlotPtr& s : slots) {
-      if (s && s->thread.joinable()) s->thread.join();
-    }
-    // Threads still stuck in a job cannot be joined; they hold only shared
-    // state and end on their own.
-    for (const SlotPtr& s : abandoned) {
-      if (s->thread.joinable()) s->exited.load() ? s->thread.join() : s->thread.detach();
-    }
+}
+
+void Runtime::Impl::join_threads() {
+  std::lock_guard lock(slots_mutex);
+  for (const SlotPtr& s : slots) {
+    if (s && s->thread.joinable()) s->thread.join();
   }
+  // Threads still stuck in a job cannot be joined; they hold only shared
+  // state and end on their own.
+  for (const SlotPtr& s : abandoned) {
+    if (s->thread.joinable()) s->exited.load() ? s->thread.join() : s->thread.detach();
+  }
+}
+
+// Every job still waiting ends failed with kind shutdown, saying why; returns how many.
+std::size_t Runtime::Impl::end_unrun() {
+  std::size_t ended = 0;
   for (const TaskPtr& task : queue.drain()) {
     for (JobState s = task->state.load(); !is_terminal(s); s = task->state.load()) {
       std::unique_lock lock(task->mutex);
@@ -603,17 +636,13 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
       task->exception = nullptr;
       task->finished_at = WallClock::now();
       lock.unlock();
-      ++report.not_run;
+      ++ended;
       task->type_state->counters.failed[static_cast<std::size_t>(FailureKind::shutdown)].fetch_add(1);
       finished(task, JobState::failed);
       break;
     }
   }
-  reporter.log(detail::LogLevel::info, "runtime stopped: " + std::to_string(report.not_run) +
-                                           " jobs ended with kind shutdown" +
-                                           (report.drained ? "" : " (drain deadline reached)"));
-  shutdown_report = report;
-  return report;
+  return ended;
 }
 
 Runtime::Runtime(Registry registry, RuntimeOptions options)
@@ -737,12 +766,8 @@ RequeueResult Runtime::requeue(const JobId& id) {
   TaskPtr task = impl_->store.find(id);
   if (!task) return RequeueResult::not_found;
   if (task->state.load(std::memory_order_acquire) != JobState::failed) return RequeueResult::not_failed;
-  impl_->submitting.fetch_add(1, std::memory_order_seq_cst);
-  struct Leave {
-    std::atomic<int>& n;
-    ~Leave() { n.fetch_sub(1, std::memory_order_seq_cst); }
-  } leave{impl_->submitting};
-  if (!impl_->accepting.load(std::memory_order_seq_cst)) return RequeueResult::shutting_down;
+  const Impl::AcceptGate gate(*impl_);
+  if (!gate.open()) return RequeueResult::shutting_down;
   if (!impl_->queue.try_reserve()) return RequeueResult::queue_full;
   {
     std::lock_guard lock(task->mutex);

@@ -142,7 +142,7 @@ void Runtime::Impl::watch(const SlotPtr& slot, Clock::time_point now) {
     soft_fired = slot->soft_fired;
     stuck_reported = slot->stuck_reported;
   }
-  if (!task || slot->owner.load(std::memory_order_acquire) != WorkerSlot::running) return;
+  if (!task || !slot->is_running()) return;
   const double elapsed = ms_between(started, now);
   const auto heartbeat = std::max(started, Clock::time_point(Clock::duration(task->heartbeat_ns.load())));
   const double quiet = ms_between(heartbeat, now);
@@ -186,8 +186,7 @@ void Runtime::Impl::watch(const SlotPtr& slot, Clock::time_point now) {
   }
   // An isolated job's hard timeout is the process pool's: it kills the child.
   if (!task->isolated && task->hard_timeout.count() > 0 && elapsed >= static_cast<double>(task->hard_timeout.count())) {
-    int expected = WorkerSlot::running;
-    if (slot->owner.compare_exchange_strong(expected, WorkerSlot::abandoned, std::memory_order_acq_rel)) {
+    if (slot->abandon()) {
       abandon(slot, task, now,
               make_failure(FailureKind::timeout, "hard timeout of " + ms_text(task->hard_timeout.count()) +
                                                      " reached; worker " + std::to_string(slot->id) +

@@ -86,7 +86,22 @@ struct WorkerSlot {
   unsigned generation = 0;  // replacements before this one at that position
   std::thread thread;       // guarded by Impl::slots_mutex
 
-  std::atomic<int> owner{idle};      // who decides the current attempt's fate
+  std::atomic<int> owner{idle};      // who decides the current attempt's fate; see claim()
+
+  // The owner handshake. The worker marks an attempt running; when it ends,
+  // exactly one side wins it: the worker (finish(): running -> idle) or the
+  // supervisor or shutdown (abandon(): running -> abandoned). The winner
+  // ends the attempt; the loser touches nothing of it.
+  void begin() noexcept { owner.store(running, std::memory_order_release); }
+  bool finish() noexcept {
+    int expected = running;
+    return owner.compare_exchange_strong(expected, idle, std::memory_order_acq_rel);
+  }
+  bool abandon() noexcept {
+    int expected = running;
+    return owner.compare_exchange_strong(expected, abandoned, std::memory_order_acq_rel);
+  }
+  bool is_running() const noexcept { return owner.load(std::memory_order_acquire) == running; }
   // The stop source lent to each attempt this worker runs (no allocation per
   // job); replaced once a stop was requested on it. Only the worker writes it.
   std::stop_source stop;
@@ -171,6 +186,21 @@ struct Runtime::Impl {
 
   Impl(Registry r, RuntimeOptions o);
 
+  // Held while a submit or requeue may still add a job: shutdown closes the
+  // gate, then waits until nobody holds it, so no job lands after the final
+  // drain. `open()` says whether the holder may go on.
+  class AcceptGate {
+   public:
+    explicit AcceptGate(Impl& impl) noexcept : impl_(impl) { impl_.submitting.fetch_add(1, std::memory_order_seq_cst); }
+    ~AcceptGate() { impl_.submitting.fetch_sub(1, std::memory_order_seq_cst); }
+    AcceptGate(const AcceptGate&) = delete;
+    AcceptGate& operator=(const AcceptGate&) = delete;
+    bool open() const noexcept { return impl_.accepting.load(std::memory_order_seq_cst); }
+
+   private:
+    Impl& impl_;
+  };
+
   Submitted reject(SubmitError::Code code, std::string message) {
     count_rejection(code);
     return Submitted{{}, JobState::rejected, SubmitError{code, std::move(message)}};
@@ -192,6 +222,16 @@ struct Runtime::Impl {
                     std::vector<Failure> cleanup_errors, double duration_ms);
   void finished(const TaskPtr& task, JobState terminal);
   ShutdownReport stop(std::chrono::milliseconds timeout);
+  // The phases of stop(), in order.
+  void close_gate();
+  bool drain_until(Clock::time_point deadline);
+  std::vector<SlotPtr> live_slots() const;
+  void request_stops(const std::vector<SlotPtr>& live);
+  void await_exit(const std::vector<SlotPtr>& live);
+  void close_children(const std::vector<SlotPtr>& live);
+  void abandon_stragglers(const std::vector<SlotPtr>& live);
+  void join_threads();
+  std::size_t end_unrun();
 
   // Supervisor (supervisor.cpp).
   void supervise(std::stop_token stop);
