@@ -32,7 +32,7 @@ bool JobQueue::try_reserve() noexcept {
 void JobQueue::unreserve() noexcept { added_.fetch_sub(1, std::memory_order_acq_rel); }
 
 std::optional<Clock::time_point> JobQueue::next_due() {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   std::optional<Clock::time_point> due;
   if (!fresh_heap_.empty()) due = fresh_heap_.top().due;
   if (!retry_heap_.empty() && (!due || retry_heap_.top().due < *due)) due = retry_heap_.top().due;
@@ -71,7 +71,7 @@ void JobQueue::push_deferred(TaskPtr task, Clock::time_point due, bool retry) {
 
 void JobQueue::set_retry_limit(unsigned limit) {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     max_retries_ = limit;
     ++generation_;
   }
@@ -93,7 +93,7 @@ void JobQueue::push_ready(TaskPtr task, bool retry) {
 
 void JobQueue::schedule(TaskPtr task, Clock::time_point due, bool retry) {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     (retry ? retry_heap_ : fresh_heap_).push(Delayed{due, order_++, std::move(task)});
     ++generation_;
   }
@@ -188,7 +188,7 @@ std::vector<std::size_t> JobQueue::ready_by_priority() const {
 
 void JobQueue::release_retry_slot() {
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     if (retries_admitted_ > 0) --retries_admitted_;
     ++generation_;
   }
@@ -212,7 +212,7 @@ std::vector<TaskPtr> JobQueue::drain() {
       out.push_back(std::move(task));
     }
   }
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   for (Heap* heap : {&fresh_heap_, &retry_heap_}) {
     while (!heap->empty()) {
       out.push_back(heap->top().task);
@@ -224,7 +224,7 @@ std::vector<TaskPtr> JobQueue::drain() {
 }
 
 void JobQueue::run_scheduler(std::stop_token stop) {
-  std::unique_lock lock(mutex_);
+  MutexLock lock(mutex_);
   while (!stop.stop_requested()) {
     const auto now = Clock::now();
     std::vector<std::pair<TaskPtr, bool>> due;
@@ -249,7 +249,7 @@ void JobQueue::run_scheduler(std::stop_token stop) {
         } else {
           removed_.fetch_add(1, std::memory_order_acq_rel);
           if (retry) {
-            std::lock_guard relock(mutex_);
+            MutexLock relock(mutex_);
             --retries_admitted_;
           }
         }
@@ -258,7 +258,7 @@ void JobQueue::run_scheduler(std::stop_token stop) {
       continue;  // the heaps may have changed meanwhile
     }
     const std::uint64_t seen = generation_;
-    const auto changed = [&] { return generation_ != seen; };
+    const auto changed = [&]() BULWARK_REQUIRES(mutex_) { return generation_ != seen; };
     if (next == Clock::time_point::max()) {
       wake_.wait(lock, stop, changed);
     } else {

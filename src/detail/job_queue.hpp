@@ -34,6 +34,7 @@
 #include <concurrentqueue.h>
 
 #include "bulwark/detail/task.hpp"
+#include "bulwark/detail/thread_annotations.hpp"
 
 namespace bulwark::detail {
 
@@ -137,14 +138,14 @@ class JobQueue {
 
   std::array<moodycamel::ConcurrentQueue<TaskPtr>, kLanes> lanes_;
 
-  std::mutex mutex_;
+  Mutex mutex_;
   std::condition_variable_any wake_;
-  Heap fresh_heap_;                // guarded by mutex_
-  Heap retry_heap_;                // guarded by mutex_
-  std::uint64_t order_ = 0;        // guarded by mutex_
-  unsigned retries_admitted_ = 0;  // guarded by mutex_
-  unsigned max_retries_;           // guarded by mutex_
-  std::uint64_t generation_ = 0;   // guarded by mutex_; bumped on every change the scheduler must see
+  Heap fresh_heap_ BULWARK_GUARDED_BY(mutex_);
+  Heap retry_heap_ BULWARK_GUARDED_BY(mutex_);
+  std::uint64_t order_ BULWARK_GUARDED_BY(mutex_) = 0;
+  unsigned retries_admitted_ BULWARK_GUARDED_BY(mutex_) = 0;
+  unsigned max_retries_ BULWARK_GUARDED_BY(mutex_);
+  std::uint64_t generation_ BULWARK_GUARDED_BY(mutex_) = 0;  // bumped on every change the scheduler must see
   std::jthread scheduler_;         // last: started after everything above exists
 };
 

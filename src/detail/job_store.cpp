@@ -13,13 +13,13 @@ JobStore::Shard& JobStore::shard_of(const JobId& id) const { return shards_[std:
 
 bool JobStore::insert(const std::shared_ptr<Task>& task) {
   Shard& s = shard_of(task->id);
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   return s.tasks.emplace(task->id, task).second;
 }
 
 std::shared_ptr<Task> JobStore::find(const JobId& id) const {
   Shard& s = shard_of(id);
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   auto it = s.tasks.find(id);
   return it == s.tasks.end() ? nullptr : it->second;
 }
@@ -28,13 +28,13 @@ void JobStore::finished(const std::shared_ptr<Task>& task) {
   std::uint32_t finish_no = 0;
   {
     Shard& s = shard_of(task->id);
-    std::lock_guard lock(s.mutex);
+    MutexLock lock(s.mutex);
     finish_no = ++task->finishes;
   }
   Retained& list = task->state.load(std::memory_order_acquire) == JobState::failed ? dead_ : done_;
   std::vector<std::pair<std::weak_ptr<Task>, std::uint32_t>> evicted;
   {
-    std::lock_guard lock(list.mutex);
+    MutexLock lock(list.mutex);
     list.jobs.emplace_back(task, finish_no);
     while (list.jobs.size() > list.limit) {
       evicted.push_back(std::move(list.jobs.front()));
@@ -48,7 +48,7 @@ void JobStore::forget(const std::weak_ptr<Task>& weak, std::uint32_t finish_no) 
   std::shared_ptr<Task> oldest = weak.lock();
   if (!oldest) return;
   Shard& s = shard_of(oldest->id);
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   // A requeued job is live again; a job that finished again since has a
   // later entry that decides for it.
   if (oldest->finishes != finish_no || !is_terminal(oldest->state.load(std::memory_order_acquire))) return;
@@ -59,7 +59,7 @@ void JobStore::forget(const std::weak_ptr<Task>& weak, std::uint32_t finish_no) 
 std::vector<std::shared_ptr<Task>> JobStore::all() const {
   std::vector<std::shared_ptr<Task>> out;
   for (Shard& s : shards_) {
-    std::lock_guard lock(s.mutex);
+    MutexLock lock(s.mutex);
     for (const auto& [id, task] : s.tasks) out.push_back(task);
   }
   return out;
@@ -68,7 +68,7 @@ std::vector<std::shared_ptr<Task>> JobStore::all() const {
 std::size_t JobStore::size() const {
   std::size_t n = 0;
   for (Shard& s : shards_) {
-    std::lock_guard lock(s.mutex);
+    MutexLock lock(s.mutex);
     n += s.tasks.size();
   }
   return n;

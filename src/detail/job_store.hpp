@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bulwark/detail/task.hpp"
+#include "bulwark/detail/thread_annotations.hpp"
 
 namespace bulwark::detail {
 
@@ -40,14 +41,14 @@ class JobStore {
  private:
   static constexpr std::size_t kShards = 16;
   struct Shard {
-    mutable std::mutex mutex;
-    std::unordered_map<JobId, std::shared_ptr<Task>> tasks;  // guarded by mutex
+    mutable Mutex mutex;
+    std::unordered_map<JobId, std::shared_ptr<Task>> tasks BULWARK_GUARDED_BY(mutex);
   };
   // Finished jobs of one kind, oldest first, with the finish they were
   // entered for (a later finish of the same job supersedes the entry).
   struct Retained {
-    std::mutex mutex;
-    std::deque<std::pair<std::weak_ptr<Task>, std::uint32_t>> jobs;  // guarded by mutex
+    Mutex mutex;
+    std::deque<std::pair<std::weak_ptr<Task>, std::uint32_t>> jobs BULWARK_GUARDED_BY(mutex);
     std::size_t limit = 0;
   };
   Shard& shard_of(const JobId& id) const;

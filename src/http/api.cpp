@@ -148,7 +148,7 @@ Response error_response(int status, const std::string& code, const std::string& 
 }
 
 void Api::add_route(std::string method, std::string path, Route route) {
-  std::lock_guard lock(mutex_);
+  detail::MutexLock lock(mutex_);
   extra_routes_[{std::move(method), std::move(path)}] = std::move(route);
 }
 
@@ -167,7 +167,7 @@ Response Api::handle(const Request& request) {
   {
     Route route;
     {
-      std::lock_guard lock(mutex_);
+      detail::MutexLock lock(mutex_);
       auto it = extra_routes_.find({request.method, path});
       if (it != extra_routes_.end()) route = it->second;
     }
@@ -316,7 +316,7 @@ Response Api::list(const std::map<std::string, std::string>& query) {
 
 void Api::sample() {
   const RuntimeCounters s = runtime_.counters();
-  std::lock_guard lock(mutex_);
+  detail::MutexLock lock(mutex_);
   const auto now = std::chrono::steady_clock::now();
   samples_.push_back({now, s.submitted, s.succeeded, s.failed});
   while (samples_.size() > 2 && now - samples_.front().at > std::chrono::seconds(60)) samples_.pop_front();
@@ -326,7 +326,7 @@ Response Api::stats() {
   const RuntimeStats s = runtime_.stats();
   ordered_json rates = {{"submitted", 0.0}, {"succeeded", 0.0}, {"failed", 0.0}, {"window_s", 0.0}};
   {
-    std::lock_guard lock(mutex_);
+    detail::MutexLock lock(mutex_);
     if (!samples_.empty()) {
       const Sample& first = samples_.front();
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - first.at).count();

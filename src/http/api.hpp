@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bulwark/config.hpp"
+#include "bulwark/detail/thread_annotations.hpp"
 #include "bulwark/runtime.hpp"
 
 namespace bulwark::http {
@@ -85,13 +86,13 @@ class Api {
   std::atomic<bool> draining_{false};
   ServerCounters server_counters_;
 
-  std::mutex mutex_;
-  std::map<std::pair<std::string, std::string>, Route> extra_routes_;  // guarded by mutex_
+  detail::Mutex mutex_;
+  std::map<std::pair<std::string, std::string>, Route> extra_routes_ BULWARK_GUARDED_BY(mutex_);
   struct Sample {
     std::chrono::steady_clock::time_point at;
     std::uint64_t submitted, succeeded, failed;
   };
-  std::deque<Sample> samples_;  // guarded by mutex_; the last minute
+  std::deque<Sample> samples_ BULWARK_GUARDED_BY(mutex_);  // the last minute
 };
 
 }  // namespace bulwark::http

@@ -72,17 +72,17 @@ ProcessPool::Launcher::~Launcher() {
 }
 
 int ProcessPool::Launcher::call(const std::function<int()>& fn) {
-  std::unique_lock lock(mutex_);
+  MutexLock lock(mutex_);
   job_ = &fn;
   done_ = false;
   cv_.notify_all();
-  cv_.wait(lock, [&] { return done_; });
+  cv_.wait(lock, [&]() BULWARK_REQUIRES(mutex_) { return done_; });
   return result_;
 }
 
 void ProcessPool::Launcher::loop(std::stop_token stop) {
-  std::unique_lock lock(mutex_);
-  while (cv_.wait(lock, stop, [&] { return job_ != nullptr; })) {
+  MutexLock lock(mutex_);
+  while (cv_.wait(lock, stop, [&]() BULWARK_REQUIRES(mutex_) { return job_ != nullptr; })) {
     result_ = (*job_)();
     job_ = nullptr;
     done_ = true;
@@ -217,8 +217,8 @@ void ProcessPool::release(Child& child) {
 }
 
 ProcessPool::Child* ProcessPool::acquire(const ProcessRequest& request, Failure& failure) {
-  std::unique_lock lock(mutex_);
-  const auto some_free = [&] {
+  MutexLock lock(mutex_);
+  const auto some_free = [&]() BULWARK_REQUIRES(mutex_) {
     return std::any_of(children_.begin(), children_.end(), [](const Child& ch) { return !ch.busy; });
   };
   if (!started_ && !closed_) {  // the first isolated job starts the whole pool
@@ -228,7 +228,7 @@ ProcessPool::Child* ProcessPool::acquire(const ProcessRequest& request, Failure&
       if (ch.pid < 0) spawn(ch, ignored);
     }
   }
-  free_.wait(lock, request.stop, [&] { return closed_ || some_free(); });
+  free_.wait(lock, request.stop, [&]() BULWARK_REQUIRES(mutex_) { return closed_ || some_free(); });
   if (closed_) {
     failure = make_failure(FailureKind::shutdown, "the runtime shut down before a worker process was free");
     return nullptr;
@@ -394,13 +394,13 @@ ProcessReply ProcessPool::run(const ProcessRequest& request) {
       const pid_t pid = c->pid;
       ::kill(pid, SIGKILL);
       wait_for_exit(pid, milliseconds(1000));
-      std::lock_guard lock(mutex_);
+      MutexLock lock(mutex_);
       reap(*c, "did_not_start", true);
       release(*c);
       reply.failure = start_failure("worker process " + std::to_string(pid) + " " + error);
       return reply;
     }
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     c->ready = true;
   }
 
@@ -415,7 +415,7 @@ ProcessReply ProcessPool::run(const ProcessRequest& request) {
     seen.protocol_error = e.what();
   }
   if (end == End::result) {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     release(*c);
     return reply;
   }
@@ -435,7 +435,7 @@ ProcessReply ProcessPool::run(const ProcessRequest& request) {
     // A torn last frame: what it said is lost, the exit status still tells.
   }
   const int status = wait_for_exit(reply.pid, milliseconds(2000));
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   std::string reason;
   reply.ok = false;
   reply.failure = describe_end(end, status, closed_, *c, request, reply, seen, reason);
@@ -447,7 +447,7 @@ ProcessReply ProcessPool::run(const ProcessRequest& request) {
 void ProcessPool::close() {
   std::vector<pid_t> idle;
   {
-    std::lock_guard lock(mutex_);
+    MutexLock lock(mutex_);
     if (closed_) return;
     closed_ = true;
     for (Child& c : children_) {
@@ -469,7 +469,7 @@ void ProcessPool::close() {
 
 std::vector<ProcessHealth> ProcessPool::health() const {
   std::vector<ProcessHealth> out;
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   for (const Child& c : children_) {
     ProcessHealth h;
     h.id = c.id;
@@ -484,12 +484,12 @@ std::vector<ProcessHealth> ProcessPool::health() const {
 }
 
 std::uint64_t ProcessPool::deaths() const {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   return deaths_;
 }
 
 std::map<std::string, std::uint64_t> ProcessPool::ends_by_reason() const {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   return ends_;
 }
 

@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bulwark/failure.hpp"
+#include "bulwark/detail/thread_annotations.hpp"
 #include "bulwark/health.hpp"
 #include "isolation/wire.hpp"
 
@@ -98,10 +99,10 @@ class ProcessPool {
     std::string protocol_error;
   };
 
-  bool spawn(Child& child, std::string& error);  // expects mutex_ held
+  bool spawn(Child& child, std::string& error) BULWARK_REQUIRES(mutex_);
   bool await_ready(Child& child, std::string& error);
-  void reap(Child& child, const std::string& reason, bool died);  // expects mutex_ held
-  void release(Child& child);                                     // expects mutex_ held
+  void reap(Child& child, const std::string& reason, bool died) BULWARK_REQUIRES(mutex_);
+  void release(Child& child) BULWARK_REQUIRES(mutex_);
   // A free child for `request` (waiting for one), marked busy; null with
   // `failure` set at shutdown, on a stop request or if none can start.
   Child* acquire(const ProcessRequest& request, Failure& failure);
@@ -124,23 +125,25 @@ class ProcessPool {
 
    private:
     void loop(std::stop_token stop);
-    std::mutex mutex_;
+    Mutex mutex_;
     std::condition_variable_any cv_;
-    const std::function<int()>* job_ = nullptr;  // guarded by mutex_
-    bool done_ = false;                          // guarded by mutex_
-    int result_ = 0;                             // guarded by mutex_
+    const std::function<int()>* job_ BULWARK_GUARDED_BY(mutex_) = nullptr;
+    bool done_ BULWARK_GUARDED_BY(mutex_) = false;
+    int result_ BULWARK_GUARDED_BY(mutex_) = 0;
     std::jthread thread_;                        // last: started after the rest exists
   };
 
   const std::chrono::milliseconds start_timeout_;
   Launcher launcher_;
-  mutable std::mutex mutex_;
+  mutable Mutex mutex_;
   std::condition_variable_any free_;
-  std::vector<Child> children_;  // guarded by mutex_; fixed size
-  bool closed_ = false;          // guarded by mutex_
-  bool started_ = false;         // guarded by mutex_
-  std::uint64_t deaths_ = 0;     // guarded by mutex_
-  std::map<std::string, std::uint64_t> ends_;  // guarded by mutex_
+  // Fixed size. A child marked busy belongs to the run() that marked it:
+  // that thread uses its fields without the lock until it releases it.
+  std::vector<Child> children_ BULWARK_GUARDED_BY(mutex_);
+  bool closed_ BULWARK_GUARDED_BY(mutex_) = false;
+  bool started_ BULWARK_GUARDED_BY(mutex_) = false;
+  std::uint64_t deaths_ BULWARK_GUARDED_BY(mutex_) = 0;
+  std::map<std::string, std::uint64_t> ends_ BULWARK_GUARDED_BY(mutex_);
 };
 
 }  // namespace bulwark::detail
