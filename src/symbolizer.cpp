@@ -8,14 +8,15 @@
 
 #include <boost/stacktrace/frame.hpp>
 
+#include "bulwark/detail/thread_annotations.hpp"
 #include "bulwark/trace.hpp"
 
 namespace bulwark {
 namespace {
 
 struct Cache {
-  std::mutex mutex;
-  std::unordered_map<std::uintptr_t, Frame> frames;  // guarded by mutex
+  detail::Mutex mutex;
+  std::unordered_map<std::uintptr_t, Frame> frames BULWARK_GUARDED_BY(mutex);
 };
 
 Cache& cache() {
@@ -61,7 +62,7 @@ std::vector<Frame> symbolize(const RawTrace& trace) {
   std::vector<Frame> out;
   out.reserve(trace.size);
   Cache& c = cache();
-  std::lock_guard lock(c.mutex);
+  detail::MutexLock lock(c.mutex);
   for (std::uint32_t i = 0; i < trace.size; ++i) {
     const std::uintptr_t address = trace.frames[i];
     auto it = c.frames.find(address);

@@ -13,7 +13,7 @@ const char* to_string(CircuitBreaker::State s) noexcept {
 
 CircuitBreaker::Decision CircuitBreaker::admit(Clock::time_point now) {
   if (!enabled() || state_.load(std::memory_order_acquire) == State::closed) return {};
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   switch (state_.load(std::memory_order_relaxed)) {
     case State::closed:
       return {};
@@ -43,7 +43,7 @@ void CircuitBreaker::open(Clock::time_point now) {
 
 bool CircuitBreaker::on_success(bool trial) {
   if (!enabled() || !trial) return false;
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   trial_running_ = false;
   failures_.clear();
   state_.store(State::closed, std::memory_order_release);
@@ -51,13 +51,13 @@ bool CircuitBreaker::on_success(bool trial) {
 }
 
 void CircuitBreaker::release_trial() {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   trial_running_ = false;
 }
 
 bool CircuitBreaker::on_failure(bool trial, Clock::time_point now) {
   if (!enabled()) return false;
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   if (trial) {
     open(now);
     return true;

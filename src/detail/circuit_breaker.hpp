@@ -19,6 +19,8 @@
 #include <deque>
 #include <mutex>
 
+#include "bulwark/detail/thread_annotations.hpp"
+
 #include "bulwark/config.hpp"
 #include "bulwark/job.hpp"
 
@@ -48,15 +50,15 @@ class CircuitBreaker {
   std::uint64_t opened() const noexcept { return opened_.load(std::memory_order_relaxed); }
 
  private:
-  void open(Clock::time_point now);  // expects mutex_ held
+  void open(Clock::time_point now) BULWARK_REQUIRES(mutex_);
 
   const CircuitBreakerOptions options_;
   std::atomic<State> state_{State::closed};
   std::atomic<std::uint64_t> opened_{0};
-  std::mutex mutex_;
-  std::deque<Clock::time_point> failures_;  // guarded by mutex_; within the window
-  Clock::time_point open_until_{};          // guarded by mutex_
-  bool trial_running_ = false;              // guarded by mutex_
+  Mutex mutex_;
+  std::deque<Clock::time_point> failures_ BULWARK_GUARDED_BY(mutex_);  // within the window
+  Clock::time_point open_until_ BULWARK_GUARDED_BY(mutex_){};
+  bool trial_running_ BULWARK_GUARDED_BY(mutex_) = false;
 };
 
 const char* to_string(CircuitBreaker::State s) noexcept;
