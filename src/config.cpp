@@ -44,11 +44,7 @@ class Section {
     const json* v = find(key);
     if (v == nullptr) return;
     const std::optional<std::int64_t> n = integer_in_range(*v, lo, hi);
-    if (!n) {
-      if (!v->is_number_integer()) fail(at(key), "expected an integer");
-      fail(at(key), "expected an integer from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got " +
-                        v->dump());
-    }
+    if (!n) fail(at(key), integer_problem(*v, lo, hi));
     out = static_cast<T>(*n);
   }
 

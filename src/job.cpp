@@ -1,5 +1,7 @@
 #include "bulwark/job.hpp"
 
+#include "bulwark/json_input.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -20,9 +22,7 @@ std::int64_t integer_field(const nlohmann::json& j, const char* name, std::int64
   const nlohmann::json* v = field(j, name);
   if (v == nullptr) return lo - 1;  // absent: caller keeps its default
   if (auto n = integer_in_range(*v, lo, hi)) return *n;
-  if (!v->is_number_integer()) throw SpecError(std::string(name) + ": expected an integer");
-  throw SpecError(std::string(name) + ": expected an integer from " + std::to_string(lo) + " to " +
-                  std::to_string(hi) + ", got " + v->dump());
+  throw SpecError(std::string(name) + ": " + integer_problem(*v, lo, hi));
 }
 
 constexpr bool id_char(char c) noexcept {
@@ -31,21 +31,6 @@ constexpr bool id_char(char c) noexcept {
 }
 
 }  // namespace
-
-std::optional<std::int64_t> integer_in_range(const nlohmann::json& v, std::int64_t lo, std::int64_t hi) noexcept {
-  if (v.is_number_unsigned()) {
-    // Compared as unsigned: 2^64 - 1 is not -1.
-    const auto u = v.get<std::uint64_t>();
-    if (hi < 0 || u > static_cast<std::uint64_t>(hi) || (lo > 0 && u < static_cast<std::uint64_t>(lo))) {
-      return std::nullopt;
-    }
-    return static_cast<std::int64_t>(u);
-  }
-  if (!v.is_number_integer()) return std::nullopt;
-  const auto n = v.get<std::int64_t>();
-  if (n < lo || n > hi) return std::nullopt;
-  return n;
-}
 
 bool is_valid_job_id(std::string_view id, std::size_t max_length) noexcept {
   if (id.empty() || id.size() > max_length || id == "." || id == "..") return false;

@@ -79,6 +79,26 @@ json parse_json(std::string_view text, std::size_t max_depth) {
   return out;
 }
 
+std::optional<std::int64_t> integer_in_range(const nlohmann::json& v, std::int64_t lo, std::int64_t hi) noexcept {
+  if (v.is_number_unsigned()) {
+    // Compared as unsigned: 2^64 - 1 is not -1.
+    const auto u = v.get<std::uint64_t>();
+    if (hi < 0 || u > static_cast<std::uint64_t>(hi) || (lo > 0 && u < static_cast<std::uint64_t>(lo))) {
+      return std::nullopt;
+    }
+    return static_cast<std::int64_t>(u);
+  }
+  if (!v.is_number_integer()) return std::nullopt;
+  const auto n = v.get<std::int64_t>();
+  if (n < lo || n > hi) return std::nullopt;
+  return n;
+}
+
+std::string integer_problem(const json& v, std::int64_t lo, std::int64_t hi) {
+  if (!v.is_number_integer()) return "expected an integer";
+  return "expected an integer from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got " + v.dump();
+}
+
 std::size_t json_depth(const json& value, std::size_t stop_after) {
   std::size_t deepest = 0;
   std::vector<std::pair<const json*, std::size_t>> todo{{&value, 0}};

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "bulwark/json_input.hpp"
+
 namespace bulwark::workers {
 namespace {
 
@@ -33,8 +35,7 @@ std::int64_t int_field(const json& payload, const char* type, const char* key, s
   if (p.is_null() || !p.contains(key)) return fallback;
   const json& v = p.at(key);
   if (auto n = integer_in_range(v, lo, hi)) return *n;  // 2^64 - 1 is out of range, not -1
-  throw std::invalid_argument(std::string(type) + ": payload." + key + ": expected an integer from " +
-                              std::to_string(lo) + " to " + std::to_string(hi) + ", got " + v.dump());
+  throw std::invalid_argument(std::string(type) + ": payload." + key + ": " + integer_problem(v, lo, hi));
 }
 
 // --- fail: three calls from the handler down to the throw ------------------

@@ -53,10 +53,6 @@ bool is_valid_job_id(std::string_view id, std::size_t max_length = kDefaultMaxId
 // What is wrong with an id is_valid_job_id() refuses, as "id: ..." text.
 std::string job_id_problem(std::string_view id, std::size_t max_length = kDefaultMaxIdLength);
 
-// `v` as an integer if it is one within [lo, hi] (an unsigned 2^64 - 1 is
-// out of range, not -1); nullopt otherwise.
-std::optional<std::int64_t> integer_in_range(const nlohmann::json& v, std::int64_t lo, std::int64_t hi) noexcept;
-
 // Thrown by JobSpec::from_json for a field that is missing or of the wrong
 // type; what() names the field.
 class SpecError : public std::runtime_error {

@@ -17,6 +17,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
 #include <stdexcept>
 #include <string_view>
 
@@ -43,6 +46,13 @@ inline constexpr std::size_t kDefaultJsonDepth = 128;
 // number outside the range of a double, and JsonDepthError for arrays or
 // objects nested deeper than `max_depth` (the top-level value is depth 1).
 nlohmann::json parse_json(std::string_view text, std::size_t max_depth = kDefaultJsonDepth);
+
+// `v` as an integer if it is one within [lo, hi] (an unsigned 2^64 - 1 is
+// out of range, not -1); nullopt otherwise.
+std::optional<std::int64_t> integer_in_range(const nlohmann::json& v, std::int64_t lo, std::int64_t hi) noexcept;
+// Why integer_in_range() refused `v`: "expected an integer", or "expected an
+// integer from lo to hi, got <v as sent>". Callers put the field's name first.
+std::string integer_problem(const nlohmann::json& v, std::int64_t lo, std::int64_t hi);
 
 // The depth of an already built value (0 for a scalar, 1 for [] or {}),
 // counted without recursion; stops counting once past `stop_after`.
