@@ -291,12 +291,14 @@ TEST_SUITE("HttpServer") {
 
   TEST_CASE("HEAD answers the GET's headers with its Content-Length and no body" * doctest::timeout(60)) {
     Service s;
-    const auto get = http(s.port(), "GET", "/v1/stats");
+    // /v1/workers of an idle runtime is the same from one request to the next
+    // (/v1/stats is not: its rates move).
+    const auto get = http(s.port(), "GET", "/v1/workers");
     HttpConnection c(s.port());
-    c.send_raw("HEAD /v1/stats HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    c.send_raw("HEAD /v1/workers HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     const auto head = c.read_response(true);
     CHECK(head.status == 200);
-    CHECK(std::stoul(head.header("content-length")) > 100);
+    CHECK(std::stoul(head.header("content-length")) > 20);
     CHECK(std::stoul(head.header("content-length")) == std::stoul(get.header("content-length")));
     CHECK(c.read_response().status == 200);  // no stray body bytes before the next answer
   }
