@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
 
-#include "detail/circuit_breaker.hpp"
+#include "runtime/circuit_breaker.hpp"
 
 using bulwark::Clock;
 using bulwark::detail::CircuitBreaker;

@@ -160,7 +160,7 @@ TEST_SUITE("Process isolation") {
     REQUIRE(now.size() == 1);
     CHECK(*now.begin() != *before.begin());
     const auto h = rt.health();
-    for (const auto& w : h.workers) CHECK(w.state != "abandoned");
+    for (const auto& w : h.workers) CHECK(w.state != bulwark::WorkerState::abandoned);
     CHECK(rt.stats().abandoned == 0);
     CHECK(rt.stats().hard_timeouts == 1);
   }
@@ -257,14 +257,14 @@ TEST_SUITE("Process isolation") {
     Runtime rt(builtins(), one_child_options());
     auto h = rt.health();
     REQUIRE(h.processes.size() == 1);
-    CHECK(h.processes[0].state == "not_started");
+    CHECK(h.processes[0].state == bulwark::ProcessState::not_started);
     run_to_end(rt, {.type = "crash", .payload = {{"how", "abort"}}, .max_attempts = 1});
     h = rt.health();
     REQUIRE(h.processes.size() == 1);
     CHECK(h.processes[0].restarts == 1);
     CHECK(h.processes[0].last_exit == "SIGABRT");
     CHECK(alive(h.processes[0].pid));
-    CHECK(h.processes[0].state == "idle");
+    CHECK(h.processes[0].state == bulwark::ProcessState::idle);
     const json j = bulwark::to_json(h);
     CHECK(j.at("processes").at(0).at("last_exit") == "SIGABRT");
   }
@@ -309,7 +309,7 @@ TEST_SUITE("Process isolation") {
     const auto h = rt.health();
     const auto it = std::find_if(h.breakers.begin(), h.breakers.end(), [](const auto& b) { return b.type == "crash"; });
     REQUIRE(it != h.breakers.end());
-    CHECK(it->state == "open");
+    CHECK(it->state == bulwark::BreakerState::open);
     // Its next job waits instead of crashing another child.
     const auto s = rt.submit({.type = "crash", .payload = {{"how", "segv"}}});
     std::this_thread::sleep_for(100ms);

@@ -4,11 +4,12 @@
 #include <thread>
 #include <vector>
 
-#include "detail/job_queue.hpp"
+#include "runtime/job_queue.hpp"
 #include "support/fake_task.hpp"
 
 using bulwark::Clock;
 using bulwark::JobState;
+using bulwark::detail::Ack;
 using bulwark::detail::JobQueue;
 using bulwark::testing::fake_task;
 using namespace std::chrono_literals;
@@ -20,7 +21,7 @@ TEST_SUITE("JobQueue") {
     CHECK(q.try_push(fake_task("b"), Clock::now()));
     CHECK_FALSE(q.try_push(fake_task("c"), Clock::now()));
     CHECK(q.size() == 2);
-    CHECK(q.pop()->id == "a");
+    CHECK(q.pop().task->id() == "a");
     CHECK(q.try_push(fake_task("c"), Clock::now()));
   }
 
@@ -69,7 +70,7 @@ TEST_SUITE("JobQueue") {
     const int priorities[] = {0, 5, 0, 9, 5, 0};
     for (int i = 0; i < 6; ++i) REQUIRE(q.try_push(fake_task(std::to_string(i), priorities[i]), Clock::now()));
     std::vector<std::string> order;
-    for (int i = 0; i < 6; ++i) order.push_back(q.pop()->id);
+    for (int i = 0; i < 6; ++i) order.push_back(q.pop().task->id());
     CHECK(order == std::vector<std::string>{"3", "1", "4", "0", "2", "5"});
   }
 
@@ -81,11 +82,11 @@ TEST_SUITE("JobQueue") {
     auto a = q.pop();
     const auto first_at = Clock::now();
     auto b = q.pop();
-    CHECK(a->id == "first");
-    CHECK(b->id == "second");
+    CHECK(a.task->id() == "first");
+    CHECK(b.task->id() == "second");
     CHECK(first_at - start >= 60ms);
     CHECK(Clock::now() - start >= 120ms);
-    CHECK(a->state.load() == JobState::queued);  // moved from scheduled when due
+    CHECK(a.task->state() == JobState::queued);  // moved from scheduled when due
   }
 
   TEST_CASE("a due retry yields to a fresh job of the same priority" * doctest::timeout(10)) {
@@ -94,11 +95,11 @@ TEST_SUITE("JobQueue") {
     while (q.ready() == 0) std::this_thread::sleep_for(1ms);  // the scheduler admits it
     REQUIRE(q.try_push(fake_task("fresh", 3), Clock::now()));
     REQUIRE(q.try_push(fake_task("fresh-low", 2), Clock::now()));
-    CHECK(q.pop()->id == "fresh");
+    CHECK(q.pop().task->id() == "fresh");
     auto retry = q.pop();
-    CHECK(retry->id == "retry");
-    CHECK(retry->in_retry_lane.load());
-    CHECK(q.pop()->id == "fresh-low");
+    CHECK(retry.task->id() == "retry");
+    CHECK(retry.is_retry());
+    CHECK(q.pop().task->id() == "fresh-low");
   }
 
   TEST_CASE("no more retries are admitted than the limit until a slot is released" * doctest::timeout(10)) {
@@ -106,19 +107,19 @@ TEST_SUITE("JobQueue") {
     q.push_retry(fake_task("r1", 0, JobState::scheduled), Clock::now());
     q.push_retry(fake_task("r2", 0, JobState::scheduled), Clock::now());
     auto first = q.pop();
-    CHECK(first->id == "r1");
+    CHECK(first.task->id() == "r1");
     std::this_thread::sleep_for(50ms);
     CHECK(q.ready() == 0);  // r2 is due but the only slot is taken
     CHECK(q.size() == 1);
-    q.release_retry_slot();
-    CHECK(q.pop()->id == "r2");
+    q.ack(std::move(first), Ack::done);  // its retry slot goes back with the lease
+    CHECK(q.pop().task->id() == "r2");
   }
 
   TEST_CASE("a job cancelled while delayed is dropped when due and frees its place" * doctest::timeout(10)) {
     JobQueue q(1, 1);
     auto t = fake_task("x", 0, JobState::scheduled);
     REQUIRE(q.try_push(t, Clock::now() + 30ms));
-    t->state.store(JobState::cancelled);
+    t->set_state(JobState::cancelled);
     while (q.size() != 0) std::this_thread::sleep_for(1ms);
     CHECK(q.ready() == 0);
     CHECK(q.try_push(fake_task("y"), Clock::now()));
@@ -143,7 +144,7 @@ TEST_SUITE("JobQueue") {
     CHECK_FALSE(q.try_push(fake_task("after"), Clock::now()));
     auto left = q.drain();
     REQUIRE(left.size() == 1);
-    CHECK(left[0]->id == "later");
+    CHECK(left[0]->id() == "later");
     CHECK(q.size() == 0);
   }
 

@@ -324,14 +324,14 @@ TEST_SUITE("Runtime") {
     auto ra = *rt.get(a.id);
     CHECK(ra.state == JobState::failed);
     REQUIRE(ra.error.has_value());
-    CHECK(ra.error->origin == "defer");
+    CHECK(ra.error->origin == bulwark::FailureOrigin::defer);
     CHECK(ra.error->message == "close failed");
     auto rb = *rt.get(b.id);
     CHECK(rb.state == JobState::failed);
     CHECK(rb.error->message == "handler failed");
-    CHECK(rb.error->origin == "handler");
+    CHECK(rb.error->origin == bulwark::FailureOrigin::handler);
     REQUIRE(rb.cleanup_errors.size() == 1);
-    CHECK(rb.cleanup_errors[0].origin == "on_failure");
+    CHECK(rb.cleanup_errors[0].origin == bulwark::FailureOrigin::on_failure);
     CHECK(rb.cleanup_errors[0].message == "rollback failed");
   }
 
@@ -528,10 +528,13 @@ TEST_SUITE("Runtime") {
     REQUIRE(rt.wait_idle(10s));
     auto failed = rt.list({.state = JobState::failed});
     CHECK(failed.size() == 3);
-    auto echoes = rt.list({.type = "echo", .limit = 2});
+    auto first = rt.page({.type = "echo", .limit = 2});
+    REQUIRE(first);
+    const auto& echoes = first->jobs;
     REQUIRE(echoes.size() == 2);
     CHECK(echoes[0].seq > echoes[1].seq);
-    auto rest = rt.list({.type = "echo", .before_seq = echoes[1].seq});
+    REQUIRE_FALSE(first->next_cursor.empty());
+    auto rest = rt.list({.type = "echo", .cursor = first->next_cursor});
     REQUIRE(rest.size() == 1);
     CHECK(rest[0].seq < echoes[1].seq);
   }

@@ -7,7 +7,7 @@
 
 #include "builtin_workers.hpp"
 #include "bulwark/runtime.hpp"
-#include "detail/runtime_impl.hpp"
+#include "runtime/testing_hooks.hpp"
 #include "support/helpers.hpp"
 
 using namespace std::chrono_literals;
@@ -37,7 +37,7 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
 
 unsigned count_state(const bulwark::HealthReport& h, const std::string& state) {
   unsigned n = 0;
-  for (const auto& w : h.workers) n += w.state == state ? 1 : 0;
+  for (const auto& w : h.workers) n += bulwark::to_string(w.state) == state ? 1 : 0;
   return n;
 }
 
@@ -149,7 +149,7 @@ TEST_SUITE("Supervisor") {
 
   TEST_CASE("a worker that dies is replaced and the reason recorded" * doctest::timeout(60)) {
     Runtime rt(Registry{}, test_options(2));
-    rt.post([] { bulwark::detail::testing::end_current_worker(); }).get();
+    rt.post([] { bulwark::detail::hooks::end_current_worker(); }).get();
     REQUIRE(eventually([&] { return rt.stats().replacements == 1; }));
     const auto h = rt.health();
     unsigned restarted = 0;
@@ -166,7 +166,7 @@ TEST_SUITE("Supervisor") {
     o.supervisor.restart_window = 1500ms;
     Runtime rt(Registry{}, o);
     for (int i = 0; i < 2; ++i) {
-      rt.post([] { bulwark::detail::testing::end_current_worker(); }).get();
+      rt.post([] { bulwark::detail::hooks::end_current_worker(); }).get();
       REQUIRE(eventually([&] { return rt.stats().replacements == static_cast<unsigned>(i + 1); }));
     }
     REQUIRE(eventually([&] { return rt.health().verdict == Verdict::unhealthy; }));
@@ -193,7 +193,7 @@ TEST_SUITE("Supervisor") {
     REQUIRE(eventually([&] { return rt.stats().breaker_opened == 1; }));
     auto breaker = [&] {
       for (const auto& b : rt.health().breakers) {
-        if (b.type == "poison") return b.state;
+        if (b.type == "poison") return std::string(bulwark::to_string(b.state));
       }
       return std::string("none");
     };
@@ -224,7 +224,7 @@ TEST_SUITE("Supervisor") {
     REQUIRE(h.workers.size() == 2);
     unsigned busy = 0;
     for (const auto& w : h.workers) {
-      if (w.state != "busy") continue;
+      if (w.state != bulwark::WorkerState::busy) continue;
       ++busy;
       CHECK(w.job == s.id);
       REQUIRE(w.ms_since_heartbeat.has_value());

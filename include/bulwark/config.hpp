@@ -23,7 +23,7 @@
 
 #include "bulwark/job.hpp"
 #include "bulwark/json_input.hpp"
-#include "bulwark/registry.hpp"
+#include "bulwark/handler_options.hpp"
 #include "bulwark/retry_policy.hpp"
 
 namespace bulwark {
@@ -41,17 +41,6 @@ std::optional<std::string> listen_problem(const std::string& listen);
 // The URL clients use for `listen` once bound to `port`: "http://127.0.0.1:8080",
 // "http://[::1]:8080" (an empty host or "localhost" is 127.0.0.1).
 std::string listen_url(const std::string& listen, std::uint16_t port);
-
-// Config overrides for one job type (handlers.<type>.*).
-struct HandlerConfig {
-  std::optional<int> max_attempts;
-  std::optional<std::chrono::milliseconds> backoff_initial;
-  std::optional<std::chrono::milliseconds> backoff_max;
-  std::optional<std::chrono::milliseconds> timeout;       // soft: the stop token is set
-  std::optional<std::chrono::milliseconds> hard_timeout;  // the attempt fails, the thread is abandoned
-  std::optional<Isolation> isolation;                     // "thread" or "process"
-  std::optional<std::size_t> memory_limit_mb;             // process isolation only; 0: none
-};
 
 // The child worker processes that run isolated job types (isolation.*).
 struct IsolationOptions {

@@ -33,6 +33,14 @@ inline constexpr std::size_t kFailureKinds = 6;
 
 std::string_view to_string(FailureKind kind) noexcept;
 
+// Where in an attempt a failure was raised: the handler itself, or one of
+// its cleanups (JobContext::defer, JobContext::on_failure).
+enum class FailureOrigin { handler, defer, on_failure };
+std::string_view to_string(FailureOrigin origin) noexcept;
+// The origin named `text` ("handler", "defer", "on_failure"); handler for
+// anything else.
+FailureOrigin failure_origin_from(std::string_view text) noexcept;
+
 // One level below the top of a std::throw_with_nested chain.
 struct NestedFailure {
   std::string type;
@@ -46,7 +54,7 @@ struct Failure {
   std::string message;  // what(), or the value of a thrown scalar or string
   std::vector<NestedFailure> nested;  // outermost first
   RawTrace trace;       // where the top-level value was thrown
-  std::string origin = "handler";  // "handler", "defer" or "on_failure"
+  FailureOrigin origin = FailureOrigin::handler;
   std::string signal;   // kind crash: the signal that killed the process ("SIGSEGV"); empty for an exit
 };
 

@@ -27,9 +27,23 @@ namespace bulwark {
 enum class Verdict { healthy, degraded, unhealthy };
 std::string_view to_string(Verdict v) noexcept;
 
+// What a worker position is doing. `vacant`: its thread was abandoned and
+// not replaced (supervisor.max_abandoned_threads reached).
+enum class WorkerState { idle, busy, abandoned, vacant };
+std::string_view to_string(WorkerState s) noexcept;
+
+// A child worker process position. `not_started`: no isolated job ran yet;
+// `stopped`: shut down.
+enum class ProcessState { not_started, idle, busy, stopped };
+std::string_view to_string(ProcessState s) noexcept;
+
+// A job type's circuit breaker; `off` when circuit_breaker.failures is 0.
+enum class BreakerState : std::uint8_t { off, closed, open, half_open };
+std::string_view to_string(BreakerState s) noexcept;
+
 struct WorkerHealth {
   unsigned id = 0;            // pool position; a replacement keeps the id
-  std::string state;          // "idle", "busy", "abandoned", "vacant" (not replaced: cap reached)
+  WorkerState state = WorkerState::idle;
   std::optional<JobId> job;   // the job it is running
   std::optional<double> ms_since_heartbeat;  // while running a job
   unsigned restarts = 0;      // replacements at this position
@@ -40,7 +54,7 @@ struct WorkerHealth {
 struct ProcessHealth {
   unsigned id = 0;           // pool position; a replacement keeps the id
   int pid = 0;               // 0 while none is running at this position
-  std::string state;         // "not_started" (no isolated job ran yet), "idle", "busy", "stopped" (shut down)
+  ProcessState state = ProcessState::not_started;
   std::optional<JobId> job;  // the job it is running
   unsigned restarts = 0;     // children started to replace dead ones here
   std::string last_exit;     // why the previous child here ended; empty if none did
@@ -48,7 +62,7 @@ struct ProcessHealth {
 
 struct BreakerHealth {
   std::string type;
-  std::string state;  // "closed", "open", "half_open"
+  BreakerState state = BreakerState::closed;
   std::uint64_t opened = 0;  // times it opened
 };
 

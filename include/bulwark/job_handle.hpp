@@ -18,23 +18,9 @@
 #include <thread>
 
 #include "bulwark/detail/task.hpp"
+#include "bulwark/submit_error.hpp"
 
 namespace bulwark {
-
-// Why a job was not accepted.
-struct SubmitError {
-  enum class Code {
-    invalid,        // a field is wrong: see message
-    unknown_type,   // no handler registered under that name
-    duplicate_id,   // a job with this id is still known
-    queue_full,     // queue.capacity jobs are waiting: retry later
-    shutting_down,  // the runtime is stopping
-  };
-  Code code;
-  std::string message;
-};
-
-std::string_view to_string(SubmitError::Code code) noexcept;
 
 // A failure that has no exception of its own to rethrow.
 class JobError : public std::runtime_error {
@@ -59,11 +45,11 @@ class JobHandle {
   const std::optional<SubmitError>& error() const noexcept { return error_; }
   const JobId& id() const noexcept {
     static const JobId kNone;
-    return task_ ? task_->id : kNone;
+    return task_ ? task_->id() : kNone;
   }
 
   JobState state() const noexcept {
-    return task_ ? task_->state.load(std::memory_order_acquire) : JobState::rejected;
+    return task_ ? task_->state() : JobState::rejected;
   }
 
   void wait() const noexcept {
@@ -86,31 +72,23 @@ class JobHandle {
   // The failure of the last attempt, once the job is terminal and failed.
   std::optional<Failure> failure() const {
     if (!task_) return make_failure(FailureKind::invalid, error_->message);
-    std::lock_guard lock(task_->mutex);
-    return task_->error ? std::optional<Failure>(*task_->error) : std::nullopt;
+    return task_->failure();
   }
 
   // Waits, then returns the value or rethrows the failure.
   value_type get() {
     if (!task_) throw JobError(FailureKind::invalid, error_->message);
     task_->wait();
-    if (task_->state.load(std::memory_order_acquire) == JobState::succeeded) {
+    if (task_->state() == JobState::succeeded) {
       if constexpr (std::is_void_v<R>) {
         return {};
       } else {
         return std::move(*task_->value);
       }
     }
-    std::exception_ptr exception;
-    std::optional<Failure> failure;
-    {
-      std::lock_guard lock(task_->mutex);
-      exception = task_->exception;
-      if (task_->error) failure = *task_->error;
-    }
-    if (exception) std::rethrow_exception(exception);
-    if (failure) throw JobError(failure->kind, failure->message);
-    throw JobError(FailureKind::shutdown, "job " + task_->id + " was cancelled");
+    if (std::exception_ptr exception = task_->exception()) std::rethrow_exception(exception);
+    if (std::optional<Failure> failure = task_->failure()) throw JobError(failure->kind, failure->message);
+    throw JobError(FailureKind::shutdown, "job " + task_->id() + " was cancelled");
   }
 
  private:

@@ -38,6 +38,7 @@
 #include "bulwark/detail/task_pool.hpp"
 #include "bulwark/job_handle.hpp"
 #include "bulwark/registry.hpp"
+#include "bulwark/stats.hpp"
 
 namespace bulwark {
 
@@ -64,71 +65,13 @@ struct ListQuery {
   std::optional<JobState> state;
   std::string type;  // empty: every type
   std::size_t limit = 100;
-  std::uint64_t before_seq = 0;  // 0: from the newest; else only jobs submitted before that one
+  std::string cursor;  // empty: from the newest; else a JobPage::next_cursor
 };
 
-// A histogram as Prometheus keeps it: counts[i] observations <= bounds[i]
-// (not cumulative), then one count for everything above the last bound.
-struct HistogramSnapshot {
-  std::vector<double> bounds;  // seconds
-  std::vector<std::uint64_t> counts;
-  double sum = 0;  // seconds
-  std::uint64_t count = 0;
-};
-
-// Cumulative counts for one job type ("post" for posted callables).
-struct TypeStats {
-  std::uint64_t submitted = 0;
-  std::uint64_t started = 0;    // attempts started
-  std::uint64_t succeeded = 0;
-  std::uint64_t retried = 0;
-  std::map<std::string, std::uint64_t> failed;     // dead-lettered jobs, by failure kind
-  std::map<std::string, std::uint64_t> recovered;  // caught failures (every failed attempt), by kind
-  std::string breaker;          // "closed", "open", "half_open", or "off"
-  std::uint64_t breaker_opened = 0;
-};
-
-struct RuntimeStats {
-  std::map<std::string, std::uint64_t> by_state;  // current count of each state (finished ones as retained)
-  std::map<std::string, TypeStats> by_type;
-  std::map<std::string, std::uint64_t> rejected_by_code;  // refused submits by SubmitError code
-  std::vector<std::size_t> ready_by_priority;  // jobs ready to run, index = priority
-  std::size_t queue_capacity = 0;
-  HistogramSnapshot run_time;    // attempt run time
-  HistogramSnapshot queue_wait;  // ready to started
-  TraceCaptureStats traces;      // throw-site trace captures, process-wide
-  std::uint64_t submitted = 0;       // accepted jobs, posts included
-  std::uint64_t rejected = 0;        // refused submits
-  std::uint64_t succeeded = 0;       // cumulative
-  std::uint64_t failed = 0;          // cumulative: dead-lettered
-  std::uint64_t cancelled = 0;       // cumulative
-  std::uint64_t attempts_failed = 0; // every caught failure, retried or not
-  std::uint64_t retried = 0;         // attempts scheduled again
-  std::uint64_t log_dropped = 0;     // failure log lines dropped by the rate limit
-  std::size_t queue_depth = 0;       // waiting: queued + scheduled
-  std::size_t running = 0;
-  unsigned workers = 0;              // worker threads alive in the pool
-  unsigned abandoned = 0;            // stuck threads left behind, not yet finished
-  // Supervisor actions, cumulative:
-  std::uint64_t soft_timeouts = 0;   // stop tokens set at a soft timeout
-  std::uint64_t hard_timeouts = 0;   // attempts failed with kind timeout
-  std::uint64_t stuck_reports = 0;   // stack dumps of jobs without a heartbeat
-  std::uint64_t replacements = 0;    // worker threads started to replace lost ones
-  std::uint64_t breaker_opened = 0;  // times a type's circuit breaker opened
-  std::uint64_t breaker_deferred = 0;  // job starts put off by an open breaker
-  // Child worker processes (process isolation): how many ended, by reason
-  // ("SIGSEGV", "stack_overflow", "exit", "memory_limit", "hard_timeout", ...).
-  std::map<std::string, std::uint64_t> process_ends;
-};
-
-// The few counters that cost nothing to read (stats() walks every retained
-// record): for probes and rate sampling.
-struct RuntimeCounters {
-  std::uint64_t submitted = 0;
-  std::uint64_t succeeded = 0;
-  std::uint64_t failed = 0;
-  std::size_t queue_depth = 0;
-  std::size_t queue_capacity = 0;
+// One page of a listing, newest first.
+struct JobPage {
+  std::vector<JobRecord> jobs;
+  std::string next_cursor;  // pass as ListQuery::cursor for the next page; empty on the last
 };
 
 struct ShutdownReport {
@@ -161,6 +104,9 @@ class Runtime {
 
   std::optional<JobRecord> get(const JobId& id) const;
   // Jobs newest first, filtered. Finished jobs are there while retained.
+  // nullopt if query.cursor is not a cursor this runtime gave out.
+  std::optional<JobPage> page(const ListQuery& query = {}) const;
+  // page(query)'s jobs; none for a bad cursor.
   std::vector<JobRecord> list(const ListQuery& query = {}) const;
   // The dead-letter list: jobs that used all their attempts, newest first.
   std::vector<JobRecord> dead_letters(std::size_t limit = 100) const;

@@ -21,6 +21,7 @@
 
 #include <blockingconcurrentqueue.h>
 
+#include "support/text.hpp"
 #include "builtin_workers.hpp"
 #include "cli/options.hpp"
 #include "bulwark/json_input.hpp"
@@ -174,7 +175,7 @@ class Writer {
       line["state"] = "rejected";
       line["error"] = {{"kind", "invalid"}, {"message", o.rejection}};
     }
-    pending_ += line.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+    pending_ += detail::dump_line(line);
     pending_ += '\n';
     ++pending_lines_;
   }

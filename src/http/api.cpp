@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/text.hpp"
 #include "bulwark/json_input.hpp"
 
 namespace bulwark::http {
@@ -16,7 +17,7 @@ using nlohmann::ordered_json;
 Response json_response(int status, const ordered_json& body) {
   Response r;
   r.status = status;
-  r.body = body.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  r.body = detail::dump_line(body);
   return r;
 }
 
@@ -295,23 +296,17 @@ Response Api::list(const std::map<std::string, std::string>& query) {
       if (!n || *n < 1 || *n > 1000) return error_response(400, "invalid_parameter", "limit: expected 1 to 1000");
       q.limit = *n;
     } else if (key == "cursor") {
-      if (value.empty()) continue;
-      auto n = parse_uint(value);
-      if (!n) return error_response(400, "invalid_parameter", "cursor: not a cursor from a previous page");
-      q.before_seq = *n;
+      q.cursor = value;
     } else {
       return error_response(400, "invalid_parameter", "unknown query parameter (expected state, type, limit, cursor)");
     }
   }
-  const std::size_t page = q.limit;
-  q.limit = page + 1;  // one more tells whether there is a next page
-  std::vector<JobRecord> records = runtime_.list(q);
-  const bool more = records.size() > page;
-  if (more) records.resize(page);
+  std::optional<JobPage> page = runtime_.page(q);
+  if (!page) return error_response(400, "invalid_parameter", "cursor: not a cursor from a previous page");
   ordered_json jobs = ordered_json::array();
-  for (const JobRecord& r : records) jobs.push_back(to_json(r, true, true));
+  for (const JobRecord& r : page->jobs) jobs.push_back(to_json(r, true, true));
   return json_response(200, {{"jobs", std::move(jobs)},
-                             {"next_cursor", more ? ordered_json(std::to_string(records.back().seq)) : ordered_json()}});
+                             {"next_cursor", page->next_cursor.empty() ? ordered_json() : ordered_json(page->next_cursor)}});
 }
 
 void Api::sample() {

@@ -1,4 +1,5 @@
 // Prometheus text exposition format, version 0.0.4.
+#include <array>
 #include <cstdio>
 #include <sstream>
 
@@ -95,32 +96,25 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
   w.histogram("bulwark_job_run_seconds", "Run time of job attempts.", s.run_time);
   w.histogram("bulwark_job_queue_wait_seconds", "Time from ready to started.", s.queue_wait);
 
-  unsigned busy = 0, idle = 0, abandoned = 0, vacant = 0;
-  for (const WorkerHealth& wh : health.workers) {
-    if (wh.state == "busy") ++busy;
-    else if (wh.state == "idle") ++idle;
-    else if (wh.state == "abandoned") ++abandoned;
-    else ++vacant;
-  }
+  std::array<unsigned, 4> workers{};  // by WorkerState
+  for (const WorkerHealth& wh : health.workers) ++workers[static_cast<std::size_t>(wh.state)];
   w.family("bulwark_workers", "gauge", "Worker threads by state.");
-  w.sample("bulwark_workers", {{"state", "busy"}}, busy);
-  w.sample("bulwark_workers", {{"state", "idle"}}, idle);
-  w.sample("bulwark_workers", {{"state", "abandoned"}}, abandoned);
-  w.sample("bulwark_workers", {{"state", "vacant"}}, vacant);
+  for (WorkerState st : {WorkerState::busy, WorkerState::idle, WorkerState::abandoned, WorkerState::vacant}) {
+    w.sample("bulwark_workers", {{"state", std::string(to_string(st))}}, workers[static_cast<std::size_t>(st)]);
+  }
   w.family("bulwark_worker_replacements_total", "counter", "Worker threads started to replace lost ones.");
   w.sample("bulwark_worker_replacements_total", {}, static_cast<double>(s.replacements));
   if (!health.processes.empty()) {
-    unsigned p_busy = 0, p_idle = 0, p_stopped = 0, p_restarts = 0;
+    std::array<unsigned, 4> processes{};  // by ProcessState
+    unsigned p_restarts = 0;
     for (const ProcessHealth& p : health.processes) {
-      if (p.state == "busy") ++p_busy;
-      else if (p.state == "idle") ++p_idle;
-      else if (p.state == "stopped") ++p_stopped;
+      ++processes[static_cast<std::size_t>(p.state)];
       p_restarts += p.restarts;
     }
     w.family("bulwark_processes", "gauge", "Child worker processes (process isolation) by state.");
-    w.sample("bulwark_processes", {{"state", "busy"}}, p_busy);
-    w.sample("bulwark_processes", {{"state", "idle"}}, p_idle);
-    w.sample("bulwark_processes", {{"state", "stopped"}}, p_stopped);
+    for (ProcessState st : {ProcessState::busy, ProcessState::idle, ProcessState::stopped}) {
+      w.sample("bulwark_processes", {{"state", std::string(to_string(st))}}, processes[static_cast<std::size_t>(st)]);
+    }
     w.family("bulwark_process_restarts_total", "counter", "Child worker processes started to replace ended ones.");
     w.sample("bulwark_process_restarts_total", {}, p_restarts);
     w.family("bulwark_process_ends_total", "counter", "Child worker processes that ended, by reason.");
@@ -136,13 +130,13 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
 
   w.family("bulwark_circuit_breaker_state", "gauge", "Circuit breaker by job type: 0 closed, 1 half-open, 2 open.");
   for (const auto& [type, t] : s.by_type) {
-    if (t.breaker == "off") continue;
-    const double v = t.breaker == "open" ? 2 : t.breaker == "half_open" ? 1 : 0;
+    if (t.breaker == BreakerState::off) continue;
+    const double v = t.breaker == BreakerState::open ? 2 : t.breaker == BreakerState::half_open ? 1 : 0;
     w.sample("bulwark_circuit_breaker_state", {{"type", type}}, v);
   }
   w.family("bulwark_circuit_breaker_opened_total", "counter", "Times a job type's circuit breaker opened.");
   for (const auto& [type, t] : s.by_type) {
-    if (t.breaker != "off") w.sample("bulwark_circuit_breaker_opened_total", {{"type", type}}, t.breaker_opened);
+    if (t.breaker != BreakerState::off) w.sample("bulwark_circuit_breaker_opened_total", {{"type", type}}, t.breaker_opened);
   }
   w.family("bulwark_trace_captures_total", "counter", "Throw-site traces captured.");
   w.sample("bulwark_trace_captures_total", {}, static_cast<double>(s.traces.captures));

@@ -17,11 +17,19 @@
 #include "bulwark/detail/task.hpp"
 #include "bulwark/guarded.hpp"
 #include "bulwark/isolation.hpp"
-#include "detail/context_access.hpp"
+#include "core/context_access.hpp"
+#include "isolation/child.hpp"
 #include "isolation/child_protocol.hpp"
 #include "isolation/wire.hpp"
+#include "support/text.hpp"
 
 namespace bulwark {
+
+using detail::AltStack;
+using detail::dump_line;
+using detail::kFatalSignals;
+using detail::SignalBuffer;
+using detail::stack_dump_signal_number;
 namespace {
 
 using nlohmann::json;
@@ -65,7 +73,7 @@ std::uintptr_t stack_pointer(void* context) {
 #endif
 }
 
-void add_trace(wire::SignalBuffer& b, const RawTrace& t) {
+void add_trace(SignalBuffer& b, const RawTrace& t) {
   b.add("{\"frames\":[");
   for (std::uint32_t i = 0; i < t.size; ++i) {
     if (i > 0) b.add(",");
@@ -81,7 +89,7 @@ extern "C" void on_crash(int sig, siginfo_t* info, void* context) {
   if (g_in_job != 0) {
     const RawTrace t = capture_stack(2);  // skip this handler and the signal return frame
     const auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
-    wire::SignalBuffer b;
+    SignalBuffer b;
     b.add("{\"op\":\"crash\",\"signal\":");
     b.add_dec(sig);
     b.add(",\"code\":");
@@ -103,7 +111,7 @@ extern "C" void on_crash(int sig, siginfo_t* info, void* context) {
 extern "C" void on_dump(int) {
   const int saved = errno;
   if (g_in_job != 0) {
-    wire::SignalBuffer b;
+    SignalBuffer b;
     b.add("{\"op\":\"stack\",\"trace\":");
     add_trace(b, capture_stack(2));
     b.add("}");
@@ -113,23 +121,20 @@ extern "C" void on_dump(int) {
 }
 
 void install_handlers() {
-  static char* altstack = new char[kChildAltStackBytes];
-  stack_t ss{};
-  ss.ss_sp = altstack;
-  ss.ss_size = kChildAltStackBytes;
-  sigaltstack(&ss, nullptr);
+  static AltStack* alt_stack = new AltStack();  // for the life of the process
+  (void)alt_stack;
 
   struct sigaction sa {};
   sa.sa_sigaction = on_crash;
   sigfillset(&sa.sa_mask);
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS}) sigaction(sig, &sa, nullptr);
+  for (int sig : kFatalSignals) sigaction(sig, &sa, nullptr);
 
   struct sigaction dump {};
   dump.sa_handler = on_dump;
   sigemptyset(&dump.sa_mask);
   dump.sa_flags = SA_RESTART | SA_ONSTACK;
-  sigaction(child_dump_signal(), &dump, nullptr);
+  sigaction(stack_dump_signal_number(), &dump, nullptr);
 
   // A terminal's Ctrl-C goes to the whole process group: the parent decides
   // when its children end (it closes their sockets, or kills them).
@@ -153,7 +158,7 @@ void start_stop_watcher() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, kChildStopSignal);
-  sigaddset(&set, child_dump_signal());
+  sigaddset(&set, stack_dump_signal_number());
   pthread_sigmask(SIG_BLOCK, &set, nullptr);  // the watcher inherits both blocked
   std::thread([] {
     sigset_t wait_set;
@@ -168,7 +173,7 @@ void start_stop_watcher() {
   }).detach();
   sigset_t dump_only;
   sigemptyset(&dump_only);
-  sigaddset(&dump_only, child_dump_signal());
+  sigaddset(&dump_only, stack_dump_signal_number());
   pthread_sigmask(SIG_UNBLOCK, &dump_only, nullptr);  // dumps go to the main thread, which runs the jobs
 }
 
@@ -209,8 +214,8 @@ json run_one(const Registry& registry, const json& request) {
     return {{"op", "result"}, {"ok", false}, {"failure", wire::failure_to_json(f)}, {"cleanup_errors", json::array()}};
   }
   ChildTask task;
-  task.id = request.at("id").get<std::string>();
-  task.type = type;
+  task.prepare().id = request.at("id").get<std::string>();
+  task.prepare().type = type;
   const json& payload = request.at("payload");
   const std::size_t limit_mb = request.value("memory_limit_mb", std::size_t{0});
   std::stop_source stop;
@@ -254,8 +259,8 @@ int child_main(const Registry& registry, int fd) {
   g_fd = fd;
   install_handlers();
   start_stop_watcher();
-  if (!wire::write_frame(fd, json{{"op", "ready"}, {"pid", getpid()}, {"modules", wire::to_json(wire::loaded_modules())}}
-                                 .dump())) {
+  if (!wire::write_frame(
+          fd, dump_line(json{{"op", "ready"}, {"pid", getpid()}, {"modules", wire::to_json(wire::loaded_modules())}}))) {
     return 0;
   }
   wire::FrameReader reader;
@@ -271,13 +276,13 @@ int child_main(const Registry& registry, int fd) {
     json reply;
     try {
       reply = run_one(registry, *request);
-      std::string text = reply.dump(-1, ' ', false, json::error_handler_t::replace);
+      std::string text = dump_line(reply);
       if (!wire::write_frame(fd, text)) return 0;
     } catch (const std::exception& e) {
       const Failure f = make_failure(FailureKind::exception, std::string("worker process: ") + e.what());
       json fallback = {{"op", "result"}, {"ok", false}, {"failure", wire::failure_to_json(f)},
                        {"cleanup_errors", json::array()}};
-      if (!wire::write_frame(fd, fallback.dump())) return 0;
+      if (!wire::write_frame(fd, dump_line(fallback))) return 0;
     }
   }
 }

@@ -1,6 +1,7 @@
 // Internal: what the parent and a child worker process agree on besides the
-// frames (wire.hpp): how the child finds its socket, and which signals mean
-// "stop the job" and "dump your stack".
+// frames (wire.hpp): how the child finds its socket, and which signal means
+// "stop the job" (the stack-dump signal and the alternate stack are
+// support/signals.hpp's, shared with the worker threads).
 #pragma once
 
 #include <signal.h>
@@ -11,8 +12,6 @@ namespace bulwark {
 
 inline constexpr const char* kChildFdEnv = "BULWARK_WORKER_FD";
 inline constexpr int kChildStopSignal = SIGUSR1;
-inline constexpr std::size_t kChildAltStackBytes = 256 * 1024;
-inline int child_dump_signal() noexcept { return SIGRTMIN + 3; }
 
 // Exit statuses of a child that cannot serve (README, "Process isolation").
 inline constexpr int kChildExitBadFd = 2;      // BULWARK_WORKER_FD is not a descriptor number

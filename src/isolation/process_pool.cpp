@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "isolation/child_protocol.hpp"
+#include "support/text.hpp"
 
 extern char** environ;
 
@@ -32,12 +33,6 @@ std::size_t rss_bytes(pid_t pid) {
   std::size_t pages = 0, resident = 0;
   in >> pages >> resident;
   return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-}
-
-std::string hex(std::uintptr_t v) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(v));
-  return buf;
 }
 
 std::string describe_signal(int sig) {
@@ -297,7 +292,7 @@ ProcessPool::End ProcessPool::exchange(Child& c, const ProcessRequest& request, 
   std::stop_callback on_stop(request.stop, [pid] { ::kill(pid, kChildStopSignal); });
   const bool has_deadline = request.hard_timeout.count() > 0;
   const auto deadline = has_deadline ? Clock::now() + request.hard_timeout : Clock::time_point::max();
-  if (!wire::write_frame(fd, frame.dump(-1, ' ', false, json::error_handler_t::replace))) return End::eof;
+  if (!wire::write_frame(fd, dump_line(frame))) return End::eof;
   for (;;) {
     int wait_ms = request.memory_limit_mb > 0 ? 10 : 100;
     if (has_deadline) {
@@ -317,7 +312,7 @@ ProcessPool::End ProcessPool::exchange(Child& c, const ProcessRequest& request, 
     }
     if (Clock::now() >= deadline) {
       // Where is it? The child's handler answers with a stack frame.
-      ::kill(pid, child_dump_signal());
+      ::kill(pid, stack_dump_signal_number());
       for (const auto until = Clock::now() + milliseconds(300); !reply.stuck_trace && Clock::now() < until;) {
         const bool still_open = read_some(20);
         if (take_frames()) return End::result;  // it finished meanwhile after all
@@ -474,7 +469,10 @@ std::vector<ProcessHealth> ProcessPool::health() const {
     ProcessHealth h;
     h.id = c.id;
     h.pid = c.pid > 0 ? c.pid : 0;
-    h.state = closed_ ? "stopped" : c.pid < 0 && !c.busy ? "not_started" : c.busy ? "busy" : "idle";
+    h.state = closed_                 ? ProcessState::stopped
+              : c.pid < 0 && !c.busy ? ProcessState::not_started
+              : c.busy              ? ProcessState::busy
+                                    : ProcessState::idle;
     if (c.busy && !c.job.empty()) h.job = c.job;
     h.restarts = c.restarts;
     h.last_exit = c.last_exit;

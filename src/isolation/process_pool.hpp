@@ -1,4 +1,5 @@
-// Internal: the parent's side of process isolation. A fixed number of child
+// Internal: the parent's side of process isolation, the ProcessRunner the
+// runtime's isolated types run through (runtime/process_runner.hpp). A fixed number of child
 // worker processes (isolation.processes), each running one job at a time.
 // They all start with the first isolated job (a runtime that never runs one
 // starts none), and a child that dies is replaced at once.
@@ -35,47 +36,29 @@
 #include "bulwark/detail/thread_annotations.hpp"
 #include "bulwark/health.hpp"
 #include "isolation/wire.hpp"
+#include "runtime/process_runner.hpp"
 
 namespace bulwark::detail {
 
-struct ProcessRequest {
-  std::string id;
-  std::string type;
-  int attempt = 1;
-  const nlohmann::json* payload = nullptr;
-  std::chrono::milliseconds hard_timeout{0};  // 0: none
-  std::size_t memory_limit_mb = 0;            // 0: none
-  std::stop_token stop;                       // cancellation, soft timeout, shutdown
-};
-
-struct ProcessReply {
-  bool ok = false;
-  nlohmann::json result;
-  Failure failure;                      // when !ok
-  std::vector<Failure> cleanup_errors;
-  std::optional<RawTrace> stuck_trace;  // where a killed job was
-  int pid = 0;                          // the child that ran it
-};
-
-class ProcessPool {
+class ProcessPool final : public ProcessRunner {
  public:
   ProcessPool(unsigned processes, std::chrono::milliseconds start_timeout);
-  ~ProcessPool();
+  ~ProcessPool() override;
   ProcessPool(const ProcessPool&) = delete;
   ProcessPool& operator=(const ProcessPool&) = delete;
 
-  ProcessReply run(const ProcessRequest& request);
+  ProcessReply run(const ProcessRequest& request) override;
 
   // Kills every child; run() calls in flight end with kind shutdown, later
   // ones at once. Idempotent.
-  void close();
+  void close() override;
 
-  std::vector<ProcessHealth> health() const;
+  std::vector<ProcessHealth> health() const override;
   // Children that ended while they should have been running (crash, kill,
   // exit): the supervisor counts them towards restart intensity.
-  std::uint64_t deaths() const;
+  std::uint64_t deaths() const override;
   // Ends by reason: "SIGSEGV", "exit", "hard_timeout", "memory_limit", ...
-  std::map<std::string, std::uint64_t> ends_by_reason() const;
+  std::map<std::string, std::uint64_t> ends_by_reason() const override;
 
  private:
   struct Child {

@@ -14,7 +14,7 @@
 namespace bulwark::detail::wire {
 namespace {
 
-bool write_all(int fd, const char* p, std::size_t n) noexcept {
+bool send_all(int fd, const char* p, std::size_t n) noexcept {
   while (n > 0) {
     const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);  // a dead peer is an error, not SIGPIPE
     if (w < 0) {
@@ -55,7 +55,7 @@ bool write_frame(int fd, const std::string& json_text) {
   std::string frame(4, '\0');
   put_length(frame.data(), static_cast<std::uint32_t>(json_text.size()));
   frame += json_text;
-  return write_all(fd, frame.data(), frame.size());
+  return send_all(fd, frame.data(), frame.size());
 }
 
 bool FrameReader::fill(int fd) {
@@ -173,7 +173,7 @@ nlohmann::json failure_to_json(const Failure& f) {
     nested.push_back({{"type", n.type}, {"message", n.message}, {"trace", trace_to_json(n.trace)}});
   }
   return {{"kind", static_cast<int>(f.kind)}, {"type", f.type},         {"message", f.message},
-          {"nested", std::move(nested)},      {"trace", trace_to_json(f.trace)}, {"origin", f.origin},
+          {"nested", std::move(nested)},      {"trace", trace_to_json(f.trace)}, {"origin", to_string(f.origin)},
           {"signal", f.signal}};
 }
 
@@ -188,7 +188,7 @@ Failure failure_from_json(const nlohmann::json& j, const std::vector<Module>& ch
                         translate(trace_from_json(n.at("trace")), child_modules)});
   }
   f.trace = translate(trace_from_json(j.at("trace")), child_modules);
-  f.origin = j.value("origin", "handler");
+  f.origin = failure_origin_from(j.value("origin", "handler"));
   f.signal = j.value("signal", "");
   return f;
 }
@@ -198,40 +198,10 @@ std::string signal_name(int sig) {
   return "signal " + std::to_string(sig);
 }
 
-void SignalBuffer::add(const char* s) noexcept {
-  while (*s != '\0' && size < sizeof data) data[size++] = *s++;
-}
-
-void SignalBuffer::add_hex(std::uintptr_t v) noexcept {
-  char tmp[2 + 2 * sizeof v];
-  int n = 0;
-  do {
-    tmp[n++] = "0123456789abcdef"[v & 0xF];
-    v >>= 4;
-  } while (v != 0);
-  add("0x");
-  while (n > 0 && size < sizeof data) data[size++] = tmp[--n];
-}
-
-void SignalBuffer::add_dec(long long v) noexcept {
-  if (v < 0) add("-");
-  add_unsigned(v < 0 ? 0ULL - static_cast<unsigned long long>(v) : static_cast<unsigned long long>(v));
-}
-
-void SignalBuffer::add_unsigned(unsigned long long u) noexcept {
-  char tmp[24];
-  int n = 0;
-  do {
-    tmp[n++] = static_cast<char>('0' + u % 10);
-    u /= 10;
-  } while (u != 0);
-  while (n > 0 && size < sizeof data) data[size++] = tmp[--n];
-}
-
 void write_frame_raw(int fd, const SignalBuffer& buf) noexcept {
   char header[4];
   put_length(header, static_cast<std::uint32_t>(buf.size));
-  if (write_all(fd, header, 4)) write_all(fd, buf.data, buf.size);
+  if (send_all(fd, header, 4)) send_all(fd, buf.data, buf.size);
 }
 
 }  // namespace bulwark::detail::wire

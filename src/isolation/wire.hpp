@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bulwark/failure.hpp"
+#include "support/signals.hpp"
 #include "bulwark/trace.hpp"
 
 namespace bulwark::detail::wire {
@@ -87,15 +88,6 @@ Failure failure_from_json(const nlohmann::json& j, const std::vector<Module>& ch
 // "SIGSEGV" for SIGSEGV, "signal 42" for one without a name.
 std::string signal_name(int sig);
 
-// Async-signal-safe pieces for the handlers: a fixed buffer with appends.
-struct SignalBuffer {
-  char data[4096];
-  std::size_t size = 0;
-  void add(const char* s) noexcept;
-  void add_hex(std::uintptr_t v) noexcept;
-  void add_dec(long long v) noexcept;
-  void add_unsigned(unsigned long long v) noexcept;
-};
 // Writes `buf` as one frame with write(2) only. Async-signal-safe.
 void write_frame_raw(int fd, const SignalBuffer& buf) noexcept;
 

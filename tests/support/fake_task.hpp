@@ -17,9 +17,9 @@ class FakeTask final : public detail::Task {
 inline std::shared_ptr<detail::Task> fake_task(std::string id, int priority = 0,
                                                JobState state = JobState::queued) {
   auto t = std::make_shared<FakeTask>();
-  t->id = std::move(id);
-  t->priority = priority;
-  t->state.store(state);
+  t->prepare().id = std::move(id);
+  t->prepare().priority = priority;
+  t->set_state(state);
   return t;
 }
 

@@ -1,17 +1,26 @@
-// Internal: the unit a worker runs. Public only because JobHandle<R> and
-// Runtime::post() are templates; not part of the API.
+// Internal: one job as the runtime holds it. Public only because
+// Runtime::post() and JobHandle<R> are templates; not part of the API.
 //
-// A Task is shared (shared_ptr) by the queue, the store, the worker and any
-// JobHandle. Its `state` is the single source of truth for where the job is
-// and changes only by compare-exchange, so cancel, shutdown and workers can
-// race safely. Record fields are guarded by `mutex`.
+// A Task is shared (shared_ptr) by the broker, the store, the worker running
+// it and any JobHandle. Three kinds of state, each with one rule:
+//   - spec(): what the job is (id, type, priority, payload, ...). Written
+//     through prepare() before the task is shared; read-only afterwards.
+//   - state(), heartbeat, ready time, stop reason: atomics. The state is the
+//     single source of truth for where the job is and changes only by
+//     compare-exchange (transition) or by the one writer of terminal states.
+//   - the record (attempts, result, error, timestamps, the stop source): in
+//     a TaskRecord guarded by the task's mutex, reached only through
+//     with_record(), which holds it.
+// A JobHandle sees the small result core: state(), wait(), failure(),
+// exception() and, for posted callables, the value.
+//
+// Thread-safe as described; wait() blocks, nothing else does for long.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <exception>
-#include <mutex>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -19,84 +28,143 @@
 #include <variant>
 #include <vector>
 
+#include "bulwark/detail/thread_annotations.hpp"
 #include "bulwark/job.hpp"
 #include "bulwark/job_context.hpp"
-#include "bulwark/retry_policy.hpp"
 
 namespace bulwark::detail {
 
-struct TypeState;  // the runtime's per-type state (policy, breaker); private
+struct TypeEntry;  // the runtime's per-type settings and counters; private
 
-class Task {
- public:
-  virtual ~Task() = default;
-
-  // Runs one attempt; throws whatever the job throws. Stores its result
-  // through commit(), so an abandoned attempt cannot overwrite a later one's.
-  virtual void run(JobContext& ctx) = 0;
-
-  // Runs `write` under the mutex if `ctx`'s attempt is still the task's
-  // current one (the supervisor fences off attempts it abandons).
-  template <class F>
-  void commit(const JobContext& ctx, F&& write);
-
-  // A copy of the record under the mutex. Thread-safe, does not block long.
-  JobRecord snapshot() const;
-
-  // Blocks until the state is terminal. Thread-safe.
-  void wait() const noexcept {
-    JobState s = state.load(std::memory_order_acquire);
-    while (!is_terminal(s)) {
-      state.wait(s, std::memory_order_acquire);
-      s = state.load(std::memory_order_acquire);
-    }
-  }
-
-  // Moves state from `from` to `to`; false if it was not `from`.
-  bool transition(JobState from, JobState to) noexcept {
-    return state.compare_exchange_strong(from, to, std::memory_order_acq_rel);
-  }
-
-  // Set before the task is shared; read-only afterwards.
+// What a job is; fixed once the task is shared.
+struct TaskSpec {
   JobId id;
   std::string type;
   int priority = 0;
   int max_attempts = 1;
   std::chrono::milliseconds timeout{0};       // soft; 0: none
   std::chrono::milliseconds hard_timeout{0};  // 0: none
-  const RetryPolicy* policy = nullptr;  // owned by the runtime
-  TypeState* type_state = nullptr;      // owned by the runtime; null for posted callables
-  bool stored = false;                  // reachable by id through the JobStore
-  bool isolated = false;                // runs in a child worker process
-  std::uint64_t seq = 0;                // submit order, for listings
-  std::uint32_t finishes = 0;           // guarded by the JobStore shard holding the task
-  nlohmann::json payload;               // read-only once shared
+  std::uint64_t seq = 0;                      // submit order in this process
+  bool stored = false;                        // reachable by id through the store
+  nlohmann::json payload;
+};
 
-  std::atomic<JobState> state{JobState::queued};
-  std::atomic<bool> in_retry_lane{false};       // holds one of recovery.max_concurrent_retries
-  std::atomic<std::int64_t> heartbeat_ns{0};    // steady clock, last sign of progress
-  std::atomic<std::int64_t> enqueued_ns{0};     // steady clock, when it last became ready to run
-  bool breaker_trial = false;                   // used by the worker running it only
-  // Why the current attempt's stop was requested (timeout, cancelled,
-  // shutdown); written before request_stop(), read by Stopped.
-  std::atomic<FailureKind> stop_reason{FailureKind::cancelled};
-
-  mutable std::mutex mutex;
-  // Guarded by mutex:
+// What changes while the job runs; guarded by the task's mutex.
+struct TaskRecord {
   std::stop_source stop{std::nostopstate};  // the current attempt's
-  std::uint32_t epoch = 0;         // bumped when an attempt is abandoned
-  bool cancel_requested = false;   // no further attempts
-  std::unique_ptr<RawTrace> stuck_trace;  // on the heap: most jobs never get one
-  int breaker_deferrals = 0;
+  std::uint32_t epoch = 0;                  // bumped when an attempt is abandoned
+  bool cancel_requested = false;            // no further attempts
   int attempts = 0;
+  int breaker_deferrals = 0;
   nlohmann::json result;
   std::unique_ptr<Failure> error;         // the last attempt's; on the heap: the happy path never needs it
+  std::unique_ptr<RawTrace> stuck_trace;  // on the heap: most jobs never get one
   std::vector<Failure> cleanup_errors;
   std::exception_ptr exception;  // the last attempt's thrown value, for JobHandle::get()
   double duration_ms = 0;
-  WallClock::time_point created_at{};  // set when accepted
+  WallClock::time_point created_at{};
   std::optional<WallClock::time_point> started_at;
   std::optional<WallClock::time_point> finished_at;
+};
+
+class Task {
+ public:
+  virtual ~Task() = default;
+
+  // Runs one attempt on this thread; throws whatever the job throws. Stores
+  // its result through commit(), so an abandoned attempt cannot overwrite a
+  // later one's.
+  virtual void run(JobContext& ctx) = 0;
+
+  const TaskSpec& spec() const noexcept { return spec_; }
+  const JobId& id() const noexcept { return spec_.id; }
+  const std::string& type() const noexcept { return spec_.type; }
+  // The spec, writable: only before the task is shared.
+  TaskSpec& prepare() noexcept { return spec_; }
+  // The runtime's entry for the job's type; set before the task is shared.
+  TypeEntry* type_entry() const noexcept { return type_; }
+  void set_type_entry(TypeEntry* type) noexcept { type_ = type; }
+
+  JobState state() const noexcept { return state_.load(std::memory_order_acquire); }
+  // Moves state from `from` to `to`; false if it was not `from`.
+  bool transition(JobState from, JobState to) noexcept {
+    return state_.compare_exchange_strong(from, to, std::memory_order_acq_rel);
+  }
+  // Sets the state outright: only its current owner (see Completion).
+  void set_state(JobState s) noexcept { state_.store(s, std::memory_order_release); }
+  void notify_terminal() noexcept { state_.notify_all(); }
+  // Blocks until the state is terminal.
+  void wait() const noexcept {
+    JobState s = state();
+    while (!is_terminal(s)) {
+      state_.wait(s, std::memory_order_acquire);
+      s = state();
+    }
+  }
+
+  // Progress, for the supervisor: the last sign of life (steady clock).
+  void heartbeat(Clock::time_point at) noexcept {
+    heartbeat_ns_.store(at.time_since_epoch().count(), std::memory_order_relaxed);
+  }
+  Clock::time_point last_heartbeat() const noexcept {
+    return Clock::time_point(Clock::duration(heartbeat_ns_.load(std::memory_order_relaxed)));
+  }
+  // When it last became (or becomes) ready to run, for the queue-wait measure.
+  void set_ready_at(Clock::time_point at) noexcept {
+    ready_ns_.store(at.time_since_epoch().count(), std::memory_order_relaxed);
+  }
+  Clock::time_point ready_at() const noexcept {
+    return Clock::time_point(Clock::duration(ready_ns_.load(std::memory_order_relaxed)));
+  }
+  // Why the current attempt's stop was requested (timeout, cancelled,
+  // shutdown); written before request_stop(), read by Stopped.
+  void set_stop_reason(FailureKind kind) noexcept { stop_reason_.store(kind, std::memory_order_release); }
+  FailureKind stop_reason() const noexcept { return stop_reason_.load(std::memory_order_acquire); }
+  // Counts the job's terminal states, for a store's retention bookkeeping.
+  std::uint32_t count_finish() noexcept { return finishes_.fetch_add(1, std::memory_order_acq_rel) + 1; }
+  std::uint32_t finishes() const noexcept { return finishes_.load(std::memory_order_acquire); }
+
+  // Runs `fn(TaskRecord&)` with the mutex held and returns what it returns.
+  template <class F>
+  decltype(auto) with_record(F&& fn) {
+    MutexLock lock(mutex_);
+    return fn(record_);
+  }
+  template <class F>
+  decltype(auto) with_record(F&& fn) const {
+    MutexLock lock(mutex_);
+    return fn(static_cast<const TaskRecord&>(record_));
+  }
+
+  // Runs `write` with the mutex held if `ctx`'s attempt is still the task's
+  // current one (the supervisor fences off attempts it abandons).
+  template <class F>
+  void commit(const JobContext& ctx, F&& write) {
+    MutexLock lock(mutex_);
+    if (ctx.epoch_ == record_.epoch) write(record_);
+  }
+
+  // The result core.
+  std::optional<Failure> failure() const {
+    return with_record([](const TaskRecord& r) { return r.error ? std::optional<Failure>(*r.error) : std::nullopt; });
+  }
+  std::exception_ptr exception() const {
+    return with_record([](const TaskRecord& r) { return r.exception; });
+  }
+
+  // A copy of the record. Does not block long.
+  JobRecord snapshot() const;
+
+ private:
+  TaskSpec spec_;
+  TypeEntry* type_ = nullptr;
+  std::atomic<JobState> state_{JobState::queued};
+  std::atomic<std::int64_t> heartbeat_ns_{0};
+  std::atomic<std::int64_t> ready_ns_{0};
+  std::atomic<FailureKind> stop_reason_{FailureKind::cancelled};
+  std::atomic<std::uint32_t> finishes_{0};
+  mutable Mutex mutex_;
+  TaskRecord record_ BULWARK_GUARDED_BY(mutex_);
 };
 
 // A posted callable's task with room for its typed result.
@@ -117,10 +185,10 @@ class PostedTask final : public ResultTask<R> {
   void run(JobContext& ctx) override {
     if constexpr (std::is_void_v<R>) {
       call(ctx);
-      this->commit(ctx, [&] { this->value.emplace(); });
+      this->commit(ctx, [&](TaskRecord&) { this->value.emplace(); });
     } else {
       R r = call(ctx);
-      this->commit(ctx, [&] { this->value.emplace(std::move(r)); });
+      this->commit(ctx, [&](TaskRecord&) { this->value.emplace(std::move(r)); });
     }
   }
 
@@ -135,12 +203,6 @@ class PostedTask final : public ResultTask<R> {
 
   F fn_;
 };
-
-template <class F>
-void Task::commit(const JobContext& ctx, F&& write) {
-  std::lock_guard lock(mutex);
-  if (ctx.epoch_ == epoch) write();
-}
 
 template <class F>
 using post_result_t = typename std::conditional_t<std::is_invocable_v<F&, JobContext&>,

@@ -1,5 +1,6 @@
-#include "detail/reporter.hpp"
+#include "runtime/reporter.hpp"
 
+#include "support/text.hpp"
 #include "bulwark/job.hpp"
 
 #include <blockingconcurrentqueue.h>
@@ -122,7 +123,7 @@ void Reporter::write(Event& event) {
       nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},
                              {"level", spdlog::level::to_string_view(level).data()},
                              {"msg", *message}};
-      logger_->log(event.time, spdlog::source_loc{}, level, line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+      logger_->log(event.time, spdlog::source_loc{}, level, dump_line(line));
     }
     return;
   }
@@ -135,7 +136,7 @@ void Reporter::write(Event& event) {
                                      {"job_type", note->type}};
       if (note->trace) line["stack_trace"] = to_json(*note->trace, true);
       logger_->log(event.time, spdlog::source_loc{}, level,
-                   line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+                   dump_line(line));
     } else {
       std::string text = note->message;
       if (note->trace) append_frames(text, *note->trace);
@@ -156,16 +157,16 @@ void Reporter::write(Event& event) {
                            {"kind", to_string(f.kind)},
                            {"error_type", f.type},
                            {"message", f.message},
-                           {"origin", f.origin},
+                           {"origin", to_string(f.origin)},
                            {"stack_trace", to_json(f.trace, true)}};
     if (!f.nested.empty()) line["nested"] = to_json(f, true)["nested"];
     if (e.retry_in) line["retry_in_ms"] = e.retry_in->count();
-    logger_->log(event.time, spdlog::source_loc{}, level, line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    logger_->log(event.time, spdlog::source_loc{}, level, dump_line(line));
     return;
   }
   std::string text = "job " + e.id + " (" + e.type + ") attempt " + std::to_string(e.attempt) + "/" +
                      std::to_string(e.max_attempts) + " failed";
-  if (f.origin != "handler") text += " in " + f.origin;
+  if (f.origin != FailureOrigin::handler) text += " in " + std::string(to_string(f.origin));
   text += ": " + (f.kind == FailureKind::exception ? f.type : std::string(to_string(f.kind)));
   if (!f.message.empty()) text += ": " + f.message;
   text += e.retry_in ? "; retry in " + std::to_string(e.retry_in->count()) + " ms" : "; no attempts left";

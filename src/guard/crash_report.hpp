@@ -7,33 +7,17 @@
 // the signal takes over (the default: the process dies from it).
 #pragma once
 
-#include <memory>
 #include <string>
 
 namespace bulwark::detail {
 
-class Task;
-
-// Installs the handlers for SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT,
+// Installs the handlers for the fatal signals (support/signals.hpp),
 // once per process; `log_file` (may be empty) also gets the report.
 // Thread-safe.
 void install_crash_reporter(const std::string& log_file);
 
-// The job the calling worker thread runs, for the report; null between jobs.
-void set_crash_context(const Task* task, unsigned worker) noexcept;
-
-// An alternate signal stack for the calling thread while this lives, so a
-// stack overflow can still be reported. One per worker thread.
-class AltStack {
- public:
-  AltStack();
-  ~AltStack();
-  AltStack(const AltStack&) = delete;
-  AltStack& operator=(const AltStack&) = delete;
-
- private:
-  std::unique_ptr<char[]> memory_;
-  bool installed_ = false;
-};
+// The job the calling worker thread runs, for the report: its id and type
+// (both must outlive the call that clears them); null between jobs.
+void set_crash_context(const char* job_id, const char* job_type, unsigned worker) noexcept;
 
 }  // namespace bulwark::detail

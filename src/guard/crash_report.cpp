@@ -1,30 +1,29 @@
-#include "detail/crash_report.hpp"
+#include "guard/crash_report.hpp"
 
 #include <fcntl.h>
+#include <string.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <mutex>
 
-#include "bulwark/detail/task.hpp"
 #include "bulwark/trace.hpp"
-#include "isolation/wire.hpp"
+#include "support/signals.hpp"
 
 namespace bulwark::detail {
 namespace {
 
-constexpr std::size_t kAltStackBytes = 256 * 1024;
-constexpr int kSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
 
-__attribute__((tls_model("initial-exec"))) thread_local const Task* tls_task = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local const char* tls_job_id = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local const char* tls_job_type = nullptr;
 __attribute__((tls_model("initial-exec"))) thread_local unsigned tls_worker = 0;
 
 struct sigaction g_previous[65];
 std::atomic<int> g_log_fd{-1};
 std::atomic<bool> g_reporting{false};
 
-void emit(const wire::SignalBuffer& b) {
+void emit(const SignalBuffer& b) {
   (void)!write(STDERR_FILENO, b.data, b.size);
   const int fd = g_log_fd.load(std::memory_order_relaxed);
   if (fd >= 0) (void)!write(fd, b.data, b.size);
@@ -33,15 +32,15 @@ void emit(const wire::SignalBuffer& b) {
 extern "C" void on_fatal_signal(int sig, siginfo_t* info, void*) {
   if (!g_reporting.exchange(true)) {
     const RawTrace trace = capture_stack(2);  // skip this handler and the signal return frame
-    wire::SignalBuffer b;
+    SignalBuffer b;
     b.add("bulwark: FATAL SIG");
     if (const char* name = sigabbrev_np(sig)) b.add(name);
-    const Task* task = tls_task;
-    if (task != nullptr) {
+    const char* job = tls_job_id;
+    if (job != nullptr) {
       b.add(" in job ");
-      b.add(task->id.c_str());
+      b.add(job);
       b.add(" (type ");
-      b.add(task->type.c_str());
+      b.add(tls_job_type);
       b.add(") on worker thread ");
       b.add_dec(tls_worker);
     } else {
@@ -53,7 +52,7 @@ extern "C" void on_fatal_signal(int sig, siginfo_t* info, void*) {
     }
     // Only a job's own crash is one that isolation would have contained; a
     // crash outside any job is bulwark's (or the host program's) bug.
-    b.add(task != nullptr ? ". The process dies now; isolation \"process\" for this type would have survived it. "
+    b.add(job != nullptr ? ". The process dies now; isolation \"process\" for this type would have survived it. "
                             "Stack, innermost first:\n"
                           : ". The process dies now; process isolation would not have helped (the crash is not in "
                             "a job). Stack, innermost first:\n");
@@ -71,7 +70,7 @@ extern "C" void on_fatal_signal(int sig, siginfo_t* info, void*) {
     alarm(5);
     try {
       const auto frames = symbolize(trace);
-      wire::SignalBuffer named;
+      SignalBuffer named;
       named.add("bulwark: the same stack, with names:\n");
       for (std::size_t i = 0; i < frames.size(); ++i) {
         named.add("  #");
@@ -108,27 +107,14 @@ void install_crash_reporter(const std::string& log_file) {
     sa.sa_sigaction = on_fatal_signal;
     sigfillset(&sa.sa_mask);
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    for (int sig : kSignals) sigaction(sig, &sa, &g_previous[sig]);
+    for (int sig : kFatalSignals) sigaction(sig, &sa, &g_previous[sig]);
   });
 }
 
-void set_crash_context(const Task* task, unsigned worker) noexcept {
-  tls_task = task;
+void set_crash_context(const char* job_id, const char* job_type, unsigned worker) noexcept {
+  tls_job_id = job_id;
+  tls_job_type = job_type;
   tls_worker = worker;
-}
-
-AltStack::AltStack() : memory_(new char[kAltStackBytes]) {
-  stack_t ss{};
-  ss.ss_sp = memory_.get();
-  ss.ss_size = kAltStackBytes;
-  installed_ = sigaltstack(&ss, nullptr) == 0;
-}
-
-AltStack::~AltStack() {
-  if (!installed_) return;
-  stack_t ss{};
-  ss.ss_flags = SS_DISABLE;
-  sigaltstack(&ss, nullptr);
 }
 
 }  // namespace bulwark::detail

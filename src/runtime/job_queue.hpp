@@ -1,4 +1,5 @@
-// JobQueue: where accepted jobs wait for a worker.
+// JobQueue: the in-memory Broker (broker.hpp), where accepted jobs wait for a
+// worker in this process.
 //
 // Ready jobs sit in lock-free lanes (moodycamel::ConcurrentQueue), two per
 // priority: fresh jobs and admitted retries. pop() takes from the highest
@@ -7,7 +8,7 @@
 // (delay_ms, retry backoff) wait in a heap that the queue's own scheduler
 // thread moves into the lanes when they are due. A retry enters its lane only
 // while fewer than `max_retries` retries are admitted (in a lane or running);
-// the caller gives the slot back with release_retry_slot().
+// the lease's RetrySlot gives the slot back.
 //
 // Capacity bounds everything waiting (lanes and heaps). try_push() of a new
 // job fails when full; push_retry() never fails, since that job was accepted
@@ -15,9 +16,12 @@
 //
 //   JobQueue q(1000, 2);
 //   q.try_push(task, Clock::now());
-//   while (TaskPtr t = q.pop()) run(t);   // on each worker
+//   while (Lease l = q.pop()) run(l);   // on each worker
 //
-// Thread-safe. pop() blocks; everything else returns at once.
+// Leases never expire here: the process that holds one is the process that
+// would notice it lost. fetch() hands out up to N ready jobs.
+//
+// Thread-safe. pop() and fetch() block; everything else returns at once.
 #pragma once
 
 #include <array>
@@ -33,17 +37,15 @@
 
 #include <concurrentqueue.h>
 
-#include "bulwark/detail/task.hpp"
 #include "bulwark/detail/thread_annotations.hpp"
+#include "runtime/broker.hpp"
 
 namespace bulwark::detail {
 
-using TaskPtr = std::shared_ptr<Task>;
-
-class JobQueue {
+class JobQueue final : public Broker {
  public:
   JobQueue(std::size_t capacity, unsigned max_retries);
-  ~JobQueue();
+  ~JobQueue() override;
   JobQueue(const JobQueue&) = delete;
   JobQueue& operator=(const JobQueue&) = delete;
 
@@ -51,48 +53,34 @@ class JobQueue {
   // the queue holds `capacity` jobs already or is closed.
   bool try_push(TaskPtr task, Clock::time_point due);
 
-  // try_push() in two steps, for callers that must do more between deciding
-  // and publishing: try_reserve() takes a place (false when full or closed);
-  // push() fills it and cannot fail; unreserve() gives it back unused.
-  bool try_reserve() noexcept;
-  void push(TaskPtr task, Clock::time_point due, Clock::time_point now = Clock::now());
-  void unreserve() noexcept;
+  // Broker (see broker.hpp).
+  bool try_reserve() noexcept override;
+  void unreserve() noexcept override;
+  void enqueue(TaskPtr task, Clock::time_point due, Clock::time_point now) override;
+  std::size_t fetch(std::vector<Lease>& out, std::size_t max) override;
+  void ack(Lease lease, Ack how, Clock::time_point due = {}) override;
+  bool extend(const Lease& lease, std::chrono::milliseconds for_at_least) override;
+  void set_retry_limit(unsigned limit) override;
+  void close() override;
+  std::vector<TaskPtr> drain() override;
+  std::optional<Clock::time_point> next_due() override;
 
-  // Re-queues an accepted job for another attempt at `due`. Always succeeds.
+  // The next ready job; blocks until there is one. Empty once close() was
+  // called. fetch() of one.
+  Lease pop();
+
+  // Re-queues an accepted job for another attempt at `due`, outside any
+  // lease (ack(retry) does this for a lease). Always succeeds.
   void push_retry(TaskPtr task, Clock::time_point due);
 
-  // Puts back a job that was taken but may not start yet (its type's circuit
-  // breaker is open), to become ready at `due`. Always succeeds.
-  void push_deferred(TaskPtr task, Clock::time_point due, bool retry);
-
-  // Changes how many retries may be admitted at once (0 holds them all back).
-  void set_retry_limit(unsigned limit);
-
-  // The next ready job; blocks until there is one. Returns null once close()
-  // has been called; what is still waiting then is for drain().
-  TaskPtr pop();
-
-  // Gives back the retry slot of a task that came from a retry lane.
-  void release_retry_slot();
-
-  // Wakes every pop() for exit and stops the scheduler; later pushes fail.
-  void close();
-
-  // Removes and returns everything still waiting (lanes and heaps). Call
-  // after the consumers have stopped.
-  std::vector<TaskPtr> drain();
-
-  // When the earliest job waiting for its run time (delay, retry backoff,
-  // breaker cooldown) or for a retry slot becomes due; nullopt if none.
-  std::optional<Clock::time_point> next_due();
-
-  std::size_t size() const noexcept;
-  std::size_t ready() const noexcept;
-  std::size_t capacity() const noexcept { return capacity_; }
+  std::size_t size() const noexcept override;
+  std::size_t ready() const noexcept override;
+  std::size_t capacity() const noexcept override { return capacity_; }
   // Ready jobs per priority (fresh and retry lanes together), index = priority.
-  std::vector<std::size_t> ready_by_priority() const;
+  std::vector<std::size_t> ready_by_priority() const override;
 
  private:
+  void release_retry_slot() noexcept override;
   static constexpr int kLanes = (kMaxPriority + 1) * 2;
   struct Delayed {
     Clock::time_point due;
@@ -104,10 +92,11 @@ class JobQueue {
 
   static constexpr auto kSearch = std::chrono::microseconds(50);
   static int lane_of(int priority, bool retry) noexcept { return priority * 2 + (retry ? 0 : 1); }
-  TaskPtr take();       // a ready task, highest priority first; null if none
+  Lease take();         // a ready task, highest priority first; empty if none
   void wake(int n);     // wakes up to n sleeping workers
   void pass_baton();    // after a take: wakes a sleeper if work is left and nobody searches
   void push_ready(TaskPtr task, bool retry);
+  void push_deferred(TaskPtr task, Clock::time_point due, bool retry);
   void schedule(TaskPtr task, Clock::time_point due, bool retry);
   void run_scheduler(std::stop_token stop);
 

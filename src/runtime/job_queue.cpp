@@ -1,4 +1,4 @@
-#include "detail/job_queue.hpp"
+#include "runtime/job_queue.hpp"
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -45,7 +45,7 @@ std::size_t JobQueue::size() const noexcept {
   return added > removed ? static_cast<std::size_t>(added - removed) : 0;
 }
 
-void JobQueue::push(TaskPtr task, Clock::time_point due, Clock::time_point now) {
+void JobQueue::enqueue(TaskPtr task, Clock::time_point due, Clock::time_point now) {
   if (due > now) {
     schedule(std::move(task), due, false);
   } else {
@@ -55,7 +55,7 @@ void JobQueue::push(TaskPtr task, Clock::time_point due, Clock::time_point now) 
 
 bool JobQueue::try_push(TaskPtr task, Clock::time_point due) {
   if (!try_reserve()) return false;
-  push(std::move(task), due);
+  enqueue(std::move(task), due, Clock::now());
   return true;
 }
 
@@ -79,8 +79,7 @@ void JobQueue::set_retry_limit(unsigned limit) {
 }
 
 void JobQueue::push_ready(TaskPtr task, bool retry) {
-  const int lane = lane_of(task->priority, retry);
-  task->in_retry_lane.store(retry, std::memory_order_relaxed);
+  const int lane = lane_of(task->spec().priority, retry);
   const std::int64_t waiting = lane_counts_[lane].fetch_add(1, std::memory_order_seq_cst);
   lanes_[lane].enqueue(std::move(task));
   // A searching worker will take it, unless jobs pile up meanwhile (the
@@ -100,7 +99,7 @@ void JobQueue::schedule(TaskPtr task, Clock::time_point due, bool retry) {
   wake_.notify_one();
 }
 
-TaskPtr JobQueue::take() {
+Lease JobQueue::take() {
   // A lane count is raised before the enqueue: a count whose task is not
   // visible yet is retried briefly.
   for (int round = 0; round < 64; ++round) {
@@ -111,14 +110,14 @@ TaskPtr JobQueue::take() {
       if (lanes_[lane].try_dequeue(task)) {
         lane_counts_[lane].fetch_sub(1, std::memory_order_relaxed);
         removed_.fetch_add(1, std::memory_order_acq_rel);
-        return task;
+        return Lease{std::move(task), lane % 2 == 0 ? RetrySlot(this) : RetrySlot()};
       }
       pending = true;
     }
-    if (!pending) return nullptr;
+    if (!pending) return {};
     if (round > 8) std::this_thread::yield();
   }
-  return nullptr;
+  return {};
 }
 
 void JobQueue::wake(int n) {
@@ -136,12 +135,38 @@ void JobQueue::pass_baton() {
   }
 }
 
-TaskPtr JobQueue::pop() {
+std::size_t JobQueue::fetch(std::vector<Lease>& out, std::size_t max) {
+  if (max == 0) return 0;
+  Lease first = pop();
+  if (!first.task) return 0;
+  out.push_back(std::move(first));
+  std::size_t n = 1;
+  for (; n < max; ++n) {
+    Lease more = take();
+    if (!more.task) break;
+    out.push_back(std::move(more));
+  }
+  return n;
+}
+
+void JobQueue::ack(Lease lease, Ack how, Clock::time_point due) {
+  switch (how) {
+    case Ack::done: break;
+    case Ack::retry: push_retry(std::move(lease.task), due); break;
+    case Ack::defer: push_deferred(std::move(lease.task), due, lease.is_retry()); break;
+  }
+  // The lease's retry slot, if any, goes back as `lease` ends.
+}
+
+// A lease here lives as long as the process that holds it.
+bool JobQueue::extend(const Lease& lease, std::chrono::milliseconds) { return lease.task != nullptr; }
+
+Lease JobQueue::pop() {
   for (;;) {
-    if (closed_.load(std::memory_order_acquire)) return nullptr;
-    if (TaskPtr task = take()) {
+    if (closed_.load(std::memory_order_acquire)) return {};
+    if (Lease lease = take(); lease.task) {
       pass_baton();
-      return task;
+      return lease;
     }
     // Out of work. One worker at a time searches for a while before it
     // sleeps: the next job usually comes soon, and a searcher takes it
@@ -149,10 +174,10 @@ TaskPtr JobQueue::pop() {
     if (searching_.fetch_add(1, std::memory_order_seq_cst) == 0) {
       const auto until = Clock::now() + kSearch;
       for (int i = 1; !closed_.load(std::memory_order_acquire); ++i) {
-        if (TaskPtr task = take()) {
+        if (Lease lease = take(); lease.task) {
           searching_.fetch_sub(1, std::memory_order_seq_cst);
           pass_baton();
-          return task;
+          return lease;
         }
         if (i % 8 == 0 && Clock::now() >= until) break;
         std::this_thread::yield();  // with more threads than cores, the producer may need this CPU
@@ -186,7 +211,7 @@ std::vector<std::size_t> JobQueue::ready_by_priority() const {
   return out;
 }
 
-void JobQueue::release_retry_slot() {
+void JobQueue::release_retry_slot() noexcept {
   {
     MutexLock lock(mutex_);
     if (retries_admitted_ > 0) --retries_admitted_;

@@ -18,17 +18,19 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <utility>
 
 #include "bulwark/detail/thread_annotations.hpp"
 
 #include "bulwark/config.hpp"
+#include "bulwark/health.hpp"
 #include "bulwark/job.hpp"
 
 namespace bulwark::detail {
 
 class CircuitBreaker {
  public:
-  enum class State : std::uint8_t { closed, open, half_open };
+  using State = BreakerState;  // never `off` here: enabled() says that
   struct Decision {
     bool run = true;
     bool trial = false;              // this job decides whether to close
@@ -61,6 +63,38 @@ class CircuitBreaker {
   bool trial_running_ BULWARK_GUARDED_BY(mutex_) = false;
 };
 
-const char* to_string(CircuitBreaker::State s) noexcept;
+// One admitted attempt's hold on its breaker: reports the attempt's result
+// once (succeeded / failed), or, if it never ran, gives a trial place back
+// when destroyed. Move-only; used by whoever ends the attempt.
+class BreakerTicket {
+ public:
+  BreakerTicket() = default;
+  BreakerTicket(CircuitBreaker& breaker, bool trial) noexcept : breaker_(&breaker), trial_(trial) {}
+  BreakerTicket(BreakerTicket&& o) noexcept
+      : breaker_(std::exchange(o.breaker_, nullptr)), trial_(o.trial_) {}
+  BreakerTicket& operator=(BreakerTicket&& o) noexcept {
+    if (this != &o) {
+      abandon();
+      breaker_ = std::exchange(o.breaker_, nullptr);
+      trial_ = o.trial_;
+    }
+    return *this;
+  }
+  ~BreakerTicket() { abandon(); }
+
+  bool trial() const noexcept { return trial_; }
+  // The attempt succeeded / failed; true if that changed the breaker's state.
+  bool succeeded() { return std::exchange(breaker_, nullptr)->on_success(trial_); }
+  bool failed(Clock::time_point now) { return std::exchange(breaker_, nullptr)->on_failure(trial_, now); }
+  explicit operator bool() const noexcept { return breaker_ != nullptr; }
+
+ private:
+  void abandon() noexcept {
+    if (breaker_ != nullptr && trial_) breaker_->release_trial();
+    breaker_ = nullptr;
+  }
+  CircuitBreaker* breaker_ = nullptr;
+  bool trial_ = false;
+};
 
 }  // namespace bulwark::detail

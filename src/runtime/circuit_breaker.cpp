@@ -1,15 +1,7 @@
-#include "detail/circuit_breaker.hpp"
+#include "runtime/circuit_breaker.hpp"
 
 namespace bulwark::detail {
 
-const char* to_string(CircuitBreaker::State s) noexcept {
-  switch (s) {
-    case CircuitBreaker::State::closed: return "closed";
-    case CircuitBreaker::State::open: return "open";
-    case CircuitBreaker::State::half_open: return "half_open";
-  }
-  return "unknown";
-}
 
 CircuitBreaker::Decision CircuitBreaker::admit(Clock::time_point now) {
   if (!enabled() || state_.load(std::memory_order_acquire) == State::closed) return {};

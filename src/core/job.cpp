@@ -1,4 +1,5 @@
 #include "bulwark/job.hpp"
+#include "bulwark/submit_error.hpp"
 
 #include "bulwark/json_input.hpp"
 
@@ -123,6 +124,21 @@ nlohmann::ordered_json to_json(const JobRecord& r, bool symbolized, bool timesta
     out["finished_at"] = r.finished_at ? nlohmann::ordered_json(format_iso8601(*r.finished_at)) : nlohmann::ordered_json();
   }
   return out;
+}
+
+}  // namespace bulwark
+
+namespace bulwark {
+
+std::string_view to_string(SubmitError::Code code) noexcept {
+  switch (code) {
+    case SubmitError::Code::invalid: return "invalid";
+    case SubmitError::Code::unknown_type: return "unknown_type";
+    case SubmitError::Code::duplicate_id: return "duplicate_id";
+    case SubmitError::Code::queue_full: return "queue_full";
+    case SubmitError::Code::shutting_down: return "shutting_down";
+  }
+  return "unknown";
 }
 
 }  // namespace bulwark

@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/text.hpp"
+
 namespace bulwark {
 namespace {
 
@@ -38,12 +40,6 @@ std::string demangle(const char* mangled) {
 std::string bounded(std::string_view s) {
   if (s.size() <= kMaxMessage) return std::string(s);
   return std::string(s.substr(0, kMaxMessage)) + "…[truncated]";
-}
-
-std::string address_string(std::uintptr_t address) {
-  char buf[2 + 16 + 1];
-  std::snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(address));
-  return buf;
 }
 
 // Type and message of the exception being handled; for std::exception also
@@ -148,6 +144,21 @@ std::string_view to_string(FailureKind kind) noexcept {
   return "unknown";
 }
 
+std::string_view to_string(FailureOrigin origin) noexcept {
+  switch (origin) {
+    case FailureOrigin::handler: return "handler";
+    case FailureOrigin::defer: return "defer";
+    case FailureOrigin::on_failure: return "on_failure";
+  }
+  return "handler";
+}
+
+FailureOrigin failure_origin_from(std::string_view text) noexcept {
+  if (text == "defer") return FailureOrigin::defer;
+  if (text == "on_failure") return FailureOrigin::on_failure;
+  return FailureOrigin::handler;
+}
+
 Failure make_failure(FailureKind kind, std::string message) {
   Failure failure;
   failure.kind = kind;
@@ -178,10 +189,10 @@ nlohmann::ordered_json to_json(const RawTrace& trace, bool symbolized) {
   if (symbolized) {
     for (const Frame& f : symbolize(trace)) {
       frames.push_back({{"function", f.function}, {"file", f.file}, {"line", f.line},
-                        {"address", address_string(f.address)}});
+                        {"address", detail::hex(f.address)}});
     }
   } else {
-    for (std::uint32_t i = 0; i < trace.size; ++i) frames.push_back({{"address", address_string(trace.frames[i])}});
+    for (std::uint32_t i = 0; i < trace.size; ++i) frames.push_back({{"address", detail::hex(trace.frames[i])}});
   }
   return frames;
 }
@@ -196,7 +207,7 @@ nlohmann::ordered_json to_json(const Failure& failure, bool symbolized) {
                         {"message", failure.message},
                         {"nested", std::move(nested)},
                         {"trace", to_json(failure.trace, symbolized)}};
-  if (failure.origin != "handler") out["origin"] = failure.origin;
+  if (failure.origin != FailureOrigin::handler) out["origin"] = to_string(failure.origin);
   if (!failure.signal.empty()) out["signal"] = failure.signal;
   if (failure.trace.truncated) out["trace_truncated"] = true;
   return out;

@@ -29,3 +29,20 @@ std::vector<std::string> Registry::types() const {
 }
 
 }  // namespace bulwark
+
+namespace bulwark {
+
+HandlerOptions HandlerOptions::overridden_by(const HandlerOptions& over) const {
+  HandlerOptions out = *this;
+  if (over.validate) out.validate = over.validate;
+  if (over.max_attempts) out.max_attempts = over.max_attempts;
+  if (over.backoff_initial) out.backoff_initial = over.backoff_initial;
+  if (over.backoff_max) out.backoff_max = over.backoff_max;
+  if (over.timeout) out.timeout = over.timeout;
+  if (over.hard_timeout) out.hard_timeout = over.hard_timeout;
+  if (over.isolation) out.isolation = over.isolation;
+  if (over.memory_limit_mb) out.memory_limit_mb = over.memory_limit_mb;
+  return out;
+}
+
+}  // namespace bulwark

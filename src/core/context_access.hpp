@@ -25,7 +25,7 @@ struct ContextAccess {
       auto outcome = guarded(it->fn);
       if (!outcome.ok()) {
         failures.push_back(std::move(outcome.failure()));
-        failures.back().origin = it->only_on_failure ? "on_failure" : "defer";
+        failures.back().origin = it->only_on_failure ? FailureOrigin::on_failure : FailureOrigin::defer;
         failed = true;
       }
     }

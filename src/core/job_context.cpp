@@ -1,0 +1,31 @@
+#include "bulwark/job_context.hpp"
+
+#include "bulwark/detail/task.hpp"
+
+namespace bulwark {
+
+const JobId& JobContext::id() const noexcept { return task_.id(); }
+
+const std::string& JobContext::type() const noexcept { return task_.type(); }
+
+void JobContext::heartbeat() noexcept {
+  task_.heartbeat(Clock::now());
+}
+
+const char* Stopped::what() const noexcept {
+  switch (reason_) {
+    case FailureKind::timeout: return "the job stopped at its soft timeout (timeout_ms)";
+    case FailureKind::shutdown: return "the job stopped because the runtime is shutting down";
+    default: return "the job stopped because it was cancelled";
+  }
+}
+
+void JobContext::throw_if_stop_requested() const {
+  if (stop_.stop_requested()) throw Stopped(task_.stop_reason());
+}
+
+void JobContext::defer(std::function<void()> fn) { cleanups_.push_back({std::move(fn), false}); }
+
+void JobContext::on_failure(std::function<void()> fn) { cleanups_.push_back({std::move(fn), true}); }
+
+}  // namespace bulwark

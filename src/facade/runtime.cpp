@@ -1,0 +1,259 @@
+// Runtime: the facade over the runtime's parts (see docs/ARCHITECTURE.md).
+// It builds them in dependency order, plugs process isolation and the
+// supervisor in (this layer sits above both), forwards the public calls,
+// and runs shutdown's phases in order.
+#include "bulwark/runtime.hpp"
+
+#include <mutex>
+#include <thread>
+
+#include "guard/crash_report.hpp"
+#include "isolation/child.hpp"
+#include "isolation/process_pool.hpp"
+#include "runtime/completion.hpp"
+#include "runtime/executor.hpp"
+#include "runtime/intake.hpp"
+#include "runtime/job_queue.hpp"
+#include "runtime/job_store.hpp"
+#include "runtime/reporter.hpp"
+#include "runtime/type_table.hpp"
+#include "supervision/supervisor.hpp"
+
+namespace bulwark {
+
+using detail::TaskPtr;
+
+// A plain holder of the parts, declared in construction order (each may use
+// those above it); destroyed in reverse.
+struct Runtime::Impl {
+  explicit Impl(Registry r, RuntimeOptions o);
+
+  RuntimeOptions options;
+  std::shared_ptr<const Registry> registry;  // shared with every task: abandoned threads may outlive us
+  detail::TypeTable types;
+  detail::Reporter reporter;
+  std::shared_ptr<detail::ProcessRunner> processes;  // null unless a type is isolated
+  std::unique_ptr<detail::Broker> broker;
+  std::unique_ptr<detail::JobStore> store;
+  detail::Completion completion;
+  detail::Intake intake;
+  detail::Executor executor;
+  detail::Supervisor supervisor;
+
+  std::mutex shutdown_mutex;
+  std::optional<ShutdownReport> shutdown_report;  // guarded by shutdown_mutex
+
+  ShutdownReport stop(std::chrono::milliseconds timeout);
+  bool drain_until(Clock::time_point deadline);
+  std::size_t end_unrun();
+};
+
+namespace {
+
+RuntimeOptions checked(RuntimeOptions o) {
+  detail::refuse_runtime_in_worker_process();
+  return o;
+}
+
+std::shared_ptr<detail::ProcessRunner> processes_for(const detail::TypeTable& types, const RuntimeOptions& o) {
+  if (!types.any_isolated()) return nullptr;
+  return std::make_shared<detail::ProcessPool>(o.isolation.processes, o.isolation.start_timeout);
+}
+
+}  // namespace
+
+Runtime::Impl::Impl(Registry r, RuntimeOptions o)
+    : options(checked(std::move(o))),
+      registry(std::make_shared<const Registry>(std::move(r))),
+      types(*registry, options),
+      reporter(options.logging),
+      processes(processes_for(types, options)),
+      broker(std::make_unique<detail::JobQueue>(options.queue_capacity, options.effective_max_concurrent_retries())),
+      store(std::make_unique<detail::MemoryJobStore>(options.retention_max_finished, options.retention_max_dead)),
+      completion(options, reporter, *broker, *store),
+      intake(options, registry, types, *broker, *store, completion),
+      executor(options, *broker, completion, reporter, processes),
+      supervisor(options, executor, *broker, types, reporter, processes) {
+  if (processes) types.use_processes(processes);
+  set_throw_trace_capture(options.capture_traces);
+  detail::install_crash_reporter(options.logging.file);
+  executor.start();
+  supervisor.start();
+  reporter.log(detail::LogLevel::info, "runtime started: " + std::to_string(options.effective_workers()) +
+                                           " workers, queue capacity " + std::to_string(options.queue_capacity));
+}
+
+ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
+  std::lock_guard guard(shutdown_mutex);
+  if (shutdown_report) return *shutdown_report;
+  intake.close();
+  ShutdownReport report;
+  report.drained = drain_until(Clock::now() + timeout);
+  executor.begin_stopping();
+  supervisor.stop();
+  broker->close();
+  executor.request_stops();
+  executor.await_exit(options.shutdown_grace);
+  executor.close_children();
+  executor.abandon_stragglers();
+  executor.join_threads();
+  report.not_run = end_unrun();
+  reporter.log(detail::LogLevel::info, "runtime stopped: " + std::to_string(report.not_run) +
+                                           " jobs ended with kind shutdown" +
+                                           (report.drained ? "" : " (drain deadline reached)"));
+  shutdown_report = report;
+  return report;
+}
+
+// Jobs ready now, running, or due before the deadline (a delay, a retry's
+// backoff) get their turn; what is due later ends with kind shutdown.
+// True if nothing was left ready or running.
+bool Runtime::Impl::drain_until(Clock::time_point deadline) {
+  const auto work_left = [&] {
+    const auto due = broker->next_due();
+    return broker->ready() > 0 || executor.counts().running > 0 || (due && *due <= deadline);
+  };
+  while (Clock::now() < deadline && work_left()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return broker->ready() == 0 && executor.counts().running == 0;
+}
+
+// Every job still waiting ends failed with kind shutdown; returns how many.
+std::size_t Runtime::Impl::end_unrun() {
+  std::size_t ended = 0;
+  for (const TaskPtr& task : broker->drain()) ended += completion.end_unrun(task) ? 1 : 0;
+  return ended;
+}
+
+Runtime::Runtime(Registry registry, RuntimeOptions options)
+    : impl_(std::make_unique<Impl>(std::move(registry), std::move(options))) {}
+
+Runtime::~Runtime() { shutdown(); }
+
+Submitted Runtime::submit(JobSpec spec) { return impl_->intake.submit(std::move(spec)); }
+
+std::optional<SubmitError> Runtime::enqueue_posted(std::shared_ptr<detail::Task> task, PostOptions options) {
+  return impl_->intake.post(std::move(task), std::move(options));
+}
+
+std::optional<JobRecord> Runtime::get(const JobId& id) const { return impl_->store->record(id); }
+
+std::optional<JobPage> Runtime::page(const ListQuery& query) const {
+  auto page = impl_->store->list({query.state, query.type, query.limit, query.cursor});
+  if (!page) return std::nullopt;
+  return JobPage{std::move(page->jobs), std::move(page->next_cursor)};
+}
+
+std::vector<JobRecord> Runtime::list(const ListQuery& query) const {
+  auto p = page(query);
+  return p ? std::move(p->jobs) : std::vector<JobRecord>{};
+}
+
+std::vector<JobRecord> Runtime::dead_letters(std::size_t limit) const {
+  return list(ListQuery{JobState::failed, {}, limit, {}});
+}
+
+CancelResult Runtime::cancel(const JobId& id) {
+  TaskPtr task = impl_->store->find(id);
+  return task ? impl_->completion.cancel(task) : CancelResult::not_found;
+}
+
+RequeueResult Runtime::requeue(const JobId& id) {
+  TaskPtr task = impl_->store->find(id);
+  return task ? impl_->intake.requeue(task) : RequeueResult::not_found;
+}
+
+namespace {
+
+TypeStats type_stats(const detail::TypeEntry& t) {
+  TypeStats out;
+  out.submitted = t.counters.submitted.load();
+  out.started = t.counters.started.load();
+  out.succeeded = t.counters.succeeded.load();
+  out.retried = t.counters.retried.load();
+  for (std::size_t k = 0; k < detail::TypeCounters::kKinds; ++k) {
+    const std::string kind(to_string(static_cast<FailureKind>(k)));
+    out.failed[kind] = t.counters.failed[k].load();
+    out.recovered[kind] = t.counters.recovered[k].load();
+  }
+  out.breaker = t.breaker.enabled() ? t.breaker.state() : BreakerState::off;
+  out.breaker_opened = t.breaker.opened();
+  return out;
+}
+
+}  // namespace
+
+RuntimeStats Runtime::stats() const {
+  const Impl& rt = *impl_;
+  RuntimeStats s;
+  for (const auto& [state, n] : rt.store->count_by_state()) s.by_state[std::string(to_string(state))] = n;
+  const detail::IntakeCounts in = rt.intake.counts();
+  const detail::CompletionCounts done = rt.completion.counts();
+  const detail::ExecutorCounts ex = rt.executor.counts();
+  const detail::SupervisorCounts sup = rt.supervisor.counts();
+  s.submitted = in.submitted;
+  s.rejected = in.rejected;
+  s.rejected_by_code = in.rejected_by_code;
+  s.succeeded = done.succeeded;
+  s.failed = done.failed;
+  s.cancelled = done.cancelled;
+  s.attempts_failed = done.attempts_failed;
+  s.retried = done.retried;
+  s.hard_timeouts = done.hard_timeouts;
+  s.breaker_opened = done.breaker_opened;
+  s.running = ex.running;
+  s.workers = ex.live;
+  s.abandoned = static_cast<unsigned>(ex.abandoned);
+  s.replacements = ex.replacements;
+  s.breaker_deferred = ex.breaker_deferred;
+  s.soft_timeouts = sup.soft_timeouts;
+  s.stuck_reports = sup.stuck_reports;
+  s.log_dropped = rt.reporter.dropped();
+  s.queue_depth = rt.broker->size();
+  s.queue_capacity = rt.broker->capacity();
+  s.ready_by_priority = rt.broker->ready_by_priority();
+  if (rt.processes) s.process_ends = rt.processes->ends_by_reason();
+  s.run_time = rt.executor.run_time();
+  s.queue_wait = rt.executor.queue_wait();
+  s.traces = throw_trace_stats();
+  rt.types.for_each([&](const detail::TypeEntry& t) { s.by_type[t.name] = type_stats(t); });
+  s.by_type["post"] = type_stats(rt.types.posts());
+  return s;
+}
+
+RuntimeCounters Runtime::counters() const noexcept {
+  const detail::CompletionCounts done = impl_->completion.counts();
+  return {impl_->intake.counts().submitted, done.succeeded, done.failed, impl_->broker->size(),
+          impl_->broker->capacity()};
+}
+
+unsigned Runtime::worker_count() const noexcept { return impl_->options.effective_workers(); }
+
+const InputLimits& Runtime::limits() const noexcept { return impl_->options.limits; }
+
+HealthReport Runtime::health() const { return impl_->supervisor.health(); }
+
+void Runtime::report_failure(std::string context, const Failure& failure) noexcept {
+  try {
+    std::string message = std::move(context) + ": " + failure.type;
+    if (!failure.message.empty()) message += ": " + failure.message;
+    impl_->reporter.note(detail::LogLevel::error, {std::move(message), {}, {}, failure.trace});
+  } catch (...) {
+    // Out of memory while reporting: nothing better to do.
+  }
+}
+
+void Runtime::report_warning(std::string message) noexcept {
+  try {
+    impl_->reporter.log(detail::LogLevel::warn, std::move(message));
+  } catch (...) {
+    // Out of memory while reporting: nothing better to do.
+  }
+}
+
+bool Runtime::wait_idle(std::chrono::milliseconds timeout) { return impl_->completion.wait_idle(timeout); }
+
+ShutdownReport Runtime::shutdown(std::optional<std::chrono::milliseconds> timeout) {
+  return impl_->stop(timeout.value_or(impl_->options.shutdown_timeout));
+}
+
+}  // namespace bulwark

@@ -1,0 +1,127 @@
+// Broker: where accepted jobs wait until a worker takes them, the storage
+// seam's waiting half (JobStore is the recorded half).
+//
+// A job enters through a reserved place (admission: try_reserve, then
+// enqueue, which cannot fail), becomes ready by priority when its due time
+// comes (delay, retry backoff, breaker cooldown), and leaves through fetch(),
+// which hands out Leases. Whoever ends the attempt acks the lease with the
+// outcome: done, retry at a time, or defer (not started: its type's breaker
+// is open). A retry runs only while fewer than the retry limit are admitted;
+// its lease carries that admission as a RetrySlot, which gives itself back
+// when the lease is acked or destroyed.
+//
+// Written for what a networked broker needs as well as for the in-memory
+// one (JobQueue): fetch takes up to N jobs at once, every lease is acked
+// exactly once, and a long attempt extends its lease (a networked broker
+// hands an unextended lease to another worker; the in-memory one never
+// expires a lease).
+//
+//   Broker& b = queue;
+//   if (b.try_reserve()) b.enqueue(task, due, now);
+//   std::vector<Lease> got;
+//   while (b.fetch(got, 1) > 0) { run(got[0]); b.ack(std::move(got[0]), Ack::done); got.clear(); }
+//
+// Implementations are thread-safe. fetch() blocks; nothing else does.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "bulwark/detail/task.hpp"
+
+namespace bulwark::detail {
+
+using TaskPtr = std::shared_ptr<Task>;
+class Broker;
+
+// One admitted retry (a place among recovery.max_concurrent_retries). Gives
+// itself back when destroyed. Move-only.
+class RetrySlot {
+ public:
+  RetrySlot() = default;
+  explicit RetrySlot(Broker* broker) noexcept : broker_(broker) {}
+  RetrySlot(RetrySlot&& o) noexcept : broker_(std::exchange(o.broker_, nullptr)) {}
+  RetrySlot& operator=(RetrySlot&& o) noexcept {
+    if (this != &o) {
+      release();
+      broker_ = std::exchange(o.broker_, nullptr);
+    }
+    return *this;
+  }
+  RetrySlot(const RetrySlot&) = delete;
+  RetrySlot& operator=(const RetrySlot&) = delete;
+  ~RetrySlot() { release(); }
+
+  explicit operator bool() const noexcept { return broker_ != nullptr; }
+  void release() noexcept;
+
+ private:
+  Broker* broker_ = nullptr;
+};
+
+// A job handed to one worker, until acked.
+struct Lease {
+  TaskPtr task;
+  RetrySlot retry;  // set when the job came in as a retry
+  bool is_retry() const noexcept { return static_cast<bool>(retry); }
+  explicit operator bool() const noexcept { return task != nullptr; }
+};
+
+// How an attempt's lease ends.
+enum class Ack {
+  done,   // terminal: the job is not waiting any more
+  retry,  // another attempt at `due`; takes a retry admission then
+  defer,  // not started (breaker open): ready again at `due`, as what it was
+};
+
+class Broker {
+ public:
+  virtual ~Broker() = default;
+
+  // Admission of a new (or requeued) job: a place among queue.capacity.
+  // False when full or closed. enqueue() fills the place and cannot fail;
+  // unreserve() gives it back unused.
+  virtual bool try_reserve() noexcept = 0;
+  virtual void unreserve() noexcept = 0;
+  virtual void enqueue(TaskPtr task, Clock::time_point due, Clock::time_point now) = 0;
+
+  // Up to `max` ready jobs, highest priority first, fresh before retries;
+  // blocks until there is at least one. Appends to `out`; returns how many
+  // (0 once close() was called).
+  virtual std::size_t fetch(std::vector<Lease>& out, std::size_t max) = 0;
+  // Ends a lease with the attempt's outcome. Never fails: an accepted job
+  // is not lost.
+  virtual void ack(Lease lease, Ack how, Clock::time_point due = {}) = 0;
+  // Keeps a running attempt's lease for `for_at_least` more; false if it was
+  // lost (then the attempt's outcome will not count).
+  virtual bool extend(const Lease& lease, std::chrono::milliseconds for_at_least) = 0;
+
+  // How many retries may be admitted at once (the supervisor slows recovery
+  // when the pool is saturated).
+  virtual void set_retry_limit(unsigned limit) = 0;
+
+  // Wakes every fetch() for exit; later reservations fail.
+  virtual void close() = 0;
+  // Removes and returns every job still waiting. After the workers stopped.
+  virtual std::vector<TaskPtr> drain() = 0;
+
+  // When the earliest job waiting for its time becomes due; nullopt if none.
+  virtual std::optional<Clock::time_point> next_due() = 0;
+  virtual std::size_t size() const noexcept = 0;   // waiting: ready and scheduled
+  virtual std::size_t ready() const noexcept = 0;
+  virtual std::size_t capacity() const noexcept = 0;
+  virtual std::vector<std::size_t> ready_by_priority() const = 0;
+
+ protected:
+  friend class RetrySlot;
+  virtual void release_retry_slot() noexcept = 0;
+};
+
+inline void RetrySlot::release() noexcept {
+  if (broker_ != nullptr) std::exchange(broker_, nullptr)->release_retry_slot();
+}
+
+}  // namespace bulwark::detail

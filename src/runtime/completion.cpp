@@ -1,0 +1,239 @@
+#include "runtime/completion.hpp"
+
+#include <random>
+
+#include "runtime/clock.hpp"
+#include "runtime/type_table.hpp"
+
+namespace bulwark::detail {
+
+namespace {
+
+constexpr std::size_t kMaxCleanupErrors = 16;
+
+double unit_random() {
+  thread_local std::minstd_rand rng(std::random_device{}());
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+std::size_t kind_index(FailureKind kind) noexcept { return static_cast<std::size_t>(kind); }
+
+}  // namespace
+
+bool Completion::wait_idle(std::chrono::milliseconds timeout) {
+  idle_waiters_.fetch_add(1, std::memory_order_seq_cst);
+  std::unique_lock lock(idle_mutex_);
+  const bool idle = idle_cv_.wait_for(lock, timeout, [&] {
+    // Ended first: every job it counts was accepted before, so equal counts
+    // mean nothing was unfinished when `accepted_` was read.
+    const std::uint64_t done = ended_.load(std::memory_order_seq_cst);
+    return accepted_.load(std::memory_order_seq_cst) == done;
+  });
+  idle_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+  return idle;
+}
+
+std::uint64_t Completion::unfinished() const noexcept {
+  const std::uint64_t done = ended_.load(std::memory_order_seq_cst);
+  return accepted_.load(std::memory_order_seq_cst) - done;
+}
+
+void Completion::attempt_ended(Running running, AttemptEnd end) {
+  if (end.child_timed_out) count_hard_timeout();
+  if (end.outcome.ok() && end.cleanup_errors.empty()) {
+    succeed(std::move(running), end);
+    return;
+  }
+  if (end.outcome.ok()) {  // a cleanup failed a successful attempt
+    Failure first = std::move(end.cleanup_errors.front());
+    end.cleanup_errors.erase(end.cleanup_errors.begin());
+    fail(std::move(running), end.attempt, std::move(first), nullptr, std::move(end.cleanup_errors), end.duration_ms);
+    return;
+  }
+  fail(std::move(running), end.attempt, std::move(end.outcome.failure()), end.outcome.exception(),
+       std::move(end.cleanup_errors), end.duration_ms);
+}
+
+void Completion::succeed(Running running, const AttemptEnd& end) {
+  const TaskPtr task = running.task();
+  task->with_record([&](TaskRecord& r) {
+    r.duration_ms = end.duration_ms;
+    r.error.reset();
+    r.exception = nullptr;
+    r.finished_at = to_wall(end.end);
+    r.stop = std::stop_source(std::nostopstate);  // the worker's source is not the job's any more
+  });
+  task->type_entry()->counters.succeeded.fetch_add(1, std::memory_order_relaxed);
+  if (running.breaker && running.breaker.succeeded()) {
+    reporter_.log(LogLevel::info, "circuit breaker for job type '" + task->type() + "' closed: trial job " +
+                                      task->id() + " succeeded");
+  }
+  task->set_state(JobState::succeeded);
+  broker_.ack(std::move(running.lease), Ack::done);
+  publish(task, JobState::succeeded);
+}
+
+void Completion::note_breaker_failure(const Task& task, bool trial) {
+  breaker_opened_.fetch_add(1, std::memory_order_relaxed);
+  const auto& cb = options_.circuit_breaker;
+  reporter_.log(LogLevel::warn, "circuit breaker for job type '" + task.type() + "' opened" +
+                                    (trial ? " again: trial job " + task.id() + " failed"
+                                           : ": " + std::to_string(cb.failures) + " failures within " +
+                                                 std::to_string(cb.window.count()) + " ms") +
+                                    "; its jobs wait " + std::to_string(cb.cooldown.count()) + " ms");
+}
+
+void Completion::fail(Running running, int attempt, Failure failure, std::exception_ptr exception,
+                      std::vector<Failure> cleanup_errors, double duration_ms) {
+  const TaskPtr task = running.task();
+  TypeEntry& type = *task->type_entry();
+  const auto now = Clock::now();
+  const std::size_t kind = kind_index(failure.kind);
+  attempts_failed_.fetch_add(1, std::memory_order_relaxed);
+  type.counters.recovered[kind].fetch_add(1, std::memory_order_relaxed);
+  const bool trial = running.breaker.trial();
+  if (running.breaker && running.breaker.failed(now)) note_breaker_failure(*task, trial);
+  const bool cancelled_now = task->with_record([](TaskRecord& r) {
+    r.stop = std::stop_source(std::nostopstate);
+    return r.cancel_requested;
+  });
+  const int max_attempts = task->spec().max_attempts;
+  const bool again = attempt < max_attempts && !cancelled_now;
+  const auto delay = type.policy.delay_after(attempt, unit_random());
+  if (reporter_.enabled(LogLevel::error)) {
+    reporter_.attempt_failed(
+        {task->id(), task->type(), attempt, max_attempts, again ? std::optional(delay) : std::nullopt, failure});
+  }
+  task->with_record([&](TaskRecord& r) {
+    r.duration_ms = duration_ms;
+    r.error = std::make_unique<Failure>(std::move(failure));
+    r.exception = std::move(exception);
+    for (Failure& f : cleanup_errors) {
+      if (r.cleanup_errors.size() < kMaxCleanupErrors) r.cleanup_errors.push_back(std::move(f));
+    }
+    if (!again) r.finished_at = to_wall(now);
+  });
+  if (again) {
+    retried_.fetch_add(1, std::memory_order_relaxed);
+    type.counters.retried.fetch_add(1, std::memory_order_relaxed);
+    task->set_state(JobState::scheduled);
+    task->set_ready_at(now + delay);
+    broker_.ack(std::move(running.lease), Ack::retry, now + delay);
+    return;
+  }
+  const JobState terminal = cancelled_now ? JobState::cancelled : JobState::failed;
+  if (terminal == JobState::failed) type.counters.failed[kind].fetch_add(1, std::memory_order_relaxed);
+  task->set_state(terminal);
+  broker_.ack(std::move(running.lease), Ack::done);
+  publish(task, terminal);
+}
+
+void Completion::abandoned(Running running, int attempt, Failure failure, double duration_ms, bool allow_retry) {
+  if (failure.kind == FailureKind::timeout) count_hard_timeout();
+  if (allow_retry) {
+    fail(std::move(running), attempt, std::move(failure), nullptr, {}, duration_ms);
+    return;
+  }
+  const TaskPtr task = running.task();
+  task->type_entry()->counters.failed[kind_index(failure.kind)].fetch_add(1, std::memory_order_relaxed);
+  task->with_record([&](TaskRecord& r) {
+    r.duration_ms = duration_ms;
+    r.error = std::make_unique<Failure>(std::move(failure));
+    r.exception = nullptr;
+    r.finished_at = WallClock::now();
+  });
+  task->set_state(JobState::failed);
+  broker_.ack(std::move(running.lease), Ack::done);
+  publish(task, JobState::failed);
+}
+
+void Completion::cancelled_before_start(Lease lease, Clock::time_point now) {
+  const TaskPtr task = lease.task;
+  task->with_record([&](TaskRecord& r) { r.finished_at = to_wall(now); });
+  task->set_state(JobState::cancelled);
+  broker_.ack(std::move(lease), Ack::done);
+  publish(task, JobState::cancelled);
+}
+
+CancelResult Completion::cancel(const TaskPtr& task) {
+  enum class Step { again, stop_requested, cancelled };
+  for (;;) {
+    const JobState s = task->state();
+    if (is_terminal(s)) return CancelResult::already_terminal;
+    const Step step = task->with_record([&](TaskRecord& r) {
+      if (s == JobState::running) {
+        if (task->state() != JobState::running) return Step::again;
+        r.cancel_requested = true;
+        task->set_stop_reason(FailureKind::cancelled);
+        r.stop.request_stop();
+        return Step::stop_requested;
+      }
+      if (!task->transition(s, JobState::cancelled)) return Step::again;
+      r.finished_at = WallClock::now();
+      return Step::cancelled;
+    });
+    if (step == Step::stop_requested) return CancelResult::stop_requested;
+    if (step == Step::cancelled) {
+      // The broker still holds a place for it; a waiting job it finds
+      // cancelled is dropped there and its place freed.
+      publish(task, JobState::cancelled);
+      return CancelResult::cancelled;
+    }
+  }
+}
+
+bool Completion::end_unrun(const TaskPtr& task) {
+  for (JobState s = task->state(); !is_terminal(s); s = task->state()) {
+    const bool ended = task->with_record([&](TaskRecord& r) {
+      if (!task->transition(s, JobState::failed)) return false;
+      std::string message = "the runtime shut down before the job ran";
+      if (r.attempts > 0 && r.error) {
+        message = "the runtime shut down before attempt " + std::to_string(r.attempts + 1) + " of " +
+                  std::to_string(task->spec().max_attempts) + "; last error: " + r.error->type + ": " +
+                  r.error->message;
+      }
+      r.error = std::make_unique<Failure>(make_failure(FailureKind::shutdown, std::move(message)));
+      r.exception = nullptr;
+      r.finished_at = WallClock::now();
+      return true;
+    });
+    if (!ended) continue;
+    task->type_entry()->counters.failed[kind_index(FailureKind::shutdown)].fetch_add(1);
+    publish(task, JobState::failed);
+    return true;
+  }
+  return false;
+}
+
+void Completion::publish(const TaskPtr& task, JobState terminal) {
+  task->notify_terminal();
+  switch (terminal) {
+    case JobState::succeeded: succeeded_.fetch_add(1, std::memory_order_relaxed); break;
+    case JobState::failed: failed_.fetch_add(1, std::memory_order_relaxed); break;
+    case JobState::cancelled: cancelled_.fetch_add(1, std::memory_order_relaxed); break;
+    default: break;
+  }
+  if (task->spec().stored) store_.finished(task);
+  if (options_.on_finished) {
+    auto outcome = guarded([&] { options_.on_finished(task->snapshot()); });
+    if (!outcome.ok()) {
+      reporter_.log(LogLevel::error,
+                    "on_finished listener threw " + outcome.failure().type + ": " + outcome.failure().message);
+    }
+  }
+  // Dekker-style with wait_idle: both sides seq_cst, so either the waiter
+  // sees the count it waits for or we see the waiter. Whoever makes the
+  // ended count reach the accepted count wakes it.
+  const std::uint64_t done = ended_.fetch_add(1, std::memory_order_seq_cst) + 1;
+  if (idle_waiters_.load(std::memory_order_seq_cst) > 0 && done == accepted_.load(std::memory_order_seq_cst)) {
+    std::lock_guard lock(idle_mutex_);
+    idle_cv_.notify_all();
+  }
+}
+
+CompletionCounts Completion::counts() const noexcept {
+  return {succeeded_.load(), failed_.load(), cancelled_.load(), attempts_failed_.load(), retried_.load(),
+          hard_timeouts_.load(), breaker_opened_.load()};
+}
+
+}  // namespace bulwark::detail

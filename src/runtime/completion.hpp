@@ -1,0 +1,94 @@
+// Completion: the one writer of terminal states, and of the decision between
+// another attempt and the dead-letter list.
+//
+// Every way a job can end goes through here: an attempt that returned
+// (attempt_ended), one the supervisor or shutdown abandoned (abandoned), a
+// cancel (cancel, cancelled_before_start) and a job shutdown never ran
+// (end_unrun). Each updates the record, the type's counters, its circuit
+// breaker and the log in one place, acks the lease with the broker, then
+// publishes: state, store retention, the on_finished listener, and the
+// counts that wait_idle() compares.
+//
+// Called by worker threads (after winning the owner handshake), the
+// supervisor thread, API threads (cancel) and the shutdown thread. Thread-
+// safe: it keeps no state but atomic counters; each task's record is
+// guarded by the task's own mutex. Nothing blocks except wait_idle() and
+// the on_finished listener (user code, run on the caller's thread).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <vector>
+
+#include "bulwark/config.hpp"
+#include "bulwark/runtime.hpp"
+#include "runtime/attempt.hpp"
+#include "runtime/broker.hpp"
+#include "runtime/job_store.hpp"
+#include "runtime/reporter.hpp"
+
+namespace bulwark::detail {
+
+struct CompletionCounts {
+  std::uint64_t succeeded = 0, failed = 0, cancelled = 0, attempts_failed = 0, retried = 0;
+  std::uint64_t hard_timeouts = 0, breaker_opened = 0;
+};
+
+class Completion {
+ public:
+  Completion(const RuntimeOptions& options, Reporter& reporter, Broker& broker, JobStore& store) noexcept
+      : options_(options), reporter_(reporter), broker_(broker), store_(store) {}
+
+  // An accepted or requeued job that will end here some day.
+  void count_accepted() noexcept { accepted_.fetch_add(1, std::memory_order_seq_cst); }
+  // Blocks until every accepted job has ended, or `timeout` passes.
+  bool wait_idle(std::chrono::milliseconds timeout);
+  // Jobs accepted but not yet ended.
+  std::uint64_t unfinished() const noexcept;
+
+  // The worker's attempt returned and the worker won the owner handshake.
+  void attempt_ended(Running running, AttemptEnd end);
+  // The supervisor or shutdown won the handshake of attempt `attempt`: it
+  // fails with `failure`; another attempt follows if allowed and left.
+  void abandoned(Running running, int attempt, Failure failure, double duration_ms, bool allow_retry);
+  // The worker took a job whose cancel came while its start was put off.
+  void cancelled_before_start(Lease lease, Clock::time_point now);
+  // A user's cancel: ends a waiting job; asks a running one to stop.
+  CancelResult cancel(const TaskPtr& task);
+  // Shutdown: a job that was still waiting ends failed with kind shutdown.
+  // False if it had ended meanwhile.
+  bool end_unrun(const TaskPtr& task);
+
+  CompletionCounts counts() const noexcept;
+  void count_hard_timeout() noexcept { hard_timeouts_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  void succeed(Running running, const AttemptEnd& end);
+  void fail(Running running, int attempt, Failure failure, std::exception_ptr exception,
+            std::vector<Failure> cleanup_errors, double duration_ms);
+  void note_breaker_failure(const Task& task, bool trial);
+  // The last step of every ending: publishes `terminal` (already stored on
+  // the task) to waiters, the store, the listener and wait_idle().
+  void publish(const TaskPtr& task, JobState terminal);
+
+  const RuntimeOptions& options_;
+  Reporter& reporter_;
+  Broker& broker_;
+  JobStore& store_;
+
+  // Jobs not yet ended are `accepted_ - ended_`, one count on each side;
+  // the submit side's line is apart from the workers'.
+  alignas(64) std::atomic<std::uint64_t> accepted_{0};
+  alignas(64) std::atomic<std::uint64_t> ended_{0};
+  std::atomic<std::uint64_t> succeeded_{0}, failed_{0}, cancelled_{0};
+  std::atomic<std::uint64_t> attempts_failed_{0}, retried_{0}, hard_timeouts_{0}, breaker_opened_{0};
+  std::atomic<int> idle_waiters_{0};  // threads in wait_idle; publish() notifies only if any
+  std::mutex idle_mutex_;
+  std::condition_variable idle_cv_;
+};
+
+}  // namespace bulwark::detail

@@ -1,0 +1,181 @@
+#include "runtime/intake.hpp"
+
+#include <random>
+#include <thread>
+
+#include "bulwark/detail/task_pool.hpp"
+#include "bulwark/guarded.hpp"
+#include "runtime/clock.hpp"
+
+namespace bulwark::detail {
+
+namespace {
+
+std::string make_id_prefix() {
+  static const char* kDigits = "0123456789abcdefghijklmnopqrstuvwxyz";
+  std::mt19937_64 rng(std::random_device{}());
+  std::string prefix = "j";
+  for (int i = 0; i < 5; ++i) prefix += kDigits[rng() % 36];
+  return prefix + "-";
+}
+
+// A registered type's job. The handler is the registry's: the task keeps the
+// registry alive for attempts that outlive the runtime.
+class HandlerTask final : public Task {
+ public:
+  HandlerTask(std::shared_ptr<const Registry> registry, const Handler& handler)
+      : registry_(std::move(registry)), handler_(handler) {}
+
+  void run(JobContext& ctx) override {
+    nlohmann::json value = handler_(ctx, spec().payload);
+    commit(ctx, [&](TaskRecord& r) { r.result = std::move(value); });
+  }
+
+ private:
+  std::shared_ptr<const Registry> registry_;
+  const Handler& handler_;
+};
+
+SubmitError error(SubmitError::Code code, std::string message) { return SubmitError{code, std::move(message)}; }
+
+}  // namespace
+
+Intake::Intake(const RuntimeOptions& options, std::shared_ptr<const Registry> registry, TypeTable& types,
+               Broker& broker, JobStore& store, Completion& completion)
+    : options_(options),
+      registry_(std::move(registry)),
+      types_(types),
+      broker_(broker),
+      store_(store),
+      completion_(completion),
+      id_prefix_(make_id_prefix()) {}
+
+Submitted Intake::reject(SubmitError e) {
+  rejected_.fetch_add(1, std::memory_order_relaxed);
+  rejected_by_code_[static_cast<std::size_t>(e.code)].fetch_add(1, std::memory_order_relaxed);
+  return Submitted{{}, JobState::rejected, std::move(e)};
+}
+
+std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* type) const {
+  using Code = SubmitError::Code;
+  if (type == nullptr) return error(Code::unknown_type, "unknown job type '" + spec.type + "'");
+  if (spec.priority < kMinPriority || spec.priority > kMaxPriority) {
+    return error(Code::invalid, "priority: expected an integer from " + std::to_string(kMinPriority) + " to " +
+                                    std::to_string(kMaxPriority));
+  }
+  if (spec.max_attempts && *spec.max_attempts < 1) return error(Code::invalid, "max_attempts: expected at least 1");
+  if (spec.delay.count() < 0 || spec.timeout.count() < 0) {
+    return error(Code::invalid, "delay_ms and timeout_ms: expected 0 or more");
+  }
+  if (!spec.id.empty() && !is_valid_job_id(spec.id, options_.limits.id_length)) {
+    return error(Code::invalid, job_id_problem(spec.id, options_.limits.id_length));
+  }
+  if (type->validate) {
+    auto valid = guarded([&] { type->validate(spec.payload); });
+    if (!valid.ok()) return error(Code::invalid, valid.failure().message);
+  }
+  return std::nullopt;
+}
+
+Submitted Intake::submit(JobSpec spec) {
+  TypeEntry* type = types_.find(spec.type);
+  if (auto problem = check(spec, type)) return reject(std::move(*problem));
+  auto task = std::allocate_shared<HandlerTask>(PoolAllocator<HandlerTask>{}, registry_, *type->handler);
+  TaskSpec& s = task->prepare();
+  s.id = std::move(spec.id);
+  s.type = type->name;
+  s.priority = spec.priority;
+  s.max_attempts = spec.max_attempts.value_or(type->policy.max_attempts);
+  s.timeout = spec.timeout.count() > 0 ? spec.timeout : type->timeout;
+  s.hard_timeout = type->hard_timeout;
+  s.stored = true;
+  s.payload = std::move(spec.payload);
+  task->set_type_entry(type);
+  const auto delay = spec.delay;
+  if (auto e = accept(task, delay)) return reject(std::move(*e));
+  return Submitted{task->id(), delay.count() > 0 ? JobState::scheduled : JobState::queued, std::nullopt};
+}
+
+std::optional<SubmitError> Intake::post(std::shared_ptr<Task> task, PostOptions options) {
+  if (options.priority < kMinPriority || options.priority > kMaxPriority || options.max_attempts < 1) {
+    return reject(error(SubmitError::Code::invalid, "post: priority must be 0..9 and max_attempts at least 1")).error;
+  }
+  TypeEntry& posts = types_.posts();
+  TaskSpec& s = task->prepare();
+  s.type = std::move(options.type);
+  s.priority = options.priority;
+  s.max_attempts = options.max_attempts;
+  s.hard_timeout = posts.hard_timeout;
+  task->set_type_entry(&posts);
+  if (auto e = accept(std::move(task), options.delay)) return reject(std::move(*e)).error;
+  return std::nullopt;
+}
+
+std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::milliseconds delay) {
+  const Gate gate(*this);
+  if (!gate.open()) return error(SubmitError::Code::shutting_down, "the runtime is shutting down");
+  if (!broker_.try_reserve()) {
+    return error(SubmitError::Code::queue_full, "the queue is full (" + std::to_string(broker_.capacity()) +
+                                                    " jobs waiting, queue.capacity): retry later");
+  }
+  TaskSpec& s = task->prepare();  // not shared yet: the store publishes it
+  s.seq = next_seq_.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (s.id.empty()) s.id = id_prefix_ + std::to_string(s.seq);
+  task->set_state(delay.count() > 0 ? JobState::scheduled : JobState::queued);
+  const auto now = Clock::now();
+  task->with_record([&](TaskRecord& r) { r.created_at = to_wall(now); });
+  if (s.stored && !store_.insert(task)) {
+    broker_.unreserve();
+    return error(SubmitError::Code::duplicate_id, "id '" + s.id + "' is already used by another job");
+  }
+  completion_.count_accepted();
+  submitted_.fetch_add(1, std::memory_order_relaxed);
+  task->type_entry()->counters.submitted.fetch_add(1, std::memory_order_relaxed);
+  task->set_ready_at(now + delay);
+  broker_.enqueue(std::move(task), now + delay, now);
+  return std::nullopt;
+}
+
+RequeueResult Intake::requeue(const TaskPtr& task) {
+  if (task->state() != JobState::failed) return RequeueResult::not_failed;
+  const Gate gate(*this);
+  if (!gate.open()) return RequeueResult::shutting_down;
+  if (!broker_.try_reserve()) return RequeueResult::queue_full;
+  const bool reset = task->with_record([&](TaskRecord& r) {
+    if (!task->transition(JobState::failed, JobState::queued)) return false;
+    r.attempts = 0;
+    r.error.reset();
+    r.exception = nullptr;
+    r.cleanup_errors.clear();
+    r.stuck_trace.reset();
+    r.cancel_requested = false;
+    r.finished_at.reset();
+    return true;
+  });
+  if (!reset) {
+    broker_.unreserve();
+    return RequeueResult::not_failed;
+  }
+  completion_.count_accepted();
+  const auto now = Clock::now();
+  task->set_ready_at(now);
+  broker_.enqueue(task, now, now);
+  return RequeueResult::requeued;
+}
+
+void Intake::close() {
+  open_.store(false, std::memory_order_seq_cst);
+  while (inside_.load(std::memory_order_seq_cst) > 0) std::this_thread::yield();
+}
+
+IntakeCounts Intake::counts() const {
+  IntakeCounts c;
+  c.submitted = submitted_.load();
+  c.rejected = rejected_.load();
+  for (std::size_t i = 0; i < rejected_by_code_.size(); ++i) {
+    c.rejected_by_code[std::string(to_string(static_cast<SubmitError::Code>(i)))] = rejected_by_code_[i].load();
+  }
+  return c;
+}
+
+}  // namespace bulwark::detail

@@ -1,0 +1,83 @@
+// Intake: how jobs get in. Checks a submitted spec against its type, builds
+// the task, and admits it: a place in the broker, an id, a record in the
+// store, then the broker. Requeue of a dead letter comes in the same way.
+// Shutdown closes the gate and waits until no caller is still inside it, so
+// no job lands after the final drain.
+//
+// Called by any thread (submit, post, requeue) and the shutdown thread
+// (close). Thread-safe and lock-free on the submit path; close() spins until
+// callers inside the gate have left (they never block there).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "bulwark/runtime.hpp"
+#include "runtime/broker.hpp"
+#include "runtime/completion.hpp"
+#include "runtime/job_store.hpp"
+#include "runtime/type_table.hpp"
+
+namespace bulwark::detail {
+
+struct IntakeCounts {
+  std::uint64_t submitted = 0;  // accepted jobs, posts included
+  std::uint64_t rejected = 0;
+  std::map<std::string, std::uint64_t> rejected_by_code;
+};
+
+class Intake {
+ public:
+  Intake(const RuntimeOptions& options, std::shared_ptr<const Registry> registry, TypeTable& types, Broker& broker,
+         JobStore& store, Completion& completion);
+
+  Submitted submit(JobSpec spec);
+  std::optional<SubmitError> post(std::shared_ptr<Task> task, PostOptions options);
+  RequeueResult requeue(const TaskPtr& task);
+
+  // Refuses new jobs from now on, then waits for every caller already past
+  // the gate.
+  void close();
+
+  IntakeCounts counts() const;
+
+ private:
+  // Held while a submit or requeue may still add a job (see close()).
+  class Gate {
+   public:
+    explicit Gate(Intake& intake) noexcept : intake_(intake) {
+      intake_.inside_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    ~Gate() { intake_.inside_.fetch_sub(1, std::memory_order_seq_cst); }
+    Gate(const Gate&) = delete;
+    Gate& operator=(const Gate&) = delete;
+    bool open() const noexcept { return intake_.open_.load(std::memory_order_seq_cst); }
+
+   private:
+    Intake& intake_;
+  };
+
+  std::optional<SubmitError> check(const JobSpec& spec, const TypeEntry* type) const;
+  std::optional<SubmitError> accept(TaskPtr task, std::chrono::milliseconds delay);
+  Submitted reject(SubmitError error);
+
+  const RuntimeOptions& options_;
+  const std::shared_ptr<const Registry> registry_;  // shared with every task: abandoned threads may outlive us
+  TypeTable& types_;
+  Broker& broker_;
+  JobStore& store_;
+  Completion& completion_;
+  const std::string id_prefix_;
+
+  alignas(64) std::atomic<bool> open_{true};
+  std::atomic<int> inside_{0};
+  std::atomic<std::uint64_t> next_seq_{0};
+  std::atomic<std::uint64_t> submitted_{0}, rejected_{0};
+  std::array<std::atomic<std::uint64_t>, 5> rejected_by_code_{};  // SubmitError::Code values
+};
+
+}  // namespace bulwark::detail

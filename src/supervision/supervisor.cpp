@@ -1,0 +1,212 @@
+#include "supervision/supervisor.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+
+#include "runtime/clock.hpp"
+
+namespace bulwark::detail {
+
+namespace {
+
+std::string ms_text(double ms) { return std::to_string(static_cast<long long>(ms)) + " ms"; }
+
+}  // namespace
+
+Supervisor::Supervisor(const RuntimeOptions& options, Executor& executor, Broker& broker, const TypeTable& types,
+                       Reporter& reporter, std::shared_ptr<ProcessRunner> processes)
+    : options_(options),
+      executor_(executor),
+      broker_(broker),
+      types_(types),
+      reporter_(reporter),
+      processes_(std::move(processes)) {}
+
+Supervisor::~Supervisor() { stop(); }
+
+void Supervisor::start() {
+  thread_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
+}
+
+void Supervisor::stop() {
+  thread_.request_stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Supervisor::run(std::stop_token stop) {
+  std::mutex mutex;
+  std::condition_variable_any cv;
+  while (!stop.stop_requested()) {
+    tick(Clock::now());
+    std::unique_lock lock(mutex);
+    cv.wait_for(lock, stop, options_.supervisor.tick, [] { return false; });
+  }
+}
+
+void Supervisor::tick(Clock::time_point now) {
+  for (const SlotPtr& s : executor_.live_slots()) watch(s, now);
+  for (std::string& note : executor_.replace_exited(now)) reporter_.log(LogLevel::warn, std::move(note));
+  note_restarts(now);
+  Findings f;
+  check_restarts(now, f);
+  check_positions(f);
+  check_waits(now, f);
+  throttle_retries(!f.degraded.empty());
+  publish_verdict(std::move(f));
+}
+
+// Takes the stack where the job is now and keeps it on the record, then
+// (for a soft timeout) asks the job to stop.
+void Supervisor::report_stack(const SlotPtr& slot, const TaskPtr& task, std::string message, bool request_stop) {
+  // An isolated job runs in a child process: this thread only waits for it,
+  // so its stack would say nothing. The child's is taken at a kill.
+  const bool remote = task->type_entry()->runner && task->type_entry()->runner->remote();
+  std::optional<RawTrace> trace = remote ? std::nullopt : executor_.dump_stack(*slot);
+  task->with_record([&](TaskRecord& r) {
+    if (trace) r.stuck_trace = std::make_unique<RawTrace>(*trace);
+    if (request_stop && !r.cancel_requested) {
+      task->set_stop_reason(FailureKind::timeout);
+      r.stop.request_stop();
+    }
+  });
+  reporter_.note(LogLevel::warn, {std::move(message), task->id(), task->type(), trace});
+}
+
+void Supervisor::watch(const SlotPtr& slot, Clock::time_point now) {
+  const std::optional<RunningView> running = slot->view();
+  if (!running || !slot->is_running()) return;
+  const TaskPtr& task = running->task;
+  const TaskSpec& spec = task->spec();
+  const double elapsed = ms_between(running->started, now);
+  const double quiet = ms_between(std::max(running->started, task->last_heartbeat()), now);
+  const auto where = "job " + task->id() + " (" + task->type() + ") on worker " + std::to_string(slot->id());
+
+  if (spec.timeout.count() > 0 && elapsed >= static_cast<double>(spec.timeout.count()) && !running->soft_fired &&
+      slot->mark_soft_fired()) {
+    soft_timeouts_.fetch_add(1, std::memory_order_relaxed);
+    report_stack(slot, task,
+                 where + " passed its soft timeout of " + ms_text(static_cast<double>(spec.timeout.count())) +
+                     ": stop requested; it was here:",
+                 true);
+  }
+  const auto stuck_after = options_.supervisor.stuck_after;
+  if (stuck_after.count() > 0 && quiet >= static_cast<double>(stuck_after.count()) && !running->stuck_reported &&
+      slot->mark_stuck_reported()) {
+    stuck_reports_.fetch_add(1, std::memory_order_relaxed);
+    report_stack(slot, task, where + " looks stuck: no heartbeat for " + ms_text(quiet) + "; it is here:", false);
+  }
+  // An isolated job's hard timeout is the process runner's: it kills the child.
+  const bool remote = task->type_entry()->runner && task->type_entry()->runner->remote();
+  if (!remote && spec.hard_timeout.count() > 0 && elapsed >= static_cast<double>(spec.hard_timeout.count())) {
+    executor_.abandon(slot,
+                      make_failure(FailureKind::timeout,
+                                   "hard timeout of " + ms_text(static_cast<double>(spec.hard_timeout.count())) +
+                                       " reached; worker " + std::to_string(slot->id()) +
+                                       " was abandoned and replaced"),
+                      true, now);
+  }
+}
+
+// Thread replacements and child process deaths both count towards restart
+// intensity.
+void Supervisor::note_restarts(Clock::time_point now) {
+  for (Clock::time_point t : executor_.take_replacement_times()) restart_times_.push_back(t);
+  if (processes_) {
+    for (const std::uint64_t d = processes_->deaths(); process_deaths_seen_ < d; ++process_deaths_seen_) {
+      restart_times_.push_back(now);
+    }
+  }
+}
+
+void Supervisor::check_restarts(Clock::time_point now, Findings& f) {
+  const auto& so = options_.supervisor;
+  while (!restart_times_.empty() && now - restart_times_.front() > so.restart_window) restart_times_.pop_front();
+  if (restart_times_.size() > so.max_restarts) {
+    f.unhealthy.push_back(std::to_string(restart_times_.size()) +
+                          " worker replacements (threads and processes) within the last " +
+                          ms_text(static_cast<double>(so.restart_window.count())) + " (supervisor.max_restarts is " +
+                          std::to_string(so.max_restarts) + ")");
+  }
+}
+
+void Supervisor::check_positions(Findings& f) const {
+  const ExecutorCounts c = executor_.counts();
+  if (c.vacant == 0) return;
+  f.unhealthy.push_back(std::to_string(c.abandoned) + " stuck worker threads abandoned (supervisor." +
+                        "max_abandoned_threads is " + std::to_string(options_.supervisor.max_abandoned_threads) +
+                        "); " + std::to_string(c.vacant) + " of " + std::to_string(c.positions) +
+                        " worker positions are not replaced");
+}
+
+void Supervisor::check_waits(Clock::time_point now, Findings& f) {
+  const auto& so = options_.supervisor;
+  f.wait_p99_ms = executor_.waits().p99_since(steady_ms(now) - 30'000);
+  if (so.max_queue_wait.count() > 0 && f.wait_p99_ms && *f.wait_p99_ms > static_cast<double>(so.max_queue_wait.count())) {
+    f.degraded.push_back("queue wait p99 over the last 30 s is " + ms_text(*f.wait_p99_ms) +
+                         " (supervisor.max_queue_wait_ms is " + std::to_string(so.max_queue_wait.count()) + ")");
+  }
+  const ExecutorCounts c = executor_.counts();
+  const unsigned positions = c.positions - c.vacant;
+  if (positions > 0 && c.running >= positions) {
+    if (!all_busy_since_) all_busy_since_ = now;
+  } else {
+    all_busy_since_.reset();
+  }
+  if (so.stall.count() > 0 && all_busy_since_ && now - *all_busy_since_ > so.stall) {
+    f.degraded.push_back("every worker has been busy for " + ms_text(ms_between(*all_busy_since_, now)) +
+                         " (supervisor.stall_ms is " + std::to_string(so.stall.count()) + ")");
+  }
+}
+
+// Fresh work before recovery work while the pool is saturated, but never
+// none: one retry at a time still runs, so recovery cannot starve while a
+// worker is idle (held at zero, a degraded verdict that the waiting retries
+// themselves fed kept them waiting for minutes).
+void Supervisor::throttle_retries(bool saturated) {
+  if (saturated == retries_throttled_) return;
+  retries_throttled_ = saturated;
+  broker_.set_retry_limit(saturated ? 1 : options_.effective_max_concurrent_retries());
+  reporter_.log(LogLevel::warn, saturated ? "retries slowed to one at a time: the pool is saturated"
+                                          : "retries resumed: the pool is no longer saturated");
+}
+
+void Supervisor::publish_verdict(Findings f) {
+  const Verdict next = !f.unhealthy.empty() ? Verdict::unhealthy
+                       : !f.degraded.empty() ? Verdict::degraded
+                                             : Verdict::healthy;
+  std::vector<std::string> all = std::move(f.unhealthy);
+  all.insert(all.end(), f.degraded.begin(), f.degraded.end());
+  Verdict previous;
+  {
+    MutexLock lock(mutex_);
+    previous = verdict_;
+    verdict_ = next;
+    reasons_ = all;
+    wait_p99_ms_ = f.wait_p99_ms;
+  }
+  if (previous == next) return;
+  std::string text = "health verdict: " + std::string(to_string(previous)) + " -> " + std::string(to_string(next));
+  for (const std::string& r : all) text += "; " + r;
+  reporter_.log(next == Verdict::healthy ? LogLevel::info : LogLevel::warn, std::move(text));
+}
+
+HealthReport Supervisor::health() const {
+  HealthReport h;
+  {
+    MutexLock lock(mutex_);
+    h.verdict = verdict_;
+    h.reasons = reasons_;
+    h.queue_wait_p99_ms = wait_p99_ms_;
+  }
+  h.workers = executor_.health();
+  if (processes_) h.processes = processes_->health();
+  types_.for_each([&](const TypeEntry& t) {
+    if (t.breaker.enabled()) h.breakers.push_back({t.name, t.breaker.state(), t.breaker.opened()});
+  });
+  return h;
+}
+
+SupervisorCounts Supervisor::counts() const noexcept { return {soft_timeouts_.load(), stuck_reports_.load()}; }
+
+}  // namespace bulwark::detail

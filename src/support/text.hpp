@@ -1,0 +1,21 @@
+// Support: small text helpers every layer uses.
+//
+// Pure functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace bulwark::detail {
+
+// "0x7f..." in lower case.
+std::string hex(std::uintptr_t value);
+
+// One line of JSON; invalid UTF-8 in strings becomes U+FFFD instead of
+// throwing (job payloads and failure messages are outside bytes).
+std::string dump_line(const nlohmann::json& j);
+std::string dump_line(const nlohmann::ordered_json& j);
+
+}  // namespace bulwark::detail
