@@ -37,7 +37,7 @@
 #include "bulwark/guarded.hpp"
 #include "bulwark/isolation.hpp"
 #include "bulwark/runtime.hpp"
-#include "detail/runtime_impl.hpp"
+#include "runtime/testing_hooks.hpp"
 
 namespace {
 
@@ -260,9 +260,9 @@ double run_bulwark_handler(std::size_t n, Body body, unsigned workers) {
 }
 
 double run_bulwark_unguarded(std::size_t n, Body body, unsigned workers) {
-  bulwark::detail::testing::set_unguarded(true);
+  bulwark::detail::hooks::set_unguarded(true);
   const double r = run_bulwark_post(n, body, workers);
-  bulwark::detail::testing::set_unguarded(false);
+  bulwark::detail::hooks::set_unguarded(false);
   return r;
 }
 

@@ -177,7 +177,7 @@ void start_stop_watcher() {
   pthread_sigmask(SIG_UNBLOCK, &dump_only, nullptr);  // dumps go to the main thread, which runs the jobs
 }
 
-std::size_t virtual_bytes() {
+[[maybe_unused]] std::size_t virtual_bytes() {  // unused under sanitizers
   std::ifstream in("/proc/self/statm");
   std::size_t pages = 0;
   in >> pages;

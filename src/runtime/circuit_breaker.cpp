@@ -7,6 +7,7 @@ CircuitBreaker::Decision CircuitBreaker::admit(Clock::time_point now) {
   if (!enabled() || state_.load(std::memory_order_acquire) == State::closed) return {};
   MutexLock lock(mutex_);
   switch (state_.load(std::memory_order_relaxed)) {
+    case State::off:
     case State::closed:
       return {};
     case State::open:
