@@ -12,6 +12,7 @@
 #include "bulwark/runtime.hpp"
 #include "support/helpers.hpp"
 #include "support/http_client.hpp"
+#include "support/wait.hpp"
 
 using namespace std::chrono_literals;
 using bulwark::testing::http;
@@ -158,7 +159,7 @@ TEST_SUITE("HttpServer") {
     check_error(http(s.port(), "POST", "/v1/jobs", R"({"type": "sleep", "payload": {"ms": -1}})"), 422, "invalid_field");
     // Fill the queue: one job running, two waiting.
     s.post_job({{"type", "sleep"}, {"payload", {{"ms", 2000}}}});
-    while (s.runtime.stats().running == 0) std::this_thread::sleep_for(1ms);
+    REQUIRE(bulwark::testing::eventually([&] { return s.runtime.stats().running > 0; }));
     s.post_job({{"type", "echo"}});
     s.post_job({{"type", "echo"}});
     auto full = http(s.port(), "POST", "/v1/jobs", R"({"type": "echo"})");

@@ -11,6 +11,7 @@
 
 #include "bulwark/runtime.hpp"
 #include "support/helpers.hpp"
+#include "support/wait.hpp"
 
 using namespace std::chrono_literals;
 using bulwark::FailureKind;
@@ -28,14 +29,9 @@ using bulwark::testing::trace_names;
 JobRecord run_to_end(Runtime& rt, bulwark::JobSpec spec) {
   const auto s = rt.submit(std::move(spec));
   REQUIRE_MESSAGE(static_cast<bool>(s), (s.error ? s.error->message : ""));
-  const auto deadline = bulwark::Clock::now() + 60s;
-  for (;;) {
-    auto r = rt.get(s.id);
-    REQUIRE(r);
-    if (bulwark::is_terminal(r->state)) return *r;
-    REQUIRE(bulwark::Clock::now() < deadline);
-    std::this_thread::sleep_for(2ms);
-  }
+  auto r = bulwark::testing::await_terminal(rt, s.id);
+  REQUIRE(r);
+  return *r;
 }
 
 bool alive(int pid) { return pid > 0 && kill(pid, 0) == 0; }
@@ -212,9 +208,7 @@ TEST_SUITE("Process isolation") {
     CHECK(succeeded == 900);
     CHECK(crashed == 100);
     // Replacements start at once; each live child answers a job.
-    const auto deadline = bulwark::Clock::now() + 20s;
-    while (live_pids(rt).size() != 3 && bulwark::Clock::now() < deadline) std::this_thread::sleep_for(5ms);
-    CHECK(live_pids(rt).size() == 3);
+    CHECK(bulwark::testing::eventually([&] { return live_pids(rt).size() == 3; }, 20s));
   }
 
   TEST_CASE("a child inherits no descriptor of the parent but its own socket and the standard streams" *

@@ -6,6 +6,7 @@
 
 #include "runtime/job_queue.hpp"
 #include "support/fake_task.hpp"
+#include "support/wait.hpp"
 
 using bulwark::Clock;
 using bulwark::JobState;
@@ -51,7 +52,7 @@ TEST_SUITE("JobQueue") {
       });
     }
     produce(20'000);
-    while (taken.load() < accepted.load()) std::this_thread::sleep_for(1ms);
+    CHECK(bulwark::testing::eventually([&] { return taken.load() >= accepted.load(); }));
     CHECK(q.size() == 0);
     q.close();
     for (auto& t : consumers) t.join();
@@ -92,7 +93,7 @@ TEST_SUITE("JobQueue") {
   TEST_CASE("a due retry yields to a fresh job of the same priority" * doctest::timeout(10)) {
     JobQueue q(100, 4);
     q.push_retry(fake_task("retry", 3, JobState::scheduled), Clock::now());
-    while (q.ready() == 0) std::this_thread::sleep_for(1ms);  // the scheduler admits it
+    REQUIRE(bulwark::testing::eventually([&] { return q.ready() > 0; }));  // the scheduler admits it
     REQUIRE(q.try_push(fake_task("fresh", 3), Clock::now()));
     REQUIRE(q.try_push(fake_task("fresh-low", 2), Clock::now()));
     CHECK(q.pop().task->id() == "fresh");
@@ -120,7 +121,7 @@ TEST_SUITE("JobQueue") {
     auto t = fake_task("x", 0, JobState::scheduled);
     REQUIRE(q.try_push(t, Clock::now() + 30ms));
     t->set_state(JobState::cancelled);
-    while (q.size() != 0) std::this_thread::sleep_for(1ms);
+    REQUIRE(bulwark::testing::eventually([&] { return q.size() == 0; }));
     CHECK(q.ready() == 0);
     CHECK(q.try_push(fake_task("y"), Clock::now()));
   }
@@ -165,7 +166,7 @@ TEST_SUITE("JobQueue") {
       });
     }
     for (auto& t : producers) t.join();
-    while (popped.load() < 2 * kPerProducer) std::this_thread::sleep_for(1ms);
+    CHECK(bulwark::testing::eventually([&] { return popped.load() >= 2 * kPerProducer; }));
     q.close();
     for (auto& t : threads) t.join();
     CHECK(popped.load() == 2 * kPerProducer);

@@ -12,6 +12,7 @@
 #include "builtin_workers.hpp"
 #include "bulwark/runtime.hpp"
 #include "support/helpers.hpp"
+#include "support/wait.hpp"
 
 using namespace std::chrono_literals;
 using bulwark::JobContext;
@@ -396,7 +397,7 @@ TEST_SUITE("Runtime") {
   TEST_CASE("cancel: queued jobs end cancelled, running ones are asked to stop" * doctest::timeout(30)) {
     Runtime rt(builtins(), test_options(1));
     auto running = rt.submit({.type = "sleep", .payload = {{"ms", 20'000}}});
-    while (rt.get(running.id)->state != JobState::running) std::this_thread::sleep_for(1ms);
+    REQUIRE(bulwark::testing::eventually([&] { return rt.get(running.id)->state == JobState::running; }));
     auto queued = rt.submit({.type = "echo"});
     CHECK(rt.cancel(queued.id) == bulwark::CancelResult::cancelled);
     CHECK(rt.get(queued.id)->state == JobState::cancelled);
@@ -421,7 +422,7 @@ TEST_SUITE("Runtime") {
     };
     Runtime rt(builtins(), options);
     auto sleeper = rt.submit({.type = "sleep", .payload = {{"ms", 20'000}}});
-    while (rt.get(sleeper.id)->state != JobState::running) std::this_thread::sleep_for(1ms);
+    REQUIRE(bulwark::testing::eventually([&] { return rt.get(sleeper.id)->state == JobState::running; }));
     std::vector<bulwark::JobId> waiting;
     for (int i = 0; i < 5; ++i) waiting.push_back(rt.submit({.type = "echo", .payload = i}).id);
     waiting.push_back(rt.submit({.type = "echo", .delay = 1h}).id);

@@ -9,6 +9,7 @@
 #include "bulwark/runtime.hpp"
 #include "runtime/testing_hooks.hpp"
 #include "support/helpers.hpp"
+#include "support/wait.hpp"
 
 using namespace std::chrono_literals;
 using bulwark::JobContext;
@@ -25,15 +26,7 @@ using bulwark::testing::builtins;
 using bulwark::testing::test_options;
 
 
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
-  const auto deadline = bulwark::Clock::now() + limit;
-  while (!pred()) {
-    if (bulwark::Clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
+using bulwark::testing::eventually;
 
 unsigned count_state(const bulwark::HealthReport& h, const std::string& state) {
   unsigned n = 0;

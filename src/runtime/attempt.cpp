@@ -54,37 +54,42 @@ RunnerResult ChildRunner::run(Task& task, JobContext& ctx) {
   return r;
 }
 
+AttemptRunner& in_thread_runner() noexcept {
+  static InThreadRunner runner;
+  return runner;
+}
+
 bool Attempt::start(Clock::time_point now) {
   start_ = now;
-  const bool go = task_->with_record([&](TaskRecord& r) {
+  const bool go = task_.with_record([&](TaskRecord& r) {
     if (r.cancel_requested) return false;  // cancelled while it was deferred
     number_ = ++r.attempts;
     epoch_ = r.epoch;
-    r.stop = slot_->stop_source();  // lent for this attempt; taken back when it ends
+    r.stop = slot_.stop_source();  // lent for this attempt; taken back when it ends
     token_ = r.stop.get_token();
     if (!r.started_at) r.started_at = to_wall(now);
     return true;
   });
-  if (go) task_->heartbeat(now);
+  if (go) task_.heartbeat(now);
   return go;
 }
 
 AttemptEnd Attempt::run() {
-  JobContext ctx = ContextAccess::make(*task_, std::move(token_), number_, epoch_);
-  set_crash_context(task_->id().c_str(), task_->type().c_str(), slot_->id());
-  RunnerResult result = runner_->run(*task_, ctx);
-  set_crash_context(nullptr, nullptr, slot_->id());
+  JobContext ctx = ContextAccess::make(task_, std::move(token_), number_, epoch_);
+  set_crash_context(task_.id().c_str(), task_.type().c_str(), slot_.id());
+  RunnerResult result = runner_.run(task_, ctx);
+  set_crash_context(nullptr, nullptr, slot_.id());
   AttemptEnd end;
   end.attempt = number_;
   end.outcome = std::move(result.outcome);
   end.cleanup_errors = std::move(result.cleanup_errors);
   if (!end.outcome.ok()) {
     Failure& f = end.outcome.failure();
-    end.child_timed_out = runner_->remote() && f.kind == FailureKind::timeout;
+    end.child_timed_out = runner_.remote() && f.kind == FailureKind::timeout;
     if (f.type == "bulwark::Stopped") {
       // Why it was stopped is the task's to say (a child process only knows
       // that it was asked to).
-      f.kind = task_->stop_reason();
+      f.kind = task_.stop_reason();
       f.message = Stopped(f.kind).what();
     }
   }

@@ -68,10 +68,15 @@ struct AttemptEnd {
   bool child_timed_out = false;  // an isolated attempt killed at its hard timeout
 };
 
+// The runner for attempts on a worker thread; stateless, shared by all.
+AttemptRunner& in_thread_runner() noexcept;
+
+// The worker thread that makes an Attempt keeps the task, the slot and the
+// runner alive while it runs (its own shared_ptrs: an abandoned thread may
+// outlive the runtime), so the Attempt only refers to them.
 class Attempt {
  public:
-  Attempt(TaskPtr task, std::shared_ptr<WorkerSlot> slot, std::shared_ptr<AttemptRunner> runner) noexcept
-      : task_(std::move(task)), slot_(std::move(slot)), runner_(std::move(runner)) {}
+  Attempt(Task& task, WorkerSlot& slot, AttemptRunner& runner) noexcept : task_(task), slot_(slot), runner_(runner) {}
 
   // Takes the next attempt number and lends the worker's stop source to the
   // job. False if the job was cancelled while it waited (nothing to run).
@@ -80,9 +85,9 @@ class Attempt {
   AttemptEnd run();
 
  private:
-  TaskPtr task_;
-  std::shared_ptr<WorkerSlot> slot_;
-  std::shared_ptr<AttemptRunner> runner_;
+  Task& task_;
+  WorkerSlot& slot_;
+  AttemptRunner& runner_;
   Clock::time_point start_{};
   int number_ = 0;
   std::uint32_t epoch_ = 0;

@@ -55,7 +55,7 @@ void Completion::attempt_ended(Running running, AttemptEnd end) {
 }
 
 void Completion::succeed(Running running, const AttemptEnd& end) {
-  const TaskPtr task = running.task();
+  const TaskPtr& task = running.task();  // valid until the lease is acked
   task->with_record([&](TaskRecord& r) {
     r.duration_ms = end.duration_ms;
     r.error.reset();
@@ -69,8 +69,8 @@ void Completion::succeed(Running running, const AttemptEnd& end) {
                                       task->id() + " succeeded");
   }
   task->set_state(JobState::succeeded);
-  broker_.ack(std::move(running.lease), Ack::done);
   publish(task, JobState::succeeded);
+  broker_.ack(std::move(running.lease), Ack::done);
 }
 
 void Completion::note_breaker_failure(const Task& task, bool trial) {
@@ -85,7 +85,7 @@ void Completion::note_breaker_failure(const Task& task, bool trial) {
 
 void Completion::fail(Running running, int attempt, Failure failure, std::exception_ptr exception,
                       std::vector<Failure> cleanup_errors, double duration_ms) {
-  const TaskPtr task = running.task();
+  const TaskPtr& task = running.task();  // valid until the lease is acked
   TypeEntry& type = *task->type_entry();
   const auto now = Clock::now();
   const std::size_t kind = kind_index(failure.kind);
@@ -124,8 +124,8 @@ void Completion::fail(Running running, int attempt, Failure failure, std::except
   const JobState terminal = cancelled_now ? JobState::cancelled : JobState::failed;
   if (terminal == JobState::failed) type.counters.failed[kind].fetch_add(1, std::memory_order_relaxed);
   task->set_state(terminal);
-  broker_.ack(std::move(running.lease), Ack::done);
   publish(task, terminal);
+  broker_.ack(std::move(running.lease), Ack::done);
 }
 
 void Completion::abandoned(Running running, int attempt, Failure failure, double duration_ms, bool allow_retry) {
@@ -134,7 +134,7 @@ void Completion::abandoned(Running running, int attempt, Failure failure, double
     fail(std::move(running), attempt, std::move(failure), nullptr, {}, duration_ms);
     return;
   }
-  const TaskPtr task = running.task();
+  const TaskPtr& task = running.task();  // valid until the lease is acked
   task->type_entry()->counters.failed[kind_index(failure.kind)].fetch_add(1, std::memory_order_relaxed);
   task->with_record([&](TaskRecord& r) {
     r.duration_ms = duration_ms;
@@ -143,16 +143,16 @@ void Completion::abandoned(Running running, int attempt, Failure failure, double
     r.finished_at = WallClock::now();
   });
   task->set_state(JobState::failed);
-  broker_.ack(std::move(running.lease), Ack::done);
   publish(task, JobState::failed);
+  broker_.ack(std::move(running.lease), Ack::done);
 }
 
 void Completion::cancelled_before_start(Lease lease, Clock::time_point now) {
-  const TaskPtr task = lease.task;
+  const TaskPtr& task = lease.task;
   task->with_record([&](TaskRecord& r) { r.finished_at = to_wall(now); });
   task->set_state(JobState::cancelled);
-  broker_.ack(std::move(lease), Ack::done);
   publish(task, JobState::cancelled);
+  broker_.ack(std::move(lease), Ack::done);
 }
 
 CancelResult Completion::cancel(const TaskPtr& task) {

@@ -52,8 +52,7 @@ Executor::Executor(const RuntimeOptions& options, Broker& broker, Completion& co
       broker_(broker),
       completion_(completion),
       reporter_(reporter),
-      processes_(std::move(processes)),
-      in_thread_(std::make_shared<InThreadRunner>()) {
+      processes_(std::move(processes)) {
   install_dump_handler();
 }
 
@@ -142,7 +141,8 @@ bool Executor::serve(const SlotPtr& slot, Lease lease) {
   if (!lease.is_retry()) waits_.add(std::chrono::duration_cast<std::chrono::microseconds>(waited).count(), steady_ms(now));
   queue_wait_.observe(std::chrono::duration<double>(waited).count());
 
-  Attempt attempt(task, slot, type.runner ? type.runner : in_thread_);
+  const std::shared_ptr<AttemptRunner> remote = type.runner;  // null (no count to touch) for thread types
+  Attempt attempt(*task, *slot, remote ? *remote : in_thread_runner());
   if (!attempt.start(now)) {
     completion_.cancelled_before_start(std::move(lease), now);
     return true;

@@ -101,7 +101,6 @@ class Executor {
   Completion& completion_;
   Reporter& reporter_;
   const std::shared_ptr<ProcessRunner> processes_;  // null when no type is isolated
-  const std::shared_ptr<AttemptRunner> in_thread_;
 
   WaitSamples waits_;
   Histogram run_time_;

@@ -123,7 +123,7 @@ std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::millisecond
   if (s.id.empty()) s.id = id_prefix_ + std::to_string(s.seq);
   task->set_state(delay.count() > 0 ? JobState::scheduled : JobState::queued);
   const auto now = Clock::now();
-  task->with_record([&](TaskRecord& r) { r.created_at = to_wall(now); });
+  task->prepare_record().created_at = to_wall(now);
   if (s.stored && !store_.insert(task)) {
     broker_.unreserve();
     return error(SubmitError::Code::duplicate_id, "id '" + s.id + "' is already used by another job");

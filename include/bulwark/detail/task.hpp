@@ -81,6 +81,8 @@ class Task {
   const std::string& type() const noexcept { return spec_.type; }
   // The spec, writable: only before the task is shared.
   TaskSpec& prepare() noexcept { return spec_; }
+  // The record without its lock: only before the task is shared.
+  TaskRecord& prepare_record() noexcept BULWARK_NO_THREAD_SAFETY_ANALYSIS { return record_; }
   // The runtime's entry for the job's type; set before the task is shared.
   TypeEntry* type_entry() const noexcept { return type_; }
   void set_type_entry(TypeEntry* type) noexcept { type_ = type; }
