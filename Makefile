@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run demo test test-asan test-tsan fuzz check-clang bench bench-quick clean
+.PHONY: all deps build run demo test test-asan test-tsan fuzz check-clang check-layers bench bench-quick clean
 
 all: build
 
@@ -79,6 +79,11 @@ check-clang: $(BUILD)/release/build.ninja
 	@for f in tests/*_test.cpp; do \
 	  clang++-14 $(CLANG_FLAGS) -DBULWARK_BINARY='""' -DBULWARK_SOURCE_DIR='""' -DBULWARK_TIME_SCALE=1 $$f || exit 1; \
 	done; echo "check-clang: every test source compiles with clang 14"
+
+# No source includes upward across the layers (docs/ARCHITECTURE.md); also
+# a ctest, so `make test` runs it.
+check-layers:
+	@scripts/check-layers.sh
 
 $(BUILD)/bench/build.ninja:
 	scripts/install-deps.sh bench

@@ -40,8 +40,8 @@ struct Runtime::Impl {
   detail::Executor executor;
   detail::Supervisor supervisor;
 
-  std::mutex shutdown_mutex;
-  std::optional<ShutdownReport> shutdown_report;  // guarded by shutdown_mutex
+  detail::Mutex shutdown_mutex;
+  std::optional<ShutdownReport> shutdown_report BULWARK_GUARDED_BY(shutdown_mutex);
 
   ShutdownReport stop(std::chrono::milliseconds timeout);
   bool drain_until(Clock::time_point deadline);
@@ -84,7 +84,7 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
 }
 
 ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
-  std::lock_guard guard(shutdown_mutex);
+  detail::MutexLock guard(shutdown_mutex);
   if (shutdown_report) return *shutdown_report;
   intake.close();
   ShutdownReport report;

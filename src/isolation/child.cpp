@@ -45,8 +45,8 @@ int g_fd = -1;
 volatile sig_atomic_t g_in_job = 0;
 std::uintptr_t g_stack_lo = 0;  // lowest address the main thread's stack may reach
 
-std::mutex g_stop_mutex;
-std::stop_source* g_stop = nullptr;  // guarded by g_stop_mutex: the running job's
+detail::Mutex g_stop_mutex;
+std::stop_source* g_stop BULWARK_GUARDED_BY(g_stop_mutex) = nullptr;  // the running job's
 
 // A task with no record: the child only needs its id and type for JobContext.
 class ChildTask final : public detail::Task {
@@ -167,7 +167,7 @@ void start_stop_watcher() {
     for (;;) {
       int sig = 0;
       if (sigwait(&wait_set, &sig) != 0) continue;
-      std::lock_guard lock(g_stop_mutex);
+      detail::MutexLock lock(g_stop_mutex);
       if (g_stop != nullptr) g_stop->request_stop();
     }
   }).detach();
@@ -220,7 +220,7 @@ json run_one(const Registry& registry, const json& request) {
   const std::size_t limit_mb = request.value("memory_limit_mb", std::size_t{0});
   std::stop_source stop;
   {
-    std::lock_guard lock(g_stop_mutex);
+    detail::MutexLock lock(g_stop_mutex);
     g_stop = &stop;
   }
   JobContext ctx = detail::ContextAccess::make(task, stop.get_token(), request.at("attempt").get<int>(), 0);
@@ -235,7 +235,7 @@ json run_one(const Registry& registry, const json& request) {
     g_in_job = 0;
   }
   {
-    std::lock_guard lock(g_stop_mutex);
+    detail::MutexLock lock(g_stop_mutex);
     g_stop = nullptr;
   }
   json errors = json::array();

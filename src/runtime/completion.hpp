@@ -87,7 +87,7 @@ class Completion {
   std::atomic<std::uint64_t> succeeded_{0}, failed_{0}, cancelled_{0};
   std::atomic<std::uint64_t> attempts_failed_{0}, retried_{0}, hard_timeouts_{0}, breaker_opened_{0};
   std::atomic<int> idle_waiters_{0};  // threads in wait_idle; publish() notifies only if any
-  std::mutex idle_mutex_;
+  std::mutex idle_mutex_;  // guards no data: only the wait on idle_cv_
   std::condition_variable idle_cv_;
 };
 

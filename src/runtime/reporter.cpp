@@ -115,36 +115,46 @@ void Reporter::note(LogLevel level, StackNote note) noexcept {
 }
 
 void Reporter::write(Event& event) {
-  const auto level = to_spdlog(event.level);
   if (auto* message = std::get_if<std::string>(&event.body)) {
-    if (!json_) {
-      logger_->log(event.time, spdlog::source_loc{}, level, *message);
-    } else {
-      nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},
-                             {"level", spdlog::level::to_string_view(level).data()},
-                             {"msg", *message}};
-      logger_->log(event.time, spdlog::source_loc{}, level, dump_line(line));
-    }
+    write_message(event, *message);
+  } else if (auto* note = std::get_if<StackNote>(&event.body)) {
+    write_note(event, *note);
+  } else {
+    write_failure(event, std::get<AttemptFailure>(event.body));
+  }
+}
+
+void Reporter::write_message(const Event& event, const std::string& message) {
+  const auto level = to_spdlog(event.level);
+  if (!json_) {
+    logger_->log(event.time, spdlog::source_loc{}, level, message);
     return;
   }
-  if (auto* note = std::get_if<StackNote>(&event.body)) {
-    if (json_) {
-      nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},
-                                     {"level", spdlog::level::to_string_view(level).data()},
-                                     {"msg", note->message},
-                                     {"job_id", note->id},
-                                     {"job_type", note->type}};
-      if (note->trace) line["stack_trace"] = to_json(*note->trace, true);
-      logger_->log(event.time, spdlog::source_loc{}, level,
-                   dump_line(line));
-    } else {
-      std::string text = note->message;
-      if (note->trace) append_frames(text, *note->trace);
-      logger_->log(event.time, spdlog::source_loc{}, level, text);
-    }
+  nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},
+                                 {"level", spdlog::level::to_string_view(level).data()},
+                                 {"msg", message}};
+  logger_->log(event.time, spdlog::source_loc{}, level, dump_line(line));
+}
+
+void Reporter::write_note(const Event& event, const StackNote& note) {
+  const auto level = to_spdlog(event.level);
+  if (!json_) {
+    std::string text = note.message;
+    if (note.trace) append_frames(text, *note.trace);
+    logger_->log(event.time, spdlog::source_loc{}, level, text);
     return;
   }
-  const AttemptFailure& e = std::get<AttemptFailure>(event.body);
+  nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},
+                                 {"level", spdlog::level::to_string_view(level).data()},
+                                 {"msg", note.message},
+                                 {"job_id", note.id},
+                                 {"job_type", note.type}};
+  if (note.trace) line["stack_trace"] = to_json(*note.trace, true);
+  logger_->log(event.time, spdlog::source_loc{}, level, dump_line(line));
+}
+
+void Reporter::write_failure(const Event& event, const AttemptFailure& e) {
+  const auto level = to_spdlog(event.level);
   const Failure& f = e.failure;
   if (json_) {
     nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},

@@ -67,6 +67,9 @@ class Reporter {
   struct Queue;
   void post(Event&& event) noexcept;
   void write(Event& event);
+  void write_message(const Event& event, const std::string& message);
+  void write_note(const Event& event, const StackNote& note);
+  void write_failure(const Event& event, const AttemptFailure& failure);
   void run(std::stop_token stop);
 
   bool json_ = false;
