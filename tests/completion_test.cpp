@@ -28,7 +28,7 @@ namespace {
 // A Completion with everything it talks to, all real.
 struct Fixture {
   explicit Fixture(bulwark::CircuitBreakerOptions breaker = {}) : type(breaker) {
-    type.name = "t";
+    type.name.assign(1, 't');
     type.policy.initial = 1ms;
     type.policy.max = 2ms;
   }

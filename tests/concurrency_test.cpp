@@ -42,6 +42,14 @@ struct Endings {
   }
 };
 
+// "p<producer>-<i>"; built with appends (GCC 12's -Wrestrict misfires on
+// chains of operator+ when inlined).
+std::string job_id(unsigned long producer, unsigned long i) {
+  std::string id = "p";
+  id.append(std::to_string(producer)).append("-").append(std::to_string(i));
+  return id;
+}
+
 bulwark::RuntimeOptions options_with(unsigned workers, Endings& endings) {
   auto o = bulwark::testing::test_options(workers);
   o.on_finished = [&endings](const bulwark::JobRecord& r) { endings.add(r); };
@@ -59,7 +67,7 @@ void submit_cancel_race(unsigned workers) {
   for (int p = 0; p < 2; ++p) {
     threads.emplace_back([&, p] {
       for (int i = 0; i < kPerProducer; ++i) {
-        const std::string id = "p" + std::to_string(p) + "-" + std::to_string(i);
+        const std::string id = job_id(static_cast<unsigned long>(p), static_cast<unsigned long>(i));
         bulwark::JobSpec spec{.type = "echo", .id = id};
         if (i % 3 == 1) spec = {.type = "fail", .payload = {{"throw", "runtime_error"}}, .id = id, .max_attempts = 3};
         if (i % 3 == 2) spec = {.type = "sleep", .payload = {{"ms", 1}}, .id = id};
@@ -70,7 +78,7 @@ void submit_cancel_race(unsigned workers) {
   threads.emplace_back([&] {
     std::minstd_rand rng(7);
     for (int i = 0; i < 300; ++i) {
-      rt.cancel("p" + std::to_string(rng() % 2) + "-" + std::to_string(rng() % kPerProducer));
+      rt.cancel(job_id(rng() % 2, rng() % kPerProducer));
     }
   });
   for (auto& t : threads) t.join();
