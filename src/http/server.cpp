@@ -75,7 +75,6 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   void out_of_descriptors(const beast::error_code& ec);
   void check_descriptor_limit();
 
-  friend class Session;
   Runtime& runtime_;
   const ServerOptions options_;
   http::Api api_;
