@@ -9,6 +9,8 @@ packages=(
   nlohmann-json3-dev libspdlog-dev libfmt-dev doctest-dev libconcurrentqueue-dev libcli11-dev
   python3     # the hostile-input battery (tests/hostile/) speaks raw HTTP from Python
   prometheus  # promtool, to check the /metrics output in the tests
+  libhiredis-dev  # the Redis client of the redis backend
+  redis-server    # started by the tests of the redis backend (never as a system service)
 )
 # Extra groups: `install-deps.sh bench` adds the benchmark peers, `fuzz` the
 # libFuzzer toolchain (clang 14 and its runtime).

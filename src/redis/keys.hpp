@@ -1,0 +1,43 @@
+// Internal: the redis backend's keys. Every key starts with "{namespace}:",
+// a hash tag, so one namespace lives in one Redis Cluster slot and the
+// multi-key scripts stay valid there.
+//
+//   {ns}:job:<id>     hash: the job (spec fields, state, attempts, owner, outcome)
+//   {ns}:ready        zset: jobs ready to run; score orders priority, then
+//                     fresh before retry, then submit order (see scripts.hpp)
+//   {ns}:scheduled    zset: jobs waiting for a time (delay, backoff), by due ms
+//   {ns}:leased       zset: jobs handed to a process, by lease deadline ms
+//   {ns}:index        zset: every known job by submit sequence (listings)
+//   {ns}:seq          counter: the submit sequence
+//   {ns}:done         zset: succeeded and cancelled jobs by finish ms (retention)
+//   {ns}:dead         zset: failed jobs (dead letters) by finish ms (retention)
+//   {ns}:cancel       pub/sub channel: ids of running jobs asked to stop
+//
+// A plain value; thread-safe to read.
+#pragma once
+
+#include <string>
+
+namespace bulwark::detail::redis {
+
+struct Keys {
+  explicit Keys(const std::string& ns)
+      : prefix("{" + ns + "}:"),
+        job_prefix(prefix + "job:"),
+        ready(prefix + "ready"),
+        scheduled(prefix + "scheduled"),
+        leased(prefix + "leased"),
+        index(prefix + "index"),
+        seq(prefix + "seq"),
+        done(prefix + "done"),
+        dead(prefix + "dead"),
+        cancel(prefix + "cancel") {}
+
+  std::string job(const std::string& id) const { return job_prefix + id; }
+
+  std::string prefix;
+  std::string job_prefix;
+  std::string ready, scheduled, leased, index, seq, done, dead, cancel;
+};
+
+}  // namespace bulwark::detail::redis

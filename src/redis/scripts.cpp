@@ -1,0 +1,171 @@
+#include "redis/scripts.hpp"
+
+namespace bulwark::detail::redis {
+
+namespace {
+
+// Shared by every script: the ready order, retention trimming and fencing.
+const std::string kPrelude = R"lua(
+local function ready_score(priority, retry, seq)
+  return (9 - tonumber(priority)) * 35184372088832 + (retry and 17592186044416 or 0) + tonumber(seq)
+end
+local function trim(zset, keep, job_prefix, index)
+  local excess = redis.call('ZCARD', zset) - keep
+  if excess <= 0 then return end
+  local old = redis.call('ZRANGE', zset, 0, excess - 1)
+  for _, id in ipairs(old) do
+    local state = redis.call('HGET', job_prefix .. id, 'state')
+    if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+      redis.call('DEL', job_prefix .. id)
+      redis.call('ZREM', index, id)
+    end
+  end
+  redis.call('ZREMRANGEBYRANK', zset, 0, excess - 1)
+end
+local function holds(key, owner, attempt)
+  local f = redis.call('HMGET', key, 'owner', 'attempts', 'state')
+  return f[1] == owner and f[2] == attempt and f[3] == 'running'
+end
+)lua";
+
+}  // namespace
+
+const Script kEnqueue{"enqueue", kPrelude + R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[9]) then return -2 end
+local seq = redis.call('INCR', KEYS[5])
+local delayed = tonumber(ARGV[7]) > tonumber(ARGV[8])
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'type', ARGV[2], 'payload', ARGV[3], 'priority', ARGV[4],
+  'max_attempts', ARGV[5], 'timeout_ms', ARGV[6], 'seq', seq, 'created_ms', ARGV[8], 'attempts', 0,
+  'state', delayed and 'scheduled' or 'queued', 'retry', '0')
+redis.call('ZADD', KEYS[4], seq, ARGV[1])
+if delayed then
+  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], ready_score(ARGV[4], false, seq), ARGV[1])
+end
+return seq
+)lua"};
+
+const Script kFetch{"fetch", kPrelude + R"lua(
+local out = {}
+local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))
+local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local key = ARGV[5] .. id
+  local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
+                       'retry', 'created_ms')
+  if f[1] == 'queued' then
+    local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HSET', key, 'state', 'running', 'owner', ARGV[4], 'retry', '0')
+    redis.call('HSETNX', key, 'started_ms', ARGV[2])
+    redis.call('ZADD', KEYS[2], deadline, id)
+    table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], tostring(attempts), f[7], f[8], f[9]})
+  end
+end
+return out
+)lua"};
+
+const Script kFinish{"finish", kPrelude + R"lua(
+if not holds(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'state', ARGV[4], 'outcome', ARGV[5], 'finished_ms', ARGV[6])
+redis.call('HDEL', KEYS[1], 'owner', 'cancel')
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+trim(KEYS[3], tonumber(ARGV[7]), ARGV[8], KEYS[4])
+return 1
+)lua"};
+
+const Script kRetry{"retry", kPrelude + R"lua(
+if not holds(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'state', 'scheduled', 'outcome', ARGV[5], 'retry', '1')
+redis.call('HDEL', KEYS[1], 'owner')
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+return 1
+)lua"};
+
+const Script kExtend{"extend", kPrelude + R"lua(
+if not holds(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+return 1
+)lua"};
+
+const Script kPromote{"promote", kPrelude + R"lua(
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(due) do
+  local key = ARGV[3] .. id
+  local f = redis.call('HMGET', key, 'priority', 'seq', 'retry', 'state')
+  redis.call('ZREM', KEYS[1], id)
+  if f[4] == 'scheduled' then
+    redis.call('HSET', key, 'state', 'queued')
+    redis.call('ZADD', KEYS[2], ready_score(f[1], f[3] == '1', f[2]), id)
+  end
+end
+return #due
+)lua"};
+
+const Script kRecover{"recover", kPrelude + R"lua(
+local now = ARGV[1]
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(expired) do
+  local key = ARGV[3] .. id
+  redis.call('ZREM', KEYS[1], id)
+  local f = redis.call('HMGET', key, 'state', 'attempts', 'max_attempts', 'owner', 'priority', 'seq', 'cancel')
+  if f[1] == 'running' then
+    local outcome = cjson.encode({error = {kind = 'lost', type = 'lost', process = f[4] or '',
+      message = 'the lease of process ' .. (f[4] or '?') .. ' expired: it died or stalled while running the job'}})
+    redis.call('HDEL', key, 'owner')
+    if f[7] == '1' then
+      redis.call('HSET', key, 'state', 'cancelled', 'outcome', outcome, 'finished_ms', now)
+      redis.call('HDEL', key, 'cancel')
+      redis.call('ZADD', KEYS[5], now, id)
+    elseif tonumber(f[2]) >= tonumber(f[3]) then
+      redis.call('HSET', key, 'state', 'failed', 'outcome', outcome, 'finished_ms', now)
+      redis.call('ZADD', KEYS[3], now, id)
+    else
+      redis.call('HSET', key, 'state', 'queued', 'outcome', outcome, 'retry', '1')
+      redis.call('ZADD', KEYS[2], ready_score(f[5], true, f[6]), id)
+    end
+    table.insert(out, id)
+  end
+end
+trim(KEYS[3], tonumber(ARGV[4]), ARGV[3], KEYS[4])
+trim(KEYS[5], tonumber(ARGV[5]), ARGV[3], KEYS[4])
+return out
+)lua"};
+
+const Script kCancel{"cancel", kPrelude + R"lua(
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 0 end
+if state == 'queued' or state == 'scheduled' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
+  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+  trim(KEYS[4], tonumber(ARGV[3]), ARGV[4], KEYS[6])
+  return 1
+end
+if state == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel', '1')
+  redis.call('PUBLISH', KEYS[5], ARGV[1])
+  return 2
+end
+return 3
+)lua"};
+
+const Script kRequeue{"requeue", kPrelude + R"lua(
+local f = redis.call('HMGET', KEYS[1], 'state', 'priority', 'seq')
+if not f[1] then return 0 end
+if f[1] ~= 'failed' then return -1 end
+if redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[2]) then return -2 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'retry', '0')
+redis.call('HDEL', KEYS[1], 'outcome', 'finished_ms', 'cancel')
+redis.call('ZADD', KEYS[3], ready_score(f[2], false, f[3]), ARGV[1])
+return 1
+)lua"};
+
+}  // namespace bulwark::detail::redis

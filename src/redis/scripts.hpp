@@ -1,0 +1,80 @@
+// Internal: the redis backend's transitions, each one Lua script, so each is
+// atomic in Redis. Keys are those of keys.hpp; times are milliseconds since
+// the epoch, passed in by the caller (scripts read no clock).
+//
+// A job's hash holds: id, type, payload (JSON text), priority, max_attempts,
+// timeout_ms, seq, created_ms, attempts, state, owner (the process holding
+// its lease), retry ("1" while it waits as a retry), cancel ("1" when a stop
+// was asked for while it ran), started_ms, finished_ms, and outcome (JSON
+// text the runner wrote: result, error, cleanup_errors, duration_ms).
+//
+// Ready order: ZPOPMIN of score (9 - priority) * 2^45 + retry * 2^44 + seq,
+// so a higher priority first, within one a fresh job before a retry, then
+// submit order. Exact below 2^53: up to 2^44 jobs.
+//
+// Fencing: a finish, retry or extend names the owner and the attempt number
+// it was given; if the lease was recovered and handed out again meanwhile,
+// the call changes nothing and returns 0 (its outcome is not counted).
+//
+// Thread-safe: these are constants.
+#pragma once
+
+#include "redis/connection.hpp"
+
+namespace bulwark::detail::redis {
+
+// KEYS: job, ready, scheduled, index, seq.
+// ARGV: id, type, payload, priority, max_attempts, timeout_ms, due_ms, now_ms, capacity.
+// Returns the job's sequence number; -1 if the id is taken; -2 if
+// `capacity` jobs are already waiting (ready + scheduled).
+extern const Script kEnqueue;
+
+// KEYS: ready, leased.
+// ARGV: max, now_ms, lease_ms, owner, job_prefix.
+// Leases up to `max` ready jobs to `owner`. Returns an array with, per job:
+// id, type, payload, priority, max_attempts, timeout_ms, attempts (this one's
+// number), seq, retry ("1" or "0"), created_ms.
+extern const Script kFetch;
+
+// KEYS: job, leased, done_or_dead, index.
+// ARGV: id, owner, attempt, state, outcome, now_ms, keep, job_prefix.
+// Ends the job in `state` (succeeded, failed, cancelled) and enters it in
+// its retention list, forgetting the oldest beyond `keep`. 1, or 0 if fenced.
+extern const Script kFinish;
+
+// KEYS: job, leased, scheduled.
+// ARGV: id, owner, attempt, due_ms, outcome.
+// Schedules another attempt at `due_ms`. 1, or 0 if fenced.
+extern const Script kRetry;
+
+// KEYS: job, leased.
+// ARGV: id, owner, attempt, deadline_ms.
+// Moves the lease deadline. 1, or 0 if the lease is not this one any more.
+extern const Script kExtend;
+
+// KEYS: scheduled, ready.
+// ARGV: now_ms, max, job_prefix.
+// Moves up to `max` jobs whose time has come to the ready set. Returns how many.
+extern const Script kPromote;
+
+// KEYS: leased, ready, dead, index, done.
+// ARGV: now_ms, max, job_prefix, keep_dead, keep_done.
+// Takes back up to `max` leases past their deadline (their process died or
+// stalled): the attempt counts and fails with kind `lost`; the job is ready
+// again as a retry, or a dead letter when it has no attempts left (or
+// cancelled, if a stop had been asked for). Returns the ids recovered.
+extern const Script kRecover;
+
+// KEYS: job, ready, scheduled, done, cancel, index.
+// ARGV: id, now_ms, keep, job_prefix.
+// Returns 1 (cancelled: it was waiting), 2 (stop requested: it runs; the
+// id is published on the cancel channel), 3 (already finished), 0 (unknown).
+extern const Script kCancel;
+
+// KEYS: job, dead, ready, scheduled.
+// ARGV: id, capacity.
+// Puts a dead letter back with fresh attempts. 1; 0 if unknown; -1 if it
+// is not failed; -2 if the queue is full.
+extern const Script kRequeue;
+
+}  // namespace bulwark::detail::redis

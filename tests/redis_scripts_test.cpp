@@ -1,0 +1,332 @@
+// The redis backend's transitions, each a Lua script, run directly against
+// a real redis-server (started by the test on a unix socket). Times are
+// logical milliseconds passed in, so nothing here depends on the clock.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "redis/connection.hpp"
+#include "redis/keys.hpp"
+#include "redis/scripts.hpp"
+#include "support/redis_server.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::detail::redis::Connection;
+using bulwark::detail::redis::Keys;
+using bulwark::detail::redis::RedisError;
+using bulwark::detail::redis::Value;
+namespace redis = bulwark::detail::redis;
+
+namespace {
+
+struct Leased {
+  std::string id;
+  std::string attempt;
+  bool retry = false;
+  std::string priority;
+};
+
+// The scripts with their keys, on one connection.
+struct Queue {
+  explicit Queue(const bulwark::testing::RedisServer& server, std::string ns = "t")
+      : keys(ns), c(server.connect()) {}
+
+  long long enqueue(const std::string& id, int priority = 0, long long due = 0, long long now = 1000,
+                    long long capacity = 1000, int max_attempts = 3) {
+    return c.eval(redis::kEnqueue, {keys.job(id), keys.ready, keys.scheduled, keys.index, keys.seq},
+                  {id, "echo", R"({"x":1})", std::to_string(priority), std::to_string(max_attempts), "0",
+                   std::to_string(due), std::to_string(now), std::to_string(capacity)})
+        .as_integer();
+  }
+  std::vector<Leased> fetch(const std::string& owner, int max, long long now = 1000, long long lease = 30'000) {
+    Value v = c.eval(redis::kFetch, {keys.ready, keys.leased},
+                     {std::to_string(max), std::to_string(now), std::to_string(lease), owner, keys.job_prefix});
+    std::vector<Leased> out;
+    for (const Value& job : v.elements) {
+      out.push_back({job.elements[0].str, job.elements[6].str, job.elements[8].str == "1", job.elements[3].str});
+    }
+    return out;
+  }
+  long long finish(const Leased& l, const std::string& owner, const std::string& state, long long now = 2000,
+                   long long keep = 100) {
+    const std::string& list = state == "failed" ? keys.dead : keys.done;
+    return c.eval(redis::kFinish, {keys.job(l.id), keys.leased, list, keys.index},
+                  {l.id, owner, l.attempt, state, R"({"result":1})", std::to_string(now), std::to_string(keep),
+                   keys.job_prefix})
+        .as_integer();
+  }
+  long long retry(const Leased& l, const std::string& owner, long long due) {
+    return c.eval(redis::kRetry, {keys.job(l.id), keys.leased, keys.scheduled},
+                  {l.id, owner, l.attempt, std::to_string(due), R"({"error":{"kind":"exception"}})"})
+        .as_integer();
+  }
+  long long extend(const Leased& l, const std::string& owner, long long deadline) {
+    return c.eval(redis::kExtend, {keys.job(l.id), keys.leased}, {l.id, owner, l.attempt, std::to_string(deadline)})
+        .as_integer();
+  }
+  long long promote(long long now) {
+    return c.eval(redis::kPromote, {keys.scheduled, keys.ready}, {std::to_string(now), "100", keys.job_prefix})
+        .as_integer();
+  }
+  std::vector<std::string> recover(long long now, long long keep_dead = 100) {
+    Value v = c.eval(redis::kRecover, {keys.leased, keys.ready, keys.dead, keys.index, keys.done},
+                     {std::to_string(now), "100", keys.job_prefix, std::to_string(keep_dead), "100"});
+    std::vector<std::string> ids;
+    for (const Value& e : v.elements) ids.push_back(e.str);
+    return ids;
+  }
+  long long cancel(const std::string& id, long long now = 1500) {
+    return c.eval(redis::kCancel, {keys.job(id), keys.ready, keys.scheduled, keys.done, keys.cancel, keys.index},
+                  {id, std::to_string(now), "100", keys.job_prefix})
+        .as_integer();
+  }
+  long long requeue(const std::string& id, long long capacity = 1000) {
+    return c.eval(redis::kRequeue, {keys.job(id), keys.dead, keys.ready, keys.scheduled}, {id, std::to_string(capacity)})
+        .as_integer();
+  }
+  std::string field(const std::string& id, const std::string& name) {
+    Value v = c.command({"HGET", keys.job(id), name});
+    return v.is_nil() ? "<nil>" : v.str;
+  }
+  long long card(const std::string& key) { return c.command({"ZCARD", key}).as_integer(); }
+
+  Keys keys;
+  Connection c;
+};
+
+// "<prefix><i>", built with append (GCC 12's -Wrestrict misfires on operator+).
+std::string numbered(const char* prefix, int i) { return std::string(prefix).append(std::to_string(i)); }
+
+std::vector<std::string> ids_of(const std::vector<Leased>& ls) {
+  std::vector<std::string> out;
+  for (const Leased& l : ls) out.push_back(l.id);
+  return out;
+}
+
+}  // namespace
+
+TEST_SUITE("redis_scripts") {
+  TEST_CASE("a Redis URL is read or refused with the reason") {
+    auto tcp = redis::parse_url("redis://10.0.0.5:6380/2");
+    REQUIRE(tcp);
+    CHECK(tcp->host == "10.0.0.5");
+    CHECK(tcp->port == 6380);
+    CHECK(tcp->db == 2);
+    auto plain = redis::parse_url("redis://cache");
+    REQUIRE(plain);
+    CHECK(plain->port == 6379);
+    CHECK(plain->db == 0);
+    auto sock = redis::parse_url("unix:///run/redis.sock?db=3");
+    REQUIRE(sock);
+    CHECK(sock->unix_path == "/run/redis.sock");
+    CHECK(sock->db == 3);
+    std::string why;
+    for (const char* bad : {"http://x", "redis://", "redis://h:0", "redis://h:70000", "redis://h/x", "unix://rel",
+                            "unix:///s?db=x", ""}) {
+      CAPTURE(bad);
+      CHECK_FALSE(redis::parse_url(bad, &why));
+      CHECK_FALSE(why.empty());
+    }
+  }
+
+  TEST_CASE("a missing or stopped server is 'unavailable', not a reply error" * doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Connection c = server.connect();
+    CHECK(c.command({"PING"}).str == "PONG");
+    server.kill_hard();
+    try {
+      c.command({"PING"});
+      FAIL("a command to a dead server returned");
+    } catch (const RedisError& e) {
+      CHECK(e.unavailable());
+    }
+    CHECK_FALSE(c.usable());
+    CHECK_THROWS_AS(server.connect(), RedisError);
+    server.start();
+    Connection again = server.connect();
+    CHECK_THROWS_WITH_AS(again.command({"NOSUCHCOMMAND"}), doctest::Contains("unknown command"), RedisError);
+    CHECK(again.usable());
+  }
+
+  TEST_CASE("enqueue refuses a taken id and a full queue, and schedules a delayed job" * doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    CHECK(q.enqueue("a") == 1);
+    CHECK(q.enqueue("b") == 2);
+    CHECK(q.enqueue("a") == -1);
+    CHECK(q.enqueue("c", 0, 0, 1000, 2) == -2);
+    CHECK(q.enqueue("later", 0, 5000) == 3);
+    CHECK(q.field("later", "state") == "scheduled");
+    CHECK(q.card(q.keys.scheduled) == 1);
+    CHECK(q.card(q.keys.ready) == 2);
+    CHECK(q.card(q.keys.index) == 3);
+  }
+
+  TEST_CASE("fetch hands out by priority, fresh before retry, then submit order, each once" * doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    q.enqueue("low", 1);
+    q.enqueue("high", 7);
+    q.enqueue("mid", 4);
+    q.enqueue("high2", 7);
+    auto first = q.fetch("p1", 2);
+    CHECK(ids_of(first) == std::vector<std::string>{"high", "high2"});
+    CHECK(first[0].attempt == "1");
+    CHECK(q.field("high", "owner") == "p1");
+    CHECK(q.field("high", "state") == "running");
+    // A retry of priority 4 goes after the fresh job of priority 4.
+    auto mid = q.fetch("p1", 1);
+    REQUIRE(ids_of(mid) == std::vector<std::string>{"mid"});
+    CHECK(q.retry(mid[0], "p1", 1500) == 1);
+    q.enqueue("mid2", 4);
+    CHECK(q.promote(1400) == 0);  // not due yet
+    CHECK(q.promote(1500) == 1);
+    auto rest = q.fetch("p2", 10, 1600);
+    CHECK(ids_of(rest) == std::vector<std::string>{"mid2", "mid", "low"});
+    CHECK(rest[1].retry);
+    CHECK(rest[1].attempt == "2");
+    CHECK(q.fetch("p2", 10).empty());
+    CHECK(q.card(q.keys.leased) == 5);
+  }
+
+  TEST_CASE("racing fetchers on their own connections never get the same job" * doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    {
+      Queue q(server);
+      for (int i = 0; i < 2000; ++i) REQUIRE(q.enqueue(numbered("j", i), i % 10, 0, 1000, 10'000) > 0);
+    }
+    std::vector<std::vector<std::string>> got(4);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        Queue mine(server);
+        for (;;) {
+          auto batch = mine.fetch(numbered("p", t), 7);
+          if (batch.empty()) return;
+          for (auto& l : batch) got[t].push_back(l.id);
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    std::set<std::string> all;
+    std::size_t total = 0;
+    for (const auto& g : got) {
+      total += g.size();
+      all.insert(g.begin(), g.end());
+    }
+    CHECK(total == 2000);
+    CHECK(all.size() == 2000);
+  }
+
+  TEST_CASE("a finish is fenced: after a lease was recovered, only the new holder's counts" * doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    q.enqueue("x");
+    auto old = q.fetch("dead-process", 1, 1000, 100);
+    REQUIRE(old.size() == 1);
+    CHECK(q.extend(old[0], "dead-process", 1200) == 1);
+    CHECK(q.recover(1150).empty());  // not expired yet: the extension counts
+    CHECK(q.recover(1300) == std::vector<std::string>{"x"});
+    CHECK(q.field("x", "state") == "queued");
+    CHECK(q.field("x", "outcome").find("\"kind\":\"lost\"") != std::string::npos);
+    CHECK(q.field("x", "outcome").find("dead-process") != std::string::npos);
+    auto now = q.fetch("alive", 1, 1400);
+    REQUIRE(now.size() == 1);
+    CHECK(now[0].retry);
+    CHECK(now[0].attempt == "2");
+    CHECK(q.finish(old[0], "dead-process", "succeeded") == 0);
+    CHECK(q.extend(old[0], "dead-process", 99'999) == 0);
+    CHECK(q.finish(now[0], "alive", "succeeded") == 1);
+    CHECK(q.field("x", "state") == "succeeded");
+    CHECK(q.field("x", "owner") == "<nil>");
+    CHECK(q.finish(now[0], "alive", "succeeded") == 0);  // once
+    CHECK(q.card(q.keys.leased) == 0);
+  }
+
+  TEST_CASE("a lost job with no attempts left is a dead letter; a cancelled one ends cancelled" * doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    q.enqueue("once", 0, 0, 1000, 1000, 1);
+    q.enqueue("stop");
+    auto a = q.fetch("p", 2, 1000, 10);
+    REQUIRE(a.size() == 2);
+    CHECK(q.cancel("stop") == 2);
+    CHECK(q.field("stop", "cancel") == "1");
+    auto ids = q.recover(2000);
+    std::sort(ids.begin(), ids.end());
+    CHECK(ids == std::vector<std::string>{"once", "stop"});
+    CHECK(q.field("once", "state") == "failed");
+    CHECK(q.field("stop", "state") == "cancelled");
+    CHECK(q.card(q.keys.dead) == 1);
+    CHECK(q.card(q.keys.done) == 1);
+  }
+
+  TEST_CASE("cancel ends a waiting job at once and publishes the id of a running one" * doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    Connection listener = server.connect();
+    listener.command({"SUBSCRIBE", q.keys.cancel});
+    q.enqueue("waiting");
+    q.enqueue("delayed", 0, 9000);
+    q.enqueue("running");
+    CHECK(q.cancel("waiting") == 1);
+    CHECK(q.cancel("delayed") == 1);
+    CHECK(q.card(q.keys.scheduled) == 0);
+    auto r = q.fetch("p", 5);
+    REQUIRE(ids_of(r) == std::vector<std::string>{"running"});  // the cancelled ones are gone from ready
+    CHECK(q.cancel("running") == 2);
+    const Value message = listener.next_message();
+    REQUIRE(message.elements.size() == 3);
+    CHECK(message.elements[0].str == "message");
+    CHECK(message.elements[2].str == "running");
+    CHECK(q.cancel("waiting") == 3);
+    CHECK(q.cancel("nobody") == 0);
+  }
+
+  TEST_CASE("retention keeps the newest finished jobs and forgets the rest entirely" * doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    for (int i = 0; i < 5; ++i) q.enqueue(numbered("d", i));
+    auto all = q.fetch("p", 5);
+    REQUIRE(all.size() == 5);
+    for (int i = 0; i < 5; ++i) CHECK(q.finish(all[static_cast<std::size_t>(i)], "p", "succeeded", 2000 + i, 3) == 1);
+    CHECK(q.card(q.keys.done) == 3);
+    CHECK(q.field("d0", "state") == "<nil>");
+    CHECK(q.field("d1", "state") == "<nil>");
+    CHECK(q.field("d2", "state") == "succeeded");
+    CHECK(q.card(q.keys.index) == 3);
+  }
+
+  TEST_CASE("requeue puts a dead letter back with fresh attempts" * doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    q.enqueue("f");
+    q.enqueue("ok");
+    auto l = q.fetch("p", 2);
+    REQUIRE(l.size() == 2);
+    CHECK(q.finish(l[0], "p", "failed") == 1);
+    CHECK(q.card(q.keys.dead) == 1);
+    CHECK(q.requeue("ok") == -1);  // still running
+    CHECK(q.requeue("f", 0) == -2);
+    CHECK(q.requeue("f") == 1);
+    CHECK(q.requeue("missing") == 0);
+    CHECK(q.card(q.keys.dead) == 0);
+    CHECK(q.field("f", "attempts") == "0");
+    auto again = q.fetch("p", 1);
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].id == "f");
+    CHECK(again[0].attempt == "1");
+    CHECK_FALSE(again[0].retry);
+  }
+
+  TEST_CASE("a script Redis forgot (restart, SCRIPT FLUSH) is loaded again" * doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    CHECK(q.enqueue("a") == 1);
+    q.c.command({"SCRIPT", "FLUSH"});
+    CHECK(q.enqueue("b") == 2);
+  }
+}
