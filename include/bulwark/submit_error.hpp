@@ -16,6 +16,7 @@ struct SubmitError {
     duplicate_id,   // a job with this id is still known
     queue_full,     // queue.capacity jobs are waiting: retry later
     shutting_down,  // the runtime is stopping
+    backend_unavailable,  // the shared queue (queue.backend redis) cannot be reached: retry later
   };
   Code code;
   std::string message;

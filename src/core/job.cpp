@@ -137,6 +137,7 @@ std::string_view to_string(SubmitError::Code code) noexcept {
     case SubmitError::Code::duplicate_id: return "duplicate_id";
     case SubmitError::Code::queue_full: return "queue_full";
     case SubmitError::Code::shutting_down: return "shutting_down";
+    case SubmitError::Code::backend_unavailable: return "backend_unavailable";
   }
   return "unknown";
 }

@@ -125,6 +125,11 @@ Response submit_error(const SubmitError& e) {
       r.headers.emplace_back("Retry-After", "5");
       return r;
     }
+    case SubmitError::Code::backend_unavailable: {
+      Response r = error_response(503, "backend_unavailable", e.message);
+      r.headers.emplace_back("Retry-After", "1");
+      return r;
+    }
   }
   return error_response(500, "internal_error", e.message);
 }

@@ -168,4 +168,15 @@ redis.call('ZADD', KEYS[3], ready_score(f[2], false, f[3]), ARGV[1])
 return 1
 )lua"};
 
+const Script kRelease{"release", kPrelude + R"lua(
+if not holds(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+local f = redis.call('HMGET', KEYS[1], 'priority', 'seq')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'state', 'queued')
+redis.call('HDEL', KEYS[1], 'owner')
+redis.call('ZADD', KEYS[3], ready_score(f[1], attempts > 0, f[2]), ARGV[1])
+return 1
+)lua"};
+
 }  // namespace bulwark::detail::redis

@@ -77,4 +77,11 @@ extern const Script kCancel;
 // is not failed; -2 if the queue is full.
 extern const Script kRequeue;
 
+// KEYS: job, leased, ready.
+// ARGV: id, owner, attempt.
+// Gives back a job fetched but never started here (its process is
+// stopping): the attempt is not counted, and it is ready for others at once.
+// 1, or 0 if fenced.
+extern const Script kRelease;
+
 }  // namespace bulwark::detail::redis

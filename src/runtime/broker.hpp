@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -70,6 +71,14 @@ struct Lease {
   explicit operator bool() const noexcept { return task != nullptr; }
 };
 
+// What admission of a new job came to.
+enum class Admitted {
+  accepted,
+  full,         // queue.capacity jobs are waiting
+  duplicate,    // a job with this id is still known
+  unavailable,  // the backend cannot be reached (a networked broker)
+};
+
 // How an attempt's lease ends.
 enum class Ack {
   done,   // terminal: the job is not waiting any more
@@ -87,6 +96,14 @@ class Broker {
   virtual bool try_reserve() noexcept = 0;
   virtual void unreserve() noexcept = 0;
   virtual void enqueue(TaskPtr task, Clock::time_point due, Clock::time_point now) = 0;
+
+  // Admission in one step: a place, the job's record, the queue. `record`
+  // is called once the place is taken and before the job can run here; it
+  // records the job (false: its id is taken) and counts it in. The default
+  // does try_reserve, record, enqueue; a networked broker does place,
+  // duplicate check and queue in one transaction, then calls `record`.
+  virtual Admitted admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
+                         const std::function<bool()>& record);
 
   // Up to `max` ready jobs, highest priority first, fresh before retries;
   // blocks until there is at least one. Appends to `out`; returns how many
@@ -119,6 +136,17 @@ class Broker {
   friend class RetrySlot;
   virtual void release_retry_slot() noexcept = 0;
 };
+
+inline Admitted Broker::admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
+                               const std::function<bool()>& record) {
+  if (!try_reserve()) return Admitted::full;
+  if (!record()) {
+    unreserve();
+    return Admitted::duplicate;
+  }
+  enqueue(task, due, now);
+  return Admitted::accepted;
+}
 
 inline void RetrySlot::release() noexcept {
   if (broker_ != nullptr) std::exchange(broker_, nullptr)->release_retry_slot();

@@ -114,26 +114,30 @@ std::optional<SubmitError> Intake::post(std::shared_ptr<Task> task, PostOptions 
 std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::milliseconds delay) {
   const Gate gate(*this);
   if (!gate.open()) return error(SubmitError::Code::shutting_down, "the runtime is shutting down");
-  if (!broker_.try_reserve()) {
-    return error(SubmitError::Code::queue_full, "the queue is full (" + std::to_string(broker_.capacity()) +
-                                                    " jobs waiting, queue.capacity): retry later");
-  }
-  TaskSpec& s = task->prepare();  // not shared yet: the store publishes it
+  TaskSpec& s = task->prepare();  // not shared yet: admission publishes it
   s.seq = next_seq_.fetch_add(1, std::memory_order_relaxed) + 1;
   if (s.id.empty()) s.id = id_prefix_ + std::to_string(s.seq);
   task->set_state(delay.count() > 0 ? JobState::scheduled : JobState::queued);
   const auto now = Clock::now();
   task->prepare_record().created_at = to_wall(now);
-  if (s.stored && !store_.insert(task)) {
-    broker_.unreserve();
-    return error(SubmitError::Code::duplicate_id, "id '" + s.id + "' is already used by another job");
-  }
-  completion_.count_accepted();
-  submitted_.fetch_add(1, std::memory_order_relaxed);
-  task->type_entry()->counters.submitted.fetch_add(1, std::memory_order_relaxed);
   task->set_ready_at(now + delay);
-  broker_.enqueue(std::move(task), now + delay, now);
-  return std::nullopt;
+  const auto record = [&] {
+    if (s.stored && !store_.insert(task)) return false;
+    completion_.count_accepted();
+    submitted_.fetch_add(1, std::memory_order_relaxed);
+    task->type_entry()->counters.submitted.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  };
+  switch (broker_.admit(task, now + delay, now, record)) {
+    case Admitted::accepted: return std::nullopt;
+    case Admitted::full:
+      return error(SubmitError::Code::queue_full, "the queue is full (" + std::to_string(broker_.capacity()) +
+                                                      " jobs waiting, queue.capacity): retry later");
+    case Admitted::duplicate:
+      return error(SubmitError::Code::duplicate_id, "id '" + s.id + "' is already used by another job");
+    case Admitted::unavailable: break;
+  }
+  return error(SubmitError::Code::backend_unavailable, "the job queue's backend cannot be reached: retry later");
 }
 
 RequeueResult Intake::requeue(const TaskPtr& task) {

@@ -77,7 +77,7 @@ class Intake {
   std::atomic<int> inside_{0};
   std::atomic<std::uint64_t> next_seq_{0};
   std::atomic<std::uint64_t> submitted_{0}, rejected_{0};
-  std::array<std::atomic<std::uint64_t>, 5> rejected_by_code_{};  // SubmitError::Code values
+  std::array<std::atomic<std::uint64_t>, 6> rejected_by_code_{};  // SubmitError::Code values
 };
 
 }  // namespace bulwark::detail

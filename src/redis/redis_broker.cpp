@@ -1,0 +1,316 @@
+#include "redis/redis_broker.hpp"
+
+#include <random>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "redis/scripts.hpp"
+#include "support/text.hpp"
+
+namespace bulwark::detail::redis {
+
+namespace {
+
+std::string state_name(JobState s) { return std::string(to_string(s)); }
+
+// What a finished or failed attempt leaves on the job for every process to
+// read: result, last error, cleanup errors, duration.
+std::string outcome_of(const Task& task) {
+  const JobRecord r = task.snapshot();
+  nlohmann::ordered_json j = {{"duration_ms", r.duration_ms}};
+  if (!r.result.is_null()) j["result"] = r.result;
+  if (r.error) j["error"] = to_json(*r.error, true);
+  if (!r.cleanup_errors.empty()) {
+    nlohmann::ordered_json errors = nlohmann::ordered_json::array();
+    for (const Failure& f : r.cleanup_errors) errors.push_back(to_json(f, true));
+    j["cleanup_errors"] = std::move(errors);
+  }
+  if (r.stuck_trace) j["stuck_trace"] = to_json(*r.stuck_trace, true);
+  return dump_line(j);
+}
+
+FetchedJob parse_fetched(const Value& v) {
+  const auto text = [&](std::size_t i) -> const std::string& { return v.elements.at(i).str; };
+  FetchedJob f;
+  f.id = text(0);
+  f.type = text(1);
+  f.payload = text(2);
+  f.priority = static_cast<int>(v.elements.at(3).as_integer());
+  f.max_attempts = static_cast<int>(v.elements.at(4).as_integer());
+  f.timeout_ms = v.elements.at(5).as_integer();
+  f.attempt = static_cast<int>(v.elements.at(6).as_integer());
+  f.seq = v.elements.at(7).as_integer();
+  f.retry = text(8) == "1";
+  f.created_ms = v.elements.at(9).as_integer();
+  return f;
+}
+
+}  // namespace
+
+long long epoch_ms(Clock::time_point t) {
+  const auto wall = std::chrono::system_clock::now() + (t - Clock::now());
+  return std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
+}
+
+RedisBroker::RedisBroker(BrokerOptions options, std::string owner, TaskFactory factory)
+    : options_(std::move(options)),
+      keys_(options_.ns),
+      owner_(std::move(owner)),
+      factory_(std::move(factory)),
+      local_(options_.capacity, options_.max_retries),
+      feeder_([this](std::stop_token stop) { feed(std::move(stop)); }) {}
+
+RedisBroker::~RedisBroker() { close(); }
+
+Value RedisBroker::run(const Script& script, const std::vector<std::string>& keys, const std::vector<std::string>& args) {
+  std::unique_ptr<Connection> c;
+  {
+    MutexLock lock(mutex_);
+    if (!pool_.empty()) {
+      c = std::move(pool_.back());
+      pool_.pop_back();
+    }
+  }
+  if (!c) c = std::make_unique<Connection>(options_.address, options_.connect_timeout, options_.command_timeout);
+  Value v = c->eval(script, keys, args);  // a throw drops the connection with it
+  MutexLock lock(mutex_);
+  if (pool_.size() < 8) pool_.push_back(std::move(c));
+  return v;
+}
+
+Admitted RedisBroker::admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
+                            const std::function<bool()>& record) {
+  if (!task->spec().stored) return Broker::admit(task, due, now, record);  // a posted callable: this process only
+  const TaskSpec& s = task->spec();
+  long long seq = 0;
+  try {
+    seq = run(kEnqueue, {keys_.job(s.id), keys_.ready, keys_.scheduled, keys_.index, keys_.seq},
+              {s.id, s.type, dump_line(s.payload), std::to_string(s.priority), std::to_string(s.max_attempts),
+               std::to_string(s.timeout.count()), std::to_string(epoch_ms(due)), std::to_string(epoch_ms(now)),
+               std::to_string(options_.capacity)})
+              .as_integer();
+  } catch (const RedisError&) {
+    return Admitted::unavailable;
+  }
+  if (seq == -1) return Admitted::duplicate;
+  if (seq == -2) return Admitted::full;
+  return record() ? Admitted::accepted : Admitted::duplicate;
+}
+
+bool RedisBroker::send_ack(Connection& c, const PendingAck& a) {
+  if (a.how == Ack::retry) {
+    return c.eval(kRetry, {keys_.job(a.id), keys_.leased, keys_.scheduled},
+                  {a.id, owner_, std::to_string(a.attempt), std::to_string(a.due_ms), a.outcome})
+               .as_integer() == 1;
+  }
+  const std::string& list = a.state == "failed" ? keys_.dead : keys_.done;
+  const std::size_t keep = a.state == "failed" ? options_.keep_dead : options_.keep_finished;
+  return c.eval(kFinish, {keys_.job(a.id), keys_.leased, list, keys_.index},
+                {a.id, owner_, std::to_string(a.attempt), a.state, a.outcome,
+                 std::to_string(epoch_ms(Clock::now())), std::to_string(keep), keys_.job_prefix})
+             .as_integer() == 1;
+}
+
+void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
+  const TaskPtr task = lease.task;
+  if (!task->spec().stored || how == Ack::defer) {
+    // A posted callable, or a job that may not start yet here (its breaker
+    // is open): it waits in this process, its lease kept alive meanwhile.
+    local_.ack(std::move(lease), how, due);
+    return;
+  }
+  PendingAck a;
+  a.id = task->id();
+  a.how = how;
+  a.state = state_name(task->state());
+  a.outcome = outcome_of(*task);
+  a.due_ms = epoch_ms(due);
+  {
+    MutexLock lock(mutex_);
+    auto it = held_.find(a.id);
+    if (it == held_.end()) return;  // not ours any more
+    a.attempt = it->second.attempt;
+    held_.erase(it);
+  }
+  lease = Lease{};  // gives back the local retry slot, if any
+  try {
+    std::unique_ptr<Connection> c;
+    {
+      MutexLock lock(mutex_);
+      if (!pool_.empty()) {
+        c = std::move(pool_.back());
+        pool_.pop_back();
+      }
+    }
+    if (!c) c = std::make_unique<Connection>(options_.address, options_.connect_timeout, options_.command_timeout);
+    send_ack(*c, a);  // false: fenced, the job was taken back and runs elsewhere
+    MutexLock lock(mutex_);
+    if (pool_.size() < 8) pool_.push_back(std::move(c));
+  } catch (const RedisError&) {
+    MutexLock lock(mutex_);
+    pending_.push_back(std::move(a));  // written once Redis answers, unless the lease expired first
+  }
+}
+
+bool RedisBroker::extend(const Lease& lease, std::chrono::milliseconds) {
+  if (!lease.task || !lease.task->spec().stored) return lease.task != nullptr;
+  MutexLock lock(mutex_);
+  return held_.count(lease.task->id()) > 0;  // the feeder extends every held lease
+}
+
+std::size_t RedisBroker::held() const {
+  MutexLock lock(mutex_);
+  return held_.size();
+}
+
+std::size_t RedisBroker::pending_acks() const {
+  MutexLock lock(mutex_);
+  return pending_.size();
+}
+
+// Takes jobs from Redis until this process holds workers + prefetch.
+std::size_t RedisBroker::refill(Connection& c) {
+  if (options_.workers == 0) return 0;
+  const std::size_t target = options_.workers + options_.prefetch;
+  const std::size_t have = held();
+  if (have >= target) return 0;
+  const auto now = Clock::now();
+  const Value got = c.eval(kFetch, {keys_.ready, keys_.leased},
+                           {std::to_string(target - have), std::to_string(epoch_ms(now)),
+                            std::to_string(options_.lease.count()), owner_, keys_.job_prefix});
+  for (const Value& row : got.elements) {
+    const FetchedJob job = parse_fetched(row);
+    TaskPtr task = factory_(job);
+    // Not a type this process runs, or no room here: give it back at once.
+    if (!task || (!job.retry && !local_.try_reserve())) {
+      c.eval(kRelease, {keys_.job(job.id), keys_.leased, keys_.ready}, {job.id, owner_, std::to_string(job.attempt)});
+      continue;
+    }
+    {
+      MutexLock lock(mutex_);
+      held_[job.id] = Held{job.attempt, task};
+    }
+    task->set_ready_at(now);
+    if (job.retry) {
+      task->set_state(JobState::scheduled);
+      local_.push_retry(std::move(task), now);  // admitted locally under max_concurrent_retries
+    } else {
+      task->set_state(JobState::queued);
+      local_.enqueue(std::move(task), now, now);  // into the place reserved above
+    }
+  }
+  return got.elements.size();
+}
+
+void RedisBroker::extend_all(Connection& c) {
+  std::vector<std::pair<std::string, int>> ids;
+  {
+    MutexLock lock(mutex_);
+    for (const auto& [id, h] : held_) ids.emplace_back(id, h.attempt);
+  }
+  const std::string deadline = std::to_string(epoch_ms(Clock::now() + options_.lease));
+  for (const auto& [id, attempt] : ids) {
+    c.eval(kExtend, {keys_.job(id), keys_.leased}, {id, owner_, std::to_string(attempt), deadline});
+  }
+}
+
+void RedisBroker::flush_pending(Connection& c) {
+  std::vector<PendingAck> todo;
+  {
+    MutexLock lock(mutex_);
+    todo.swap(pending_);
+  }
+  for (std::size_t i = 0; i < todo.size(); ++i) {
+    try {
+      send_ack(c, todo[i]);
+    } catch (const RedisError&) {
+      MutexLock lock(mutex_);
+      pending_.insert(pending_.end(), std::make_move_iterator(todo.begin() + static_cast<std::ptrdiff_t>(i)),
+                      std::make_move_iterator(todo.end()));
+      throw;
+    }
+  }
+}
+
+void RedisBroker::feed_once(Connection& c) {
+  const auto now = std::to_string(epoch_ms(Clock::now()));
+  flush_pending(c);
+  c.eval(kPromote, {keys_.scheduled, keys_.ready}, {now, "1000", keys_.job_prefix});
+  c.eval(kRecover, {keys_.leased, keys_.ready, keys_.dead, keys_.index, keys_.done},
+         {now, "1000", keys_.job_prefix, std::to_string(options_.keep_dead), std::to_string(options_.keep_finished)});
+}
+
+void RedisBroker::feed(std::stop_token stop) {
+  std::minstd_rand rng(std::random_device{}());
+  std::unique_ptr<Connection> c;
+  auto backoff = std::chrono::milliseconds(10);
+  auto last_extend = Clock::now();
+  auto last_sweep = Clock::time_point{};
+  while (!stop.stop_requested()) {
+    try {
+      if (!c || !c->usable()) {
+        c = std::make_unique<Connection>(options_.address, options_.connect_timeout, options_.command_timeout);
+      }
+      const auto now = Clock::now();
+      if (now - last_sweep >= options_.poll * 4) {
+        feed_once(*c);
+        last_sweep = now;
+      }
+      if (now - last_extend >= options_.lease / 3) {
+        extend_all(*c);
+        last_extend = now;
+      }
+      const bool got = refill(*c) > 0;
+      backoff = std::chrono::milliseconds(10);
+      if (!got) std::this_thread::sleep_for(options_.poll);
+    } catch (const RedisError&) {
+      // Unreachable, or a reply we did not expect: wait (with jitter, up to
+      // 1 s) and start again on a fresh connection.
+      c.reset();
+      std::this_thread::sleep_for(backoff + std::chrono::milliseconds(rng() % (backoff.count() / 2 + 1)));
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+    }
+  }
+}
+
+void RedisBroker::close() {
+  {
+    MutexLock lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+  }
+  feeder_.request_stop();
+  if (feeder_.joinable()) feeder_.join();
+  local_.close();
+}
+
+std::vector<TaskPtr> RedisBroker::drain() {
+  std::vector<TaskPtr> local_only;
+  std::vector<std::pair<std::string, int>> give_back;
+  for (TaskPtr& t : local_.drain()) {
+    if (!t->spec().stored) {
+      local_only.push_back(std::move(t));
+      continue;
+    }
+    MutexLock lock(mutex_);
+    if (auto it = held_.find(t->id()); it != held_.end()) {
+      give_back.emplace_back(t->id(), it->second.attempt);
+      held_.erase(it);
+    }
+  }
+  // Jobs fetched but never started here go back to Redis for other
+  // processes; pending acks get a last chance.
+  try {
+    Connection c(options_.address, options_.connect_timeout, options_.command_timeout);
+    flush_pending(c);
+    for (const auto& [id, attempt] : give_back) {
+      c.eval(kRelease, {keys_.job(id), keys_.leased, keys_.ready}, {id, owner_, std::to_string(attempt)});
+    }
+  } catch (const RedisError&) {
+    // Redis is gone: the leases expire and other processes take the jobs back.
+  }
+  return local_only;
+}
+
+}  // namespace bulwark::detail::redis

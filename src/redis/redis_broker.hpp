@@ -1,0 +1,137 @@
+// RedisBroker: the Broker of a queue shared through Redis by many processes,
+// with at-least-once delivery.
+//
+// Jobs are admitted straight into Redis (one script: capacity, duplicate id,
+// record, ready set). A feeder thread keeps up to `workers + prefetch` of them
+// leased to this process and waiting in a local JobQueue, so workers fetch
+// without a round trip; it also extends the leases of the jobs held here,
+// promotes jobs whose time has come, and takes back leases that expired in
+// other processes (kind `lost`). An attempt's end is acked to Redis from the
+// worker (finish or retry, fenced by owner and attempt number); an ack that
+// cannot reach Redis waits and is retried by the feeder, and if the lease
+// expired meanwhile the job is redelivered instead. Posted callables cannot
+// cross processes: they stay in the local queue.
+//
+// Thread-safe. admit() and ack() may block for a Redis round trip (at most
+// the command timeout); fetch() blocks until a job is there.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bulwark/detail/thread_annotations.hpp"
+#include "redis/connection.hpp"
+#include "redis/keys.hpp"
+#include "runtime/job_queue.hpp"
+
+namespace bulwark::detail::redis {
+
+struct BrokerOptions {
+  Address address;
+  std::string ns = "bulwark";
+  std::chrono::milliseconds lease{30'000};
+  std::chrono::milliseconds connect_timeout{1'000};
+  std::chrono::milliseconds command_timeout{1'000};
+  unsigned workers = 1;           // 0: this process only admits; it fetches nothing
+  unsigned prefetch = 1;          // jobs held beyond one per worker
+  std::size_t capacity = 100'000; // jobs waiting in Redis (ready + scheduled)
+  unsigned max_retries = 2;       // retries admitted at once in this process
+  std::size_t keep_finished = 10'000;
+  std::size_t keep_dead = 100'000;
+  std::chrono::milliseconds poll{5};  // how long the feeder waits when Redis had nothing
+};
+
+// A job as fetched from Redis.
+struct FetchedJob {
+  std::string id, type, payload;
+  int priority = 0;
+  int max_attempts = 1;
+  long long timeout_ms = 0;
+  int attempt = 1;
+  long long seq = 0;
+  bool retry = false;
+  long long created_ms = 0;
+};
+
+// Builds the local task for a fetched job (spec, type entry, record);
+// null if this process does not know its type.
+using TaskFactory = std::function<std::shared_ptr<Task>(const FetchedJob&)>;
+
+// Milliseconds since the epoch of a steady-clock time point.
+long long epoch_ms(Clock::time_point t);
+
+class RedisBroker final : public Broker {
+ public:
+  RedisBroker(BrokerOptions options, std::string owner, TaskFactory factory);
+  ~RedisBroker() override;
+
+  bool try_reserve() noexcept override { return local_.try_reserve(); }
+  void unreserve() noexcept override { local_.unreserve(); }
+  void enqueue(TaskPtr task, Clock::time_point due, Clock::time_point now) override {
+    local_.enqueue(std::move(task), due, now);
+  }
+  Admitted admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
+                 const std::function<bool()>& record) override;
+  std::size_t fetch(std::vector<Lease>& out, std::size_t max) override { return local_.fetch(out, max); }
+  void ack(Lease lease, Ack how, Clock::time_point due = {}) override;
+  bool extend(const Lease& lease, std::chrono::milliseconds for_at_least) override;
+  void set_retry_limit(unsigned limit) override { local_.set_retry_limit(limit); }
+  void close() override;
+  std::vector<TaskPtr> drain() override;
+  std::optional<Clock::time_point> next_due() override { return local_.next_due(); }
+  std::size_t size() const noexcept override { return local_.size(); }
+  std::size_t ready() const noexcept override { return local_.ready(); }
+  std::size_t capacity() const noexcept override { return options_.capacity; }
+  std::vector<std::size_t> ready_by_priority() const override { return local_.ready_by_priority(); }
+
+  const std::string& owner() const noexcept { return owner_; }
+  // Jobs of Redis leased to this process now (waiting here or running).
+  std::size_t held() const;
+  // Acks that could not reach Redis yet.
+  std::size_t pending_acks() const;
+
+ private:
+  struct Held {
+    int attempt = 0;
+    TaskPtr task;
+  };
+  // An attempt's end on its way to Redis.
+  struct PendingAck {
+    std::string id;
+    int attempt = 0;
+    Ack how = Ack::done;
+    std::string state;    // for done: succeeded, failed or cancelled
+    std::string outcome;  // JSON text
+    long long due_ms = 0; // for retry
+  };
+
+  void release_retry_slot() noexcept override {}  // slots belong to local_'s leases
+  // One script run on a pooled connection; throws RedisError.
+  Value run(const Script& script, const std::vector<std::string>& keys, const std::vector<std::string>& args);
+  bool send_ack(Connection& c, const PendingAck& a);
+  void feed(std::stop_token stop);
+  void feed_once(Connection& c);
+  std::size_t refill(Connection& c);
+  void extend_all(Connection& c);
+  void flush_pending(Connection& c);
+
+  const BrokerOptions options_;
+  const Keys keys_;
+  const std::string owner_;
+  const TaskFactory factory_;
+  JobQueue local_;
+
+  mutable Mutex mutex_;
+  std::map<std::string, Held> held_ BULWARK_GUARDED_BY(mutex_);
+  std::vector<PendingAck> pending_ BULWARK_GUARDED_BY(mutex_);
+  std::vector<std::unique_ptr<Connection>> pool_ BULWARK_GUARDED_BY(mutex_);  // idle connections
+  bool closed_ BULWARK_GUARDED_BY(mutex_) = false;
+
+  std::jthread feeder_;  // last: started after everything above exists
+};
+
+}  // namespace bulwark::detail::redis
