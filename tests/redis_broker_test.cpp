@@ -81,8 +81,10 @@ std::string field(const bulwark::testing::RedisServer& server, const std::string
 TEST_SUITE("redis_broker") {
   TEST_CASE("a job admitted by one process is run by another, and its end is recorded in Redis" * doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
-    RedisBroker a(options_for(server, 5s, 0), "proc-a", [](const FetchedJob&) { return nullptr; });  // admits only
+    RedisBroker a(options_for(server, 5s, 0), "proc-a", [](const FetchedJob&) { return nullptr; });
+    a.start();  // admits only
     RedisBroker b(options_for(server), "proc-b", make_task);
+    b.start();
     int recorded = 0;
     REQUIRE(admit(a, new_job("j1", 5), &recorded) == Admitted::accepted);
     CHECK(recorded == 1);
@@ -103,7 +105,9 @@ TEST_SUITE("redis_broker") {
     auto small = options_for(server, 5s, 0);  // processes that admit and run nothing
     small.capacity = 2;
     RedisBroker a(small, "a", [](const FetchedJob&) { return nullptr; });
+    a.start();
     RedisBroker b(small, "b", [](const FetchedJob&) { return nullptr; });
+    b.start();
     int recorded = 0;
     CHECK(admit(a, new_job("same"), &recorded) == Admitted::accepted);
     CHECK(admit(b, new_job("same"), &recorded) == Admitted::duplicate);
@@ -115,6 +119,7 @@ TEST_SUITE("redis_broker") {
   TEST_CASE("a failed attempt retried through Redis is run again, as a retry, by any process" * doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
     RedisBroker a(options_for(server), "a", make_task);
+    a.start();
     REQUIRE(admit(a, new_job("r")) == Admitted::accepted);
     Lease first = take(a);
     first.task->set_state(JobState::scheduled);
@@ -134,6 +139,7 @@ TEST_SUITE("redis_broker") {
     {
       // A process leases two jobs and dies: nothing acks or releases them.
       RedisBroker admitter(options_for(server, 5s, 0), "admitter", [](const FetchedJob&) { return nullptr; });
+      admitter.start();
       REQUIRE(admit(admitter, new_job("x")) == Admitted::accepted);
       REQUIRE(admit(admitter, new_job("y")) == Admitted::accepted);
     }
@@ -144,6 +150,7 @@ TEST_SUITE("redis_broker") {
     REQUIRE(leased.elements.size() == 2);
     const auto start = Clock::now();
     RedisBroker alive(options_for(server), "alive", make_task);
+    alive.start();
     Lease l = take(alive);
     CHECK(Clock::now() - start >= 150ms);  // not before the lease ran out
     CHECK(l.is_retry());
@@ -155,6 +162,7 @@ TEST_SUITE("redis_broker") {
     bulwark::testing::RedisServer server;
     {
       RedisBroker b(options_for(server), "b", make_task);
+      b.start();
       for (const char* id : {"p1", "p2", "p3"}) REQUIRE(admit(b, new_job(id)) == Admitted::accepted);
       REQUIRE(bulwark::testing::eventually([&] { return b.held() == 2; }));  // one per worker plus one prefetched
       b.close();
@@ -171,6 +179,7 @@ TEST_SUITE("redis_broker") {
   TEST_CASE("an end that cannot reach Redis is written once Redis is back" * doctest::timeout(60)) {
     bulwark::testing::RedisServer server(/*append_only=*/true);
     RedisBroker b(options_for(server, 30s), "b", make_task);
+    b.start();
     REQUIRE(admit(b, new_job("late")) == Admitted::accepted);
     Lease l = take(b);
     server.stop();

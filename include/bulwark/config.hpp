@@ -42,6 +42,21 @@ std::optional<std::string> listen_problem(const std::string& listen);
 // "http://[::1]:8080" (an empty host or "localhost" is 127.0.0.1).
 std::string listen_url(const std::string& listen, std::uint16_t port);
 
+// Where accepted jobs wait and are recorded (queue.backend): in this
+// process's memory (the default), or in Redis, shared by every process that
+// names the same Redis and namespace.
+enum class QueueBackend { memory, redis };
+
+// The Redis of queue.backend "redis" (redis.*).
+struct RedisOptions {
+  std::string url = "redis://127.0.0.1:6379/0";  // or unix:///path/to/redis.sock[?db=N]
+  std::string ns = "bulwark";  // redis.namespace: every key starts with "{namespace}:"
+  std::chrono::milliseconds lease{30'000};  // a job held by a process that stops renewing it goes back after this
+  std::optional<unsigned> prefetch;         // jobs held beyond the running ones; default: workers
+  std::chrono::milliseconds connect_timeout{1'000};
+  std::chrono::milliseconds command_timeout{1'000};
+};
+
 // The child worker processes that run isolated job types (isolation.*).
 struct IsolationOptions {
   unsigned processes = 2;            // child processes shared by every isolated type
@@ -99,6 +114,8 @@ struct LogOptions {
 struct RuntimeOptions {
   unsigned workers = 0;                   // 0: one per hardware thread
   std::size_t queue_capacity = 100'000;   // queued + scheduled jobs
+  QueueBackend backend = QueueBackend::memory;  // queue.backend
+  RedisOptions redis;
   RetryPolicy retry;                      // defaults for every type
   unsigned max_concurrent_retries = 0;    // 0: half the workers, at least 1
   bool capture_traces = true;             // throw-site traces, process-wide

@@ -47,6 +47,7 @@ struct NestedFailure {
   std::string type;
   std::string message;
   RawTrace trace;
+  std::vector<Frame> frames;  // a trace already symbolized elsewhere (see Failure::frames)
 };
 
 struct Failure {
@@ -57,6 +58,10 @@ struct Failure {
   RawTrace trace;       // where the top-level value was thrown
   FailureOrigin origin = FailureOrigin::handler;
   std::string signal;   // kind crash: the signal that killed the process ("SIGSEGV"); empty for an exit
+  // The trace as symbolized by the process that caught the failure, when
+  // it was read back from a shared queue (raw addresses mean nothing in
+  // another process); used instead of `trace` when set.
+  std::vector<Frame> frames;
 };
 
 // Builds a failure of a kind other than `exception`.
@@ -80,5 +85,10 @@ Failure classify_exception(const std::exception& e, const std::exception_ptr& pt
 // addresses.
 nlohmann::ordered_json to_json(const Failure& failure, bool symbolized = true);
 nlohmann::ordered_json to_json(const RawTrace& trace, bool symbolized = true);
+
+// A failure from its symbolized JSON (to_json(failure, true)): kind, type,
+// message, origin, signal, nested, and the frames as `frames`. Unknown or
+// missing fields are left at their defaults; never throws on odd input.
+Failure failure_from_json(const nlohmann::json& j);
 
 }  // namespace bulwark

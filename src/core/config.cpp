@@ -104,6 +104,22 @@ void read_retry(const Section& s, RetryPolicy& r) {
   s.number("jitter", r.jitter, 0.0, 1.0);
 }
 
+void read_redis(const Section& s, RedisOptions& r) {
+  s.string("url", r.url);
+  if (r.url.rfind("redis://", 0) != 0 && r.url.rfind("unix://", 0) != 0) {
+    Section::fail("redis.url", "expected redis://host:port/db or unix:///path/to/redis.sock");
+  }
+  s.string("namespace", r.ns);
+  if (r.ns.empty() || r.ns.size() > 64 ||
+      r.ns.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:") != std::string::npos) {
+    Section::fail("redis.namespace", "expected 1 to 64 of A-Z a-z 0-9 - _ . :");
+  }
+  s.millis("lease_ms", r.lease, 100, 3'600'000);
+  if (s.find("prefetch") != nullptr) s.integer("prefetch", r.prefetch.emplace(), 0, 10'000);
+  s.millis("connect_timeout_ms", r.connect_timeout, 1, 60'000);
+  s.millis("command_timeout_ms", r.command_timeout, 1, 60'000);
+}
+
 }  // namespace
 
 std::optional<std::string> listen_problem(const std::string& listen) {
@@ -126,10 +142,17 @@ std::string listen_url(const std::string& listen, std::uint16_t port) {
 
 RuntimeOptions RuntimeOptions::from_json(const json& config) {
   RuntimeOptions o;
-  const Section root(config, "", {"workers", "queue", "retry", "recovery", "retention", "shutdown", "supervisor",
+  const Section root(config, "", {"workers", "queue", "redis", "retry", "recovery", "retention", "shutdown", "supervisor",
                                   "circuit_breaker", "isolation", "server", "logging", "limits", "handlers"});
   root.integer("workers", o.workers, 0, 1024);
-  root.child("queue", {"capacity"}).integer("capacity", o.queue_capacity, 1, 100'000'000);
+  const Section queue = root.child("queue", {"capacity", "backend"});
+  queue.integer("capacity", o.queue_capacity, 1, 100'000'000);
+  std::string backend = "memory";
+  queue.string("backend", backend, {"memory", "redis"});
+  o.backend = backend == "redis" ? QueueBackend::redis : QueueBackend::memory;
+  read_redis(root.child("redis", {"url", "namespace", "lease_ms", "prefetch", "connect_timeout_ms",
+                                  "command_timeout_ms"}),
+             o.redis);
   read_retry(root.child("retry", {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "backoff_multiplier",
                                   "jitter"}),
              o.retry);

@@ -4,12 +4,17 @@
 // and runs shutdown's phases in order.
 #include "bulwark/runtime.hpp"
 
+#include <unistd.h>
+
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "guard/crash_report.hpp"
 #include "isolation/child.hpp"
 #include "isolation/process_pool.hpp"
+#include "redis/redis_broker.hpp"
+#include "redis/redis_job_store.hpp"
 #include "runtime/completion.hpp"
 #include "runtime/executor.hpp"
 #include "runtime/intake.hpp"
@@ -33,6 +38,8 @@ struct Runtime::Impl {
   detail::TypeTable types;
   detail::Reporter reporter;
   std::shared_ptr<detail::ProcessRunner> processes;  // null unless a type is isolated
+  detail::redis::RedisBroker* redis_broker = nullptr;  // the two below, when queue.backend is redis
+  detail::redis::RedisJobStore* redis_store = nullptr;
   std::unique_ptr<detail::Broker> broker;
   std::unique_ptr<detail::JobStore> store;
   detail::Completion completion;
@@ -43,6 +50,9 @@ struct Runtime::Impl {
   detail::Mutex shutdown_mutex;
   std::optional<ShutdownReport> shutdown_report BULWARK_GUARDED_BY(shutdown_mutex);
 
+  std::unique_ptr<detail::Broker> make_broker();
+  std::unique_ptr<detail::JobStore> make_store();
+  bool wait_redis_idle(std::chrono::milliseconds timeout) const;
   ShutdownReport stop(std::chrono::milliseconds timeout);
   bool drain_until(Clock::time_point deadline);
   std::size_t end_unrun();
@@ -60,7 +70,66 @@ std::shared_ptr<detail::ProcessRunner> processes_for(const detail::TypeTable& ty
   return std::make_shared<detail::ProcessPool>(o.isolation.processes, o.isolation.start_timeout);
 }
 
+// This process in a shared queue: host, pid and a random tag (a pid is
+// reused across restarts and containers).
+std::string process_id() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  std::mt19937_64 rng(std::random_device{}());
+  static const char* kDigits = "0123456789abcdefghijklmnopqrstuvwxyz";
+  std::string tag;
+  for (int i = 0; i < 6; ++i) tag += kDigits[rng() % 36];
+  return std::string(host) + ":" + std::to_string(getpid()) + ":" + tag;
+}
+
+detail::redis::BrokerOptions redis_options(const RuntimeOptions& o) {
+  std::string problem;
+  auto address = detail::redis::parse_url(o.redis.url, &problem);
+  if (!address) throw ConfigError("redis.url: " + problem);
+  detail::redis::BrokerOptions b;
+  b.address = *address;
+  b.ns = o.redis.ns;
+  b.lease = o.redis.lease;
+  b.connect_timeout = o.redis.connect_timeout;
+  b.command_timeout = o.redis.command_timeout;
+  b.workers = o.effective_workers();
+  b.prefetch = o.redis.prefetch.value_or(b.workers);
+  b.capacity = o.queue_capacity;
+  b.max_retries = o.effective_max_concurrent_retries();
+  b.keep_finished = o.retention_max_finished;
+  b.keep_dead = o.retention_max_dead;
+  return b;
+}
+
 }  // namespace
+
+// The broker and the store: in memory, or the shared queue's in Redis. The
+// redis broker's factory builds tasks through the intake, constructed
+// after it but before the broker starts fetching.
+std::unique_ptr<detail::Broker> Runtime::Impl::make_broker() {
+  if (options.backend != QueueBackend::redis) {
+    return std::make_unique<detail::JobQueue>(options.queue_capacity, options.effective_max_concurrent_retries());
+  }
+  auto factory = [this](const detail::redis::FetchedJob& f) {
+    detail::Intake::Stored job{f.id, f.type, parse_json(f.payload, options.limits.json_depth), f.priority,
+                               f.max_attempts, std::chrono::milliseconds(f.timeout_ms),
+                               static_cast<std::uint64_t>(f.seq), f.attempt,
+                               WallClock::time_point(std::chrono::milliseconds(f.created_ms))};
+    return intake.rebuild(std::move(job));
+  };
+  auto rb = std::make_unique<detail::redis::RedisBroker>(redis_options(options), process_id(), factory);
+  redis_broker = rb.get();
+  return rb;
+}
+
+std::unique_ptr<detail::JobStore> Runtime::Impl::make_store() {
+  if (redis_broker == nullptr) {
+    return std::make_unique<detail::MemoryJobStore>(options.retention_max_finished, options.retention_max_dead);
+  }
+  auto rs = std::make_unique<detail::redis::RedisJobStore>(redis_options(options), redis_broker);
+  redis_store = rs.get();
+  return rs;
+}
 
 Runtime::Impl::Impl(Registry r, RuntimeOptions o)
     : options(checked(std::move(o))),
@@ -68,8 +137,8 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
       types(*registry, options),
       reporter(options.logging),
       processes(processes_for(types, options)),
-      broker(std::make_unique<detail::JobQueue>(options.queue_capacity, options.effective_max_concurrent_retries())),
-      store(std::make_unique<detail::MemoryJobStore>(options.retention_max_finished, options.retention_max_dead)),
+      broker(make_broker()),
+      store(make_store()),
       completion(options, reporter, *broker, *store),
       intake(options, registry, types, *broker, *store, completion),
       executor(options, *broker, completion, reporter, processes),
@@ -77,6 +146,7 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
   if (processes) types.use_processes(processes);
   set_throw_trace_capture(options.capture_traces);
   detail::install_crash_reporter(options.logging.file);
+  if (redis_broker != nullptr) redis_broker->start();
   executor.start();
   supervisor.start();
   reporter.log(detail::LogLevel::info, "runtime started: " + std::to_string(options.effective_workers()) +
@@ -87,6 +157,7 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
   detail::MutexLock guard(shutdown_mutex);
   if (shutdown_report) return *shutdown_report;
   intake.close();
+  if (redis_broker != nullptr) redis_broker->stop_fetching();  // other processes take what waits
   ShutdownReport report;
   report.drained = drain_until(Clock::now() + timeout);
   executor.begin_stopping();
@@ -153,11 +224,13 @@ std::vector<JobRecord> Runtime::dead_letters(std::size_t limit) const {
 }
 
 CancelResult Runtime::cancel(const JobId& id) {
+  if (impl_->redis_store != nullptr) return impl_->redis_store->cancel(id);
   TaskPtr task = impl_->store->find(id);
   return task ? impl_->completion.cancel(task) : CancelResult::not_found;
 }
 
 RequeueResult Runtime::requeue(const JobId& id) {
+  if (impl_->redis_store != nullptr) return impl_->redis_store->requeue(id);
   TaskPtr task = impl_->store->find(id);
   return task ? impl_->intake.requeue(task) : RequeueResult::not_found;
 }
@@ -250,7 +323,29 @@ void Runtime::report_warning(std::string message) noexcept {
   }
 }
 
-bool Runtime::wait_idle(std::chrono::milliseconds timeout) { return impl_->completion.wait_idle(timeout); }
+bool Runtime::wait_idle(std::chrono::milliseconds timeout) {
+  if (impl_->redis_store != nullptr) return impl_->wait_redis_idle(timeout);
+  return impl_->completion.wait_idle(timeout);
+}
+
+// The shared queue is idle when nothing waits or runs in Redis, and this
+// process has nothing left to end or to ack.
+bool Runtime::Impl::wait_redis_idle(std::chrono::milliseconds timeout) const {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    try {
+      auto counts = store->count_by_state();
+      if (counts[JobState::queued] + counts[JobState::scheduled] + counts[JobState::running] == 0 &&
+          redis_broker->pending_acks() == 0) {
+        return true;
+      }
+    } catch (const detail::redis::RedisError&) {
+      // unreachable now: keep waiting
+    }
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
 
 ShutdownReport Runtime::shutdown(std::optional<std::chrono::milliseconds> timeout) {
   return impl_->stop(timeout.value_or(impl_->options.shutdown_timeout));

@@ -185,13 +185,67 @@ Failure classify_exception(const std::exception& e, const std::exception_ptr& pt
 
 Failure classify_current_exception() noexcept { return classify_exception(std::current_exception()); }
 
+namespace {
+
+nlohmann::ordered_json frame_json(const Frame& f) {
+  return {{"function", f.function}, {"file", f.file}, {"line", f.line}, {"address", detail::hex(f.address)}};
+}
+
+nlohmann::ordered_json frames_json(const std::vector<Frame>& frames) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const Frame& f : frames) out.push_back(frame_json(f));
+  return out;
+}
+
+std::string text_of(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::vector<Frame> frames_from(const nlohmann::json& j) {
+  std::vector<Frame> out;
+  if (!j.is_array()) return out;
+  for (const auto& f : j) {
+    if (!f.is_object()) continue;
+    Frame frame;
+    frame.function = text_of(f, "function");
+    frame.file = text_of(f, "file");
+    if (auto line = f.find("line"); line != f.end() && line->is_number_integer()) frame.line = line->get<int>();
+    frame.address = static_cast<std::uintptr_t>(std::strtoull(text_of(f, "address").c_str(), nullptr, 16));
+    out.push_back(std::move(frame));
+  }
+  return out;
+}
+
+}  // namespace
+
+Failure failure_from_json(const nlohmann::json& j) {
+  Failure f;
+  if (!j.is_object()) return f;
+  const std::string kind = text_of(j, "kind");
+  for (std::size_t k = 0; k < kFailureKinds; ++k) {
+    if (to_string(static_cast<FailureKind>(k)) == kind) f.kind = static_cast<FailureKind>(k);
+  }
+  f.type = text_of(j, "type");
+  f.message = text_of(j, "message");
+  f.origin = failure_origin_from(text_of(j, "origin"));
+  f.signal = text_of(j, "signal");
+  if (auto t = j.find("trace"); t != j.end()) f.frames = frames_from(*t);
+  if (auto n = j.find("nested"); n != j.end() && n->is_array()) {
+    for (const auto& level : *n) {
+      if (!level.is_object()) continue;
+      NestedFailure nf{text_of(level, "type"), text_of(level, "message"), {}, {}};
+      if (auto t = level.find("trace"); t != level.end()) nf.frames = frames_from(*t);
+      f.nested.push_back(std::move(nf));
+    }
+  }
+  return f;
+}
+
 nlohmann::ordered_json to_json(const RawTrace& trace, bool symbolized) {
   nlohmann::ordered_json frames = nlohmann::ordered_json::array();
   if (symbolized) {
-    for (const Frame& f : symbolize(trace)) {
-      frames.push_back({{"function", f.function}, {"file", f.file}, {"line", f.line},
-                        {"address", detail::hex(f.address)}});
-    }
+    for (const Frame& f : symbolize(trace)) frames.push_back(frame_json(f));
   } else {
     for (std::uint32_t i = 0; i < trace.size; ++i) frames.push_back({{"address", detail::hex(trace.frames[i])}});
   }
@@ -201,13 +255,15 @@ nlohmann::ordered_json to_json(const RawTrace& trace, bool symbolized) {
 nlohmann::ordered_json to_json(const Failure& failure, bool symbolized) {
   nlohmann::ordered_json nested = nlohmann::ordered_json::array();
   for (const NestedFailure& n : failure.nested) {
-    nested.push_back({{"type", n.type}, {"message", n.message}, {"trace", to_json(n.trace, symbolized)}});
+    nested.push_back({{"type", n.type},
+                      {"message", n.message},
+                      {"trace", n.frames.empty() ? to_json(n.trace, symbolized) : frames_json(n.frames)}});
   }
   nlohmann::ordered_json out = {{"kind", to_string(failure.kind)},
                         {"type", failure.type},
                         {"message", failure.message},
                         {"nested", std::move(nested)},
-                        {"trace", to_json(failure.trace, symbolized)}};
+                        {"trace", failure.frames.empty() ? to_json(failure.trace, symbolized) : frames_json(failure.frames)}};
   if (failure.origin != FailureOrigin::handler) out["origin"] = to_string(failure.origin);
   if (!failure.signal.empty()) out["signal"] = failure.signal;
   if (failure.trace.truncated) out["trace_truncated"] = true;

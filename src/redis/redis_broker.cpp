@@ -59,25 +59,13 @@ RedisBroker::RedisBroker(BrokerOptions options, std::string owner, TaskFactory f
       owner_(std::move(owner)),
       factory_(std::move(factory)),
       local_(options_.capacity, options_.max_retries),
-      feeder_([this](std::stop_token stop) { feed(std::move(stop)); }) {}
+      pool_(options_.address, options_.connect_timeout, options_.command_timeout) {}
+
+void RedisBroker::start() {
+  feeder_ = std::jthread([this](std::stop_token stop) { feed(std::move(stop)); });
+}
 
 RedisBroker::~RedisBroker() { close(); }
-
-Value RedisBroker::run(const Script& script, const std::vector<std::string>& keys, const std::vector<std::string>& args) {
-  std::unique_ptr<Connection> c;
-  {
-    MutexLock lock(mutex_);
-    if (!pool_.empty()) {
-      c = std::move(pool_.back());
-      pool_.pop_back();
-    }
-  }
-  if (!c) c = std::make_unique<Connection>(options_.address, options_.connect_timeout, options_.command_timeout);
-  Value v = c->eval(script, keys, args);  // a throw drops the connection with it
-  MutexLock lock(mutex_);
-  if (pool_.size() < 8) pool_.push_back(std::move(c));
-  return v;
-}
 
 Admitted RedisBroker::admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
                             const std::function<bool()>& record) {
@@ -85,7 +73,7 @@ Admitted RedisBroker::admit(const TaskPtr& task, Clock::time_point due, Clock::t
   const TaskSpec& s = task->spec();
   long long seq = 0;
   try {
-    seq = run(kEnqueue, {keys_.job(s.id), keys_.ready, keys_.scheduled, keys_.index, keys_.seq},
+    seq = pool_.eval(kEnqueue, {keys_.job(s.id), keys_.ready, keys_.scheduled, keys_.index, keys_.seq},
               {s.id, s.type, dump_line(s.payload), std::to_string(s.priority), std::to_string(s.max_attempts),
                std::to_string(s.timeout.count()), std::to_string(epoch_ms(due)), std::to_string(epoch_ms(now)),
                std::to_string(options_.capacity)})
@@ -135,18 +123,7 @@ void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
   }
   lease = Lease{};  // gives back the local retry slot, if any
   try {
-    std::unique_ptr<Connection> c;
-    {
-      MutexLock lock(mutex_);
-      if (!pool_.empty()) {
-        c = std::move(pool_.back());
-        pool_.pop_back();
-      }
-    }
-    if (!c) c = std::make_unique<Connection>(options_.address, options_.connect_timeout, options_.command_timeout);
-    send_ack(*c, a);  // false: fenced, the job was taken back and runs elsewhere
-    MutexLock lock(mutex_);
-    if (pool_.size() < 8) pool_.push_back(std::move(c));
+    pool_.with([&](Connection& c) { return send_ack(c, a); });  // false: fenced, the job runs elsewhere now
   } catch (const RedisError&) {
     MutexLock lock(mutex_);
     pending_.push_back(std::move(a));  // written once Redis answers, unless the lease expired first
@@ -171,7 +148,7 @@ std::size_t RedisBroker::pending_acks() const {
 
 // Takes jobs from Redis until this process holds workers + prefetch.
 std::size_t RedisBroker::refill(Connection& c) {
-  if (options_.workers == 0) return 0;
+  if (options_.workers == 0 || !fetching_.load(std::memory_order_acquire)) return 0;
   const std::size_t target = options_.workers + options_.prefetch;
   const std::size_t have = held();
   if (have >= target) return 0;
@@ -233,9 +210,41 @@ void RedisBroker::flush_pending(Connection& c) {
   }
 }
 
+void RedisBroker::stop_local(const std::string& id) {
+  TaskPtr task;
+  {
+    MutexLock lock(mutex_);
+    auto it = held_.find(id);
+    if (it == held_.end()) return;
+    task = it->second.task;
+  }
+  task->with_record([&](TaskRecord& r) {
+    if (r.cancel_requested) return;
+    r.cancel_requested = true;  // a job still waiting here ends cancelled when its turn comes
+    task->set_stop_reason(FailureKind::cancelled);
+    r.stop.request_stop();
+  });
+}
+
+void RedisBroker::check_cancels(Connection& c) {
+  std::vector<std::string> ids;
+  {
+    MutexLock lock(mutex_);
+    for (const auto& [id, h] : held_) ids.push_back(id);
+  }
+  if (ids.empty()) return;
+  std::vector<std::vector<std::string>> reads;
+  for (const std::string& id : ids) reads.push_back({"HGET", keys_.job(id), "cancel"});
+  const std::vector<Value> flags = c.pipeline(reads);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (flags[i].str == "1") stop_local(ids[i]);
+  }
+}
+
 void RedisBroker::feed_once(Connection& c) {
   const auto now = std::to_string(epoch_ms(Clock::now()));
   flush_pending(c);
+  check_cancels(c);
   c.eval(kPromote, {keys_.scheduled, keys_.ready}, {now, "1000", keys_.job_prefix});
   c.eval(kRecover, {keys_.leased, keys_.ready, keys_.dead, keys_.index, keys_.done},
          {now, "1000", keys_.job_prefix, std::to_string(options_.keep_dead), std::to_string(options_.keep_finished)});

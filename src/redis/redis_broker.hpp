@@ -16,6 +16,7 @@
 // the command timeout); fetch() blocks until a job is there.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -26,6 +27,7 @@
 #include "bulwark/detail/thread_annotations.hpp"
 #include "redis/connection.hpp"
 #include "redis/keys.hpp"
+#include "redis/pool.hpp"
 #include "runtime/job_queue.hpp"
 
 namespace bulwark::detail::redis {
@@ -69,6 +71,12 @@ class RedisBroker final : public Broker {
   RedisBroker(BrokerOptions options, std::string owner, TaskFactory factory);
   ~RedisBroker() override;
 
+  // Starts the feeder thread (the factory may be called from then on).
+  void start();
+  // Takes no more jobs from Redis (shutdown has begun); the feeder goes on
+  // extending the leases of the jobs held here.
+  void stop_fetching() noexcept { fetching_.store(false, std::memory_order_release); }
+
   bool try_reserve() noexcept override { return local_.try_reserve(); }
   void unreserve() noexcept override { local_.unreserve(); }
   void enqueue(TaskPtr task, Clock::time_point due, Clock::time_point now) override {
@@ -87,6 +95,11 @@ class RedisBroker final : public Broker {
   std::size_t ready() const noexcept override { return local_.ready(); }
   std::size_t capacity() const noexcept override { return options_.capacity; }
   std::vector<std::size_t> ready_by_priority() const override { return local_.ready_by_priority(); }
+
+  // A cancel reached a job held here: it will not start, and if it runs its
+  // stop token is set. Other processes learn of cancels by polling the
+  // held jobs' records every sweep.
+  void stop_local(const std::string& id);
 
   const std::string& owner() const noexcept { return owner_; }
   // Jobs of Redis leased to this process now (waiting here or running).
@@ -110,26 +123,26 @@ class RedisBroker final : public Broker {
   };
 
   void release_retry_slot() noexcept override {}  // slots belong to local_'s leases
-  // One script run on a pooled connection; throws RedisError.
-  Value run(const Script& script, const std::vector<std::string>& keys, const std::vector<std::string>& args);
   bool send_ack(Connection& c, const PendingAck& a);
   void feed(std::stop_token stop);
   void feed_once(Connection& c);
   std::size_t refill(Connection& c);
   void extend_all(Connection& c);
   void flush_pending(Connection& c);
+  void check_cancels(Connection& c);
 
   const BrokerOptions options_;
   const Keys keys_;
   const std::string owner_;
   const TaskFactory factory_;
   JobQueue local_;
+  Pool pool_;  // for admit() and ack(), on the callers' threads
 
   mutable Mutex mutex_;
   std::map<std::string, Held> held_ BULWARK_GUARDED_BY(mutex_);
   std::vector<PendingAck> pending_ BULWARK_GUARDED_BY(mutex_);
-  std::vector<std::unique_ptr<Connection>> pool_ BULWARK_GUARDED_BY(mutex_);  // idle connections
   bool closed_ BULWARK_GUARDED_BY(mutex_) = false;
+  std::atomic<bool> fetching_{true};
 
   std::jthread feeder_;  // last: started after everything above exists
 };

@@ -140,6 +140,27 @@ std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::millisecond
   return error(SubmitError::Code::backend_unavailable, "the job queue's backend cannot be reached: retry later");
 }
 
+std::shared_ptr<Task> Intake::rebuild(Stored job) const {
+  TypeEntry* type = types_.find(job.type);
+  if (type == nullptr) return nullptr;
+  auto task = std::allocate_shared<HandlerTask>(PoolAllocator<HandlerTask>{}, registry_, *type->handler);
+  TaskSpec& s = task->prepare();
+  s.id = std::move(job.id);
+  s.type = type->name;
+  s.priority = job.priority;
+  s.max_attempts = job.max_attempts;
+  s.timeout = job.timeout.count() > 0 ? job.timeout : type->timeout;
+  s.hard_timeout = type->hard_timeout;
+  s.seq = job.seq;
+  s.stored = true;
+  s.payload = std::move(job.payload);
+  task->set_type_entry(type);
+  TaskRecord& r = task->prepare_record();
+  r.attempts = job.attempt - 1;  // Attempt::start counts the one it begins
+  r.created_at = job.created_at;
+  return task;
+}
+
 RequeueResult Intake::requeue(const TaskPtr& task) {
   if (task->state() != JobState::failed) return RequeueResult::not_failed;
   const Gate gate(*this);

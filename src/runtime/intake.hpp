@@ -39,6 +39,22 @@ class Intake {
   std::optional<SubmitError> post(std::shared_ptr<Task> task, PostOptions options);
   RequeueResult requeue(const TaskPtr& task);
 
+  // A job admitted by some process of a shared queue, built to run here:
+  // its spec as stored, the type's settings, the attempt it is on. Null if
+  // this process has no handler for its type.
+  struct Stored {
+    JobId id;
+    std::string type;
+    nlohmann::json payload;
+    int priority = 0;
+    int max_attempts = 1;
+    std::chrono::milliseconds timeout{0};
+    std::uint64_t seq = 0;
+    int attempt = 1;
+    WallClock::time_point created_at{};
+  };
+  std::shared_ptr<Task> rebuild(Stored job) const;
+
   // Refuses new jobs from now on, then waits for every caller already past
   // the gate.
   void close();

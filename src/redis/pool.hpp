@@ -1,0 +1,71 @@
+// Internal: a few idle connections to one Redis, lent out per call, so
+// threads that talk to Redis now and then (submitting, acking, reading
+// records) neither share a connection nor open one per call. A connection
+// that failed is dropped; the next call opens a fresh one.
+//
+// Thread-safe. Every call blocks for one round trip (at most the command
+// timeout) and throws RedisError like Connection.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "bulwark/detail/thread_annotations.hpp"
+#include "redis/connection.hpp"
+
+namespace bulwark::detail::redis {
+
+class Pool {
+ public:
+  Pool(Address address, std::chrono::milliseconds connect_timeout, std::chrono::milliseconds command_timeout)
+      : address_(std::move(address)), connect_timeout_(connect_timeout), command_timeout_(command_timeout) {}
+
+  // Runs `fn(Connection&)` on a lent connection and returns what it returns.
+  template <class F>
+  decltype(auto) with(F&& fn) {
+    std::unique_ptr<Connection> c = take();
+    if constexpr (std::is_void_v<decltype(fn(*c))>) {
+      fn(*c);  // a throw drops the connection with it
+      give_back(std::move(c));
+    } else {
+      auto result = fn(*c);
+      give_back(std::move(c));
+      return result;
+    }
+  }
+
+  Value command(const std::vector<std::string>& args) {
+    return with([&](Connection& c) { return c.command(args); });
+  }
+  Value eval(const Script& s, const std::vector<std::string>& keys, const std::vector<std::string>& args) {
+    return with([&](Connection& c) { return c.eval(s, keys, args); });
+  }
+
+ private:
+  static constexpr std::size_t kIdleMax = 8;
+  std::unique_ptr<Connection> take() {
+    {
+      MutexLock lock(mutex_);
+      if (!idle_.empty()) {
+        auto c = std::move(idle_.back());
+        idle_.pop_back();
+        return c;
+      }
+    }
+    return std::make_unique<Connection>(address_, connect_timeout_, command_timeout_);
+  }
+  void give_back(std::unique_ptr<Connection> c) {
+    if (!c->usable()) return;
+    MutexLock lock(mutex_);
+    if (idle_.size() < kIdleMax) idle_.push_back(std::move(c));
+  }
+
+  const Address address_;
+  const std::chrono::milliseconds connect_timeout_;
+  const std::chrono::milliseconds command_timeout_;
+  Mutex mutex_;
+  std::vector<std::unique_ptr<Connection>> idle_ BULWARK_GUARDED_BY(mutex_);
+};
+
+}  // namespace bulwark::detail::redis

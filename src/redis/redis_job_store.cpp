@@ -1,0 +1,167 @@
+#include "redis/redis_job_store.hpp"
+
+#include <charconv>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "bulwark/json_input.hpp"
+#include "redis/scripts.hpp"
+
+namespace bulwark::detail::redis {
+
+namespace {
+
+long long number(const std::map<std::string, std::string>& h, const char* key, long long fallback = 0) {
+  auto it = h.find(key);
+  if (it == h.end()) return fallback;
+  long long v = fallback;
+  std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
+  return v;
+}
+
+WallClock::time_point at_ms(long long ms) { return WallClock::time_point(std::chrono::milliseconds(ms)); }
+
+nlohmann::json parsed(const std::string& text) {
+  try {
+    return parse_json(text, 1000);
+  } catch (const std::exception&) {
+    return nullptr;  // not ours to fail on: show the record without it
+  }
+}
+
+void apply_outcome(JobRecord& r, const std::string& text) {
+  const nlohmann::json o = parsed(text);
+  if (!o.is_object()) return;
+  if (auto it = o.find("result"); it != o.end()) r.result = *it;
+  if (auto it = o.find("error"); it != o.end() && it->is_object()) r.error = failure_from_json(*it);
+  if (auto it = o.find("duration_ms"); it != o.end() && it->is_number()) r.duration_ms = it->get<double>();
+  if (auto it = o.find("cleanup_errors"); it != o.end() && it->is_array()) {
+    for (const auto& f : *it) r.cleanup_errors.push_back(failure_from_json(f));
+  }
+}
+
+// Counts by state: the sets for the waiting, running and dead; the done
+// set split into succeeded and cancelled.
+const Script kCounts{"counts", R"lua(
+local done = redis.call('ZRANGE', KEYS[5], 0, -1)
+local succeeded, cancelled = 0, 0
+for _, id in ipairs(done) do
+  local s = redis.call('HGET', ARGV[1] .. id, 'state')
+  if s == 'succeeded' then succeeded = succeeded + 1 elseif s == 'cancelled' then cancelled = cancelled + 1 end
+end
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]),
+        redis.call('ZCARD', KEYS[4]), succeeded, cancelled}
+)lua"};
+
+}  // namespace
+
+JobRecord record_from_hash(const Value& hgetall) {
+  std::map<std::string, std::string> h;
+  for (std::size_t i = 0; i + 1 < hgetall.elements.size(); i += 2) h[hgetall.elements[i].str] = hgetall.elements[i + 1].str;
+  JobRecord r;
+  r.id = h["id"];
+  r.type = h["type"];
+  r.seq = static_cast<std::uint64_t>(number(h, "seq"));
+  r.priority = static_cast<int>(number(h, "priority"));
+  r.max_attempts = static_cast<int>(number(h, "max_attempts", 1));
+  r.attempts = static_cast<int>(number(h, "attempts"));
+  r.payload = parsed(h["payload"]);
+  r.state = parse_job_state(h["state"]).value_or(JobState::queued);
+  r.created_at = at_ms(number(h, "created_ms"));
+  if (h.count("started_ms")) r.started_at = at_ms(number(h, "started_ms"));
+  if (h.count("finished_ms")) r.finished_at = at_ms(number(h, "finished_ms"));
+  if (h.count("outcome")) apply_outcome(r, h["outcome"]);
+  return r;
+}
+
+RedisJobStore::RedisJobStore(const BrokerOptions& options, RedisBroker* broker)
+    : options_(options),
+      keys_(options.ns),
+      broker_(broker),
+      pool_(options.address, options.connect_timeout, options.command_timeout) {}
+
+std::optional<JobRecord> RedisJobStore::record(const JobId& id) const {
+  const Value h = pool_.command({"HGETALL", keys_.job(id)});
+  if (h.elements.empty()) return std::nullopt;
+  return record_from_hash(h);
+}
+
+// Newest first from the submit index, in chunks, filtering as it goes; the
+// cursor is the sequence number of the last job returned.
+std::optional<StorePage> RedisJobStore::list(const StoreQuery& query) const {
+  long long before = 0;
+  if (!query.cursor.empty()) {
+    const char* end = query.cursor.data() + query.cursor.size();
+    auto [ptr, ec] = std::from_chars(query.cursor.data(), end, before);
+    if (ec != std::errc() || ptr != end || before <= 0) return std::nullopt;
+  }
+  StorePage page;
+  // "(n": below n, exclusive. Built with append: GCC 12's -Wrestrict
+  // misfires on "(" + std::string here.
+  const auto below = [](const std::string& n) { return std::string(1, '(').append(n); };
+  std::string max = before > 0 ? below(std::to_string(before)) : std::string("+inf");
+  const std::size_t chunk = std::max<std::size_t>(query.limit + 1, 100);
+  for (;;) {
+    const Value ids = pool_.command({"ZREVRANGEBYSCORE", keys_.index, max, "-inf", "WITHSCORES", "LIMIT", "0",
+                                     std::to_string(chunk)});
+    if (ids.elements.empty()) return page;
+    std::vector<std::vector<std::string>> reads;
+    for (std::size_t i = 0; i < ids.elements.size(); i += 2) reads.push_back({"HGETALL", keys_.job(ids.elements[i].str)});
+    const std::vector<Value> hashes = pool_.with([&](Connection& c) { return c.pipeline(reads); });
+    for (const Value& h : hashes) {
+      if (h.elements.empty()) continue;  // forgotten meanwhile
+      JobRecord r = record_from_hash(h);
+      if (query.state && r.state != *query.state) continue;
+      if (!query.type.empty() && r.type != query.type) continue;
+      if (page.jobs.size() == query.limit) {
+        page.next_cursor = std::to_string(page.jobs.back().seq);
+        return page;
+      }
+      page.jobs.push_back(std::move(r));
+    }
+    max = below(ids.elements[ids.elements.size() - 1].str);
+    if (ids.elements.size() / 2 < chunk) return page;
+  }
+}
+
+std::map<JobState, std::size_t> RedisJobStore::count_by_state() const {
+  const Value v = pool_.eval(kCounts, {keys_.ready, keys_.scheduled, keys_.leased, keys_.dead, keys_.done},
+                             {keys_.job_prefix});
+  const JobState order[] = {JobState::queued, JobState::scheduled, JobState::running,
+                            JobState::failed, JobState::succeeded, JobState::cancelled};
+  std::map<JobState, std::size_t> out;
+  for (std::size_t i = 0; i < 6 && i < v.elements.size(); ++i) {
+    out[order[i]] = static_cast<std::size_t>(v.elements[i].as_integer());
+  }
+  return out;
+}
+
+CancelResult RedisJobStore::cancel(const JobId& id) {
+  const long long r = pool_.eval(kCancel, {keys_.job(id), keys_.ready, keys_.scheduled, keys_.done, keys_.cancel, keys_.index},
+                                 {id, std::to_string(epoch_ms(Clock::now())), std::to_string(options_.keep_finished),
+                                  keys_.job_prefix})
+                          .as_integer();
+  switch (r) {
+    case 1: return CancelResult::cancelled;
+    case 2:
+      if (broker_ != nullptr) broker_->stop_local(id);  // at once if it runs here; other processes poll
+      return CancelResult::stop_requested;
+    case 3: return CancelResult::already_terminal;
+    default: return CancelResult::not_found;
+  }
+}
+
+RequeueResult RedisJobStore::requeue(const JobId& id) {
+  const long long r = pool_.eval(kRequeue, {keys_.job(id), keys_.dead, keys_.ready, keys_.scheduled},
+                                 {id, std::to_string(options_.capacity)})
+                          .as_integer();
+  switch (r) {
+    case 1: return RequeueResult::requeued;
+    case -1: return RequeueResult::not_failed;
+    case -2: return RequeueResult::queue_full;
+    default: return RequeueResult::not_found;
+  }
+}
+
+}  // namespace bulwark::detail::redis

@@ -1,0 +1,122 @@
+// Runtimes with queue.backend "redis" sharing one real redis-server: every
+// process runs jobs any process admitted, and answers for every job.
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include "bulwark/runtime.hpp"
+#include "support/helpers.hpp"
+#include "support/redis_server.hpp"
+#include "support/wait.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::JobState;
+using bulwark::Runtime;
+
+namespace {
+
+bulwark::RuntimeOptions shared(const bulwark::testing::RedisServer& server, unsigned workers = 1) {
+  auto o = bulwark::testing::test_options(workers);
+  o.backend = bulwark::QueueBackend::redis;
+  o.redis.url = server.url();
+  o.redis.ns.assign(1, 'q');
+  o.redis.lease = 2s;
+  o.shutdown_timeout = 2s;
+  return o;
+}
+
+}  // namespace
+
+TEST_SUITE("redis_runtime") {
+  TEST_CASE("two processes share the work and answer for every job" * doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    Runtime a(bulwark::testing::builtins(), shared(server));
+    Runtime b(bulwark::testing::builtins(), shared(server));
+    std::vector<std::string> ids;
+    for (int i = 0; i < 200; ++i) {
+      auto s = a.submit({.type = "sleep", .payload = {{"ms", 1}}});
+      REQUIRE(s);
+      ids.push_back(s.id);
+    }
+    REQUIRE(a.wait_idle(30s));
+    std::size_t from_b = 0;
+    for (const std::string& id : ids) {
+      auto r = b.get(id);  // any process answers
+      REQUIRE(r);
+      CHECK(r->state == JobState::succeeded);
+      CHECK(r->attempts == 1);
+    }
+    // Both ran some (each holds at most workers + prefetch at a time).
+    from_b = b.stats().by_type["sleep"].succeeded;
+    CHECK(from_b > 0);
+    CHECK(from_b < 200);
+    CHECK(a.stats().by_type["sleep"].succeeded + from_b == 200);
+    // A listing pages across processes with the cursor one of them gave.
+    auto first = a.page({.type = "sleep", .limit = 150});
+    REQUIRE(first);
+    REQUIRE_FALSE(first->next_cursor.empty());
+    auto rest = b.page({.type = "sleep", .limit = 150, .cursor = first->next_cursor});
+    REQUIRE(rest);
+    std::set<std::string> listed;
+    for (const auto& r : first->jobs) listed.insert(r.id);
+    for (const auto& r : rest->jobs) listed.insert(r.id);
+    CHECK(listed.size() == 200);
+    CHECK(rest->next_cursor.empty());
+  }
+
+  TEST_CASE("an id is taken across processes; a failing job is retried, dead-lettered and requeued" * doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    Runtime a(bulwark::testing::builtins(), shared(server));
+    Runtime b(bulwark::testing::builtins(), shared(server));
+    REQUIRE(a.submit({.type = "echo", .id = "once"}));
+    const auto again = b.submit({.type = "echo", .id = "once"});
+    REQUIRE(again.error);
+    CHECK(again.error->code == bulwark::SubmitError::Code::duplicate_id);
+    REQUIRE(a.submit({.type = "fail", .payload = {{"throw", "runtime_error"}}, .id = "bad", .max_attempts = 2}));
+    REQUIRE(a.wait_idle(30s));
+    auto r = b.get("bad");
+    REQUIRE(r);
+    CHECK(r->state == JobState::failed);
+    CHECK(r->attempts == 2);
+    REQUIRE(r->error);
+    CHECK(r->error->type == "std::runtime_error");
+    CHECK_FALSE(r->error->frames.empty());  // the throw site, symbolized where it was caught
+    auto dead = b.dead_letters();
+    REQUIRE(dead.size() == 1);
+    CHECK(dead[0].id == "bad");
+    CHECK(b.requeue("bad") == bulwark::RequeueResult::requeued);
+    CHECK(b.requeue("once") == bulwark::RequeueResult::not_failed);
+    REQUIRE(a.wait_idle(30s));
+    CHECK(a.get("bad")->attempts == 2);
+    CHECK(a.get("bad")->state == JobState::failed);
+  }
+
+  TEST_CASE("a cancel from any process ends a waiting job and stops a running one" * doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    Runtime a(bulwark::testing::builtins(), shared(server));
+    Runtime b(bulwark::testing::builtins(), shared(server));
+    REQUIRE(a.submit({.type = "echo", .id = "later", .delay = 1h}));
+    CHECK(b.cancel("later") == bulwark::CancelResult::cancelled);
+    CHECK(a.get("later")->state == JobState::cancelled);
+    REQUIRE(a.submit({.type = "sleep", .payload = {{"ms", 20'000}}, .id = "long", .max_attempts = 1}));
+    REQUIRE(bulwark::testing::eventually([&] { return a.get("long")->state == JobState::running; }, 10s));
+    CHECK(b.cancel("long") == bulwark::CancelResult::stop_requested);
+    REQUIRE(bulwark::testing::eventually([&] { return bulwark::is_terminal(a.get("long")->state); }, 10s));
+    CHECK(a.get("long")->state == JobState::cancelled);
+    CHECK(a.cancel("long") == bulwark::CancelResult::already_terminal);
+    CHECK(a.cancel("nobody") == bulwark::CancelResult::not_found);
+  }
+
+  TEST_CASE("a Redis that cannot be reached refuses submits with backend_unavailable" * doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    auto o = shared(server);
+    Runtime a(bulwark::testing::builtins(), o);
+    server.stop();
+    const auto s = a.submit({.type = "echo"});
+    REQUIRE(s.error);
+    CHECK(s.error->code == bulwark::SubmitError::Code::backend_unavailable);
+    server.start();
+    CHECK(bulwark::testing::eventually([&] { return static_cast<bool>(a.submit({.type = "echo"})); }, 10s));
+    CHECK(a.wait_idle(20s));
+  }
+}
