@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bulwark/config.hpp"
+#include "bulwark/runtime.hpp"
 
 using nlohmann::json;
 
@@ -51,11 +52,18 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(o.isolation.processes == d.isolation.processes);
     CHECK(o.isolation.memory_limit_mb == d.isolation.memory_limit_mb);
     CHECK(o.isolation.start_timeout == d.isolation.start_timeout);
+    CHECK(o.backend == d.backend);
+    CHECK(o.redis.url == d.redis.url);
+    CHECK(o.redis.ns == d.redis.ns);
+    CHECK(o.redis.lease == d.redis.lease);
+    CHECK(o.redis.prefetch == d.redis.prefetch);
+    CHECK(o.redis.connect_timeout == d.redis.connect_timeout);
+    CHECK(o.redis.command_timeout == d.redis.command_timeout);
     // Every section and key of the file is one the reader knows: from_file
     // above would have thrown otherwise. And every known section is there:
     std::ifstream in(BULWARK_SOURCE_DIR "/config/default.json");
     const json j = json::parse(in);
-    for (const char* key : {"workers", "queue", "retry", "recovery", "retention", "shutdown", "isolation", "logging", "handlers"}) {
+    for (const char* key : {"workers", "queue", "redis", "retry", "recovery", "retention", "shutdown", "isolation", "logging", "handlers"}) {
       CHECK_MESSAGE(j.contains(key), key);
     }
   }
@@ -113,6 +121,39 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(config_error(json::parse(R"({"isolation": {"processes": 0}})")) ==
           "isolation.processes: expected an integer from 1 to 256, got 0");
     CHECK(config_error(json::array()) == "configuration: expected an object");
+  }
+
+  TEST_CASE("the shared queue's keys are read and checked") {
+    auto o = bulwark::RuntimeOptions::from_json(json::parse(
+        R"({"queue": {"backend": "redis"}, "redis": {"url": "unix:///run/r.sock?db=2", "namespace": "jobs.eu-1",
+            "lease_ms": 5000, "prefetch": 0, "connect_timeout_ms": 200, "command_timeout_ms": 300}})"));
+    CHECK(o.backend == bulwark::QueueBackend::redis);
+    CHECK(o.redis.url == "unix:///run/r.sock?db=2");
+    CHECK(o.redis.ns == "jobs.eu-1");
+    CHECK(o.redis.lease == std::chrono::milliseconds(5000));
+    CHECK(o.redis.prefetch == 0u);
+    CHECK(o.redis.connect_timeout == std::chrono::milliseconds(200));
+    CHECK(o.redis.command_timeout == std::chrono::milliseconds(300));
+    CHECK(config_error(json::parse(R"({"queue": {"backend": "kafka"}})")) ==
+          "queue.backend: expected one of memory, redis, got 'kafka'");
+    CHECK(config_error(json::parse(R"({"redis": {"url": "http://x"}})")).rfind("redis.url: ", 0) == 0);
+    CHECK(config_error(json::parse(R"({"redis": {"namespace": "a{b}"}})")).rfind("redis.namespace: ", 0) == 0);
+    CHECK(config_error(json::parse(R"({"redis": {"namespace": ""}})")).rfind("redis.namespace: ", 0) == 0);
+    CHECK(config_error(json::parse(R"({"redis": {"lease_ms": 10}})")).rfind("redis.lease_ms: ", 0) == 0);
+    CHECK(config_error(json::parse(R"({"redis": {"port": 1}})")).find("port") != std::string::npos);
+  }
+
+  TEST_CASE("a redis.url the runtime cannot use stops it at start, naming the key") {
+    bulwark::RuntimeOptions o;
+    o.backend = bulwark::QueueBackend::redis;
+    o.redis.url = "redis://host:99999";
+    o.logging.level = "off";
+    try {
+      bulwark::Runtime rt(bulwark::Registry{}, o);
+      FAIL("the runtime started");
+    } catch (const bulwark::ConfigError& e) {
+      CHECK(std::string(e.what()).rfind("redis.url: ", 0) == 0);
+    }
   }
 
   TEST_CASE("unknown keys are rejected, never ignored") {
