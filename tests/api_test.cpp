@@ -100,6 +100,8 @@ TEST_SUITE("api") {
     const json workers = json::parse(f.call("GET", "/v1/workers").body);
     CHECK(workers["workers"].size() == 2);
     CHECK(workers["workers"][0]["state"] == "idle");
+    const json stats = json::parse(f.call("GET", "/v1/stats").body);
+    CHECK(stats["by_type"]["post"]["breaker"] == "off");  // names, not enum numbers
     Response metrics = f.call("GET", "/metrics");
     CHECK(metrics.status == 200);
     CHECK(metrics.body.find("bulwark_workers{state=\"idle\"} 2") != std::string::npos);

@@ -12,62 +12,13 @@
 #include <thread>
 
 #include "support/http_client.hpp"
+#include "support/serve_process.hpp"
 
 using namespace std::chrono_literals;
 using bulwark::testing::http;
+using Process = bulwark::testing::ServeProcess;
 using nlohmann::json;
 
-namespace {
-
-struct Process {
-  pid_t pid = -1;
-  int out = -1;
-  std::string err_path = "/tmp/bulwark_serve_test.err";
-
-  explicit Process(const std::string& config) {
-    int pipe_fds[2];
-    REQUIRE(::pipe(pipe_fds) == 0);
-    pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      ::dup2(pipe_fds[1], STDOUT_FILENO);
-      const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(err, STDERR_FILENO);
-      ::close(pipe_fds[0]);
-      ::execl(BULWARK_BINARY, BULWARK_BINARY, "serve", "--config", config.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(pipe_fds[1]);
-    out = pipe_fds[0];
-  }
-  ~Process() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-    ::close(out);
-  }
-  std::string read_line() {
-    std::string line;
-    char c;
-    while (::read(out, &c, 1) == 1 && c != '\n') line += c;
-    return line;
-  }
-  int wait_exit() {
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    pid = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  std::string stderr_text() const {
-    std::ifstream in(err_path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-};
-
-}  // namespace
 
 TEST_SUITE("bulwark serve") {
   TEST_CASE("SIGTERM drains the job in flight, reports unrun jobs and exits 0" * doctest::timeout(60)) {

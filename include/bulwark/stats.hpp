@@ -77,6 +77,7 @@ struct RuntimeCounters {
   std::uint64_t failed = 0;
   std::size_t queue_depth = 0;
   std::size_t queue_capacity = 0;
+  bool backend_reachable = true;  // queue.backend redis: Redis answered the last time it was asked
 };
 
 }  // namespace bulwark

@@ -282,6 +282,9 @@ RuntimeStats Runtime::stats() const {
   s.stuck_reports = sup.stuck_reports;
   s.log_dropped = rt.reporter.dropped();
   s.queue_depth = rt.broker->size();
+  if (rt.redis_store != nullptr) {  // the shared queue's depth, for every process alike
+    s.queue_depth = s.by_state["queued"] + s.by_state["scheduled"];
+  }
   s.queue_capacity = rt.broker->capacity();
   s.ready_by_priority = rt.broker->ready_by_priority();
   if (rt.processes) s.process_ends = rt.processes->ends_by_reason();
@@ -295,8 +298,9 @@ RuntimeStats Runtime::stats() const {
 
 RuntimeCounters Runtime::counters() const noexcept {
   const detail::CompletionCounts done = impl_->completion.counts();
+  const bool reachable = impl_->redis_broker == nullptr || impl_->redis_broker->reachable();
   return {impl_->intake.counts().submitted, done.succeeded, done.failed, impl_->broker->size(),
-          impl_->broker->capacity()};
+          impl_->broker->capacity(), reachable};
 }
 
 unsigned Runtime::worker_count() const noexcept { return impl_->options.effective_workers(); }

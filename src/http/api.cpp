@@ -206,6 +206,9 @@ Response Api::handle(const Request& request) {
     }
     const RuntimeCounters s = runtime_.counters();
     if (draining()) return json_response(503, {{"ready", false}, {"reason", "draining: the server is shutting down"}});
+    if (!s.backend_reachable) {
+      return json_response(503, {{"ready", false}, {"reason", "the job queue's backend (redis) cannot be reached"}});
+    }
     if (s.queue_depth >= s.queue_capacity) {
       return json_response(503, {{"ready", false}, {"reason", "the queue is full"}});
     }
@@ -342,7 +345,7 @@ Response Api::stats() {
   for (const auto& [type, t] : s.by_type) {
     by_type[type] = {{"submitted", t.submitted}, {"started", t.started},   {"succeeded", t.succeeded},
                      {"retried", t.retried},     {"failed", t.failed},     {"recovered", t.recovered},
-                     {"breaker", t.breaker}};
+                     {"breaker", to_string(t.breaker)}};
   }
   return json_response(
       200, {{"by_state", s.by_state},

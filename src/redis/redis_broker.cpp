@@ -78,7 +78,9 @@ Admitted RedisBroker::admit(const TaskPtr& task, Clock::time_point due, Clock::t
                std::to_string(s.timeout.count()), std::to_string(epoch_ms(due)), std::to_string(epoch_ms(now)),
                std::to_string(options_.capacity)})
               .as_integer();
-  } catch (const RedisError&) {
+  } catch (const RedisError& e) {
+    if (!e.unavailable()) throw;
+    reachable_.store(false, std::memory_order_release);
     return Admitted::unavailable;
   }
   if (seq == -1) return Admitted::duplicate;
@@ -271,11 +273,13 @@ void RedisBroker::feed(std::stop_token stop) {
         last_extend = now;
       }
       const bool got = refill(*c) > 0;
+      reachable_.store(true, std::memory_order_release);
       backoff = std::chrono::milliseconds(10);
       if (!got) std::this_thread::sleep_for(options_.poll);
-    } catch (const RedisError&) {
+    } catch (const RedisError& e) {
       // Unreachable, or a reply we did not expect: wait (with jitter, up to
       // 1 s) and start again on a fresh connection.
+      if (e.unavailable()) reachable_.store(false, std::memory_order_release);
       c.reset();
       std::this_thread::sleep_for(backoff + std::chrono::milliseconds(rng() % (backoff.count() / 2 + 1)));
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));

@@ -102,6 +102,9 @@ class RedisBroker final : public Broker {
   void stop_local(const std::string& id);
 
   const std::string& owner() const noexcept { return owner_; }
+  // Whether Redis answered the last time this process asked.
+  bool reachable() const noexcept { return reachable_.load(std::memory_order_acquire); }
+
   // Jobs of Redis leased to this process now (waiting here or running).
   std::size_t held() const;
   // Acks that could not reach Redis yet.
@@ -143,6 +146,7 @@ class RedisBroker final : public Broker {
   std::vector<PendingAck> pending_ BULWARK_GUARDED_BY(mutex_);
   bool closed_ BULWARK_GUARDED_BY(mutex_) = false;
   std::atomic<bool> fetching_{true};
+  std::atomic<bool> reachable_{true};
 
   std::jthread feeder_;  // last: started after everything above exists
 };

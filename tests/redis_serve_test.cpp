@@ -1,0 +1,125 @@
+// Several `bulwark serve` processes on one Redis (queue.backend "redis"):
+// jobs submitted to one are run by all, any process answers for any job,
+// and a process killed with SIGKILL in the middle of the work loses nothing:
+// its jobs come back after their lease and run again (at least once).
+//
+// BULWARK_CRASH_JOBS sets how many jobs the crash case submits (default
+// 3000 here; the README's figures are from 30000).
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "support/http_client.hpp"
+#include "support/redis_server.hpp"
+#include "support/serve_process.hpp"
+#include "support/wait.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::testing::http;
+using bulwark::testing::ServeProcess;
+using nlohmann::json;
+
+namespace {
+
+// A config for a process of the shared queue, in the server's temp dir.
+std::string write_config(const bulwark::testing::RedisServer& server, const std::string& path, int lease_ms) {
+  std::ofstream out(path);
+  out << json{{"workers", 2},
+              {"logging", {{"level", "error"}}},
+              {"server", {{"listen", "127.0.0.1:0"}, {"drain_timeout_ms", 2000}}},
+              {"queue", {{"backend", "redis"}}},
+              {"redis", {{"url", server.url()}, {"namespace", "serve"}, {"lease_ms", lease_ms}}},
+              {"retry", {{"max_attempts", 3}, {"backoff_initial_ms", 10}, {"backoff_max_ms", 50}}}}
+             .dump();
+  return path;
+}
+
+// Every job of the shared queue, through one process's listing.
+std::vector<json> all_jobs(std::uint16_t port) {
+  std::vector<json> jobs;
+  std::string cursor;
+  for (;;) {
+    auto r = http(port, "GET", "/v1/jobs?limit=1000" + (cursor.empty() ? "" : "&cursor=" + cursor));
+    REQUIRE(r.status == 200);
+    const json j = r.json();
+    for (const auto& job : j["jobs"]) jobs.push_back(job);
+    if (j["next_cursor"].is_null()) return jobs;
+    cursor = j["next_cursor"].get<std::string>();
+  }
+}
+
+std::size_t unfinished(std::uint16_t port) {
+  const json by_state = http(port, "GET", "/v1/stats").json()["by_state"];
+  std::size_t n = 0;
+  for (const char* s : {"queued", "scheduled", "running"}) n += by_state.value(s, std::size_t{0});
+  return n;
+}
+
+}  // namespace
+
+TEST_SUITE("redis serve") {
+  TEST_CASE("a process killed mid-run loses no accepted job; its jobs run again after their lease" *
+            doctest::timeout(300)) {
+    bulwark::testing::RedisServer server;
+    const std::string config = write_config(server, "/tmp/bulwark-redis-serve.json", 1000);
+    std::vector<std::unique_ptr<ServeProcess>> procs;
+    std::vector<std::uint16_t> ports;
+    for (int i = 0; i < 3; ++i) {
+      procs.push_back(std::make_unique<ServeProcess>(config, "/tmp/bulwark-redis-serve-" + std::to_string(i) + ".err"));
+      ports.push_back(procs.back()->port_from_banner());
+    }
+    const char* env = std::getenv("BULWARK_CRASH_JOBS");
+    const int n = env != nullptr ? std::atoi(env) : 3000;
+    for (int i = 0; i < n; ++i) {
+      const std::string body = i % 10 == 0 ? R"({"type": "sleep", "payload": {"ms": 20}})" : R"({"type": "echo"})";
+      REQUIRE(http(ports[static_cast<std::size_t>(i % 3)], "POST", "/v1/jobs", body).status == 201);
+    }
+    // Kill one process while work is left, holding jobs it has not finished.
+    REQUIRE(bulwark::testing::eventually([&] { return unfinished(ports[1]) < static_cast<std::size_t>(n) * 3 / 4; }, 60s));
+    const auto killed_at = std::chrono::system_clock::now();
+    ::kill(procs[0]->pid, SIGKILL);
+    REQUIRE(procs[0]->wait_exit() == -1);
+    REQUIRE(bulwark::testing::eventually([&] { return unfinished(ports[1]) == 0; }, 120s));
+    const auto done_at = std::chrono::system_clock::now();
+
+    const std::vector<json> jobs = all_jobs(ports[2]);
+    std::map<std::string, int> by_state;
+    int redelivered = 0;
+    for (const json& j : jobs) {
+      ++by_state[j["state"].get<std::string>()];
+      if (j["attempts"].get<int>() > 1) ++redelivered;
+    }
+    MESSAGE("crash: " << n << " jobs, 3 processes, one killed; " << redelivered << " run again after a lost lease; "
+                      << std::chrono::duration<double>(done_at - killed_at).count() << " s from the kill to the last end");
+    CHECK(jobs.size() == static_cast<std::size_t>(n));          // none lost
+    CHECK(by_state["succeeded"] == n);                           // every one ended, once, with its result
+    CHECK(redelivered <= 4);                                     // at most what the killed process held
+  }
+
+  TEST_CASE("jobs submitted to one process are run by all; any process answers, cancels and retries" *
+            doctest::timeout(120)) {
+    bulwark::testing::RedisServer server;
+    const std::string config = write_config(server, "/tmp/bulwark-redis-serve2.json", 2000);
+    ServeProcess a(config, "/tmp/bulwark-redis-serve-a.err");
+    ServeProcess b(config, "/tmp/bulwark-redis-serve-b.err");
+    const auto pa = a.port_from_banner();
+    const auto pb = b.port_from_banner();
+    for (int i = 0; i < 100; ++i) REQUIRE(http(pa, "POST", "/v1/jobs", R"({"type": "sleep", "payload": {"ms": 5}})").status == 201);
+    REQUIRE(bulwark::testing::eventually([&] { return unfinished(pb) == 0; }, 60s));
+    const json sa = http(pa, "GET", "/v1/stats").json();
+    const json sb = http(pb, "GET", "/v1/stats").json();
+    CHECK(sa["totals"]["succeeded"].get<int>() > 0);
+    CHECK(sb["totals"]["succeeded"].get<int>() > 0);  // b ran some of a's jobs
+    CHECK(sa["totals"]["succeeded"].get<int>() + sb["totals"]["succeeded"].get<int>() == 100);
+
+    REQUIRE(http(pa, "POST", "/v1/jobs", R"({"type": "fail", "id": "dead", "max_attempts": 1})").status == 201);
+    REQUIRE(bulwark::testing::eventually([&] { return http(pb, "GET", "/v1/jobs/dead").json()["state"] == "failed"; }, 30s));
+    CHECK(http(pb, "POST", "/v1/jobs/dead/retry").status == 200);
+    REQUIRE(http(pb, "POST", "/v1/jobs", R"({"type": "echo", "id": "later", "delay_ms": 3600000})").status == 201);
+    CHECK(http(pa, "POST", "/v1/jobs/later/cancel").json()["state"] == "cancelled");
+    CHECK(http(pa, "POST", "/v1/jobs", R"({"type": "echo", "id": "later"})").status == 409);
+  }
+}
