@@ -2,6 +2,8 @@
 // status codes, error bodies and paging (the server adds only the network).
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "bulwark/runtime.hpp"
@@ -100,6 +102,11 @@ TEST_SUITE("api") {
     const json workers = json::parse(f.call("GET", "/v1/workers").body);
     CHECK(workers["workers"].size() == 2);
     CHECK(workers["workers"][0]["state"] == "idle");
+    const json procs = json::parse(f.call("GET", "/v1/processes").body)["processes"];
+    REQUIRE(procs.size() == 1);  // the memory backend: this process alone
+    CHECK(procs[0]["self"] == true);
+    CHECK(procs[0]["pid"] == static_cast<int>(getpid()));
+    CHECK(procs[0]["workers"] == 2);
     const json stats = json::parse(f.call("GET", "/v1/stats").body);
     CHECK(stats["by_type"]["post"]["breaker"] == "off");  // names, not enum numbers
     Response metrics = f.call("GET", "/metrics");

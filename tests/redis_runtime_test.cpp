@@ -2,6 +2,8 @@
 // process runs jobs any process admitted, and answers for every job.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <set>
 
 #include "bulwark/runtime.hpp"
@@ -62,6 +64,14 @@ TEST_SUITE("redis_runtime") {
     for (const auto& r : rest->jobs) listed.insert(r.id);
     CHECK(listed.size() == 200);
     CHECK(rest->next_cursor.empty());
+    // Both processes are registered, alive, and each knows which is itself.
+    const auto procs = b.processes();
+    REQUIRE(procs.size() == 2);
+    CHECK(procs[0].alive);
+    CHECK(procs[1].alive);
+    CHECK(procs[0].self != procs[1].self);
+    CHECK(procs[0].pid == static_cast<int>(getpid()));
+    CHECK(procs[0].workers == 1);
   }
 
   TEST_CASE("an id is taken across processes; a failing job is retried, dead-lettered and requeued" * doctest::timeout(60)) {

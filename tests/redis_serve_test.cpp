@@ -25,13 +25,17 @@ using nlohmann::json;
 namespace {
 
 // A config for a process of the shared queue, in the server's temp dir.
-std::string write_config(const bulwark::testing::RedisServer& server, const std::string& path, int lease_ms) {
+// Finished jobs are all kept (retention.max_finished), so the test can see
+// every one of them.
+std::string write_config(const bulwark::testing::RedisServer& server, const std::string& path, int lease_ms,
+                         int keep = 10'000) {
   std::ofstream out(path);
   out << json{{"workers", 2},
               {"logging", {{"level", "error"}}},
               {"server", {{"listen", "127.0.0.1:0"}, {"drain_timeout_ms", 2000}}},
               {"queue", {{"backend", "redis"}}},
               {"redis", {{"url", server.url()}, {"namespace", "serve"}, {"lease_ms", lease_ms}}},
+              {"retention", {{"max_finished", keep}}},
               {"retry", {{"max_attempts", 3}, {"backoff_initial_ms", 10}, {"backoff_max_ms", 50}}}}
              .dump();
   return path;
@@ -64,15 +68,15 @@ TEST_SUITE("redis serve") {
   TEST_CASE("a process killed mid-run loses no accepted job; its jobs run again after their lease" *
             doctest::timeout(300)) {
     bulwark::testing::RedisServer server;
-    const std::string config = write_config(server, "/tmp/bulwark-redis-serve.json", 1000);
+    const char* env = std::getenv("BULWARK_CRASH_JOBS");
+    const int n = env != nullptr ? std::atoi(env) : 3000;
+    const std::string config = write_config(server, "/tmp/bulwark-redis-serve.json", 1000, n + 100);
     std::vector<std::unique_ptr<ServeProcess>> procs;
     std::vector<std::uint16_t> ports;
     for (int i = 0; i < 3; ++i) {
       procs.push_back(std::make_unique<ServeProcess>(config, "/tmp/bulwark-redis-serve-" + std::to_string(i) + ".err"));
       ports.push_back(procs.back()->port_from_banner());
     }
-    const char* env = std::getenv("BULWARK_CRASH_JOBS");
-    const int n = env != nullptr ? std::atoi(env) : 3000;
     for (int i = 0; i < n; ++i) {
       const std::string body = i % 10 == 0 ? R"({"type": "sleep", "payload": {"ms": 20}})" : R"({"type": "echo"})";
       REQUIRE(http(ports[static_cast<std::size_t>(i % 3)], "POST", "/v1/jobs", body).status == 201);

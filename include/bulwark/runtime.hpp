@@ -74,6 +74,19 @@ struct JobPage {
   std::string next_cursor;  // pass as ListQuery::cursor for the next page; empty on the last
 };
 
+// A process serving the queue: this one, and with queue.backend "redis"
+// every process on the same Redis and namespace that sent a heartbeat.
+struct QueueProcess {
+  std::string id;      // host:pid:tag
+  std::string host;
+  int pid = 0;
+  unsigned workers = 0;
+  WallClock::time_point started_at{};
+  WallClock::time_point last_seen{};
+  bool alive = true;   // seen within redis.lease_ms; a gone one's jobs are taken back by the others
+  bool self = false;   // the process answering
+};
+
 struct ShutdownReport {
   bool drained = true;        // every queued job ran before the deadline
   std::size_t not_run = 0;    // jobs ended failed with kind `shutdown`
@@ -122,6 +135,9 @@ class Runtime {
   RuntimeCounters counters() const noexcept;  // lock-free
   // The supervisor's verdict with its reasons, every worker and breaker.
   HealthReport health() const;
+  // The processes serving the queue (only this one with the memory
+  // backend). Blocks for a Redis round trip with the redis backend.
+  std::vector<QueueProcess> processes() const;
 
   // Logs a failure caught outside a job (for example by the HTTP server's
   // recover middleware) at error level with its throw-site trace, through the

@@ -47,6 +47,7 @@ struct Runtime::Impl {
   detail::Executor executor;
   detail::Supervisor supervisor;
 
+  const WallClock::time_point started_at = WallClock::now();
   detail::Mutex shutdown_mutex;
   std::optional<ShutdownReport> shutdown_report BULWARK_GUARDED_BY(shutdown_mutex);
 
@@ -308,6 +309,21 @@ unsigned Runtime::worker_count() const noexcept { return impl_->options.effectiv
 const InputLimits& Runtime::limits() const noexcept { return impl_->options.limits; }
 
 HealthReport Runtime::health() const { return impl_->supervisor.health(); }
+
+std::vector<QueueProcess> Runtime::processes() const {
+  if (impl_->redis_store != nullptr) return impl_->redis_store->processes(impl_->redis_broker->owner());
+  QueueProcess self;
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  self.id = std::string(host) + ":" + std::to_string(getpid());
+  self.host = host;
+  self.pid = getpid();
+  self.workers = impl_->options.effective_workers();
+  self.started_at = impl_->started_at;
+  self.last_seen = WallClock::now();
+  self.self = true;
+  return {self};
+}
 
 void Runtime::report_failure(std::string context, const Failure& failure) noexcept {
   try {

@@ -224,6 +224,16 @@ Response Api::handle(const Request& request) {
                                {"workers", report["workers"]},
                                {"processes", report["processes"]}});
   }
+  if (parts.size() == 2 && parts[1] == "processes") {
+    if (!get) return method_not_allowed("GET");
+    ordered_json list = ordered_json::array();
+    for (const QueueProcess& p : runtime_.processes()) {
+      list.push_back({{"id", p.id}, {"host", p.host}, {"pid", p.pid}, {"workers", p.workers},
+                      {"started_at", format_iso8601(p.started_at)}, {"last_seen", format_iso8601(p.last_seen)},
+                      {"alive", p.alive}, {"self", p.self}});
+    }
+    return json_response(200, {{"processes", std::move(list)}});
+  }
   if (parts.size() == 2 && parts[1] == "stats") {
     if (!get) return method_not_allowed("GET");
     return stats();

@@ -12,6 +12,8 @@
 //   {ns}:done         zset: succeeded and cancelled jobs by finish ms (retention)
 //   {ns}:dead         zset: failed jobs (dead letters) by finish ms (retention)
 //   {ns}:cancel       pub/sub channel: ids of running jobs asked to stop
+//   {ns}:processes    zset: processes by last heartbeat ms
+//   {ns}:process:<id> hash: one process (host, pid, workers, started_ms, version)
 //
 // A plain value; thread-safe to read.
 #pragma once
@@ -31,13 +33,15 @@ struct Keys {
         seq(prefix + "seq"),
         done(prefix + "done"),
         dead(prefix + "dead"),
-        cancel(prefix + "cancel") {}
+        cancel(prefix + "cancel"),
+        processes(prefix + "processes") {}
 
   std::string job(const std::string& id) const { return job_prefix + id; }
+  std::string process(const std::string& id) const { return prefix + "process:" + id; }
 
   std::string prefix;
   std::string job_prefix;
-  std::string ready, scheduled, leased, index, seq, done, dead, cancel;
+  std::string ready, scheduled, leased, index, seq, done, dead, cancel, processes;
 };
 
 }  // namespace bulwark::detail::redis

@@ -57,6 +57,7 @@ RedisBroker::RedisBroker(BrokerOptions options, std::string owner, TaskFactory f
     : options_(std::move(options)),
       keys_(options_.ns),
       owner_(std::move(owner)),
+      started_ms_(epoch_ms(Clock::now())),
       factory_(std::move(factory)),
       local_(options_.capacity, options_.max_retries),
       pool_(options_.address, options_.connect_timeout, options_.command_timeout) {}
@@ -243,6 +244,20 @@ void RedisBroker::check_cancels(Connection& c) {
   }
 }
 
+// Tells the other processes this one is alive (GET /v1/processes); a
+// process unseen for a day leaves the list.
+void RedisBroker::heartbeat(Connection& c) {
+  const long long now = epoch_ms(Clock::now());
+  const auto colon = owner_.find(':');
+  const std::string host = owner_.substr(0, colon);
+  const std::string pid = owner_.substr(colon + 1, owner_.find(':', colon + 1) - colon - 1);
+  c.pipeline({{"HSET", keys_.process(owner_), "id", owner_, "host", host, "pid", pid, "workers",
+               std::to_string(options_.workers), "started_ms", std::to_string(started_ms_)},
+              {"PEXPIRE", keys_.process(owner_), std::to_string(options_.lease.count() * 3)},
+              {"ZADD", keys_.processes, std::to_string(now), owner_},
+              {"ZREMRANGEBYSCORE", keys_.processes, "-inf", std::to_string(now - 86'400'000)}});
+}
+
 void RedisBroker::feed_once(Connection& c) {
   const auto now = std::to_string(epoch_ms(Clock::now()));
   flush_pending(c);
@@ -256,7 +271,7 @@ void RedisBroker::feed(std::stop_token stop) {
   std::minstd_rand rng(std::random_device{}());
   std::unique_ptr<Connection> c;
   auto backoff = std::chrono::milliseconds(10);
-  auto last_extend = Clock::now();
+  auto last_extend = Clock::time_point{};  // a heartbeat at once: others see this process from the start
   auto last_sweep = Clock::time_point{};
   while (!stop.stop_requested()) {
     try {
@@ -269,6 +284,7 @@ void RedisBroker::feed(std::stop_token stop) {
         last_sweep = now;
       }
       if (now - last_extend >= options_.lease / 3) {
+        heartbeat(*c);
         extend_all(*c);
         last_extend = now;
       }
@@ -317,6 +333,7 @@ std::vector<TaskPtr> RedisBroker::drain() {
   try {
     Connection c(options_.address, options_.connect_timeout, options_.command_timeout);
     flush_pending(c);
+    c.pipeline({{"ZREM", keys_.processes, owner_}, {"DEL", keys_.process(owner_)}});  // a clean leave
     for (const auto& [id, attempt] : give_back) {
       c.eval(kRelease, {keys_.job(id), keys_.leased, keys_.ready}, {id, owner_, std::to_string(attempt)});
     }

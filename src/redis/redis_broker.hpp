@@ -133,10 +133,12 @@ class RedisBroker final : public Broker {
   void extend_all(Connection& c);
   void flush_pending(Connection& c);
   void check_cancels(Connection& c);
+  void heartbeat(Connection& c);
 
   const BrokerOptions options_;
   const Keys keys_;
   const std::string owner_;
+  const long long started_ms_;
   const TaskFactory factory_;
   JobQueue local_;
   Pool pool_;  // for admit() and ack(), on the callers' threads

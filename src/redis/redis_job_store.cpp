@@ -137,6 +137,31 @@ std::map<JobState, std::size_t> RedisJobStore::count_by_state() const {
   return out;
 }
 
+std::vector<QueueProcess> RedisJobStore::processes(const std::string& self) const {
+  const Value ids = pool_.command({"ZRANGE", keys_.processes, "0", "-1", "WITHSCORES"});
+  std::vector<std::vector<std::string>> reads;
+  for (std::size_t i = 0; i + 1 < ids.elements.size(); i += 2) reads.push_back({"HGETALL", keys_.process(ids.elements[i].str)});
+  const std::vector<Value> hashes = pool_.with([&](Connection& c) { return c.pipeline(reads); });
+  const long long now = epoch_ms(Clock::now());
+  std::vector<QueueProcess> out;
+  for (std::size_t i = 0; i < hashes.size(); ++i) {
+    std::map<std::string, std::string> h;
+    for (std::size_t k = 0; k + 1 < hashes[i].elements.size(); k += 2) h[hashes[i].elements[k].str] = hashes[i].elements[k + 1].str;
+    QueueProcess p;
+    p.id = ids.elements[2 * i].str;
+    p.host = h["host"];
+    p.pid = static_cast<int>(number(h, "pid"));
+    p.workers = static_cast<unsigned>(number(h, "workers"));
+    p.started_at = at_ms(number(h, "started_ms"));
+    const long long seen = ids.elements[2 * i + 1].as_integer();
+    p.last_seen = at_ms(seen);
+    p.alive = now - seen < options_.lease.count();
+    p.self = p.id == self;
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
 CancelResult RedisJobStore::cancel(const JobId& id) {
   const long long r = pool_.eval(kCancel, {keys_.job(id), keys_.ready, keys_.scheduled, keys_.done, keys_.cancel, keys_.index},
                                  {id, std::to_string(epoch_ms(Clock::now())), std::to_string(options_.keep_finished),

@@ -32,6 +32,8 @@ class RedisJobStore final : public JobStore {
   std::map<JobState, std::size_t> count_by_state() const override;
 
   CancelResult cancel(const JobId& id);
+  // Every process that sent a heartbeat; `self` is this one's id.
+  std::vector<QueueProcess> processes(const std::string& self) const;
   RequeueResult requeue(const JobId& id);
 
  private:
