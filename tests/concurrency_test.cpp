@@ -92,8 +92,11 @@ void submit_cancel_race(unsigned workers) {
   CHECK(s.by_type.at("fail").retried > 0);
 }
 
-// Shutdown with a backlog: what ran and what did not both end, once.
+// Shutdown with a backlog: what ran and what did not both end, once. (With
+// the redis backend what did not run stays in the shared queue instead:
+// redis_runtime_test covers that.)
 void shutdown_with_backlog(unsigned workers) {
+  if (bulwark::testing::test_backend_is_redis()) return;
   Endings endings;
   auto o = options_with(workers, endings);
   std::size_t accepted = 0;

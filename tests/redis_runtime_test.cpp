@@ -117,6 +117,29 @@ TEST_SUITE("redis_runtime") {
     CHECK(a.cancel("nobody") == bulwark::CancelResult::not_found);
   }
 
+  TEST_CASE("a stopping process leaves what waits in the shared queue for the others" * doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    std::string running_id;
+    {
+      Runtime a(bulwark::testing::builtins(), shared(server));
+      running_id = a.submit({.type = "sleep", .payload = {{"ms", 200}}, .id = "busy"}).id;
+      REQUIRE(a.submit({.type = "echo", .id = "later", .delay = 300ms}));
+      for (int i = 0; i < 20; ++i) REQUIRE(a.submit({.type = "sleep", .payload = {{"ms", 50}}}));
+      REQUIRE(bulwark::testing::eventually([&] { return a.get("busy")->state == JobState::running; }));
+      const auto report = a.shutdown(100ms);
+      CHECK(report.not_run == 0);  // nothing of the shared queue ends with this process
+      auto later = a.get("later");
+      REQUIRE(later);
+      CHECK_FALSE(bulwark::is_terminal(later->state));
+    }
+    Runtime b(bulwark::testing::builtins(), shared(server));
+    REQUIRE(b.wait_idle(30s));
+    CHECK(b.get("later")->state == JobState::succeeded);
+    const auto counts = b.stats().by_state;
+    CHECK(counts.at("succeeded") == 22);
+    CHECK(b.processes().size() == 1);  // the stopped one left the list
+  }
+
   TEST_CASE("a Redis that cannot be reached refuses submits with backend_unavailable" * doctest::timeout(60)) {
     bulwark::testing::RedisServer server;
     auto o = shared(server);

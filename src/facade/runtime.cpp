@@ -225,7 +225,13 @@ std::vector<JobRecord> Runtime::dead_letters(std::size_t limit) const {
 }
 
 CancelResult Runtime::cancel(const JobId& id) {
-  if (impl_->redis_store != nullptr) return impl_->redis_store->cancel(id);
+  if (impl_->redis_store != nullptr) {
+    const CancelResult result = impl_->redis_store->cancel(id);
+    if (result == CancelResult::cancelled) {  // it ended in Redis, not in an attempt here
+      if (auto record = impl_->redis_store->record(id)) impl_->completion.ended_elsewhere(*record);
+    }
+    return result;
+  }
   TaskPtr task = impl_->store->find(id);
   return task ? impl_->completion.cancel(task) : CancelResult::not_found;
 }

@@ -231,6 +231,21 @@ void Completion::publish(const TaskPtr& task, JobState terminal) {
   }
 }
 
+void Completion::ended_elsewhere(const JobRecord& record) {
+  switch (record.state) {
+    case JobState::succeeded: succeeded_.fetch_add(1, std::memory_order_relaxed); break;
+    case JobState::failed: failed_.fetch_add(1, std::memory_order_relaxed); break;
+    case JobState::cancelled: cancelled_.fetch_add(1, std::memory_order_relaxed); break;
+    default: return;
+  }
+  if (!options_.on_finished) return;
+  auto outcome = guarded([&] { options_.on_finished(record); });
+  if (!outcome.ok()) {
+    reporter_.log(LogLevel::error,
+                  "on_finished listener threw " + outcome.failure().type + ": " + outcome.failure().message);
+  }
+}
+
 CompletionCounts Completion::counts() const noexcept {
   return {succeeded_.load(), failed_.load(), cancelled_.load(), attempts_failed_.load(), retried_.load(),
           hard_timeouts_.load(), breaker_opened_.load()};

@@ -63,6 +63,11 @@ class Completion {
   // False if it had ended meanwhile.
   bool end_unrun(const TaskPtr& task);
 
+  // A job of a shared queue ended by a transition in the backend rather
+  // than by an attempt here (a cancel of a waiting job): counted and handed
+  // to the on_finished listener like the others.
+  void ended_elsewhere(const JobRecord& record);
+
   CompletionCounts counts() const noexcept;
   void count_hard_timeout() noexcept { hard_timeouts_.fetch_add(1, std::memory_order_relaxed); }
 

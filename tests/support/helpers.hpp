@@ -2,12 +2,14 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <vector>
 
 #include "builtin_workers.hpp"
 #include "bulwark/config.hpp"
+#include "bulwark/failure.hpp"
 #include "bulwark/registry.hpp"
 #include "bulwark/trace.hpp"
 
@@ -26,11 +28,32 @@ inline std::string top_function(const RawTrace& trace) {
   return frames.empty() ? std::string() : frames.front().function;
 }
 
+// With BULWARK_TEST_BACKEND=redis, runtimes under test use the shared
+// queue on one redis-server started for the test process, each runtime in
+// a namespace of its own; test_redis_url() says where.
+std::string test_redis_url();
+bool test_backend_is_redis();
+
+// The innermost function of a failure's trace, whether raw (caught in this
+// process) or symbolized already (read back from a shared queue).
+inline std::string top_function(const Failure& f) {
+  if (!f.frames.empty()) return f.frames.front().function;
+  return top_function(f.trace);
+}
+
 // Options for runtimes under test: no log output, fast retries, a quick
-// supervisor tick and a short shutdown grace.
+// supervisor tick and a short shutdown grace; the backend the environment
+// names.
 inline RuntimeOptions test_options(unsigned workers) {
   using namespace std::chrono_literals;
   RuntimeOptions o;
+  if (test_backend_is_redis()) {
+    static std::atomic<int> next{0};
+    o.backend = QueueBackend::redis;
+    o.redis.url = test_redis_url();
+    o.redis.ns = std::string("rt").append(std::to_string(next.fetch_add(1)));
+    o.redis.lease = 5s;
+  }
   o.workers = workers;
   o.logging.level = "off";
   o.retry.initial = 1ms;
