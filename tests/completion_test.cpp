@@ -106,6 +106,7 @@ TEST_SUITE("completion") {
 
   TEST_CASE("a failed attempt with attempts left goes back to the broker as a retry") {
     Fixture f;
+    f.type.policy.initial = f.type.policy.max = std::chrono::milliseconds(200);  // still scheduled when checked
     TaskPtr t = f.job("r", 3);
     f.completion.attempt_ended(f.running(t), Fixture::failed(1));
     CHECK(t->state() == JobState::scheduled);
@@ -179,6 +180,7 @@ TEST_SUITE("completion") {
 
   TEST_CASE("a job shutdown never ran ends failed with kind shutdown, naming the last error") {
     Fixture f;
+    f.type.policy.initial = f.type.policy.max = std::chrono::hours(1);  // the retry waits: still scheduled below
     TaskPtr t = f.job("s", 2);
     f.completion.attempt_ended(f.running(t), Fixture::failed(1));
     REQUIRE(t->state() == JobState::scheduled);
