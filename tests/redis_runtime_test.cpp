@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <set>
+#include <thread>
 
 #include "bulwark/runtime.hpp"
 #include "support/helpers.hpp"
@@ -138,6 +139,36 @@ TEST_SUITE("redis_runtime") {
     const auto counts = b.stats().by_state;
     CHECK(counts.at("succeeded") == 22);
     CHECK(b.processes().size() == 1);  // the stopped one left the list
+  }
+
+  TEST_CASE("Redis restarted in the middle of a run: no accepted job is lost, the processes carry on" *
+            doctest::timeout(120)) {
+    bulwark::testing::RedisServer server(/*append_only=*/true);
+    auto o = shared(server, 2);
+    o.redis.lease = 5s;
+    Runtime a(bulwark::testing::builtins(), o);
+    Runtime b(bulwark::testing::builtins(), o);
+    std::vector<std::string> ids;
+    for (int i = 0; i < 300; ++i) {
+      auto s = (i % 2 == 0 ? a : b).submit({.type = "sleep", .payload = {{"ms", 5}}});
+      REQUIRE(s);
+      ids.push_back(s.id);
+    }
+    REQUIRE(bulwark::testing::eventually([&] { return a.stats().by_type["sleep"].succeeded > 20; }, 30s));
+    server.stop();  // SIGTERM: Redis writes its append-only file and exits
+    std::this_thread::sleep_for(300ms);
+    server.start();
+    REQUIRE(a.wait_idle(60s));
+    REQUIRE(b.wait_idle(60s));
+    int succeeded = 0;
+    for (const std::string& id : ids) {
+      auto r = a.get(id);
+      REQUIRE(r);
+      succeeded += r->state == JobState::succeeded ? 1 : 0;
+    }
+    CHECK(succeeded == 300);
+    CHECK(a.counters().backend_reachable);
+    CHECK(b.counters().backend_reachable);
   }
 
   TEST_CASE("a Redis that cannot be reached refuses submits with backend_unavailable" * doctest::timeout(60)) {
