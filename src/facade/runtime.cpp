@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <mutex>
-#include <random>
 #include <thread>
 
 #include "guard/crash_report.hpp"
@@ -23,6 +22,7 @@
 #include "runtime/reporter.hpp"
 #include "runtime/type_table.hpp"
 #include "supervision/supervisor.hpp"
+#include "support/text.hpp"
 
 namespace bulwark {
 
@@ -76,11 +76,7 @@ std::shared_ptr<detail::ProcessRunner> processes_for(const detail::TypeTable& ty
 std::string process_id() {
   char host[256] = {};
   gethostname(host, sizeof host - 1);
-  std::mt19937_64 rng(std::random_device{}());
-  static const char* kDigits = "0123456789abcdefghijklmnopqrstuvwxyz";
-  std::string tag;
-  for (int i = 0; i < 6; ++i) tag += kDigits[rng() % 36];
-  return std::string(host) + ":" + std::to_string(getpid()) + ":" + tag;
+  return std::string(host) + ":" + std::to_string(getpid()) + ":" + detail::random_tag(6);
 }
 
 detail::redis::BrokerOptions redis_options(const RuntimeOptions& o) {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "redis/scripts.hpp"
+#include "runtime/clock.hpp"
 #include "support/text.hpp"
 
 namespace bulwark::detail::redis {
@@ -49,8 +50,7 @@ FetchedJob parse_fetched(const Value& v) {
 }  // namespace
 
 long long epoch_ms(Clock::time_point t) {
-  const auto wall = std::chrono::system_clock::now() + (t - Clock::now());
-  return std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(to_wall(t).time_since_epoch()).count();
 }
 
 RedisBroker::RedisBroker(BrokerOptions options, std::string owner, TaskFactory factory)

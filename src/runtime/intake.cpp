@@ -1,23 +1,17 @@
 #include "runtime/intake.hpp"
 
-#include <random>
 #include <thread>
 
 #include "bulwark/detail/task_pool.hpp"
 #include "bulwark/guarded.hpp"
 #include "runtime/clock.hpp"
+#include "support/text.hpp"
 
 namespace bulwark::detail {
 
 namespace {
 
-std::string make_id_prefix() {
-  static const char* kDigits = "0123456789abcdefghijklmnopqrstuvwxyz";
-  std::mt19937_64 rng(std::random_device{}());
-  std::string prefix = "j";
-  for (int i = 0; i < 5; ++i) prefix += kDigits[rng() % 36];
-  return prefix + "-";
-}
+std::string make_id_prefix() { return std::string(1, 'j').append(random_tag(5)).append(1, '-'); }
 
 // A registered type's job. The handler is the registry's: the task keeps the
 // registry alive for attempts that outlive the runtime.
@@ -121,8 +115,10 @@ std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::millisecond
   const auto now = Clock::now();
   task->prepare_record().created_at = to_wall(now);
   task->set_ready_at(now + delay);
-  const auto record = [&] {
-    if (s.stored && !store_.insert(task)) return false;
+  // [this, &task]: two pointers fit std::function's inline buffer, so
+  // passing it allocates nothing on the submit path.
+  const auto record = [this, &task] {
+    if (task->spec().stored && !store_.insert(task)) return false;
     completion_.count_accepted();
     submitted_.fetch_add(1, std::memory_order_relaxed);
     task->type_entry()->counters.submitted.fetch_add(1, std::memory_order_relaxed);

@@ -50,8 +50,9 @@ void Supervisor::tick(Clock::time_point now) {
   note_restarts(now);
   Findings f;
   check_restarts(now, f);
-  check_positions(f);
-  check_waits(now, f);
+  const ExecutorCounts counts = executor_.counts();
+  check_positions(counts, f);
+  check_waits(counts, now, f);
   throttle_retries(!f.degraded.empty());
   publish_verdict(std::move(f));
 }
@@ -130,8 +131,7 @@ void Supervisor::check_restarts(Clock::time_point now, Findings& f) {
   }
 }
 
-void Supervisor::check_positions(Findings& f) const {
-  const ExecutorCounts c = executor_.counts();
+void Supervisor::check_positions(const ExecutorCounts& c, Findings& f) const {
   if (c.vacant == 0) return;
   f.unhealthy.push_back(std::to_string(c.abandoned) + " stuck worker threads abandoned (supervisor." +
                         "max_abandoned_threads is " + std::to_string(options_.supervisor.max_abandoned_threads) +
@@ -139,14 +139,13 @@ void Supervisor::check_positions(Findings& f) const {
                         " worker positions are not replaced");
 }
 
-void Supervisor::check_waits(Clock::time_point now, Findings& f) {
+void Supervisor::check_waits(const ExecutorCounts& c, Clock::time_point now, Findings& f) {
   const auto& so = options_.supervisor;
   f.wait_p99_ms = executor_.waits().p99_since(steady_ms(now) - 30'000);
   if (so.max_queue_wait.count() > 0 && f.wait_p99_ms && *f.wait_p99_ms > static_cast<double>(so.max_queue_wait.count())) {
     f.degraded.push_back("queue wait p99 over the last 30 s is " + ms_text(*f.wait_p99_ms) +
                          " (supervisor.max_queue_wait_ms is " + std::to_string(so.max_queue_wait.count()) + ")");
   }
-  const ExecutorCounts c = executor_.counts();
   const unsigned positions = c.positions - c.vacant;
   if (positions > 0 && c.running >= positions) {
     if (!all_busy_since_) all_busy_since_ = now;

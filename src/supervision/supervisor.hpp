@@ -64,8 +64,8 @@ class Supervisor {
   void report_stack(const SlotPtr& slot, const TaskPtr& task, std::string message, bool request_stop);
   void note_restarts(Clock::time_point now);
   void check_restarts(Clock::time_point now, Findings& f);
-  void check_positions(Findings& f) const;
-  void check_waits(Clock::time_point now, Findings& f);
+  void check_positions(const ExecutorCounts& c, Findings& f) const;
+  void check_waits(const ExecutorCounts& c, Clock::time_point now, Findings& f);
   void throttle_retries(bool saturated);
   void publish_verdict(Findings f);
 

@@ -1,6 +1,7 @@
 #include "support/text.hpp"
 
 #include <cstdio>
+#include <random>
 
 namespace bulwark::detail {
 
@@ -8,6 +9,14 @@ std::string hex(std::uintptr_t value) {
   char buf[2 + 2 * sizeof value + 1];
   std::snprintf(buf, sizeof buf, "0x%jx", static_cast<std::uintmax_t>(value));
   return buf;
+}
+
+std::string random_tag(std::size_t n) {
+  static const char* kDigits = "0123456789abcdefghijklmnopqrstuvwxyz";
+  std::mt19937_64 rng(std::random_device{}());
+  std::string tag;
+  for (std::size_t i = 0; i < n; ++i) tag += kDigits[rng() % 36];
+  return tag;
 }
 
 std::string dump_line(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }

@@ -13,6 +13,10 @@ namespace bulwark::detail {
 // "0x7f..." in lower case.
 std::string hex(std::uintptr_t value);
 
+// `n` random characters of 0-9a-z (ids that must not collide across
+// processes or restarts).
+std::string random_tag(std::size_t n);
+
 // One line of JSON; invalid UTF-8 in strings becomes U+FFFD instead of
 // throwing (job payloads and failure messages are outside bytes).
 std::string dump_line(const nlohmann::json& j);
