@@ -133,12 +133,6 @@ void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
   }
 }
 
-bool RedisBroker::extend(const Lease& lease, std::chrono::milliseconds) {
-  if (!lease.task || !lease.task->spec().stored) return lease.task != nullptr;
-  MutexLock lock(mutex_);
-  return held_.count(lease.task->id()) > 0;  // the feeder extends every held lease
-}
-
 std::size_t RedisBroker::held() const {
   MutexLock lock(mutex_);
   return held_.size();

@@ -86,7 +86,6 @@ class RedisBroker final : public Broker {
                  const std::function<bool()>& record) override;
   std::size_t fetch(std::vector<Lease>& out, std::size_t max) override { return local_.fetch(out, max); }
   void ack(Lease lease, Ack how, Clock::time_point due = {}) override;
-  bool extend(const Lease& lease, std::chrono::milliseconds for_at_least) override;
   void set_retry_limit(unsigned limit) override { local_.set_retry_limit(limit); }
   void close() override;
   std::vector<TaskPtr> drain() override;

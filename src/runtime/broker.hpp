@@ -11,10 +11,10 @@
 // when the lease is acked or destroyed.
 //
 // Written for what a networked broker needs as well as for the in-memory
-// one (JobQueue): fetch takes up to N jobs at once, every lease is acked
-// exactly once, and a long attempt extends its lease (a networked broker
-// hands an unextended lease to another worker; the in-memory one never
-// expires a lease).
+// one (JobQueue): fetch takes up to N jobs at once and every lease is acked
+// exactly once. Leases that can expire are the broker's to renew while it
+// holds the job (RedisBroker's feeder renews every job leased to its
+// process); the in-memory one never expires a lease.
 //
 //   Broker& b = queue;
 //   if (b.try_reserve()) b.enqueue(task, due, now);
@@ -112,9 +112,6 @@ class Broker {
   // Ends a lease with the attempt's outcome. Never fails: an accepted job
   // is not lost.
   virtual void ack(Lease lease, Ack how, Clock::time_point due = {}) = 0;
-  // Keeps a running attempt's lease for `for_at_least` more; false if it was
-  // lost (then the attempt's outcome will not count).
-  virtual bool extend(const Lease& lease, std::chrono::milliseconds for_at_least) = 0;
 
   // How many retries may be admitted at once (the supervisor slows recovery
   // when the pool is saturated).

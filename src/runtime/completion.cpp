@@ -33,11 +33,6 @@ bool Completion::wait_idle(std::chrono::milliseconds timeout) {
   return idle;
 }
 
-std::uint64_t Completion::unfinished() const noexcept {
-  const std::uint64_t done = ended_.load(std::memory_order_seq_cst);
-  return accepted_.load(std::memory_order_seq_cst) - done;
-}
-
 void Completion::attempt_ended(Running running, AttemptEnd end) {
   if (end.child_timed_out) count_hard_timeout();
   if (end.outcome.ok() && end.cleanup_errors.empty()) {

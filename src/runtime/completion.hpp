@@ -47,8 +47,6 @@ class Completion {
   void count_accepted() noexcept { accepted_.fetch_add(1, std::memory_order_seq_cst); }
   // Blocks until every accepted job has ended, or `timeout` passes.
   bool wait_idle(std::chrono::milliseconds timeout);
-  // Jobs accepted but not yet ended.
-  std::uint64_t unfinished() const noexcept;
 
   // The worker's attempt returned and the worker won the owner handshake.
   void attempt_ended(Running running, AttemptEnd end);

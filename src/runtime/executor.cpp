@@ -110,7 +110,6 @@ void Executor::worker_loop(const SlotPtr& slot) {
       throw std::runtime_error("ended on purpose by bulwark::detail::hooks::end_current_worker()");
     }
   }
-  slot->shutdown_exit.store(true, std::memory_order_release);
 }
 
 // Quarantined by an open breaker: back to waiting, not failed.

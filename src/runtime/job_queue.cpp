@@ -158,9 +158,6 @@ void JobQueue::ack(Lease lease, Ack how, Clock::time_point due) {
   // The lease's retry slot, if any, goes back as `lease` ends.
 }
 
-// A lease here lives as long as the process that holds it.
-bool JobQueue::extend(const Lease& lease, std::chrono::milliseconds) { return lease.task != nullptr; }
-
 Lease JobQueue::pop() {
   for (;;) {
     if (closed_.load(std::memory_order_acquire)) return {};

@@ -59,7 +59,6 @@ class JobQueue final : public Broker {
   void enqueue(TaskPtr task, Clock::time_point due, Clock::time_point now) override;
   std::size_t fetch(std::vector<Lease>& out, std::size_t max) override;
   void ack(Lease lease, Ack how, Clock::time_point due = {}) override;
-  bool extend(const Lease& lease, std::chrono::milliseconds for_at_least) override;
   void set_retry_limit(unsigned limit) override;
   void close() override;
   std::vector<TaskPtr> drain() override;

@@ -103,7 +103,6 @@ class WorkerSlot {
 
   std::thread thread;                       // guarded by the Executor's mutex
   std::atomic<bool> exited{false};          // the thread function has returned
-  std::atomic<bool> shutdown_exit{false};   // it returned because the broker closed
   std::atomic<pthread_t> native{};          // for the stack-dump signal
 
   // Stack dump by signal: the requester sets dump_state to 1 and signals the

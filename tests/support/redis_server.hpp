@@ -48,20 +48,10 @@ class RedisServer {
     return detail::redis::Connection(address(), 1000ms, 5000ms);
   }
 
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-  void kill_hard() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
+  // SIGTERM: Redis saves its append-only file (if on) and exits.
+  void stop() { end(SIGTERM); }
+  // SIGKILL: gone at once, as in a crash.
+  void kill_hard() { end(SIGKILL); }
   void start() {
     std::vector<std::string> args = {"redis-server", "--port", "0", "--unixsocket", socket_, "--unixsocketperm", "700",
                                       "--dir", dir_, "--save", "", "--appendonly", append_only_ ? "yes" : "no",
@@ -85,6 +75,14 @@ class RedisServer {
   }
 
  private:
+  void end(int sig) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, sig);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
   bool append_only_;
   std::string dir_;
   std::string socket_;
