@@ -16,18 +16,31 @@ namespace {
 std::string state_name(JobState s) { return std::string(to_string(s)); }
 
 // What a finished or failed attempt leaves on the job for every process to
-// read: result, last error, cleanup errors, duration.
+// read: result, last error, cleanup errors, duration. Read straight from the
+// record (a snapshot would copy the payload too). A failure's frames are
+// symbolized here, on the worker: raw addresses mean nothing elsewhere.
 std::string outcome_of(const Task& task) {
-  const JobRecord r = task.snapshot();
-  nlohmann::ordered_json j = {{"duration_ms", r.duration_ms}};
-  if (!r.result.is_null()) j["result"] = r.result;
-  if (r.error) j["error"] = to_json(*r.error, true);
-  if (!r.cleanup_errors.empty()) {
+  struct Parts {
+    double duration_ms = 0;
+    nlohmann::json result;
+    std::optional<Failure> error;
+    std::vector<Failure> cleanup_errors;
+    std::optional<RawTrace> stuck_trace;
+  };
+  // Copied under the lock; symbolized after, without it.
+  const Parts p = task.with_record([](const TaskRecord& r) {
+    return Parts{r.duration_ms, r.result, r.error ? std::optional<Failure>(*r.error) : std::nullopt,
+                 r.cleanup_errors, r.stuck_trace ? std::optional<RawTrace>(*r.stuck_trace) : std::nullopt};
+  });
+  nlohmann::ordered_json j = {{"duration_ms", p.duration_ms}};
+  if (!p.result.is_null()) j["result"] = p.result;
+  if (p.error) j["error"] = to_json(*p.error, true);
+  if (!p.cleanup_errors.empty()) {
     nlohmann::ordered_json errors = nlohmann::ordered_json::array();
-    for (const Failure& f : r.cleanup_errors) errors.push_back(to_json(f, true));
+    for (const Failure& f : p.cleanup_errors) errors.push_back(to_json(f, true));
     j["cleanup_errors"] = std::move(errors);
   }
-  if (r.stuck_trace) j["stuck_trace"] = to_json(*r.stuck_trace, true);
+  if (p.stuck_trace) j["stuck_trace"] = to_json(*p.stuck_trace, true);
   return dump_line(j);
 }
 
