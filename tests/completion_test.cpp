@@ -87,7 +87,7 @@ std::size_t kind(FailureKind k) { return static_cast<std::size_t>(k); }
 }  // namespace
 
 TEST_SUITE("completion") {
-  TEST_CASE("a successful attempt ends the job succeeded, recorded, counted, and wait_idle returns") {
+  TEST_CASE("a successful attempt ends the job succeeded, recorded, counted, and wait_idle returns" * doctest::timeout(30)) {
     Fixture f;
     TaskPtr t = f.job("a");
     CHECK_FALSE(f.completion.wait_idle(0ms));
@@ -103,7 +103,7 @@ TEST_SUITE("completion") {
     CHECK(r->finished_at.has_value());
   }
 
-  TEST_CASE("a failed attempt with attempts left goes back to the broker as a retry") {
+  TEST_CASE("a failed attempt with attempts left goes back to the broker as a retry" * doctest::timeout(30)) {
     Fixture f;
     f.type.policy.initial = f.type.policy.max = std::chrono::milliseconds(200);  // still scheduled when checked
     TaskPtr t = f.job("r", 3);
@@ -121,7 +121,7 @@ TEST_SUITE("completion") {
     CHECK(t->failure()->message == "boom");
   }
 
-  TEST_CASE("the last failed attempt dead-letters the job with its kind counted and its exception kept") {
+  TEST_CASE("the last failed attempt dead-letters the job with its kind counted and its exception kept" * doctest::timeout(30)) {
     Fixture f;
     TaskPtr t = f.job("d", 2);
     f.completion.attempt_ended(f.running(t), Fixture::failed(2, FailureKind::timeout));
@@ -136,7 +136,7 @@ TEST_SUITE("completion") {
     CHECK(f.queue.size() == 0);
   }
 
-  TEST_CASE("a cleanup that throws fails an attempt that had succeeded") {
+  TEST_CASE("a cleanup that throws fails an attempt that had succeeded" * doctest::timeout(30)) {
     Fixture f;
     TaskPtr t = f.job("c");
     AttemptEnd end = Fixture::succeeded(1);
@@ -150,7 +150,7 @@ TEST_SUITE("completion") {
     CHECK(t->failure()->origin == bulwark::FailureOrigin::defer);
   }
 
-  TEST_CASE("a job cancelled during its attempt ends cancelled, not retried") {
+  TEST_CASE("a job cancelled during its attempt ends cancelled, not retried" * doctest::timeout(30)) {
     Fixture f;
     TaskPtr t = f.job("x", 5);
     t->with_record([](TaskRecord& r) { r.cancel_requested = true; });
@@ -161,7 +161,7 @@ TEST_SUITE("completion") {
     CHECK(f.queue.size() == 0);
   }
 
-  TEST_CASE("cancel ends a waiting job at once and asks a running one to stop") {
+  TEST_CASE("cancel ends a waiting job at once and asks a running one to stop" * doctest::timeout(30)) {
     Fixture f;
     TaskPtr waiting = f.job("w", 1, JobState::queued);
     CHECK(f.completion.cancel(waiting) == bulwark::CancelResult::cancelled);
@@ -177,7 +177,7 @@ TEST_SUITE("completion") {
     CHECK(running->state() == JobState::running);  // its attempt decides how it ends
   }
 
-  TEST_CASE("a job shutdown never ran ends failed with kind shutdown, naming the last error") {
+  TEST_CASE("a job shutdown never ran ends failed with kind shutdown, naming the last error" * doctest::timeout(30)) {
     Fixture f;
     f.type.policy.initial = f.type.policy.max = std::chrono::hours(1);  // the retry waits: still scheduled below
     TaskPtr t = f.job("s", 2);
@@ -193,7 +193,7 @@ TEST_SUITE("completion") {
     CHECK(f.completion.counts().failed == 1);
   }
 
-  TEST_CASE("an abandoned attempt without a retry ends failed with the given failure") {
+  TEST_CASE("an abandoned attempt without a retry ends failed with the given failure" * doctest::timeout(30)) {
     Fixture f;
     TaskPtr t = f.job("h", 3);
     f.completion.abandoned(f.running(t), 1, bulwark::make_failure(FailureKind::shutdown, "left behind"), 12, false);
@@ -205,7 +205,7 @@ TEST_SUITE("completion") {
     CHECK(f.completion.counts().retried == 1);
   }
 
-  TEST_CASE("a failed attempt counts towards its type's breaker, and a failed trial opens it again") {
+  TEST_CASE("a failed attempt counts towards its type's breaker, and a failed trial opens it again" * doctest::timeout(30)) {
     Fixture f({.failures = 1, .window = 10'000ms, .cooldown = 1ms});
     f.completion.attempt_ended(f.running(f.job("b1")), Fixture::failed(1));
     CHECK(f.type.breaker.state() == bulwark::BreakerState::open);
@@ -223,7 +223,7 @@ TEST_SUITE("completion") {
     CHECK(f.type.breaker.state() == bulwark::BreakerState::closed);
   }
 
-  TEST_CASE("the on_finished listener sees each ending once, and one that throws does not escape") {
+  TEST_CASE("the on_finished listener sees each ending once, and one that throws does not escape" * doctest::timeout(30)) {
     Fixture f;
     int calls = 0;
     f.options.on_finished = [&](const bulwark::JobRecord& r) {

@@ -143,7 +143,7 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(config_error(json::parse(R"({"redis": {"port": 1}})")).find("port") != std::string::npos);
   }
 
-  TEST_CASE("a redis.url the runtime cannot use stops it at start, naming the key") {
+  TEST_CASE("a redis.url the runtime cannot use stops it at start, naming the key" * doctest::timeout(30)) {
     bulwark::RuntimeOptions o;
     o.backend = bulwark::QueueBackend::redis;
     o.redis.url = "redis://host:99999";
