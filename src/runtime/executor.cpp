@@ -341,7 +341,7 @@ void Executor::close_children() {
   const auto waits_for_child = [](const SlotPtr& s) {
     if (s->exited.load()) return false;
     const TaskPtr task = s->current();
-    return task && task->type_entry()->runner && task->type_entry()->runner->remote();
+    return task && task->type_entry()->runs_elsewhere();
   };
   const auto close_end = Clock::now() + std::chrono::seconds(5);
   while (std::any_of(live.begin(), live.end(), waits_for_child) && Clock::now() < close_end) {

@@ -38,6 +38,9 @@ struct TypeEntry {
   // and processes were plugged in (use_processes).
   std::shared_ptr<AttemptRunner> runner;
   TypeCounters counters;
+  // Attempts run in another process: a worker thread only waits for them,
+  // so its stack says nothing, and the runner enforces hard timeouts.
+  bool runs_elsewhere() const noexcept { return runner && runner->remote(); }
   CircuitBreaker breaker;
 };
 

@@ -62,7 +62,7 @@ void Supervisor::tick(Clock::time_point now) {
 void Supervisor::report_stack(const SlotPtr& slot, const TaskPtr& task, std::string message, bool request_stop) {
   // An isolated job runs in a child process: this thread only waits for it,
   // so its stack would say nothing. The child's is taken at a kill.
-  const bool remote = task->type_entry()->runner && task->type_entry()->runner->remote();
+  const bool remote = task->type_entry()->runs_elsewhere();
   std::optional<RawTrace> trace = remote ? std::nullopt : executor_.dump_stack(*slot);
   task->with_record([&](TaskRecord& r) {
     if (trace) r.stuck_trace = std::make_unique<RawTrace>(*trace);
@@ -98,7 +98,7 @@ void Supervisor::watch(const SlotPtr& slot, Clock::time_point now) {
     report_stack(slot, task, where + " looks stuck: no heartbeat for " + ms_text(quiet) + "; it is here:", false);
   }
   // An isolated job's hard timeout is the process runner's: it kills the child.
-  const bool remote = task->type_entry()->runner && task->type_entry()->runner->remote();
+  const bool remote = task->type_entry()->runs_elsewhere();
   if (!remote && spec.hard_timeout.count() > 0 && elapsed >= static_cast<double>(spec.hard_timeout.count())) {
     executor_.abandon(slot,
                       make_failure(FailureKind::timeout,
