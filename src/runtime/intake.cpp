@@ -74,18 +74,9 @@ std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* t
 Submitted Intake::submit(JobSpec spec) {
   TypeEntry* type = types_.find(spec.type);
   if (auto problem = check(spec, type)) return reject(std::move(*problem));
-  auto task = std::allocate_shared<HandlerTask>(PoolAllocator<HandlerTask>{}, registry_, *type->handler);
-  TaskSpec& s = task->prepare();
-  s.id = std::move(spec.id);
-  s.type = type->name;
-  s.priority = spec.priority;
-  s.max_attempts = spec.max_attempts.value_or(type->policy.max_attempts);
-  s.timeout = spec.timeout.count() > 0 ? spec.timeout : type->timeout;
-  s.hard_timeout = type->hard_timeout;
-  s.stored = true;
-  s.payload = std::move(spec.payload);
-  task->set_type_entry(type);
   const auto delay = spec.delay;
+  auto task = make_task(*type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type->policy.max_attempts),
+                        spec.timeout, std::move(spec.payload));
   if (auto e = accept(task, delay)) return reject(std::move(*e));
   return Submitted{task->id(), delay.count() > 0 ? JobState::scheduled : JobState::queued, std::nullopt};
 }
@@ -136,21 +127,27 @@ std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::millisecond
   return error(SubmitError::Code::backend_unavailable, "the job queue's backend cannot be reached: retry later");
 }
 
+std::shared_ptr<Task> Intake::make_task(TypeEntry& type, JobId id, int priority, int max_attempts,
+                                        std::chrono::milliseconds timeout, nlohmann::json payload) const {
+  auto task = std::allocate_shared<HandlerTask>(PoolAllocator<HandlerTask>{}, registry_, *type.handler);
+  TaskSpec& s = task->prepare();
+  s.id = std::move(id);
+  s.type = type.name;
+  s.priority = priority;
+  s.max_attempts = max_attempts;
+  s.timeout = timeout.count() > 0 ? timeout : type.timeout;
+  s.hard_timeout = type.hard_timeout;
+  s.stored = true;
+  s.payload = std::move(payload);
+  task->set_type_entry(&type);
+  return task;
+}
+
 std::shared_ptr<Task> Intake::rebuild(Stored job) const {
   TypeEntry* type = types_.find(job.type);
   if (type == nullptr) return nullptr;
-  auto task = std::allocate_shared<HandlerTask>(PoolAllocator<HandlerTask>{}, registry_, *type->handler);
-  TaskSpec& s = task->prepare();
-  s.id = std::move(job.id);
-  s.type = type->name;
-  s.priority = job.priority;
-  s.max_attempts = job.max_attempts;
-  s.timeout = job.timeout.count() > 0 ? job.timeout : type->timeout;
-  s.hard_timeout = type->hard_timeout;
-  s.seq = job.seq;
-  s.stored = true;
-  s.payload = std::move(job.payload);
-  task->set_type_entry(type);
+  auto task = make_task(*type, std::move(job.id), job.priority, job.max_attempts, job.timeout, std::move(job.payload));
+  task->prepare().seq = job.seq;
   TaskRecord& r = task->prepare_record();
   r.attempts = job.attempt - 1;  // Attempt::start counts the one it begins
   r.created_at = job.created_at;

@@ -78,6 +78,10 @@ class Intake {
   };
 
   std::optional<SubmitError> check(const JobSpec& spec, const TypeEntry* type) const;
+  // A registered type's job with its spec filled in (the type's timeout
+  // unless `timeout` is set); not shared yet.
+  std::shared_ptr<Task> make_task(TypeEntry& type, JobId id, int priority, int max_attempts,
+                                  std::chrono::milliseconds timeout, nlohmann::json payload) const;
   std::optional<SubmitError> accept(TaskPtr task, std::chrono::milliseconds delay);
   Submitted reject(SubmitError error);
 
