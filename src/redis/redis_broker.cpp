@@ -203,20 +203,18 @@ void RedisBroker::extend_all(Connection& c) {
 }
 
 void RedisBroker::flush_pending(Connection& c) {
-  std::vector<PendingAck> todo;
-  {
-    MutexLock lock(mutex_);
-    todo.swap(pending_);
-  }
-  for (std::size_t i = 0; i < todo.size(); ++i) {
-    try {
-      send_ack(c, todo[i]);
-    } catch (const RedisError&) {
+  // Each end stays counted in pending_acks() until Redis has taken it; only
+  // one thread flushes at a time (the feeder, or stop() after joining it).
+  for (;;) {
+    PendingAck a;
+    {
       MutexLock lock(mutex_);
-      pending_.insert(pending_.end(), std::make_move_iterator(todo.begin() + static_cast<std::ptrdiff_t>(i)),
-                      std::make_move_iterator(todo.end()));
-      throw;
+      if (pending_.empty()) return;
+      a = pending_.front();
     }
+    send_ack(c, a);  // throws while Redis is unreachable: the end stays queued
+    MutexLock lock(mutex_);
+    pending_.pop_front();
   }
 }
 

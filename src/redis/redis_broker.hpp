@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -144,7 +145,7 @@ class RedisBroker final : public Broker {
 
   mutable Mutex mutex_;
   std::map<std::string, Held> held_ BULWARK_GUARDED_BY(mutex_);
-  std::vector<PendingAck> pending_ BULWARK_GUARDED_BY(mutex_);
+  std::deque<PendingAck> pending_ BULWARK_GUARDED_BY(mutex_);  // ends Redis has not taken yet, oldest first
   bool closed_ BULWARK_GUARDED_BY(mutex_) = false;
   std::atomic<bool> fetching_{true};
   std::atomic<bool> reachable_{true};
