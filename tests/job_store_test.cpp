@@ -1,6 +1,8 @@
 // MemoryJobStore: lookups, retention bounds and cursor paging.
 #include <doctest/doctest.h>
 
+#include <thread>
+
 #include "runtime/job_store.hpp"
 #include "support/fake_task.hpp"
 
@@ -53,6 +55,22 @@ TEST_SUITE("job_store") {
     finish(store, stored(store, "dead2", JobState::running), JobState::failed);
     CHECK_FALSE(store.find("dead1"));  // the dead-letter bound is 1
     CHECK(store.find("dead2"));
+  }
+
+  TEST_CASE("finished records older than their list's age limit are forgotten when a later job finishes" *
+            doctest::timeout(10)) {
+    using namespace std::chrono_literals;
+    MemoryJobStore store(100, 100, 50ms, 0ms);  // successes age, dead letters only by count
+    finish(store, stored(store, "old-ok", JobState::running), JobState::succeeded);
+    finish(store, stored(store, "old-dead", JobState::running), JobState::failed);
+    TaskPtr live = stored(store, "live", JobState::running);
+    std::this_thread::sleep_for(120ms);
+    CHECK(store.find("old-ok"));  // nothing finished since: nothing checked yet
+    finish(store, stored(store, "new-dead", JobState::running), JobState::failed);  // a failure ages the other list too
+    CHECK_FALSE(store.find("old-ok"));
+    CHECK(store.find("old-dead"));
+    CHECK(store.find("new-dead"));
+    CHECK(store.find("live"));  // a job that has not finished never ages
   }
 
   TEST_CASE("a requeued job is not forgotten while it is live again") {

@@ -51,11 +51,11 @@ struct Queue {
     return out;
   }
   long long finish(const Leased& l, const std::string& owner, const std::string& state, long long now = 2000,
-                   long long keep = 100) {
+                   long long keep = 100, long long cutoff = 0) {
     const std::string& list = state == "failed" ? keys.dead : keys.done;
-    return c.eval(redis::kFinish, {keys.job(l.id), keys.leased, list, keys.index},
+    return c.eval(redis::kFinish, {keys.job(l.id), keys.leased, list, keys.index, keys.ended},
                   {l.id, owner, l.attempt, state, R"({"result":1})", std::to_string(now), std::to_string(keep),
-                   keys.job_prefix})
+                   keys.job_prefix, std::to_string(cutoff)})
         .as_integer();
   }
   long long retry(const Leased& l, const std::string& owner, long long due) {
@@ -71,16 +71,18 @@ struct Queue {
     return c.eval(redis::kPromote, {keys.scheduled, keys.ready}, {std::to_string(now), "100", keys.job_prefix})
         .as_integer();
   }
-  std::vector<std::string> recover(long long now, long long keep_dead = 100) {
-    Value v = c.eval(redis::kRecover, {keys.leased, keys.ready, keys.dead, keys.index, keys.done},
-                     {std::to_string(now), "100", keys.job_prefix, std::to_string(keep_dead), "100"});
+  std::vector<std::string> recover(long long now, long long keep_dead = 100, long long done_cutoff = 0) {
+    Value v = c.eval(redis::kRecover, {keys.leased, keys.ready, keys.dead, keys.index, keys.done, keys.ended},
+                     {std::to_string(now), "100", keys.job_prefix, std::to_string(keep_dead), "100", "0",
+                      std::to_string(done_cutoff)});
     std::vector<std::string> ids;
     for (const Value& e : v.elements) ids.push_back(e.str);
     return ids;
   }
   long long cancel(const std::string& id, long long now = 1500) {
-    return c.eval(redis::kCancel, {keys.job(id), keys.ready, keys.scheduled, keys.done, keys.cancel, keys.index},
-                  {id, std::to_string(now), "100", keys.job_prefix})
+    return c.eval(redis::kCancel,
+                  {keys.job(id), keys.ready, keys.scheduled, keys.done, keys.cancel, keys.index, keys.ended},
+                  {id, std::to_string(now), "100", keys.job_prefix, "0"})
         .as_integer();
   }
   long long requeue(const std::string& id, long long capacity = 1000) {
@@ -92,6 +94,17 @@ struct Queue {
     return v.is_nil() ? "<nil>" : v.str;
   }
   long long card(const std::string& key) { return c.command({"ZCARD", key}).as_integer(); }
+  // The ended stream as "id=state" entries, oldest first.
+  std::vector<std::string> ended() {
+    std::vector<std::string> out;
+    for (const Value& entry : c.command({"XRANGE", keys.ended, "-", "+"}).elements) {
+      const Value& f = entry.elements.at(1);
+      std::string line = f.elements.at(1).str;
+      line.append("=").append(f.elements.at(3).str);
+      out.push_back(std::move(line));
+    }
+    return out;
+  }
 
   Keys keys;
   Connection c;
@@ -244,6 +257,7 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.field("x", "owner") == "<nil>");
     CHECK(q.finish(now[0], "alive", "succeeded") == 0);  // once
     CHECK(q.card(q.keys.leased) == 0);
+    CHECK(q.ended() == std::vector<std::string>{"x=succeeded"});  // one end on the stream, the fenced ones none
   }
 
   TEST_CASE("a lost job with no attempts left is a dead letter; a cancelled one ends cancelled" * doctest::timeout(30)) {
@@ -262,6 +276,9 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.field("stop", "state") == "cancelled");
     CHECK(q.card(q.keys.dead) == 1);
     CHECK(q.card(q.keys.done) == 1);
+    auto ended = q.ended();
+    std::sort(ended.begin(), ended.end());
+    CHECK(ended == std::vector<std::string>{"once=failed", "stop=cancelled"});
   }
 
   TEST_CASE("cancel ends a waiting job at once and publishes the id of a running one" * doctest::timeout(30)) {
@@ -284,6 +301,7 @@ TEST_SUITE("redis_scripts") {
     CHECK(message.elements[2].str == "running");
     CHECK(q.cancel("waiting") == 3);
     CHECK(q.cancel("nobody") == 0);
+    CHECK(q.ended() == std::vector<std::string>{"waiting=cancelled", "delayed=cancelled"});  // not the running one
   }
 
   TEST_CASE("retention keeps the newest finished jobs and forgets the rest entirely" * doctest::timeout(30)) {
@@ -298,6 +316,26 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.field("d1", "state") == "<nil>");
     CHECK(q.field("d2", "state") == "succeeded");
     CHECK(q.card(q.keys.index) == 3);
+  }
+
+  TEST_CASE("retention forgets records finished before the cutoff, at a finish and at a recovery sweep" *
+            doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    for (int i = 0; i < 4; ++i) q.enqueue(numbered("t", i));
+    auto all = q.fetch("p", 4);
+    REQUIRE(all.size() == 4);
+    CHECK(q.finish(all[0], "p", "succeeded", 1000) == 1);
+    CHECK(q.finish(all[1], "p", "succeeded", 2000) == 1);
+    CHECK(q.finish(all[2], "p", "succeeded", 5000, 100, /*cutoff=*/1500) == 1);  // t0 is older than the cutoff
+    CHECK(q.field("t0", "state") == "<nil>");
+    CHECK(q.field("t1", "state") == "succeeded");
+    CHECK(q.card(q.keys.done) == 2);
+    CHECK(q.recover(9000, 100, /*done_cutoff=*/4000).empty());  // a sweep with nothing expired still ages the lists
+    CHECK(q.field("t1", "state") == "<nil>");
+    CHECK(q.field("t2", "state") == "succeeded");
+    CHECK(q.field("t3", "state") == "running");  // only finished records age
+    CHECK(q.card(q.keys.index) == 2);
   }
 
   TEST_CASE("requeue puts a dead letter back with fresh attempts" * doctest::timeout(30)) {

@@ -121,6 +121,10 @@ struct RuntimeOptions {
   bool capture_traces = true;             // throw-site traces, process-wide
   std::size_t retention_max_finished = 10'000;  // succeeded and cancelled records kept for lookup
   std::size_t retention_max_dead = 100'000;     // failed records (dead letters) kept
+  // Records older than these (from their finish) are forgotten too; 0: no
+  // age limit. Checked as jobs finish (and, with Redis, every feeder sweep).
+  std::chrono::seconds retention_finished_ttl{86'400};  // one day
+  std::chrono::seconds retention_dead_ttl{2'592'000};   // thirty days
   std::chrono::milliseconds shutdown_timeout{10'000};
   std::chrono::milliseconds shutdown_grace{2'000};  // after the stop token, before abandoning
   SupervisorOptions supervisor;

@@ -159,9 +159,15 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   const Section recovery = root.child("recovery", {"max_concurrent_retries", "capture_traces"});
   recovery.integer("max_concurrent_retries", o.max_concurrent_retries, 0, 1024);
   recovery.boolean("capture_traces", o.capture_traces);
-  const Section retention = root.child("retention", {"max_finished", "max_dead"});
+  const Section retention = root.child("retention", {"max_finished", "max_dead", "finished_ttl_s", "dead_ttl_s"});
   retention.integer("max_finished", o.retention_max_finished, 0, 100'000'000);
   retention.integer("max_dead", o.retention_max_dead, 0, 100'000'000);
+  std::int64_t ttl = o.retention_finished_ttl.count();
+  retention.integer("finished_ttl_s", ttl, 0, 315'360'000);  // up to ten years
+  o.retention_finished_ttl = std::chrono::seconds(ttl);
+  ttl = o.retention_dead_ttl.count();
+  retention.integer("dead_ttl_s", ttl, 0, 315'360'000);
+  o.retention_dead_ttl = std::chrono::seconds(ttl);
   const Section limits = root.child("limits", {"json_depth", "id_length", "line_bytes", "pending_output"});
   limits.integer("json_depth", o.limits.json_depth, 2, 10'000);
   limits.integer("id_length", o.limits.id_length, 1, 1024);

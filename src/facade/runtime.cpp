@@ -95,6 +95,8 @@ detail::redis::BrokerOptions redis_options(const RuntimeOptions& o) {
   b.max_retries = o.effective_max_concurrent_retries();
   b.keep_finished = o.retention_max_finished;
   b.keep_dead = o.retention_max_dead;
+  b.finished_ttl = o.retention_finished_ttl;
+  b.dead_ttl = o.retention_dead_ttl;
   return b;
 }
 
@@ -121,7 +123,8 @@ std::unique_ptr<detail::Broker> Runtime::Impl::make_broker() {
 
 std::unique_ptr<detail::JobStore> Runtime::Impl::make_store() {
   if (redis_broker == nullptr) {
-    return std::make_unique<detail::MemoryJobStore>(options.retention_max_finished, options.retention_max_dead);
+    return std::make_unique<detail::MemoryJobStore>(options.retention_max_finished, options.retention_max_dead,
+                                                    options.retention_finished_ttl, options.retention_dead_ttl);
   }
   auto rs = std::make_unique<detail::redis::RedisJobStore>(redis_options(options), redis_broker);
   redis_store = rs.get();

@@ -11,6 +11,7 @@
 //   {ns}:seq          counter: the submit sequence
 //   {ns}:done         zset: succeeded and cancelled jobs by finish ms (retention)
 //   {ns}:dead         zset: failed jobs (dead letters) by finish ms (retention)
+//   {ns}:ended        stream: {id, state} of every end, capped near 100,000
 //   {ns}:cancel       pub/sub channel: ids of running jobs asked to stop
 //   {ns}:processes    zset: processes by last heartbeat ms
 //   {ns}:process:<id> hash: one process (host, pid, workers, started_ms, version)
@@ -33,6 +34,7 @@ struct Keys {
         seq(prefix + "seq"),
         done(prefix + "done"),
         dead(prefix + "dead"),
+        ended(prefix + "ended"),
         cancel(prefix + "cancel"),
         processes(prefix + "processes") {}
 
@@ -41,7 +43,7 @@ struct Keys {
 
   std::string prefix;
   std::string job_prefix;
-  std::string ready, scheduled, leased, index, seq, done, dead, cancel, processes;
+  std::string ready, scheduled, leased, index, seq, done, dead, ended, cancel, processes;
 };
 
 }  // namespace bulwark::detail::redis

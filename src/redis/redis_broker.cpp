@@ -66,6 +66,10 @@ long long epoch_ms(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(to_wall(t).time_since_epoch()).count();
 }
 
+std::string retention_cutoff(std::chrono::milliseconds ttl, long long now_ms) {
+  return ttl.count() > 0 ? std::to_string(now_ms - ttl.count()) : "0";
+}
+
 RedisBroker::RedisBroker(BrokerOptions options, std::string owner, TaskFactory factory)
     : options_(std::move(options)),
       keys_(options_.ns),
@@ -109,10 +113,12 @@ bool RedisBroker::send_ack(Connection& c, const PendingAck& a) {
                .as_integer() == 1;
   }
   const std::string& list = a.state == "failed" ? keys_.dead : keys_.done;
-  const std::size_t keep = a.state == "failed" ? options_.keep_dead : options_.keep_finished;
-  return c.eval(kFinish, {keys_.job(a.id), keys_.leased, list, keys_.index},
-                {a.id, owner_, std::to_string(a.attempt), a.state, a.outcome,
-                 std::to_string(epoch_ms(Clock::now())), std::to_string(keep), keys_.job_prefix})
+  const bool dead = a.state == "failed";
+  const long long now = epoch_ms(Clock::now());
+  return c.eval(kFinish, {keys_.job(a.id), keys_.leased, list, keys_.index, keys_.ended},
+                {a.id, owner_, std::to_string(a.attempt), a.state, a.outcome, std::to_string(now),
+                 std::to_string(dead ? options_.keep_dead : options_.keep_finished), keys_.job_prefix,
+                 retention_cutoff(dead ? options_.dead_ttl : options_.finished_ttl, now)})
              .as_integer() == 1;
 }
 
@@ -264,12 +270,14 @@ void RedisBroker::heartbeat(Connection& c) {
 }
 
 void RedisBroker::feed_once(Connection& c) {
-  const auto now = std::to_string(epoch_ms(Clock::now()));
+  const long long now_ms = epoch_ms(Clock::now());
+  const auto now = std::to_string(now_ms);
   flush_pending(c);
   check_cancels(c);
   c.eval(kPromote, {keys_.scheduled, keys_.ready}, {now, "1000", keys_.job_prefix});
-  c.eval(kRecover, {keys_.leased, keys_.ready, keys_.dead, keys_.index, keys_.done},
-         {now, "1000", keys_.job_prefix, std::to_string(options_.keep_dead), std::to_string(options_.keep_finished)});
+  c.eval(kRecover, {keys_.leased, keys_.ready, keys_.dead, keys_.index, keys_.done, keys_.ended},
+         {now, "1000", keys_.job_prefix, std::to_string(options_.keep_dead), std::to_string(options_.keep_finished),
+          retention_cutoff(options_.dead_ttl, now_ms), retention_cutoff(options_.finished_ttl, now_ms)});
 }
 
 void RedisBroker::feed(std::stop_token stop) {

@@ -45,8 +45,14 @@ struct BrokerOptions {
   unsigned max_retries = 2;       // retries admitted at once in this process
   std::size_t keep_finished = 10'000;
   std::size_t keep_dead = 100'000;
+  std::chrono::milliseconds finished_ttl{0};  // 0: no age limit
+  std::chrono::milliseconds dead_ttl{0};
   std::chrono::milliseconds poll{5};  // how long the feeder waits when Redis had nothing
 };
+
+// The finish time (ms since the epoch) before which retention forgets a
+// record: "0" (nothing) when `ttl` is 0.
+std::string retention_cutoff(std::chrono::milliseconds ttl, long long now_ms);
 
 // A job as fetched from Redis.
 struct FetchedJob {

@@ -163,9 +163,12 @@ std::vector<QueueProcess> RedisJobStore::processes(const std::string& self) cons
 }
 
 CancelResult RedisJobStore::cancel(const JobId& id) {
-  const long long r = pool_.eval(kCancel, {keys_.job(id), keys_.ready, keys_.scheduled, keys_.done, keys_.cancel, keys_.index},
-                                 {id, std::to_string(epoch_ms(Clock::now())), std::to_string(options_.keep_finished),
-                                  keys_.job_prefix})
+  const long long now = epoch_ms(Clock::now());
+  const long long r = pool_.eval(kCancel,
+                                 {keys_.job(id), keys_.ready, keys_.scheduled, keys_.done, keys_.cancel, keys_.index,
+                                  keys_.ended},
+                                 {id, std::to_string(now), std::to_string(options_.keep_finished), keys_.job_prefix,
+                                  retention_cutoff(options_.finished_ttl, now)})
                           .as_integer();
   switch (r) {
     case 1: return CancelResult::cancelled;

@@ -9,18 +9,26 @@ const std::string kPrelude = R"lua(
 local function ready_score(priority, retry, seq)
   return (9 - tonumber(priority)) * 35184372088832 + (retry and 17592186044416 or 0) + tonumber(seq)
 end
-local function trim(zset, keep, job_prefix, index)
-  local excess = redis.call('ZCARD', zset) - keep
-  if excess <= 0 then return end
-  local old = redis.call('ZRANGE', zset, 0, excess - 1)
-  for _, id in ipairs(old) do
+local function forget(zset, ids, job_prefix, index)
+  for _, id in ipairs(ids) do
     local state = redis.call('HGET', job_prefix .. id, 'state')
     if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
       redis.call('DEL', job_prefix .. id)
       redis.call('ZREM', index, id)
     end
+    redis.call('ZREM', zset, id)
   end
-  redis.call('ZREMRANGEBYRANK', zset, 0, excess - 1)
+end
+-- Retention: entries finished before `cutoff` ms (at most 1000 a call), then
+-- the oldest beyond `keep`.
+local function trim(zset, keep, cutoff, job_prefix, index)
+  forget(zset, redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. cutoff, 'LIMIT', 0, 1000), job_prefix, index)
+  local excess = redis.call('ZCARD', zset) - keep
+  if excess > 0 then forget(zset, redis.call('ZRANGE', zset, 0, excess - 1), job_prefix, index) end
+end
+-- Every end goes on the ended stream, for whoever follows ends.
+local function ended(stream, id, state)
+  redis.call('XADD', stream, 'MAXLEN', '~', 100000, '*', 'id', id, 'state', state)
 end
 local function holds(key, owner, attempt)
   local f = redis.call('HMGET', key, 'owner', 'attempts', 'state')
@@ -73,7 +81,8 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'outcome', ARGV[5], 'finished_ms', ARGV[6])
 redis.call('HDEL', KEYS[1], 'owner', 'cancel')
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
-trim(KEYS[3], tonumber(ARGV[7]), ARGV[8], KEYS[4])
+trim(KEYS[3], tonumber(ARGV[7]), ARGV[9], ARGV[8], KEYS[4])
+ended(KEYS[5], ARGV[1], ARGV[4])
 return 1
 )lua"};
 
@@ -122,9 +131,11 @@ for _, id in ipairs(expired) do
       redis.call('HSET', key, 'state', 'cancelled', 'outcome', outcome, 'finished_ms', now)
       redis.call('HDEL', key, 'cancel')
       redis.call('ZADD', KEYS[5], now, id)
+      ended(KEYS[6], id, 'cancelled')
     elseif tonumber(f[2]) >= tonumber(f[3]) then
       redis.call('HSET', key, 'state', 'failed', 'outcome', outcome, 'finished_ms', now)
       redis.call('ZADD', KEYS[3], now, id)
+      ended(KEYS[6], id, 'failed')
     else
       redis.call('HSET', key, 'state', 'queued', 'outcome', outcome, 'retry', '1')
       redis.call('ZADD', KEYS[2], ready_score(f[5], true, f[6]), id)
@@ -132,8 +143,8 @@ for _, id in ipairs(expired) do
     table.insert(out, id)
   end
 end
-trim(KEYS[3], tonumber(ARGV[4]), ARGV[3], KEYS[4])
-trim(KEYS[5], tonumber(ARGV[5]), ARGV[3], KEYS[4])
+trim(KEYS[3], tonumber(ARGV[4]), ARGV[6], ARGV[3], KEYS[4])
+trim(KEYS[5], tonumber(ARGV[5]), ARGV[7], ARGV[3], KEYS[4])
 return out
 )lua"};
 
@@ -145,7 +156,8 @@ if state == 'queued' or state == 'scheduled' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
   redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
-  trim(KEYS[4], tonumber(ARGV[3]), ARGV[4], KEYS[6])
+  trim(KEYS[4], tonumber(ARGV[3]), ARGV[5], ARGV[4], KEYS[6])
+  ended(KEYS[7], ARGV[1], 'cancelled')
   return 1
 end
 if state == 'running' then

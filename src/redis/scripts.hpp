@@ -8,6 +8,9 @@
 // was asked for while it ran), started_ms, finished_ms, and outcome (JSON
 // text the runner wrote: result, error, cleanup_errors, duration_ms).
 //
+// Ended stream: every terminal write appends {id, state} to `{ns}:ended`
+// (capped near 100,000 entries), so any process can follow ends.
+//
 // Ready order: ZPOPMIN of score (9 - priority) * 2^45 + retry * 2^44 + seq,
 // so a higher priority first, within one a fresh job before a retry, then
 // submit order. Exact below 2^53: up to 2^44 jobs.
@@ -36,10 +39,11 @@ extern const Script kEnqueue;
 // number), seq, retry ("1" or "0"), created_ms.
 extern const Script kFetch;
 
-// KEYS: job, leased, done_or_dead, index.
-// ARGV: id, owner, attempt, state, outcome, now_ms, keep, job_prefix.
-// Ends the job in `state` (succeeded, failed, cancelled) and enters it in
-// its retention list, forgetting the oldest beyond `keep`. 1, or 0 if fenced.
+// KEYS: job, leased, done_or_dead, index, ended.
+// ARGV: id, owner, attempt, state, outcome, now_ms, keep, job_prefix, cutoff_ms.
+// Ends the job in `state` (succeeded, failed, cancelled), enters it in its
+// retention list (forgetting entries finished before `cutoff_ms`, then the
+// oldest beyond `keep`) and on the ended stream. 1, or 0 if fenced.
 extern const Script kFinish;
 
 // KEYS: job, leased, scheduled.
@@ -57,16 +61,17 @@ extern const Script kExtend;
 // Moves up to `max` jobs whose time has come to the ready set. Returns how many.
 extern const Script kPromote;
 
-// KEYS: leased, ready, dead, index, done.
-// ARGV: now_ms, max, job_prefix, keep_dead, keep_done.
+// KEYS: leased, ready, dead, index, done, ended.
+// ARGV: now_ms, max, job_prefix, keep_dead, keep_done, dead_cutoff_ms, done_cutoff_ms.
 // Takes back up to `max` leases past their deadline (their process died or
 // stalled): the attempt counts and fails with kind `lost`; the job is ready
 // again as a retry, or a dead letter when it has no attempts left (or
-// cancelled, if a stop had been asked for). Returns the ids recovered.
+// cancelled, if a stop had been asked for); ends go on the ended stream.
+// Then applies retention to both lists. Returns the ids recovered.
 extern const Script kRecover;
 
-// KEYS: job, ready, scheduled, done, cancel, index.
-// ARGV: id, now_ms, keep, job_prefix.
+// KEYS: job, ready, scheduled, done, cancel, index, ended.
+// ARGV: id, now_ms, keep, job_prefix, cutoff_ms.
 // Returns 1 (cancelled: it was waiting), 2 (stop requested: it runs; the
 // id is published on the cancel channel), 3 (already finished), 0 (unknown).
 extern const Script kCancel;

@@ -6,9 +6,12 @@
 
 namespace bulwark::detail {
 
-MemoryJobStore::MemoryJobStore(std::size_t max_finished, std::size_t max_dead) {
+MemoryJobStore::MemoryJobStore(std::size_t max_finished, std::size_t max_dead, std::chrono::milliseconds finished_ttl,
+                               std::chrono::milliseconds dead_ttl) {
   done_.limit = max_finished;
   dead_.limit = max_dead;
+  done_.ttl = finished_ttl;
+  dead_.ttl = dead_ttl;
 }
 
 MemoryJobStore::Shard& MemoryJobStore::shard_of(const JobId& id) const {
@@ -34,29 +37,38 @@ std::optional<JobRecord> MemoryJobStore::record(const JobId& id) const {
   return task->snapshot();
 }
 
-void MemoryJobStore::finished(const std::shared_ptr<Task>& task) {
-  const std::uint32_t finish_no = task->count_finish();
-  Retained& list = task->state() == JobState::failed ? dead_ : done_;
-  std::vector<std::pair<std::weak_ptr<Task>, std::uint32_t>> evicted;
-  {
-    MutexLock lock(list.mutex);
-    list.jobs.emplace_back(task, finish_no);
-    while (list.jobs.size() > list.limit) {
-      evicted.push_back(std::move(list.jobs.front()));
-      list.jobs.pop_front();
-    }
+void MemoryJobStore::evict(Retained& list, Clock::time_point now, std::vector<Entry>& out) {
+  MutexLock lock(list.mutex);
+  while (!list.jobs.empty() &&
+         (list.jobs.size() > list.limit || (list.ttl.count() > 0 && now - list.jobs.front().at > list.ttl))) {
+    out.push_back(std::move(list.jobs.front()));
+    list.jobs.pop_front();
   }
-  for (const auto& [weak, n] : evicted) forget(weak, n);
 }
 
-void MemoryJobStore::forget(const std::weak_ptr<Task>& weak, std::uint32_t finish_no) {
-  std::shared_ptr<Task> oldest = weak.lock();
+void MemoryJobStore::finished(const std::shared_ptr<Task>& task) {
+  const std::uint32_t finish_no = task->count_finish();
+  const Clock::time_point now = Clock::now();
+  Retained& list = task->state() == JobState::failed ? dead_ : done_;
+  {
+    MutexLock lock(list.mutex);
+    list.jobs.push_back(Entry{task, finish_no, now});
+  }
+  // Both lists age, whichever kind of job finished.
+  std::vector<Entry> evicted;
+  evict(done_, now, evicted);
+  evict(dead_, now, evicted);
+  for (const Entry& e : evicted) forget(e);
+}
+
+void MemoryJobStore::forget(const Entry& entry) {
+  std::shared_ptr<Task> oldest = entry.task.lock();
   if (!oldest) return;
   Shard& s = shard_of(oldest->id());
   MutexLock lock(s.mutex);
   // A requeued job is live again; a job that finished again since has a
   // later entry that decides for it.
-  if (oldest->finishes() != finish_no || !is_terminal(oldest->state())) return;
+  if (oldest->finishes() != entry.finish_no || !is_terminal(oldest->state())) return;
   auto it = s.tasks.find(oldest->id());
   if (it != s.tasks.end() && it->second == oldest) s.tasks.erase(it);
 }

@@ -10,7 +10,8 @@
 //
 // MemoryJobStore is the in-memory one: sharded by id hash so submits and
 // lookups on different threads rarely share a lock; finished jobs are
-// remembered in completion order, each list with its own exact bound. A job
+// remembered in completion order, each list with its own exact bound and
+// age limit (applied as jobs finish). A job
 // requeued after it finished is never forgotten while it is live again.
 //
 // Implementations are thread-safe and do not block for long; list() and
@@ -18,6 +19,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <deque>
 #include <map>
 #include <memory>
@@ -27,6 +29,7 @@
 #include <vector>
 
 #include "bulwark/detail/task.hpp"
+#include "runtime/clock.hpp"
 #include "bulwark/detail/thread_annotations.hpp"
 
 namespace bulwark::detail {
@@ -63,7 +66,9 @@ class JobStore {
 
 class MemoryJobStore final : public JobStore {
  public:
-  MemoryJobStore(std::size_t max_finished, std::size_t max_dead);
+  // Age limits of 0 keep records until the count bound forgets them.
+  MemoryJobStore(std::size_t max_finished, std::size_t max_dead, std::chrono::milliseconds finished_ttl = {},
+                 std::chrono::milliseconds dead_ttl = {});
 
   bool insert(const std::shared_ptr<Task>& task) override;
   std::shared_ptr<Task> find(const JobId& id) const override;
@@ -79,14 +84,23 @@ class MemoryJobStore final : public JobStore {
     std::unordered_map<JobId, std::shared_ptr<Task>> tasks BULWARK_GUARDED_BY(mutex);
   };
   // Finished jobs of one kind, oldest first, with the finish they were
-  // entered for (a later finish of the same job supersedes the entry).
+  // entered for (a later finish of the same job supersedes the entry) and
+  // when it happened.
+  struct Entry {
+    std::weak_ptr<Task> task;
+    std::uint32_t finish_no = 0;
+    Clock::time_point at;
+  };
   struct Retained {
     Mutex mutex;
-    std::deque<std::pair<std::weak_ptr<Task>, std::uint32_t>> jobs BULWARK_GUARDED_BY(mutex);
+    std::deque<Entry> jobs BULWARK_GUARDED_BY(mutex);
     std::size_t limit = 0;
+    std::chrono::milliseconds ttl{0};
   };
+  // Takes out entries past the count bound (after adding one) or the age limit.
+  static void evict(Retained& list, Clock::time_point now, std::vector<Entry>& out);
   Shard& shard_of(const JobId& id) const;
-  void forget(const std::weak_ptr<Task>& weak, std::uint32_t finish_no);
+  void forget(const Entry& entry);
   std::vector<std::shared_ptr<Task>> all() const;
 
   mutable std::array<Shard, kShards> shards_;
