@@ -4,6 +4,9 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -73,6 +76,45 @@ TEST_SUITE("redis_runtime") {
     CHECK(procs[0].self != procs[1].self);
     CHECK(procs[0].pid == static_cast<int>(getpid()));
     CHECK(procs[0].workers == 1);
+  }
+
+  TEST_CASE("on_finished_anywhere hears every wanted end, whichever process wrote it, once" * doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    std::mutex mutex;
+    std::map<std::string, int> heard;                   // guarded by mutex
+    std::map<std::string, JobState> states;             // guarded by mutex
+    std::atomic<int> local{0};
+    auto o = shared(server);
+    o.on_finished = [&](const bulwark::JobRecord&) { local.fetch_add(1); };
+    o.on_finished_anywhere = [&](const bulwark::JobRecord& r) {
+      std::lock_guard lock(mutex);
+      ++heard[r.id];
+      states[r.id] = r.state;
+    };
+    o.finished_filter = [](const bulwark::JobId& id) { return id.rfind("mine-", 0) == 0; };
+    Runtime a(bulwark::testing::builtins(), o);
+    Runtime b(bulwark::testing::builtins(), shared(server, 2));
+    for (int i = 0; i < 60; ++i) {
+      std::string id = "mine-";
+      id.append(std::to_string(i));
+      REQUIRE(a.submit({.type = i % 10 == 0 ? "fail" : "sleep", .payload = {{"ms", 10}}, .id = id,
+                        .max_attempts = 1}));
+    }
+    REQUIRE(b.submit({.type = "echo", .id = "theirs"}));
+    REQUIRE(bulwark::testing::eventually([&] {
+      std::lock_guard lock(mutex);
+      return heard.size() == 60;
+    }, 30s));
+    std::this_thread::sleep_for(300ms);  // time for a duplicate or an unwanted end to show up
+    std::lock_guard lock(mutex);
+    CHECK(heard.size() == 60);  // not "theirs": the filter said no
+    for (const auto& [id, n] : heard) {
+      CAPTURE(id);
+      CHECK(n == 1);
+      const bool failing = std::stoi(id.substr(5)) % 10 == 0;
+      CHECK(states[id] == (failing ? JobState::failed : JobState::succeeded));
+    }
+    CHECK(local.load() < 60);  // b ran some of them: a's own on_finished did not hear those
   }
 
   TEST_CASE("an id is taken across processes; a failing job is retried, dead-lettered and requeued" * doctest::timeout(60)) {

@@ -126,4 +126,50 @@ TEST_SUITE("redis serve") {
     CHECK(http(pa, "POST", "/v1/jobs/later/cancel").json()["state"] == "cancelled");
     CHECK(http(pa, "POST", "/v1/jobs", R"({"type": "echo", "id": "later"})").status == 409);
   }
+
+  TEST_CASE("bulwark run on the shared queue writes every line's end, also of the lines another process ran" *
+            doctest::timeout(120)) {
+    bulwark::testing::RedisServer server;
+    const std::string config = write_config(server, "/tmp/bulwark-redis-run.json", 2000);
+    ServeProcess helper(config, "/tmp/bulwark-redis-run-helper.err");
+    const auto port = helper.port_from_banner();
+    REQUIRE(http(port, "POST", "/v1/jobs", R"({"type": "sleep", "id": "not-ours", "payload": {"ms": 1}})").status == 201);
+    std::ofstream in("/tmp/bulwark-redis-run.jsonl");
+    const int n = 200;
+    for (int i = 1; i <= n; ++i) {
+      if (i == 7) {
+        in << "{not json\n";
+      } else if (i % 50 == 0) {
+        in << R"({"type": "fail", "max_attempts": 1})" << "\n";
+      } else if (i == 11) {
+        in << R"({"type": "echo", "id": "named", "payload": {"n": 11}})" << "\n";
+      } else {
+        in << R"({"type": "sleep", "payload": {"ms": 5}})" << "\n";
+      }
+    }
+    in.close();
+    const std::string cmd = std::string(BULWARK_BINARY) + " run --config " + config +
+                            " --workers 1 --input /tmp/bulwark-redis-run.jsonl --output /tmp/bulwark-redis-run.out"
+                            " 2>/tmp/bulwark-redis-run.err";
+    const int raw = std::system(cmd.c_str());
+    CHECK(WIFEXITED(raw));
+    CHECK(WEXITSTATUS(raw) == 1);  // some lines failed
+    std::map<int, json> lines;
+    std::ifstream out("/tmp/bulwark-redis-run.out");
+    for (std::string line; std::getline(out, line);) {
+      const json j = json::parse(line);
+      CHECK(lines.emplace(j["line"].get<int>(), j).second);  // each line once
+    }
+    REQUIRE(lines.size() == static_cast<std::size_t>(n));
+    CHECK(lines[7]["state"] == "rejected");
+    CHECK(lines[50]["state"] == "failed");
+    CHECK(lines[50]["error"]["type"] != "");
+    CHECK(lines[11]["id"] == "named");
+    CHECK(lines[11]["result"] == json{{"n", 11}});
+    CHECK(lines[12]["state"] == "succeeded");
+    CHECK(lines[12]["id"].get<std::string>().rfind("run-", 0) == 0);  // named after the run and its line
+    CHECK(lines[12]["id"].get<std::string>().find("-12") != std::string::npos);
+    // The helper ran some of the lines; the run did not wait for the job it never submitted.
+    CHECK(http(port, "GET", "/v1/stats").json()["totals"]["succeeded"].get<int>() > 1);
+  }
 }

@@ -141,6 +141,17 @@ struct RuntimeOptions {
   // another thread for that). Not read from JSON.
   std::function<void(const JobRecord&)> on_finished;
 
+  // Called once for every job that reaches a terminal state in *any*
+  // process sharing the queue, if `finished_filter` (when set) accepts its
+  // id; with the memory backend that is this process, on the same thread as
+  // on_finished. With the redis backend it runs on a feed thread that
+  // follows the queue's ended stream and reads each record back from Redis
+  // (so it costs one read per accepted end): ends from the moment the
+  // runtime starts, each once. Used by `bulwark run` to write the results
+  // of its lines whichever process ran them. Not read from JSON.
+  std::function<void(const JobRecord&)> on_finished_anywhere;
+  std::function<bool(const JobId&)> finished_filter;
+
   // Parses a configuration object. Throws ConfigError naming the key path.
   static RuntimeOptions from_json(const nlohmann::json& config);
   // Reads and parses a file. Throws ConfigError naming the file for I/O or

@@ -261,13 +261,33 @@ class Writer {
   std::jthread thread_;
 };
 
-// Jobs can finish before submit() returns their id to the reader, so the
-// line of a job is matched with its record whichever arrives first.
+// Matches each job's end with the line it came from. In memory, a job can
+// finish before submit() returns its id to the reader, so whichever of the
+// two arrives first waits for the other. With a shared queue the reader
+// names every job before submitting it (expect), ends of other jobs in the
+// queue are not ours, and only expected ids are read back from Redis.
 class LineBook {
  public:
-  explicit LineBook(Writer& writer) : writer_(writer) {}
+  LineBook(Writer& writer, bool shared) : writer_(writer), shared_(shared) {}
+
+  void expect(const JobId& id, std::uint64_t line) {
+    std::lock_guard lock(mutex_);
+    lines_.emplace(id, line);
+  }
+
+  // A line whose submit was refused after expect().
+  void withdraw(const JobId& id) {
+    std::lock_guard lock(mutex_);
+    lines_.erase(id);
+  }
+
+  bool expects(const JobId& id) {
+    std::lock_guard lock(mutex_);
+    return lines_.count(id) > 0;
+  }
 
   void submitted(const JobId& id, std::uint64_t line) {
+    if (shared_) return;  // expected already
     std::unique_lock lock(mutex_);
     if (auto it = early_.find(id); it != early_.end()) {
       Output o{line, std::move(it->second), {}};
@@ -283,7 +303,7 @@ class LineBook {
     std::unique_lock lock(mutex_);
     auto it = lines_.find(record.id);
     if (it == lines_.end()) {
-      early_.emplace(record.id, record);
+      if (!shared_) early_.emplace(record.id, record);
       return;
     }
     Output o{it->second, record, {}};
@@ -292,11 +312,18 @@ class LineBook {
     writer_.push(std::move(o));
   }
 
+  // Lines submitted whose end has not arrived yet.
+  std::size_t outstanding() {
+    std::lock_guard lock(mutex_);
+    return lines_.size();
+  }
+
  private:
   Writer& writer_;
+  const bool shared_;
   std::mutex mutex_;
   std::unordered_map<JobId, std::uint64_t> lines_;  // guarded by mutex_
-  std::unordered_map<JobId, JobRecord> early_;      // guarded by mutex_
+  std::unordered_map<JobId, JobRecord> early_;      // guarded by mutex_; memory only
 };
 
 // Closes a descriptor we opened (not standard input or output).
@@ -332,8 +359,19 @@ int run_command(const RunArgs& args) {
   }
 
   Writer writer(output.fd, args.progress && ::isatty(STDERR_FILENO) == 1);
-  LineBook book(writer);
-  options.on_finished = [&book](const JobRecord& r) { book.finished(r); };
+  const bool shared = options.backend == QueueBackend::redis;
+  LineBook book(writer, shared);
+  if (shared) {
+    // Other processes on the queue run some of our lines: their ends come
+    // from Redis.
+    options.on_finished_anywhere = [&book](const JobRecord& r) { book.finished(r); };
+    options.finished_filter = [&book](const JobId& id) { return book.expects(id); };
+  } else {
+    options.on_finished = [&book](const JobRecord& r) { book.finished(r); };
+  }
+  // Lines without an id get one naming this run and the line, so the end
+  // can be recognised whichever process writes it.
+  const std::string run_tag = "run-" + detail::random_tag(6) + "-";
 
   Registry registry;
   workers::register_builtin(registry);
@@ -387,24 +425,50 @@ int run_command(const RunArgs& args) {
       reject(e.what());
       continue;
     }
+    if (shared) {
+      if (spec.id.empty()) spec.id = run_tag + std::to_string(line_no);
+      book.expect(spec.id, line_no);
+    }
+    bool warned = false;
     for (;;) {
       Submitted s = runtime->submit(spec);
       if (s) {
         book.submitted(s.id, line_no);
         break;
       }
-      if (s.error->code != SubmitError::Code::queue_full || interrupted()) {
+      const SubmitError::Code code = s.error->code;
+      const bool wait = code == SubmitError::Code::queue_full || code == SubmitError::Code::backend_unavailable;
+      if (!wait || interrupted()) {
+        if (shared) book.withdraw(spec.id);
         reject(s.error->message);
         break;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // backpressure: let the workers catch up
+      if (code == SubmitError::Code::backend_unavailable && !warned) {
+        std::cerr << "bulwark: " << s.error->message << "; waiting for it (interrupt to stop)\n";
+        warned = true;
+      }
+      // Backpressure: let the workers catch up, or Redis come back.
+      std::this_thread::sleep_for(std::chrono::milliseconds(code == SubmitError::Code::queue_full ? 1 : 100));
     }
   }
   const bool read_error = got == LineReader::Result::error;
-  while (!interrupted() && !runtime->wait_idle(std::chrono::milliseconds(100))) {
+  if (shared) {
+    // Other clients' jobs in the queue are not ours to wait for.
+    while (!interrupted() && book.outstanding() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  } else {
+    while (!interrupted() && !runtime->wait_idle(std::chrono::milliseconds(100))) {
+    }
   }
   if (interrupted()) std::cerr << "\nbulwark: interrupted, shutting down\n";
   runtime->shutdown();
+  std::size_t left = 0;  // shared queue: lines still waiting there, for other processes
+  if (shared) {
+    const auto settle = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+    while (book.outstanding() > 0 && std::chrono::steady_clock::now() < settle) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // ends of the last jobs that ran here
+    }
+    left = book.outstanding();
+  }
   const RuntimeStats stats = runtime->stats();
   runtime.reset();
   const bool output_ok = writer.close();
@@ -419,6 +483,10 @@ int run_command(const RunArgs& args) {
                static_cast<unsigned long long>(c.cancelled), static_cast<unsigned long long>(c.retries));
   for (const auto& [type, n] : c.failures) {
     std::fprintf(stderr, "  failed with %s: %llu\n", type.c_str(), static_cast<unsigned long long>(n));
+  }
+  if (left > 0) {
+    std::fprintf(stderr, "  %zu lines left in the shared queue, unfinished (other processes on it may run them)\n",
+                 left);
   }
   if (stats.hard_timeouts + stats.soft_timeouts + stats.stuck_reports + stats.replacements + stats.breaker_opened >
       0) {
@@ -440,7 +508,7 @@ int run_command(const RunArgs& args) {
     std::cerr << "bulwark: error writing output '" << args.output << "'\n";
     return 2;
   }
-  return c.failed + c.rejected + c.cancelled == 0 ? 0 : 1;
+  return c.failed + c.rejected + c.cancelled + left == 0 ? 0 : 1;
 }
 
 }  // namespace bulwark::cli

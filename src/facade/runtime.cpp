@@ -12,6 +12,8 @@
 #include "guard/crash_report.hpp"
 #include "isolation/child.hpp"
 #include "isolation/process_pool.hpp"
+#include "bulwark/guarded.hpp"
+#include "redis/end_feed.hpp"
 #include "redis/redis_broker.hpp"
 #include "redis/redis_job_store.hpp"
 #include "runtime/completion.hpp"
@@ -46,6 +48,9 @@ struct Runtime::Impl {
   detail::Intake intake;
   detail::Executor executor;
   detail::Supervisor supervisor;
+  // on_finished_anywhere with the redis backend; it follows ends until the
+  // runtime is destroyed (after shutdown too: ends of the last acks).
+  std::unique_ptr<detail::redis::EndFeed> end_feed;
 
   const WallClock::time_point started_at = WallClock::now();
   detail::Mutex shutdown_mutex;
@@ -63,6 +68,15 @@ namespace {
 
 RuntimeOptions checked(RuntimeOptions o) {
   detail::refuse_runtime_in_worker_process();
+  // In memory every end is this process's: the anywhere listener is one
+  // more on_finished listener.
+  if (o.backend == QueueBackend::memory && o.on_finished_anywhere) {
+    o.on_finished = [local = std::move(o.on_finished), anywhere = o.on_finished_anywhere,
+                     filter = o.finished_filter](const JobRecord& r) {
+      if (local) local(r);
+      if (!filter || filter(r.id)) anywhere(r);
+    };
+  }
   return o;
 }
 
@@ -146,6 +160,17 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
   if (processes) types.use_processes(processes);
   set_throw_trace_capture(options.capture_traces);
   detail::install_crash_reporter(options.logging.file);
+  if (redis_broker != nullptr && options.on_finished_anywhere) {
+    auto listener = [this](const JobRecord& record) {
+      auto outcome = guarded([&] { options.on_finished_anywhere(record); });
+      if (!outcome.ok()) {
+        reporter.log(detail::LogLevel::error, "on_finished_anywhere listener threw " + outcome.failure().type + ": " +
+                                                  outcome.failure().message);
+      }
+    };
+    end_feed = std::make_unique<detail::redis::EndFeed>(redis_options(options), listener, options.finished_filter);
+    end_feed->start();  // before the first submit can end
+  }
   if (redis_broker != nullptr) redis_broker->start();
   executor.start();
   supervisor.start();
