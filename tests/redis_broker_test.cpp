@@ -96,6 +96,7 @@ TEST_SUITE("redis_broker") {
     l.task->set_state(JobState::succeeded);
     b.ack(std::move(l), Ack::done);
     CHECK(b.held() == 0);
+    REQUIRE(bulwark::testing::eventually([&] { return b.pending_acks() == 0; }));
     CHECK(field(server, "j1", "state") == "succeeded");
     CHECK(field(server, "j1", "outcome").find("duration_ms") != std::string::npos);
   }
@@ -123,7 +124,8 @@ TEST_SUITE("redis_broker") {
     REQUIRE(admit(a, new_job("r")) == Admitted::accepted);
     Lease first = take(a);
     first.task->set_state(JobState::scheduled);
-    a.ack(std::move(first), Ack::retry, Clock::now() + 20ms);
+    a.ack(std::move(first), Ack::retry, Clock::now() + 20ms);  // written by the acker, not on this thread
+    REQUIRE(bulwark::testing::eventually([&] { return a.pending_acks() == 0; }));
     CHECK(field(server, "r", "state") != "running");
     Lease second = take(a);
     CHECK(second.task->id() == "r");
@@ -131,6 +133,7 @@ TEST_SUITE("redis_broker") {
     CHECK(second.task->with_record([](const bulwark::detail::TaskRecord& r) { return r.attempts; }) == 2);
     second.task->set_state(JobState::failed);
     a.ack(std::move(second), Ack::done);
+    REQUIRE(bulwark::testing::eventually([&] { return a.pending_acks() == 0; }));
     CHECK(field(server, "r", "state") == "failed");
   }
 

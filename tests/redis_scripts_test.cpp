@@ -50,18 +50,32 @@ struct Queue {
     }
     return out;
   }
+  // One batch of acks: {lease, how, state, due} each; the reply per ack.
+  struct AckOf {
+    Leased lease;
+    std::string how, state;
+    long long due = 0;
+  };
+  std::vector<long long> ack(const std::string& owner, const std::vector<AckOf>& acks, long long now = 2000,
+                             long long keep = 100, long long cutoff = 0) {
+    std::vector<std::string> args = {owner, std::to_string(now), std::to_string(keep), std::to_string(keep),
+                                     std::to_string(cutoff), std::to_string(cutoff), keys.job_prefix};
+    for (const AckOf& a : acks) {
+      args.insert(args.end(), {a.lease.id, a.lease.attempt, a.how, a.state,
+                               a.how == "retry" ? R"({"error":{"kind":"exception"}})" : R"({"result":1})",
+                               std::to_string(a.due)});
+    }
+    Value v = c.eval(redis::kAck, {keys.leased, keys.done, keys.dead, keys.index, keys.ended, keys.scheduled}, args);
+    std::vector<long long> out;
+    for (const Value& e : v.elements) out.push_back(e.as_integer());
+    return out;
+  }
   long long finish(const Leased& l, const std::string& owner, const std::string& state, long long now = 2000,
                    long long keep = 100, long long cutoff = 0) {
-    const std::string& list = state == "failed" ? keys.dead : keys.done;
-    return c.eval(redis::kFinish, {keys.job(l.id), keys.leased, list, keys.index, keys.ended},
-                  {l.id, owner, l.attempt, state, R"({"result":1})", std::to_string(now), std::to_string(keep),
-                   keys.job_prefix, std::to_string(cutoff)})
-        .as_integer();
+    return ack(owner, {{l, "done", state}}, now, keep, cutoff).at(0);
   }
   long long retry(const Leased& l, const std::string& owner, long long due) {
-    return c.eval(redis::kRetry, {keys.job(l.id), keys.leased, keys.scheduled},
-                  {l.id, owner, l.attempt, std::to_string(due), R"({"error":{"kind":"exception"}})"})
-        .as_integer();
+    return ack(owner, {{l, "retry", "", due}}).at(0);
   }
   long long extend(const Leased& l, const std::string& owner, long long deadline) {
     return c.eval(redis::kExtend, {keys.job(l.id), keys.leased}, {l.id, owner, l.attempt, std::to_string(deadline)})
@@ -316,6 +330,33 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.field("d1", "state") == "<nil>");
     CHECK(q.field("d2", "state") == "succeeded");
     CHECK(q.card(q.keys.index) == 3);
+  }
+
+  TEST_CASE("one ack call writes a batch: each attempt fenced on its own, ends on the stream in order" *
+            doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    q.enqueue("b1");
+    auto leased = q.fetch("p", 1, 1000, 100);  // b1 on a short lease
+    for (const char* id : {"b2", "b3", "b4"}) q.enqueue(id);
+    auto rest = q.fetch("p", 3, 1050, 100'000);
+    leased.insert(leased.end(), rest.begin(), rest.end());
+    REQUIRE(leased.size() == 4);
+    REQUIRE(q.recover(1200) == std::vector<std::string>{"b1"});  // lost...
+    REQUIRE(ids_of(q.fetch("other", 1, 1300)) == std::vector<std::string>{"b1"});  // ...and leased elsewhere
+    const auto replies = q.ack("p", {{leased[0], "done", "succeeded"},
+                                      {leased[1], "done", "failed"},
+                                      {leased[2], "retry", "", 5000},
+                                      {leased[3], "done", "succeeded"}});
+    CHECK(replies == std::vector<long long>{0, 1, 1, 1});
+    CHECK(q.field("b1", "state") == "running");  // still the other process's
+    CHECK(q.field("b2", "state") == "failed");
+    CHECK(q.field("b3", "state") == "scheduled");
+    CHECK(q.field("b4", "state") == "succeeded");
+    CHECK(q.card(q.keys.dead) == 1);
+    CHECK(q.card(q.keys.done) == 1);
+    CHECK(q.card(q.keys.scheduled) == 1);
+    CHECK(q.ended() == std::vector<std::string>{"b2=failed", "b4=succeeded"});
   }
 
   TEST_CASE("retention forgets records finished before the cutoff, at a finish and at a recovery sweep" *

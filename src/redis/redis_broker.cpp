@@ -80,6 +80,7 @@ RedisBroker::RedisBroker(BrokerOptions options, std::string owner, TaskFactory f
       pool_(options_.address, options_.connect_timeout, options_.command_timeout) {}
 
 void RedisBroker::start() {
+  acker_ = std::jthread([this](std::stop_token stop) { send_acks(std::move(stop)); });
   feeder_ = std::jthread([this](std::stop_token stop) { feed(std::move(stop)); });
 }
 
@@ -106,22 +107,6 @@ Admitted RedisBroker::admit(const TaskPtr& task, Clock::time_point due, Clock::t
   return record() ? Admitted::accepted : Admitted::duplicate;
 }
 
-bool RedisBroker::send_ack(Connection& c, const PendingAck& a) {
-  if (a.how == Ack::retry) {
-    return c.eval(kRetry, {keys_.job(a.id), keys_.leased, keys_.scheduled},
-                  {a.id, owner_, std::to_string(a.attempt), std::to_string(a.due_ms), a.outcome})
-               .as_integer() == 1;
-  }
-  const std::string& list = a.state == "failed" ? keys_.dead : keys_.done;
-  const bool dead = a.state == "failed";
-  const long long now = epoch_ms(Clock::now());
-  return c.eval(kFinish, {keys_.job(a.id), keys_.leased, list, keys_.index, keys_.ended},
-                {a.id, owner_, std::to_string(a.attempt), a.state, a.outcome, std::to_string(now),
-                 std::to_string(dead ? options_.keep_dead : options_.keep_finished), keys_.job_prefix,
-                 retention_cutoff(dead ? options_.dead_ttl : options_.finished_ttl, now)})
-             .as_integer() == 1;
-}
-
 void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
   const TaskPtr task = lease.task;
   if (!task->spec().stored || how == Ack::defer) {
@@ -144,13 +129,32 @@ void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
     held_.erase(it);
   }
   lease = Lease{};  // gives back the local retry slot, if any
-  try {
-    pool_.with([&](Connection& c) { return send_ack(c, a); });  // false: fenced, the job runs elsewhere now
-  } catch (const RedisError&) {
+  std::size_t held = 0;
+  {
     MutexLock lock(mutex_);
-    pending_.push_back(std::move(a));  // written once Redis answers, unless the lease expired first
+    pending_.push_back(std::move(a));  // written by the acker, in batches; kept until Redis took it
+    held = held_.size();
   }
+  signal(ack_wake_);
+  if (held <= low_water()) signal(feed_wake_);  // room for a batch: fetch again now, not after the poll
 }
+
+void RedisBroker::signal(Wake& w) {
+  {
+    std::lock_guard lock(w.mutex);
+    w.signalled = true;
+  }
+  w.cv.notify_one();
+}
+
+bool RedisBroker::wait(Wake& w, std::stop_token& stop, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(w.mutex);
+  const bool woken = w.cv.wait_for(lock, stop, timeout, [&] { return w.signalled; });
+  w.signalled = false;
+  return woken;
+}
+
+std::size_t RedisBroker::low_water() const noexcept { return (options_.workers + options_.prefetch) / 2; }
 
 std::size_t RedisBroker::held() const {
   MutexLock lock(mutex_);
@@ -208,19 +212,69 @@ void RedisBroker::extend_all(Connection& c) {
   }
 }
 
-void RedisBroker::flush_pending(Connection& c) {
-  // Each end stays counted in pending_acks() until Redis has taken it; only
-  // one thread flushes at a time (the feeder, or stop() after joining it).
-  for (;;) {
-    PendingAck a;
-    {
-      MutexLock lock(mutex_);
-      if (pending_.empty()) return;
-      a = pending_.front();
-    }
-    send_ack(c, a);  // throws while Redis is unreachable: the end stays queued
+// Writes up to kAckBatch of the oldest pending ends with one script call
+// and takes them off the list. Returns how many; throws RedisError (they
+// stay). Only one thread flushes at a time (the acker, or drain() after it).
+std::size_t RedisBroker::flush_batch(Connection& c) {
+  constexpr std::size_t kAckBatch = 256;
+  std::vector<std::string> args;
+  std::size_t n = 0;
+  bool done = false, dead = false;
+  {
     MutexLock lock(mutex_);
-    pending_.pop_front();
+    n = std::min(pending_.size(), kAckBatch);
+    if (n == 0) return 0;
+    args.reserve(7 + 6 * n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const PendingAck& a = pending_[i];
+      args.insert(args.end(), {a.id, std::to_string(a.attempt), a.how == Ack::retry ? "retry" : "done", a.state,
+                               a.outcome, std::to_string(a.due_ms)});
+      if (a.how != Ack::retry) (a.state == "failed" ? dead : done) = true;
+    }
+  }
+  const long long now = epoch_ms(Clock::now());
+  std::vector<std::string> head = {owner_,
+                                   std::to_string(now),
+                                   std::to_string(options_.keep_finished),
+                                   std::to_string(options_.keep_dead),
+                                   retention_cutoff(options_.finished_ttl, now),
+                                   retention_cutoff(options_.dead_ttl, now),
+                                   keys_.job_prefix};
+  args.insert(args.begin(), std::make_move_iterator(head.begin()), std::make_move_iterator(head.end()));
+  // A 0 in the reply: the lease was recovered meanwhile and the job runs
+  // elsewhere; its outcome here does not count.
+  c.eval(kAck, {keys_.leased, keys_.done, keys_.dead, keys_.index, keys_.ended, keys_.scheduled}, args);
+  MutexLock lock(mutex_);
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+  return n;
+}
+
+void RedisBroker::flush_pending(Connection& c) {
+  while (flush_batch(c) > 0) {
+  }
+}
+
+// The acker thread: writes ends as they come, a batch per round trip while
+// they come faster than Redis answers; backs off while Redis is away.
+void RedisBroker::send_acks(std::stop_token stop) {
+  std::minstd_rand rng(std::random_device{}());
+  std::unique_ptr<Connection> c;
+  auto backoff = std::chrono::milliseconds(10);
+  while (!stop.stop_requested()) {
+    wait(ack_wake_, stop, std::chrono::milliseconds(100));
+    if (stop.stop_requested()) break;  // drain() writes the rest
+    try {
+      if (!c || !c->usable()) {
+        c = std::make_unique<Connection>(options_.address, options_.connect_timeout, options_.command_timeout);
+      }
+      flush_pending(*c);
+      backoff = std::chrono::milliseconds(10);
+    } catch (const RedisError& e) {
+      if (e.unavailable()) reachable_.store(false, std::memory_order_release);
+      c.reset();
+      std::this_thread::sleep_for(backoff + std::chrono::milliseconds(rng() % (backoff.count() / 2 + 1)));
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+    }
   }
 }
 
@@ -272,7 +326,6 @@ void RedisBroker::heartbeat(Connection& c) {
 void RedisBroker::feed_once(Connection& c) {
   const long long now_ms = epoch_ms(Clock::now());
   const auto now = std::to_string(now_ms);
-  flush_pending(c);
   check_cancels(c);
   c.eval(kPromote, {keys_.scheduled, keys_.ready}, {now, "1000", keys_.job_prefix});
   c.eval(kRecover, {keys_.leased, keys_.ready, keys_.dead, keys_.index, keys_.done, keys_.ended},
@@ -304,7 +357,7 @@ void RedisBroker::feed(std::stop_token stop) {
       const bool got = refill(*c) > 0;
       reachable_.store(true, std::memory_order_release);
       backoff = std::chrono::milliseconds(10);
-      if (!got) std::this_thread::sleep_for(options_.poll);
+      if (!got) wait(feed_wake_, stop, options_.poll);
     } catch (const RedisError& e) {
       // Unreachable, or a reply we did not expect: wait (with jitter, up to
       // 1 s) and start again on a fresh connection.
@@ -324,6 +377,8 @@ void RedisBroker::close() {
   }
   feeder_.request_stop();
   if (feeder_.joinable()) feeder_.join();
+  acker_.request_stop();
+  if (acker_.joinable()) acker_.join();
   local_.close();
 }
 

@@ -6,22 +6,27 @@
 // leased to this process and waiting in a local JobQueue, so workers fetch
 // without a round trip; it also extends the leases of the jobs held here,
 // promotes jobs whose time has come, and takes back leases that expired in
-// other processes (kind `lost`). An attempt's end is acked to Redis from the
-// worker (finish or retry, fenced by owner and attempt number); an ack that
-// cannot reach Redis waits and is retried by the feeder, and if the lease
-// expired meanwhile the job is redelivered instead. Posted callables cannot
-// cross processes: they stay in the local queue.
+// other processes (kind `lost`); an ack that leaves room for a batch wakes
+// it at once. An attempt's end (finish or retry, fenced by owner and attempt
+// number) is handed by the worker to an acker thread that writes the ends
+// waiting, up to 256 with one script call: a worker never waits for Redis.
+// Ends that cannot reach Redis wait and are written once it is back; if a
+// lease expired meanwhile the job is redelivered instead. Posted callables
+// cannot cross processes: they stay in the local queue.
 //
-// Thread-safe. admit() and ack() may block for a Redis round trip (at most
-// the command timeout); fetch() blocks until a job is there.
+// Thread-safe. admit() blocks for a Redis round trip (at most the command
+// timeout); ack() does not; fetch() blocks until a job is there.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -131,8 +136,21 @@ class RedisBroker final : public Broker {
     long long due_ms = 0; // for retry
   };
 
+  // A wake-up call for a thread that otherwise waits a while.
+  struct Wake {
+    std::mutex mutex;
+    std::condition_variable_any cv;
+    bool signalled = false;  // guarded by mutex
+  };
+
   void release_retry_slot() noexcept override {}  // slots belong to local_'s leases
-  bool send_ack(Connection& c, const PendingAck& a);
+  static void signal(Wake& w);
+  // Waits for a signal, the stop token or the timeout; true if signalled.
+  static bool wait(Wake& w, std::stop_token& stop, std::chrono::milliseconds timeout);
+  // Held jobs at or below which the feeder fetches again at once.
+  std::size_t low_water() const noexcept;
+  std::size_t flush_batch(Connection& c);
+  void send_acks(std::stop_token stop);
   void feed(std::stop_token stop);
   void feed_once(Connection& c);
   std::size_t refill(Connection& c);
@@ -156,7 +174,12 @@ class RedisBroker final : public Broker {
   std::atomic<bool> fetching_{true};
   std::atomic<bool> reachable_{true};
 
-  std::jthread feeder_;  // last: started after everything above exists
+  Wake feed_wake_;  // an ack left room for a batch
+  Wake ack_wake_;   // an end to write
+
+  // Last: started after everything above exists.
+  std::jthread acker_;   // writes ends to Redis
+  std::jthread feeder_;  // fetches, extends, sweeps
 };
 
 }  // namespace bulwark::detail::redis

@@ -75,24 +75,36 @@ end
 return out
 )lua"};
 
-const Script kFinish{"finish", kPrelude + R"lua(
-if not holds(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'state', ARGV[4], 'outcome', ARGV[5], 'finished_ms', ARGV[6])
-redis.call('HDEL', KEYS[1], 'owner', 'cancel')
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
-trim(KEYS[3], tonumber(ARGV[7]), ARGV[9], ARGV[8], KEYS[4])
-ended(KEYS[5], ARGV[1], ARGV[4])
-return 1
-)lua"};
-
-const Script kRetry{"retry", kPrelude + R"lua(
-if not holds(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'state', 'scheduled', 'outcome', ARGV[5], 'retry', '1')
-redis.call('HDEL', KEYS[1], 'owner')
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-return 1
+const Script kAck{"ack", kPrelude + R"lua(
+local owner, now, prefix = ARGV[1], ARGV[2], ARGV[7]
+local out = {}
+local ended_done, ended_dead = false, false
+for i = 8, #ARGV, 6 do
+  local id, attempt, how, state, outcome, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
+                                               ARGV[i + 5]
+  local key = prefix .. id
+  if not holds(key, owner, attempt) then
+    table.insert(out, 0)
+  elseif how == 'retry' then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HSET', key, 'state', 'scheduled', 'outcome', outcome, 'retry', '1')
+    redis.call('HDEL', key, 'owner')
+    redis.call('ZADD', KEYS[6], due, id)
+    table.insert(out, 1)
+  else
+    local dead = state == 'failed'
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HSET', key, 'state', state, 'outcome', outcome, 'finished_ms', now)
+    redis.call('HDEL', key, 'owner', 'cancel')
+    redis.call('ZADD', dead and KEYS[3] or KEYS[2], now, id)
+    ended(KEYS[5], id, state)
+    if dead then ended_dead = true else ended_done = true end
+    table.insert(out, 1)
+  end
+end
+if ended_done then trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], prefix, KEYS[4]) end
+if ended_dead then trim(KEYS[3], tonumber(ARGV[4]), ARGV[6], prefix, KEYS[4]) end
+return out
 )lua"};
 
 const Script kExtend{"extend", kPrelude + R"lua(

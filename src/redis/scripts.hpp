@@ -15,7 +15,7 @@
 // so a higher priority first, within one a fresh job before a retry, then
 // submit order. Exact below 2^53: up to 2^44 jobs.
 //
-// Fencing: a finish, retry or extend names the owner and the attempt number
+// Fencing: an ack or extend names the owner and the attempt number
 // it was given; if the lease was recovered and handed out again meanwhile,
 // the call changes nothing and returns 0 (its outcome is not counted).
 //
@@ -39,17 +39,18 @@ extern const Script kEnqueue;
 // number), seq, retry ("1" or "0"), created_ms.
 extern const Script kFetch;
 
-// KEYS: job, leased, done_or_dead, index, ended.
-// ARGV: id, owner, attempt, state, outcome, now_ms, keep, job_prefix, cutoff_ms.
-// Ends the job in `state` (succeeded, failed, cancelled), enters it in its
-// retention list (forgetting entries finished before `cutoff_ms`, then the
-// oldest beyond `keep`) and on the ended stream. 1, or 0 if fenced.
-extern const Script kFinish;
-
-// KEYS: job, leased, scheduled.
-// ARGV: id, owner, attempt, due_ms, outcome.
-// Schedules another attempt at `due_ms`. 1, or 0 if fenced.
-extern const Script kRetry;
+// KEYS: leased, done, dead, index, ended, scheduled.
+// ARGV: owner, now_ms, keep_done, keep_dead, done_cutoff_ms, dead_cutoff_ms,
+//       job_prefix, then six per attempt: id, attempt, how ("done" or
+//       "retry"), state (for done: succeeded, failed or cancelled), outcome,
+//       due_ms (for retry).
+// Writes the ends of a batch of attempts, each as its own transition: done
+// ends the job in `state`, enters it in its retention list and on the
+// ended stream; retry schedules another attempt at `due_ms`. Then applies
+// retention (entries finished before the cutoff, then the oldest beyond
+// `keep`) to the lists that grew. Returns 1 per attempt written, 0 per
+// attempt fenced (its lease was recovered meanwhile), in order.
+extern const Script kAck;
 
 // KEYS: job, leased.
 // ARGV: id, owner, attempt, deadline_ms.
