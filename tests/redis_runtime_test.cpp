@@ -117,6 +117,24 @@ TEST_SUITE("redis_runtime") {
     CHECK(local.load() < 60);  // b ran some of them: a's own on_finished did not hear those
   }
 
+  TEST_CASE("a process with redis.consume false submits and answers but runs nothing of the queue" *
+            doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    auto producer_options = shared(server);
+    producer_options.redis.consume = false;
+    Runtime producer(bulwark::testing::builtins(), producer_options);
+    std::vector<bulwark::JobSpec> specs(40, bulwark::JobSpec{.type = "sleep", .payload = {{"ms", 1}}});
+    const auto submitted = producer.submit_many(std::move(specs));
+    std::this_thread::sleep_for(300ms);
+    CHECK(producer.stats().queue_depth == 40);  // nobody has taken any
+    Runtime consumer(bulwark::testing::builtins(), shared(server, 2));
+    REQUIRE(producer.wait_idle(30s));
+    for (const auto& s : submitted) CHECK(producer.get(s.id)->state == JobState::succeeded);
+    CHECK(producer.stats().by_type["sleep"].succeeded == 0);
+    CHECK(consumer.stats().by_type["sleep"].succeeded == 40);
+    CHECK(producer.post([] { return 42; }).get() == 42);  // its own posted callables still run
+  }
+
   TEST_CASE("an id is taken across processes; a failing job is retried, dead-lettered and requeued" * doctest::timeout(60)) {
     bulwark::testing::RedisServer server;
     Runtime a(bulwark::testing::builtins(), shared(server));

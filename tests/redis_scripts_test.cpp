@@ -36,9 +36,10 @@ struct Queue {
 
   long long enqueue(const std::string& id, int priority = 0, long long due = 0, long long now = 1000,
                     long long capacity = 1000, int max_attempts = 3) {
-    return c.eval(redis::kEnqueue, {keys.job(id), keys.ready, keys.scheduled, keys.index, keys.seq},
-                  {id, "echo", R"({"x":1})", std::to_string(priority), std::to_string(max_attempts), "0",
-                   std::to_string(due), std::to_string(now), std::to_string(capacity)})
+    return c.eval(redis::kEnqueue, {keys.ready, keys.scheduled, keys.index, keys.seq},
+                  {std::to_string(capacity), keys.job_prefix, id, "echo", R"({"x":1})", std::to_string(priority),
+                   std::to_string(max_attempts), "0", std::to_string(due), std::to_string(now)})
+        .elements.at(0)
         .as_integer();
   }
   std::vector<Leased> fetch(const std::string& owner, int max, long long now = 1000, long long lease = 30'000) {
@@ -190,6 +191,24 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.card(q.keys.scheduled) == 1);
     CHECK(q.card(q.keys.ready) == 2);
     CHECK(q.card(q.keys.index) == 3);
+  }
+
+  TEST_CASE("one enqueue call admits a batch, each job on its own: a repeated id or a full queue refuses only it" *
+            doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    std::vector<std::string> args = {"3", q.keys.job_prefix};
+    for (const char* id : {"m1", "m2", "m1", "m3", "m4"}) {
+      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000"});
+    }
+    std::vector<long long> got;
+    for (const Value& v : q.c.eval(redis::kEnqueue, {q.keys.ready, q.keys.scheduled, q.keys.index, q.keys.seq}, args)
+                              .elements) {
+      got.push_back(v.as_integer());
+    }
+    CHECK(got == std::vector<long long>{1, 2, -1, 3, -2});  // the second m1 is a duplicate; m4 finds 3 waiting
+    CHECK(q.card(q.keys.ready) == 3);
+    CHECK(ids_of(q.fetch("p", 5)) == std::vector<std::string>{"m1", "m2", "m3"});
   }
 
   TEST_CASE("fetch hands out by priority, fresh before retry, then submit order, each once" * doctest::timeout(30)) {

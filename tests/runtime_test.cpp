@@ -127,6 +127,36 @@ TEST_SUITE("Runtime") {
     CHECK(rt.stats().rejected == 4);
   }
 
+  TEST_CASE("submit_many answers each spec as submit would, in order, and runs the accepted ones" *
+            doctest::timeout(30)) {
+    Runtime rt(builtins(), test_options(2));
+    std::vector<bulwark::JobSpec> specs;
+    for (int i = 0; i < 50; ++i) specs.push_back({.type = "echo", .payload = {{"n", i}}});
+    specs[3] = {.type = "nope"};
+    specs[7] = {.type = "echo", .payload = 7, .id = "twice"};
+    specs[8] = {.type = "echo", .payload = 8, .id = "twice"};  // the batch's own earlier job has the id
+    specs[9] = {.type = "echo", .payload = {{"n", 9}}, .delay = 100ms};
+    const auto got = rt.submit_many(std::move(specs));
+    REQUIRE(got.size() == 50);
+    CHECK(got[3].error->code == bulwark::SubmitError::Code::unknown_type);
+    CHECK(got[7].id == "twice");
+    REQUIRE_FALSE(got[8]);
+    CHECK(got[8].error->code == bulwark::SubmitError::Code::duplicate_id);
+    CHECK(got[9].state == JobState::scheduled);
+    std::set<std::string> ids;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      if (i == 3 || i == 8) continue;
+      CAPTURE(i);
+      REQUIRE(got[i]);
+      ids.insert(got[i].id);
+      const auto r = finished_record(rt, got[i].id);
+      CHECK(r.state == JobState::succeeded);
+      CHECK(r.result == (i == 7 ? json(7) : json{{"n", i}}));
+    }
+    CHECK(ids.size() == 48);  // every accepted job its own id
+    CHECK(rt.stats().rejected == 2);
+  }
+
   TEST_CASE("a full queue refuses at once with a clear error, and loses nothing accepted" * doctest::timeout(30)) {
     Gate gate;
     Registry reg;

@@ -55,6 +55,10 @@ struct RedisOptions {
   std::optional<unsigned> prefetch;         // jobs held beyond the running ones; default: workers
   std::chrono::milliseconds connect_timeout{1'000};
   std::chrono::milliseconds command_timeout{1'000};
+  // false: this process submits and answers for the shared queue but runs
+  // none of its jobs (a producer, such as a web front end); posted
+  // callables still run on its workers.
+  bool consume = true;
 };
 
 // The child worker processes that run isolated job types (isolation.*).

@@ -118,6 +118,7 @@ void read_redis(const Section& s, RedisOptions& r) {
   if (s.find("prefetch") != nullptr) s.integer("prefetch", r.prefetch.emplace(), 0, 10'000);
   s.millis("connect_timeout_ms", r.connect_timeout, 1, 60'000);
   s.millis("command_timeout_ms", r.command_timeout, 1, 60'000);
+  s.boolean("consume", r.consume);
 }
 
 }  // namespace
@@ -151,7 +152,7 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   queue.string("backend", backend, {"memory", "redis"});
   o.backend = backend == "redis" ? QueueBackend::redis : QueueBackend::memory;
   read_redis(root.child("redis", {"url", "namespace", "lease_ms", "prefetch", "connect_timeout_ms",
-                                  "command_timeout_ms"}),
+                                  "command_timeout_ms", "consume"}),
              o.redis);
   read_retry(root.child("retry", {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "backoff_multiplier",
                                   "jitter"}),

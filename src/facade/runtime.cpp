@@ -103,7 +103,7 @@ detail::redis::BrokerOptions redis_options(const RuntimeOptions& o) {
   b.lease = o.redis.lease;
   b.connect_timeout = o.redis.connect_timeout;
   b.command_timeout = o.redis.command_timeout;
-  b.workers = o.effective_workers();
+  b.workers = o.redis.consume ? o.effective_workers() : 0;  // 0: fetches nothing
   b.prefetch = o.redis.prefetch.value_or(b.workers);
   b.capacity = o.queue_capacity;
   b.max_retries = o.effective_max_concurrent_retries();
@@ -226,6 +226,10 @@ Runtime::Runtime(Registry registry, RuntimeOptions options)
 Runtime::~Runtime() { shutdown(); }
 
 Submitted Runtime::submit(JobSpec spec) { return impl_->intake.submit(std::move(spec)); }
+
+std::vector<Submitted> Runtime::submit_many(std::vector<JobSpec> specs) {
+  return impl_->intake.submit_many(std::move(specs));
+}
 
 std::optional<SubmitError> Runtime::enqueue_posted(std::shared_ptr<detail::Task> task, PostOptions options) {
   return impl_->intake.post(std::move(task), std::move(options));

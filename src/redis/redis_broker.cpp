@@ -86,25 +86,68 @@ void RedisBroker::start() {
 
 RedisBroker::~RedisBroker() { close(); }
 
-Admitted RedisBroker::admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
-                            const std::function<bool()>& record) {
-  if (!task->spec().stored) return Broker::admit(task, due, now, record);  // a posted callable: this process only
-  const TaskSpec& s = task->spec();
-  long long seq = 0;
+// The enqueue script's eight arguments for one job.
+void RedisBroker::enqueue_args(std::vector<std::string>& args, const TaskSpec& s, Clock::time_point due,
+                               const std::string& now_ms) {
+  args.insert(args.end(), {s.id, s.type, dump_line(s.payload), std::to_string(s.priority),
+                           std::to_string(s.max_attempts), std::to_string(s.timeout.count()),
+                           std::to_string(epoch_ms(due)), now_ms});
+}
+
+// Sends one enqueue call; its answer per job, or nullopt if Redis cannot be
+// reached.
+std::optional<std::vector<long long>> RedisBroker::send_enqueue(std::vector<std::string>& args) {
+  std::vector<long long> seqs;
   try {
-    seq = pool_.eval(kEnqueue, {keys_.job(s.id), keys_.ready, keys_.scheduled, keys_.index, keys_.seq},
-              {s.id, s.type, dump_line(s.payload), std::to_string(s.priority), std::to_string(s.max_attempts),
-               std::to_string(s.timeout.count()), std::to_string(epoch_ms(due)), std::to_string(epoch_ms(now)),
-               std::to_string(options_.capacity)})
-              .as_integer();
+    const Value v = pool_.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq}, args);
+    seqs.reserve(v.elements.size());
+    for (const Value& e : v.elements) seqs.push_back(e.as_integer());
   } catch (const RedisError& e) {
     if (!e.unavailable()) throw;
     reachable_.store(false, std::memory_order_release);
-    return Admitted::unavailable;
+    return std::nullopt;
   }
+  return seqs;
+}
+
+Admitted RedisBroker::admitted(long long seq, const std::function<bool()>& record) {
   if (seq == -1) return Admitted::duplicate;
   if (seq == -2) return Admitted::full;
   return record() ? Admitted::accepted : Admitted::duplicate;
+}
+
+Admitted RedisBroker::admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
+                            const std::function<bool()>& record) {
+  if (!task->spec().stored) return Broker::admit(task, due, now, record);  // a posted callable: this process only
+  std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix};
+  enqueue_args(args, task->spec(), due, std::to_string(epoch_ms(now)));
+  const auto seqs = send_enqueue(args);
+  if (!seqs || seqs->size() != 1) return Admitted::unavailable;
+  return admitted(seqs->front(), record);
+}
+
+void RedisBroker::admit_many(std::vector<Admission>& batch, Clock::time_point now) {
+  constexpr std::size_t kChunk = 1000;  // jobs per script call: Redis runs one script at a time
+  const std::string now_ms = std::to_string(epoch_ms(now));
+  std::vector<Admission*> shared;
+  for (Admission& a : batch) {
+    if (a.task->spec().stored) {
+      shared.push_back(&a);
+    } else {
+      a.result = Broker::admit(a.task, a.due, now, a.record);
+    }
+  }
+  for (std::size_t from = 0; from < shared.size(); from += kChunk) {
+    const std::size_t to = std::min(shared.size(), from + kChunk);
+    std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix};
+    args.reserve(2 + 8 * (to - from));
+    for (std::size_t i = from; i < to; ++i) enqueue_args(args, shared[i]->task->spec(), shared[i]->due, now_ms);
+    const auto seqs = send_enqueue(args);
+    for (std::size_t i = from; i < to; ++i) {
+      shared[i]->result = seqs && seqs->size() == to - from ? admitted((*seqs)[i - from], shared[i]->record)
+                                                          : Admitted::unavailable;
+    }
+  }
 }
 
 void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {

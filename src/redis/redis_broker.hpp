@@ -96,6 +96,7 @@ class RedisBroker final : public Broker {
   }
   Admitted admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
                  const std::function<bool()>& record) override;
+  void admit_many(std::vector<Admission>& batch, Clock::time_point now) override;
   std::size_t fetch(std::vector<Lease>& out, std::size_t max) override { return local_.fetch(out, max); }
   void ack(Lease lease, Ack how, Clock::time_point due = {}) override;
   void set_retry_limit(unsigned limit) override { local_.set_retry_limit(limit); }
@@ -144,6 +145,10 @@ class RedisBroker final : public Broker {
   };
 
   void release_retry_slot() noexcept override {}  // slots belong to local_'s leases
+  static void enqueue_args(std::vector<std::string>& args, const TaskSpec& s, Clock::time_point due,
+                           const std::string& now_ms);
+  std::optional<std::vector<long long>> send_enqueue(std::vector<std::string>& args);
+  static Admitted admitted(long long seq, const std::function<bool()>& record);
   static void signal(Wake& w);
   // Waits for a signal, the stop token or the timeout; true if signalled.
   static bool wait(Wake& w, std::stop_token& stop, std::chrono::milliseconds timeout);

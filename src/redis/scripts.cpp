@@ -39,20 +39,33 @@ end
 }  // namespace
 
 const Script kEnqueue{"enqueue", kPrelude + R"lua(
-if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
-if redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[9]) then return -2 end
-local seq = redis.call('INCR', KEYS[5])
-local delayed = tonumber(ARGV[7]) > tonumber(ARGV[8])
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'type', ARGV[2], 'payload', ARGV[3], 'priority', ARGV[4],
-  'max_attempts', ARGV[5], 'timeout_ms', ARGV[6], 'seq', seq, 'created_ms', ARGV[8], 'attempts', 0,
-  'state', delayed and 'scheduled' or 'queued', 'retry', '0')
-redis.call('ZADD', KEYS[4], seq, ARGV[1])
-if delayed then
-  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
-else
-  redis.call('ZADD', KEYS[2], ready_score(ARGV[4], false, seq), ARGV[1])
+local capacity, prefix = tonumber(ARGV[1]), ARGV[2]
+local waiting = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+local out = {}
+for i = 3, #ARGV, 8 do
+  local id, priority, due, now = ARGV[i], ARGV[i + 3], tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
+  local key = prefix .. id
+  if redis.call('EXISTS', key) == 1 then
+    table.insert(out, -1)
+  elseif waiting >= capacity then
+    table.insert(out, -2)
+  else
+    local seq = redis.call('INCR', KEYS[4])
+    local delayed = due > now
+    redis.call('HSET', key, 'id', id, 'type', ARGV[i + 1], 'payload', ARGV[i + 2], 'priority', priority,
+      'max_attempts', ARGV[i + 4], 'timeout_ms', ARGV[i + 5], 'seq', seq, 'created_ms', now, 'attempts', 0,
+      'state', delayed and 'scheduled' or 'queued', 'retry', '0')
+    redis.call('ZADD', KEYS[3], seq, id)
+    if delayed then
+      redis.call('ZADD', KEYS[2], due, id)
+    else
+      redis.call('ZADD', KEYS[1], ready_score(priority, false, seq), id)
+    end
+    waiting = waiting + 1
+    table.insert(out, seq)
+  end
 end
-return seq
+return out
 )lua"};
 
 const Script kFetch{"fetch", kPrelude + R"lua(

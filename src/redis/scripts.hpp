@@ -26,9 +26,11 @@
 
 namespace bulwark::detail::redis {
 
-// KEYS: job, ready, scheduled, index, seq.
-// ARGV: id, type, payload, priority, max_attempts, timeout_ms, due_ms, now_ms, capacity.
-// Returns the job's sequence number; -1 if the id is taken; -2 if
+// KEYS: ready, scheduled, index, seq.
+// ARGV: capacity, job_prefix, then eight per job: id, type, payload,
+//       priority, max_attempts, timeout_ms, due_ms, now_ms.
+// Admits a batch, each job as its own transition: per job, its sequence
+// number; -1 if the id is taken (an earlier job of the batch counts); -2 if
 // `capacity` jobs are already waiting (ready + scheduled).
 extern const Script kEnqueue;
 

@@ -79,6 +79,15 @@ enum class Admitted {
   unavailable,  // the backend cannot be reached (a networked broker)
 };
 
+// One job of a batch admission (Broker::admit_many): in, the task, when it
+// is due and how to record it (as for admit); out, the result.
+struct Admission {
+  TaskPtr task;
+  Clock::time_point due;
+  std::function<bool()> record;
+  Admitted result = Admitted::accepted;
+};
+
 // How an attempt's lease ends.
 enum class Ack {
   done,   // terminal: the job is not waiting any more
@@ -104,6 +113,11 @@ class Broker {
   // duplicate check and queue in one transaction, then calls `record`.
   virtual Admitted admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
                          const std::function<bool()>& record);
+  // Admits each job of a batch as admit() would, in order, and sets its
+  // result; a networked broker sends the batch in one round trip.
+  virtual void admit_many(std::vector<Admission>& batch, Clock::time_point now) {
+    for (Admission& a : batch) a.result = admit(a.task, a.due, now, a.record);
+  }
 
   // Up to `max` ready jobs, highest priority first, fresh before retries;
   // blocks until there is at least one. Appends to `out`; returns how many

@@ -96,35 +96,84 @@ std::optional<SubmitError> Intake::post(std::shared_ptr<Task> task, PostOptions 
   return std::nullopt;
 }
 
-std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::milliseconds delay) {
-  const Gate gate(*this);
-  if (!gate.open()) return error(SubmitError::Code::shutting_down, "the runtime is shutting down");
-  TaskSpec& s = task->prepare();  // not shared yet: admission publishes it
+void Intake::stamp(Task& task, std::chrono::milliseconds delay, Clock::time_point now) {
+  TaskSpec& s = task.prepare();  // not shared yet: admission publishes it
   s.seq = next_seq_.fetch_add(1, std::memory_order_relaxed) + 1;
   if (s.id.empty()) s.id = id_prefix_ + std::to_string(s.seq);
-  task->set_state(delay.count() > 0 ? JobState::scheduled : JobState::queued);
-  const auto now = Clock::now();
-  task->prepare_record().created_at = to_wall(now);
-  task->set_ready_at(now + delay);
-  // [this, &task]: two pointers fit std::function's inline buffer, so
-  // passing it allocates nothing on the submit path.
-  const auto record = [this, &task] {
-    if (task->spec().stored && !store_.insert(task)) return false;
-    completion_.count_accepted();
-    submitted_.fetch_add(1, std::memory_order_relaxed);
-    task->type_entry()->counters.submitted.fetch_add(1, std::memory_order_relaxed);
-    return true;
-  };
-  switch (broker_.admit(task, now + delay, now, record)) {
+  task.set_state(delay.count() > 0 ? JobState::scheduled : JobState::queued);
+  task.prepare_record().created_at = to_wall(now);
+  task.set_ready_at(now + delay);
+}
+
+bool Intake::record(const TaskPtr& task) {
+  if (task->spec().stored && !store_.insert(task)) return false;
+  completion_.count_accepted();
+  submitted_.fetch_add(1, std::memory_order_relaxed);
+  task->type_entry()->counters.submitted.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+std::optional<SubmitError> Intake::refusal(Admitted result, const JobId& id) const {
+  switch (result) {
     case Admitted::accepted: return std::nullopt;
     case Admitted::full:
       return error(SubmitError::Code::queue_full, "the queue is full (" + std::to_string(broker_.capacity()) +
                                                       " jobs waiting, queue.capacity): retry later");
     case Admitted::duplicate:
-      return error(SubmitError::Code::duplicate_id, "id '" + s.id + "' is already used by another job");
+      return error(SubmitError::Code::duplicate_id, "id '" + id + "' is already used by another job");
     case Admitted::unavailable: break;
   }
   return error(SubmitError::Code::backend_unavailable, "the job queue's backend cannot be reached: retry later");
+}
+
+std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::milliseconds delay) {
+  const Gate gate(*this);
+  if (!gate.open()) return error(SubmitError::Code::shutting_down, "the runtime is shutting down");
+  const auto now = Clock::now();
+  stamp(*task, delay, now);
+  // [this, &task]: two pointers fit std::function's inline buffer, so
+  // passing it allocates nothing on the submit path.
+  const auto recorder = [this, &task] { return record(task); };
+  return refusal(broker_.admit(task, now + delay, now, recorder), task->id());
+}
+
+std::vector<Submitted> Intake::submit_many(std::vector<JobSpec> specs) {
+  std::vector<Submitted> out(specs.size());
+  std::vector<Admission> batch;
+  std::vector<std::size_t> slot;  // out's index of each batch entry
+  batch.reserve(specs.size());
+  slot.reserve(specs.size());
+  const Gate gate(*this);
+  const auto now = Clock::now();
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    JobSpec& spec = specs[i];
+    TypeEntry* type = types_.find(spec.type);
+    if (auto problem = check(spec, type)) {
+      out[i] = reject(std::move(*problem));
+      continue;
+    }
+    if (!gate.open()) {
+      out[i] = reject(error(SubmitError::Code::shutting_down, "the runtime is shutting down"));
+      continue;
+    }
+    auto task = make_task(*type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type->policy.max_attempts),
+                          spec.timeout, std::move(spec.payload));
+    stamp(*task, spec.delay, now);
+    batch.push_back(Admission{std::move(task), now + spec.delay, {}});
+    // The entry's own task: batch was reserved whole, so it never moves.
+    batch.back().record = [this, t = &batch.back().task] { return record(*t); };
+    slot.push_back(i);
+  }
+  if (!batch.empty()) broker_.admit_many(batch, now);
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    const TaskPtr& task = batch[k].task;
+    if (auto e = refusal(batch[k].result, task->id())) {
+      out[slot[k]] = reject(std::move(*e));
+    } else {
+      out[slot[k]] = Submitted{task->id(), batch[k].due > now ? JobState::scheduled : JobState::queued, std::nullopt};
+    }
+  }
+  return out;
 }
 
 std::shared_ptr<Task> Intake::make_task(TypeEntry& type, JobId id, int priority, int max_attempts,

@@ -36,6 +36,9 @@ class Intake {
          JobStore& store, Completion& completion);
 
   Submitted submit(JobSpec spec);
+  // Each spec as submit() would answer it, in order; the broker admits the
+  // valid ones as one batch.
+  std::vector<Submitted> submit_many(std::vector<JobSpec> specs);
   std::optional<SubmitError> post(std::shared_ptr<Task> task, PostOptions options);
   RequeueResult requeue(const TaskPtr& task);
 
@@ -83,6 +86,11 @@ class Intake {
   std::shared_ptr<Task> make_task(TypeEntry& type, JobId id, int priority, int max_attempts,
                                   std::chrono::milliseconds timeout, nlohmann::json payload) const;
   std::optional<SubmitError> accept(TaskPtr task, std::chrono::milliseconds delay);
+  // Numbers and names a job about to be admitted, sets its state and times.
+  void stamp(Task& task, std::chrono::milliseconds delay, Clock::time_point now);
+  // Records an admitted job and counts it in (false: its id is taken).
+  bool record(const TaskPtr& task);
+  std::optional<SubmitError> refusal(Admitted result, const JobId& id) const;
   Submitted reject(SubmitError error);
 
   const RuntimeOptions& options_;

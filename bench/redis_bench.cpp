@@ -1,0 +1,194 @@
+// bulwark_redis_bench: bulwark's side of `make bench-redis` (the driver,
+// bench/redis/compare.py, runs it next to BullMQ and Celery on the same
+// redis-server and prints the table).
+//
+// One run: this process (and --processes - 1 helpers, forked copies of this
+// binary) share one queue (queue.backend "redis", a fresh namespace). This
+// process submits --jobs no-op jobs, one submit per job as a client would,
+// while every process runs them; the clock stops when Redis holds the end
+// of the last one. With --fail-every K, every K-th job throws on its first
+// attempt and succeeds on its retry (backoff 1 ms). Prints one JSON line:
+// jobs/s end to end, submit round-trip percentiles and the Redis commands
+// per job as Redis counted them (INFO commandstats, scripts' own calls
+// included, minus this program's polling).
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "bulwark/runtime.hpp"
+#include "redis/connection.hpp"
+#include "redis/keys.hpp"
+
+namespace {
+
+namespace redis = bulwark::detail::redis;
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  std::string url = "redis://127.0.0.1:6379/0";
+  std::string ns;
+  std::string role = "main";
+  long jobs = 20'000;
+  unsigned processes = 1;
+  unsigned workers = 2;
+  unsigned prefetch = 0;  // 0: the default (= workers)
+  long fail_every = 0;    // 0: none fail
+};
+
+bulwark::Registry registry() {
+  bulwark::Registry r;
+  r.add("noop", [](bulwark::JobContext& ctx, const nlohmann::json& payload) -> nlohmann::json {
+    if (ctx.attempt() == 1 && payload.is_object() && payload.value("fail", false)) {
+      throw std::runtime_error("fails once");
+    }
+    return nullptr;
+  });
+  return r;
+}
+
+bulwark::RuntimeOptions options(const Args& a) {
+  bulwark::RuntimeOptions o;
+  o.workers = a.workers;
+  o.backend = bulwark::QueueBackend::redis;
+  o.redis.url = a.url;
+  o.redis.ns = a.ns;
+  if (a.prefetch > 0) o.redis.prefetch = a.prefetch;
+  o.queue_capacity = static_cast<std::size_t>(a.jobs) + 1000;
+  o.retention_max_finished = static_cast<std::size_t>(a.jobs) + 1000;
+  o.retry.max_attempts = 2;
+  o.retry.initial = std::chrono::milliseconds(1);
+  o.retry.max = std::chrono::milliseconds(1);
+  o.retry.jitter = 0;
+  o.capture_traces = false;  // the peers record no traces either
+  o.logging.level = "off";
+  return o;
+}
+
+// Total calls of every command Redis has run (INFO commandstats).
+long long commands_processed(redis::Connection& c) {
+  const std::string info = c.command({"INFO", "commandstats"}).str;
+  long long total = 0;
+  for (std::size_t at = info.find("calls="); at != std::string::npos; at = info.find("calls=", at + 6)) {
+    total += std::atoll(info.c_str() + at + 6);
+  }
+  return total;
+}
+
+int helper(const Args& a) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  bulwark::Runtime runtime(registry(), options(a));
+  int sig = 0;
+  sigwait(&set, &sig);
+  runtime.shutdown(std::chrono::seconds(5));
+  return 0;
+}
+
+pid_t spawn_helper(const char* self, const Args& a) {
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  const std::string workers = std::to_string(a.workers), prefetch = std::to_string(a.prefetch),
+                    jobs = std::to_string(a.jobs);
+  ::execl("/proc/self/exe", self, "--role", "helper", "--url", a.url.c_str(), "--ns", a.ns.c_str(), "--workers", workers.c_str(),
+          "--prefetch", prefetch.c_str(), "--jobs", jobs.c_str(), static_cast<char*>(nullptr));
+  ::_exit(127);
+}
+
+double percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  const auto k = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+  return v[k];
+}
+
+int run_main(const char* self, const Args& a) {
+  const auto address = redis::parse_url(a.url);
+  if (!address) throw std::runtime_error("bad --url");
+  redis::Connection probe(*address, std::chrono::seconds(2), std::chrono::seconds(10));
+  const redis::Keys keys(a.ns);
+  std::vector<pid_t> helpers;
+  for (unsigned i = 1; i < a.processes; ++i) helpers.push_back(spawn_helper(self, a));
+  bulwark::Runtime runtime(registry(), options(a));
+  // Every process registered (each heartbeats at start) before the clock runs.
+  while (probe.command({"ZCARD", keys.processes}).as_integer() < static_cast<long long>(a.processes)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+
+  const long long commands_before = commands_processed(probe);
+  long long polls = 0;
+  std::vector<double> submit_us;
+  submit_us.reserve(static_cast<std::size_t>(a.jobs));
+  const auto start = Clock::now();
+  for (long i = 0; i < a.jobs; ++i) {
+    bulwark::JobSpec spec{.type = "noop"};
+    if (a.fail_every > 0 && i % a.fail_every == 0) spec.payload = {{"fail", true}};
+    const auto t = Clock::now();
+    const bulwark::Submitted s = runtime.submit(std::move(spec));
+    submit_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+    if (!s) throw std::runtime_error("submit refused: " + s.error->message);
+  }
+  for (;;) {
+    const auto ended = probe.pipeline({{"ZCARD", keys.done}, {"ZCARD", keys.dead}});
+    polls += 2;
+    if (ended[0].as_integer() + ended[1].as_integer() >= a.jobs) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const long long commands = commands_processed(probe) - commands_before - polls - 1;
+  const long long failed = probe.command({"ZCARD", keys.dead}).as_integer();
+
+  for (pid_t pid : helpers) ::kill(pid, SIGTERM);
+  for (pid_t pid : helpers) ::waitpid(pid, nullptr, 0);
+  runtime.shutdown(std::chrono::seconds(5));
+
+  nlohmann::ordered_json out = {{"system", "bulwark"},
+                                {"processes", a.processes},
+                                {"workers_per_process", a.workers},
+                                {"jobs", a.jobs},
+                                {"fail_every", a.fail_every},
+                                {"seconds", seconds},
+                                {"jobs_per_s", static_cast<double>(a.jobs) / seconds},
+                                {"submit_p50_us", percentile(submit_us, 0.50)},
+                                {"submit_p99_us", percentile(submit_us, 0.99)},
+                                {"redis_commands_per_job", static_cast<double>(commands) / static_cast<double>(a.jobs)},
+                                {"dead", failed}};
+  std::cout << out.dump() << std::endl;
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  CLI::App app{"bulwark's side of make bench-redis: N jobs through a queue shared on Redis"};
+  app.add_option("--url", a.url, "Redis URL");
+  app.add_option("--ns", a.ns, "namespace (default: a fresh one)");
+  app.add_option("--role", a.role, "main, or helper (a process that only runs jobs)");
+  app.add_option("--jobs", a.jobs, "jobs to submit")->check(CLI::Range(1L, 100'000'000L));
+  app.add_option("--processes", a.processes, "processes sharing the queue")->check(CLI::Range(1, 64));
+  app.add_option("--workers", a.workers, "workers per process")->check(CLI::Range(1, 1024));
+  app.add_option("--prefetch", a.prefetch, "redis.prefetch (0: the default, = workers)");
+  app.add_option("--fail-every", a.fail_every, "every K-th job fails once (0: none)");
+  CLI11_PARSE(app, argc, argv);
+  if (a.ns.empty()) a.ns = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(Clock::now().time_since_epoch().count());
+  try {
+    return a.role == "helper" ? helper(a) : run_main(argv[0], a);
+  } catch (const std::exception& e) {
+    std::cerr << "bulwark_redis_bench: " << e.what() << "\n";
+    return 2;
+  }
+}
