@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run demo test test-asan test-tsan fuzz check-clang check-layers bench bench-quick clean
+.PHONY: all deps build run demo test test-asan test-tsan fuzz check-clang check-layers bench bench-quick bench-redis clean
 
 all: build
 
@@ -101,6 +101,16 @@ bench-quick: $(BUILD)/bench/build.ninja
 	@scripts/install-deps.sh bench
 	cmake --build $(BUILD)/bench -j $(JOBS)
 	$(BUILD)/bench/bench/bulwark_bench --quick --out $(BUILD)/bench-quick.json
+
+# bulwark on a shared Redis queue against BullMQ and Celery on the same
+# redis-server (bench/redis/compare.py). BENCH_REDIS_ARGS="--reps 1 --jobs
+# 20000" for a quick look.
+bench-redis: $(BUILD)/bench/build.ninja
+	@scripts/install-deps.sh bench redis-bench
+	cmake --build $(BUILD)/bench -j $(JOBS) --target bulwark_redis_bench
+	cd bench/redis && { [ -d node_modules/bullmq ] || npm ci --no-audit --no-fund --loglevel=error; }
+	/usr/bin/python3 bench/redis/compare.py --bench $(BUILD)/bench/bench/bulwark_redis_bench \
+	  --out bench/results/redis-latest.json $(BENCH_REDIS_ARGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -2,11 +2,13 @@
 // bench/redis/compare.py, runs it next to BullMQ and Celery on the same
 // redis-server and prints the table).
 //
-// One run: this process (and --processes - 1 helpers, forked copies of this
-// binary) share one queue (queue.backend "redis", a fresh namespace). This
-// process submits --jobs no-op jobs, one submit per job as a client would,
-// while every process runs them; the clock stops when Redis holds the end
-// of the last one. With --fail-every K, every K-th job throws on its first
+// One run: --processes worker processes (forked copies of this binary, each
+// with --workers threads) and this process, a producer that runs nothing
+// (redis.consume false), share one queue (queue.backend "redis", a fresh
+// namespace). Once every worker process is up, this process submits --jobs
+// no-op jobs, one submit() per job as a client would ("single") or with
+// submit_many in chunks of 1,000 ("bulk"); the clock runs from the first
+// submit until Redis holds the end of the last job. With --fail-every K, every K-th job throws on its first
 // attempt and succeeds on its retry (backoff 1 ms). Prints one JSON line:
 // jobs/s end to end, submit round-trip percentiles and the Redis commands
 // per job as Redis counted them (INFO commandstats, scripts' own calls
@@ -40,6 +42,7 @@ struct Args {
   std::string url = "redis://127.0.0.1:6379/0";
   std::string ns;
   std::string role = "main";
+  std::string mode = "single";
   long jobs = 20'000;
   unsigned processes = 1;
   unsigned workers = 2;
@@ -65,13 +68,14 @@ bulwark::RuntimeOptions options(const Args& a) {
   o.redis.url = a.url;
   o.redis.ns = a.ns;
   if (a.prefetch > 0) o.redis.prefetch = a.prefetch;
+  o.redis.consume = a.role == "helper";
   o.queue_capacity = static_cast<std::size_t>(a.jobs) + 1000;
   o.retention_max_finished = static_cast<std::size_t>(a.jobs) + 1000;
   o.retry.max_attempts = 2;
   o.retry.initial = std::chrono::milliseconds(1);
   o.retry.max = std::chrono::milliseconds(1);
   o.retry.jitter = 0;
-  o.capture_traces = false;  // the peers record no traces either
+  o.capture_traces = true;  // as users run it: every failure keeps its throw-site trace
   o.logging.level = "off";
   return o;
 }
@@ -121,10 +125,10 @@ int run_main(const char* self, const Args& a) {
   redis::Connection probe(*address, std::chrono::seconds(2), std::chrono::seconds(10));
   const redis::Keys keys(a.ns);
   std::vector<pid_t> helpers;
-  for (unsigned i = 1; i < a.processes; ++i) helpers.push_back(spawn_helper(self, a));
+  for (unsigned i = 0; i < a.processes; ++i) helpers.push_back(spawn_helper(self, a));
   bulwark::Runtime runtime(registry(), options(a));
   // Every process registered (each heartbeats at start) before the clock runs.
-  while (probe.command({"ZCARD", keys.processes}).as_integer() < static_cast<long long>(a.processes)) {
+  while (probe.command({"ZCARD", keys.processes}).as_integer() < static_cast<long long>(a.processes) + 1) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 
@@ -133,14 +137,28 @@ int run_main(const char* self, const Args& a) {
   std::vector<double> submit_us;
   submit_us.reserve(static_cast<std::size_t>(a.jobs));
   const auto start = Clock::now();
-  for (long i = 0; i < a.jobs; ++i) {
+  const auto spec_of = [&](long i) {
     bulwark::JobSpec spec{.type = "noop"};
     if (a.fail_every > 0 && i % a.fail_every == 0) spec.payload = {{"fail", true}};
-    const auto t = Clock::now();
-    const bulwark::Submitted s = runtime.submit(std::move(spec));
-    submit_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
-    if (!s) throw std::runtime_error("submit refused: " + s.error->message);
+    return spec;
+  };
+  if (a.mode == "bulk") {
+    for (long i = 0; i < a.jobs; i += 1000) {
+      std::vector<bulwark::JobSpec> chunk;
+      for (long j = i; j < std::min(a.jobs, i + 1000); ++j) chunk.push_back(spec_of(j));
+      for (const bulwark::Submitted& s : runtime.submit_many(std::move(chunk))) {
+        if (!s) throw std::runtime_error("submit refused: " + s.error->message);
+      }
+    }
+  } else {
+    for (long i = 0; i < a.jobs; ++i) {
+      const auto t = Clock::now();
+      const bulwark::Submitted s = runtime.submit(spec_of(i));
+      submit_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+      if (!s) throw std::runtime_error("submit refused: " + s.error->message);
+    }
   }
+  const double submit_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   for (;;) {
     const auto ended = probe.pipeline({{"ZCARD", keys.done}, {"ZCARD", keys.dead}});
     polls += 2;
@@ -156,14 +174,16 @@ int run_main(const char* self, const Args& a) {
   runtime.shutdown(std::chrono::seconds(5));
 
   nlohmann::ordered_json out = {{"system", "bulwark"},
+                                {"mode", a.mode},
                                 {"processes", a.processes},
                                 {"workers_per_process", a.workers},
                                 {"jobs", a.jobs},
                                 {"fail_every", a.fail_every},
                                 {"seconds", seconds},
                                 {"jobs_per_s", static_cast<double>(a.jobs) / seconds},
-                                {"submit_p50_us", percentile(submit_us, 0.50)},
-                                {"submit_p99_us", percentile(submit_us, 0.99)},
+                                {"submit_seconds", submit_seconds},
+                                {"submit_p50_us", submit_us.empty() ? nlohmann::json() : nlohmann::json(percentile(submit_us, 0.50))},
+                                {"submit_p99_us", submit_us.empty() ? nlohmann::json() : nlohmann::json(percentile(submit_us, 0.99))},
                                 {"redis_commands_per_job", static_cast<double>(commands) / static_cast<double>(a.jobs)},
                                 {"dead", failed}};
   std::cout << out.dump() << std::endl;
@@ -178,8 +198,10 @@ int main(int argc, char** argv) {
   app.add_option("--url", a.url, "Redis URL");
   app.add_option("--ns", a.ns, "namespace (default: a fresh one)");
   app.add_option("--role", a.role, "main, or helper (a process that only runs jobs)");
+  app.add_option("--mode", a.mode, "single (one submit per job) or bulk (submit_many, 1,000 a call)")
+      ->check(CLI::IsMember({"single", "bulk"}));
   app.add_option("--jobs", a.jobs, "jobs to submit")->check(CLI::Range(1L, 100'000'000L));
-  app.add_option("--processes", a.processes, "processes sharing the queue")->check(CLI::Range(1, 64));
+  app.add_option("--processes", a.processes, "worker processes sharing the queue")->check(CLI::Range(1, 64));
   app.add_option("--workers", a.workers, "workers per process")->check(CLI::Range(1, 1024));
   app.add_option("--prefetch", a.prefetch, "redis.prefetch (0: the default, = workers)");
   app.add_option("--fail-every", a.fail_every, "every K-th job fails once (0: none)");

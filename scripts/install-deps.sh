@@ -13,12 +13,19 @@ packages=(
   redis-server    # started by the tests of the redis backend (never as a system service)
 )
 # Extra groups: `install-deps.sh bench` adds the benchmark peers, `fuzz` the
-# libFuzzer toolchain (clang 14 and its runtime).
+# libFuzzer toolchain (clang 14 and its runtime), `redis-bench` the peers of
+# `make bench-redis` (Node for BullMQ, whose package comes from npm with
+# bench/redis/package-lock.json; Celery and its Redis client).
 for group in "$@"; do
   case "$group" in
     bench) packages+=(libtbb-dev libbenchmark-dev gnuplot-nox) ;;
     fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;
-    *) echo "install-deps.sh: unknown group '$group' (known: bench, fuzz)" >&2; exit 2 ;;
+    redis-bench)
+      packages+=(python3-celery python3-redis)
+      command -v node >/dev/null || packages+=(nodejs)  # a Node installed another way will do
+      command -v npm >/dev/null || packages+=(npm)
+      ;;
+    *) echo "install-deps.sh: unknown group '$group' (known: bench, fuzz, redis-bench)" >&2; exit 2 ;;
   esac
 done
 

@@ -76,11 +76,15 @@ for i = 1, #popped, 2 do
   local id = popped[i]
   local key = ARGV[5] .. id
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
-                       'retry', 'created_ms')
+                       'retry', 'created_ms', 'attempts', 'started_ms')
   if f[1] == 'queued' then
-    local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('HSET', key, 'state', 'running', 'owner', ARGV[4], 'retry', '0')
-    redis.call('HSETNX', key, 'started_ms', ARGV[2])
+    local attempts = tonumber(f[10]) + 1
+    if f[11] then
+      redis.call('HSET', key, 'state', 'running', 'owner', ARGV[4], 'retry', '0', 'attempts', attempts)
+    else
+      redis.call('HSET', key, 'state', 'running', 'owner', ARGV[4], 'retry', '0', 'attempts', attempts,
+                 'started_ms', ARGV[2])
+    end
     redis.call('ZADD', KEYS[2], deadline, id)
     table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], tostring(attempts), f[7], f[8], f[9]})
   end
@@ -101,14 +105,12 @@ for i = 8, #ARGV, 6 do
   elseif how == 'retry' then
     redis.call('ZREM', KEYS[1], id)
     redis.call('HSET', key, 'state', 'scheduled', 'outcome', outcome, 'retry', '1')
-    redis.call('HDEL', key, 'owner')
     redis.call('ZADD', KEYS[6], due, id)
     table.insert(out, 1)
   else
     local dead = state == 'failed'
     redis.call('ZREM', KEYS[1], id)
     redis.call('HSET', key, 'state', state, 'outcome', outcome, 'finished_ms', now)
-    redis.call('HDEL', key, 'owner', 'cancel')
     redis.call('ZADD', dead and KEYS[3] or KEYS[2], now, id)
     ended(KEYS[5], id, state)
     if dead then ended_dead = true else ended_done = true end

@@ -4,8 +4,9 @@
 //
 // A job's hash holds: id, type, payload (JSON text), priority, max_attempts,
 // timeout_ms, seq, created_ms, attempts, state, owner (the process holding
-// its lease), retry ("1" while it waits as a retry), cancel ("1" when a stop
-// was asked for while it ran), started_ms, finished_ms, and outcome (JSON
+// its lease, or that held it last), retry ("1" while it waits as a retry),
+// cancel ("1" when a stop was asked for while it ran), started_ms,
+// finished_ms, and outcome (JSON
 // text the runner wrote: result, error, cleanup_errors, duration_ms).
 //
 // Ended stream: every terminal write appends {id, state} to `{ns}:ended`
