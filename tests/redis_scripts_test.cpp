@@ -113,10 +113,12 @@ struct Queue {
   std::vector<std::string> ended() {
     std::vector<std::string> out;
     for (const Value& entry : c.command({"XRANGE", keys.ended, "-", "+"}).elements) {
-      const Value& f = entry.elements.at(1);
-      std::string line = f.elements.at(1).str;
-      line.append("=").append(f.elements.at(3).str);
-      out.push_back(std::move(line));
+      const Value& f = entry.elements.at(1);  // id, state, id, state, ...
+      for (std::size_t i = 0; i + 1 < f.elements.size(); i += 2) {
+        std::string line = f.elements[i].str;
+        line.append("=").append(f.elements[i + 1].str);
+        out.push_back(std::move(line));
+      }
     }
     return out;
   }

@@ -56,13 +56,11 @@ bool EndFeed::read_batch(Connection& c) {
   std::vector<End> ends;
   for (const Value& entry : got.elements.at(0).elements.at(1).elements) {
     last_ = entry.elements.at(0).str;
-    const Value& fields = entry.elements.at(1);
-    End e;
+    const Value& fields = entry.elements.at(1);  // id, state, id, state, ...
     for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
-      if (fields.elements[i].str == "id") e.id = fields.elements[i + 1].str;
-      if (fields.elements[i].str == "state") e.state = fields.elements[i + 1].str;
+      const std::string& id = fields.elements[i].str;
+      if (!id.empty() && (!wanted_ || wanted_(id))) ends.push_back(End{id, fields.elements[i + 1].str});
     }
-    if (!e.id.empty() && (!wanted_ || wanted_(e.id))) ends.push_back(std::move(e));
   }
   if (ends.empty()) return true;
   std::vector<std::vector<std::string>> reads;

@@ -7,7 +7,8 @@
 // listener that wants only some jobs says so with `wanted`, asked before
 // the record is read. While Redis is unreachable the feed retries with
 // backoff and goes on where it stopped; it misses only ends the stream
-// dropped meanwhile (it keeps about the newest 100,000).
+// dropped meanwhile (it keeps about the newest 10,000 entries, each the
+// ends of one script call).
 //
 // Thread-safe: start() and stop() from the owner; the listener runs on the
 // feed's thread. stop() blocks up to one read (the command timeout).

@@ -11,7 +11,8 @@
 //   {ns}:seq          counter: the submit sequence
 //   {ns}:done         zset: succeeded and cancelled jobs by finish ms (retention)
 //   {ns}:dead         zset: failed jobs (dead letters) by finish ms (retention)
-//   {ns}:ended        stream: {id, state} of every end, capped near 100,000
+//   {ns}:ended        stream: every end, an entry per script call with the
+//                     ids as fields and their states as values (near 10,000 entries)
 //   {ns}:cancel       pub/sub channel: ids of running jobs asked to stop
 //   {ns}:processes    zset: processes by last heartbeat ms
 //   {ns}:process:<id> hash: one process (host, pid, workers, started_ms, version)

@@ -26,9 +26,20 @@ local function trim(zset, keep, cutoff, job_prefix, index)
   local excess = redis.call('ZCARD', zset) - keep
   if excess > 0 then forget(zset, redis.call('ZRANGE', zset, 0, excess - 1), job_prefix, index) end
 end
--- Every end goes on the ended stream, for whoever follows ends.
+-- Ends go on the ended stream, for whoever follows ends: one entry per
+-- call, its fields the ids ended and its values their states.
+local function ended_many(stream, pairs)
+  if #pairs > 0 then redis.call('XADD', stream, 'MAXLEN', '~', 10000, '*', unpack(pairs)) end
+end
 local function ended(stream, id, state)
-  redis.call('XADD', stream, 'MAXLEN', '~', 100000, '*', 'id', id, 'state', state)
+  ended_many(stream, {id, state})
+end
+-- One command for many arguments (`args` flat, an even count per call so
+-- score/member pairs stay whole), in slices Lua's stack can take.
+local function bulk(command, key, args)
+  for i = 1, #args, 4000 do
+    redis.call(command, key, unpack(args, i, math.min(i + 3999, #args)))
+  end
 end
 local function holds(key, owner, attempt)
   local f = redis.call('HMGET', key, 'owner', 'attempts', 'state')
@@ -41,35 +52,52 @@ end
 const Script kEnqueue{"enqueue", kPrelude + R"lua(
 local capacity, prefix = tonumber(ARGV[1]), ARGV[2]
 local waiting = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-local out = {}
+local out, taken, accepted = {}, {}, 0
 for i = 3, #ARGV, 8 do
-  local id, priority, due, now = ARGV[i], ARGV[i + 3], tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
-  local key = prefix .. id
-  if redis.call('EXISTS', key) == 1 then
+  local id = ARGV[i]
+  if taken[id] or redis.call('EXISTS', prefix .. id) == 1 then
     table.insert(out, -1)
   elseif waiting >= capacity then
     table.insert(out, -2)
   else
-    local seq = redis.call('INCR', KEYS[4])
-    local delayed = due > now
-    redis.call('HSET', key, 'id', id, 'type', ARGV[i + 1], 'payload', ARGV[i + 2], 'priority', priority,
-      'max_attempts', ARGV[i + 4], 'timeout_ms', ARGV[i + 5], 'seq', seq, 'created_ms', now, 'attempts', 0,
-      'state', delayed and 'scheduled' or 'queued', 'retry', '0')
-    redis.call('ZADD', KEYS[3], seq, id)
-    if delayed then
-      redis.call('ZADD', KEYS[2], due, id)
-    else
-      redis.call('ZADD', KEYS[1], ready_score(priority, false, seq), id)
-    end
+    taken[id] = true
     waiting = waiting + 1
-    table.insert(out, seq)
+    accepted = accepted + 1
+    table.insert(out, 0)  -- its sequence number below
   end
 end
+if accepted == 0 then return out end
+local seq = redis.call('INCRBY', KEYS[4], accepted) - accepted
+local index, ready, scheduled = {}, {}, {}
+for k, i in ipairs(out) do
+  if i == 0 then
+    local a = 3 + (k - 1) * 8
+    local id, priority, due, now = ARGV[a], ARGV[a + 3], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+    seq = seq + 1
+    out[k] = seq
+    local delayed = due > now
+    redis.call('HSET', prefix .. id, 'id', id, 'type', ARGV[a + 1], 'payload', ARGV[a + 2], 'priority', priority,
+      'max_attempts', ARGV[a + 4], 'timeout_ms', ARGV[a + 5], 'seq', seq, 'created_ms', ARGV[a + 7], 'attempts', 0,
+      'state', delayed and 'scheduled' or 'queued', 'retry', '0')
+    table.insert(index, seq)
+    table.insert(index, id)
+    if delayed then
+      table.insert(scheduled, due)
+      table.insert(scheduled, id)
+    else
+      table.insert(ready, ready_score(priority, false, seq))
+      table.insert(ready, id)
+    end
+  end
+end
+bulk('ZADD', KEYS[3], index)
+bulk('ZADD', KEYS[1], ready)
+bulk('ZADD', KEYS[2], scheduled)
 return out
 )lua"};
 
 const Script kFetch{"fetch", kPrelude + R"lua(
-local out = {}
+local out, leased = {}, {}
 local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))
 local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
 for i = 1, #popped, 2 do
@@ -85,40 +113,48 @@ for i = 1, #popped, 2 do
       redis.call('HSET', key, 'state', 'running', 'owner', ARGV[4], 'retry', '0', 'attempts', attempts,
                  'started_ms', ARGV[2])
     end
-    redis.call('ZADD', KEYS[2], deadline, id)
+    table.insert(leased, deadline)
+    table.insert(leased, id)
     table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], tostring(attempts), f[7], f[8], f[9]})
   end
 end
+bulk('ZADD', KEYS[2], leased)
 return out
 )lua"};
 
 const Script kAck{"ack", kPrelude + R"lua(
 local owner, now, prefix = ARGV[1], ARGV[2], ARGV[7]
-local out = {}
-local ended_done, ended_dead = false, false
+local out, unleased, done, dead, scheduled, ends = {}, {}, {}, {}, {}, {}
 for i = 8, #ARGV, 6 do
   local id, attempt, how, state, outcome, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
                                                ARGV[i + 5]
   local key = prefix .. id
   if not holds(key, owner, attempt) then
     table.insert(out, 0)
-  elseif how == 'retry' then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('HSET', key, 'state', 'scheduled', 'outcome', outcome, 'retry', '1')
-    redis.call('ZADD', KEYS[6], due, id)
-    table.insert(out, 1)
   else
-    local dead = state == 'failed'
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('HSET', key, 'state', state, 'outcome', outcome, 'finished_ms', now)
-    redis.call('ZADD', dead and KEYS[3] or KEYS[2], now, id)
-    ended(KEYS[5], id, state)
-    if dead then ended_dead = true else ended_done = true end
+    table.insert(unleased, id)
+    if how == 'retry' then
+      redis.call('HSET', key, 'state', 'scheduled', 'outcome', outcome, 'retry', '1')
+      table.insert(scheduled, due)
+      table.insert(scheduled, id)
+    else
+      redis.call('HSET', key, 'state', state, 'outcome', outcome, 'finished_ms', now)
+      local list = state == 'failed' and dead or done
+      table.insert(list, now)
+      table.insert(list, id)
+      table.insert(ends, id)
+      table.insert(ends, state)
+    end
     table.insert(out, 1)
   end
 end
-if ended_done then trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], prefix, KEYS[4]) end
-if ended_dead then trim(KEYS[3], tonumber(ARGV[4]), ARGV[6], prefix, KEYS[4]) end
+bulk('ZREM', KEYS[1], unleased)
+bulk('ZADD', KEYS[6], scheduled)
+bulk('ZADD', KEYS[2], done)
+bulk('ZADD', KEYS[3], dead)
+ended_many(KEYS[5], ends)
+if #done > 0 then trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], prefix, KEYS[4]) end
+if #dead > 0 then trim(KEYS[3], tonumber(ARGV[4]), ARGV[6], prefix, KEYS[4]) end
 return out
 )lua"};
 

@@ -9,8 +9,9 @@
 // finished_ms, and outcome (JSON
 // text the runner wrote: result, error, cleanup_errors, duration_ms).
 //
-// Ended stream: every terminal write appends {id, state} to `{ns}:ended`
-// (capped near 100,000 entries), so any process can follow ends.
+// Ended stream: every terminal write appends to `{ns}:ended` (capped near
+// 10,000 entries) an entry whose fields are the ids ended by that call and
+// whose values are their states, so any process can follow ends.
 //
 // Ready order: ZPOPMIN of score (9 - priority) * 2^45 + retry * 2^44 + seq,
 // so a higher priority first, within one a fresh job before a retry, then
