@@ -76,6 +76,11 @@ TEST_SUITE("redis_runtime") {
     CHECK(procs[0].self != procs[1].self);
     CHECK(procs[0].pid == static_cast<int>(getpid()));
     CHECK(procs[0].workers == 1);
+    for (const auto& p : procs) {  // each one's health, from its heartbeat
+      CHECK(p.verdict == "healthy");
+      REQUIRE(p.health["workers"].is_array());
+      CHECK(p.health["workers"].size() == 1);
+    }
   }
 
   TEST_CASE("on_finished_anywhere hears every wanted end, whichever process wrote it, once" * doctest::timeout(60)) {

@@ -143,6 +143,15 @@ TEST_SUITE("redis serve") {
     CHECK(sa["totals"]["succeeded"].get<int>() > 0);
     CHECK(sb["totals"]["succeeded"].get<int>() > 0);  // b ran some of a's jobs
     CHECK(sa["totals"]["succeeded"].get<int>() + sb["totals"]["succeeded"].get<int>() == 100);
+    // Either process shows the workers of both.
+    const json workers = http(pb, "GET", "/v1/workers").json();
+    REQUIRE(workers["cluster"].size() == 2);
+    for (const json& p : workers["cluster"]) {
+      CHECK(p["alive"] == true);
+      CHECK(p["verdict"] == "healthy");
+      CHECK(p["worker_states"].size() == 2);
+    }
+    CHECK(http(pa, "GET", "/v1/processes").json()["processes"].size() == 2);
 
     REQUIRE(http(pa, "POST", "/v1/jobs", R"({"type": "fail", "id": "dead", "max_attempts": 1})").status == 201);
     REQUIRE(bulwark::testing::eventually([&] { return http(pb, "GET", "/v1/jobs/dead").json()["state"] == "failed"; }, 30s));

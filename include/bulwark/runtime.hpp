@@ -85,6 +85,11 @@ struct QueueProcess {
   WallClock::time_point last_seen{};
   bool alive = true;   // seen within redis.lease_ms; a gone one's jobs are taken back by the others
   bool self = false;   // the process answering
+  // As of its last heartbeat (at most a second old): its supervisor's
+  // verdict and its workers and child worker processes, in the form of
+  // GET /v1/workers. Empty if it did not say.
+  std::string verdict;
+  nlohmann::ordered_json health;
 };
 
 struct ShutdownReport {

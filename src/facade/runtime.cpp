@@ -171,7 +171,18 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
     end_feed = std::make_unique<detail::redis::EndFeed>(redis_options(options), listener, options.finished_filter);
     end_feed->start();  // before the first submit can end
   }
-  if (redis_broker != nullptr) redis_broker->start();
+  if (redis_broker != nullptr) {
+    // The heartbeat carries this process's health for GET /v1/workers elsewhere.
+    redis_broker->set_describe([this] {
+      const HealthReport h = supervisor.health();
+      auto report = to_json(h);
+      return nlohmann::ordered_json{{"verdict", to_string(h.verdict)},
+                                    {"workers", std::move(report["workers"])},
+                                    {"processes", std::move(report["processes"])}}
+          .dump();
+    });
+    redis_broker->start();
+  }
   executor.start();
   supervisor.start();
   reporter.log(detail::LogLevel::info, "runtime started: " + std::to_string(options.effective_workers()) +

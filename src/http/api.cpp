@@ -147,6 +147,29 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+// The processes of the queue; `with_health`: each one's verdict, workers and
+// child processes as of its last heartbeat.
+ordered_json process_list(const std::vector<QueueProcess>& processes, bool with_health) {
+  ordered_json list = ordered_json::array();
+  for (const QueueProcess& p : processes) {
+    ordered_json entry = {{"id", p.id},
+                          {"host", p.host},
+                          {"pid", p.pid},
+                          {"workers", p.workers},
+                          {"started_at", format_iso8601(p.started_at)},
+                          {"last_seen", format_iso8601(p.last_seen)},
+                          {"alive", p.alive},
+                          {"self", p.self},
+                          {"verdict", p.verdict.empty() ? ordered_json() : ordered_json(p.verdict)}};
+    if (with_health && p.health.is_object()) {
+      entry["worker_states"] = p.health.value("workers", ordered_json::array());
+      entry["child_processes"] = p.health.value("processes", ordered_json::array());
+    }
+    list.push_back(std::move(entry));
+  }
+  return list;
+}
+
 }  // namespace
 
 Response error_response(int status, const std::string& code, const std::string& message) {
@@ -220,19 +243,18 @@ Response Api::handle(const Request& request) {
     if (!get) return method_not_allowed("GET");
     const HealthReport h = runtime_.health();
     const auto report = to_json(h);
-    return json_response(200, {{"verdict", to_string(h.verdict)},
-                               {"workers", report["workers"]},
-                               {"processes", report["processes"]}});
+    ordered_json body = {{"verdict", to_string(h.verdict)},
+                         {"workers", report["workers"]},
+                         {"processes", report["processes"]}};
+    const std::vector<QueueProcess> queue = runtime_.processes();
+    if (queue.size() > 1 || (queue.size() == 1 && !queue.front().self)) {
+      body["cluster"] = process_list(queue, true);  // every process on the shared queue, with its workers
+    }
+    return json_response(200, body);
   }
   if (parts.size() == 2 && parts[1] == "processes") {
     if (!get) return method_not_allowed("GET");
-    ordered_json list = ordered_json::array();
-    for (const QueueProcess& p : runtime_.processes()) {
-      list.push_back({{"id", p.id}, {"host", p.host}, {"pid", p.pid}, {"workers", p.workers},
-                      {"started_at", format_iso8601(p.started_at)}, {"last_seen", format_iso8601(p.last_seen)},
-                      {"alive", p.alive}, {"self", p.self}});
-    }
-    return json_response(200, {{"processes", std::move(list)}});
+    return json_response(200, {{"processes", process_list(runtime_.processes(), false)}});
   }
   if (parts.size() == 2 && parts[1] == "stats") {
     if (!get) return method_not_allowed("GET");

@@ -359,8 +359,11 @@ void RedisBroker::heartbeat(Connection& c) {
   const auto colon = owner_.find(':');
   const std::string host = owner_.substr(0, colon);
   const std::string pid = owner_.substr(colon + 1, owner_.find(':', colon + 1) - colon - 1);
-  c.pipeline({{"HSET", keys_.process(owner_), "id", owner_, "host", host, "pid", pid, "workers",
-               std::to_string(options_.workers), "started_ms", std::to_string(started_ms_)},
+  std::vector<std::string> fields = {"HSET", keys_.process(owner_), "id", owner_, "host", host, "pid", pid,
+                                     "workers", std::to_string(options_.workers), "started_ms",
+                                     std::to_string(started_ms_)};
+  if (describe_) fields.insert(fields.end(), {"health", describe_()});
+  c.pipeline({fields,
               {"PEXPIRE", keys_.process(owner_), std::to_string(options_.lease.count() * 3)},
               {"ZADD", keys_.processes, std::to_string(now), owner_},
               {"ZREMRANGEBYSCORE", keys_.processes, "-inf", std::to_string(now - 86'400'000)}});
@@ -380,8 +383,10 @@ void RedisBroker::feed(std::stop_token stop) {
   std::minstd_rand rng(std::random_device{}());
   std::unique_ptr<Connection> c;
   auto backoff = std::chrono::milliseconds(10);
-  auto last_extend = Clock::time_point{};  // a heartbeat at once: others see this process from the start
+  auto last_extend = Clock::time_point{};
+  auto last_heartbeat = Clock::time_point{};  // at once: others see this process from the start
   auto last_sweep = Clock::time_point{};
+  const auto heartbeat_every = std::min<std::chrono::milliseconds>(options_.lease / 3, std::chrono::seconds(1));
   while (!stop.stop_requested()) {
     try {
       if (!c || !c->usable()) {
@@ -392,8 +397,11 @@ void RedisBroker::feed(std::stop_token stop) {
         feed_once(*c);
         last_sweep = now;
       }
-      if (now - last_extend >= options_.lease / 3) {
+      if (now - last_heartbeat >= heartbeat_every) {
         heartbeat(*c);
+        last_heartbeat = now;
+      }
+      if (now - last_extend >= options_.lease / 3) {
         extend_all(*c);
         last_extend = now;
       }

@@ -83,6 +83,9 @@ class RedisBroker final : public Broker {
   RedisBroker(BrokerOptions options, std::string owner, TaskFactory factory);
   ~RedisBroker() override;
 
+  // What the heartbeat tells the other processes about this one (JSON
+  // text: verdict, workers); called on the feeder thread. Set before start().
+  void set_describe(std::function<std::string()> describe) { describe_ = std::move(describe); }
   // Starts the feeder thread (the factory may be called from then on).
   void start();
   // Takes no more jobs from Redis (shutdown has begun); the feeder goes on
@@ -169,6 +172,7 @@ class RedisBroker final : public Broker {
   const std::string owner_;
   const long long started_ms_;
   const TaskFactory factory_;
+  std::function<std::string()> describe_;  // set before start(); the feeder's
   JobQueue local_;
   Pool pool_;  // for admit() and ack(), on the callers' threads
 

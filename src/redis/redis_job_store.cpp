@@ -157,6 +157,14 @@ std::vector<QueueProcess> RedisJobStore::processes(const std::string& self) cons
     p.last_seen = at_ms(seen);
     p.alive = now - seen < options_.lease.count();
     p.self = p.id == self;
+    if (auto it = h.find("health"); it != h.end()) {
+      try {
+        p.health = nlohmann::ordered_json::parse(it->second);
+        p.verdict = p.health.value("verdict", "");
+      } catch (const nlohmann::json::exception&) {
+        // not ours to fail on: list the process without it
+      }
+    }
     out.push_back(std::move(p));
   }
   return out;
