@@ -113,9 +113,10 @@ TEST_SUITE("redis_runtime") {
     std::this_thread::sleep_for(300ms);  // time for a duplicate or an unwanted end to show up
     std::lock_guard lock(mutex);
     CHECK(heard.size() == 60);  // not "theirs": the filter said no
-    for (const auto& [id, n] : heard) {
+    for (const auto& entry : heard) {
+      const std::string& id = entry.first;
       CAPTURE(id);
-      CHECK(n == 1);
+      CHECK(entry.second == 1);
       const bool failing = std::stoi(id.substr(5)) % 10 == 0;
       CHECK(states[id] == (failing ? JobState::failed : JobState::succeeded));
     }
