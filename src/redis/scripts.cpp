@@ -190,6 +190,7 @@ for _, id in ipairs(expired) do
     local outcome = cjson.encode({error = {kind = 'lost', type = 'lost', process = f[4] or '',
       message = 'the lease of process ' .. (f[4] or '?') .. ' expired: it died or stalled while running the job'}})
     redis.call('HDEL', key, 'owner')
+    redis.call('HSET', key, 'lost_ms', now)  -- when the lease was taken back
     if f[7] == '1' then
       redis.call('HSET', key, 'state', 'cancelled', 'outcome', outcome, 'finished_ms', now)
       redis.call('HDEL', key, 'cancel')

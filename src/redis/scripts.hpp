@@ -6,7 +6,8 @@
 // timeout_ms, seq, created_ms, attempts, state, owner (the process holding
 // its lease, or that held it last), retry ("1" while it waits as a retry),
 // cancel ("1" when a stop was asked for while it ran), started_ms,
-// finished_ms, and outcome (JSON
+// finished_ms, lost_ms (when a lease of it was last taken back), and
+// outcome (JSON
 // text the runner wrote: result, error, cleanup_errors, duration_ms).
 //
 // Ended stream: every terminal write appends to `{ns}:ended` (capped near
