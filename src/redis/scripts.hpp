@@ -7,8 +7,8 @@
 // its lease, or that held it last), retry ("1" while it waits as a retry),
 // cancel ("1" when a stop was asked for while it ran), started_ms,
 // finished_ms, lost_ms (when a lease of it was last taken back), and
-// outcome (JSON
-// text the runner wrote: result, error, cleanup_errors, duration_ms).
+// outcome (JSON text the runner wrote: result, error, cleanup_errors,
+// duration_ms).
 //
 // Ended stream: every terminal write appends to `{ns}:ended` (capped near
 // 10,000 entries) an entry whose fields are the ids ended by that call and
