@@ -66,7 +66,9 @@ struct Queue {
                                a.how == "retry" ? R"({"error":{"kind":"exception"}})" : R"({"result":1})",
                                std::to_string(a.due)});
     }
-    Value v = c.eval(redis::kAck, {keys.leased, keys.done, keys.dead, keys.index, keys.ended, keys.scheduled}, args);
+    Value v = c.eval(redis::kAck, {keys.leased, keys.done, keys.dead, keys.index, keys.ended, keys.scheduled,
+                                   keys.counts},
+                     args);
     std::vector<long long> out;
     for (const Value& e : v.elements) out.push_back(e.as_integer());
     return out;
@@ -87,7 +89,8 @@ struct Queue {
         .as_integer();
   }
   std::vector<std::string> recover(long long now, long long keep_dead = 100, long long done_cutoff = 0) {
-    Value v = c.eval(redis::kRecover, {keys.leased, keys.ready, keys.dead, keys.index, keys.done, keys.ended},
+    Value v = c.eval(redis::kRecover,
+                     {keys.leased, keys.ready, keys.dead, keys.index, keys.done, keys.ended, keys.counts},
                      {std::to_string(now), "100", keys.job_prefix, std::to_string(keep_dead), "100", "0",
                       std::to_string(done_cutoff)});
     std::vector<std::string> ids;
@@ -96,7 +99,8 @@ struct Queue {
   }
   long long cancel(const std::string& id, long long now = 1500) {
     return c.eval(redis::kCancel,
-                  {keys.job(id), keys.ready, keys.scheduled, keys.done, keys.cancel, keys.index, keys.ended},
+                  {keys.job(id), keys.ready, keys.scheduled, keys.done, keys.cancel, keys.index, keys.ended,
+                   keys.counts},
                   {id, std::to_string(now), "100", keys.job_prefix, "0"})
         .as_integer();
   }
@@ -109,6 +113,10 @@ struct Queue {
     return v.is_nil() ? "<nil>" : v.str;
   }
   long long card(const std::string& key) { return c.command({"ZCARD", key}).as_integer(); }
+  long long count(const char* state) {
+    const Value v = c.command({"HGET", keys.counts, state});
+    return v.is_nil() ? 0 : v.as_integer();
+  }
   // The ended stream as "id=state" entries, oldest first.
   std::vector<std::string> ended() {
     std::vector<std::string> out;
@@ -311,6 +319,7 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.field("stop", "state") == "cancelled");
     CHECK(q.card(q.keys.dead) == 1);
     CHECK(q.card(q.keys.done) == 1);
+    CHECK(q.count("cancelled") == 1);
     auto ended = q.ended();
     std::sort(ended.begin(), ended.end());
     CHECK(ended == std::vector<std::string>{"once=failed", "stop=cancelled"});
@@ -337,6 +346,7 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.cancel("waiting") == 3);
     CHECK(q.cancel("nobody") == 0);
     CHECK(q.ended() == std::vector<std::string>{"waiting=cancelled", "delayed=cancelled"});  // not the running one
+    CHECK(q.count("cancelled") == 2);
   }
 
   TEST_CASE("retention keeps the newest finished jobs and forgets the rest entirely" * doctest::timeout(30)) {
@@ -347,6 +357,7 @@ TEST_SUITE("redis_scripts") {
     REQUIRE(all.size() == 5);
     for (int i = 0; i < 5; ++i) CHECK(q.finish(all[static_cast<std::size_t>(i)], "p", "succeeded", 2000 + i, 3) == 1);
     CHECK(q.card(q.keys.done) == 3);
+    CHECK(q.count("succeeded") == 3);  // the counts follow what retention forgot
     CHECK(q.field("d0", "state") == "<nil>");
     CHECK(q.field("d1", "state") == "<nil>");
     CHECK(q.field("d2", "state") == "succeeded");
@@ -377,6 +388,7 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.card(q.keys.dead) == 1);
     CHECK(q.card(q.keys.done) == 1);
     CHECK(q.card(q.keys.scheduled) == 1);
+    CHECK(q.count("succeeded") == 1);
     CHECK(q.ended() == std::vector<std::string>{"b2=failed", "b4=succeeded"});
   }
 
@@ -397,6 +409,7 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.field("t1", "state") == "<nil>");
     CHECK(q.field("t2", "state") == "succeeded");
     CHECK(q.field("t3", "state") == "running");  // only finished records age
+    CHECK(q.count("succeeded") == 1);
     CHECK(q.card(q.keys.index) == 2);
   }
 

@@ -11,6 +11,7 @@
 //   {ns}:seq          counter: the submit sequence
 //   {ns}:done         zset: succeeded and cancelled jobs by finish ms (retention)
 //   {ns}:dead         zset: failed jobs (dead letters) by finish ms (retention)
+//   {ns}:counts       hash: succeeded and cancelled jobs in done, by state
 //   {ns}:ended        stream: every end, an entry per script call with the
 //                     ids as fields and their states as values (near 10,000 entries)
 //   {ns}:cancel       pub/sub channel: ids of running jobs asked to stop
@@ -35,6 +36,7 @@ struct Keys {
         seq(prefix + "seq"),
         done(prefix + "done"),
         dead(prefix + "dead"),
+        counts(prefix + "counts"),
         ended(prefix + "ended"),
         cancel(prefix + "cancel"),
         processes(prefix + "processes") {}
@@ -44,7 +46,7 @@ struct Keys {
 
   std::string prefix;
   std::string job_prefix;
-  std::string ready, scheduled, leased, index, seq, done, dead, ended, cancel, processes;
+  std::string ready, scheduled, leased, index, seq, done, dead, counts, ended, cancel, processes;
 };
 
 }  // namespace bulwark::detail::redis

@@ -286,7 +286,7 @@ std::size_t RedisBroker::flush_batch(Connection& c) {
   args.insert(args.begin(), std::make_move_iterator(head.begin()), std::make_move_iterator(head.end()));
   // A 0 in the reply: the lease was recovered meanwhile and the job runs
   // elsewhere; its outcome here does not count.
-  c.eval(kAck, {keys_.leased, keys_.done, keys_.dead, keys_.index, keys_.ended, keys_.scheduled}, args);
+  c.eval(kAck, {keys_.leased, keys_.done, keys_.dead, keys_.index, keys_.ended, keys_.scheduled, keys_.counts}, args);
   MutexLock lock(mutex_);
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
   return n;
@@ -374,7 +374,7 @@ void RedisBroker::feed_once(Connection& c) {
   const auto now = std::to_string(now_ms);
   check_cancels(c);
   c.eval(kPromote, {keys_.scheduled, keys_.ready}, {now, "1000", keys_.job_prefix});
-  c.eval(kRecover, {keys_.leased, keys_.ready, keys_.dead, keys_.index, keys_.done, keys_.ended},
+  c.eval(kRecover, {keys_.leased, keys_.ready, keys_.dead, keys_.index, keys_.done, keys_.ended, keys_.counts},
          {now, "1000", keys_.job_prefix, std::to_string(options_.keep_dead), std::to_string(options_.keep_finished),
           retention_cutoff(options_.dead_ttl, now_ms), retention_cutoff(options_.finished_ttl, now_ms)});
 }

@@ -42,16 +42,11 @@ void apply_outcome(JobRecord& r, const std::string& text) {
 }
 
 // Counts by state: the sets for the waiting, running and dead; the done
-// set split into succeeded and cancelled.
+// set's split into succeeded and cancelled from the counts the scripts keep.
 const Script kCounts{"counts", R"lua(
-local done = redis.call('ZRANGE', KEYS[5], 0, -1)
-local succeeded, cancelled = 0, 0
-for _, id in ipairs(done) do
-  local s = redis.call('HGET', ARGV[1] .. id, 'state')
-  if s == 'succeeded' then succeeded = succeeded + 1 elseif s == 'cancelled' then cancelled = cancelled + 1 end
-end
+local split = redis.call('HMGET', KEYS[5], 'succeeded', 'cancelled')
 return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]),
-        redis.call('ZCARD', KEYS[4]), succeeded, cancelled}
+        redis.call('ZCARD', KEYS[4]), tonumber(split[1] or 0), tonumber(split[2] or 0)}
 )lua"};
 
 }  // namespace
@@ -126,8 +121,7 @@ std::optional<StorePage> RedisJobStore::list(const StoreQuery& query) const {
 }
 
 std::map<JobState, std::size_t> RedisJobStore::count_by_state() const {
-  const Value v = pool_.eval(kCounts, {keys_.ready, keys_.scheduled, keys_.leased, keys_.dead, keys_.done},
-                             {keys_.job_prefix});
+  const Value v = pool_.eval(kCounts, {keys_.ready, keys_.scheduled, keys_.leased, keys_.dead, keys_.counts}, {});
   const JobState order[] = {JobState::queued, JobState::scheduled, JobState::running,
                             JobState::failed, JobState::succeeded, JobState::cancelled};
   std::map<JobState, std::size_t> out;
@@ -174,7 +168,7 @@ CancelResult RedisJobStore::cancel(const JobId& id) {
   const long long now = epoch_ms(Clock::now());
   const long long r = pool_.eval(kCancel,
                                  {keys_.job(id), keys_.ready, keys_.scheduled, keys_.done, keys_.cancel, keys_.index,
-                                  keys_.ended},
+                                  keys_.ended, keys_.counts},
                                  {id, std::to_string(now), std::to_string(options_.keep_finished), keys_.job_prefix,
                                   retention_cutoff(options_.finished_ttl, now)})
                           .as_integer();

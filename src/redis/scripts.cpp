@@ -9,22 +9,25 @@ const std::string kPrelude = R"lua(
 local function ready_score(priority, retry, seq)
   return (9 - tonumber(priority)) * 35184372088832 + (retry and 17592186044416 or 0) + tonumber(seq)
 end
-local function forget(zset, ids, job_prefix, index)
+-- Forgets finished jobs (retention). `counts`, given for the done list:
+-- the hash of how many succeeded and cancelled jobs it holds.
+local function forget(zset, ids, job_prefix, index, counts)
   for _, id in ipairs(ids) do
     local state = redis.call('HGET', job_prefix .. id, 'state')
     if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
       redis.call('DEL', job_prefix .. id)
       redis.call('ZREM', index, id)
+      if counts and state ~= 'failed' then redis.call('HINCRBY', counts, state, -1) end
     end
     redis.call('ZREM', zset, id)
   end
 end
 -- Retention: entries finished before `cutoff` ms (at most 1000 a call), then
 -- the oldest beyond `keep`.
-local function trim(zset, keep, cutoff, job_prefix, index)
-  forget(zset, redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. cutoff, 'LIMIT', 0, 1000), job_prefix, index)
+local function trim(zset, keep, cutoff, job_prefix, index, counts)
+  forget(zset, redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. cutoff, 'LIMIT', 0, 1000), job_prefix, index, counts)
   local excess = redis.call('ZCARD', zset) - keep
-  if excess > 0 then forget(zset, redis.call('ZRANGE', zset, 0, excess - 1), job_prefix, index) end
+  if excess > 0 then forget(zset, redis.call('ZRANGE', zset, 0, excess - 1), job_prefix, index, counts) end
 end
 -- Ends go on the ended stream, for whoever follows ends: one entry per
 -- call, its fields the ids ended and its values their states.
@@ -124,7 +127,7 @@ return out
 
 const Script kAck{"ack", kPrelude + R"lua(
 local owner, now, prefix = ARGV[1], ARGV[2], ARGV[7]
-local out, unleased, done, dead, scheduled, ends = {}, {}, {}, {}, {}, {}
+local out, unleased, done, dead, scheduled, ends, counted = {}, {}, {}, {}, {}, {}, {}
 for i = 8, #ARGV, 6 do
   local id, attempt, how, state, outcome, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
                                                ARGV[i + 5]
@@ -142,6 +145,7 @@ for i = 8, #ARGV, 6 do
       local list = state == 'failed' and dead or done
       table.insert(list, now)
       table.insert(list, id)
+      if state ~= 'failed' then counted[state] = (counted[state] or 0) + 1 end
       table.insert(ends, id)
       table.insert(ends, state)
     end
@@ -153,7 +157,8 @@ bulk('ZADD', KEYS[6], scheduled)
 bulk('ZADD', KEYS[2], done)
 bulk('ZADD', KEYS[3], dead)
 ended_many(KEYS[5], ends)
-if #done > 0 then trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], prefix, KEYS[4]) end
+for state, n in pairs(counted) do redis.call('HINCRBY', KEYS[7], state, n) end
+if #done > 0 then trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], prefix, KEYS[4], KEYS[7]) end
 if #dead > 0 then trim(KEYS[3], tonumber(ARGV[4]), ARGV[6], prefix, KEYS[4]) end
 return out
 )lua"};
@@ -195,6 +200,7 @@ for _, id in ipairs(expired) do
       redis.call('HSET', key, 'state', 'cancelled', 'outcome', outcome, 'finished_ms', now)
       redis.call('HDEL', key, 'cancel')
       redis.call('ZADD', KEYS[5], now, id)
+      redis.call('HINCRBY', KEYS[7], 'cancelled', 1)
       ended(KEYS[6], id, 'cancelled')
     elseif tonumber(f[2]) >= tonumber(f[3]) then
       redis.call('HSET', key, 'state', 'failed', 'outcome', outcome, 'finished_ms', now)
@@ -208,7 +214,7 @@ for _, id in ipairs(expired) do
   end
 end
 trim(KEYS[3], tonumber(ARGV[4]), ARGV[6], ARGV[3], KEYS[4])
-trim(KEYS[5], tonumber(ARGV[5]), ARGV[7], ARGV[3], KEYS[4])
+trim(KEYS[5], tonumber(ARGV[5]), ARGV[7], ARGV[3], KEYS[4], KEYS[7])
 return out
 )lua"};
 
@@ -220,7 +226,8 @@ if state == 'queued' or state == 'scheduled' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
   redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
-  trim(KEYS[4], tonumber(ARGV[3]), ARGV[5], ARGV[4], KEYS[6])
+  redis.call('HINCRBY', KEYS[8], 'cancelled', 1)
+  trim(KEYS[4], tonumber(ARGV[3]), ARGV[5], ARGV[4], KEYS[6], KEYS[8])
   ended(KEYS[7], ARGV[1], 'cancelled')
   return 1
 end

@@ -10,6 +10,9 @@
 // outcome (JSON text the runner wrote: result, error, cleanup_errors,
 // duration_ms).
 //
+// Counts: `{ns}:counts` holds how many succeeded and cancelled jobs the done
+// list holds; every script that adds to it or forgets from it keeps it.
+//
 // Ended stream: every terminal write appends to `{ns}:ended` (capped near
 // 10,000 entries) an entry whose fields are the ids ended by that call and
 // whose values are their states, so any process can follow ends.
@@ -44,7 +47,7 @@ extern const Script kEnqueue;
 // number), seq, retry ("1" or "0"), created_ms.
 extern const Script kFetch;
 
-// KEYS: leased, done, dead, index, ended, scheduled.
+// KEYS: leased, done, dead, index, ended, scheduled, counts.
 // ARGV: owner, now_ms, keep_done, keep_dead, done_cutoff_ms, dead_cutoff_ms,
 //       job_prefix, then six per attempt: id, attempt, how ("done" or
 //       "retry"), state (for done: succeeded, failed or cancelled), outcome,
@@ -67,7 +70,7 @@ extern const Script kExtend;
 // Moves up to `max` jobs whose time has come to the ready set. Returns how many.
 extern const Script kPromote;
 
-// KEYS: leased, ready, dead, index, done, ended.
+// KEYS: leased, ready, dead, index, done, ended, counts.
 // ARGV: now_ms, max, job_prefix, keep_dead, keep_done, dead_cutoff_ms, done_cutoff_ms.
 // Takes back up to `max` leases past their deadline (their process died or
 // stalled): the attempt counts and fails with kind `lost`; the job is ready
@@ -76,7 +79,7 @@ extern const Script kPromote;
 // Then applies retention to both lists. Returns the ids recovered.
 extern const Script kRecover;
 
-// KEYS: job, ready, scheduled, done, cancel, index, ended.
+// KEYS: job, ready, scheduled, done, cancel, index, ended, counts.
 // ARGV: id, now_ms, keep, job_prefix, cutoff_ms.
 // Returns 1 (cancelled: it was waiting), 2 (stop requested: it runs; the
 // id is published on the cancel channel), 3 (already finished), 0 (unknown).
