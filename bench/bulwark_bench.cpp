@@ -1,14 +1,20 @@
 // bulwark against the pools C++ users would otherwise reach for, measured side
 // by side in one run. Prints a table and writes JSON (bench/results/latest.json).
 //
-//   bulwark_bench [--quick] [--workers N] [--out FILE] [--only SYSTEM]
+//   bulwark_bench [--quick] [--workers N] [--out FILE] [--only SYSTEM] [--help]
 //
 // --only runs nothing but that system's no-failure throughput, or with
 // "latency" the latency run (for perf).
 //
 // Every figure is the median of at least 5 repetitions, with min and max.
-// Absolute numbers on a shared machine mean little; the ratios, measured in
-// the same run, are the point.
+// Systems compared with each other run interleaved: each repetition runs
+// every system once, in an order rotated from one repetition to the next,
+// after one untimed warm-up run of each, and a ratio is the median of the
+// per-repetition ratios (with min and max), so drift on a shared machine
+// lands on both sides of it. Every system has `--workers` threads running
+// jobs and one producer that runs none; the clock stops when the last job
+// has finished (its body returned or threw). Absolute numbers on a shared
+// machine mean little; the paired ratios are the point.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -21,6 +27,7 @@
 #include <functional>
 #include <iostream>
 #include <latch>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -31,8 +38,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <nlohmann/json.hpp>
+#include <tbb/global_control.h>
 #include <tbb/task_arena.h>
-#include <tbb/task_group.h>
 
 #include "bulwark/guarded.hpp"
 #include "bulwark/isolation.hpp"
@@ -69,6 +76,33 @@ Stat repeat(int reps, F&& run) {
   return {v[v.size() / 2], v.front(), v.back()};
 }
 
+Stat stat_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return {v[v.size() / 2], v.front(), v.back()};
+}
+
+// Runs every function once per repetition, the order rotated each time,
+// after one untimed warm-up call of each; returns each one's results in
+// repetition order, so results of one repetition can be paired.
+std::vector<std::vector<double>> interleaved(int reps, const std::vector<std::function<double()>>& runs) {
+  for (const auto& run : runs) run();  // warm-up: threads, allocators, caches
+  std::vector<std::vector<double>> out(runs.size());
+  for (int r = 0; r < reps; ++r) {
+    for (std::size_t k = 0; k < runs.size(); ++k) {
+      const std::size_t which = (k + static_cast<std::size_t>(r)) % runs.size();
+      out[which].push_back(runs[which]());
+    }
+  }
+  return out;
+}
+
+// The per-repetition ratios a[i] / b[i].
+Stat paired_ratio(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> r;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) r.push_back(a[i] / b[i]);
+  return stat_of(std::move(r));
+}
+
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // --- the job bodies ----------------------------------------------------------
@@ -81,19 +115,27 @@ __attribute__((noinline)) void throw_at(int depth) {
   asm volatile("");
 }
 
-// i-th job of a run: fails when i % 100 < fail_percent.
+// i-th job of a run: fails when i % 100 < fail_percent. It counts itself
+// done as it leaves, returning or throwing, so a run's clock stops when the
+// last job has finished, not when it started.
 struct Body {
   int fail_percent = 0;
   int depth = 10;
   void operator()(std::size_t i) const {
-    g_done.fetch_add(1, std::memory_order_relaxed);
+    struct Finished {
+      ~Finished() { g_done.fetch_add(1, std::memory_order_release); }
+    } finished;
     if (static_cast<int>(i % 100) < fail_percent) throw_at(depth);
   }
 };
 
 void wait_done(std::uint64_t n) {
-  while (g_done.load(std::memory_order_relaxed) < n) std::this_thread::yield();
+  while (g_done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
+
+// Whether the runtimes a run builds capture throw-site traces (each Runtime
+// sets the process-wide switch from its options when it starts).
+bool g_capture = true;
 
 // --- the peers -----------------------------------------------------------------
 
@@ -193,22 +235,26 @@ double run_asio(std::size_t n, Body body, unsigned workers) {
   return static_cast<double>(n) / s;
 }
 
+// `workers` TBB worker threads run the jobs; the producer only submits
+// (an arena of workers + 1 slots, one kept for it, and TBB allowed that many
+// threads in all: by default it would start only cores - 1 workers). Like
+// the others the producer then waits for the count (in a task_group's
+// wait() it would run jobs itself).
 double run_tbb(std::size_t n, Body body, unsigned workers) {
-  tbb::task_arena arena(static_cast<int>(workers));
-  tbb::task_group group;
+  tbb::global_control threads(tbb::global_control::max_allowed_parallelism, workers + 1);
+  tbb::task_arena arena(static_cast<int>(workers) + 1, 1);
   g_done = 0;
   const auto start = Clock::now();
-  arena.execute([&] {
-    for (std::size_t i = 0; i < n; ++i) {
-      group.run([body, i] {
-        try {
-          body(i);
-        } catch (...) {
-        }
-      });
-    }
-  });
-  arena.execute([&] { group.wait(); });
+  arena.enqueue([&] {});  // wakes the workers before the first job
+  for (std::size_t i = 0; i < n; ++i) {
+    arena.enqueue([body, i] {
+      try {
+        body(i);
+      } catch (...) {
+      }
+    });
+  }
+  wait_done(n);
   return static_cast<double>(n) / seconds_since(start);
 }
 
@@ -229,6 +275,7 @@ bulwark::RuntimeOptions bulwark_options(unsigned workers, std::size_t n) {
   o.logging.level = "off";
   o.retry.max_attempts = 1;
   o.retention_max_finished = 10'000;
+  o.capture_traces = g_capture;
   return o;
 }
 
@@ -327,9 +374,9 @@ ordered_json latency(std::size_t n, double rate, unsigned workers) {
   const auto interval = std::chrono::duration<double>(1.0 / rate);
   const auto start = Clock::now();
   for (std::size_t i = 0; i < n; ++i) {
-    const auto due = start + std::chrono::duration_cast<Clock::duration>(interval * static_cast<double>(i));
-    while (Clock::now() < due) {
-    }
+    // Paced by sleeping, not spinning: a spinning producer would hold one of
+    // the cores the workers need, and what it measured moved with the load.
+    std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(interval * static_cast<double>(i)));
     const auto enqueued = Clock::now();
     rt.post([&waits, i, enqueued] {
       waits[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - enqueued).count();
@@ -504,8 +551,17 @@ int main(int argc, char** argv) {
       cfg.out = argv[++i];
     } else if (a == "--only" && i + 1 < argc) {
       cfg.only = argv[++i];
+    } else if (a == "--help" || a == "-h") {
+      std::cout << "usage: bulwark_bench [--quick] [--workers N] [--out FILE] [--only SYSTEM]\n"
+                   "  --quick      smaller counts (under a minute)\n"
+                   "  --workers N  threads running jobs in every system (default 2); one producer each\n"
+                   "  --out FILE   where the JSON goes (default bench/results/latest.json)\n"
+                   "  --only S     only S's no-failure throughput (bulwark_post, bulwark_handler,\n"
+                   "               asio_thread_pool, tbb_task_group, mutex_pool, moodycamel_pool),\n"
+                   "               or 'latency'\n";
+      return 0;
     } else {
-      std::cerr << "usage: bulwark_bench [--quick] [--workers N] [--out FILE] [--only SYSTEM]\n";
+      std::cerr << "usage: bulwark_bench [--quick] [--workers N] [--out FILE] [--only SYSTEM] [--help]\n";
       return 2;
     }
   }
@@ -516,8 +572,7 @@ int main(int argc, char** argv) {
   }
   const unsigned w = cfg.workers;
   if (cfg.only == "latency") {
-    const double peak = repeat(cfg.reps, [&] { return run_bulwark_post(cfg.jobs, Body{0, 10}, w); }).median;
-    std::cout << latency(100'000, peak / 2, w).dump() << "\n";
+    std::cout << latency(4'000, 2'000, w).dump() << "\n";
     return 0;
   }
   if (!cfg.only.empty()) {
@@ -535,13 +590,33 @@ int main(int argc, char** argv) {
                         {"quick", cfg.quick}, {"repetitions", cfg.reps}};
   const auto log = [](const std::string& s) { std::cerr << s << std::endl; };
 
-  // 1 and 4: throughput against failure rate, every system.
+  // 1 and 4: throughput against failure rate, every system, interleaved;
+  // at 0 % failing also the paired ratios the goals name.
   ordered_json throughput;
+  ordered_json paired;
   for (int rate : {0, 1, 10, 50, 100}) {
-    for (const System& sys : systems()) {
-      const Stat s = repeat(cfg.reps, [&] { return sys.run(cfg.jobs, Body{rate, 10}, w); });
+    std::vector<std::function<double()>> runs;
+    for (const System& sys : systems()) runs.push_back([&, rate] { return sys.run(cfg.jobs, Body{rate, 10}, w); });
+    const auto got = interleaved(cfg.reps, runs);
+    std::map<std::string, const std::vector<double>*> by_name;
+    for (std::size_t k = 0; k < systems().size(); ++k) {
+      const System& sys = systems()[k];
+      by_name[sys.name] = &got[k];
+      const Stat s = stat_of(got[k]);
       throughput[std::to_string(rate)][sys.name] = s.json();
       log("throughput " + std::to_string(rate) + "% failing, " + sys.name + ": " + std::to_string(s.median) + " jobs/s");
+    }
+    if (rate == 0) {
+      std::vector<double> best;  // per repetition, the better of oneTBB and the mutex pool
+      for (int r = 0; r < cfg.reps; ++r) {
+        best.push_back(std::max((*by_name["tbb_task_group"])[static_cast<std::size_t>(r)],
+                                (*by_name["mutex_pool"])[static_cast<std::size_t>(r)]));
+      }
+      paired["post_vs_asio"] = paired_ratio(*by_name["bulwark_post"], *by_name["asio_thread_pool"]).json();
+      paired["post_vs_best_of_tbb_and_mutex_pool"] = paired_ratio(*by_name["bulwark_post"], best).json();
+      paired["handler_vs_asio"] = paired_ratio(*by_name["bulwark_handler"], *by_name["asio_thread_pool"]).json();
+      paired["post_vs_moodycamel_ceiling"] =
+          paired_ratio(*by_name["bulwark_post"], *by_name["moodycamel_pool"]).json();
     }
   }
   results["throughput_jobs_per_s_by_failure_percent"] = throughput;
@@ -553,16 +628,20 @@ int main(int argc, char** argv) {
   std::vector<double> pair_cost;
   std::vector<double> guarded_rates, unguarded_rates;
   for (int i = 0; i < cfg.reps * 2 + 1; ++i) {
-    const double g = run_bulwark_post(cfg.jobs, Body{0, 10}, w);
-    const double u = run_bulwark_unguarded(cfg.jobs, Body{0, 10}, w);
+    // ABBA: which side runs first alternates, so neither always gets the
+    // warmer machine.
+    double g = 0, u = 0;
+    if (i % 2 == 0) {
+      g = run_bulwark_post(cfg.jobs, Body{0, 10}, w);
+      u = run_bulwark_unguarded(cfg.jobs, Body{0, 10}, w);
+    } else {
+      u = run_bulwark_unguarded(cfg.jobs, Body{0, 10}, w);
+      g = run_bulwark_post(cfg.jobs, Body{0, 10}, w);
+    }
     guarded_rates.push_back(g);
     unguarded_rates.push_back(u);
     pair_cost.push_back((u / g - 1.0) * 100.0);
   }
-  const auto stat_of = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return Stat{v[v.size() / 2], v.front(), v.back()};
-  };
   const Stat cost = stat_of(pair_cost);
   const Stat frame = repeat(cfg.reps, [&] { return frame_cost_ns(cfg.floor_iterations * 10); });
   const double job_ns = 1e9 / stat_of(guarded_rates).median * w;  // worker time per job
@@ -587,9 +666,19 @@ int main(int argc, char** argv) {
     const Stat floor = repeat(cfg.reps, [&] { return floor_ns(depth, cfg.floor_iterations); });
     bulwark::set_throw_trace_capture(true);
     const Stat with_capture = repeat(cfg.reps, [&] { return floor_ns(depth, cfg.floor_iterations); });
-    const Stat job_on = repeat(cfg.reps, [&] { return bulwark_failure_ns(cfg.failing_jobs, depth, 1); });
-    bulwark::set_throw_trace_capture(false);
-    const Stat job_off = repeat(cfg.reps, [&] { return bulwark_failure_ns(cfg.failing_jobs, depth, 1); });
+    // The runtime sets the process-wide switch from its options when it
+    // starts: capture off is a runtime built with capture_traces false.
+    const auto failing_job_ns = [&](bool capture) {
+      return [&, capture] {
+        g_capture = capture;
+        const double ns = bulwark_failure_ns(cfg.failing_jobs, depth, 1);
+        g_capture = true;
+        return ns;
+      };
+    };
+    const auto jobs = interleaved(cfg.reps, {failing_job_ns(true), failing_job_ns(false)});
+    const Stat job_on = stat_of(jobs[0]);
+    const Stat job_off = stat_of(jobs[1]);
     bulwark::set_throw_trace_capture(true);
     failure[std::to_string(depth)] = {
         {"floor_ns", floor.json()},
@@ -608,16 +697,32 @@ int main(int argc, char** argv) {
   results["failure_cost"] = failure;
 
   // 5: scaling of failures.
-  const Stat one = repeat(cfg.reps, [&] { return run_bulwark_post(cfg.failing_jobs, Body{100, 10}, 1); });
-  const Stat two = repeat(cfg.reps, [&] { return run_bulwark_post(cfg.failing_jobs, Body{100, 10}, 2); });
-  results["failure_scaling"] = {{"one_worker_jobs_per_s", one.json()},
-                                {"two_workers_jobs_per_s", two.json()},
-                                {"ratio", two.median / one.median}};
-  log("failure scaling 2/1 workers: " + std::to_string(two.median / one.median));
+  const auto scaling = interleaved(cfg.reps, {[&] { return run_bulwark_post(cfg.failing_jobs, Body{100, 10}, 1); },
+                                              [&] { return run_bulwark_post(cfg.failing_jobs, Body{100, 10}, 2); }});
+  const Stat scale_ratio = paired_ratio(scaling[1], scaling[0]);
+  results["failure_scaling"] = {{"one_worker_jobs_per_s", stat_of(scaling[0]).json()},
+                                {"two_workers_jobs_per_s", stat_of(scaling[1]).json()},
+                                {"ratio_paired", scale_ratio.json()},
+                                {"ratio", scale_ratio.median}};
+  log("failure scaling 2/1 workers (paired): " + std::to_string(scale_ratio.median) + " (min " +
+      std::to_string(scale_ratio.min) + ", max " + std::to_string(scale_ratio.max) + ")");
 
-  // 6: latency at about half of peak.
-  const double peak = throughput["0"]["bulwark_post"]["median"].get<double>();
-  results["latency"] = latency(cfg.quick ? 20'000 : 100'000, peak / 2, w);
+  // 6: latency, enqueue to start, at a steady 2,000 jobs/s (workers idle
+  // between jobs: what one job waits in a quiet pool); median of the
+  // repetitions' percentiles, with min and max.
+  {
+    std::vector<double> p50, p99, p999;
+    for (int r = 0; r < cfg.reps; ++r) {
+      const ordered_json l = latency(cfg.quick ? 1'000 : 4'000, 2'000, w);
+      p50.push_back(l["p50_us"]);
+      p99.push_back(l["p99_us"]);
+      p999.push_back(l["p999_us"]);
+    }
+    results["latency"] = {{"rate_per_s", 2'000},
+                          {"p50_us", stat_of(p50).json()},
+                          {"p99_us", stat_of(p99).json()},
+                          {"p999_us", stat_of(p999).json()}};
+  }
   log("latency: " + results["latency"].dump());
 
   // 7: supervision.
@@ -635,11 +740,18 @@ int main(int argc, char** argv) {
   // Ratios the issue asks for.
   const auto med = [&](const char* sys) { return throughput["0"][sys]["median"].get<double>(); };
   const double best_peer = std::max(med("tbb_task_group"), med("mutex_pool"));
-  results["ratios"] = {
+  // Medians of per-repetition ratios (min and max in "ratios_paired"); the
+  // ratio of medians, kept for comparison, in "ratios_of_medians".
+  results["ratios_paired"] = paired;
+  results["ratios_of_medians"] = {
       {"post_vs_asio", med("bulwark_post") / med("asio_thread_pool")},
       {"post_vs_best_of_tbb_and_mutex_pool", med("bulwark_post") / best_peer},
-      {"handler_vs_asio", med("bulwark_handler") / med("asio_thread_pool")},
-      {"post_vs_moodycamel_ceiling", med("bulwark_post") / med("moodycamel_pool")},
+      {"handler_vs_asio", med("bulwark_handler") / med("asio_thread_pool")}};
+  results["ratios"] = {
+      {"post_vs_asio", paired["post_vs_asio"]["median"]},
+      {"post_vs_best_of_tbb_and_mutex_pool", paired["post_vs_best_of_tbb_and_mutex_pool"]["median"]},
+      {"handler_vs_asio", paired["handler_vs_asio"]["median"]},
+      {"post_vs_moodycamel_ceiling", paired["post_vs_moodycamel_ceiling"]["median"]},
       {"guard_cost_percent", results["guard"]["cost_percent"]},
       {"failure_scaling_2_over_1", results["failure_scaling"]["ratio"]},
       {"isolated_round_trip_us", results["isolation"]["round_trip_cost_us"]},
