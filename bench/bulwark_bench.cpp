@@ -348,16 +348,39 @@ double frame_cost_ns(std::size_t iterations) {
 
 // --- failure cost ----------------------------------------------------------
 
-// ns per throw + catch of a std::runtime_error `depth` calls deep, one thread.
-double floor_ns(int depth, std::size_t iterations) {
+// ns per throw + catch of a std::runtime_error `depth` calls deep, one thread,
+// inside a guarded frame's capture scope (as a job's throw is) or outside.
+double floor_ns(int depth, std::size_t iterations, bool in_guard = true) {
   const auto start = Clock::now();
   for (std::size_t i = 0; i < iterations; ++i) {
     try {
-      throw_at(depth);
+      if (in_guard) {
+        const bulwark::detail::GuardFrame frame(__builtin_frame_address(0));
+        throw_at(depth);
+      } else {
+        throw_at(depth);
+      }
     } catch (const std::exception&) {
     }
   }
   return seconds_since(start) * 1e9 / static_cast<double>(iterations);
+}
+
+// The same throw in a program that does not link bulwark: bulwark_throw_baseline,
+// built beside this program. Its ns per throw, or -1 if it cannot be run.
+double baseline_throw_ns(int depth, std::size_t iterations) {
+  char self[4096] = {};
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return -1;
+  std::string dir(self, static_cast<std::size_t>(n));
+  dir.erase(dir.rfind('/'));
+  const std::string cmd = dir + "/bulwark_throw_baseline " + std::to_string(depth) + " " + std::to_string(iterations);
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  double ns = -1;
+  if (std::fscanf(p, "%lf", &ns) != 1) ns = -1;
+  ::pclose(p);
+  return ns;
 }
 
 // ns per failed job on `workers` workers, every job failing at `depth`.
@@ -662,10 +685,19 @@ int main(int argc, char** argv) {
   failure["succeeding_job_ns"] = job_ok.json();
   log("succeeding job on one worker: " + std::to_string(job_ok.median) + " ns");
   for (int depth : {1, 10, 50}) {
-    bulwark::set_throw_trace_capture(false);
-    const Stat floor = repeat(cfg.reps, [&] { return floor_ns(depth, cfg.floor_iterations); });
-    bulwark::set_throw_trace_capture(true);
-    const Stat with_capture = repeat(cfg.reps, [&] { return floor_ns(depth, cfg.floor_iterations); });
+    // Capture as jobs get it: inside a guarded frame, the walk ending there.
+    const auto throw_ns = [&](bulwark::TraceCapture mode) {
+      return [&, mode] {
+        bulwark::set_throw_trace_capture(mode);
+        const double ns = floor_ns(depth, cfg.floor_iterations);
+        bulwark::set_throw_trace_capture(bulwark::TraceCapture::guarded);
+        return ns;
+      };
+    };
+    const auto throws = interleaved(cfg.reps, {throw_ns(bulwark::TraceCapture::off),
+                                               throw_ns(bulwark::TraceCapture::guarded)});
+    const Stat floor = stat_of(throws[0]);
+    const Stat with_capture = stat_of(throws[1]);
     // The runtime sets the process-wide switch from its options when it
     // starts: capture off is a runtime built with capture_traces false.
     const auto failing_job_ns = [&](bool capture) {
@@ -679,7 +711,7 @@ int main(int argc, char** argv) {
     const auto jobs = interleaved(cfg.reps, {failing_job_ns(true), failing_job_ns(false)});
     const Stat job_on = stat_of(jobs[0]);
     const Stat job_off = stat_of(jobs[1]);
-    bulwark::set_throw_trace_capture(true);
+    bulwark::set_throw_trace_capture(bulwark::TraceCapture::guarded);
     failure[std::to_string(depth)] = {
         {"floor_ns", floor.json()},
         {"floor_plus_capture_ns", with_capture.json()},
@@ -695,6 +727,26 @@ int main(int argc, char** argv) {
         " ns, job on " + std::to_string(job_on.median) + " ns");
   }
   results["failure_cost"] = failure;
+
+  // A throw outside any job, no Runtime running, in the default capture
+  // mode, against the same throw in a program without bulwark (paired).
+  {
+    const std::size_t iterations = cfg.floor_iterations * 2;
+    const auto runs = interleaved(cfg.reps, {[&] { return floor_ns(10, iterations, false); },
+                                            [&] { return baseline_throw_ns(10, iterations); }});
+    if (!runs[1].empty() && runs[1].front() > 0) {
+      const Stat over = paired_ratio(runs[0], runs[1]);
+      results["throw_outside_jobs"] = {{"depth", 10},
+                                       {"with_bulwark_ns", stat_of(runs[0]).json()},
+                                       {"without_bulwark_ns", stat_of(runs[1]).json()},
+                                       {"overhead_percent_paired", {{"median", (over.median - 1) * 100},
+                                                                    {"min", (over.min - 1) * 100},
+                                                                    {"max", (over.max - 1) * 100}}}};
+      log("throw outside jobs, depth 10: " + std::to_string(stat_of(runs[0]).median) + " ns with bulwark, " +
+          std::to_string(stat_of(runs[1]).median) + " ns without (" + std::to_string((over.median - 1) * 100) +
+          " % over, paired)");
+    }
+  }
 
   // 5: scaling of failures.
   const auto scaling = interleaved(cfg.reps, {[&] { return run_bulwark_post(cfg.failing_jobs, Body{100, 10}, 1); },

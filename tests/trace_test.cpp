@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "bulwark/guarded.hpp"
 #include "bulwark/trace.hpp"
 #include "support/helpers.hpp"
 
@@ -46,10 +47,31 @@ bulwark::RawTrace trace_of(F&& f) {
   return {};
 }
 
+// Every throw traced while it lives; the mode before it afterwards.
 struct CaptureOn {
   CaptureOn() { bulwark::set_throw_trace_capture(true); }
-  ~CaptureOn() { bulwark::set_throw_trace_capture(true); }
+  ~CaptureOn() { bulwark::set_throw_trace_capture(before); }
+  bulwark::TraceCapture before = bulwark::throw_trace_capture_mode();
 };
+
+struct CaptureMode {
+  explicit CaptureMode(bulwark::TraceCapture mode) { bulwark::set_throw_trace_capture(mode); }
+  ~CaptureMode() { bulwark::set_throw_trace_capture(before); }
+  bulwark::TraceCapture before = bulwark::throw_trace_capture_mode();
+};
+
+// Calls guarded() from a frame of its own: a trace that ends at the guarded
+// frame names it last, and nothing of its callers.
+__attribute__((noinline)) bulwark::RawTrace trace_test_guarded_caller() {
+  auto outcome = bulwark::guarded([] { trace_test_level1(1); });
+  asm volatile("");
+  return outcome.ok() ? bulwark::RawTrace{} : bulwark::throw_site_trace(outcome.exception());
+}
+__attribute__((noinline)) bulwark::RawTrace trace_test_unguarded_caller() {
+  auto trace = trace_of([] { trace_test_level1(1); });
+  asm volatile("");
+  return trace;
+}
 
 }  // namespace
 
@@ -132,6 +154,29 @@ TEST_SUITE("throw-site trace") {
     CHECK(trace_of([] { trace_test_level1(1); }).empty());
     bulwark::set_throw_trace_capture(true);
     CHECK_FALSE(trace_of([] { trace_test_level1(1); }).empty());
+  }
+
+  TEST_CASE("by default only throws inside a guarded call are traced, and only up to its frame") {
+    CaptureMode guarded(bulwark::TraceCapture::guarded);
+    CHECK(trace_test_unguarded_caller().empty());  // no guarded frame on this thread: no capture
+    const bulwark::RawTrace inside = trace_test_guarded_caller();
+    REQUIRE_FALSE(inside.empty());
+    CHECK(top_function(inside).find("trace_test_throw_site") != std::string::npos);
+    CHECK(trace_names(inside, "trace_test_level1"));
+    const auto frames = bulwark::symbolize(inside);
+    CHECK(frames.back().function.find("trace_test_guarded_caller") != std::string::npos);  // the guarded frame, last
+    CHECK_FALSE(trace_names(inside, "DOCTEST_ANON_FUNC"));  // nothing above it: the test, doctest, main
+  }
+
+  TEST_CASE("'everywhere' traces a throw outside any guarded call to the bottom of the stack") {
+    CaptureMode everywhere(bulwark::TraceCapture::everywhere);
+    const bulwark::RawTrace outside = trace_test_unguarded_caller();
+    REQUIRE_FALSE(outside.empty());
+    CHECK(trace_names(outside, "trace_test_unguarded_caller"));
+    CHECK(trace_names(outside, "DOCTEST_ANON_FUNC"));                       // to the bottom
+    CHECK_FALSE(trace_names(trace_test_guarded_caller(), "DOCTEST_ANON_FUNC"));  // a guarded one still ends at its frame
+    bulwark::set_throw_trace_capture(bulwark::TraceCapture::off);
+    CHECK(trace_test_guarded_caller().empty());
   }
 
   TEST_CASE("a very deep throw keeps the innermost frames and says it was truncated") {

@@ -55,6 +55,9 @@ template <class F>
 __attribute__((no_sanitize("null"))) auto guarded(F&& f) -> Outcome<std::invoke_result_t<F&&>> {
   using R = std::invoke_result_t<F&&>;
   try {
+    // Throws below this frame are traced, up to it (trace.hpp); gone before
+    // the handlers run, so classifying does not capture.
+    const detail::GuardFrame frame(__builtin_frame_address(0));
     if constexpr (std::is_void_v<R>) {
       std::forward<F>(f)();
       return Outcome<R>(std::monostate{});

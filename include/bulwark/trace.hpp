@@ -56,10 +56,45 @@ struct Frame {
   std::uintptr_t address = 0;
 };
 
-// Turns capture at throw sites on or off for the whole process (default on).
-// Off, a throw costs exactly what it costs without bulwark. Thread-safe.
+// Where throws are captured, for the whole process:
+//   off         never: a throw costs what it costs without bulwark, plus one
+//               relaxed load;
+//   guarded     (the default) only throws on a thread that is inside a
+//               guarded() call (every job runs in one); the trace ends with
+//               the function that made the innermost guarded call (the
+//               frames of its callers are not walked), so its cost follows the
+//               throw's depth below the job, not the whole worker stack. A
+//               throw elsewhere costs one relaxed load and one thread-local
+//               read more than without bulwark;
+//   everywhere  every throw in the process (inside a guarded call the
+//               trace still ends at its frame).
+// A Runtime sets `off` when started with recovery.capture_traces false, and
+// `guarded` when it is true and capture was off. Thread-safe.
+enum class TraceCapture { off, guarded, everywhere };
+void set_throw_trace_capture(TraceCapture mode) noexcept;
+TraceCapture throw_trace_capture_mode() noexcept;
+// true: `everywhere`; false: `off`.
 void set_throw_trace_capture(bool enabled) noexcept;
+// Whether capture is anything but off.
 bool throw_trace_capture() noexcept;
+
+namespace detail {
+// Marks a guarded() call on the calling thread for the capture above: while
+// one lives, throws on the thread are captured in `guarded` mode and their
+// traces end with the frame whose frame address is `frame` (the function
+// guarded() runs in). Nests; lives on the stack of one thread. Not for use
+// outside guarded().
+class GuardFrame {
+ public:
+  explicit GuardFrame(const void* frame) noexcept;
+  ~GuardFrame();
+  GuardFrame(const GuardFrame&) = delete;
+  GuardFrame& operator=(const GuardFrame&) = delete;
+
+ private:
+  const void* previous_;
+};
+}  // namespace detail
 
 // How many throw-site traces were captured in this process, and the time
 // spent capturing them. Thread-safe, does not block.

@@ -158,7 +158,11 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
       executor(options, *broker, completion, reporter, processes),
       supervisor(options, executor, *broker, types, reporter, processes) {
   if (processes) types.use_processes(processes);
-  set_throw_trace_capture(options.capture_traces);
+  if (!options.capture_traces) {
+    set_throw_trace_capture(TraceCapture::off);
+  } else if (throw_trace_capture_mode() == TraceCapture::off) {
+    set_throw_trace_capture(TraceCapture::guarded);  // jobs' throws; a program's own "everywhere" stays
+  }
   detail::install_crash_reporter(options.logging.file);
   if (redis_broker != nullptr && options.on_finished_anywhere) {
     auto listener = [this](const JobRecord& record) {

@@ -18,7 +18,7 @@
 #include <new>
 #include <typeinfo>
 
-#include <boost/stacktrace/safe_dump_to.hpp>
+#include <unwind.h>
 
 namespace {
 
@@ -35,7 +35,9 @@ constexpr std::size_t kTypeInfoOffset = 16;      // __cxa_exception::exceptionTy
 constexpr std::uint32_t kMagic = 0xB17A7ACEu;
 constexpr std::size_t kAlign = 16;
 
-std::atomic<bool> g_capture{true};
+std::atomic<bulwark::TraceCapture> g_mode{bulwark::TraceCapture::guarded};
+// The innermost guarded() frame of this thread (its frame address), or null.
+__attribute__((tls_model("initial-exec"))) thread_local const void* t_guard_frame = nullptr;
 std::atomic<std::uint64_t> g_captures{0};
 std::atomic<std::uint64_t> g_capture_ns{0};
 
@@ -65,17 +67,42 @@ const bulwark::RawTrace* trailer_of(void* object, const std::type_info* type) no
 // Frames above the throwing function: fill_trace and __cxa_allocate_exception.
 constexpr std::size_t kHookFrames = 2;
 
-__attribute__((noinline)) void fill_trace(bulwark::RawTrace* trace, std::size_t skip) noexcept {
-  // One spare slot: safe_dump_to ends the list with a null frame.
-  void* buffer[bulwark::RawTrace::kMaxFrames + 2];
-  std::size_t n = boost::stacktrace::safe_dump_to(skip, buffer, sizeof buffer);
-  trace->truncated = n > bulwark::RawTrace::kMaxFrames;
-  if (trace->truncated) n = bulwark::RawTrace::kMaxFrames;
-  std::uint32_t size = 0;
-  for (std::size_t i = 0; i < n && buffer[i] != nullptr; ++i) {
-    trace->frames[size++] = reinterpret_cast<std::uintptr_t>(buffer[i]);
+// During _Unwind_Backtrace the callback for a frame sees, as "CFA", that
+// frame's stack pointer (the CFA of the frame it called). The function
+// guarded() runs in has a stack pointer at or below its frame address, its
+// callers above it: the walk keeps the first and stops at the next.
+struct Walk {
+  bulwark::RawTrace* trace;
+  std::size_t skip;
+  std::uintptr_t stop;  // the guarded frame's frame address; 0 = walk the whole stack
+};
+
+_Unwind_Reason_Code step(_Unwind_Context* context, void* arg) {
+  auto* walk = static_cast<Walk*>(arg);
+  if (walk->stop != 0 && _Unwind_GetCFA(context) > walk->stop) return _URC_END_OF_STACK;
+  if (walk->skip > 0) {
+    --walk->skip;
+    return _URC_NO_REASON;
   }
-  trace->size = size;
+  const std::uintptr_t ip = _Unwind_GetIP(context);
+  if (ip == 0) return _URC_END_OF_STACK;
+  bulwark::RawTrace& t = *walk->trace;
+  if (t.size == bulwark::RawTrace::kMaxFrames) {
+    t.truncated = true;
+    return _URC_END_OF_STACK;
+  }
+  t.frames[t.size++] = ip;
+  return _URC_NO_REASON;
+}
+
+// The calling thread's return addresses, innermost first, skipping `skip`
+// frames (this one first) and ending below `stop` (see Walk).
+__attribute__((noinline)) void fill_trace(bulwark::RawTrace* trace, std::size_t skip, std::uintptr_t stop = 0) noexcept {
+  trace->size = 0;
+  trace->truncated = false;
+  Walk walk{trace, skip, stop};
+  _Unwind_Backtrace(step, &walk);
+  asm volatile("");  // keep this a real frame: the skip counts it
 }
 
 }  // namespace
@@ -84,12 +111,17 @@ namespace __cxxabiv1 {
 extern "C" __attribute__((visibility("default"), noinline)) void* __cxa_allocate_exception(
     std::size_t thrown_size) noexcept {
   AllocateFn allocate = real_allocate();
-  if (!kSupported || !g_capture.load(std::memory_order_relaxed)) return allocate(thrown_size);
+  const bulwark::TraceCapture mode = g_mode.load(std::memory_order_relaxed);
+  const void* guard = t_guard_frame;
+  if (!kSupported || mode == bulwark::TraceCapture::off ||
+      (mode == bulwark::TraceCapture::guarded && guard == nullptr)) {
+    return allocate(thrown_size);
+  }
   const std::size_t offset = (thrown_size + kAlign - 1) & ~(kAlign - 1);
   void* object = allocate(offset + sizeof(bulwark::RawTrace));
   auto* trace = new (static_cast<char*>(object) + offset) bulwark::RawTrace;
   const auto start = std::chrono::steady_clock::now();
-  fill_trace(trace, kHookFrames);
+  fill_trace(trace, kHookFrames, reinterpret_cast<std::uintptr_t>(guard));
   const auto spent = std::chrono::steady_clock::now() - start;
   g_capture_ns.fetch_add(static_cast<std::uint64_t>(std::chrono::nanoseconds(spent).count()),
                          std::memory_order_relaxed);
@@ -103,9 +135,20 @@ extern "C" __attribute__((visibility("default"), noinline)) void* __cxa_allocate
 
 namespace bulwark {
 
-void set_throw_trace_capture(bool enabled) noexcept { g_capture.store(enabled, std::memory_order_relaxed); }
+void set_throw_trace_capture(TraceCapture mode) noexcept { g_mode.store(mode, std::memory_order_relaxed); }
 
-bool throw_trace_capture() noexcept { return g_capture.load(std::memory_order_relaxed); }
+TraceCapture throw_trace_capture_mode() noexcept { return g_mode.load(std::memory_order_relaxed); }
+
+void set_throw_trace_capture(bool enabled) noexcept {
+  set_throw_trace_capture(enabled ? TraceCapture::everywhere : TraceCapture::off);
+}
+
+bool throw_trace_capture() noexcept { return throw_trace_capture_mode() != TraceCapture::off; }
+
+namespace detail {
+GuardFrame::GuardFrame(const void* frame) noexcept : previous_(t_guard_frame) { t_guard_frame = frame; }
+GuardFrame::~GuardFrame() { t_guard_frame = previous_; }
+}  // namespace detail
 
 TraceCaptureStats throw_trace_stats() noexcept {
   return {g_captures.load(std::memory_order_relaxed),
