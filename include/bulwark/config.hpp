@@ -122,7 +122,7 @@ struct RuntimeOptions {
   RedisOptions redis;
   RetryPolicy retry;                      // defaults for every type
   unsigned max_concurrent_retries = 0;    // 0: half the workers, at least 1
-  bool capture_traces = true;             // throw-site traces, process-wide
+  bool capture_traces = true;             // throw-site traces of jobs' throws; false: capture off process-wide
   std::size_t retention_max_finished = 10'000;  // succeeded and cancelled records kept for lookup
   std::size_t retention_max_dead = 100'000;     // failed records (dead letters) kept
   // Records older than these (from their finish) are forgotten too; 0: no
