@@ -517,6 +517,95 @@ ordered_json isolation(std::size_t n, int reps) {
           {"jobs_per_s_process", process_rate.json()}};
 }
 
+// --- backlog -----------------------------------------------------------------
+
+// Holds every worker of a pool until released: `workers` jobs that wait.
+struct Gate {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool open = false;
+  void wait() {
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return open; });
+  }
+  void release() {
+    {
+      std::lock_guard lock(mutex);
+      open = true;
+    }
+    cv.notify_all();
+  }
+};
+
+// Registered jobs per second drained from a backlog of `n` (queued while
+// the workers were held), from release to the last one finished.
+double drain_rate(std::size_t n, unsigned workers) {
+  bulwark::Registry registry;
+  registry.add("work", [](bulwark::JobContext&, const nlohmann::json& p) {
+    Body{}(p.at("i").get<std::size_t>());
+    return nlohmann::json();
+  });
+  bulwark::Runtime rt(std::move(registry), bulwark_options(workers, n));
+  Gate gate;
+  for (unsigned i = 0; i < workers; ++i) rt.post([&] { gate.wait(); });
+  for (std::size_t i = 0; i < n; ++i) rt.submit({.type = "work", .payload = {{"i", i}}});
+  g_done = 0;
+  const auto start = Clock::now();
+  gate.release();
+  wait_done(n);
+  return static_cast<double>(n) / seconds_since(start);
+}
+
+// ns per enqueue of `m` more jobs with `n` already queued (workers held):
+// a bulwark post and an asio post of the same closure.
+double enqueue_ns_bulwark(std::size_t n, std::size_t m, unsigned workers) {
+  bulwark::Runtime rt(bulwark::Registry{}, bulwark_options(workers, n + m));
+  Gate gate;
+  for (unsigned i = 0; i < workers; ++i) rt.post([&] { gate.wait(); });
+  for (std::size_t i = 0; i < n; ++i) rt.post([] {});
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < m; ++i) rt.post([] {});
+  const double ns = seconds_since(start) * 1e9 / static_cast<double>(m);
+  gate.release();
+  rt.wait_idle(120s);
+  return ns;
+}
+
+double enqueue_ns_asio(std::size_t n, std::size_t m, unsigned workers) {
+  boost::asio::thread_pool pool(workers);
+  Gate gate;
+  for (unsigned i = 0; i < workers; ++i) boost::asio::post(pool, [&] { gate.wait(); });
+  for (std::size_t i = 0; i < n; ++i) boost::asio::post(pool, [] {});
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < m; ++i) boost::asio::post(pool, [] {});
+  const double ns = seconds_since(start) * 1e9 / static_cast<double>(m);
+  gate.release();
+  pool.join();
+  return ns;
+}
+
+ordered_json backlog(const Config& cfg, unsigned workers) {
+  ordered_json out;
+  const std::vector<std::size_t> sizes =
+      cfg.quick ? std::vector<std::size_t>{1'000, 10'000, 100'000} : std::vector<std::size_t>{1'000, 100'000, 1'000'000};
+  std::vector<std::function<double()>> runs;
+  for (std::size_t n : sizes) runs.push_back([n, workers] { return drain_rate(n, workers); });
+  const auto rates = interleaved(cfg.reps, runs);
+  ordered_json drain;
+  for (std::size_t k = 0; k < sizes.size(); ++k) drain[std::to_string(sizes[k])] = stat_of(rates[k]).json();
+  out["drain_jobs_per_s_by_backlog"] = drain;
+  out["drain_largest_over_smallest_paired"] = paired_ratio(rates.back(), rates.front()).json();
+  const std::size_t queued = sizes.back();
+  const std::size_t more = queued / 10;
+  const auto enq = interleaved(cfg.reps, {[&] { return enqueue_ns_bulwark(queued, more, workers); },
+                                         [&] { return enqueue_ns_asio(queued, more, workers); }});
+  out["enqueue_with_queued"] = queued;
+  out["enqueue_ns_bulwark_post"] = stat_of(enq[0]).json();
+  out["enqueue_ns_asio_post"] = stat_of(enq[1]).json();
+  out["enqueue_bulwark_over_asio_paired"] = paired_ratio(enq[0], enq[1]).json();
+  return out;
+}
+
 // --- memory ------------------------------------------------------------------
 
 long rss_kb() {
@@ -788,6 +877,11 @@ int main(int argc, char** argv) {
   // 8: memory per queued job.
   results["memory"] = memory(cfg.quick ? 100'000 : 1'000'000);
   log("memory: " + results["memory"].dump());
+
+  // Drain rate against the backlog, and the cost of an enqueue behind a
+  // large one.
+  results["backlog"] = backlog(cfg, w);
+  log("backlog: " + results["backlog"].dump());
 
   // Ratios the issue asks for.
   const auto med = [&](const char* sys) { return throughput["0"][sys]["median"].get<double>(); };
