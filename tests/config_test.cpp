@@ -45,6 +45,9 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(o.max_concurrent_retries == d.max_concurrent_retries);
     CHECK(o.capture_traces == d.capture_traces);
     CHECK(o.retention_max_finished == d.retention_max_finished);
+    CHECK(o.retention_max_dead == d.retention_max_dead);
+    CHECK(o.retention_finished_ttl == d.retention_finished_ttl);
+    CHECK(o.retention_dead_ttl == d.retention_dead_ttl);
     CHECK(o.shutdown_timeout == d.shutdown_timeout);
     CHECK(o.logging.level == d.logging.level);
     CHECK(o.logging.format == d.logging.format);
@@ -59,6 +62,7 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(o.redis.prefetch == d.redis.prefetch);
     CHECK(o.redis.connect_timeout == d.redis.connect_timeout);
     CHECK(o.redis.command_timeout == d.redis.command_timeout);
+    CHECK(o.redis.consume == d.redis.consume);
     // Every section and key of the file is one the reader knows: from_file
     // above would have thrown otherwise. And every known section is there:
     std::ifstream in(BULWARK_SOURCE_DIR "/config/default.json");
@@ -126,7 +130,8 @@ TEST_SUITE("RuntimeOptions") {
   TEST_CASE("the shared queue's keys are read and checked") {
     auto o = bulwark::RuntimeOptions::from_json(json::parse(
         R"({"queue": {"backend": "redis"}, "redis": {"url": "unix:///run/r.sock?db=2", "namespace": "jobs.eu-1",
-            "lease_ms": 5000, "prefetch": 0, "connect_timeout_ms": 200, "command_timeout_ms": 300}})"));
+            "lease_ms": 5000, "prefetch": 0, "connect_timeout_ms": 200, "command_timeout_ms": 300, "consume": false},
+            "retention": {"finished_ttl_s": 0, "dead_ttl_s": 3600}})"));
     CHECK(o.backend == bulwark::QueueBackend::redis);
     CHECK(o.redis.url == "unix:///run/r.sock?db=2");
     CHECK(o.redis.ns == "jobs.eu-1");
@@ -134,6 +139,13 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(o.redis.prefetch == 0u);
     CHECK(o.redis.connect_timeout == std::chrono::milliseconds(200));
     CHECK(o.redis.command_timeout == std::chrono::milliseconds(300));
+    CHECK_FALSE(o.redis.consume);
+    CHECK(o.retention_finished_ttl == std::chrono::seconds(0));
+    CHECK(o.retention_dead_ttl == std::chrono::seconds(3600));
+    CHECK(config_error(json::parse(R"({"redis": {"consume": "no"}})")) == "redis.consume: expected true or false");
+    CHECK(config_error(json::parse(R"({"retention": {"finished_ttl_s": -1}})")).rfind("retention.finished_ttl_s: ", 0) ==
+          0);
+    CHECK(config_error(json::parse(R"({"retention": {"dead_ttl_s": 1e12}})")).rfind("retention.dead_ttl_s: ", 0) == 0);
     CHECK(config_error(json::parse(R"({"queue": {"backend": "kafka"}})")) ==
           "queue.backend: expected one of memory, redis, got 'kafka'");
     CHECK(config_error(json::parse(R"({"redis": {"url": "http://x"}})")).rfind("redis.url: ", 0) == 0);
