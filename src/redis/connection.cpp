@@ -5,9 +5,12 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <random>
+#include <thread>
 
 namespace bulwark::detail::redis {
 
@@ -246,6 +249,30 @@ Value Connection::eval(const Script& script, const std::vector<std::string>& key
     }
   }
   throw RedisError(std::string("script ") + script.name + ": could not be loaded", false);
+}
+
+Link::Link(Address address, std::chrono::milliseconds connect_timeout, std::chrono::milliseconds command_timeout)
+    : address_(std::move(address)),
+      connect_timeout_(connect_timeout),
+      command_timeout_(command_timeout),
+      seed_(std::random_device{}()) {}
+
+Link::~Link() = default;
+
+Connection& Link::get() {
+  if (!connection_ || !connection_->usable()) {
+    connection_.reset();
+    connection_ = std::make_unique<Connection>(address_, connect_timeout_, command_timeout_);
+  }
+  return *connection_;
+}
+
+void Link::failed() {
+  connection_.reset();
+  seed_ = seed_ * 1103515245u + 12345u;  // jitter needs no better randomness
+  const auto jitter = std::chrono::milliseconds((seed_ >> 8) % static_cast<unsigned>(backoff_.count() / 2 + 1));
+  std::this_thread::sleep_for(backoff_ + jitter);
+  backoff_ = std::min(backoff_ * 2, std::chrono::milliseconds(1000));
 }
 
 }  // namespace bulwark::detail::redis

@@ -105,4 +105,30 @@ class Connection {
   std::unordered_map<const Script*, std::string> loaded_;  // SHA1 of each script loaded here
 };
 
+// The connection of one thread's loop (a feeder, an acker, a follower): made
+// when needed, dropped after an error, and the backoff before the next try
+// (10 ms doubling to 1 s, plus up to half again of jitter, so processes do
+// not all reconnect in step). Not thread-safe: one thread owns it.
+class Link {
+ public:
+  Link(Address address, std::chrono::milliseconds connect_timeout, std::chrono::milliseconds command_timeout);
+  ~Link();
+
+  // The connection, connecting first if there is none or it broke; throws
+  // RedisError (unavailable) if that fails.
+  Connection& get();
+  // A round went through: the next failure waits the shortest backoff.
+  void ok() noexcept { backoff_ = kFirst; }
+  // Drops the connection and sleeps the backoff, which then doubles.
+  void failed();
+
+ private:
+  static constexpr std::chrono::milliseconds kFirst{10};
+  const Address address_;
+  const std::chrono::milliseconds connect_timeout_, command_timeout_;
+  std::unique_ptr<Connection> connection_;
+  std::chrono::milliseconds backoff_ = kFirst;
+  unsigned seed_;
+};
+
 }  // namespace bulwark::detail::redis

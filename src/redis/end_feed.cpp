@@ -1,7 +1,6 @@
 #include "redis/end_feed.hpp"
 
 #include <algorithm>
-#include <random>
 
 #include "redis/redis_broker.hpp"
 #include "redis/redis_job_store.hpp"
@@ -80,18 +79,13 @@ bool EndFeed::read_batch(Connection& c) {
 }
 
 void EndFeed::run(std::stop_token stop) {
-  std::minstd_rand rng(std::random_device{}());
-  std::unique_ptr<Connection> c;
-  auto backoff = std::chrono::milliseconds(10);
+  Link link(address_, connect_timeout_, command_timeout_);
   while (!stop.stop_requested()) {
     try {
-      if (!c || !c->usable()) c = std::make_unique<Connection>(address_, connect_timeout_, command_timeout_);
-      read_batch(*c);
-      backoff = std::chrono::milliseconds(10);
+      read_batch(link.get());
+      link.ok();
     } catch (const RedisError&) {
-      c.reset();
-      std::this_thread::sleep_for(backoff + std::chrono::milliseconds(rng() % (backoff.count() / 2 + 1)));
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+      link.failed();
     }
   }
 }

@@ -1,6 +1,5 @@
 #include "redis/redis_broker.hpp"
 
-#include <random>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -164,21 +163,22 @@ void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
   a.state = state_name(task->state());
   a.outcome = outcome_of(*task);
   a.due_ms = epoch_ms(due);
+  std::size_t held = 0;
+  bool first = false;  // nothing was waiting: the acker may be asleep
   {
     MutexLock lock(mutex_);
     auto it = held_.find(a.id);
     if (it == held_.end()) return;  // not ours any more
     a.attempt = it->second.attempt;
     held_.erase(it);
+    held = held_.size();
+    first = pending_.empty();
+    pending_.push_back(std::move(a));  // written by the acker, in batches; kept until Redis took it
   }
   lease = Lease{};  // gives back the local retry slot, if any
-  std::size_t held = 0;
-  {
-    MutexLock lock(mutex_);
-    pending_.push_back(std::move(a));  // written by the acker, in batches; kept until Redis took it
-    held = held_.size();
-  }
-  signal(ack_wake_);
+  // While ends wait, the acker is writing them (it stops only on an empty
+  // list) or backing off from an outage: only the first needs a wake-up.
+  if (first) signal(ack_wake_);
   if (held <= low_water()) signal(feed_wake_);  // room for a batch: fetch again now, not after the poll
 }
 
@@ -190,11 +190,10 @@ void RedisBroker::signal(Wake& w) {
   w.cv.notify_one();
 }
 
-bool RedisBroker::wait(Wake& w, std::stop_token& stop, std::chrono::milliseconds timeout) {
+void RedisBroker::wait(Wake& w, std::stop_token& stop, std::chrono::milliseconds timeout) {
   std::unique_lock lock(w.mutex);
-  const bool woken = w.cv.wait_for(lock, stop, timeout, [&] { return w.signalled; });
+  w.cv.wait_for(lock, stop, timeout, [&] { return w.signalled; });
   w.signalled = false;
-  return woken;
 }
 
 std::size_t RedisBroker::low_water() const noexcept { return (options_.workers + options_.prefetch) / 2; }
@@ -260,30 +259,26 @@ void RedisBroker::extend_all(Connection& c) {
 // stay). Only one thread flushes at a time (the acker, or drain() after it).
 std::size_t RedisBroker::flush_batch(Connection& c) {
   constexpr std::size_t kAckBatch = 256;
-  std::vector<std::string> args;
-  std::size_t n = 0;
-  bool done = false, dead = false;
-  {
-    MutexLock lock(mutex_);
-    n = std::min(pending_.size(), kAckBatch);
-    if (n == 0) return 0;
-    args.reserve(7 + 6 * n);
-    for (std::size_t i = 0; i < n; ++i) {
-      const PendingAck& a = pending_[i];
-      args.insert(args.end(), {a.id, std::to_string(a.attempt), a.how == Ack::retry ? "retry" : "done", a.state,
-                               a.outcome, std::to_string(a.due_ms)});
-      if (a.how != Ack::retry) (a.state == "failed" ? dead : done) = true;
-    }
-  }
   const long long now = epoch_ms(Clock::now());
-  std::vector<std::string> head = {owner_,
+  std::vector<std::string> args = {owner_,
                                    std::to_string(now),
                                    std::to_string(options_.keep_finished),
                                    std::to_string(options_.keep_dead),
                                    retention_cutoff(options_.finished_ttl, now),
                                    retention_cutoff(options_.dead_ttl, now),
                                    keys_.job_prefix};
-  args.insert(args.begin(), std::make_move_iterator(head.begin()), std::make_move_iterator(head.end()));
+  std::size_t n = 0;
+  {
+    MutexLock lock(mutex_);
+    n = std::min(pending_.size(), kAckBatch);
+    if (n == 0) return 0;
+    args.reserve(args.size() + 6 * n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const PendingAck& a = pending_[i];
+      args.insert(args.end(), {a.id, std::to_string(a.attempt), a.how == Ack::retry ? "retry" : "done", a.state,
+                               a.outcome, std::to_string(a.due_ms)});
+    }
+  }
   // A 0 in the reply: the lease was recovered meanwhile and the job runs
   // elsewhere; its outcome here does not count.
   c.eval(kAck, {keys_.leased, keys_.done, keys_.dead, keys_.index, keys_.ended, keys_.scheduled, keys_.counts}, args);
@@ -300,23 +295,16 @@ void RedisBroker::flush_pending(Connection& c) {
 // The acker thread: writes ends as they come, a batch per round trip while
 // they come faster than Redis answers; backs off while Redis is away.
 void RedisBroker::send_acks(std::stop_token stop) {
-  std::minstd_rand rng(std::random_device{}());
-  std::unique_ptr<Connection> c;
-  auto backoff = std::chrono::milliseconds(10);
+  Link link(options_.address, options_.connect_timeout, options_.command_timeout);
   while (!stop.stop_requested()) {
     wait(ack_wake_, stop, std::chrono::milliseconds(100));
     if (stop.stop_requested()) break;  // drain() writes the rest
     try {
-      if (!c || !c->usable()) {
-        c = std::make_unique<Connection>(options_.address, options_.connect_timeout, options_.command_timeout);
-      }
-      flush_pending(*c);
-      backoff = std::chrono::milliseconds(10);
+      flush_pending(link.get());
+      link.ok();
     } catch (const RedisError& e) {
       if (e.unavailable()) reachable_.store(false, std::memory_order_release);
-      c.reset();
-      std::this_thread::sleep_for(backoff + std::chrono::milliseconds(rng() % (backoff.count() / 2 + 1)));
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+      link.failed();
     }
   }
 }
@@ -380,42 +368,36 @@ void RedisBroker::feed_once(Connection& c) {
 }
 
 void RedisBroker::feed(std::stop_token stop) {
-  std::minstd_rand rng(std::random_device{}());
-  std::unique_ptr<Connection> c;
-  auto backoff = std::chrono::milliseconds(10);
+  Link link(options_.address, options_.connect_timeout, options_.command_timeout);
   auto last_extend = Clock::time_point{};
   auto last_heartbeat = Clock::time_point{};  // at once: others see this process from the start
   auto last_sweep = Clock::time_point{};
   const auto heartbeat_every = std::min<std::chrono::milliseconds>(options_.lease / 3, std::chrono::seconds(1));
   while (!stop.stop_requested()) {
     try {
-      if (!c || !c->usable()) {
-        c = std::make_unique<Connection>(options_.address, options_.connect_timeout, options_.command_timeout);
-      }
+      Connection& c = link.get();
       const auto now = Clock::now();
       if (now - last_sweep >= options_.poll * 4) {
-        feed_once(*c);
+        feed_once(c);
         last_sweep = now;
       }
       if (now - last_heartbeat >= heartbeat_every) {
-        heartbeat(*c);
+        heartbeat(c);
         last_heartbeat = now;
       }
       if (now - last_extend >= options_.lease / 3) {
-        extend_all(*c);
+        extend_all(c);
         last_extend = now;
       }
-      const bool got = refill(*c) > 0;
+      const bool got = refill(c) > 0;
       reachable_.store(true, std::memory_order_release);
-      backoff = std::chrono::milliseconds(10);
+      link.ok();
       if (!got) wait(feed_wake_, stop, options_.poll);
     } catch (const RedisError& e) {
-      // Unreachable, or a reply we did not expect: wait (with jitter, up to
-      // 1 s) and start again on a fresh connection.
+      // Unreachable, or a reply we did not expect: start again on a fresh
+      // connection after the backoff.
       if (e.unavailable()) reachable_.store(false, std::memory_order_release);
-      c.reset();
-      std::this_thread::sleep_for(backoff + std::chrono::milliseconds(rng() % (backoff.count() / 2 + 1)));
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+      link.failed();
     }
   }
 }

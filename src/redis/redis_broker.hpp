@@ -153,8 +153,8 @@ class RedisBroker final : public Broker {
   std::optional<std::vector<long long>> send_enqueue(std::vector<std::string>& args);
   static Admitted admitted(long long seq, const std::function<bool()>& record);
   static void signal(Wake& w);
-  // Waits for a signal, the stop token or the timeout; true if signalled.
-  static bool wait(Wake& w, std::stop_token& stop, std::chrono::milliseconds timeout);
+  // Waits for a signal, the stop token or the timeout.
+  static void wait(Wake& w, std::stop_token& stop, std::chrono::milliseconds timeout);
   // Held jobs at or below which the feeder fetches again at once.
   std::size_t low_water() const noexcept;
   std::size_t flush_batch(Connection& c);
