@@ -38,7 +38,6 @@ std::optional<JobRecord> MemoryJobStore::record(const JobId& id) const {
 }
 
 void MemoryJobStore::evict(Retained& list, Clock::time_point now, std::vector<Entry>& out) {
-  MutexLock lock(list.mutex);
   while (!list.jobs.empty() &&
          (list.jobs.size() > list.limit || (list.ttl.count() > 0 && now - list.jobs.front().at > list.ttl))) {
     out.push_back(std::move(list.jobs.front()));
@@ -49,15 +48,26 @@ void MemoryJobStore::evict(Retained& list, Clock::time_point now, std::vector<En
 void MemoryJobStore::finished(const std::shared_ptr<Task>& task) {
   const std::uint32_t finish_no = task->count_finish();
   const Clock::time_point now = Clock::now();
-  Retained& list = task->state() == JobState::failed ? dead_ : done_;
+  const bool dead = task->state() == JobState::failed;
+  Retained& list = dead ? dead_ : done_;
+  std::vector<Entry> evicted;
   {
     MutexLock lock(list.mutex);
     list.jobs.push_back(Entry{task, finish_no, now});
+    evict(list, now, evicted);
   }
-  // Both lists age, whichever kind of job finished.
-  std::vector<Entry> evicted;
-  evict(done_, now, evicted);
-  evict(dead_, now, evicted);
+  // The other list ages too, though nothing is added to it: looked at once
+  // a second at most (or once per its age limit, if shorter), so a finish
+  // takes one lock as a rule.
+  Retained& other = dead ? done_ : dead_;
+  Clock::rep due = other_sweep_.load(std::memory_order_relaxed);
+  const auto every = std::min<Clock::duration>(std::chrono::seconds(1), other.ttl);
+  if (other.ttl.count() > 0 && now.time_since_epoch().count() >= due &&
+      other_sweep_.compare_exchange_strong(due, (now + every).time_since_epoch().count(),
+                                           std::memory_order_relaxed)) {
+    MutexLock lock(other.mutex);
+    evict(other, now, evicted);
+  }
   for (const Entry& e : evicted) forget(e);
 }
 

@@ -11,7 +11,8 @@
 // MemoryJobStore is the in-memory one: sharded by id hash so submits and
 // lookups on different threads rarely share a lock; finished jobs are
 // remembered in completion order, each list with its own exact bound and
-// age limit (applied as jobs finish). A job
+// age limit (applied as jobs finish: the list a job enters at once, the
+// other at most once a second, or once per its age limit if shorter). A job
 // requeued after it finished is never forgotten while it is live again.
 //
 // Implementations are thread-safe and do not block for long; list() and
@@ -19,6 +20,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -98,7 +100,7 @@ class MemoryJobStore final : public JobStore {
     std::chrono::milliseconds ttl{0};
   };
   // Takes out entries past the count bound (after adding one) or the age limit.
-  static void evict(Retained& list, Clock::time_point now, std::vector<Entry>& out);
+  static void evict(Retained& list, Clock::time_point now, std::vector<Entry>& out) BULWARK_REQUIRES(list.mutex);
   Shard& shard_of(const JobId& id) const;
   void forget(const Entry& entry);
   std::vector<std::shared_ptr<Task>> all() const;
@@ -106,6 +108,8 @@ class MemoryJobStore final : public JobStore {
   mutable std::array<Shard, kShards> shards_;
   Retained done_;  // succeeded and cancelled
   Retained dead_;  // failed
+  // When (steady-clock ticks) a finish next ages the list it did not add to.
+  std::atomic<Clock::rep> other_sweep_{0};
 };
 
 }  // namespace bulwark::detail
