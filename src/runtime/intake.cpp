@@ -75,8 +75,7 @@ Submitted Intake::submit(JobSpec spec) {
   TypeEntry* type = types_.find(spec.type);
   if (auto problem = check(spec, type)) return reject(std::move(*problem));
   const auto delay = spec.delay;
-  auto task = make_task(*type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type->policy.max_attempts),
-                        spec.timeout, std::move(spec.payload));
+  auto task = task_for(*type, std::move(spec));
   if (auto e = accept(task, delay)) return reject(std::move(*e));
   return Submitted{task->id(), delay.count() > 0 ? JobState::scheduled : JobState::queued, std::nullopt};
 }
@@ -156,10 +155,10 @@ std::vector<Submitted> Intake::submit_many(std::vector<JobSpec> specs) {
       out[i] = reject(error(SubmitError::Code::shutting_down, "the runtime is shutting down"));
       continue;
     }
-    auto task = make_task(*type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type->policy.max_attempts),
-                          spec.timeout, std::move(spec.payload));
-    stamp(*task, spec.delay, now);
-    batch.push_back(Admission{std::move(task), now + spec.delay, {}});
+    const auto delay = spec.delay;
+    auto task = task_for(*type, std::move(spec));
+    stamp(*task, delay, now);
+    batch.push_back(Admission{std::move(task), now + delay, {}});
     // The entry's own task: batch was reserved whole, so it never moves.
     batch.back().record = [this, t = &batch.back().task] { return record(*t); };
     slot.push_back(i);
@@ -190,6 +189,11 @@ std::shared_ptr<Task> Intake::make_task(TypeEntry& type, JobId id, int priority,
   s.payload = std::move(payload);
   task->set_type_entry(&type);
   return task;
+}
+
+std::shared_ptr<Task> Intake::task_for(TypeEntry& type, JobSpec&& spec) const {
+  return make_task(type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type.policy.max_attempts),
+                   spec.timeout, std::move(spec.payload));
 }
 
 std::shared_ptr<Task> Intake::rebuild(Stored job) const {

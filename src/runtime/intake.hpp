@@ -85,6 +85,9 @@ class Intake {
   // unless `timeout` is set); not shared yet.
   std::shared_ptr<Task> make_task(TypeEntry& type, JobId id, int priority, int max_attempts,
                                   std::chrono::milliseconds timeout, nlohmann::json payload) const;
+  // The task of a checked spec of `type` (the spec's fields, the type's
+  // defaults where it has none).
+  std::shared_ptr<Task> task_for(TypeEntry& type, JobSpec&& spec) const;
   std::optional<SubmitError> accept(TaskPtr task, std::chrono::milliseconds delay);
   // Numbers and names a job about to be admitted, sets its state and times.
   void stamp(Task& task, std::chrono::milliseconds delay, Clock::time_point now);
