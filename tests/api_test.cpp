@@ -102,6 +102,7 @@ TEST_SUITE("api") {
     const json workers = json::parse(f.call("GET", "/v1/workers").body);
     CHECK(workers["workers"].size() == 2);
     CHECK(workers["workers"][0]["state"] == "idle");
+    CHECK_FALSE(workers.contains("cluster"));  // no shared queue, no other processes
     const json procs = json::parse(f.call("GET", "/v1/processes").body)["processes"];
     REQUIRE(procs.size() == 1);  // the memory backend: this process alone
     CHECK(procs[0]["self"] == true);

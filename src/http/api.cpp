@@ -246,9 +246,10 @@ Response Api::handle(const Request& request) {
     ordered_json body = {{"verdict", to_string(h.verdict)},
                          {"workers", report["workers"]},
                          {"processes", report["processes"]}};
+    // With a shared queue every process heartbeats its health: list them all.
     const std::vector<QueueProcess> queue = runtime_.processes();
-    if (queue.size() > 1 || (queue.size() == 1 && !queue.front().self)) {
-      body["cluster"] = process_list(queue, true);  // every process on the shared queue, with its workers
+    if (std::any_of(queue.begin(), queue.end(), [](const QueueProcess& p) { return p.health.is_object(); })) {
+      body["cluster"] = process_list(queue, true);
     }
     return json_response(200, body);
   }
