@@ -42,13 +42,13 @@ void EndFeed::stop() {
   thread_.join();
 }
 
-bool EndFeed::read_batch(Connection& c) {
+void EndFeed::read_batch(Connection& c) {
   // Blocks in Redis for a while when nothing is there, well inside the
   // command timeout, so stop() is seen within one read.
   const auto block = std::max<long long>(1, std::min<long long>(200, command_timeout_.count() / 2));
   const Value got = c.command({"XREAD", "COUNT", std::to_string(kBatch), "BLOCK", std::to_string(block), "STREAMS",
                                keys_.ended, last_});
-  if (got.is_nil() || got.elements.empty()) return false;
+  if (got.is_nil() || got.elements.empty()) return;
   struct End {
     std::string id, state;
   };
@@ -61,7 +61,7 @@ bool EndFeed::read_batch(Connection& c) {
       if (!id.empty() && (!wanted_ || wanted_(id))) ends.push_back(End{id, fields.elements[i + 1].str});
     }
   }
-  if (ends.empty()) return true;
+  if (ends.empty()) return;
   std::vector<std::vector<std::string>> reads;
   reads.reserve(ends.size());
   for (const End& e : ends) reads.push_back({"HGETALL", keys_.job(e.id)});
@@ -75,7 +75,6 @@ bool EndFeed::read_batch(Connection& c) {
     if (!is_terminal(r.state) && ended_as) r.state = *ended_as;
     listener_(r);
   }
-  return true;
 }
 
 void EndFeed::run(std::stop_token stop) {

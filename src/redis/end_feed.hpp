@@ -43,8 +43,8 @@ class EndFeed {
 
  private:
   void run(std::stop_token stop);
-  // Reads one batch after last_ and reports it; false if there was none.
-  bool read_batch(Connection& c);
+  // Reads one batch after last_ (waiting a while for one) and reports it.
+  void read_batch(Connection& c);
 
   const Address address_;
   const std::chrono::milliseconds connect_timeout_;
