@@ -366,15 +366,20 @@ double floor_ns(int depth, std::size_t iterations, bool in_guard = true) {
   return seconds_since(start) * 1e9 / static_cast<double>(iterations);
 }
 
+// The directory this program sits in (its helper programs are built beside it).
+std::string own_dir() {
+  char self[4096] = {};
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return ".";
+  std::string dir(self, static_cast<std::size_t>(n));
+  dir.erase(dir.rfind('/'));
+  return dir;
+}
+
 // The same throw in a program that does not link bulwark: bulwark_throw_baseline,
 // built beside this program. Its ns per throw, or -1 if it cannot be run.
 double baseline_throw_ns(int depth, std::size_t iterations) {
-  char self[4096] = {};
-  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return -1;
-  std::string dir(self, static_cast<std::size_t>(n));
-  dir.erase(dir.rfind('/'));
-  const std::string cmd = dir + "/bulwark_throw_baseline " + std::to_string(depth) + " " + std::to_string(iterations);
+  const std::string cmd = own_dir() + "/bulwark_throw_baseline " + std::to_string(depth) + " " + std::to_string(iterations);
   FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) return -1;
   double ns = -1;
@@ -386,6 +391,67 @@ double baseline_throw_ns(int depth, std::size_t iterations) {
 // ns per failed job on `workers` workers, every job failing at `depth`.
 double bulwark_failure_ns(std::size_t n, int depth, unsigned workers) {
   return 1e9 / run_bulwark_post(n, Body{100, depth}, workers) * workers;
+}
+
+// --- the Go peer -------------------------------------------------------------
+
+// go_peer (bench/go/peer.go) is built beside this program when Go is
+// installed; without it the Go figures are left out, saying why.
+bool go_peer_built() { return ::access((own_dir() + "/go_peer").c_str(), X_OK) == 0; }
+
+// Jobs per second of Go's defer/recover pool, every job panicking `depth`
+// calls deep; `stack` is what the recover keeps: none, callers, debug.
+double go_peer_rate(const std::string& stack, int depth, unsigned workers, std::size_t n) {
+  const std::string cmd = own_dir() + "/go_peer -stack " + stack + " -depth " + std::to_string(depth) +
+                          " -workers " + std::to_string(workers) + " -jobs " + std::to_string(n);
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) throw std::runtime_error("cannot start " + cmd);
+  std::string out;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
+  if (::pclose(p) != 0) throw std::runtime_error(cmd + " failed");
+  return nlohmann::json::parse(out).at("jobs_per_s").get<double>();
+}
+
+// Failing jobs (every one throws or panics at depth 1, 10, 50) on 1 and 2
+// workers: bulwark with throw-site capture against Go's pool keeping no
+// stack, runtime.Callers, or debug.Stack(); each (depth, workers) cell runs
+// the four interleaved. Go's debug.Stack() runs get a quarter of the jobs
+// (it is 10-70 µs a job).
+ordered_json go_peer(const Config& cfg) {
+  if (!go_peer_built()) return {{"skipped", "go_peer not built (Go not installed when the bench was configured)"}};
+  const std::vector<std::string> stacks = {"none", "callers", "debug"};
+  const std::size_t n = cfg.failing_jobs;
+  ordered_json out;
+  out["what"] = "failing jobs per second; bulwark captures the throw-site trace, Go keeps none, "
+                "runtime.Callers or debug.Stack() in its recover";
+  for (int depth : {1, 10, 50}) {
+    ordered_json at_depth;
+    std::map<std::string, std::vector<double>> one, two;  // per system, per repetition
+    for (unsigned workers : {1U, 2U}) {
+      std::vector<std::function<double()>> runs;
+      runs.push_back([=] { return run_bulwark_post(n, Body{100, depth}, workers); });
+      for (const std::string& s : stacks) {
+        runs.push_back([=] { return go_peer_rate(s, depth, workers, s == "debug" ? n / 4 : n); });
+      }
+      const auto got = interleaved(cfg.reps, runs);
+      auto& into = workers == 1 ? one : two;
+      into["bulwark"] = got[0];
+      for (std::size_t k = 0; k < stacks.size(); ++k) into["go_" + stacks[k]] = got[k + 1];
+    }
+    for (const auto& [name, rates] : one) {
+      at_depth[name] = {{"one_worker_jobs_per_s", stat_of(rates).json()},
+                        {"two_workers_jobs_per_s", stat_of(two[name]).json()},
+                        {"us_per_job_one_worker", 1e6 / stat_of(rates).median},
+                        {"scaling_2_over_1", stat_of(two[name]).median / stat_of(rates).median}};
+    }
+    at_depth["bulwark_over_go_debug_stack_paired"] = {{"one_worker", paired_ratio(one["bulwark"], one["go_debug"]).json()},
+                                                      {"two_workers", paired_ratio(two["bulwark"], two["go_debug"]).json()}};
+    at_depth["bulwark_over_go_callers_paired"] = {{"one_worker", paired_ratio(one["bulwark"], one["go_callers"]).json()},
+                                                  {"two_workers", paired_ratio(two["bulwark"], two["go_callers"]).json()}};
+    out[std::to_string(depth)] = at_depth;
+  }
+  return out;
 }
 
 // --- latency -----------------------------------------------------------------
@@ -847,6 +913,10 @@ int main(int argc, char** argv) {
                                 {"ratio", scale_ratio.median}};
   log("failure scaling 2/1 workers (paired): " + std::to_string(scale_ratio.median) + " (min " +
       std::to_string(scale_ratio.min) + ", max " + std::to_string(scale_ratio.max) + ")");
+
+  // The seed's own pattern: Go's defer/recover pool, same failing jobs.
+  results["go_peer"] = go_peer(cfg);
+  log("go peer: " + results["go_peer"].dump());
 
   // 6: latency, enqueue to start, at a steady 2,000 jobs/s (workers idle
   // between jobs: what one job waits in a quiet pool); median of the

@@ -18,7 +18,7 @@ packages=(
 # bench/redis/package-lock.json; Celery and its Redis client).
 for group in "$@"; do
   case "$group" in
-    bench) packages+=(libtbb-dev libbenchmark-dev gnuplot-nox) ;;
+    bench) packages+=(libtbb-dev libbenchmark-dev gnuplot-nox golang-go wrk) ;;
     fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;
     redis-bench)
       packages+=(python3-celery python3-redis)
