@@ -28,6 +28,7 @@
 #include <iostream>
 #include <latch>
 #include <map>
+#include <sstream>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -42,6 +43,7 @@
 #include <tbb/task_arena.h>
 
 #include "bulwark/guarded.hpp"
+#include "bulwark/http_server.hpp"
 #include "bulwark/isolation.hpp"
 #include "bulwark/runtime.hpp"
 #include "runtime/testing_hooks.hpp"
@@ -454,6 +456,111 @@ ordered_json go_peer(const Config& cfg) {
   return out;
 }
 
+// --- HTTP ----------------------------------------------------------------------
+
+// What wrk reports for one run.
+struct WrkRun {
+  double requests_per_s = 0;
+  double p50_ms = 0, p99_ms = 0;
+  long errors = 0;  // non-2xx answers and socket errors
+};
+
+// "1.02ms" / "816.17us" / "1.20s" in ms.
+double wrk_ms(const std::string& v) {
+  const double x = std::stod(v);
+  if (v.ends_with("us")) return x / 1000;
+  if (v.ends_with("ms")) return x;
+  if (v.ends_with("s")) return x * 1000;
+  return x;
+}
+
+// wrk, one thread, `connections` keep-alive connections for `seconds`, with
+// `script` (a Lua file) when not empty. Throws when wrk fails.
+WrkRun run_wrk(const std::string& url, const std::string& script, int connections, int seconds) {
+  std::string cmd = "wrk -t1 -c" + std::to_string(connections) + " -d" + std::to_string(seconds) + "s --latency ";
+  if (!script.empty()) cmd += "-s " + script + " ";
+  cmd += url + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) throw std::runtime_error("cannot start " + cmd);
+  WrkRun run;
+  char buf[512];
+  std::string all;
+  while (std::fgets(buf, sizeof buf, p) != nullptr) {
+    const std::string line = buf;
+    all += line;
+    std::istringstream in(line);
+    std::string first, second;
+    in >> first >> second;
+    if (first == "Requests/sec:") run.requests_per_s = std::stod(second);
+    if (first == "50%") run.p50_ms = wrk_ms(second);
+    if (first == "99%") run.p99_ms = wrk_ms(second);
+    if (first == "Non-2xx") run.errors += std::stol(line.substr(line.rfind(' ') + 1));
+    if (first == "Socket") run.errors += 1;
+  }
+  if (::pclose(p) != 0 || run.requests_per_s <= 0) throw std::runtime_error(cmd + " failed:\n" + all);
+  return run;
+}
+
+// One run against a fresh in-process server (the Runtime and HttpServer of
+// `bulwark serve`, an echo handler, `workers` workers) with `io_threads`
+// I/O threads (0 = the default, one per core).
+WrkRun http_run(unsigned io_threads, bool post, unsigned workers, int seconds, const std::string& script) {
+  bulwark::Registry registry;
+  registry.add("echo", [](bulwark::JobContext&, const nlohmann::json& p) { return p; });
+  bulwark::RuntimeOptions options = bulwark_options(workers, 100'000);
+  options.server.listen = "127.0.0.1:0";
+  options.server.io_threads = io_threads;
+  bulwark::Runtime rt(std::move(registry), options);
+  bulwark::HttpServer server(rt, options.server);
+  const std::string base = "http://127.0.0.1:" + std::to_string(server.port());
+  const WrkRun run = run_wrk(base + (post ? "/v1/jobs" : "/healthz"), post ? script : "", 64, seconds);
+  server.stop();
+  rt.shutdown();
+  return run;
+}
+
+// POST /v1/jobs (an echo job) and GET /healthz at 64 connections, the server
+// with one I/O thread against the default (one per core), interleaved.
+ordered_json http(const Config& cfg, unsigned workers) {
+  if (std::system("command -v wrk >/dev/null 2>&1") != 0) return {{"skipped", "wrk not installed"}};
+  const std::string script = "/tmp/bulwark_bench_post_" + std::to_string(::getpid()) + ".lua";
+  std::ofstream(script) << "wrk.method = \"POST\"\n"
+                           "wrk.body = '{\"type\":\"echo\",\"payload\":{\"msg\":\"hello\",\"n\":1}}'\n"
+                           "wrk.headers[\"Content-Type\"] = \"application/json\"\n";
+  const int seconds = cfg.quick ? 1 : 3;
+  const unsigned many = bulwark::ServerOptions{}.effective_io_threads();
+  ordered_json out = {{"connections", 64}, {"seconds_per_run", seconds}, {"client", "wrk -t1"},
+                      {"default_io_threads", many}};
+  for (const bool post : {true, false}) {
+    if (!post && cfg.quick) break;
+    std::vector<WrkRun> one, def;
+    const auto runs = interleaved(cfg.reps, {[&] {
+                                               one.push_back(http_run(1, post, workers, seconds, script));
+                                               return one.back().requests_per_s;
+                                             },
+                                             [&] {
+                                               def.push_back(http_run(0, post, workers, seconds, script));
+                                               return def.back().requests_per_s;
+                                             }});
+    const auto side = [](const std::vector<WrkRun>& r, const std::vector<double>& rates) {
+      std::vector<double> p50, p99;
+      long errors = 0;
+      for (std::size_t i = 1; i < r.size(); ++i) {  // [0] is the warm-up
+        p50.push_back(r[i].p50_ms);
+        p99.push_back(r[i].p99_ms);
+        errors += r[i].errors;
+      }
+      return ordered_json{{"requests_per_s", stat_of(rates).json()}, {"p50_ms", stat_of(p50).json()},
+                          {"p99_ms", stat_of(p99).json()}, {"errors", errors}};
+    };
+    out[post ? "post_jobs" : "get_healthz"] = {{"io_threads_1", side(one, runs[0])},
+                                              {"io_threads_default", side(def, runs[1])},
+                                              {"default_over_one_paired", paired_ratio(runs[1], runs[0]).json()}};
+  }
+  std::remove(script.c_str());
+  return out;
+}
+
 // --- latency -----------------------------------------------------------------
 
 ordered_json latency(std::size_t n, double rate, unsigned workers) {
@@ -736,7 +843,8 @@ int main(int argc, char** argv) {
                    "  --out FILE   where the JSON goes (default bench/results/latest.json)\n"
                    "  --only S     only S's no-failure throughput (bulwark_post, bulwark_handler,\n"
                    "               asio_thread_pool, tbb_task_group, mutex_pool, moodycamel_pool),\n"
-                   "               or 'latency'\n";
+                   "               or one section: 'latency', 'http' (wrk against the server), 'go'\n"
+                   "               (the Go peer's failing jobs)\n";
       return 0;
     } else {
       std::cerr << "usage: bulwark_bench [--quick] [--workers N] [--out FILE] [--only SYSTEM] [--help]\n";
@@ -751,6 +859,10 @@ int main(int argc, char** argv) {
   const unsigned w = cfg.workers;
   if (cfg.only == "latency") {
     std::cout << latency(4'000, 2'000, w).dump() << "\n";
+    return 0;
+  }
+  if (cfg.only == "http" || cfg.only == "go") {
+    std::cout << (cfg.only == "http" ? http(cfg, w) : go_peer(cfg)).dump(2) << "\n";
     return 0;
   }
   if (!cfg.only.empty()) {
@@ -935,6 +1047,10 @@ int main(int argc, char** argv) {
                           {"p999_us", stat_of(p999).json()}};
   }
   log("latency: " + results["latency"].dump());
+
+  // HTTP: the submit route and a probe, one I/O thread against the default.
+  results["http"] = http(cfg, w);
+  log("http: " + results["http"].dump());
 
   // 7: supervision.
   results["supervision"] = supervision(cfg.reps);

@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -107,6 +109,15 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(o.handlers.at("crash").isolation == bulwark::Isolation::process);
     CHECK(o.handlers.at("crash").memory_limit_mb == 64);
     CHECK(o.handlers.at("echo").isolation == bulwark::Isolation::thread);
+  }
+
+  TEST_CASE("server.io_threads: 0 (the default) is one per core, at most 8; a number is taken as given") {
+    const auto d = bulwark::RuntimeOptions::from_json(json::object());
+    CHECK(d.server.io_threads == 0);
+    CHECK(d.server.effective_io_threads() == std::clamp(std::thread::hardware_concurrency(), 1U, 8U));
+    const auto o = bulwark::RuntimeOptions::from_json(json::parse(R"({"server": {"io_threads": 3}})"));
+    CHECK(o.server.effective_io_threads() == 3);
+    CHECK(config_error(json::parse(R"({"server": {"io_threads": 65}})")).find("server.io_threads") != std::string::npos);
   }
 
   TEST_CASE("errors name the key path") {

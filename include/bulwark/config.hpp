@@ -90,7 +90,10 @@ struct CircuitBreakerOptions {
 // The HTTP API of `bulwark serve` (server.*).
 struct ServerOptions {
   std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one
-  unsigned io_threads = 1;                 // I/O threads, separate from the job workers
+  // I/O threads, separate from the job workers; 0 = one per core, at most 8
+  // (effective_io_threads()).
+  unsigned io_threads = 0;
+  unsigned effective_io_threads() const noexcept;
   std::size_t max_body_bytes = 1 << 20;    // larger bodies: 413
   std::size_t max_header_bytes = 8 << 10;  // larger headers: 431
   std::chrono::milliseconds read_timeout{10'000};  // to receive one whole request

@@ -201,7 +201,7 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
                                                "drain_timeout_ms"});
   server.string("listen", o.server.listen);
   if (auto problem = listen_problem(o.server.listen)) Section::fail("server.listen", *problem);
-  server.integer("io_threads", o.server.io_threads, 1, 64);
+  server.integer("io_threads", o.server.io_threads, 0, 64);
   server.integer("max_body_bytes", o.server.max_body_bytes, 1, 1 << 30);
   server.integer("max_header_bytes", o.server.max_header_bytes, 256, 1 << 20);
   // 0 would expire every read at once: the smallest timeout is 1 ms.
@@ -264,6 +264,10 @@ RuntimeOptions RuntimeOptions::from_file(const std::string& path) {
 
 unsigned RuntimeOptions::effective_workers() const noexcept {
   return workers != 0 ? workers : std::max(1u, std::thread::hardware_concurrency());
+}
+
+unsigned ServerOptions::effective_io_threads() const noexcept {
+  return io_threads != 0 ? io_threads : std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
 }
 
 unsigned RuntimeOptions::effective_max_concurrent_retries() const noexcept {

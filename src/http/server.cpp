@@ -269,7 +269,7 @@ void HttpServer::Impl::start() {
   reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   accept();
   sample();
-  for (unsigned i = 0; i < options_.io_threads; ++i) threads_.emplace_back([this] { ioc_->run(); });
+  for (unsigned i = 0, n = options_.effective_io_threads(); i < n; ++i) threads_.emplace_back([this] { ioc_->run(); });
 }
 
 void HttpServer::Impl::accept() {
