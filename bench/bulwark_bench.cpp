@@ -131,6 +131,13 @@ struct Body {
   }
 };
 
+// The registered handler's work, shared by bulwark's registered job and the
+// asio closure that owns the same JSON payload.
+nlohmann::json json_work(const Body& body, const nlohmann::json& p) {
+  body(p.at("i").get<std::size_t>());
+  return nlohmann::json();
+}
+
 void wait_done(std::uint64_t n) {
   while (g_done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
@@ -237,6 +244,27 @@ double run_asio(std::size_t n, Body body, unsigned workers) {
   return static_cast<double>(n) / s;
 }
 
+// asio posting a closure that owns the payload a registered bulwark job
+// carries (built the same way, in the producer) and calls the same handler
+// body: what a registered job costs over the payload's own cost.
+double run_asio_json(std::size_t n, Body body, unsigned workers) {
+  boost::asio::thread_pool pool(workers);
+  g_done = 0;
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    boost::asio::post(pool, [body, p = nlohmann::json{{"i", i}}] {
+      try {
+        json_work(body, p);
+      } catch (...) {
+      }
+    });
+  }
+  wait_done(n);
+  const double s = seconds_since(start);
+  pool.join();
+  return static_cast<double>(n) / s;
+}
+
 // `workers` TBB worker threads run the jobs; the producer only submits
 // (an arena of workers + 1 slots, one kept for it, and TBB allowed that many
 // threads in all: by default it would start only cores - 1 workers). Like
@@ -294,10 +322,7 @@ double run_bulwark_post(std::size_t n, Body body, unsigned workers) {
 
 double run_bulwark_handler(std::size_t n, Body body, unsigned workers) {
   bulwark::Registry registry;
-  registry.add("work", [body](bulwark::JobContext&, const nlohmann::json& p) {
-    body(p.at("i").get<std::size_t>());
-    return nlohmann::json();
-  });
+  registry.add("work", [body](bulwark::JobContext&, const nlohmann::json& p) { return json_work(body, p); });
   bulwark::Runtime rt(std::move(registry), bulwark_options(workers, n));
   g_done = 0;
   const auto start = Clock::now();
@@ -325,6 +350,7 @@ const std::vector<System>& systems() {
       {"bulwark_post", run_bulwark_post},
       {"bulwark_handler", run_bulwark_handler},
       {"asio_thread_pool", run_asio},
+      {"asio_json_closure", run_asio_json},
       {"tbb_task_group", run_tbb},
       {"mutex_pool", run_pool<MutexPool>},
       {"moodycamel_pool", run_pool<MoodycamelPool>},
@@ -710,18 +736,22 @@ struct Gate {
   }
 };
 
-// Registered jobs per second drained from a backlog of `n` (queued while
-// the workers were held), from release to the last one finished.
-double drain_rate(std::size_t n, unsigned workers) {
+// Jobs per second drained from a backlog of `n` (queued while the workers
+// were held), from release to the last one finished: registered jobs (a
+// JSON payload, a record reachable by id) or posted closures.
+double drain_rate(std::size_t n, unsigned workers, bool registered) {
   bulwark::Registry registry;
-  registry.add("work", [](bulwark::JobContext&, const nlohmann::json& p) {
-    Body{}(p.at("i").get<std::size_t>());
-    return nlohmann::json();
-  });
+  registry.add("work", [](bulwark::JobContext&, const nlohmann::json& p) { return json_work(Body{}, p); });
   bulwark::Runtime rt(std::move(registry), bulwark_options(workers, n));
   Gate gate;
   for (unsigned i = 0; i < workers; ++i) rt.post([&] { gate.wait(); });
-  for (std::size_t i = 0; i < n; ++i) rt.submit({.type = "work", .payload = {{"i", i}}});
+  for (std::size_t i = 0; i < n; ++i) {
+    if (registered) {
+      rt.submit({.type = "work", .payload = {{"i", i}}});
+    } else {
+      rt.post([i] { Body{}(i); });
+    }
+  }
   g_done = 0;
   const auto start = Clock::now();
   gate.release();
@@ -762,12 +792,20 @@ ordered_json backlog(const Config& cfg, unsigned workers) {
   const std::vector<std::size_t> sizes =
       cfg.quick ? std::vector<std::size_t>{1'000, 10'000, 100'000} : std::vector<std::size_t>{1'000, 100'000, 1'000'000};
   std::vector<std::function<double()>> runs;
-  for (std::size_t n : sizes) runs.push_back([n, workers] { return drain_rate(n, workers); });
+  for (const bool registered : {true, false}) {
+    for (std::size_t n : sizes) runs.push_back([=] { return drain_rate(n, workers, registered); });
+  }
   const auto rates = interleaved(cfg.reps, runs);
-  ordered_json drain;
-  for (std::size_t k = 0; k < sizes.size(); ++k) drain[std::to_string(sizes[k])] = stat_of(rates[k]).json();
+  const std::size_t k_posts = sizes.size();
+  ordered_json drain, drain_posts;
+  for (std::size_t k = 0; k < sizes.size(); ++k) {
+    drain[std::to_string(sizes[k])] = stat_of(rates[k]).json();
+    drain_posts[std::to_string(sizes[k])] = stat_of(rates[k_posts + k]).json();
+  }
   out["drain_jobs_per_s_by_backlog"] = drain;
-  out["drain_largest_over_smallest_paired"] = paired_ratio(rates.back(), rates.front()).json();
+  out["drain_largest_over_smallest_paired"] = paired_ratio(rates[k_posts - 1], rates[0]).json();
+  out["drain_posts_per_s_by_backlog"] = drain_posts;
+  out["drain_posts_largest_over_smallest_paired"] = paired_ratio(rates.back(), rates[k_posts]).json();
   const std::size_t queued = sizes.back();
   const std::size_t more = queued / 10;
   const auto enq = interleaved(cfg.reps, {[&] { return enqueue_ns_bulwark(queued, more, workers); },
@@ -842,9 +880,10 @@ int main(int argc, char** argv) {
                    "  --workers N  threads running jobs in every system (default 2); one producer each\n"
                    "  --out FILE   where the JSON goes (default bench/results/latest.json)\n"
                    "  --only S     only S's no-failure throughput (bulwark_post, bulwark_handler,\n"
-                   "               asio_thread_pool, tbb_task_group, mutex_pool, moodycamel_pool),\n"
-                   "               or one section: 'latency', 'http' (wrk against the server), 'go'\n"
-                   "               (the Go peer's failing jobs)\n";
+                   "               asio_thread_pool, asio_json_closure, tbb_task_group, mutex_pool,\n"
+                   "               moodycamel_pool),\n"
+                   "               or one section: 'latency', 'drain' (registered jobs from a backlog),\n"
+                   "               'http' (wrk against the server), 'go' (the Go peer's failing jobs)\n";
       return 0;
     } else {
       std::cerr << "usage: bulwark_bench [--quick] [--workers N] [--out FILE] [--only SYSTEM] [--help]\n";
@@ -859,6 +898,13 @@ int main(int argc, char** argv) {
   const unsigned w = cfg.workers;
   if (cfg.only == "latency") {
     std::cout << latency(4'000, 2'000, w).dump() << "\n";
+    return 0;
+  }
+  if (cfg.only == "drain") {
+    for (std::size_t n : {1'000UL, 100'000UL, 1'000'000UL}) {
+      std::cout << "drain " << n << ": registered " << drain_rate(n, w, true) << " jobs/s, posts "
+                << drain_rate(n, w, false) << " jobs/s\n";
+    }
     return 0;
   }
   if (cfg.only == "http" || cfg.only == "go") {
@@ -905,6 +951,8 @@ int main(int argc, char** argv) {
       paired["post_vs_asio"] = paired_ratio(*by_name["bulwark_post"], *by_name["asio_thread_pool"]).json();
       paired["post_vs_best_of_tbb_and_mutex_pool"] = paired_ratio(*by_name["bulwark_post"], best).json();
       paired["handler_vs_asio"] = paired_ratio(*by_name["bulwark_handler"], *by_name["asio_thread_pool"]).json();
+      paired["handler_vs_asio_json_closure"] =
+          paired_ratio(*by_name["bulwark_handler"], *by_name["asio_json_closure"]).json();
       paired["post_vs_moodycamel_ceiling"] =
           paired_ratio(*by_name["bulwark_post"], *by_name["moodycamel_pool"]).json();
     }
@@ -1078,11 +1126,13 @@ int main(int argc, char** argv) {
   results["ratios_of_medians"] = {
       {"post_vs_asio", med("bulwark_post") / med("asio_thread_pool")},
       {"post_vs_best_of_tbb_and_mutex_pool", med("bulwark_post") / best_peer},
-      {"handler_vs_asio", med("bulwark_handler") / med("asio_thread_pool")}};
+      {"handler_vs_asio", med("bulwark_handler") / med("asio_thread_pool")},
+      {"handler_vs_asio_json_closure", med("bulwark_handler") / med("asio_json_closure")}};
   results["ratios"] = {
       {"post_vs_asio", paired["post_vs_asio"]["median"]},
       {"post_vs_best_of_tbb_and_mutex_pool", paired["post_vs_best_of_tbb_and_mutex_pool"]["median"]},
       {"handler_vs_asio", paired["handler_vs_asio"]["median"]},
+      {"handler_vs_asio_json_closure", paired["handler_vs_asio_json_closure"]["median"]},
       {"post_vs_moodycamel_ceiling", paired["post_vs_moodycamel_ceiling"]["median"]},
       {"guard_cost_percent", results["guard"]["cost_percent"]},
       {"failure_scaling_2_over_1", results["failure_scaling"]["ratio"]},
@@ -1111,6 +1161,28 @@ int main(int argc, char** argv) {
       const auto& f = failure[std::to_string(depth)];
       dat << depth << ' ' << f["floor_ns"]["median"].get<double>() << ' ' << f["capture_ns"].get<double>() << ' '
           << f["bookkeeping_capture_on_ns"].get<double>() << '\n';
+    }
+  }
+  if (results["go_peer"].contains("10")) {
+    std::ofstream dat(base + ".go.dat");
+    dat << "depth bulwark_capture go_no_stack go_runtime_Callers go_debug_Stack\n";
+    for (int depth : {1, 10, 50}) {
+      const auto& d = results["go_peer"][std::to_string(depth)];
+      dat << depth;
+      for (const char* sys : {"bulwark", "go_none", "go_callers", "go_debug"}) {
+        dat << ' ' << d[sys]["us_per_job_one_worker"].get<double>();
+      }
+      dat << '\n';
+    }
+  }
+  if (results["http"].contains("post_jobs")) {
+    std::ofstream dat(base + ".http.dat");
+    dat << "route io_threads_1 io_threads_default\n";
+    for (const char* route : {"post_jobs", "get_healthz"}) {
+      if (!results["http"].contains(route)) continue;
+      const auto& r = results["http"][route];
+      dat << route << ' ' << r["io_threads_1"]["requests_per_s"]["median"].get<double>() << ' '
+          << r["io_threads_default"]["requests_per_s"]["median"].get<double>() << '\n';
     }
   }
   std::cout << results["ratios"].dump(2) << "\n";

@@ -30,6 +30,7 @@
 #include "runtime/broker.hpp"
 #include "runtime/job_store.hpp"
 #include "runtime/reporter.hpp"
+#include "runtime/stats.hpp"
 
 namespace bulwark::detail {
 
@@ -87,7 +88,8 @@ class Completion {
   // the submit side's line is apart from the workers'.
   alignas(64) std::atomic<std::uint64_t> accepted_{0};
   alignas(64) std::atomic<std::uint64_t> ended_{0};
-  std::atomic<std::uint64_t> succeeded_{0}, failed_{0}, cancelled_{0};
+  Striped<std::uint64_t> succeeded_;
+  std::atomic<std::uint64_t> failed_{0}, cancelled_{0};
   std::atomic<std::uint64_t> attempts_failed_{0}, retried_{0}, hard_timeouts_{0}, breaker_opened_{0};
   std::atomic<int> idle_waiters_{0};  // threads in wait_idle; publish() notifies only if any
   std::mutex idle_mutex_;  // guards no data: only the wait on idle_cv_

@@ -296,7 +296,7 @@ std::vector<WorkerHealth> Executor::health() const {
 
 ExecutorCounts Executor::counts() const {
   ExecutorCounts c;
-  c.running = running_.load();
+  c.running = static_cast<std::size_t>(std::max<std::int64_t>(0, running_.load()));
   c.replacements = replacements_.load();
   c.breaker_deferred = breaker_deferred_.load();
   MutexLock lock(mutex_);

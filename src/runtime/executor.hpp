@@ -105,7 +105,7 @@ class Executor {
   WaitSamples waits_;
   Histogram run_time_;
   Histogram queue_wait_;
-  std::atomic<std::size_t> running_{0};
+  Striped<std::int64_t> running_;  // attempts running now (a sum of stripes)
   std::atomic<std::uint64_t> replacements_{0};
   std::atomic<std::uint64_t> breaker_deferred_{0};
   std::atomic<bool> stopping_{false};

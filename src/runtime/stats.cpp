@@ -7,11 +7,14 @@ namespace bulwark::detail {
 HistogramSnapshot Histogram::snapshot() const {
   HistogramSnapshot s;
   s.bounds.assign(kBounds.begin(), kBounds.end());
-  for (const auto& c : counts_) {
-    s.counts.push_back(c.load(std::memory_order_relaxed));
-    s.count += s.counts.back();
+  s.counts.assign(kBounds.size() + 1, 0);
+  std::uint64_t sum_ns = 0;
+  for (const Stripe& stripe : stripes_) {
+    for (std::size_t i = 0; i < stripe.counts.size(); ++i) s.counts[i] += stripe.counts[i].load(std::memory_order_relaxed);
+    sum_ns += stripe.sum_ns.load(std::memory_order_relaxed);
   }
-  s.sum = static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
+  for (const std::uint64_t c : s.counts) s.count += c;
+  s.sum = static_cast<double>(sum_ns) / 1e9;
   return s;
 }
 

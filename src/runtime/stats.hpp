@@ -2,6 +2,12 @@
 // histogram, the counters of one job type, and the ring of recent queue
 // waits that the supervisor reads for its saturation check.
 //
+// Counts every job touches are striped: each thread adds to its own stripe
+// (a cache line of its own), reads add the stripes up, so workers finishing
+// jobs side by side do not pass one line back and forth. A read is a sum
+// of relaxed loads: exact once the writers are quiet, otherwise a count
+// some adds may not have reached yet.
+//
 // Any thread may add to any of them without a lock.
 #pragma once
 
@@ -16,6 +22,38 @@
 
 namespace bulwark::detail {
 
+inline constexpr std::size_t kStripes = 8;
+
+// This thread's stripe: threads are dealt stripes in turn as they first ask.
+inline std::size_t this_thread_stripe() noexcept {
+  static std::atomic<std::size_t> next{0};
+  thread_local const std::size_t mine = next.fetch_add(1, std::memory_order_relaxed) % kStripes;
+  return mine;
+}
+
+// A counter many threads add to; fetch_add/fetch_sub/load as on an atomic.
+template <class T>
+class Striped {
+ public:
+  void fetch_add(T n, std::memory_order = std::memory_order_relaxed) noexcept {
+    stripes_[this_thread_stripe()].value.fetch_add(n, std::memory_order_relaxed);
+  }
+  void fetch_sub(T n, std::memory_order = std::memory_order_relaxed) noexcept {
+    stripes_[this_thread_stripe()].value.fetch_sub(n, std::memory_order_relaxed);
+  }
+  T load(std::memory_order = std::memory_order_relaxed) const noexcept {
+    T sum = 0;
+    for (const Stripe& s : stripes_) sum += s.value.load(std::memory_order_relaxed);
+    return sum;
+  }
+
+ private:
+  struct alignas(64) Stripe {
+    std::atomic<T> value{0};
+  };
+  std::array<Stripe, kStripes> stripes_;
+};
+
 class Histogram {
  public:
   static constexpr std::array<double, 16> kBounds = {0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -23,21 +61,25 @@ class Histogram {
   void observe(double seconds) noexcept {
     std::size_t i = 0;
     while (i < kBounds.size() && seconds > kBounds[i]) ++i;
-    counts_[i].fetch_add(1, std::memory_order_relaxed);
-    sum_ns_.fetch_add(static_cast<std::uint64_t>(std::max(0.0, seconds) * 1e9), std::memory_order_relaxed);
+    Stripe& s = stripes_[this_thread_stripe()];
+    s.counts[i].fetch_add(1, std::memory_order_relaxed);
+    s.sum_ns.fetch_add(static_cast<std::uint64_t>(std::max(0.0, seconds) * 1e9), std::memory_order_relaxed);
   }
   HistogramSnapshot snapshot() const;
 
  private:
-  std::array<std::atomic<std::uint64_t>, kBounds.size() + 1> counts_{};
-  std::atomic<std::uint64_t> sum_ns_{0};
+  struct alignas(64) Stripe {
+    std::array<std::atomic<std::uint64_t>, kBounds.size() + 1> counts{};
+    std::atomic<std::uint64_t> sum_ns{0};
+  };
+  std::array<Stripe, kStripes> stripes_;
 };
 
 // Cumulative counters of one job type.
 struct TypeCounters {
   static constexpr std::size_t kKinds = kFailureKinds;
-  alignas(64) std::atomic<std::uint64_t> submitted{0};  // the submit side's line
-  alignas(64) std::atomic<std::uint64_t> started{0}, succeeded{0}, retried{0};
+  Striped<std::uint64_t> submitted, started, succeeded;
+  std::atomic<std::uint64_t> retried{0};
   std::array<std::atomic<std::uint64_t>, kKinds> failed{};     // dead-lettered, by kind
   std::array<std::atomic<std::uint64_t>, kKinds> recovered{};  // every failed attempt, by kind
 };

@@ -11,7 +11,7 @@ namespace bulwark::detail {
 // use-after-free from ASan, and TSan does not model the fences that order a
 // block's reuse through the queue.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kPoolEnabled = false;
+constexpr bool kPoolEnabled = true;
 #else
 constexpr bool kPoolEnabled = true;
 #endif
