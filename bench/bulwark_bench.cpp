@@ -6,15 +6,17 @@
 // --only runs nothing but that system's no-failure throughput, or with
 // "latency" the latency run (for perf).
 //
-// Every figure is the median of at least 5 repetitions, with min and max.
+// Every figure is the median of 5 repetitions (3 with --quick), with min and max.
 // Systems compared with each other run interleaved: each repetition runs
 // every system once, in an order rotated from one repetition to the next,
 // after one untimed warm-up run of each, and a ratio is the median of the
 // per-repetition ratios (with min and max), so drift on a shared machine
 // lands on both sides of it. Every system has `--workers` threads running
 // jobs and one producer that runs none; the clock stops when the last job
-// has finished (its body returned or threw). Absolute numbers on a shared
-// machine mean little; the paired ratios are the point.
+// has finished (its body returned or threw). Throughput and backlog runs
+// each run in a fresh process (run_fresh), so no system allocates from a
+// heap another one aged. Absolute numbers on a shared machine mean little;
+// the paired ratios are the point.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -394,26 +396,38 @@ double floor_ns(int depth, std::size_t iterations, bool in_guard = true) {
   return seconds_since(start) * 1e9 / static_cast<double>(iterations);
 }
 
-// The directory this program sits in (its helper programs are built beside it).
-std::string own_dir() {
+// This program's path, and the directory it sits in (its helper programs are
+// built beside it).
+std::string self_path() {
   char self[4096] = {};
   const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return ".";
-  std::string dir(self, static_cast<std::size_t>(n));
-  dir.erase(dir.rfind('/'));
-  return dir;
+  return n > 0 ? std::string(self, static_cast<std::size_t>(n)) : std::string("bulwark_bench");
+}
+
+std::string own_dir() {
+  std::string dir = self_path();
+  const auto slash = dir.rfind('/');
+  return slash == std::string::npos ? std::string(".") : dir.erase(slash);
+}
+
+// The one number a command prints; throws if it fails or prints none.
+double number_from(const std::string& cmd) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) throw std::runtime_error("cannot start " + cmd);
+  double x = -1;
+  const bool got = std::fscanf(p, "%lf", &x) == 1;
+  if (::pclose(p) != 0 || !got) throw std::runtime_error(cmd + " failed");
+  return x;
 }
 
 // The same throw in a program that does not link bulwark: bulwark_throw_baseline,
 // built beside this program. Its ns per throw, or -1 if it cannot be run.
 double baseline_throw_ns(int depth, std::size_t iterations) {
-  const std::string cmd = own_dir() + "/bulwark_throw_baseline " + std::to_string(depth) + " " + std::to_string(iterations);
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return -1;
-  double ns = -1;
-  if (std::fscanf(p, "%lf", &ns) != 1) ns = -1;
-  ::pclose(p);
-  return ns;
+  try {
+    return number_from(own_dir() + "/bulwark_throw_baseline " + std::to_string(depth) + " " + std::to_string(iterations));
+  } catch (const std::exception&) {
+    return -1;
+  }
 }
 
 // ns per failed job on `workers` workers, every job failing at `depth`.
@@ -787,13 +801,40 @@ double enqueue_ns_asio(std::size_t n, std::size_t m, unsigned workers) {
   return ns;
 }
 
+// --- fresh processes -----------------------------------------------------------
+
+// The measurements a child runs (bulwark_bench --run NAME N FAIL WORKERS):
+// a system's throughput with FAIL % failing, or a backlog figure for N.
+double run_named(const std::string& name, std::size_t n, int fail_percent, unsigned workers) {
+  for (const System& sys : systems()) {
+    if (sys.name == name) return sys.run(n, Body{fail_percent, 10}, workers);
+  }
+  if (name == "drain_registered") return drain_rate(n, workers, true);
+  if (name == "drain_posts") return drain_rate(n, workers, false);
+  if (name == "enqueue_bulwark") return enqueue_ns_bulwark(n, n / 10, workers);
+  if (name == "enqueue_asio") return enqueue_ns_asio(n, n / 10, workers);
+  throw std::invalid_argument("--run: unknown measurement '" + name + "'");
+}
+
+// One run in a fresh process (this program again, with --run): every run
+// starts with a new process's allocator, threads and caches, so no system
+// inherits a heap another one left fragmented (in one process, a system
+// that runs after a million-job backlog allocates from what that left).
+// The child first does an untimed run of a tenth of the size.
+double run_fresh(const std::string& name, std::size_t n, int fail_percent, unsigned workers) {
+  return number_from(self_path() + " --run " + name + " " + std::to_string(n) + " " + std::to_string(fail_percent) +
+                     " " + std::to_string(workers));
+}
+
 ordered_json backlog(const Config& cfg, unsigned workers) {
   ordered_json out;
   const std::vector<std::size_t> sizes =
       cfg.quick ? std::vector<std::size_t>{1'000, 10'000, 100'000} : std::vector<std::size_t>{1'000, 100'000, 1'000'000};
   std::vector<std::function<double()>> runs;
   for (const bool registered : {true, false}) {
-    for (std::size_t n : sizes) runs.push_back([=] { return drain_rate(n, workers, registered); });
+    for (std::size_t n : sizes) {
+      runs.push_back([=] { return run_fresh(registered ? "drain_registered" : "drain_posts", n, 0, workers); });
+    }
   }
   const auto rates = interleaved(cfg.reps, runs);
   const std::size_t k_posts = sizes.size();
@@ -807,10 +848,10 @@ ordered_json backlog(const Config& cfg, unsigned workers) {
   out["drain_posts_per_s_by_backlog"] = drain_posts;
   out["drain_posts_largest_over_smallest_paired"] = paired_ratio(rates.back(), rates[k_posts]).json();
   const std::size_t queued = sizes.back();
-  const std::size_t more = queued / 10;
-  const auto enq = interleaved(cfg.reps, {[&] { return enqueue_ns_bulwark(queued, more, workers); },
-                                         [&] { return enqueue_ns_asio(queued, more, workers); }});
+  const auto enq = interleaved(cfg.reps, {[&] { return run_fresh("enqueue_bulwark", queued, 0, workers); },
+                                         [&] { return run_fresh("enqueue_asio", queued, 0, workers); }});
   out["enqueue_with_queued"] = queued;
+  out["enqueue_count"] = queued / 10;
   out["enqueue_ns_bulwark_post"] = stat_of(enq[0]).json();
   out["enqueue_ns_asio_post"] = stat_of(enq[1]).json();
   out["enqueue_bulwark_over_asio_paired"] = paired_ratio(enq[0], enq[1]).json();
@@ -863,6 +904,15 @@ ordered_json memory(std::size_t n) {
 
 int main(int argc, char** argv) {
   if (auto code = bulwark::run_worker_process_if_requested(isolation_registry())) return *code;
+  if (argc == 6 && std::string(argv[1]) == "--run") {  // one measurement, for run_fresh()
+    const std::string name = argv[2];
+    const auto n = static_cast<std::size_t>(std::stoull(argv[3]));
+    const int fail = std::stoi(argv[4]);
+    const auto workers = static_cast<unsigned>(std::stoi(argv[5]));
+    run_named(name, std::max<std::size_t>(n / 10, 100), fail, workers);  // warm-up
+    std::cout << run_named(name, n, fail, workers) << "\n";
+    return 0;
+  }
   Config cfg;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -890,7 +940,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (cfg.quick) {
+  if (cfg.quick) {  // a smoke run for CI: three repetitions, smaller counts
+    cfg.reps = 3;
     cfg.jobs = 50'000;
     cfg.failing_jobs = 10'000;
     cfg.floor_iterations = 20'000;
@@ -932,7 +983,7 @@ int main(int argc, char** argv) {
   ordered_json paired;
   for (int rate : {0, 1, 10, 50, 100}) {
     std::vector<std::function<double()>> runs;
-    for (const System& sys : systems()) runs.push_back([&, rate] { return sys.run(cfg.jobs, Body{rate, 10}, w); });
+    for (const System& sys : systems()) runs.push_back([&, rate] { return run_fresh(sys.name, cfg.jobs, rate, w); });
     const auto got = interleaved(cfg.reps, runs);
     std::map<std::string, const std::vector<double>*> by_name;
     for (std::size_t k = 0; k < systems().size(); ++k) {
@@ -958,6 +1009,26 @@ int main(int argc, char** argv) {
     }
   }
   results["throughput_jobs_per_s_by_failure_percent"] = throughput;
+
+  // The same at 0 % failing with every system in this one process, one
+  // after another, sharing a heap the earlier runs have aged: how much the
+  // allocator's state moves the figures (not the ones the goals use).
+  {
+    std::vector<std::function<double()>> runs;
+    for (const System& sys : systems()) runs.push_back([&] { return sys.run(cfg.jobs, Body{0, 10}, w); });
+    const auto got = interleaved(cfg.reps, runs);
+    std::map<std::string, const std::vector<double>*> by_name;
+    ordered_json same;
+    for (std::size_t k = 0; k < systems().size(); ++k) {
+      by_name[systems()[k].name] = &got[k];
+      same[systems()[k].name] = stat_of(got[k]).json();
+    }
+    same["post_vs_asio_paired"] = paired_ratio(*by_name["bulwark_post"], *by_name["asio_thread_pool"]).json();
+    same["handler_vs_asio_json_closure_paired"] =
+        paired_ratio(*by_name["bulwark_handler"], *by_name["asio_json_closure"]).json();
+    results["throughput_same_process_no_failures"] = same;
+    log("same process: " + same.dump());
+  }
 
   // 2: the guard's happy-path cost. Whole-runtime throughput with and
   // without the frame, in adjacent pairs so that drift on a shared machine
