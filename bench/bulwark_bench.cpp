@@ -801,6 +801,39 @@ double enqueue_ns_asio(std::size_t n, std::size_t m, unsigned workers) {
   return ns;
 }
 
+// --- memory ------------------------------------------------------------------
+
+long rss_kb() {
+  std::ifstream in("/proc/self/statm");
+  long pages = 0, resident = 0;
+  in >> pages >> resident;
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+// Resident bytes per queued job, `n` queued behind a held worker: posted
+// closures or registered jobs with a small JSON payload. Run in a fresh
+// process: a heap with room left by earlier runs would hide the growth.
+double bytes_per_queued(std::size_t n, bool registered) {
+  bulwark::Registry registry;
+  Gate gate;
+  registry.add("noop", [](bulwark::JobContext&, const nlohmann::json&) { return nlohmann::json(); });
+  bulwark::Runtime rt(std::move(registry), bulwark_options(1, n));
+  rt.post([&] { gate.wait(); });
+  std::this_thread::sleep_for(20ms);
+  const long before = rss_kb();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (registered) {
+      rt.submit({.type = "noop", .payload = {{"i", i}}});
+    } else {
+      rt.post([] {});
+    }
+  }
+  const long after = rss_kb();
+  gate.release();
+  rt.wait_idle(120s);
+  return static_cast<double>(after - before) * 1024.0 / static_cast<double>(n);
+}
+
 // --- fresh processes -----------------------------------------------------------
 
 // The measurements a child runs (bulwark_bench --run NAME N FAIL WORKERS):
@@ -813,6 +846,8 @@ double run_named(const std::string& name, std::size_t n, int fail_percent, unsig
   if (name == "drain_posts") return drain_rate(n, workers, false);
   if (name == "enqueue_bulwark") return enqueue_ns_bulwark(n, n / 10, workers);
   if (name == "enqueue_asio") return enqueue_ns_asio(n, n / 10, workers);
+  if (name == "memory_posts") return bytes_per_queued(n, false);
+  if (name == "memory_handlers") return bytes_per_queued(n, true);
   throw std::invalid_argument("--run: unknown measurement '" + name + "'");
 }
 
@@ -858,47 +893,7 @@ ordered_json backlog(const Config& cfg, unsigned workers) {
   return out;
 }
 
-// --- memory ------------------------------------------------------------------
 
-long rss_kb() {
-  std::ifstream in("/proc/self/statm");
-  long pages = 0, resident = 0;
-  in >> pages >> resident;
-  return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-ordered_json memory(std::size_t n) {
-  ordered_json out;
-  for (const bool registered : {false, true}) {
-    bulwark::Registry registry;
-    std::mutex gate_mutex;
-    std::condition_variable gate_cv;
-    bool open = false;
-    registry.add("noop", [](bulwark::JobContext&, const nlohmann::json&) { return nlohmann::json(); });
-    bulwark::Runtime rt(std::move(registry), bulwark_options(1, n));
-    rt.post([&] {
-      std::unique_lock lock(gate_mutex);
-      gate_cv.wait(lock, [&] { return open; });
-    });
-    std::this_thread::sleep_for(20ms);
-    const long before = rss_kb();
-    for (std::size_t i = 0; i < n; ++i) {
-      if (registered) rt.submit({.type = "noop", .payload = {{"i", i}}});
-      else rt.post([] {});
-    }
-    const long after = rss_kb();
-    {
-      std::lock_guard lock(gate_mutex);
-      open = true;
-    }
-    gate_cv.notify_all();
-    rt.wait_idle(120s);
-    out[registered ? "bytes_per_queued_handler_job" : "bytes_per_queued_post"] =
-        static_cast<double>(after - before) * 1024.0 / static_cast<double>(n);
-  }
-  out["jobs_queued"] = n;
-  return out;
-}
 
 }  // namespace
 
@@ -909,7 +904,8 @@ int main(int argc, char** argv) {
     const auto n = static_cast<std::size_t>(std::stoull(argv[3]));
     const int fail = std::stoi(argv[4]);
     const auto workers = static_cast<unsigned>(std::stoi(argv[5]));
-    run_named(name, std::max<std::size_t>(n / 10, 100), fail, workers);  // warm-up
+    // A warm-up, except before a memory figure (it would leave room in the heap).
+    if (!name.starts_with("memory")) run_named(name, std::max<std::size_t>(n / 10, 100), fail, workers);
     std::cout << run_named(name, n, fail, workers) << "\n";
     return 0;
   }
@@ -1180,7 +1176,12 @@ int main(int argc, char** argv) {
   log("isolation: " + results["isolation"].dump());
 
   // 8: memory per queued job.
-  results["memory"] = memory(cfg.quick ? 100'000 : 1'000'000);
+  {
+    const std::size_t n = cfg.quick ? 100'000 : 1'000'000;
+    results["memory"] = {{"bytes_per_queued_post", run_fresh("memory_posts", n, 0, w)},
+                         {"bytes_per_queued_handler_job", run_fresh("memory_handlers", n, 0, w)},
+                         {"jobs_queued", n}};
+  }
   log("memory: " + results["memory"].dump());
 
   // Drain rate against the backlog, and the cost of an enqueue behind a
