@@ -893,8 +893,6 @@ ordered_json backlog(const Config& cfg, unsigned workers) {
   return out;
 }
 
-
-
 }  // namespace
 
 int main(int argc, char** argv) {
