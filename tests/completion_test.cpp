@@ -78,7 +78,8 @@ struct Fixture {
   bulwark::detail::Reporter reporter{options.logging};
   bulwark::detail::JobQueue queue{100, 2};
   bulwark::detail::MemoryJobStore store{10, 10};
-  bulwark::detail::Completion completion{options, reporter, queue, store};
+  bulwark::detail::EventLog events{100, std::chrono::seconds(60)};
+  bulwark::detail::Completion completion{options, reporter, events, queue, store};
   bulwark::detail::TypeEntry type;
 };
 

@@ -65,11 +65,16 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(o.redis.connect_timeout == d.redis.connect_timeout);
     CHECK(o.redis.command_timeout == d.redis.command_timeout);
     CHECK(o.redis.consume == d.redis.consume);
+    CHECK(o.events_buffer == d.events_buffer);
+    CHECK(o.events_linger == d.events_linger);
+    CHECK(o.server.io_threads == d.server.io_threads);
+    CHECK(o.server.max_batch == d.server.max_batch);
+    CHECK(o.server.max_wait == d.server.max_wait);
     // Every section and key of the file is one the reader knows: from_file
     // above would have thrown otherwise. And every known section is there:
     std::ifstream in(BULWARK_SOURCE_DIR "/config/default.json");
     const json j = json::parse(in);
-    for (const char* key : {"workers", "queue", "redis", "retry", "recovery", "retention", "shutdown", "isolation", "logging", "handlers"}) {
+    for (const char* key : {"workers", "queue", "redis", "retry", "recovery", "retention", "events", "shutdown", "isolation", "logging", "handlers"}) {
       CHECK_MESSAGE(j.contains(key), key);
     }
   }

@@ -333,4 +333,140 @@ TEST_SUITE("HttpServer") {
     check_error(http(s.port(), "GET", "/v1/jobs/a+b"), 404, "job_not_found");
     check_error(http(s.port(), "GET", "/v1/jobs?type=a+b&state=nope"), 400, "invalid_parameter");
   }
+
+  TEST_CASE("POST /v1/jobs/batch answers each spec in order, as a single submit would" * doctest::timeout(60)) {
+    auto o = Service::options();
+    o.server.max_batch = 3;
+    Service s(o);
+    const json body = {{"jobs", json::array({{{"type", "echo"}, {"payload", 1}},
+                                             {{"type", "no_such_type"}},
+                                             {{"type", "echo"}, {"priority", "high"}}})}};
+    auto r = http(s.port(), "POST", "/v1/jobs/batch", body.dump());
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const json j = r.json();
+    CHECK(j["accepted"] == 1);
+    CHECK(j["rejected"] == 2);
+    REQUIRE(j["results"].size() == 3);
+    CHECK(j["results"][0]["status"] == 201);
+    CHECK(s.wait_terminal(j["results"][0]["id"])["state"] == "succeeded");
+    CHECK(j["results"][1]["status"] == 422);
+    CHECK(j["results"][1]["error"]["code"] == "unknown_job_type");
+    CHECK(j["results"][2]["status"] == 422);
+    CHECK(j["results"][2]["error"]["code"] == "invalid_field");
+    const json four = {{"jobs", json::array({{{"type", "echo"}}, {{"type", "echo"}}, {{"type", "echo"}}, {{"type", "echo"}}})}};
+    check_error(http(s.port(), "POST", "/v1/jobs/batch", four.dump()), 422, "too_many_jobs");
+    check_error(http(s.port(), "POST", "/v1/jobs/batch", R"({"jobs": []})"), 422, "invalid_field");
+    check_error(http(s.port(), "POST", "/v1/jobs/batch", R"([{"type":"echo"}])"), 422, "invalid_field");
+    check_error(http(s.port(), "POST", "/v1/jobs/batch", "{"), 400, "malformed_json");
+    // GET names the job "batch", as any other id.
+    check_error(http(s.port(), "GET", "/v1/jobs/batch"), 404, "job_not_found");
+  }
+
+  TEST_CASE("GET /v1/jobs/{id}?wait_ms= answers when the job ends, or when the wait is over" * doctest::timeout(60)) {
+    Service s;
+    const auto job = s.post_job({{"type", "sleep"}, {"payload", {{"ms", 300}}}});
+    const auto start = std::chrono::steady_clock::now();
+    auto r = http(s.port(), "GET", "/v1/jobs/" + job["id"].get<std::string>() + "?wait_ms=10000");
+    REQUIRE(r.status == 200);
+    CHECK(r.json()["state"] == "succeeded");
+    CHECK(std::chrono::steady_clock::now() - start < 5s);  // woken by the end, not by the wait's limit
+    // A wait that runs out answers with the job as it is.
+    const auto slow = s.post_job({{"type", "sleep"}, {"payload", {{"ms", 3000}}}});
+    r = http(s.port(), "GET", "/v1/jobs/" + slow["id"].get<std::string>() + "?wait_ms=50");
+    REQUIRE(r.status == 200);
+    CHECK_FALSE(bulwark::is_terminal(*bulwark::parse_job_state(r.json()["state"].get<std::string>())));
+    check_error(http(s.port(), "GET", "/v1/jobs/nope?wait_ms=100"), 404, "job_not_found");
+    check_error(http(s.port(), "GET", "/v1/jobs/nope?wait_ms=soon"), 400, "invalid_parameter");
+    check_error(http(s.port(), "GET", "/v1/jobs/nope?wait=1"), 400, "invalid_parameter");
+  }
+
+  TEST_CASE("GET /v1/events streams every transition of every job, in order per job; Last-Event-ID resumes" *
+            doctest::timeout(120)) {
+    Service s;
+    HttpConnection stream(s.port());
+    stream.send_raw(http_request_text("GET", "/v1/events", "", "", false));
+    const auto head = stream.read_head();
+    REQUIRE(head.status == 200);
+    CHECK(head.header("content-type") == "text/event-stream");
+    CHECK(stream.read_until("\n\n") == "retry: 1000\n\n");
+    constexpr int kJobs = 1000;
+    std::vector<bulwark::JobSpec> specs;
+    for (int i = 0; i < kJobs; ++i) specs.push_back({.type = "echo", .payload = i, .max_attempts = 1});
+    for (const auto& sub : s.runtime.submit_many(std::move(specs))) REQUIRE(static_cast<bool>(sub));
+    std::map<std::string, std::vector<std::string>> seen;  // job id -> states in order
+    std::uint64_t last_id = 0, middle_id = 0;
+    int ended = 0;
+    while (ended < kJobs) {
+      const std::string event = stream.read_until("\n\n");
+      const auto id_at = event.find("id: ");
+      REQUIRE(id_at != std::string::npos);
+      const std::uint64_t id = std::stoull(event.substr(id_at + 4));
+      CHECK(id > last_id);
+      last_id = id;
+      if (event.find("event: job") == std::string::npos) continue;
+      const json data = json::parse(event.substr(event.find("data: ") + 6));
+      CHECK(data["id"] == id);
+      seen[data["job_id"]].push_back(data["state"]);
+      if (data["state"] == "succeeded") ++ended;
+      if (ended == kJobs / 2 && middle_id == 0) middle_id = id;
+    }
+    REQUIRE(seen.size() == kJobs);
+    for (const auto& [job, states] : seen) {
+      CAPTURE(job);
+      CHECK(states == std::vector<std::string>{"queued", "running", "succeeded"});
+    }
+    // A reconnect with Last-Event-ID gets what came after that event.
+    HttpConnection again(s.port());
+    again.send_raw(http_request_text("GET", "/v1/events?state=succeeded", "", "Last-Event-ID: " + std::to_string(middle_id) + "\r\n", false));
+    REQUIRE(again.read_head().status == 200);
+    CHECK(again.read_until("\n\n") == "retry: 1000\n\n");
+    const std::string next = again.read_until("\n\n");
+    CHECK(std::stoull(next.substr(next.find("id: ") + 4)) > middle_id);
+    CHECK(next.find("\"state\":\"succeeded\"") != std::string::npos);
+    check_error(http(s.port(), "GET", "/v1/events?state=nope"), 400, "invalid_parameter");
+    check_error(http(s.port(), "GET", "/v1/events", "", "Last-Event-ID: x\r\n"), 400, "invalid_header");
+  }
+
+  TEST_CASE("a client that stops reading the event stream is dropped; a reading one and the jobs go on" *
+            doctest::timeout(120)) {
+    auto o = Service::options();
+    o.server.read_timeout = 500ms;  // how long a write to the stalled client may take
+    Service s(o);
+    const auto open_stream = [&](HttpConnection& c) {
+      c.send_raw(http_request_text("GET", "/v1/events?type=echo", "", "", false));
+      REQUIRE(c.read_head().status == 200);
+      REQUIRE(c.read_until("\n\n") == "retry: 1000\n\n");  // the stream has started
+    };
+    HttpConnection stalled(s.port(), true);
+    open_stream(stalled);  // and then it reads nothing more
+    HttpConnection reader(s.port());
+    open_stream(reader);
+    constexpr int kJobs = 20'000;
+    std::atomic<int> read_ends{0};
+    std::atomic<bool> reader_dropped{false};
+    std::thread reading([&] {
+      while (read_ends < kJobs) {
+        const std::string event = reader.read_until("\n\n");
+        if (event.find("event: dropped") != std::string::npos) reader_dropped = true;
+        if (event.find("\"state\":\"succeeded\"") != std::string::npos) ++read_ends;
+      }
+    });
+    for (int batch = 0; batch < kJobs / 1000; ++batch) {  // at a pace a reader keeps up with
+      std::vector<bulwark::JobSpec> specs;
+      for (int i = 0; i < 1000; ++i) specs.push_back({.type = "echo", .payload = std::string(64, 'x')});
+      for (const auto& sub : s.runtime.submit_many(std::move(specs))) REQUIRE(static_cast<bool>(sub));
+      std::this_thread::sleep_for(20ms);
+    }
+    REQUIRE(s.runtime.wait_idle(60s));
+    reading.join();
+    CHECK(read_ends == kJobs);
+    CHECK_FALSE(reader_dropped);
+    // Reading now, the stalled client finds its stream cut off: with a last
+    // "dropped" event if the server got to write one, else just closed
+    // when a write to it took longer than server.read_timeout_ms.
+    std::string rest;
+    CHECK(stalled.read_to_end(rest));
+    CHECK(rest.size() < 20'000u * 3 * 100);  // far from every event
+    CHECK(http(s.port(), "GET", "/healthz").status == 200);
+  }
 }

@@ -104,6 +104,53 @@ TEST_SUITE("Runtime") {
     CHECK_FALSE(r.error.has_value());
   }
 
+  TEST_CASE("wait(id, timeout) returns the record once the job has ended, or as it is when time is up" *
+            doctest::timeout(30)) {
+    Runtime rt(builtins(), test_options(2));
+    auto quick = rt.submit({.type = "sleep", .payload = {{"ms", 100}}});
+    REQUIRE(quick);
+    auto r = rt.wait(quick.id, 20s);
+    REQUIRE(r);
+    CHECK(r->state == JobState::succeeded);
+    auto slow = rt.submit({.type = "sleep", .payload = {{"ms", 2000}}});
+    REQUIRE(slow);
+    r = rt.wait(slow.id, 30ms);
+    REQUIRE(r);
+    CHECK_FALSE(bulwark::is_terminal(r->state));
+    CHECK_FALSE(rt.wait("no-such-job", 10ms).has_value());
+    CHECK(rt.cancel(slow.id) != bulwark::CancelResult::not_found);
+  }
+
+  TEST_CASE("events: nothing is recorded until read; then each transition, numbered, in order" *
+            doctest::timeout(30)) {
+    RuntimeOptions o = test_options(1);
+    o.retry.max_attempts = 2;
+    o.retry.initial = 1ms;
+    o.retry.max = 1ms;
+    Runtime rt(builtins(), o);
+    auto before = rt.submit({.type = "echo", .payload = 1});
+    REQUIRE(rt.wait(before.id, 10s));
+    bulwark::EventPage page = rt.events_after(0);
+    CHECK(page.events.empty());  // not recorded: nobody was reading
+    auto s = rt.submit({.type = "flaky", .payload = {{"fail_times", 1}}});
+    REQUIRE(s);
+    REQUIRE(rt.wait(s.id, 10s)->state == JobState::succeeded);
+    page = rt.events_after(0);
+    std::vector<std::string> states;
+    std::uint64_t last = 0;
+    for (const bulwark::Event& e : page.events) {
+      CHECK(e.id > last);
+      last = e.id;
+      if (e.supervisor || e.job_id != s.id) continue;
+      states.emplace_back(bulwark::to_string(*e.state));
+      if (*e.state == JobState::scheduled) CHECK(e.failure == bulwark::FailureKind::exception);
+    }
+    CHECK(states == std::vector<std::string>{"queued", "running", "scheduled", "running", "succeeded"});
+    CHECK(page.newest == last);
+    CHECK(rt.events_after(last).events.empty());
+    CHECK(bulwark::to_json(page.events.front())["kind"] == "job");
+  }
+
   TEST_CASE("bad submits are refused with a reason and counted" * doctest::timeout(30)) {
     Runtime rt(builtins(), test_options(1));
     auto unknown = rt.submit({.type = "fial"});

@@ -95,6 +95,8 @@ struct ServerOptions {
   unsigned io_threads = 0;
   unsigned effective_io_threads() const noexcept;
   std::size_t max_body_bytes = 1 << 20;    // larger bodies: 413
+  std::size_t max_batch = 1'000;           // jobs in one POST /v1/jobs/batch
+  std::chrono::milliseconds max_wait{30'000};  // the longest GET /v1/jobs/{id}?wait_ms=
   std::size_t max_header_bytes = 8 << 10;  // larger headers: 431
   std::chrono::milliseconds read_timeout{10'000};  // to receive one whole request
   std::chrono::milliseconds idle_timeout{60'000};  // keep-alive connection with no request
@@ -134,6 +136,11 @@ struct RuntimeOptions {
   std::chrono::seconds retention_dead_ttl{2'592'000};   // thirty days
   std::chrono::milliseconds shutdown_timeout{10'000};
   std::chrono::milliseconds shutdown_grace{2'000};  // after the stop token, before abandoning
+  // The event stream (bulwark/events.hpp): how many recent events are kept
+  // for readers (0: none, GET /v1/events then sends nothing), and how long
+  // recording goes on after the last read.
+  std::size_t events_buffer = 10'000;
+  std::chrono::milliseconds events_linger{60'000};
   SupervisorOptions supervisor;
   ServerOptions server;  // read by `bulwark serve` / HttpServer; the runtime ignores it
   CircuitBreakerOptions circuit_breaker;

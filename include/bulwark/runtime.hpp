@@ -28,6 +28,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+
+#include "bulwark/events.hpp"
 #include <vector>
 
 #include "bulwark/trace.hpp"
@@ -133,6 +135,17 @@ class Runtime {
   std::vector<JobRecord> list(const ListQuery& query = {}) const;
   // The dead-letter list: jobs that used all their attempts, newest first.
   std::vector<JobRecord> dead_letters(std::size_t limit = 100) const;
+
+  // Blocks until job `id` is in a terminal state or `timeout` passes, then
+  // returns its record (terminal or not); nullopt if no such job is known.
+  // Woken by the job's end in this process; with the redis backend a job
+  // that ends in another process is seen within 50 ms.
+  std::optional<JobRecord> wait(const JobId& id, std::chrono::milliseconds timeout) const;
+
+  // The runtime's recent events numbered after `after`, at most `max`
+  // (bulwark/events.hpp); the first call starts recording. Never blocks
+  // for long.
+  EventPage events_after(std::uint64_t after, std::size_t max = 500) const;
 
   // Cancels a queued or scheduled job; asks a running one to stop (its stop
   // token); a terminal job is left as it is.

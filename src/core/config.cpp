@@ -143,7 +143,7 @@ std::string listen_url(const std::string& listen, std::uint16_t port) {
 
 RuntimeOptions RuntimeOptions::from_json(const json& config) {
   RuntimeOptions o;
-  const Section root(config, "", {"workers", "queue", "redis", "retry", "recovery", "retention", "shutdown", "supervisor",
+  const Section root(config, "", {"workers", "queue", "redis", "retry", "recovery", "retention", "events", "shutdown", "supervisor",
                                   "circuit_breaker", "isolation", "server", "logging", "limits", "handlers"});
   root.integer("workers", o.workers, 0, 1024);
   const Section queue = root.child("queue", {"capacity", "backend"});
@@ -174,6 +174,9 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   limits.integer("id_length", o.limits.id_length, 1, 1024);
   limits.integer("line_bytes", o.limits.line_bytes, 64, 1 << 30);
   limits.integer("pending_output", o.limits.pending_output, 1, 10'000'000);
+  const Section events = root.child("events", {"buffer", "linger_ms"});
+  events.integer("buffer", o.events_buffer, 0, 10'000'000);
+  events.millis("linger_ms", o.events_linger);
   const Section shutdown = root.child("shutdown", {"timeout_ms", "grace_ms"});
   shutdown.millis("timeout_ms", o.shutdown_timeout);
   shutdown.millis("grace_ms", o.shutdown_grace);
@@ -198,7 +201,7 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   iso.millis("start_timeout_ms", o.isolation.start_timeout, 1);
   const Section server = root.child("server", {"listen", "io_threads", "max_body_bytes", "max_header_bytes",
                                                "read_timeout_ms", "idle_timeout_ms", "max_connections", "auth_token",
-                                               "drain_timeout_ms"});
+                                               "drain_timeout_ms", "max_batch", "max_wait_ms"});
   server.string("listen", o.server.listen);
   if (auto problem = listen_problem(o.server.listen)) Section::fail("server.listen", *problem);
   server.integer("io_threads", o.server.io_threads, 0, 64);
@@ -210,6 +213,8 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   server.integer("max_connections", o.server.max_connections, 1, 1'000'000);
   server.string("auth_token", o.server.auth_token);
   server.millis("drain_timeout_ms", o.server.drain_timeout);
+  server.integer("max_batch", o.server.max_batch, 1, 1'000'000);
+  server.millis("max_wait_ms", o.server.max_wait, 0, 3'600'000);
   const Section logging = root.child("logging", {"level", "format", "file"});
   logging.string("level", o.logging.level, {"trace", "debug", "info", "warn", "error", "critical", "off"});
   logging.string("format", o.logging.format, {"text", "json"});

@@ -17,6 +17,7 @@
 #include "redis/redis_broker.hpp"
 #include "redis/redis_job_store.hpp"
 #include "runtime/completion.hpp"
+#include "runtime/event_log.hpp"
 #include "runtime/executor.hpp"
 #include "runtime/intake.hpp"
 #include "runtime/job_queue.hpp"
@@ -39,6 +40,7 @@ struct Runtime::Impl {
   std::shared_ptr<const Registry> registry;  // shared with every task: abandoned threads may outlive us
   detail::TypeTable types;
   detail::Reporter reporter;
+  detail::EventLog events;
   std::shared_ptr<detail::ProcessRunner> processes;  // null unless a type is isolated
   detail::redis::RedisBroker* redis_broker = nullptr;  // the two below, when queue.backend is redis
   detail::redis::RedisJobStore* redis_store = nullptr;
@@ -150,13 +152,14 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
       registry(std::make_shared<const Registry>(std::move(r))),
       types(*registry, options),
       reporter(options.logging),
+      events(options.events_buffer, options.events_linger),
       processes(processes_for(types, options)),
       broker(make_broker()),
       store(make_store()),
-      completion(options, reporter, *broker, *store),
+      completion(options, reporter, events, *broker, *store),
       intake(options, registry, types, *broker, *store, completion),
       executor(options, *broker, completion, reporter, processes),
-      supervisor(options, executor, *broker, types, reporter, processes) {
+      supervisor(options, executor, *broker, types, reporter, events, processes) {
   if (processes) types.use_processes(processes);
   if (!options.capture_traces) {
     set_throw_trace_capture(TraceCapture::off);
@@ -251,6 +254,21 @@ std::optional<SubmitError> Runtime::enqueue_posted(std::shared_ptr<detail::Task>
 }
 
 std::optional<JobRecord> Runtime::get(const JobId& id) const { return impl_->store->record(id); }
+
+std::optional<JobRecord> Runtime::wait(const JobId& id, std::chrono::milliseconds timeout) const {
+  const auto deadline = Clock::now() + std::max(timeout, std::chrono::milliseconds(0));
+  for (;;) {
+    // The count first: an end after it wakes the wait below.
+    const std::uint64_t seen = impl_->completion.ended();
+    std::optional<JobRecord> record = get(id);
+    const auto now = Clock::now();
+    if (!record || is_terminal(record->state) || now >= deadline) return record;
+    // Ends in other processes (redis) wake nobody here: look again soon.
+    impl_->completion.wait_for_end(seen, std::min(deadline, now + std::chrono::milliseconds(50)));
+  }
+}
+
+EventPage Runtime::events_after(std::uint64_t after, std::size_t max) const { return impl_->events.after(after, max); }
 
 std::optional<JobPage> Runtime::page(const ListQuery& query) const {
   auto page = impl_->store->list({query.state, query.type, query.limit, query.cursor});

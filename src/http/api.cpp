@@ -261,6 +261,10 @@ Response Api::handle(const Request& request) {
     if (!get) return method_not_allowed("GET");
     return stats();
   }
+  if (parts.size() == 2 && parts[1] == "events") {
+    if (request.method != "GET") return method_not_allowed("GET");
+    return events(request, query);
+  }
   if (parts[1] != "jobs") return error_response(404, "route_not_found", "no such route");
   if (parts.size() == 2) {
     if (post) return submit(request);
@@ -268,11 +272,10 @@ Response Api::handle(const Request& request) {
     return method_not_allowed("GET, POST");
   }
   const std::string& id = parts[2];
+  if (parts.size() == 3 && id == "batch" && post) return submit_batch(request);  // GET: the job "batch"
   if (parts.size() == 3) {
     if (!get) return method_not_allowed("GET");
-    auto record = runtime_.get(id);
-    if (!record) return error_response(404, "job_not_found", "no job with this id is known");
-    return json_response(200, to_json(*record, true, true));
+    return get_job(id, query);
   }
   if (parts.size() == 4 && (parts[3] == "cancel" || parts[3] == "retry")) {
     if (!post) return method_not_allowed("POST");
@@ -320,6 +323,145 @@ Response Api::submit(const Request& request) {
   Response r = json_response(201, {{"id", s.id}, {"state", to_string(s.state)}});
   r.headers.emplace_back("Location", "/v1/jobs/" + percent_encode(s.id));
   return r;
+}
+
+Response Api::submit_batch(const Request& request) {
+  const InputLimits& limits = runtime_.limits();
+  nlohmann::json body;
+  try {
+    body = parse_json(request.body, limits.json_depth);
+  } catch (const JsonDepthError& e) {
+    return error_response(400, "json_too_deep", std::string("the request body is ") + e.what());
+  } catch (const InputError& e) {
+    return error_response(400, "malformed_json", std::string("the request body is not valid JSON: ") + e.what());
+  }
+  const nlohmann::json* jobs = body.is_object() && body.contains("jobs") ? &body["jobs"] : nullptr;
+  if (jobs == nullptr || !jobs->is_array() || jobs->empty()) {
+    return error_response(422, "invalid_field", "jobs: expected a non-empty array of job specs");
+  }
+  if (body.size() != 1) return error_response(422, "invalid_field", "unknown field: expected only 'jobs'");
+  if (jobs->size() > options_.max_batch) {
+    return error_response(422, "too_many_jobs", "jobs: at most " + std::to_string(options_.max_batch) +
+                                                    " in one request (server.max_batch), got " +
+                                                    std::to_string(jobs->size()));
+  }
+  // Specs that parse go to the runtime together; the others answer here.
+  std::vector<ordered_json> results(jobs->size());
+  std::vector<JobSpec> specs;
+  std::vector<std::size_t> at;
+  for (std::size_t i = 0; i < jobs->size(); ++i) {
+    try {
+      specs.push_back(JobSpec::from_json((*jobs)[i], limits.id_length));
+      at.push_back(i);
+    } catch (const SpecError& e) {
+      results[i] = {{"status", 422}, {"error", {{"code", "invalid_field"}, {"message", e.what()}}}};
+    }
+  }
+  std::vector<Submitted> submitted = runtime_.submit_many(std::move(specs));
+  for (std::size_t k = 0; k < submitted.size(); ++k) {
+    const Submitted& s = submitted[k];
+    if (s) {
+      results[at[k]] = {{"status", 201}, {"id", s.id}, {"state", to_string(s.state)}};
+    } else {
+      const Response e = submit_error(*s.error);
+      results[at[k]] = {{"status", e.status}, {"error", ordered_json::parse(e.body)["error"]}};
+    }
+  }
+  std::size_t accepted = 0;
+  for (const ordered_json& r : results) accepted += r["status"] == 201 ? 1 : 0;
+  return json_response(200, {{"accepted", accepted}, {"rejected", results.size() - accepted}, {"results", results}});
+}
+
+Response Api::get_job(const std::string& id, const std::map<std::string, std::string>& query) {
+  std::chrono::milliseconds wait{0};
+  for (const auto& [key, value] : query) {
+    if (key != "wait_ms") return error_response(400, "invalid_parameter", "unknown query parameter (expected wait_ms)");
+    auto n = parse_uint(value);
+    if (!n) return error_response(400, "invalid_parameter", "wait_ms: expected a whole number of milliseconds");
+    wait = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(std::min<std::uint64_t>(*n, 1ULL << 40)),
+                                               options_.max_wait);
+  }
+  if (wait.count() > 0) {
+    if (auto answer = job_answer(id, false)) return *answer;
+    Response r;
+    r.wait = JobWait{id, std::chrono::steady_clock::now() + wait};
+    return r;
+  }
+  return *job_answer(id, true);
+}
+
+std::optional<Response> Api::job_answer(const JobId& id, bool final) {
+  auto record = runtime_.get(id);
+  if (!record) return error_response(404, "job_not_found", "no job with this id is known");
+  if (!final && !is_terminal(record->state)) return std::nullopt;
+  return json_response(200, to_json(*record, true, true));
+}
+
+Response Api::events(const Request& request, const std::map<std::string, std::string>& query) {
+  EventStream stream;
+  for (const auto& [key, value] : query) {
+    if (key == "type") {
+      stream.type = value;
+    } else if (key == "state") {
+      if (value.empty()) continue;
+      stream.state = parse_job_state(value);
+      if (!stream.state) return error_response(400, "invalid_parameter", "state: not a job state");
+    } else {
+      return error_response(400, "invalid_parameter", "unknown query parameter (expected type, state)");
+    }
+  }
+  if (!request.last_event_id.empty()) {
+    auto n = parse_uint(request.last_event_id);
+    if (!n) return error_response(400, "invalid_header", "Last-Event-ID: expected an event number");
+    stream.after = *n;
+    stream.resumed = true;
+  }
+  Response r;
+  r.content_type = "text/event-stream";
+  r.events = stream;
+  return r;
+}
+
+namespace {
+
+void append_event(std::string& out, std::uint64_t id, const char* name, const ordered_json& data) {
+  out.append("id: ").append(std::to_string(id)).append("\nevent: ").append(name).append("\ndata: ");
+  out.append(data.dump()).append("\n\n");
+}
+
+}  // namespace
+
+StreamChunk Api::events_chunk(const EventStream& stream, std::uint64_t after, bool first) {
+  constexpr std::size_t kMax = 500;
+  StreamChunk chunk;
+  if (first && !stream.resumed) {
+    // A new stream starts with what happens from now on.
+    const EventPage now = runtime_.events_after(UINT64_MAX, 0);
+    chunk.next_after = now.newest;
+    chunk.text = "retry: 1000\n\n";
+    return chunk;
+  }
+  const EventPage page = runtime_.events_after(after, kMax);
+  chunk.next_after = after;
+  if (first) chunk.text = "retry: 1000\n\n";
+  if (page.oldest > after + 1) {
+    const ordered_json gap = {{"after", after}, {"oldest", page.oldest}};
+    if (!first) {  // a client that fell behind while connected
+      chunk.fell_behind = true;
+      append_event(chunk.text, page.oldest - 1, "dropped", gap);
+      return chunk;
+    }
+    append_event(chunk.text, page.oldest - 1, "gap", gap);  // resumed from beyond the buffer
+  }
+  for (const Event& e : page.events) {
+    chunk.next_after = e.id;
+    if (!stream.type.empty() && !e.type.empty() && e.type != stream.type) continue;
+    if (stream.type.size() > 0 && e.type.empty() && !e.supervisor) continue;
+    if (stream.state && !e.supervisor && e.state != stream.state) continue;
+    append_event(chunk.text, e.id, e.supervisor ? "supervisor" : "job", to_json(e));
+  }
+  chunk.more = page.events.size() == kMax;
+  return chunk;
 }
 
 Response Api::list(const std::map<std::string, std::string>& query) {

@@ -12,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -29,13 +30,41 @@ struct Request {
   std::string content_type;
   std::string authorization;
   std::string body;
+  std::string last_event_id;  // the Last-Event-ID header (an event stream resuming)
 };
 
+// GET /v1/events: which events a stream sends, and after which number.
+struct EventStream {
+  std::string type;                // empty: every type
+  std::optional<JobState> state;   // job events in this state only (supervisor events pass)
+  std::uint64_t after = 0;         // Last-Event-ID; 0: from the next event on
+  bool resumed = false;            // after came from the client
+};
+
+// GET /v1/jobs/{id}?wait_ms=N: the answer waits for the job's end.
+struct JobWait {
+  JobId id;
+  std::chrono::steady_clock::time_point deadline;
+};
+
+// An answer. Most are whole (status, body); an event stream or a wait for a
+// job's end is carried on by the server (events or wait set), which asks
+// the Api for the stream's text and the job's answer as it goes.
 struct Response {
   int status = 200;
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
+  std::optional<EventStream> events;
+  std::optional<JobWait> wait;
+};
+
+// The text/event-stream text of one read of the event buffer.
+struct StreamChunk {
+  std::string text;
+  std::uint64_t next_after = 0;  // ask after this number next time
+  bool more = false;             // the read was full: read again at once
+  bool fell_behind = false;      // events this stream had not sent are gone: drop the client
 };
 
 // {"error": {"code": code, "message": message}}
@@ -75,8 +104,18 @@ class Api {
 
   ServerCounters& server_counters() noexcept { return server_counters_; }
 
+  // The next chunk of an event stream (the first call also names where it
+  // starts); `first`: this is the stream's first read.
+  StreamChunk events_chunk(const EventStream& stream, std::uint64_t after, bool first);
+  // The answer to a wait for a job: its record when it has ended or
+  // `final` (the wait is over), else nullopt (wait on).
+  std::optional<Response> job_answer(const JobId& id, bool final);
+
  private:
   Response submit(const Request& request);
+  Response submit_batch(const Request& request);
+  Response get_job(const std::string& id, const std::map<std::string, std::string>& query);
+  Response events(const Request& request, const std::map<std::string, std::string>& query);
   Response list(const std::map<std::string, std::string>& query);
   Response stats();
   bool authorized(const Request& request) const;

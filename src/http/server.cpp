@@ -132,7 +132,10 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   // middle of a request finishes it first (keep-alive is then refused).
   void close_if_idle() {
     net::post(stream_.get_executor(), [self = shared_from_this()] {
-      if (self->waiting_idle_) self->stream_.socket().close();
+      if (!self->waiting_idle_) return;
+      beast::error_code ignored;
+      self->stream_.socket().close(ignored);
+      if (self->timer_) self->timer_->cancel();
     });
   }
 
@@ -205,6 +208,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     request.target = std::string(req.target());
     request.content_type = std::string(req[bhttp::field::content_type]);
     request.authorization = std::string(req[bhttp::field::authorization]);
+    request.last_event_id = std::string(req["Last-Event-ID"]);
     request.body = std::move(req.body());
     // The recover middleware: whatever a handler throws becomes a 500.
     auto outcome = guarded([&] { return server_->api_.handle(request); });
@@ -216,7 +220,73 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
       response = http::error_response(500, "internal_error", "the server failed to handle this request; it is logged");
     }
     const bool keep_alive = req.keep_alive() && !server_->stopping_.load();
+    if (response.events) return start_stream(*response.events, req.version());
+    if (response.wait) return wait_for_job(*response.wait, req.version(), keep_alive, 2);
     send(std::move(response), req.version(), keep_alive, request.method == "HEAD");
+  }
+
+  // GET /v1/jobs/{id}?wait_ms=: looks at the job again after `delay_ms`
+  // (doubling up to 100 ms) until it has ended or the wait is over; a
+  // stopping server answers at once with the job as it is.
+  void wait_for_job(http::JobWait wait, unsigned version, bool keep_alive, int delay_ms) {
+    const bool final = server_->stopping_.load() || std::chrono::steady_clock::now() >= wait.deadline;
+    if (auto answer = server_->api_.job_answer(wait.id, final)) return send(std::move(*answer), version, keep_alive);
+    if (!timer_) timer_.emplace(stream_.get_executor());
+    timer_->expires_at(std::min(wait.deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(delay_ms)));
+    timer_->async_wait([self = shared_from_this(), wait = std::move(wait), version, keep_alive, delay_ms](
+                           beast::error_code) mutable {
+      self->wait_for_job(std::move(wait), version, keep_alive, std::min(delay_ms * 2, 100));
+    });
+  }
+
+  // GET /v1/events: the header, then the events as they come (looked for
+  // every 20 ms, at once while there are more), a comment every 15 s when
+  // there are none, until the client goes, the server stops, a write takes
+  // longer than server.read_timeout_ms, or the client falls so far behind
+  // that the events it had not been sent are gone (then a last "dropped"
+  // event). The client's only buffer is the one chunk being written.
+  void start_stream(http::EventStream stream, unsigned version) {
+    events_after_ = stream.after;
+    events_.emplace(std::move(stream));
+    auto head = std::make_shared<std::string>(
+        std::string(version == 10 ? "HTTP/1.0" : "HTTP/1.1") +
+        " 200 OK\r\nServer: bulwark\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+        "X-Accel-Buffering: no\r\nConnection: close\r\n\r\n");
+    write_stream(std::move(head), false, true, true);
+  }
+
+  void poll_stream(bool first) {
+    waiting_idle_ = false;
+    if (server_->stopping_.load()) return close();
+    http::StreamChunk chunk = server_->api_.events_chunk(*events_, events_after_, first);
+    events_after_ = chunk.next_after;
+    const auto now = std::chrono::steady_clock::now();
+    if (chunk.text.empty() && now - last_write_ >= std::chrono::seconds(15)) chunk.text = ": keep-alive\n\n";
+    if (chunk.text.empty()) return wait_stream();
+    write_stream(std::make_shared<std::string>(std::move(chunk.text)), chunk.fell_behind, chunk.more);
+  }
+
+  // Writes `text`; then closes (`last`), looks for more at once
+  // (`again_now`; `first`: the header was just written) or waits.
+  void write_stream(std::shared_ptr<std::string> text, bool last, bool again_now, bool first = false) {
+    stream_.expires_after(server_->options_.read_timeout);
+    net::async_write(stream_, net::buffer(*text),
+                     [self = shared_from_this(), text, last, again_now, first](beast::error_code ec, std::size_t) {
+                       if (ec || last) return self->close();
+                       self->last_write_ = std::chrono::steady_clock::now();
+                       if (again_now) return self->poll_stream(first);
+                       self->wait_stream();
+                     });
+  }
+
+  void wait_stream() {
+    if (!timer_) timer_.emplace(stream_.get_executor());
+    timer_->expires_after(std::chrono::milliseconds(20));
+    waiting_idle_ = true;  // a stopping server may close it now
+    timer_->async_wait([self = shared_from_this()](beast::error_code) {
+      if (!self->stream_.socket().is_open()) return;
+      self->poll_stream(false);
+    });
   }
 
   // `head`: the answer to a HEAD request: the headers of the GET answer,
@@ -254,6 +324,11 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   const bool over_limit_;
   bool waiting_idle_ = false;  // used on the session's strand only
   unsigned requests_ = 0;
+  // Waits and event streams (on the session's strand only):
+  std::optional<net::steady_timer> timer_;
+  std::optional<http::EventStream> events_;
+  std::uint64_t events_after_ = 0;
+  std::chrono::steady_clock::time_point last_write_ = std::chrono::steady_clock::now();
 };
 
 void HttpServer::Impl::start() {

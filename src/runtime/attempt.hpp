@@ -83,6 +83,8 @@ class Attempt {
   bool start(Clock::time_point now);
   // Runs the body and the cleanups; call after WorkerSlot::begin().
   AttemptEnd run();
+  // The attempt's number (1 for the first), once start() returned true.
+  int number() const noexcept { return number_; }
 
  private:
   Task& task_;

@@ -33,6 +33,15 @@ bool Completion::wait_idle(std::chrono::milliseconds timeout) {
   return idle;
 }
 
+void Completion::wait_for_end(std::uint64_t seen, Clock::time_point until) {
+  end_waiters_.fetch_add(1, std::memory_order_seq_cst);
+  {
+    std::unique_lock lock(idle_mutex_);
+    end_cv_.wait_until(lock, until, [&] { return ended_.load(std::memory_order_seq_cst) != seen; });
+  }
+  end_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+}
+
 void Completion::attempt_ended(Running running, AttemptEnd end) {
   if (end.child_timed_out) count_hard_timeout();
   if (end.outcome.ok() && end.cleanup_errors.empty()) {
@@ -60,8 +69,10 @@ void Completion::succeed(Running running, const AttemptEnd& end) {
   });
   task->type_entry()->counters.succeeded.fetch_add(1, std::memory_order_relaxed);
   if (running.breaker && running.breaker.succeeded()) {
-    reporter_.log(LogLevel::info, "circuit breaker for job type '" + task->type() + "' closed: trial job " +
-                                      task->id() + " succeeded");
+    std::string text = "circuit breaker for job type '" + task->type() + "' closed: trial job " + task->id() +
+                       " succeeded";
+    events_.supervisor("breaker_closed", text, task.get());
+    reporter_.log(LogLevel::info, std::move(text));
   }
   task->set_state(JobState::succeeded);
   publish(task, JobState::succeeded);
@@ -71,11 +82,13 @@ void Completion::succeed(Running running, const AttemptEnd& end) {
 void Completion::note_breaker_failure(const Task& task, bool trial) {
   breaker_opened_.fetch_add(1, std::memory_order_relaxed);
   const auto& cb = options_.circuit_breaker;
-  reporter_.log(LogLevel::warn, "circuit breaker for job type '" + task.type() + "' opened" +
-                                    (trial ? " again: trial job " + task.id() + " failed"
-                                           : ": " + std::to_string(cb.failures) + " failures within " +
-                                                 std::to_string(cb.window.count()) + " ms") +
-                                    "; its jobs wait " + std::to_string(cb.cooldown.count()) + " ms");
+  std::string text = "circuit breaker for job type '" + task.type() + "' opened" +
+                     (trial ? " again: trial job " + task.id() + " failed"
+                            : ": " + std::to_string(cb.failures) + " failures within " +
+                                  std::to_string(cb.window.count()) + " ms") +
+                     "; its jobs wait " + std::to_string(cb.cooldown.count()) + " ms";
+  events_.supervisor("breaker_opened", text, &task);
+  reporter_.log(LogLevel::warn, std::move(text));
 }
 
 void Completion::fail(Running running, int attempt, Failure failure, std::exception_ptr exception,
@@ -84,6 +97,7 @@ void Completion::fail(Running running, int attempt, Failure failure, std::except
   TypeEntry& type = *task->type_entry();
   const auto now = Clock::now();
   const std::size_t kind = kind_index(failure.kind);
+  const FailureKind failure_kind = failure.kind;
   attempts_failed_.fetch_add(1, std::memory_order_relaxed);
   type.counters.recovered[kind].fetch_add(1, std::memory_order_relaxed);
   const bool trial = running.breaker.trial();
@@ -112,6 +126,7 @@ void Completion::fail(Running running, int attempt, Failure failure, std::except
     retried_.fetch_add(1, std::memory_order_relaxed);
     type.counters.retried.fetch_add(1, std::memory_order_relaxed);
     task->set_state(JobState::scheduled);
+    events_.job(*task, JobState::scheduled, attempt, failure_kind);
     task->set_ready_at(now + delay);
     broker_.ack(std::move(running.lease), Ack::retry, now + delay);
     return;
@@ -201,6 +216,12 @@ bool Completion::end_unrun(const TaskPtr& task) {
 }
 
 void Completion::publish(const TaskPtr& task, JobState terminal) {
+  if (events_.recording()) {
+    const auto [attempts, kind] = task->with_record([](const TaskRecord& r) {
+      return std::pair(r.attempts, r.error ? std::optional(r.error->kind) : std::nullopt);
+    });
+    events_.job(*task, terminal, attempts, terminal == JobState::failed ? kind : std::nullopt);
+  }
   task->notify_terminal();
   switch (terminal) {
     case JobState::succeeded: succeeded_.fetch_add(1, std::memory_order_relaxed); break;
@@ -216,10 +237,15 @@ void Completion::publish(const TaskPtr& task, JobState terminal) {
                     "on_finished listener threw " + outcome.failure().type + ": " + outcome.failure().message);
     }
   }
-  // Dekker-style with wait_idle: both sides seq_cst, so either the waiter
+  // Dekker-style with the waits: both sides seq_cst, so either the waiter
   // sees the count it waits for or we see the waiter. Whoever makes the
-  // ended count reach the accepted count wakes it.
+  // ended count reach the accepted count wakes wait_idle; every end wakes
+  // wait_for_end.
   const std::uint64_t done = ended_.fetch_add(1, std::memory_order_seq_cst) + 1;
+  if (end_waiters_.load(std::memory_order_seq_cst) > 0) {
+    std::lock_guard lock(idle_mutex_);
+    end_cv_.notify_all();
+  }
   if (idle_waiters_.load(std::memory_order_seq_cst) > 0 && done == accepted_.load(std::memory_order_seq_cst)) {
     std::lock_guard lock(idle_mutex_);
     idle_cv_.notify_all();

@@ -28,6 +28,7 @@
 #include "bulwark/runtime.hpp"
 #include "runtime/attempt.hpp"
 #include "runtime/broker.hpp"
+#include "runtime/event_log.hpp"
 #include "runtime/job_store.hpp"
 #include "runtime/reporter.hpp"
 #include "runtime/stats.hpp"
@@ -41,13 +42,21 @@ struct CompletionCounts {
 
 class Completion {
  public:
-  Completion(const RuntimeOptions& options, Reporter& reporter, Broker& broker, JobStore& store) noexcept
-      : options_(options), reporter_(reporter), broker_(broker), store_(store) {}
+  Completion(const RuntimeOptions& options, Reporter& reporter, EventLog& events, Broker& broker,
+             JobStore& store) noexcept
+      : options_(options), reporter_(reporter), events_(events), broker_(broker), store_(store) {}
+
+  // The event stream every part that changes a job's state writes to.
+  EventLog& events() noexcept { return events_; }
 
   // An accepted or requeued job that will end here some day.
   void count_accepted() noexcept { accepted_.fetch_add(1, std::memory_order_seq_cst); }
   // Blocks until every accepted job has ended, or `timeout` passes.
   bool wait_idle(std::chrono::milliseconds timeout);
+  // How many jobs have ended here so far; and a wait until that count moves
+  // past `seen` or `until` comes (Runtime::wait).
+  std::uint64_t ended() const noexcept { return ended_.load(std::memory_order_seq_cst); }
+  void wait_for_end(std::uint64_t seen, Clock::time_point until);
 
   // The worker's attempt returned and the worker won the owner handshake.
   void attempt_ended(Running running, AttemptEnd end);
@@ -81,6 +90,7 @@ class Completion {
 
   const RuntimeOptions& options_;
   Reporter& reporter_;
+  EventLog& events_;
   Broker& broker_;
   JobStore& store_;
 
@@ -92,8 +102,10 @@ class Completion {
   std::atomic<std::uint64_t> failed_{0}, cancelled_{0};
   std::atomic<std::uint64_t> attempts_failed_{0}, retried_{0}, hard_timeouts_{0}, breaker_opened_{0};
   std::atomic<int> idle_waiters_{0};  // threads in wait_idle; publish() notifies only if any
+  std::atomic<int> end_waiters_{0};   // threads in wait_for_end; likewise
   std::mutex idle_mutex_;  // guards no data: only the wait on idle_cv_
   std::condition_variable idle_cv_;
+  std::condition_variable end_cv_;  // waits on idle_mutex_ too
 };
 
 }  // namespace bulwark::detail

@@ -149,6 +149,7 @@ bool Executor::serve(const SlotPtr& slot, Lease lease) {
   slot->occupy(Running{std::move(lease), std::move(ticket), now});
   running_.fetch_add(1, std::memory_order_relaxed);
   type.counters.started.fetch_add(1, std::memory_order_relaxed);
+  completion_.events().job(*task, JobState::running, attempt.number());
   slot->begin();  // from here the supervisor may take the attempt over (see attempt.hpp)
   AttemptEnd end = attempt.run();
   if (!slot->finish()) return false;

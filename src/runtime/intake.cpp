@@ -106,6 +106,7 @@ void Intake::stamp(Task& task, std::chrono::milliseconds delay, Clock::time_poin
 
 bool Intake::record(const TaskPtr& task) {
   if (task->spec().stored && !store_.insert(task)) return false;
+  completion_.events().job(*task, task->state(), 0);
   completion_.count_accepted();
   submitted_.fetch_add(1, std::memory_order_relaxed);
   task->type_entry()->counters.submitted.fetch_add(1, std::memory_order_relaxed);
@@ -228,6 +229,7 @@ RequeueResult Intake::requeue(const TaskPtr& task) {
     return RequeueResult::not_failed;
   }
   completion_.count_accepted();
+  completion_.events().job(*task, JobState::queued, 0);
   const auto now = Clock::now();
   task->set_ready_at(now);
   broker_.enqueue(task, now, now);

@@ -15,12 +15,13 @@ std::string ms_text(double ms) { return std::to_string(static_cast<long long>(ms
 }  // namespace
 
 Supervisor::Supervisor(const RuntimeOptions& options, Executor& executor, Broker& broker, const TypeTable& types,
-                       Reporter& reporter, std::shared_ptr<ProcessRunner> processes)
+                       Reporter& reporter, EventLog& events, std::shared_ptr<ProcessRunner> processes)
     : options_(options),
       executor_(executor),
       broker_(broker),
       types_(types),
       reporter_(reporter),
+      events_(events),
       processes_(std::move(processes)) {}
 
 Supervisor::~Supervisor() { stop(); }
@@ -46,7 +47,11 @@ void Supervisor::run(std::stop_token stop) {
 
 void Supervisor::tick(Clock::time_point now) {
   for (const SlotPtr& s : executor_.live_slots()) watch(s, now);
-  for (std::string& note : executor_.replace_exited(now)) reporter_.log(LogLevel::warn, std::move(note));
+  for (std::string& note : executor_.replace_exited(now)) {
+    events_.supervisor("worker_replaced", note);
+    reporter_.log(LogLevel::warn, std::move(note));
+  }
+  events_.expire(now);
   note_restarts(now);
   Findings f;
   check_restarts(now, f);
@@ -60,6 +65,7 @@ void Supervisor::tick(Clock::time_point now) {
 // Takes the stack where the job is now and keeps it on the record, then
 // (for a soft timeout) asks the job to stop.
 void Supervisor::report_stack(const SlotPtr& slot, const TaskPtr& task, std::string message, bool request_stop) {
+  events_.supervisor(request_stop ? "soft_timeout" : "stuck", message, task.get());
   // An isolated job runs in a child process: this thread only waits for it,
   // so its stack would say nothing. The child's is taken at a kill.
   const bool remote = task->type_entry()->runs_elsewhere();
@@ -100,12 +106,11 @@ void Supervisor::watch(const SlotPtr& slot, Clock::time_point now) {
   // An isolated job's hard timeout is the process runner's: it kills the child.
   const bool remote = task->type_entry()->runs_elsewhere();
   if (!remote && spec.hard_timeout.count() > 0 && elapsed >= static_cast<double>(spec.hard_timeout.count())) {
-    executor_.abandon(slot,
-                      make_failure(FailureKind::timeout,
-                                   "hard timeout of " + ms_text(static_cast<double>(spec.hard_timeout.count())) +
-                                       " reached; worker " + std::to_string(slot->id()) +
-                                       " was abandoned and replaced"),
-                      true, now);
+    const std::string why = "hard timeout of " + ms_text(static_cast<double>(spec.hard_timeout.count())) +
+                            " reached; worker " + std::to_string(slot->id()) + " was abandoned and replaced";
+    if (executor_.abandon(slot, make_failure(FailureKind::timeout, why), true, now)) {
+      events_.supervisor("hard_timeout", where + ": " + why, task.get());  // `running` still holds the task
+    }
   }
 }
 
@@ -166,8 +171,10 @@ void Supervisor::throttle_retries(bool saturated) {
   if (saturated == retries_throttled_) return;
   retries_throttled_ = saturated;
   broker_.set_retry_limit(saturated ? 1 : options_.effective_max_concurrent_retries());
-  reporter_.log(LogLevel::warn, saturated ? "retries slowed to one at a time: the pool is saturated"
-                                          : "retries resumed: the pool is no longer saturated");
+  std::string text = saturated ? "retries slowed to one at a time: the pool is saturated"
+                               : "retries resumed: the pool is no longer saturated";
+  events_.supervisor(saturated ? "retries_throttled" : "retries_resumed", text);
+  reporter_.log(LogLevel::warn, std::move(text));
 }
 
 void Supervisor::publish_verdict(Findings f) {
@@ -187,6 +194,7 @@ void Supervisor::publish_verdict(Findings f) {
   if (previous == next) return;
   std::string text = "health verdict: " + std::string(to_string(previous)) + " -> " + std::string(to_string(next));
   for (const std::string& r : all) text += "; " + r;
+  events_.supervisor("verdict", text);
   reporter_.log(next == Verdict::healthy ? LogLevel::info : LogLevel::warn, std::move(text));
 }
 

@@ -26,6 +26,7 @@
 #include "bulwark/detail/thread_annotations.hpp"
 #include "bulwark/health.hpp"
 #include "runtime/broker.hpp"
+#include "runtime/event_log.hpp"
 #include "runtime/executor.hpp"
 #include "runtime/process_runner.hpp"
 #include "runtime/reporter.hpp"
@@ -40,7 +41,7 @@ struct SupervisorCounts {
 class Supervisor {
  public:
   Supervisor(const RuntimeOptions& options, Executor& executor, Broker& broker, const TypeTable& types,
-             Reporter& reporter, std::shared_ptr<ProcessRunner> processes);
+             Reporter& reporter, EventLog& events, std::shared_ptr<ProcessRunner> processes);
   ~Supervisor();
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;
@@ -74,6 +75,7 @@ class Supervisor {
   Broker& broker_;
   const TypeTable& types_;
   Reporter& reporter_;
+  EventLog& events_;
   const std::shared_ptr<ProcessRunner> processes_;
 
   std::atomic<std::uint64_t> soft_timeouts_{0}, stuck_reports_{0};

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cctype>
 #include <chrono>
 #include <map>
@@ -34,9 +35,15 @@ struct HttpResponse {
 
 class HttpConnection {
  public:
-  explicit HttpConnection(std::uint16_t port) {
+  // `small_receive_buffer`: a 4 KiB kernel receive buffer, so that a client
+  // that stops reading stalls the server's writes soon.
+  explicit HttpConnection(std::uint16_t port, bool small_receive_buffer = false) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     if (fd_ < 0) throw std::runtime_error("socket failed");
+    if (small_receive_buffer) {
+      int size = 4096;
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    }
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
@@ -65,6 +72,19 @@ class HttpConnection {
 
   // `head`: the answer to a HEAD request, which has a Content-Length but no body.
   HttpResponse read_response(bool head_request = false) {
+    HttpResponse r = read_head();
+    const std::size_t length =
+        !head_request && r.headers.count("content-length") ? std::stoul(r.headers["content-length"]) : 0;
+    while (buffer_.size() < length) {
+      if (!fill()) throw std::runtime_error("connection closed in the middle of a body");
+    }
+    r.body = buffer_.substr(0, length);
+    buffer_.erase(0, length);
+    return r;
+  }
+
+  // The status line and headers only (an event stream's body goes on).
+  HttpResponse read_head() {
     std::size_t header_end;
     while ((header_end = buffer_.find("\r\n\r\n")) == std::string::npos) {
       if (!fill()) throw std::runtime_error("connection closed before a response header");
@@ -87,14 +107,30 @@ class HttpConnection {
       value.erase(0, value.find_first_not_of(' '));
       r.headers[name] = value;
     }
-    const std::size_t length =
-        !head_request && r.headers.count("content-length") ? std::stoul(r.headers["content-length"]) : 0;
-    while (buffer_.size() < length) {
-      if (!fill()) throw std::runtime_error("connection closed in the middle of a body");
-    }
-    r.body = buffer_.substr(0, length);
-    buffer_.erase(0, length);
     return r;
+  }
+
+  // Reads up to and including the next `delim` (what follows stays
+  // buffered); throws if the connection closes first or the socket's
+  // receive timeout (10 s) passes.
+  std::string read_until(const std::string& delim) {
+    std::size_t at;
+    while ((at = buffer_.find(delim)) == std::string::npos) {
+      if (!fill()) throw std::runtime_error("connection closed before '" + delim + "'");
+    }
+    std::string out = buffer_.substr(0, at + delim.size());
+    buffer_.erase(0, at + delim.size());
+    return out;
+  }
+
+  // Reads and keeps whatever comes until the peer closes the connection
+  // (true) or the socket's receive timeout passes without a byte (false).
+  bool read_to_end(std::string& out) {
+    while (fill()) {
+    }
+    out = std::move(buffer_);
+    buffer_.clear();
+    return errno != EAGAIN && errno != EWOULDBLOCK;
   }
 
   // True if the peer closes the connection within `timeout`.
@@ -107,6 +143,7 @@ class HttpConnection {
 
  private:
   bool fill() {
+    errno = 0;
     char chunk[65536];
     const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
     if (n <= 0) return false;

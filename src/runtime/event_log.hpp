@@ -1,0 +1,58 @@
+// EventLog: the runtime's recent events (bulwark/events.hpp) in a bounded
+// ring, numbered, for readers that page through it by number. Nothing waits
+// for a reader: a slow one falls behind and finds out by the gap between the
+// number it asked after and the oldest one held.
+//
+// Recording costs a lock and a copy of the job's id and type per event, so
+// the log records only while read: from the first after() until `linger`
+// after the last one (the supervisor's tick calls expire()). Writers check
+// one relaxed flag when nobody reads.
+//
+// Thread-safe; nothing blocks for long.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+
+#include "bulwark/detail/thread_annotations.hpp"
+#include "bulwark/events.hpp"
+#include "runtime/clock.hpp"
+
+namespace bulwark::detail {
+
+class Task;
+
+class EventLog {
+ public:
+  // capacity 0: never records.
+  EventLog(std::size_t capacity, std::chrono::milliseconds linger) : capacity_(capacity), linger_(linger) {}
+
+  bool recording() const noexcept { return recording_.load(std::memory_order_relaxed); }
+  // A job's transition to `state`; `attempt` as the record counts it.
+  void job(const Task& task, JobState state, int attempt, std::optional<FailureKind> failure = std::nullopt);
+  // A supervisor action, about a job if `task` is given.
+  void supervisor(std::string action, std::string message, const Task* task = nullptr);
+
+  // Up to `max` events numbered after `after`, oldest first. Starts (or
+  // keeps up) recording.
+  EventPage after(std::uint64_t after, std::size_t max);
+  // Stops recording once `linger` has passed since the last after().
+  void expire(Clock::time_point now);
+
+ private:
+  void add(Event event);
+
+  const std::size_t capacity_;
+  const std::chrono::milliseconds linger_;
+  std::atomic<bool> recording_{false};
+  std::atomic<Clock::rep> last_read_{0};
+  Mutex mutex_;
+  std::deque<Event> ring_ BULWARK_GUARDED_BY(mutex_);
+  std::uint64_t next_id_ BULWARK_GUARDED_BY(mutex_) = 1;
+};
+
+}  // namespace bulwark::detail
