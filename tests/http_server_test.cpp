@@ -431,6 +431,7 @@ TEST_SUITE("HttpServer") {
             doctest::timeout(120)) {
     auto o = Service::options();
     o.server.read_timeout = 500ms;  // how long a write to the stalled client may take
+    o.events_buffer = 100'000;      // every event of the run: only stalling can cut a client off
     Service s(o);
     const auto open_stream = [&](HttpConnection& c) {
       c.send_raw(http_request_text("GET", "/v1/events?type=echo", "", "", false));
@@ -445,10 +446,14 @@ TEST_SUITE("HttpServer") {
     std::atomic<int> read_ends{0};
     std::atomic<bool> reader_dropped{false};
     std::thread reading([&] {
-      while (read_ends < kJobs) {
-        const std::string event = reader.read_until("\n\n");
-        if (event.find("event: dropped") != std::string::npos) reader_dropped = true;
-        if (event.find("\"state\":\"succeeded\"") != std::string::npos) ++read_ends;
+      try {
+        while (read_ends < kJobs) {
+          const std::string event = reader.read_until("\n\n");
+          if (event.find("event: dropped") != std::string::npos) reader_dropped = true;
+          if (event.find("\"state\":\"succeeded\"") != std::string::npos) ++read_ends;
+        }
+      } catch (const std::exception&) {
+        reader_dropped = true;  // closed on it
       }
     });
     for (int batch = 0; batch < kJobs / 1000; ++batch) {  // at a pace a reader keeps up with
@@ -466,7 +471,8 @@ TEST_SUITE("HttpServer") {
     // when a write to it took longer than server.read_timeout_ms.
     std::string rest;
     CHECK(stalled.read_to_end(rest));
-    CHECK(rest.size() < 20'000u * 3 * 100);  // far from every event
+    CHECK(rest.find("\"state\":\"succeeded\"") != std::string::npos);  // it got some,
+    CHECK(rest.size() < 20'000u * 3 * 100);                               // far from every event
     CHECK(http(s.port(), "GET", "/healthz").status == 200);
   }
 }
