@@ -244,8 +244,13 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   // there are none, until the client goes, the server stops, a write takes
   // longer than server.read_timeout_ms, or the client falls so far behind
   // that the events it had not been sent are gone (then a last "dropped"
-  // event). The client's only buffer is the one chunk being written.
+  // event). A client's buffers are the chunk being written and a socket
+  // send buffer cut to kStreamSendBuffer, so one that stops reading stalls
+  // a write soon.
+  static constexpr int kStreamSendBuffer = 64 * 1024;
   void start_stream(http::EventStream stream, unsigned version) {
+    beast::error_code ignored;
+    stream_.socket().set_option(net::socket_base::send_buffer_size(kStreamSendBuffer), ignored);
     events_after_ = stream.after;
     events_.emplace(std::move(stream));
     auto head = std::make_shared<std::string>(

@@ -409,6 +409,77 @@ def battery_serve():
         check("SIGTERM: clean exit 0 after the battery", code == 0, f"exit {code}")
 
 
+def battery_events():
+    """An event-stream client that stops reading is cut off within
+    server.read_timeout_ms while another one reads every event and the
+    jobs run on."""
+    config = {"workers": 2, "logging": {"level": "warn"}, "events": {"buffer": 100000},
+              "server": {"listen": "127.0.0.1:0", "read_timeout_ms": 500}}
+    srv = Server(config)
+    port = srv.port
+
+    def stream(small_buffer):
+        s = socket.socket()
+        if small_buffer:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5.0)
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET /v1/events?type=echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        while b"retry: 1000\n\n" not in head:  # the stream has started
+            head += s.recv(4096)
+        return s
+
+    try:
+        stalled = stream(True)
+        reader = stream(False)
+        got = {"bytes": 0, "ends": 0, "dropped": False}
+
+        def reading():
+            pending = b""
+            try:
+                while got["ends"] < 20000:
+                    data = reader.recv(65536)
+                    if not data:
+                        break
+                    got["bytes"] += len(data)
+                    pending += data
+                    *events, pending = pending.split(b"\n\n")
+                    for event in events:
+                        got["ends"] += b'"state":"succeeded"' in event
+                        got["dropped"] |= event.startswith(b"event: dropped") or b"\nevent: dropped" in event
+            except OSError:
+                pass
+
+        t = threading.Thread(target=reading)
+        t.start()
+        for _ in range(20):
+            body = json.dumps({"jobs": [{"type": "echo", "payload": "x" * 64}] * 1000}).encode()
+            status, _, _ = request(port, "POST", "/v1/jobs/batch", body, {"Content-Type": "application/json"})
+            check("events: a batch of 1000 accepted", status == 200)
+            time.sleep(0.02)
+        t.join(timeout=60)
+        check("events: the reading client got every job's end and was not dropped",
+              got["ends"] >= 20000 and not got["dropped"], str(got))
+        time.sleep(1.0)  # past read_timeout_ms: the stalled client's write has timed out
+        total, closed = 0, False
+        stalled.settimeout(3.0)
+        try:
+            while True:
+                data = stalled.recv(65536)
+                if not data:
+                    closed = True
+                    break
+                total += len(data)
+        except OSError:
+            pass
+        check("events: the stalled client was cut off", closed and total < 1000000, f"{total} bytes, closed {closed}")
+        healthy(srv, "after the event streams")
+    finally:
+        code = srv.stop()
+        check("events: SIGTERM: clean exit 0", code == 0, f"exit {code}")
+
+
 def battery_descriptors():
     """Out of file descriptors: no spin, 503 for the overflow, recovery."""
     config = {"workers": 1, "logging": {"level": "warn"},
@@ -506,6 +577,7 @@ def main():
     started = time.time()
     if which == "serve":
         battery_serve()
+        battery_events()
         # UBSan's vptr check tests whether memory is readable through a
         # pipe(), which fails when the process is out of descriptors: under
         # a sanitizer every such check reports a false error. The plain
