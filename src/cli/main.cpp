@@ -7,6 +7,7 @@
 
 #include "bulwark/isolation.hpp"
 #include "builtin_workers.hpp"
+#include "cli/admin_command.hpp"
 #include "cli/run_command.hpp"
 #include "cli/serve_command.hpp"
 
@@ -59,6 +60,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1024));
   serve->add_option("--listen", listen, "HOST:PORT to listen on (overrides server.listen; port 0 picks one)");
 
+  bulwark::cli::add_admin_commands(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help, --version
@@ -67,6 +70,7 @@ int main(int argc, char** argv) {
     app.exit(e);
     return 2;
   }
+  if (const int code = bulwark::cli::admin_command(app); code >= 0) return code;
   if (run->parsed()) {
     if (run->count("--workers") > 0) run_args.workers = run_workers;
     return bulwark::cli::run_command(run_args);

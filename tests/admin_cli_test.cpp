@@ -1,0 +1,175 @@
+// The admin commands end to end: the bulwark program against a real server
+// (in this process), and the Beast client they share with these tests.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "bulwark/http_server.hpp"
+#include "bulwark/runtime.hpp"
+#include "http/client.hpp"
+#include "support/helpers.hpp"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+struct Service {
+  Service() : runtime(bulwark::testing::builtins(), options()), server(runtime, options().server) {}
+  static bulwark::RuntimeOptions options() {
+    auto o = bulwark::testing::test_options(2);
+    o.server.listen = "127.0.0.1:0";
+    return o;
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(server.port()); }
+  bulwark::Runtime runtime;
+  bulwark::HttpServer server;
+};
+
+struct Ran {
+  int status = -1;
+  std::string out;  // standard output
+};
+
+// Runs `bulwark ARGS` with standard error thrown away.
+Ran bulwark_cli(const std::string& args) {
+  Ran r;
+  FILE* p = ::popen((std::string(BULWARK_BINARY) + " " + args + " 2>/dev/null").c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p) != nullptr) r.out += buf;
+  const int raw = ::pclose(p);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return r;
+}
+
+}  // namespace
+
+TEST_SUITE("admin commands") {
+  TEST_CASE("submit --wait: exit 0 when the job succeeds, 1 when it fails, with its record" * doctest::timeout(60)) {
+    Service s;
+    const std::string server = " --server " + s.url();
+    Ran ok = bulwark_cli("submit echo '{\"hello\": 1}' --wait" + server);
+    CHECK(ok.status == 0);
+    CHECK(ok.out.find("succeeded") != std::string::npos);
+    CHECK(ok.out.find("{\"hello\":1}") != std::string::npos);
+    Ran failed = bulwark_cli("submit fail '{\"throw\": \"runtime_error\", \"message\": \"boom\"}' --max-attempts 1 --wait" +
+                             server);
+    CHECK(failed.status == 1);
+    CHECK(failed.out.find("std::runtime_error: boom") != std::string::npos);
+    CHECK(failed.out.find("fail_throw_site") != std::string::npos);  // the throw-site trace
+    Ran json_out = bulwark_cli("submit echo 7 --priority 3 --json" + server);
+    REQUIRE(json_out.status == 0);
+    const json accepted = json::parse(json_out.out);
+    CHECK(accepted["state"] == "queued");
+    REQUIRE(s.runtime.wait(accepted["id"], 10s));
+    CHECK(s.runtime.get(accepted["id"])->priority == 3);
+  }
+
+  TEST_CASE("get, list, dead, retry, cancel, stats, workers" * doctest::timeout(60)) {
+    Service s;
+    const std::string server = " --server " + s.url();
+    auto failed = s.runtime.submit({.type = "fail", .payload = {{"throw", "runtime_error"}}, .max_attempts = 1});
+    REQUIRE(s.runtime.wait(failed.id, 10s)->state == bulwark::JobState::failed);
+    Ran got = bulwark_cli("get " + failed.id + server);
+    CHECK(got.status == 0);
+    CHECK(got.out.find("thrown at") != std::string::npos);
+    Ran dead = bulwark_cli("dead --json" + server);
+    REQUIRE(dead.status == 0);
+    CHECK(json::parse(dead.out)["jobs"][0]["id"] == failed.id);
+    CHECK(bulwark_cli("dead" + server).out.find(failed.id) != std::string::npos);
+    CHECK(bulwark_cli("list --state failed --type fail" + server).out.find(failed.id) != std::string::npos);
+    Ran retried = bulwark_cli("retry " + failed.id + server);
+    CHECK(retried.status == 0);
+    CHECK(retried.out.find("queued") != std::string::npos);
+    CHECK(bulwark_cli("retry no-such-job" + server).status == 3);
+    auto slow = s.runtime.submit({.type = "sleep", .payload = {{"ms", 10'000}}, .delay = 60s});
+    Ran cancelled = bulwark_cli("cancel " + slow.id + server);
+    CHECK(cancelled.status == 0);
+    CHECK(s.runtime.get(slow.id)->state == bulwark::JobState::cancelled);
+    Ran stats = bulwark_cli("stats" + server);
+    CHECK(stats.status == 0);
+    CHECK(stats.out.find("submitted") != std::string::npos);
+    CHECK(json::parse(bulwark_cli("stats --json" + server).out).contains("totals"));
+    Ran workers = bulwark_cli("workers" + server);
+    CHECK(workers.status == 0);
+    CHECK(workers.out.find("verdict healthy") != std::string::npos);
+  }
+
+  TEST_CASE("events --count N prints the stream's next N events" * doctest::timeout(60)) {
+    Service s;
+    Ran ran;
+    std::atomic<bool> followed{false};
+    std::thread follow([&] {
+      ran = bulwark_cli("events --type echo --count 3 --server " + s.url());
+      followed = true;
+    });
+    // Submits until the follower has its 3 events (it may connect after the first).
+    for (int i = 0; i < 500 && !followed; ++i) {
+      s.runtime.submit({.type = "echo", .payload = i});
+      std::this_thread::sleep_for(10ms);
+    }
+    follow.join();
+    CHECK(ran.status == 0);
+    int lines = 0;
+    for (char c : ran.out) lines += c == '\n';
+    CHECK(lines == 3);
+    CHECK(ran.out.find("echo") != std::string::npos);
+  }
+
+  TEST_CASE("usage errors exit 2; an unreachable server or an error answer exits 3" * doctest::timeout(60)) {
+    CHECK(bulwark_cli("get").status == 2);
+    CHECK(bulwark_cli("submit echo --priority 12").status == 2);
+    CHECK(bulwark_cli("submit echo 'not json' --server http://127.0.0.1:1").status == 2);
+    CHECK(bulwark_cli("stats --server http://127.0.0.1:1").status == 3);
+    CHECK(bulwark_cli("stats --server ftp://x/y").status == 3);
+    Service s;
+    CHECK(bulwark_cli("get nope --server " + s.url()).status == 3);
+    CHECK(bulwark_cli("events --state nope --server " + s.url()).status == 3);
+    // BULWARK_SERVER names the server when --server does not.
+    const std::string env = "BULWARK_SERVER=" + s.url() + " ";
+    const int raw = std::system((env + BULWARK_BINARY + " stats >/dev/null 2>&1").c_str());
+    CHECK(WEXITSTATUS(raw) == 0);
+  }
+
+  TEST_CASE("the client: requests with a token, and an event stream" * doctest::timeout(60)) {
+    auto o = Service::options();
+    o.server.auth_token = "sekrit";
+    bulwark::Runtime rt(bulwark::testing::builtins(), o);
+    bulwark::HttpServer server(rt, o.server);
+    const std::string url = "127.0.0.1:" + std::to_string(server.port());
+    bulwark::http::Client anonymous(url, "", 5s);
+    CHECK(anonymous.request("POST", "/v1/jobs", R"({"type":"echo"})").status == 401);
+    bulwark::http::Client c(url, "sekrit", 5s);
+    const auto r = c.request("POST", "/v1/jobs", R"({"type":"echo","payload":5})");
+    REQUIRE(r.status == 201);
+    CHECK(r.headers.at("location").rfind("/v1/jobs/", 0) == 0);
+    std::vector<bulwark::http::StreamEvent> seen;
+    std::atomic<bool> done{false};
+    std::thread submitter([&] {
+      for (int i = 0; i < 200 && !done; ++i) {
+        rt.submit({.type = "echo", .payload = i});
+        std::this_thread::sleep_for(10ms);
+      }
+    });
+    const int status = c.follow("/v1/events?state=succeeded", [&](const bulwark::http::StreamEvent& e) {
+      seen.push_back(e);
+      return seen.size() < 2;
+    });
+    done = true;
+    submitter.join();
+    CHECK(status == 200);
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0].event == "job");
+    CHECK(json::parse(seen[0].data)["state"] == "succeeded");
+    CHECK(std::stoull(seen[1].id) > std::stoull(seen[0].id));
+    CHECK_THROWS_AS(bulwark::http::Client("https://x:1", "", 1s), bulwark::http::ClientError);
+  }
+}
