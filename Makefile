@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run demo test test-asan test-tsan fuzz check-clang check-layers bench bench-quick bench-redis clean
+.PHONY: all deps build run demo test test-ui test-asan test-tsan fuzz check-clang check-layers bench bench-quick bench-redis clean
 
 all: build
 
@@ -41,6 +41,14 @@ demo: build
 
 test: build
 	ctest --test-dir $(BUILD)/release --output-on-failure -j $(JOBS) --timeout 300
+
+# The dashboard in a real browser (headless chromium, puppeteer-core from
+# npm) against `bulwark serve`; saves the README's screenshots to
+# docs/screenshots/.
+test-ui: build
+	@scripts/install-deps.sh ui
+	cd tests/ui && { [ -d node_modules/puppeteer-core ] || npm ci --no-audit --no-fund --loglevel=error; }
+	node tests/ui/dashboard.test.mjs $(BUILD)/release/bulwark docs/screenshots
 
 test-asan: deps $(BUILD)/asan/build.ninja
 	cmake --build $(BUILD)/asan -j $(JOBS)

@@ -4,17 +4,18 @@
 # layer, any layer below it, support/ (usable by all) and the public
 # headers (bulwark/...). Public headers include only public headers.
 #
-#   support  <  guard  <  core  <  runtime  <  supervision, isolation, redis  <  facade  <  http, cli
+#   support  <  guard  <  core  <  runtime  <  supervision, isolation, redis  <  facade  <  http  <  cli
 #
-# supervision, isolation and redis are siblings (none includes another), and
-# so are http and cli. Exits 1 and names each offending line.
+# supervision, isolation and redis are siblings (none includes another); the
+# program (cli) uses the HTTP layer's server and client. Exits 1 and names
+# each offending line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rank() {
   case "$1" in
     support) echo 0 ;; guard) echo 1 ;; core) echo 2 ;; runtime) echo 3 ;;
-    supervision | isolation | redis) echo 4 ;; facade) echo 5 ;; http | cli) echo 6 ;;
+    supervision | isolation | redis) echo 4 ;; facade) echo 5 ;; http) echo 6 ;; cli) echo 7 ;;
     *) echo -1 ;;
   esac
 }

@@ -13,19 +13,26 @@ packages=(
   redis-server    # started by the tests of the redis backend (never as a system service)
 )
 # Extra groups: `install-deps.sh bench` adds the benchmark peers, `fuzz` the
-# libFuzzer toolchain (clang 14 and its runtime), `redis-bench` the peers of
+# libFuzzer toolchain (clang 14 and its runtime), `ui` the browser test of
+# the dashboard (chromium; Node and npm for puppeteer-core, whose package
+# comes from npm with tests/ui/package-lock.json), `redis-bench` the peers of
 # `make bench-redis` (Node for BullMQ, whose package comes from npm with
 # bench/redis/package-lock.json; Celery and its Redis client).
 for group in "$@"; do
   case "$group" in
     bench) packages+=(libtbb-dev libbenchmark-dev gnuplot-nox golang-go wrk) ;;
     fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;
+    ui)
+      packages+=(chromium)
+      command -v node >/dev/null || packages+=(nodejs)  # a Node installed another way will do
+      command -v npm >/dev/null || packages+=(npm)
+      ;;
     redis-bench)
       packages+=(python3-celery python3-redis)
       command -v node >/dev/null || packages+=(nodejs)  # a Node installed another way will do
       command -v npm >/dev/null || packages+=(npm)
       ;;
-    *) echo "install-deps.sh: unknown group '$group' (known: bench, fuzz, redis-bench)" >&2; exit 2 ;;
+    *) echo "install-deps.sh: unknown group '$group' (known: bench, fuzz, redis-bench, ui)" >&2; exit 2 ;;
   esac
 done
 

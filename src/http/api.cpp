@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "http/ui_assets.hpp"
 #include "support/text.hpp"
 #include "bulwark/json_input.hpp"
 
@@ -237,6 +238,10 @@ Response Api::handle(const Request& request) {
     }
     return json_response(200, {{"ready", true}});
   }
+  if (parts.empty() || parts[0] == "ui") {
+    if (!get) return method_not_allowed("GET");
+    return ui_file(parts.empty() ? "index.html" : parts.size() == 2 ? parts[1] : "");
+  }
   if (parts.size() < 2 || parts[0] != "v1") return error_response(404, "route_not_found", "no such route");
 
   if (parts.size() == 2 && parts[1] == "workers") {
@@ -260,6 +265,10 @@ Response Api::handle(const Request& request) {
   if (parts.size() == 2 && parts[1] == "stats") {
     if (!get) return method_not_allowed("GET");
     return stats();
+  }
+  if (parts.size() == 2 && parts[1] == "auth") {  // for clients (the dashboard) to ask before a 401
+    if (!get) return method_not_allowed("GET");
+    return json_response(200, {{"required", !options_.auth_token.empty()}, {"authorized", authorized(request)}});
   }
   if (parts.size() == 2 && parts[1] == "events") {
     if (request.method != "GET") return method_not_allowed("GET");
@@ -323,6 +332,26 @@ Response Api::submit(const Request& request) {
   Response r = json_response(201, {{"id", s.id}, {"state", to_string(s.state)}});
   r.headers.emplace_back("Location", "/v1/jobs/" + percent_encode(s.id));
   return r;
+}
+
+// The dashboard's files: / is ui/index.html. A Content-Security-Policy lets
+// the page load only its own files and talk only to this server, so even a
+// job's string that slipped into the page as markup could run nothing.
+Response Api::ui_file(const std::string& name) {
+  for (const UiAsset& asset : ui_assets()) {
+    if (asset.name != name) continue;
+    Response r;
+    r.content_type = std::string(asset.content_type);
+    r.body = std::string(asset.bytes);
+    r.headers.emplace_back("Cache-Control", "no-cache");
+    r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+    r.headers.emplace_back("Content-Security-Policy",
+                           "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'");
+    r.headers.emplace_back("Referrer-Policy", "no-referrer");
+    return r;
+  }
+  return error_response(404, "route_not_found", "no such file of the dashboard");
 }
 
 Response Api::submit_batch(const Request& request) {
@@ -394,7 +423,9 @@ std::optional<Response> Api::job_answer(const JobId& id, bool final) {
   auto record = runtime_.get(id);
   if (!record) return error_response(404, "job_not_found", "no job with this id is known");
   if (!final && !is_terminal(record->state)) return std::nullopt;
-  return json_response(200, to_json(*record, true, true));
+  ordered_json body = to_json(*record, true, true);
+  body["payload"] = record->payload;
+  return json_response(200, body);
 }
 
 Response Api::events(const Request& request, const std::map<std::string, std::string>& query) {
@@ -500,6 +531,28 @@ void Api::sample() {
   while (samples_.size() > 2 && now - samples_.front().at > std::chrono::seconds(60)) samples_.pop_front();
 }
 
+namespace {
+
+// The q-quantile of a histogram in ms, linear within its bucket; null when
+// empty (the last bucket, past the last bound, counts as its lower bound).
+ordered_json quantile_ms(const HistogramSnapshot& h, double q) {
+  if (h.count == 0) return nullptr;
+  const double rank = q * static_cast<double>(h.count);
+  double seen = 0;
+  for (std::size_t i = 0; i < h.counts.size(); ++i) {
+    const double n = static_cast<double>(h.counts[i]);
+    if (n > 0 && seen + n >= rank) {
+      const double lo = i == 0 ? 0.0 : h.bounds[i - 1];
+      if (i >= h.bounds.size()) return lo * 1000.0;
+      return (lo + (h.bounds[i] - lo) * ((rank - seen) / n)) * 1000.0;
+    }
+    seen += n;
+  }
+  return h.bounds.back() * 1000.0;
+}
+
+}  // namespace
+
 Response Api::stats() {
   const RuntimeStats s = runtime_.stats();
   ordered_json rates = {{"submitted", 0.0}, {"succeeded", 0.0}, {"failed", 0.0}, {"window_s", 0.0}};
@@ -531,6 +584,9 @@ Response Api::stats() {
             {"queue", {{"depth", s.queue_depth}, {"capacity", s.queue_capacity}, {"ready_by_priority", s.ready_by_priority}}},
             {"rates_per_second", std::move(rates)},
             {"workers", {{"alive", s.workers}, {"running", s.running}, {"abandoned", s.abandoned}}},
+            {"latency_ms", {{"run_time", {{"p50", quantile_ms(s.run_time, 0.50)}, {"p99", quantile_ms(s.run_time, 0.99)}}},
+                            {"queue_wait", {{"p50", quantile_ms(s.queue_wait, 0.50)},
+                                            {"p99", quantile_ms(s.queue_wait, 0.99)}}}}},
             {"supervisor", {{"soft_timeouts", s.soft_timeouts}, {"hard_timeouts", s.hard_timeouts},
                             {"stuck_reports", s.stuck_reports}, {"replacements", s.replacements},
                             {"breaker_opened", s.breaker_opened}, {"breaker_deferred", s.breaker_deferred}}}});

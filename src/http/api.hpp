@@ -114,6 +114,7 @@ class Api {
  private:
   Response submit(const Request& request);
   Response submit_batch(const Request& request);
+  Response ui_file(const std::string& name);
   Response get_job(const std::string& id, const std::map<std::string, std::string>& query);
   Response events(const Request& request, const std::map<std::string, std::string>& query);
   Response list(const std::map<std::string, std::string>& query);

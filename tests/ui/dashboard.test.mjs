@@ -1,0 +1,175 @@
+// The dashboard in a real browser: Debian's chromium, headless, driven by
+// puppeteer-core, against a real `bulwark serve` with the built-in workers
+// and an API token. Saves screenshots for README (docs/screenshots/).
+//
+//   node tests/ui/dashboard.test.mjs path/to/bulwark [screenshot-dir]
+import {spawn} from 'node:child_process';
+import {mkdirSync, mkdtempSync, writeFileSync} from 'node:fs';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import puppeteer from 'puppeteer-core';
+
+const [binary, shots = 'docs/screenshots'] = process.argv.slice(2);
+if (!binary) {
+  console.error('usage: node dashboard.test.mjs BULWARK_BINARY [SCREENSHOT_DIR]');
+  process.exit(2);
+}
+const TOKEN = 'ui-test-token';
+const XSS = '<img src=x onerror=alert(1)>';
+let failures = 0;
+function check(name, ok, detail = '') {
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${ok || !detail ? '' : `: ${detail}`}`);
+  if (!ok) failures++;
+}
+
+// The server: port 0, its address from the first line it prints.
+const dir = mkdtempSync(join(tmpdir(), 'bulwark-ui-'));
+writeFileSync(join(dir, 'config.json'), JSON.stringify({
+  workers: 2, logging: {level: 'critical'},
+  server: {listen: '127.0.0.1:0', auth_token: TOKEN},
+}));
+const server = spawn(binary, ['serve', '--config', join(dir, 'config.json')], {stdio: ['ignore', 'pipe', 'inherit']});
+const base = await new Promise((resolve, reject) => {
+  let out = '';
+  server.stdout.on('data', (d) => {
+    out += d;
+    const m = out.match(/http:\/\/127\.0\.0\.1:(\d+)/);
+    if (m) resolve(`http://127.0.0.1:${m[1]}`);
+  });
+  server.on('exit', (code) => reject(new Error(`bulwark serve exited ${code}`)));
+  setTimeout(() => reject(new Error('bulwark serve did not start')), 20000);
+});
+
+async function call(method, path, body) {
+  const res = await fetch(base + path, {method, headers: {'Content-Type': 'application/json', Authorization: `Bearer ${TOKEN}`},
+                                        body: body === undefined ? undefined : JSON.stringify(body)});
+  return {status: res.status, body: await res.json()};
+}
+const submit = async (spec) => (await call('POST', '/v1/jobs', spec)).body.id;
+const ended = async (id) => (await call('GET', `/v1/jobs/${encodeURIComponent(id)}?wait_ms=10000`)).body;
+
+// The first `queued` event of job `id` on the event stream, or null after 15 s.
+async function nextQueued(id, ready) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), 15000);
+  try {
+    const res = await fetch(`${base}/v1/events?state=queued`, {signal: controller.signal});
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let pending = '';
+    ready();
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) return null;
+      pending += decoder.decode(value, {stream: true});
+      const events = pending.split('\n\n');
+      pending = events.pop();
+      for (const e of events) {
+        const data = e.split('\n').find((l) => l.startsWith('data: '));
+        if (data && JSON.parse(data.slice(6)).job_id === id) return JSON.parse(data.slice(6));
+      }
+    }
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+    controller.abort();
+  }
+}
+
+const browser = await puppeteer.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+});
+const consoleErrors = [];
+const alerts = [];
+try {
+  const page = await browser.newPage();
+  await page.setViewport({width: 1280, height: 800});
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  page.on('dialog', async (d) => { alerts.push(d.message()); await d.dismiss(); });
+  mkdirSync(shots, {recursive: true});
+
+  // Overview: its counters follow the jobs submitted.
+  await page.goto(`${base}/`, {waitUntil: 'load'});
+  await page.waitForSelector('#totals [data-count="submitted"]');
+  const before = await page.$eval('#totals [data-count="submitted"]', (n) => n.textContent);
+  for (let i = 0; i < 20; ++i) await submit({type: 'echo', payload: {n: i}});
+  await submit({type: 'sleep', payload: {ms: 300}});
+  await submit({type: 'fail', payload: {throw: 'runtime_error', message: 'overview failure'}, max_attempts: 2});
+  await page.waitForFunction((b) => document.querySelector('#totals [data-count="submitted"]')?.textContent !== b,
+                             {timeout: 15000}, before);
+  const after = await page.$eval('#totals [data-count="submitted"]', (n) => n.textContent);
+  check('overview: the submitted count moves after jobs are submitted', after !== before, `${before} -> ${after}`);
+  await page.waitForFunction(() => document.querySelectorAll('.events tbody tr').length > 0, {timeout: 15000});
+  check('overview: live events arrive', true);
+  await new Promise((r) => setTimeout(r, 2500));  // a few chart samples
+  await page.screenshot({path: join(shots, 'overview.png')});
+
+  // A failed job's page shows its throw-site trace.
+  const failed = await submit({type: 'fail', payload: {throw: 'runtime_error', message: 'boom from the ui test'}, max_attempts: 1});
+  check('fail job ends failed', (await ended(failed)).state === 'failed');
+  await page.goto(`${base}/#/job/${encodeURIComponent(failed)}`, {waitUntil: 'load'});
+  await page.waitForSelector('#error');
+  const errorText = await page.$eval('#error', (n) => n.textContent);
+  check('job page: the throw-site trace names fail_throw_site', errorText.includes('fail_throw_site'));
+  check('job page: the message is shown', errorText.includes('boom from the ui test'));
+  await page.screenshot({path: join(shots, 'failed-job.png'), fullPage: true});
+
+  // Retry from the dead-letter page: the page asks for the token once.
+  await page.goto(`${base}/#/dead`, {waitUntil: 'load'});
+  await page.waitForSelector(`input[type=checkbox][value="${failed}"]`);
+  await page.click(`input[type=checkbox][value="${failed}"]`);
+  let streamReady;
+  const requeued = nextQueued(failed, () => {});
+  await new Promise((r) => setTimeout(r, 300));  // the stream is open
+  await page.click('#retry-selected');
+  await page.waitForSelector('#token-dialog[open]');
+  await page.type('#token-input', TOKEN);
+  await page.click('#token-form button[value=ok]');
+  const event = await requeued;
+  check('dead letters: retry selected puts the job back in the queue', event !== null && event.state === 'queued');
+
+  // Cancel from a job's page (the token is remembered).
+  const waiting = await submit({type: 'sleep', payload: {ms: 10}, delay_ms: 60000});
+  await page.goto(`${base}/#/job/${encodeURIComponent(waiting)}`, {waitUntil: 'load'});
+  await page.waitForSelector('#btn-cancel:not([disabled])');
+  await page.click('#btn-cancel');
+  await page.waitForFunction(() => document.querySelector('.badge.s-cancelled') !== null, {timeout: 10000});
+  check('job page: cancel works', (await call('GET', `/v1/jobs/${encodeURIComponent(waiting)}`)).body.state === 'cancelled');
+  check('the token was asked for once only', await page.$eval('#token-dialog', (d) => !d.open));
+
+  // A payload that is markup renders as text.
+  const xss = await submit({type: 'echo', payload: {note: XSS}, id: `xss-${Date.now()}`});
+  await ended(xss);
+  await page.goto(`${base}/#/jobs?state=&type=echo`, {waitUntil: 'load'});
+  await page.goto(`${base}/#/job/${encodeURIComponent(xss)}`, {waitUntil: 'load'});
+  await page.waitForSelector('#payload');
+  const payloadText = await page.$eval('#payload', (n) => n.textContent);
+  check('xss: the payload shows as text', payloadText.includes(XSS));
+  check('xss: no element was made from it', (await page.$$('main img')).length === 0);
+  await new Promise((r) => setTimeout(r, 500));
+  check('xss: no script ran', alerts.length === 0, alerts.join('; '));
+
+  // Workers page and a phone-width overview.
+  await page.goto(`${base}/#/workers`, {waitUntil: 'load'});
+  await page.waitForFunction(() => document.querySelectorAll('main table tbody tr').length >= 2, {timeout: 10000});
+  check('workers page lists the workers', true);
+  await page.setViewport({width: 390, height: 844, isMobile: true});
+  await page.goto(`${base}/`, {waitUntil: 'load'});
+  await page.waitForSelector('#totals');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check('phone width: nothing wider than the screen', overflow <= 1, `${overflow}px too wide`);
+  await page.screenshot({path: join(shots, 'overview-phone.png')});
+
+  check('no console errors', consoleErrors.length === 0, consoleErrors.join(' | '));
+} catch (e) {
+  check('the run finished', false, e.stack || String(e));
+} finally {
+  await browser.close();
+  server.kill('SIGTERM');
+}
+console.log(failures === 0 ? 'dashboard: all checks passed' : `dashboard: ${failures} failed`);
+process.exit(failures === 0 ? 0 : 1);

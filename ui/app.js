@@ -1,0 +1,378 @@
+// The bulwark dashboard: plain ES module, no build step, no dependencies.
+// Every string that came from a job (ids, payloads, messages, function
+// names) goes into the page as text (textContent), never as HTML.
+
+const main = document.getElementById('main');
+const TOKEN_KEY = 'bulwark.token';
+let stopPage = () => {};  // undoes the current page's timers and streams
+let generation = 0;       // bumped by every route(): a page's late answers check it
+const current = (mine) => mine === generation;
+
+// --- small DOM helpers ----------------------------------------------------
+
+// el('td', {class: 'mono'}, 'text', child, ...): children are nodes or text.
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'onclick' || k === 'onchange' || k === 'onsubmit') node.addEventListener(k.slice(2), v);
+    else if (k === 'style') {  // through the CSSOM: the page's CSP allows no style attributes
+      for (const decl of String(v).split(';')) {
+        const at = decl.indexOf(':');
+        if (at > 0) node.style.setProperty(decl.slice(0, at).trim(), decl.slice(at + 1).trim());
+      }
+    }
+    else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+const text = (v) => (v === null || v === undefined ? '–' : typeof v === 'string' ? v : JSON.stringify(v));
+const badge = (s) => el('span', {class: `badge s-${String(s).replace(/[^a-z_]/g, '')}`}, text(s));
+const fmt = (n, digits = 0) => (n === null || n === undefined ? '–' : Number(n).toLocaleString(undefined, {maximumFractionDigits: digits}));
+function table(head, rows) {
+  return el('table', {}, el('thead', {}, el('tr', {}, head.map((h) => el('th', {}, h)))),
+            el('tbody', {}, rows.length ? rows : [el('tr', {}, el('td', {colspan: head.length, class: 'muted'}, 'none'))]));
+}
+function card(title, ...children) { return el('section', {class: 'card'}, el('h2', {}, title), ...children); }
+function kv(pairs) { return el('dl', {class: 'kv'}, pairs.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])); }
+
+// --- the API --------------------------------------------------------------
+
+async function askToken() {
+  const dialog = document.getElementById('token-dialog');
+  const input = document.getElementById('token-input');
+  input.value = '';
+  return new Promise((resolve) => {
+    const done = (value) => { dialog.close(); resolve(value); };
+    document.getElementById('token-cancel').onclick = () => done(null);
+    document.getElementById('token-form').onsubmit = (e) => { e.preventDefault(); done(input.value); };
+    dialog.showModal();
+  });
+}
+
+// Before the first POST: whether the server wants a token this tab does not
+// have yet (GET /v1/auth answers without a 401), and if so, asks for it.
+let authChecked = false;
+async function ensureToken() {
+  if (authChecked) return;
+  const headers = {};
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const auth = await fetch('/v1/auth', {headers}).then((r) => r.json());
+  if (auth.required && !auth.authorized) {
+    const t = await askToken();
+    if (!t) throw new Error('unauthorized: this server needs its API token');
+    sessionStorage.setItem(TOKEN_KEY, t);
+  }
+  authChecked = true;
+}
+
+// fetch() of the API: JSON in and out, the token (if one was given) as a
+// Bearer header; a 401 asks for the token once more and tries again.
+async function api(method, path, body) {
+  if (method !== 'GET') await ensureToken();
+  for (let attempt = 0; attempt < 2; ++attempt) {
+    const headers = {};
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const res = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
+    if (res.status === 401 && attempt === 0) {  // a token that was wrong
+      const t = await askToken();
+      if (!t) break;
+      sessionStorage.setItem(TOKEN_KEY, t);
+      continue;
+    }
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(data.error ? `${data.error.code}: ${data.error.message}` : `HTTP ${res.status}`);
+    return data;
+  }
+  throw new Error('unauthorized: no token given');
+}
+
+function showError(where, err) {
+  where.replaceChildren(el('p', {class: 'error'}, String(err.message || err)));
+}
+
+// --- overview ---------------------------------------------------------------
+
+// Throughput over the last minutes on a canvas: one line per series.
+const SERIES = [['submitted', '#0969da'], ['succeeded', '#1a7f37'], ['failed', '#cf222e']];
+function drawChart(canvas, samples) {
+  const ratio = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  canvas.width = w * ratio; canvas.height = h * ratio;
+  const g = canvas.getContext('2d');
+  g.scale(ratio, ratio);
+  g.clearRect(0, 0, w, h);
+  const max = Math.max(1, ...samples.flatMap((s) => SERIES.map(([k]) => s[k])));
+  g.strokeStyle = '#d9dee5'; g.fillStyle = '#5f6b7a'; g.font = '11px system-ui';
+  for (let i = 0; i <= 4; ++i) {
+    const y = 8 + (h - 24) * (i / 4);
+    g.beginPath(); g.moveTo(40, y); g.lineTo(w, y); g.stroke();
+    g.fillText(fmt(max * (1 - i / 4)), 0, y + 4);
+  }
+  g.fillText('jobs/s, last 5 min', 44, h - 4);
+  for (const [key, color] of SERIES) {
+    g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
+    samples.forEach((s, i) => {
+      const x = 40 + (w - 40) * (samples.length === 1 ? 1 : i / (samples.length - 1));
+      const y = 8 + (h - 24) * (1 - s[key] / max);
+      if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
+    });
+    g.stroke();
+  }
+}
+
+function overview() {
+  main.replaceChildren(el('h1', {}, 'Overview'));
+  const grid = el('div', {class: 'grid'});
+  const status = el('div'), totals = el('div'), queue = el('div'), latency = el('div'), failures = el('div');
+  const workers = el('div'), supervisor = el('div'), breakers = el('div'), processes = el('div');
+  const canvas = el('canvas', {id: 'throughput'});
+  const legend = el('div', {class: 'legend'}, SERIES.map(([k, c]) => el('span', {}, el('i', {style: `background:${c}`}), k)));
+  const events = el('tbody');
+  grid.append(
+    card('Health', status), card('Jobs', totals),
+    el('section', {class: 'card wide'}, el('h2', {}, 'Throughput'), canvas, legend),
+    card('Queue depth by priority', queue), card('Latency', latency), card('Failures by kind', failures),
+    card('Workers', workers), card('Supervisor', supervisor), card('Circuit breakers', breakers),
+    card('Child processes', processes),
+    el('section', {class: 'card wide'}, el('h2', {}, 'Live events'),
+       el('div', {class: 'events'}, el('table', {}, el('thead', {}, el('tr', {}, ['#', 'at', 'job', 'type', 'what'].map((h) => el('th', {}, h)))), events))));
+  main.append(grid);
+  const samples = [];
+  let alive = true;
+
+  async function refresh() {
+    try {
+      const [s, w, h] = await Promise.all([api('GET', '/v1/stats'), api('GET', '/v1/workers'), api('GET', '/healthz').catch((e) => ({status: 'unhealthy', reasons: [e.message]}))]);
+      if (!alive) return;
+      status.replaceChildren(el('p', {}, badge(h.status)),
+                             h.reasons && h.reasons.length ? el('ul', {}, h.reasons.map((r) => el('li', {}, r))) : el('p', {class: 'muted'}, 'no reasons: all checks pass'));
+      const t = s.totals;
+      totals.replaceChildren(el('div', {class: 'nums', id: 'totals'},
+        ['submitted', 'succeeded', 'failed', 'cancelled', 'retried', 'rejected'].map((k) =>
+          el('div', {}, el('span', {}, k), el('b', {class: 'big', 'data-count': k}, fmt(t[k]))))));
+      samples.push(s.rates_per_second);
+      if (samples.length > 150) samples.shift();
+      drawChart(canvas, samples);
+      const ready = s.queue.ready_by_priority || [];
+      const most = Math.max(1, ...ready);
+      queue.replaceChildren(el('p', {}, `${fmt(s.queue.depth)} waiting of ${fmt(s.queue.capacity)}`),
+        table(['priority', 'ready', ''], ready.map((n, p) => [p, n]).reverse().filter(([, n], i) => n > 0 || i < 1 || ready.length <= 10)
+          .map(([p, n]) => el('tr', {}, el('td', {}, p), el('td', {}, fmt(n)), el('td', {style: 'width:60%'}, el('div', {class: 'bar', style: `width:${(100 * n) / most}%`}))))));
+      const L = s.latency_ms || {};
+      latency.replaceChildren(table(['', 'p50 ms', 'p99 ms'], [
+        el('tr', {}, el('td', {}, 'run time'), el('td', {}, fmt(L.run_time?.p50, 2)), el('td', {}, fmt(L.run_time?.p99, 2))),
+        el('tr', {}, el('td', {}, 'queue wait'), el('td', {}, fmt(L.queue_wait?.p50, 2)), el('td', {}, fmt(L.queue_wait?.p99, 2)))]));
+      const kinds = {};
+      for (const ty of Object.values(s.by_type)) for (const [k, n] of Object.entries(ty.recovered)) kinds[k] = (kinds[k] || 0) + n;
+      failures.replaceChildren(table(['kind', 'failed attempts'], Object.entries(kinds).filter(([, n]) => n > 0)
+        .map(([k, n]) => el('tr', {}, el('td', {}, k), el('td', {}, fmt(n))))),
+        el('p', {class: 'muted'}, `${fmt(t.retried)} retried, ${fmt(t.failed)} dead-lettered`));
+      const byState = {};
+      for (const x of w.workers) byState[x.state] = (byState[x.state] || 0) + 1;
+      workers.replaceChildren(el('p', {}, Object.entries(byState).map(([k, n]) => el('span', {}, badge(k), ` ${n}  `))),
+                              el('p', {class: 'muted'}, `${s.workers.alive} alive, ${s.workers.running} running, ${s.workers.abandoned} abandoned`));
+      const sv = s.supervisor;
+      supervisor.replaceChildren(kv([['soft timeouts', fmt(sv.soft_timeouts)], ['hard timeouts', fmt(sv.hard_timeouts)],
+        ['stuck reports', fmt(sv.stuck_reports)], ['replacements', fmt(sv.replacements)], ['breakers opened', fmt(sv.breaker_opened)]]));
+      const open = Object.entries(s.by_type).filter(([, ty]) => ty.breaker !== 'closed' && ty.breaker !== 'off');
+      breakers.replaceChildren(open.length ? table(['type', 'state'], open.map(([ty, v]) => el('tr', {}, el('td', {}, ty), el('td', {}, badge(v.breaker)))))
+                                           : el('p', {class: 'muted'}, 'none open'));
+      const procs = w.processes.filter((p) => p.state !== 'not_started');
+      processes.replaceChildren(procs.length ? table(['id', 'pid', 'state', 'restarts', 'last exit'], procs.map((p) =>
+        el('tr', {}, el('td', {}, p.id), el('td', {}, p.pid), el('td', {}, badge(p.state)), el('td', {}, p.restarts), el('td', {}, text(p.last_exit))))) : el('p', {class: 'muted'}, 'none running'));
+    } catch (e) {
+      showError(status, e);
+    }
+  }
+  refresh();
+  const timer = setInterval(refresh, 2000);
+  const stream = new EventSource('/v1/events');
+  const onEvent = (m) => {
+    const d = JSON.parse(m.data);
+    const what = d.kind === 'job' ? [badge(d.state), d.attempt ? ` attempt ${d.attempt}` : '', d.failure ? ` (${d.failure})` : '']
+                                  : [el('b', {}, d.action), ' ', d.message];
+    events.prepend(el('tr', {}, el('td', {}, d.id), el('td', {class: 'hide-narrow'}, d.at),
+                      el('td', {class: 'mono'}, d.job_id ? el('a', {href: `#/job/${encodeURIComponent(d.job_id)}`}, d.job_id) : ''),
+                      el('td', {}, text(d.type)), el('td', {}, what)));
+    while (events.childElementCount > 100) events.lastElementChild.remove();
+  };
+  stream.addEventListener('job', onEvent);
+  stream.addEventListener('supervisor', onEvent);
+  stopPage = () => { alive = false; clearInterval(timer); stream.close(); };
+}
+
+// --- jobs ---------------------------------------------------------------------
+
+const STATES = ['', 'queued', 'scheduled', 'running', 'succeeded', 'failed', 'cancelled'];
+
+function jobRow(j, extra = []) {
+  return el('tr', {}, ...extra, el('td', {class: 'mono'}, el('a', {href: `#/job/${encodeURIComponent(j.id)}`}, j.id)),
+            el('td', {}, j.type), el('td', {}, badge(j.state)), el('td', {}, j.attempts),
+            el('td', {class: 'hide-narrow'}, text(j.created_at)),
+            el('td', {class: 'mono'}, j.error ? `${j.error.type}: ${j.error.message}` : ''));
+}
+
+function jobs(params) {
+  const state = params.get('state') || '', type = params.get('type') || '';
+  const stateSel = el('select', {id: 'f-state'}, STATES.map((s) => el('option', {value: s, selected: s === state}, s || 'any state')));
+  const typeIn = el('input', {id: 'f-type', placeholder: 'type', value: type});
+  const idIn = el('input', {id: 'f-id', placeholder: 'job id'});
+  const body = el('div');
+  const apply = () => { location.hash = `#/jobs?state=${encodeURIComponent(stateSel.value)}&type=${encodeURIComponent(typeIn.value)}`; };
+  main.replaceChildren(el('h1', {}, 'Jobs'),
+    el('form', {class: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); }}, stateSel, typeIn, el('button', {type: 'submit'}, 'Filter')),
+    el('form', {class: 'filters', onsubmit: (e) => { e.preventDefault(); if (idIn.value) location.hash = `#/job/${encodeURIComponent(idIn.value)}`; }},
+       idIn, el('button', {type: 'submit'}, 'Open')),
+    body);
+  stateSel.addEventListener('change', apply);
+  const cursors = [''];
+  const mine = generation;
+  async function load() {
+    const q = new URLSearchParams({limit: '50'});
+    if (state) q.set('state', state);
+    if (type) q.set('type', type);
+    const cursor = cursors[cursors.length - 1];
+    if (cursor) q.set('cursor', cursor);
+    try {
+      const page = await api('GET', `/v1/jobs?${q}`);
+      if (!current(mine)) return;
+      const prev = el('button', {disabled: cursors.length === 1, onclick: () => { cursors.pop(); load(); }}, '‹ Newer');
+      const next = el('button', {disabled: !page.next_cursor, onclick: () => { cursors.push(page.next_cursor); load(); }}, 'Older ›');
+      body.replaceChildren(el('div', {class: 'card'}, table(['id', 'type', 'state', 'attempts', 'created', 'error'], page.jobs.map((j) => jobRow(j))),
+                                el('p', {class: 'filters'}, prev, next)));
+    } catch (e) { showError(body, e); }
+  }
+  load();
+}
+
+function frames(trace) {
+  return el('table', {class: 'frames'}, el('tbody', {}, (trace || []).map((f, i) =>
+    el('tr', {}, el('td', {}, `#${i}`), el('td', {class: 'mono'}, text(f.function)),
+       el('td', {class: 'mono'}, f.file ? `${f.file}:${f.line}` : text(f.address))))));
+}
+
+function failureView(e) {
+  const parts = [kv([['kind', e.kind], ['type', e.type], ['message', e.message]].concat(e.origin ? [['origin', e.origin]] : []))];
+  if (e.trace && e.trace.length) parts.push(el('h2', {}, 'Throw site (innermost first)'), frames(e.trace));
+  for (const n of e.nested || []) parts.push(el('h2', {}, 'Nested'), kv([['type', n.type], ['message', n.message]]), frames(n.trace));
+  return parts;
+}
+
+async function job(id) {
+  main.replaceChildren(el('h1', {}, 'Job ', el('span', {class: 'mono'}, id)));
+  const body = el('div', {class: 'grid'});
+  const note = el('div');
+  main.append(note, body);
+  const mine = generation;
+  let j;
+  try { j = await api('GET', `/v1/jobs/${encodeURIComponent(id)}`); } catch (e) { return showError(body, e); }
+  if (!current(mine)) return;
+  const act = (what) => async () => {
+    try { await api('POST', `/v1/jobs/${encodeURIComponent(id)}/${what}`); if (current(mine)) route(); }
+    catch (e) { note.replaceChildren(el('p', {class: 'notice'}, String(e.message))); }
+  };
+  const terminal = ['succeeded', 'failed', 'cancelled'].includes(j.state);
+  body.append(
+    card('Job', kv([['state', badge(j.state)], ['type', j.type], ['attempts', `${j.attempts} of ${j.max_attempts}`],
+                    ['priority', j.priority], ['created', text(j.created_at)], ['started', text(j.started_at)],
+                    ['finished', text(j.finished_at)], ['last run', `${fmt(j.duration_ms, 3)} ms`]]
+                    .concat(j.breaker_deferrals ? [['breaker deferrals', j.breaker_deferrals]] : [])),
+         el('p', {class: 'filters'},
+            el('button', {id: 'btn-cancel', class: 'danger', disabled: terminal, onclick: act('cancel')}, 'Cancel'),
+            el('button', {id: 'btn-retry', class: 'primary', disabled: j.state !== 'failed', onclick: act('retry')}, 'Retry'))),
+    card('Payload', el('pre', {id: 'payload'}, JSON.stringify(j.payload, null, 2))),
+    card('Result', el('pre', {}, JSON.stringify(j.result, null, 2))));
+  if (j.error) body.append(el('section', {class: 'card wide', id: 'error'}, el('h2', {}, 'Last failure'), failureView(j.error)));
+  if (j.stuck_trace) body.append(el('section', {class: 'card wide'}, el('h2', {}, 'Where it was stuck'), frames(j.stuck_trace)));
+  for (const c of j.cleanup_errors || []) body.append(el('section', {class: 'card wide'}, el('h2', {}, 'Cleanup error'), failureView(c)));
+}
+
+async function dead() {
+  const mine = generation;
+  const body = el('div', {class: 'card'});
+  const note = el('div');
+  let page;
+  try { page = await api('GET', '/v1/jobs?state=failed&limit=200'); } catch (e) { page = null; body.append(el('p', {class: 'error'}, e.message)); }
+  if (!current(mine)) return;
+  main.replaceChildren(el('h1', {}, 'Dead letters'), note, body);
+  if (!page) return;
+  const again = () => { if (current(mine)) dead(); };
+  const boxes = [];
+  const rows = page.jobs.map((j) => {
+    const box = el('input', {type: 'checkbox', value: j.id});
+    boxes.push(box);
+    const one = (what) => async () => { await api('POST', `/v1/jobs/${encodeURIComponent(j.id)}/${what}`).catch((e) => note.replaceChildren(el('p', {class: 'notice'}, e.message))); again(); };
+    return jobRow(j, [el('td', {}, box)]).appendChild(el('td', {}, el('button', {class: 'retry-one', onclick: one('retry')}, 'Retry'))).parentNode;
+  });
+  const bulk = el('button', {id: 'retry-selected', class: 'primary', onclick: async () => {
+    const ids = boxes.filter((b) => b.checked).map((b) => b.value);
+    const failed = [];
+    for (const id of ids) await api('POST', `/v1/jobs/${encodeURIComponent(id)}/retry`).catch((e) => failed.push(`${id}: ${e.message}`));
+    if (failed.length) note.replaceChildren(el('p', {class: 'notice'}, failed.join('; ')));
+    again();
+  }}, 'Retry selected');
+  const all = el('input', {type: 'checkbox', onchange: (e) => boxes.forEach((b) => { b.checked = e.target.checked; })});
+  body.replaceChildren(el('p', {class: 'filters'}, bulk, el('span', {class: 'muted'}, `${page.jobs.length} shown`)),
+                       table([all, 'id', 'type', 'state', 'attempts', 'created', 'error', ''], rows));
+}
+
+async function workers() {
+  const body = el('div', {class: 'grid'});
+  main.replaceChildren(el('h1', {}, 'Workers and processes'), body);
+  const mine = generation;
+  let w;
+  try { w = await api('GET', '/v1/workers'); } catch (e) { return showError(body, e); }
+  if (!current(mine)) return;
+  body.append(
+    el('section', {class: 'card wide'}, el('h2', {}, 'Workers'), table(['id', 'state', 'job', 'ms since heartbeat', 'restarts', 'abandoned'],
+      w.workers.map((x) => el('tr', {}, el('td', {}, x.id), el('td', {}, badge(x.state)),
+        el('td', {class: 'mono'}, x.job ? el('a', {href: `#/job/${encodeURIComponent(x.job)}`}, x.job) : '–'),
+        el('td', {}, fmt(x.ms_since_heartbeat)), el('td', {}, x.restarts), el('td', {}, x.abandoned ? 'yes' : 'no'))))),
+    el('section', {class: 'card wide'}, el('h2', {}, 'Child processes'), table(['id', 'pid', 'state', 'job', 'restarts', 'last exit'],
+      w.processes.filter((p) => p.state !== 'not_started').map((p) => el('tr', {}, el('td', {}, p.id), el('td', {}, p.pid), el('td', {}, badge(p.state)),
+        el('td', {class: 'mono'}, text(p.job)), el('td', {}, p.restarts), el('td', {}, text(p.last_exit)))))));
+  if (w.cluster) {
+    body.append(el('section', {class: 'card wide'}, el('h2', {}, 'Processes on the shared queue'), table(['id', 'verdict', 'workers', 'alive', 'last seen'],
+      w.cluster.map((p) => el('tr', {}, el('td', {class: 'mono'}, p.id), el('td', {}, badge(p.verdict || '–')), el('td', {}, text(p.workers)),
+        el('td', {}, p.alive ? 'yes' : 'no'), el('td', {}, text(p.last_seen)))))));
+  }
+}
+
+// --- routing ------------------------------------------------------------------
+
+async function verdict() {
+  const v = document.getElementById('verdict');
+  try {
+    const h = await fetch('/healthz').then((r) => r.json());
+    v.className = `badge s-${h.status}`;
+    v.textContent = h.status;
+  } catch { v.textContent = 'unreachable'; v.className = 'badge s-unhealthy'; }
+}
+
+function route() {
+  ++generation;
+  stopPage();
+  stopPage = () => {};
+  const [path, query] = (location.hash.slice(1) || '/').split('?');
+  const params = new URLSearchParams(query || '');
+  const page = path.startsWith('/job/') ? 'jobs' : path.replace(/^\//, '').split('/')[0] || 'overview';
+  for (const a of document.querySelectorAll('header nav a')) a.classList.toggle('active', a.dataset.page === page);
+  if (path === '/' || path === '') overview();
+  else if (path === '/jobs') jobs(params);
+  else if (path.startsWith('/job/')) job(decodeURIComponent(path.slice(5)));
+  else if (path === '/dead') dead();
+  else if (path === '/workers') workers();
+  else main.replaceChildren(el('p', {}, 'No such page.'));
+}
+
+window.addEventListener('hashchange', route);
+verdict();
+setInterval(verdict, 5000);
+route();
