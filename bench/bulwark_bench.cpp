@@ -17,7 +17,13 @@
 // each run in a fresh process (run_fresh), so no system allocates from a
 // heap another one aged. Absolute numbers on a shared machine mean little;
 // the paired ratios are the point.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -559,6 +565,88 @@ WrkRun http_run(unsigned io_threads, bool post, unsigned workers, int seconds, c
   return run;
 }
 
+// A connection to 127.0.0.1:port that has asked for the event stream; -1 if
+// it cannot. `small_buffer`: a 4 KiB receive buffer.
+int open_event_stream(std::uint16_t port, bool small_buffer) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  if (small_buffer) {
+    int size = 4096;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const char request[] = "GET /v1/events HTTP/1.1\r\nHost: bench\r\n\r\n";
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::send(fd, request, sizeof request - 1, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof request - 1)) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Registered jobs per second through submit_many (1,000 at a time) while the
+// event stream has no reader (`mode` 0: nothing is recorded), a reader that
+// keeps up (1), or a client that stopped reading (2: this program started
+// again with --stalled-client, which asks for the stream and then reads
+// nothing, so the kernel's buffers fill and the server cuts it off; spawned,
+// not forked, so the runtime's pages are not copied on write meanwhile).
+double events_rate(int mode, std::size_t n, unsigned workers) {
+  bulwark::Registry registry;
+  registry.add("work", [](bulwark::JobContext&, const nlohmann::json& p) { return json_work(Body{}, p); });
+  bulwark::RuntimeOptions options = bulwark_options(workers, n);
+  options.server.listen = "127.0.0.1:0";
+  options.server.read_timeout = 500ms;
+  bulwark::Runtime rt(std::move(registry), options);
+  bulwark::HttpServer server(rt, options.server);
+  std::jthread reader;
+  pid_t stalled = -1;
+  if (mode == 1) {
+    const int fd = open_event_stream(server.port(), false);
+    if (fd < 0) throw std::runtime_error("cannot open the event stream");
+    reader = std::jthread([fd] {
+      char buf[65536];
+      while (::recv(fd, buf, sizeof buf, 0) > 0) {
+      }
+      ::close(fd);
+    });
+  } else if (mode == 2) {
+    const std::string self = self_path(), port = std::to_string(server.port());
+    char* const argv[] = {const_cast<char*>(self.c_str()), const_cast<char*>("--stalled-client"),
+                          const_cast<char*>(port.c_str()), nullptr};
+    if (::posix_spawn(&stalled, self.c_str(), nullptr, nullptr, argv, environ) != 0) {
+      throw std::runtime_error("cannot start a stalled client");
+    }
+    std::this_thread::sleep_for(50ms);  // it connects
+  }
+  if (mode != 0) {  // the stream has started recording
+    const auto until = Clock::now() + 5s;
+    while (!rt.events_after(UINT64_MAX, 0).newest && Clock::now() < until) {
+      rt.submit({.type = "work", .payload = {{"i", 0}}});
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  rt.wait_idle(30s);
+  g_done = 0;
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < n; i += 1000) {
+    std::vector<bulwark::JobSpec> specs;
+    for (std::size_t k = i; k < std::min(n, i + 1000); ++k) specs.push_back({.type = "work", .payload = {{"i", k}}});
+    rt.submit_many(std::move(specs));
+  }
+  wait_done(n);
+  const double rate = static_cast<double>(n) / seconds_since(start);
+  if (stalled > 0) {
+    ::kill(stalled, SIGKILL);
+    ::waitpid(stalled, nullptr, 0);
+  }
+  server.stop();
+  rt.shutdown();
+  return rate;
+}
+
 // POST /v1/jobs (an echo job) and GET /healthz at 64 connections, the server
 // with one I/O thread against the default (one per core), interleaved.
 ordered_json http(const Config& cfg, unsigned workers) {
@@ -598,6 +686,17 @@ ordered_json http(const Config& cfg, unsigned workers) {
                                               {"default_over_one_paired", paired_ratio(runs[1], runs[0]).json()}};
   }
   std::remove(script.c_str());
+  // The event stream's cost to the runtime: no reader, a reader, a stalled one.
+  const std::size_t n = cfg.quick ? 20'000 : 100'000;
+  const auto ev = interleaved(cfg.reps, {[&] { return events_rate(0, n, workers); },
+                                        [&] { return events_rate(1, n, workers); },
+                                        [&] { return events_rate(2, n, workers); }});
+  out["events"] = {{"jobs", n},
+                   {"jobs_per_s_no_reader", stat_of(ev[0]).json()},
+                   {"jobs_per_s_one_reader", stat_of(ev[1]).json()},
+                   {"jobs_per_s_stalled_reader", stat_of(ev[2]).json()},
+                   {"one_reader_over_none_paired", paired_ratio(ev[1], ev[0]).json()},
+                   {"stalled_reader_over_none_paired", paired_ratio(ev[2], ev[0]).json()}};
   return out;
 }
 
@@ -897,6 +996,11 @@ ordered_json backlog(const Config& cfg, unsigned workers) {
 
 int main(int argc, char** argv) {
   if (auto code = bulwark::run_worker_process_if_requested(isolation_registry())) return *code;
+  if (argc == 3 && std::string(argv[1]) == "--stalled-client") {  // for events_rate()
+    const int fd = open_event_stream(static_cast<std::uint16_t>(std::stoi(argv[2])), true);
+    ::sleep(120);  // reads nothing; killed when the run is over
+    return fd >= 0 ? 0 : 1;
+  }
   if (argc == 6 && std::string(argv[1]) == "--run") {  // one measurement, for run_fresh()
     const std::string name = argv[2];
     const auto n = static_cast<std::size_t>(std::stoull(argv[3]));
