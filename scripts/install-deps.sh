@@ -14,7 +14,7 @@ packages=(
 )
 # Extra groups: `install-deps.sh bench` adds the benchmark peers, `fuzz` the
 # libFuzzer toolchain (clang 14 and its runtime), `ui` the browser test of
-# the dashboard (chromium; Node and npm for puppeteer-core, whose package
+# the dashboard (chromium and firefox-esr; Node and npm for puppeteer-core, whose package
 # comes from npm with tests/ui/package-lock.json), `redis-bench` the peers of
 # `make bench-redis` (Node for BullMQ, whose package comes from npm with
 # bench/redis/package-lock.json; Celery and its Redis client).
@@ -23,7 +23,7 @@ for group in "$@"; do
     bench) packages+=(libtbb-dev libbenchmark-dev gnuplot-nox golang-go wrk) ;;
     fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;
     ui)
-      packages+=(chromium)
+      packages+=(chromium firefox-esr)
       command -v node >/dev/null || packages+=(nodejs)  # a Node installed another way will do
       command -v npm >/dev/null || packages+=(npm)
       ;;

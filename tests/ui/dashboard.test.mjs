@@ -4,7 +4,7 @@
 //
 //   node tests/ui/dashboard.test.mjs path/to/bulwark [screenshot-dir]
 import {spawn} from 'node:child_process';
-import {mkdirSync, mkdtempSync, writeFileSync} from 'node:fs';
+import {existsSync, mkdirSync, mkdtempSync, writeFileSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import puppeteer from 'puppeteer-core';
@@ -17,7 +17,7 @@ if (!binary) {
 const TOKEN = 'ui-test-token';
 const XSS = '<img src=x onerror=alert(1)>';
 let failures = 0;
-function check(name, ok, detail = '') {
+function checkAll(name, ok, detail = '') {
   console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${ok || !detail ? '' : `: ${detail}`}`);
   if (!ok) failures++;
 }
@@ -77,20 +77,22 @@ async function nextQueued(id, ready) {
   }
 }
 
-const browser = await puppeteer.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
-});
+// Every check in one browser; `shots`: where its screenshots go (null: none).
+async function inBrowser(name, launch, shots) {
+const browser = await puppeteer.launch(launch);
 const consoleErrors = [];
 const alerts = [];
+const check = (what, ok, detail) => checkAll(`${name}: ${what}`, ok, detail);
+const screenshot = async (page, file, options = {}) => {
+  if (shots) await page.screenshot({path: join(shots, file), ...options});
+};
 try {
   const page = await browser.newPage();
   await page.setViewport({width: 1280, height: 800});
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
   page.on('pageerror', (e) => consoleErrors.push(String(e)));
   page.on('dialog', async (d) => { alerts.push(d.message()); await d.dismiss(); });
-  mkdirSync(shots, {recursive: true});
+  if (shots) mkdirSync(shots, {recursive: true});
 
   // Overview: its counters follow the jobs submitted.
   await page.goto(`${base}/`, {waitUntil: 'load'});
@@ -106,7 +108,7 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('.events tbody tr').length > 0, {timeout: 15000});
   check('overview: live events arrive', true);
   await new Promise((r) => setTimeout(r, 2500));  // a few chart samples
-  await page.screenshot({path: join(shots, 'overview.png')});
+  await screenshot(page, 'overview.png');
 
   // A failed job's page shows its throw-site trace.
   const failed = await submit({type: 'fail', payload: {throw: 'runtime_error', message: 'boom from the ui test'}, max_attempts: 1});
@@ -116,7 +118,7 @@ try {
   const errorText = await page.$eval('#error', (n) => n.textContent);
   check('job page: the throw-site trace names fail_throw_site', errorText.includes('fail_throw_site'));
   check('job page: the message is shown', errorText.includes('boom from the ui test'));
-  await page.screenshot({path: join(shots, 'failed-job.png'), fullPage: true});
+  await screenshot(page, 'failed-job.png', {fullPage: true});
 
   // Retry from the dead-letter page: the page asks for the token once.
   await page.goto(`${base}/#/dead`, {waitUntil: 'load'});
@@ -157,19 +159,29 @@ try {
   await page.goto(`${base}/#/workers`, {waitUntil: 'load'});
   await page.waitForFunction(() => document.querySelectorAll('main table tbody tr').length >= 2, {timeout: 10000});
   check('workers page lists the workers', true);
-  await page.setViewport({width: 390, height: 844, isMobile: true});
+  await page.setViewport({width: 390, height: 844});
   await page.goto(`${base}/`, {waitUntil: 'load'});
   await page.waitForSelector('#totals');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check('phone width: nothing wider than the screen', overflow <= 1, `${overflow}px too wide`);
-  await page.screenshot({path: join(shots, 'overview-phone.png')});
+  await screenshot(page, 'overview-phone.png');
 
   check('no console errors', consoleErrors.length === 0, consoleErrors.join(' | '));
 } catch (e) {
   check('the run finished', false, e.stack || String(e));
 } finally {
   await browser.close();
-  server.kill('SIGTERM');
 }
+}
+
+await inBrowser('chromium', {executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true,
+                             args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu']}, shots);
+const firefox = process.env.FIREFOX || '/usr/bin/firefox-esr';
+if (existsSync(firefox)) {
+  await inBrowser('firefox', {browser: 'firefox', executablePath: firefox, headless: true}, null);
+} else {
+  checkAll('firefox: installed (scripts/install-deps.sh ui installs firefox-esr)', false, firefox);
+}
+server.kill('SIGTERM');
 console.log(failures === 0 ? 'dashboard: all checks passed' : `dashboard: ${failures} failed`);
 process.exit(failures === 0 ? 0 : 1);
