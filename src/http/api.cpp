@@ -311,16 +311,27 @@ Response Api::handle(const Request& request) {
   return error_response(404, "route_not_found", "no such route");
 }
 
-Response Api::submit(const Request& request) {
-  const InputLimits& limits = runtime_.limits();
-  nlohmann::json body;
+namespace {
+
+// The request's JSON body into `out`; the 400 answer if it is not JSON or
+// nests deeper than limits.json_depth.
+std::optional<Response> parse_body(const Request& request, const InputLimits& limits, nlohmann::json& out) {
   try {
-    body = parse_json(request.body, limits.json_depth);
+    out = parse_json(request.body, limits.json_depth);
   } catch (const JsonDepthError& e) {
     return error_response(400, "json_too_deep", std::string("the request body is ") + e.what());
   } catch (const InputError& e) {
     return error_response(400, "malformed_json", std::string("the request body is not valid JSON: ") + e.what());
   }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Response Api::submit(const Request& request) {
+  const InputLimits& limits = runtime_.limits();
+  nlohmann::json body;
+  if (auto bad = parse_body(request, limits, body)) return *bad;
   JobSpec spec;
   try {
     spec = JobSpec::from_json(body, limits.id_length);
@@ -357,13 +368,7 @@ Response Api::ui_file(const std::string& name) {
 Response Api::submit_batch(const Request& request) {
   const InputLimits& limits = runtime_.limits();
   nlohmann::json body;
-  try {
-    body = parse_json(request.body, limits.json_depth);
-  } catch (const JsonDepthError& e) {
-    return error_response(400, "json_too_deep", std::string("the request body is ") + e.what());
-  } catch (const InputError& e) {
-    return error_response(400, "malformed_json", std::string("the request body is not valid JSON: ") + e.what());
-  }
+  if (auto bad = parse_body(request, limits, body)) return *bad;
   const nlohmann::json* jobs = body.is_object() && body.contains("jobs") ? &body["jobs"] : nullptr;
   if (jobs == nullptr || !jobs->is_array() || jobs->empty()) {
     return error_response(422, "invalid_field", "jobs: expected a non-empty array of job specs");
