@@ -238,9 +238,9 @@ Response Api::handle(const Request& request) {
     }
     return json_response(200, {{"ready", true}});
   }
-  if (parts.empty() || parts[0] == "ui") {
+  if (path == "/" || (parts.size() == 2 && parts[0] == "ui")) {  // exactly: "//" is no route
     if (!get) return method_not_allowed("GET");
-    return ui_file(parts.empty() ? "index.html" : parts.size() == 2 ? parts[1] : "");
+    return ui_file(parts.empty() ? "index.html" : parts[1]);
   }
   if (parts.size() < 2 || parts[0] != "v1") return error_response(404, "route_not_found", "no such route");
 
