@@ -78,7 +78,7 @@ fuzz: $(BUILD)/fuzz/build.ninja
 # -Wthread-safety (members marked BULWARK_GUARDED_BY are only touched with
 # their lock held), and the test sources compile with clang. Syntax only, no
 # link (the fuzz build links the library with clang).
-CLANG_FLAGS := -std=c++20 -fsyntax-only -Wall -Iinclude -Isrc -Itests -Iworkers -I/usr/include/concurrentqueue
+CLANG_FLAGS := -std=c++20 -fsyntax-only -Wall -Iinclude -I$(BUILD)/release/include -Isrc -Itests -Iworkers -I/usr/include/concurrentqueue
 check-clang: $(BUILD)/release/build.ninja
 	@scripts/install-deps.sh fuzz
 	@for f in $$(find src workers -name '*.cpp' | sort); do \

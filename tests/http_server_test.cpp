@@ -411,9 +411,10 @@ TEST_SUITE("HttpServer") {
       if (ended == kJobs / 2 && middle_id == 0) middle_id = id;
     }
     REQUIRE(seen.size() == kJobs);
-    for (const auto& [job, states] : seen) {
+    for (const auto& entry : seen) {  // not a structured binding: CAPTURE's lambda and clang 14
+      const std::string& job = entry.first;
       CAPTURE(job);
-      CHECK(states == std::vector<std::string>{"queued", "running", "succeeded"});
+      CHECK(entry.second == std::vector<std::string>{"queued", "running", "succeeded"});
     }
     // A reconnect with Last-Event-ID gets what came after that event.
     HttpConnection again(s.port());

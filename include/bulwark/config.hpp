@@ -52,7 +52,7 @@ struct RedisOptions {
   std::string url = "redis://127.0.0.1:6379/0";  // or unix:///path/to/redis.sock[?db=N]
   std::string ns = "bulwark";  // redis.namespace: every key starts with "{namespace}:"
   std::chrono::milliseconds lease{30'000};  // a job held by a process that stops renewing it goes back after this
-  std::optional<unsigned> prefetch;         // jobs held beyond the running ones; default: workers
+  std::optional<unsigned> prefetch{};         // jobs held beyond the running ones; default: workers
   std::chrono::milliseconds connect_timeout{1'000};
   std::chrono::milliseconds command_timeout{1'000};
   // false: this process submits and answers for the shared queue but runs
@@ -101,7 +101,7 @@ struct ServerOptions {
   std::chrono::milliseconds read_timeout{10'000};  // to receive one whole request
   std::chrono::milliseconds idle_timeout{60'000};  // keep-alive connection with no request
   unsigned max_connections = 1024;         // more: 503 and close
-  std::string auth_token;                  // set: mutating routes need "Authorization: Bearer <token>"
+  std::string auth_token{};                  // set: mutating routes need "Authorization: Bearer <token>"
   std::chrono::milliseconds drain_timeout{10'000};  // on SIGTERM, how long jobs may still run
 };
 
@@ -117,15 +117,15 @@ struct InputLimits {
 struct LogOptions {
   std::string level = "info";  // trace, debug, info, warn, error, critical, off
   std::string format = "text";  // text or json (one object per line)
-  std::string file;             // empty: standard error
+  std::string file{};             // empty: standard error
 };
 
 struct RuntimeOptions {
   unsigned workers = 0;                   // 0: one per hardware thread
   std::size_t queue_capacity = 100'000;   // queued + scheduled jobs
   QueueBackend backend = QueueBackend::memory;  // queue.backend
-  RedisOptions redis;
-  RetryPolicy retry;                      // defaults for every type
+  RedisOptions redis{};
+  RetryPolicy retry{};                      // defaults for every type
   unsigned max_concurrent_retries = 0;    // 0: half the workers, at least 1
   bool capture_traces = true;             // throw-site traces of jobs' throws; false: capture off process-wide
   std::size_t retention_max_finished = 10'000;  // succeeded and cancelled records kept for lookup
@@ -141,19 +141,19 @@ struct RuntimeOptions {
   // recording goes on after the last read.
   std::size_t events_buffer = 10'000;
   std::chrono::milliseconds events_linger{60'000};
-  SupervisorOptions supervisor;
-  ServerOptions server;  // read by `bulwark serve` / HttpServer; the runtime ignores it
-  CircuitBreakerOptions circuit_breaker;
-  IsolationOptions isolation;
-  LogOptions logging;
-  InputLimits limits;
-  std::map<std::string, HandlerConfig> handlers;
+  SupervisorOptions supervisor{};
+  ServerOptions server{};  // read by `bulwark serve` / HttpServer; the runtime ignores it
+  CircuitBreakerOptions circuit_breaker{};
+  IsolationOptions isolation{};
+  LogOptions logging{};
+  InputLimits limits{};
+  std::map<std::string, HandlerConfig> handlers{};
 
   // Called once for every job that reaches a terminal state, on the thread
   // that finished it (a worker, or the one calling shutdown/cancel). Keep it
   // short; it runs guarded, and it must not symbolize (hand the record to
   // another thread for that). Not read from JSON.
-  std::function<void(const JobRecord&)> on_finished;
+  std::function<void(const JobRecord&)> on_finished{};
 
   // Called once for every job that reaches a terminal state in *any*
   // process sharing the queue, if `finished_filter` (when set) accepts its
@@ -163,8 +163,8 @@ struct RuntimeOptions {
   // (so it costs one read per accepted end): ends from the moment the
   // runtime starts, each once. Used by `bulwark run` to write the results
   // of its lines whichever process ran them. Not read from JSON.
-  std::function<void(const JobRecord&)> on_finished_anywhere;
-  std::function<bool(const JobId&)> finished_filter;
+  std::function<void(const JobRecord&)> on_finished_anywhere{};
+  std::function<bool(const JobId&)> finished_filter{};
 
   // Parses a configuration object. Throws ConfigError naming the key path.
   static RuntimeOptions from_json(const nlohmann::json& config);

@@ -29,14 +29,14 @@ namespace bulwark {
 struct Event {
   std::uint64_t id = 0;
   bool supervisor = false;  // false: a job's transition
-  JobId job_id;             // a job event's job (and a supervisor action's, if about one)
-  std::string type;
-  std::optional<JobState> state;  // job events
+  JobId job_id{};             // a job event's job (and a supervisor action's, if about one)
+  std::string type{};
+  std::optional<JobState> state{};  // job events
   int attempt = 0;                // the attempt that starts (running) or ended
-  std::optional<FailureKind> failure;  // a failed attempt's kind (on retry and on failed)
-  std::string action;   // supervisor events: hard_timeout, soft_timeout, stuck, worker_replaced,
+  std::optional<FailureKind> failure{};  // a failed attempt's kind (on retry and on failed)
+  std::string action{};   // supervisor events: hard_timeout, soft_timeout, stuck, worker_replaced,
                         // breaker_opened, breaker_closed, verdict, retries_throttled, retries_resumed
-  std::string message;  // supervisor events: what the log says
+  std::string message{};  // supervisor events: what the log says
   WallClock::time_point at{};
 };
 
@@ -44,7 +44,7 @@ struct Event {
 // number asked), and the range the buffer holds now. A reader that asked
 // after N and finds oldest > N + 1 missed the events in between.
 struct EventPage {
-  std::vector<Event> events;
+  std::vector<Event> events{};
   std::uint64_t oldest = 0;  // the oldest number still held (0: none yet)
   std::uint64_t newest = 0;  // the newest number recorded so far
 };

@@ -44,24 +44,24 @@ FailureOrigin failure_origin_from(std::string_view text) noexcept;
 
 // One level below the top of a std::throw_with_nested chain.
 struct NestedFailure {
-  std::string type;
-  std::string message;
-  RawTrace trace;
-  std::vector<Frame> frames;  // a trace already symbolized elsewhere (see Failure::frames)
+  std::string type{};
+  std::string message{};
+  RawTrace trace{};
+  std::vector<Frame> frames{};  // a trace already symbolized elsewhere (see Failure::frames)
 };
 
 struct Failure {
   FailureKind kind = FailureKind::exception;
-  std::string type;     // demangled dynamic type, e.g. "std::runtime_error", "int"
-  std::string message;  // what(), or the value of a thrown scalar or string
-  std::vector<NestedFailure> nested;  // outermost first
-  RawTrace trace;       // where the top-level value was thrown
+  std::string type{};     // demangled dynamic type, e.g. "std::runtime_error", "int"
+  std::string message{};  // what(), or the value of a thrown scalar or string
+  std::vector<NestedFailure> nested{};  // outermost first
+  RawTrace trace{};       // where the top-level value was thrown
   FailureOrigin origin = FailureOrigin::handler;
-  std::string signal;   // kind crash: the signal that killed the process ("SIGSEGV"); empty for an exit
+  std::string signal{};   // kind crash: the signal that killed the process ("SIGSEGV"); empty for an exit
   // The trace as symbolized by the process that caught the failure, when
   // it was read back from a shared queue (raw addresses mean nothing in
   // another process); used instead of `trace` when set.
-  std::vector<Frame> frames;
+  std::vector<Frame> frames{};
 };
 
 // Builds a failure of a kind other than `exception`.

@@ -30,14 +30,14 @@ struct HandlerOptions {
   // Checks a payload at submit time; throws (any exception) to refuse the job
   // with SubmitError::Code::invalid and the exception's message. Runs on the
   // submitting thread: keep it cheap. Code only (a config file cannot set it).
-  std::function<void(const nlohmann::json& payload)> validate;
-  std::optional<int> max_attempts;
-  std::optional<std::chrono::milliseconds> backoff_initial;
-  std::optional<std::chrono::milliseconds> backoff_max;
-  std::optional<std::chrono::milliseconds> timeout;       // soft timeout: the stop token is set
-  std::optional<std::chrono::milliseconds> hard_timeout;  // the attempt fails with kind timeout
-  std::optional<Isolation> isolation;                     // default: thread
-  std::optional<std::size_t> memory_limit_mb;             // process isolation only; 0: none
+  std::function<void(const nlohmann::json& payload)> validate{};
+  std::optional<int> max_attempts{};
+  std::optional<std::chrono::milliseconds> backoff_initial{};
+  std::optional<std::chrono::milliseconds> backoff_max{};
+  std::optional<std::chrono::milliseconds> timeout{};       // soft timeout: the stop token is set
+  std::optional<std::chrono::milliseconds> hard_timeout{};  // the attempt fails with kind timeout
+  std::optional<Isolation> isolation{};                     // default: thread
+  std::optional<std::size_t> memory_limit_mb{};             // process isolation only; 0: none
 
   // These options with every field that `over` sets taken from `over`.
   HandlerOptions overridden_by(const HandlerOptions& over) const;

@@ -44,8 +44,8 @@ std::string_view to_string(BreakerState s) noexcept;
 struct WorkerHealth {
   unsigned id = 0;            // pool position; a replacement keeps the id
   WorkerState state = WorkerState::idle;
-  std::optional<JobId> job;   // the job it is running
-  std::optional<double> ms_since_heartbeat;  // while running a job
+  std::optional<JobId> job{};   // the job it is running
+  std::optional<double> ms_since_heartbeat{};  // while running a job
   unsigned restarts = 0;      // replacements at this position
   bool abandoned = false;     // a stuck thread left behind after a hard timeout
 };
@@ -55,24 +55,24 @@ struct ProcessHealth {
   unsigned id = 0;           // pool position; a replacement keeps the id
   int pid = 0;               // 0 while none is running at this position
   ProcessState state = ProcessState::not_started;
-  std::optional<JobId> job;  // the job it is running
+  std::optional<JobId> job{};  // the job it is running
   unsigned restarts = 0;     // children started to replace dead ones here
-  std::string last_exit;     // why the previous child here ended; empty if none did
+  std::string last_exit{};     // why the previous child here ended; empty if none did
 };
 
 struct BreakerHealth {
-  std::string type;
+  std::string type{};
   BreakerState state = BreakerState::closed;
   std::uint64_t opened = 0;  // times it opened
 };
 
 struct HealthReport {
   Verdict verdict = Verdict::healthy;
-  std::vector<std::string> reasons;  // one sentence each; empty when healthy
-  std::vector<WorkerHealth> workers;  // pool positions first, then abandoned threads
-  std::vector<ProcessHealth> processes;  // child worker processes, when a type is isolated
-  std::vector<BreakerHealth> breakers;  // job types whose breaker is enabled
-  std::optional<double> queue_wait_p99_ms;  // over the last 30 s, if any job started
+  std::vector<std::string> reasons{};  // one sentence each; empty when healthy
+  std::vector<WorkerHealth> workers{};  // pool positions first, then abandoned threads
+  std::vector<ProcessHealth> processes{};  // child worker processes, when a type is isolated
+  std::vector<BreakerHealth> breakers{};  // job types whose breaker is enabled
+  std::optional<double> queue_wait_p99_ms{};  // over the last 30 s, if any job started
 };
 
 nlohmann::ordered_json to_json(const HealthReport& report);

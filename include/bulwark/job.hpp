@@ -61,11 +61,11 @@ class SpecError : public std::runtime_error {
 };
 
 struct JobSpec {
-  std::string type;                 // a registered job type; required
-  nlohmann::json payload;           // handed to the handler as is
-  JobId id;                         // empty: bulwark generates one
+  std::string type{};                 // a registered job type; required
+  nlohmann::json payload{};           // handed to the handler as is
+  JobId id{};                         // empty: bulwark generates one
   int priority = 0;                 // kMinPriority..kMaxPriority, higher runs first
-  std::optional<int> max_attempts;  // overrides the type's and the config's
+  std::optional<int> max_attempts{};  // overrides the type's and the config's
   std::chrono::milliseconds timeout{0};  // 0: the type's default; enforced by the supervisor
   std::chrono::milliseconds delay{0};    // run no earlier than this after submit
 
@@ -77,23 +77,23 @@ struct JobSpec {
 };
 
 struct JobRecord {
-  JobId id;
+  JobId id{};
   std::uint64_t seq = 0;  // submit order within this runtime; a listing cursor
-  std::string type;
+  std::string type{};
   JobState state = JobState::queued;
   int priority = 0;
   int attempts = 0;      // attempts started so far
   int max_attempts = 1;
-  nlohmann::json payload;
+  nlohmann::json payload{};
   nlohmann::json result;             // the handler's return value once succeeded
-  std::optional<Failure> error;      // the last attempt's failure
-  std::vector<Failure> cleanup_errors;  // failures of defer/on_failure beyond the first
-  std::optional<RawTrace> stuck_trace;  // where it was when the supervisor found it slow or stuck
+  std::optional<Failure> error{};      // the last attempt's failure
+  std::vector<Failure> cleanup_errors{};  // failures of defer/on_failure beyond the first
+  std::optional<RawTrace> stuck_trace{};  // where it was when the supervisor found it slow or stuck
   int breaker_deferrals = 0;            // times its start was put off by its type's open circuit breaker
   double duration_ms = 0;            // run time of the last attempt
   WallClock::time_point created_at{};
-  std::optional<WallClock::time_point> started_at;   // first attempt
-  std::optional<WallClock::time_point> finished_at;  // terminal state reached
+  std::optional<WallClock::time_point> started_at{};   // first attempt
+  std::optional<WallClock::time_point> finished_at{};  // terminal state reached
 };
 
 // The record as bulwark renders it: {"id","type","state","attempts","result",

@@ -79,7 +79,7 @@ class JobContext {
 
   struct Cleanup {
     std::function<void()> fn;
-    bool only_on_failure;
+    bool only_on_failure{};
   };
 
   detail::Task& task_;

@@ -33,8 +33,8 @@ using Handler = std::function<nlohmann::json(JobContext&, const nlohmann::json& 
 class Registry {
  public:
   struct Entry {
-    Handler handler;
-    HandlerOptions options;
+    Handler handler{};
+    HandlerOptions options{};
   };
 
   // Throws std::invalid_argument for an empty name, a duplicate name or an

@@ -46,9 +46,9 @@ namespace bulwark {
 
 // The answer to submit(): the job's id and state, or why it was refused.
 struct Submitted {
-  JobId id;
+  JobId id{};
   JobState state = JobState::rejected;
-  std::optional<SubmitError> error;
+  std::optional<SubmitError> error{};
   explicit operator bool() const noexcept { return !error.has_value(); }
 };
 
@@ -64,23 +64,23 @@ enum class CancelResult { cancelled, stop_requested, not_found, already_terminal
 enum class RequeueResult { requeued, not_found, not_failed, queue_full, shutting_down };
 
 struct ListQuery {
-  std::optional<JobState> state;
-  std::string type;  // empty: every type
+  std::optional<JobState> state{};
+  std::string type{};  // empty: every type
   std::size_t limit = 100;
-  std::string cursor;  // empty: from the newest; else a JobPage::next_cursor
+  std::string cursor{};  // empty: from the newest; else a JobPage::next_cursor
 };
 
 // One page of a listing, newest first.
 struct JobPage {
-  std::vector<JobRecord> jobs;
-  std::string next_cursor;  // pass as ListQuery::cursor for the next page; empty on the last
+  std::vector<JobRecord> jobs{};
+  std::string next_cursor{};  // pass as ListQuery::cursor for the next page; empty on the last
 };
 
 // A process serving the queue: this one, and with queue.backend "redis"
 // every process on the same Redis and namespace that sent a heartbeat.
 struct QueueProcess {
-  std::string id;      // host:pid:tag
-  std::string host;
+  std::string id{};      // host:pid:tag
+  std::string host{};
   int pid = 0;
   unsigned workers = 0;
   WallClock::time_point started_at{};
@@ -90,8 +90,8 @@ struct QueueProcess {
   // As of its last heartbeat (at most a second old): its supervisor's
   // verdict and its workers and child worker processes, in the form of
   // GET /v1/workers. Empty if it did not say.
-  std::string verdict;
-  nlohmann::ordered_json health;
+  std::string verdict{};
+  nlohmann::ordered_json health{};
 };
 
 struct ShutdownReport {

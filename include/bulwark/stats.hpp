@@ -18,8 +18,8 @@ namespace bulwark {
 // A histogram as Prometheus keeps it: counts[i] observations <= bounds[i]
 // (not cumulative), then one count for everything above the last bound.
 struct HistogramSnapshot {
-  std::vector<double> bounds;  // seconds
-  std::vector<std::uint64_t> counts;
+  std::vector<double> bounds{};  // seconds
+  std::vector<std::uint64_t> counts{};
   double sum = 0;  // seconds
   std::uint64_t count = 0;
 };
@@ -30,21 +30,21 @@ struct TypeStats {
   std::uint64_t started = 0;    // attempts started
   std::uint64_t succeeded = 0;
   std::uint64_t retried = 0;
-  std::map<std::string, std::uint64_t> failed;     // dead-lettered jobs, by failure kind
-  std::map<std::string, std::uint64_t> recovered;  // caught failures (every failed attempt), by kind
+  std::map<std::string, std::uint64_t> failed{};     // dead-lettered jobs, by failure kind
+  std::map<std::string, std::uint64_t> recovered{};  // caught failures (every failed attempt), by kind
   BreakerState breaker = BreakerState::off;
   std::uint64_t breaker_opened = 0;
 };
 
 struct RuntimeStats {
-  std::map<std::string, std::uint64_t> by_state;  // current count of each state (finished ones as retained)
-  std::map<std::string, TypeStats> by_type;
-  std::map<std::string, std::uint64_t> rejected_by_code;  // refused submits by SubmitError code
-  std::vector<std::size_t> ready_by_priority;  // jobs ready to run, index = priority
+  std::map<std::string, std::uint64_t> by_state{};  // current count of each state (finished ones as retained)
+  std::map<std::string, TypeStats> by_type{};
+  std::map<std::string, std::uint64_t> rejected_by_code{};  // refused submits by SubmitError code
+  std::vector<std::size_t> ready_by_priority{};  // jobs ready to run, index = priority
   std::size_t queue_capacity = 0;
-  HistogramSnapshot run_time;    // attempt run time
-  HistogramSnapshot queue_wait;  // ready to started
-  TraceCaptureStats traces;      // throw-site trace captures, process-wide
+  HistogramSnapshot run_time{};    // attempt run time
+  HistogramSnapshot queue_wait{};  // ready to started
+  TraceCaptureStats traces{};      // throw-site trace captures, process-wide
   std::uint64_t submitted = 0;       // accepted jobs, posts included
   std::uint64_t rejected = 0;        // refused submits
   std::uint64_t succeeded = 0;       // cumulative
@@ -66,7 +66,7 @@ struct RuntimeStats {
   std::uint64_t breaker_deferred = 0;  // job starts put off by an open breaker
   // Child worker processes (process isolation): how many ended, by reason
   // ("SIGSEGV", "stack_overflow", "exit", "memory_limit", "hard_timeout", ...).
-  std::map<std::string, std::uint64_t> process_ends;
+  std::map<std::string, std::uint64_t> process_ends{};
 };
 
 // The few counters that cost nothing to read (stats() walks every retained

@@ -50,8 +50,8 @@ struct RawTrace {
 // One symbolized frame. `function`, `file` may be empty when the module has
 // no symbols or debug info; `line` is then 0.
 struct Frame {
-  std::string function;
-  std::string file;
+  std::string function{};
+  std::string file{};
   int line = 0;
   std::uintptr_t address = 0;
 };

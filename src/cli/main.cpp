@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "bulwark/isolation.hpp"
+#include "bulwark/version.hpp"
 #include "builtin_workers.hpp"
 #include "cli/admin_command.hpp"
 #include "cli/run_command.hpp"
@@ -13,7 +14,6 @@
 
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
 
 constexpr const char* kRunHelp = R"(
 Reads one job per line as JSON ({"type": ..., "payload": ...}) and writes one
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
     if (auto code = bulwark::run_worker_process_if_requested(registry)) return *code;
   }
   CLI::App app("bulwark: a job runtime whose workers never die", "bulwark");
-  app.set_version_flag("--version", std::string("bulwark ") + kVersion);
+  app.set_version_flag("--version", std::string("bulwark ") + BULWARK_VERSION);
   app.require_subcommand(1);
 
   bulwark::cli::RunArgs run_args;

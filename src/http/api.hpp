@@ -25,12 +25,12 @@
 namespace bulwark::http {
 
 struct Request {
-  std::string method;  // "GET", "POST", ...
-  std::string target;  // path and query, as sent
-  std::string content_type;
-  std::string authorization;
-  std::string body;
-  std::string last_event_id;  // the Last-Event-ID header (an event stream resuming)
+  std::string method{};  // "GET", "POST", ...
+  std::string target{};  // path and query, as sent
+  std::string content_type{};
+  std::string authorization{};
+  std::string body{};
+  std::string last_event_id{};  // the Last-Event-ID header (an event stream resuming)
 };
 
 // GET /v1/events: which events a stream sends, and after which number.
@@ -52,11 +52,11 @@ struct JobWait {
 // the Api for the stream's text and the job's answer as it goes.
 struct Response {
   int status = 200;
-  std::string body;
+  std::string body{};
   std::string content_type = "application/json";
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::optional<EventStream> events;
-  std::optional<JobWait> wait;
+  std::vector<std::pair<std::string, std::string>> headers{};
+  std::optional<EventStream> events{};
+  std::optional<JobWait> wait{};
 };
 
 // The text/event-stream text of one read of the event buffer.

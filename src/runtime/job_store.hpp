@@ -37,10 +37,10 @@
 namespace bulwark::detail {
 
 struct StoreQuery {
-  std::optional<JobState> state;
-  std::string type;    // empty: every type
+  std::optional<JobState> state{};
+  std::string type{};    // empty: every type
   std::size_t limit = 100;
-  std::string cursor;  // empty: from the newest; else a next_cursor from an earlier page
+  std::string cursor{};  // empty: from the newest; else a next_cursor from an earlier page
 };
 
 struct StorePage {
