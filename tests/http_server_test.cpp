@@ -10,6 +10,7 @@
 
 #include "bulwark/http_server.hpp"
 #include "bulwark/runtime.hpp"
+#include "bulwark/version.hpp"
 #include "support/helpers.hpp"
 #include "support/http_client.hpp"
 #include "support/wait.hpp"
@@ -265,6 +266,14 @@ TEST_SUITE("HttpServer") {
     CHECK(r.header("content-type").rfind("text/plain; version=0.0.4", 0) == 0);
     CHECK(r.body.find("bulwark_jobs_failed_total{type=\"fail\",kind=\"exception\"} 1") != std::string::npos);
     CHECK(r.body.find("bulwark_job_run_seconds_bucket{le=\"+Inf\"}") != std::string::npos);
+    CHECK(r.body.find("bulwark_build_info{version=\"" BULWARK_VERSION "\"} 1") != std::string::npos);
+    for (const char* name : {"process_cpu_seconds_total ", "process_start_time_seconds ", "process_resident_memory_bytes ",
+                             "process_virtual_memory_bytes ", "process_open_fds ", "process_max_fds "}) {
+      const auto at = r.body.find(std::string("\n") + name);
+      REQUIRE_MESSAGE(at != std::string::npos, name);
+      CHECK_MESSAGE(std::stod(r.body.substr(at + 1 + std::string(name).size())) >= 0, name);
+    }
+    CHECK(r.body.find("\nprocess_resident_memory_bytes 0\n") == std::string::npos);
     const std::string path = "/tmp/bulwark_metrics_test.txt";
     std::ofstream(path) << r.body;
     const int raw = std::system(("promtool check metrics < " + path + " > /tmp/bulwark_promtool.out 2>&1").c_str());

@@ -1,8 +1,15 @@
 // Prometheus text exposition format, version 0.0.4.
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <array>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 
+#include "bulwark/version.hpp"
 #include "http/api.hpp"
 
 namespace bulwark::http {
@@ -57,6 +64,56 @@ class Writer {
  private:
   std::ostringstream out_;
 };
+
+// The standard process metrics of Prometheus client libraries
+// (process_resident_memory_bytes, ...), from /proc/self. What cannot be read
+// is left out.
+void process_metrics(Writer& w) {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  const long ticks = ::sysconf(_SC_CLK_TCK);
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  const auto paren = stat.rfind(')');
+  if (paren != std::string::npos && ticks > 0) {
+    // Fields after the command: state(3) ... utime(14) stime(15) ... starttime(22) vsize(23) rss(24).
+    std::istringstream in(stat.substr(paren + 2));
+    std::vector<std::string> f((std::istream_iterator<std::string>(in)), std::istream_iterator<std::string>());
+    if (f.size() > 21) {
+      const double cpu = (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(ticks);
+      double boot = 0;  // seconds since the epoch at boot, from /proc/stat's btime
+      std::ifstream proc_stat("/proc/stat");
+      for (std::string key; proc_stat >> key;) {
+        if (key == "btime") {
+          proc_stat >> boot;
+          break;
+        }
+      }
+      w.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+      w.sample("process_cpu_seconds_total", {}, cpu);
+      w.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+      w.sample("process_start_time_seconds", {}, boot + std::stod(f[19]) / static_cast<double>(ticks));
+      w.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+      w.sample("process_virtual_memory_bytes", {}, std::stod(f[20]));
+      w.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+      w.sample("process_resident_memory_bytes", {}, std::stod(f[21]) * static_cast<double>(page));
+    }
+  }
+  std::error_code ec;
+  std::size_t fds = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++fds;
+  }
+  if (!ec) {
+    w.family("process_open_fds", "gauge", "Number of open file descriptors.");
+    w.sample("process_open_fds", {}, static_cast<double>(fds));
+  }
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    w.family("process_max_fds", "gauge", "Maximum number of open file descriptors.");
+    w.sample("process_max_fds", {}, lim.rlim_cur == RLIM_INFINITY ? 1e18 : static_cast<double>(lim.rlim_cur));
+  }
+}
 
 }  // namespace
 
@@ -156,6 +213,9 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
   }
   w.family("bulwark_health", "gauge", "Supervisor verdict: 0 healthy, 1 degraded, 2 unhealthy.");
   w.sample("bulwark_health", {}, static_cast<double>(static_cast<int>(health.verdict)));
+  w.family("bulwark_build_info", "gauge", "Always 1; the version of bulwark that serves, as a label.");
+  w.sample("bulwark_build_info", {{"version", BULWARK_VERSION}}, 1);
+  process_metrics(w);
   return w.str();
 }
 
