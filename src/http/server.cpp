@@ -54,9 +54,13 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   Impl(Runtime& runtime, ServerOptions options)
       : runtime_(runtime), options_(std::move(options)), api_(runtime, options_) {
     ioc_.emplace();
-    acceptor_.emplace(*ioc_);
-    sampler_.emplace(*ioc_);
-    backoff_.emplace(*ioc_);
+    // The acceptor and the two timers share one strand: with several I/O
+    // threads, accepting again, the timers' handlers and stop()'s close
+    // would otherwise touch the acceptor from two threads at once.
+    const auto strand = net::make_strand(*ioc_);
+    acceptor_.emplace(strand);
+    sampler_.emplace(strand);
+    backoff_.emplace(strand);
   }
   ~Impl() {
     if (reserve_fd_ >= 0) ::close(reserve_fd_);
@@ -443,7 +447,7 @@ void HttpServer::Impl::sample() {
 void HttpServer::Impl::stop() {
   std::call_once(stopped_, [&] {
     stopping_.store(true);
-    net::post(*ioc_, [self = shared_from_this()] {
+    net::post(acceptor_->get_executor(), [self = shared_from_this()] {
       beast::error_code ignored;
       self->acceptor_->close(ignored);
       self->sampler_->cancel();
