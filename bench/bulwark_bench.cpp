@@ -623,7 +623,7 @@ double events_rate(int mode, std::size_t n, unsigned workers) {
   }
   if (mode != 0) {  // the stream has started recording
     const auto until = Clock::now() + 5s;
-    while (!rt.events_after(UINT64_MAX, 0).newest && Clock::now() < until) {
+    while (!rt.events_after(0, 0).newest && Clock::now() < until) {
       rt.submit({.type = "work", .payload = {{"i", 0}}});
       std::this_thread::sleep_for(1ms);
     }

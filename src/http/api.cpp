@@ -472,7 +472,7 @@ StreamChunk Api::events_chunk(const EventStream& stream, std::uint64_t after, bo
   StreamChunk chunk;
   if (first && !stream.resumed) {
     // A new stream starts with what happens from now on.
-    const EventPage now = runtime_.events_after(UINT64_MAX, 0);
+    const EventPage now = runtime_.events_after(0, 0);  // no events: just the newest number
     chunk.next_after = now.newest;
     chunk.text = "retry: 1000\n\n";
     return chunk;
@@ -491,8 +491,7 @@ StreamChunk Api::events_chunk(const EventStream& stream, std::uint64_t after, bo
   }
   for (const Event& e : page.events) {
     chunk.next_after = e.id;
-    if (!stream.type.empty() && !e.type.empty() && e.type != stream.type) continue;
-    if (stream.type.size() > 0 && e.type.empty() && !e.supervisor) continue;
+    if (!stream.type.empty() && !e.type.empty() && e.type != stream.type) continue;  // job events always have one
     if (stream.state && !e.supervisor && e.state != stream.state) continue;
     append_event(chunk.text, e.id, e.supervisor ? "supervisor" : "job", to_json(e));
   }
