@@ -59,7 +59,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   request.content_type = std::string(req[bhttp::field::content_type]);
   request.authorization = std::string(req[bhttp::field::authorization]);
   request.body = req.body();
+  request.last_event_id = std::string(req["Last-Event-ID"]);
   const bulwark::http::Response response = world.api->handle(request);
+  // What the server carries on for a stream or a wait, as it would.
+  if (response.events) {
+    const auto first = world.api->events_chunk(*response.events, response.events->after, true);
+    world.api->events_chunk(*response.events, first.next_after, false);
+  }
+  if (response.wait && !world.api->job_answer(response.wait->id, true)) __builtin_trap();
   if (response.status < 200 || response.status > 599) __builtin_trap();
   for (const auto& [name, value] : response.headers) {
     if (value.find_first_of("\r\n") != std::string::npos) __builtin_trap();  // no header injection
