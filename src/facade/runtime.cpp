@@ -188,9 +188,11 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
                                     {"processes", std::move(report["processes"])}}
           .dump();
     });
-    redis_broker->start();
   }
   executor.start();
+  // After the workers exist: the first heartbeat, sent at once, already
+  // shows them to the other processes (GET /v1/workers).
+  if (redis_broker != nullptr) redis_broker->start();
   supervisor.start();
   reporter.log(detail::LogLevel::info, "runtime started: " + std::to_string(options.effective_workers()) +
                                            " workers, queue capacity " + std::to_string(options.queue_capacity));
