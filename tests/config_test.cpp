@@ -262,3 +262,130 @@ TEST_SUITE("RuntimeOptions: hostile values") {
     CHECK(bulwark::listen_url("10.1.2.3:80", 80) == "http://10.1.2.3:80");
   }
 }
+
+namespace {
+
+std::string layers_error(const bulwark::ConfigLayers& layers) {
+  try {
+    bulwark::load_config(layers);
+  } catch (const bulwark::ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+const bulwark::ConfigSetting& setting(const bulwark::LoadedConfig& c, const std::string& key) {
+  for (const auto& s : c.settings) {
+    if (s.key == key) return s;
+  }
+  FAIL("no setting " << key);
+  throw std::logic_error("unreachable");
+}
+
+}  // namespace
+
+TEST_SUITE("load_config") {
+  TEST_CASE("no layers: every key of config/default.json at its default, in the file's order") {
+    const auto c = bulwark::load_config({});
+    std::ifstream in(BULWARK_SOURCE_DIR "/config/default.json");
+    const auto file = nlohmann::ordered_json::parse(in);
+    std::vector<std::string> keys;
+    for (const auto& [section, v] : file.items()) {
+      if (!v.is_object()) {
+        keys.push_back(section);
+      } else if (v.empty()) {
+        keys.push_back(section);  // handlers: {}
+      } else {
+        for (const auto& [key, unused] : v.items()) keys.push_back(section + "." + key);
+      }
+    }
+    REQUIRE(c.settings.size() == keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      CHECK(c.settings[i].key == keys[i]);
+      CHECK(c.settings[i].source == "default");
+    }
+    CHECK(c.options.server.listen == bulwark::ServerOptions{}.listen);
+    CHECK(json::parse(c.json) == json::parse(bulwark::default_config_json()));
+  }
+
+  TEST_CASE("flags over environment over file over defaults, key by key") {
+    std::ofstream("/tmp/bulwark-layers.json") << R"({"workers": 2, "server": {"listen": "127.0.0.1:1", "max_batch": 5}})";
+    bulwark::ConfigLayers layers{"/tmp/bulwark-layers.json",
+                                 {{"BULWARK_SERVER__LISTEN", "0.0.0.0:2"}, {"BULWARK_WORKERS", "3"}},
+                                 {{"workers", "4", "flag --workers"}}};
+    const auto c = bulwark::load_config(layers);
+    CHECK(c.options.workers == 4);
+    CHECK(setting(c, "workers").source == "flag --workers");
+    CHECK(c.options.server.listen == "0.0.0.0:2");
+    CHECK(setting(c, "server.listen").source == "environment BULWARK_SERVER__LISTEN");
+    CHECK(setting(c, "server.listen").value == "\"0.0.0.0:2\"");
+    CHECK(c.options.server.max_batch == 5);  // the file's, beside the environment's listen
+    CHECK(setting(c, "server.max_batch").source == "file /tmp/bulwark-layers.json");
+    CHECK(c.options.server.max_connections == 1024);  // the default, beside both
+    CHECK(setting(c, "server.max_connections").source == "default");
+  }
+
+  TEST_CASE("an environment value is read as its key's type") {
+    bulwark::ConfigLayers layers;
+    layers.environment = {{"BULWARK_SERVER__AUTH_TOKEN", "12345"},  // a string key: text, though it looks like a number
+                          {"BULWARK_SERVER__AUTH_READS", "true"},
+                          {"BULWARK_RETRY__JITTER", "0.5"},
+                          {"BULWARK_SERVER__ALLOWED_ORIGINS", R"(["https://ops.example.com"])"},
+                          {"BULWARK_HANDLERS__RESIZE__MAX_ATTEMPTS", "7"},  // not in the defaults: JSON
+                          {"BULWARK_HANDLERS__RESIZE__ISOLATION", "process"},  // ...or text
+                          {"BULWARK_REDIS__PREFETCH", "9"}};
+    const auto c = bulwark::load_config(layers);
+    CHECK(c.options.server.auth_token == "12345");
+    CHECK(c.options.server.auth_reads);
+    CHECK(c.options.retry.jitter == 0.5);
+    REQUIRE(c.options.server.allowed_origins.size() == 1);
+    CHECK(c.options.server.allowed_origins[0] == "https://ops.example.com");
+    CHECK(c.options.handlers.at("resize").max_attempts == 7);
+    CHECK(c.options.handlers.at("resize").isolation == bulwark::Isolation::process);
+    CHECK(c.options.redis.prefetch == 9u);
+    CHECK(setting(c, "handlers.resize.max_attempts").source == "environment BULWARK_HANDLERS__RESIZE__MAX_ATTEMPTS");
+  }
+
+  TEST_CASE("variables that are not configuration are left alone") {
+    bulwark::ConfigLayers layers;
+    layers.environment = {{"BULWARK_SERVER", "http://127.0.0.1:9"}, {"BULWARK_TOKEN", "t"},
+                          {"BULWARK_TEST_BACKEND", "redis"}, {"BULWARK_", "x"}, {"OTHER__KEY", "1"}};
+    const auto c = bulwark::load_config(layers);
+    for (const auto& s : c.settings) CHECK(s.source == "default");
+  }
+
+  TEST_CASE("errors name the key and the layer that set it") {
+    bulwark::ConfigLayers env;
+    env.environment = {{"BULWARK_SERVER__LISTN", "x"}};
+    CHECK(layers_error(env) == "server.listn: unknown key (environment BULWARK_SERVER__LISTN)");
+    env.environment = {{"BULWARK_SERVER__IO_THREADS", "many"}};
+    CHECK(layers_error(env) == "server.io_threads: expected an integer (environment BULWARK_SERVER__IO_THREADS)");
+    env.environment = {{"BULWARK_WORKERS__X", "1"}};
+    CHECK(layers_error(env) == "BULWARK_WORKERS__X: workers is a value, not a section");
+    env.environment = {{"BULWARK_SERVER__", "1"}};
+    CHECK(layers_error(env).find("BULWARK_SERVER__: an empty part") == 0);
+    env.environment = {{"BULWARK_SERVER__ALLOWED_ORIGINS", "https://a"}};  // not a JSON list
+    CHECK(layers_error(env) == "server.allowed_origins: expected a list of strings (environment BULWARK_SERVER__ALLOWED_ORIGINS)");
+
+    std::ofstream("/tmp/bulwark-layers-bad.json") << R"({"server": {"max_batch": 0}})";
+    CHECK(layers_error({"/tmp/bulwark-layers-bad.json", {}, {}}).find("(file /tmp/bulwark-layers-bad.json)") !=
+          std::string::npos);
+    CHECK(layers_error({{}, {}, {{"server.listen", R"("nope")", "flag --listen"}}}) ==
+          "server.listen: expected host:port, got 'nope' (flag --listen)");
+    CHECK(layers_error({"/nonexistent/bulwark.json", {}, {}}) ==
+          "/nonexistent/bulwark.json: cannot open the configuration file");
+  }
+
+  TEST_CASE("bulwark_environment lists this process's BULWARK_ variables, sorted") {
+    ::setenv("BULWARK_ZZ_TEST__B", "2", 1);
+    ::setenv("BULWARK_ZZ_TEST__A", "1", 1);
+    const auto env = bulwark::bulwark_environment();
+    ::unsetenv("BULWARK_ZZ_TEST__A");
+    ::unsetenv("BULWARK_ZZ_TEST__B");
+    CHECK(std::is_sorted(env.begin(), env.end()));
+    const auto a = std::find(env.begin(), env.end(), std::pair<std::string, std::string>{"BULWARK_ZZ_TEST__A", "1"});
+    REQUIRE(a != env.end());
+    CHECK(*(a + 1) == std::pair<std::string, std::string>{"BULWARK_ZZ_TEST__B", "2"});
+    for (const auto& [name, value] : env) CHECK(name.rfind("BULWARK_", 0) == 0);
+  }
+}

@@ -248,6 +248,44 @@ TEST_SUITE("bulwark run") {
     CHECK(bulwark_status("serve --listen 127.0.0.1:99999") == 2);
   }
 
+  TEST_CASE("bulwark config --print shows each key's value and source; the environment and flags apply to serve" *
+            doctest::timeout(60)) {
+    const std::string out = "/tmp/bulwark_run_test/config.txt";
+    const std::string cmd = "BULWARK_SERVER__MAX_BATCH=7 BULWARK_SERVER__AUTH_TOKEN=hunter2 " +
+                            std::string(BULWARK_BINARY) + " config --print --workers=3 --listen 127.0.0.1:0 >" + out;
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    std::ifstream in(out);
+    std::stringstream text;
+    text << in.rdbuf();
+    CHECK(text.str().find("server.max_batch = 7") != std::string::npos);
+    CHECK(text.str().find("# environment BULWARK_SERVER__MAX_BATCH") != std::string::npos);
+    CHECK(text.str().find("workers = 3") != std::string::npos);
+    CHECK(text.str().find("# flag --workers") != std::string::npos);
+    CHECK(text.str().find("server.listen = \"127.0.0.1:0\"") != std::string::npos);
+    CHECK(text.str().find("server.max_connections = 1024") != std::string::npos);
+    CHECK(text.str().find("hunter2") == std::string::npos);  // secrets are not printed
+    CHECK(text.str().find("server.auth_token = \"<redacted>\"") != std::string::npos);
+
+    const std::string json_cmd = "BULWARK_REDIS__URL=redis://app:pw@10.0.0.1:6379/0 " + std::string(BULWARK_BINARY) +
+                                 " config --json >" + out;
+    REQUIRE(std::system(json_cmd.c_str()) == 0);
+    const json j = json::parse(std::ifstream(out));
+    CHECK(j["config"]["redis"]["url"] == "redis://app:<redacted>@10.0.0.1:6379/0");
+    CHECK(j["sources"]["redis.url"] == "environment BULWARK_REDIS__URL");
+    CHECK(j["sources"]["workers"] == "default");
+
+    CHECK(bulwark_status("config --help") == 0);
+    CHECK(bulwark_status("config --workers=lots") == 2);
+    const int bad = std::system(("BULWARK_SERVER__LISTEN=nowhere " + std::string(BULWARK_BINARY) +
+                                 " serve 2>" + out).c_str());
+    CHECK(WEXITSTATUS(bad) == 2);  // the environment reaches serve
+    std::ifstream err(out);
+    std::stringstream err_text;
+    err_text << err.rdbuf();
+    CHECK(err_text.str().find("server.listen: expected host:port, got 'nowhere' (environment BULWARK_SERVER__LISTEN)") !=
+          std::string::npos);
+  }
+
   TEST_CASE("SIGTERM stops bulwark run while standard input is an idle open pipe" * doctest::timeout(60)) {
     int in[2];
     REQUIRE(::pipe(in) == 0);

@@ -18,6 +18,9 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -102,6 +105,15 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{60'000};  // keep-alive connection with no request
   unsigned max_connections = 1024;         // more: 503 and close
   std::string auth_token{};                  // set: mutating routes need "Authorization: Bearer <token>"
+  // With auth_token set: reads (GET /v1/..., the event stream) need it too;
+  // the dashboard's files stay open (they hold no data). Probes never need it.
+  bool auth_reads = false;
+  bool auth_metrics = false;  // GET /metrics needs the token too
+  // Origins besides the server's own (http://<Host header>) whose browser
+  // requests are accepted ("https://ops.example.com"); a request with any
+  // other Origin header gets 403. Requests without Origin (curl, other
+  // services) are not affected.
+  std::vector<std::string> allowed_origins{};
   std::chrono::milliseconds drain_timeout{10'000};  // on SIGTERM, how long jobs may still run
 };
 
@@ -175,5 +187,62 @@ struct RuntimeOptions {
   unsigned effective_workers() const noexcept;
   unsigned effective_max_concurrent_retries() const noexcept;
 };
+
+// ---------------------------------------------------------------------------
+// Configuration in layers, as `bulwark run` and `bulwark serve` read it:
+// built-in defaults (config/default.json), then a file, then the
+// environment, then overrides such as command-line flags; a later layer wins
+// key by key.
+//
+// The environment maps onto key paths: BULWARK_, then the path in capitals
+// with "__" between its parts: BULWARK_SERVER__LISTEN is server.listen,
+// BULWARK_HANDLERS__RESIZE__MAX_ATTEMPTS is handlers.resize.max_attempts
+// (names are lowercased), BULWARK_WORKERS is workers. A value is read as the
+// type of the key's default: strings as they are, numbers and true/false as
+// JSON, lists (server.allowed_origins) as a JSON array. Variables without
+// "__" other than top-level keys (BULWARK_SERVER, BULWARK_TOKEN of the admin
+// commands) are not configuration; a "__" variable naming no key is an error.
+//
+//   bulwark::ConfigLayers layers{.file = "bulwark.json", .environment = bulwark::bulwark_environment()};
+//   bulwark::LoadedConfig c = bulwark::load_config(layers);  // c.options, c.settings
+//
+// Functions, no shared state; thread-safe.
+
+// One value set above the environment; `value` is JSON text ("4", "\"0.0.0.0:80\"").
+struct ConfigOverride {
+  std::string key{};     // key path: "server.listen"
+  std::string value{};   // JSON text
+  std::string source{};  // what set it, for `bulwark config --print`: "flag --listen"
+};
+
+struct ConfigLayers {
+  std::string file{};  // a configuration file; empty: none
+  std::vector<std::pair<std::string, std::string>> environment{};  // name, value
+  std::vector<ConfigOverride> overrides{};
+};
+
+// One key of the effective configuration and the layer it came from.
+struct ConfigSetting {
+  std::string key{};     // "server.listen"
+  std::string value{};   // JSON text
+  std::string source{};  // "default", "file PATH", "environment NAME", or an override's source
+};
+
+struct LoadedConfig {
+  RuntimeOptions options{};
+  std::vector<ConfigSetting> settings{};  // every key, in config/default.json's order, then added keys
+  std::string json{};                     // the effective configuration as one JSON object
+};
+
+// Reads the layers. Throws ConfigError naming the key path and the layer
+// that set it ("server.listen: expected host:port, got 'x' (environment
+// BULWARK_SERVER__LISTEN)").
+LoadedConfig load_config(const ConfigLayers& layers);
+
+// This process's BULWARK_* environment variables, sorted by name.
+std::vector<std::pair<std::string, std::string>> bulwark_environment();
+
+// config/default.json: every key with its default, as JSON text.
+std::string_view default_config_json() noexcept;
 
 }  // namespace bulwark

@@ -9,6 +9,7 @@
 #include "bulwark/version.hpp"
 #include "builtin_workers.hpp"
 #include "cli/admin_command.hpp"
+#include "cli/config_command.hpp"
 #include "cli/run_command.hpp"
 #include "cli/serve_command.hpp"
 
@@ -27,6 +28,12 @@ Runs the HTTP/JSON API until SIGINT or SIGTERM, then drains jobs for
 server.drain_timeout_ms. Exit status 0 after a clean stop, 2 for a usage or
 config error.)";
 
+constexpr const char* kConfigHelp = R"(
+Layers, each overriding the one before key by key: built-in defaults, the
+--config file, BULWARK_* environment variables (BULWARK_SERVER__LISTEN is
+server.listen: "__" between the parts of the key path), then flags. Secrets
+are shown as <redacted>. Exit status 0, or 2 for a configuration error.)";
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -44,21 +51,33 @@ int main(int argc, char** argv) {
   unsigned run_workers = 0;
   CLI::App* run = app.add_subcommand("run", "run jobs from JSON lines, one result line per job");
   run->footer(kRunHelp);
-  run->add_option("--config", run_args.config, "configuration file (JSON); built-in defaults without");
+  run->add_option("--config", run_args.config.file, "configuration file (JSON); built-in defaults without");
   run->add_option("--workers", run_workers, "worker threads (0: one per hardware thread)")->check(CLI::Range(0, 1024));
   run->add_option("--input", run_args.input, "job lines to read; - for standard input")->capture_default_str();
   run->add_option("--output", run_args.output, "where result lines go; - for standard output")->capture_default_str();
   run->add_flag("--no-progress{false}", run_args.progress, "no progress line on a terminal");
 
-  bulwark::cli::ServeArgs serve_args;
-  unsigned serve_workers = 0;
+  // serve and config take the same configuration flags.
+  bulwark::cli::ConfigArgs config_args;
+  unsigned workers = 0;
   std::string listen;
+  const auto config_flags = [&](CLI::App* command) {
+    command->add_option("--config", config_args.file, "configuration file (JSON); built-in defaults without");
+    command->add_option("--workers", workers, "worker threads (0: one per hardware thread)")
+        ->check(CLI::Range(0, 1024));
+    command->add_option("--listen", listen, "HOST:PORT to listen on (overrides server.listen; port 0 picks one)");
+  };
   CLI::App* serve = app.add_subcommand("serve", "serve the HTTP/JSON API");
   serve->footer(kServeHelp);
-  serve->add_option("--config", serve_args.config, "configuration file (JSON); built-in defaults without");
-  serve->add_option("--workers", serve_workers, "worker threads (0: one per hardware thread)")
-      ->check(CLI::Range(0, 1024));
-  serve->add_option("--listen", listen, "HOST:PORT to listen on (overrides server.listen; port 0 picks one)");
+  config_flags(serve);
+
+  bool print = false;
+  bool print_json = false;
+  CLI::App* config = app.add_subcommand("config", "show the effective configuration and where each value came from");
+  config->footer(kConfigHelp);
+  config->add_flag("--print", print, "print every key, its value and its source (the default action)");
+  config->add_flag("--json", print_json, "as one JSON object: {\"config\": ..., \"sources\": {key: source}}");
+  config_flags(config);
 
   bulwark::cli::add_admin_commands(app);
 
@@ -72,10 +91,13 @@ int main(int argc, char** argv) {
   }
   if (const int code = bulwark::cli::admin_command(app); code >= 0) return code;
   if (run->parsed()) {
-    if (run->count("--workers") > 0) run_args.workers = run_workers;
+    if (run->count("--workers") > 0) run_args.config.workers = run_workers;
     return bulwark::cli::run_command(run_args);
   }
-  if (serve->count("--workers") > 0) serve_args.workers = serve_workers;
-  if (serve->count("--listen") > 0) serve_args.listen = listen;
-  return bulwark::cli::serve_command(serve_args);
+  for (CLI::App* command : {serve, config}) {
+    if (command->count("--workers") > 0) config_args.workers = workers;
+    if (command->count("--listen") > 0) config_args.listen = listen;
+  }
+  if (config->parsed()) return bulwark::cli::config_command(config_args, print_json);
+  return bulwark::cli::serve_command(bulwark::cli::ServeArgs{config_args});
 }

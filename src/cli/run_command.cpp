@@ -23,7 +23,6 @@
 
 #include "support/text.hpp"
 #include "builtin_workers.hpp"
-#include "cli/options.hpp"
 #include "bulwark/json_input.hpp"
 #include "bulwark/runtime.hpp"
 
@@ -337,9 +336,9 @@ struct OwnedFd {
 }  // namespace
 
 int run_command(const RunArgs& args) {
-  std::optional<RuntimeOptions> loaded = load_options(args.config, args.workers);
+  std::optional<LoadedConfig> loaded = load(args.config);
   if (!loaded) return 2;
-  RuntimeOptions options = std::move(*loaded);
+  RuntimeOptions options = std::move(loaded->options);
 
   OwnedFd input{STDIN_FILENO};
   if (args.input != "-") {

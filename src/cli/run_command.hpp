@@ -4,11 +4,12 @@
 #include <optional>
 #include <string>
 
+#include "cli/config_command.hpp"
+
 namespace bulwark::cli {
 
 struct RunArgs {
-  std::string config;                // empty: built-in defaults
-  std::optional<unsigned> workers;   // overrides the config's `workers`
+  ConfigArgs config;                 // file, environment, --workers
   std::string input = "-";
   std::string output = "-";
   bool progress = true;              // a progress line when stderr is a terminal

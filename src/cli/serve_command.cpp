@@ -6,23 +6,15 @@
 #include <iostream>
 
 #include "builtin_workers.hpp"
-#include "cli/options.hpp"
 #include "bulwark/http_server.hpp"
 #include "bulwark/runtime.hpp"
 
 namespace bulwark::cli {
 
 int serve_command(const ServeArgs& args) {
-  std::optional<RuntimeOptions> loaded = load_options(args.config, args.workers);
+  std::optional<LoadedConfig> loaded = load(args.config);
   if (!loaded) return 2;
-  RuntimeOptions options = std::move(*loaded);
-  if (args.listen) {
-    if (auto problem = listen_problem(*args.listen)) {
-      std::cerr << "bulwark: --listen: " << *problem << "\n";
-      return 2;
-    }
-    options.server.listen = *args.listen;
-  }
+  RuntimeOptions options = std::move(loaded->options);
 
   // Every thread started from here on inherits the block; this thread takes
   // the signals with sigwait, so no handler runs in the middle of anything.

@@ -4,12 +4,12 @@
 #include <optional>
 #include <string>
 
+#include "cli/config_command.hpp"
+
 namespace bulwark::cli {
 
 struct ServeArgs {
-  std::string config;               // empty: built-in defaults
-  std::optional<std::string> listen;  // overrides server.listen
-  std::optional<unsigned> workers;  // overrides workers
+  ConfigArgs config;  // file, environment, --workers, --listen
 };
 
 // Serves until SIGINT or SIGTERM, then drains and stops. Returns the exit

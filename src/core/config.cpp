@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bulwark/json_input.hpp"
+#include "core/config_file.hpp"
 
 namespace bulwark {
 namespace {
@@ -81,6 +82,19 @@ class Section {
       fail(at(key), "expected one of " + list + ", got '" + s + "'");
     }
     out = s;
+  }
+
+  // A list of at most `max` strings.
+  void strings(std::string_view key, std::vector<std::string>& out, std::size_t max) const {
+    const json* v = find(key);
+    if (v == nullptr) return;
+    if (!v->is_array()) fail(at(key), "expected a list of strings");
+    if (v->size() > max) fail(at(key), "at most " + std::to_string(max) + " entries");
+    out.clear();
+    for (const json& e : *v) {
+      if (!e.is_string()) fail(at(key), "expected a list of strings");
+      out.push_back(e.get<std::string>());
+    }
   }
 
   Section child(std::string_view key, std::initializer_list<std::string_view> known) const {
@@ -201,7 +215,8 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   iso.millis("start_timeout_ms", o.isolation.start_timeout, 1);
   const Section server = root.child("server", {"listen", "io_threads", "max_body_bytes", "max_header_bytes",
                                                "read_timeout_ms", "idle_timeout_ms", "max_connections", "auth_token",
-                                               "drain_timeout_ms", "max_batch", "max_wait_ms"});
+                                               "drain_timeout_ms", "max_batch", "max_wait_ms", "auth_reads", "auth_metrics",
+                                               "allowed_origins"});
   server.string("listen", o.server.listen);
   if (auto problem = listen_problem(o.server.listen)) Section::fail("server.listen", *problem);
   server.integer("io_threads", o.server.io_threads, 0, 64);
@@ -212,6 +227,9 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   server.millis("idle_timeout_ms", o.server.idle_timeout, 1);
   server.integer("max_connections", o.server.max_connections, 1, 1'000'000);
   server.string("auth_token", o.server.auth_token);
+  server.boolean("auth_reads", o.server.auth_reads);
+  server.boolean("auth_metrics", o.server.auth_metrics);
+  server.strings("allowed_origins", o.server.allowed_origins, 100);
   server.millis("drain_timeout_ms", o.server.drain_timeout);
   server.integer("max_batch", o.server.max_batch, 1, 1'000'000);
   server.millis("max_wait_ms", o.server.max_wait, 0, 3'600'000);
@@ -244,7 +262,9 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   return o;
 }
 
-RuntimeOptions RuntimeOptions::from_file(const std::string& path) {
+namespace detail {
+
+json read_config_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot open the configuration file");
   std::string text;
@@ -254,12 +274,17 @@ RuntimeOptions RuntimeOptions::from_file(const std::string& path) {
   if (in.bad()) throw ConfigError(path + ": cannot read the configuration file");
   text.resize(static_cast<std::size_t>(in.gcount()));
   if (text.size() > kMaxConfigBytes) throw ConfigError(path + ": larger than 16 MiB; not a configuration file");
-  json config;
   try {
-    config = parse_json(text);
+    return parse_json(text);
   } catch (const InputError& e) {
     throw ConfigError(path + ": not valid JSON: " + e.what());
   }
+}
+
+}  // namespace detail
+
+RuntimeOptions RuntimeOptions::from_file(const std::string& path) {
+  const json config = detail::read_config_file(path);
   try {
     return from_json(config);
   } catch (const ConfigError& e) {

@@ -1,0 +1,68 @@
+#include "cli/config_command.hpp"
+
+#include <algorithm>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+namespace bulwark::cli {
+namespace {
+
+constexpr const char* kRedacted = "<redacted>";
+
+// A Redis URL without its password (redis://user:password@host).
+std::string without_password(std::string url) {
+  const auto scheme = url.find("://");
+  const auto at = url.find('@');
+  if (scheme == std::string::npos || at == std::string::npos) return url;
+  const auto colon = url.find(':', scheme + 3);
+  if (colon != std::string::npos && colon < at) url.replace(colon + 1, at - colon - 1, kRedacted);
+  return url;
+}
+
+// The value to show: secrets are replaced, the rest is as loaded.
+std::string shown(const ConfigSetting& s) {
+  if (s.key == "server.auth_token" && s.value != "\"\"") return nlohmann::json(kRedacted).dump();
+  if (s.key == "redis.url") return nlohmann::json(without_password(nlohmann::json::parse(s.value).get<std::string>())).dump();
+  return s.value;
+}
+
+}  // namespace
+
+std::optional<LoadedConfig> load(const ConfigArgs& args) {
+  ConfigLayers layers{args.file, bulwark_environment(), {}};
+  if (args.workers) layers.overrides.push_back({"workers", std::to_string(*args.workers), "flag --workers"});
+  if (args.listen) layers.overrides.push_back({"server.listen", nlohmann::json(*args.listen).dump(), "flag --listen"});
+  try {
+    return load_config(layers);
+  } catch (const ConfigError& e) {
+    std::cerr << "bulwark: configuration error: " << e.what() << "\n";
+    return std::nullopt;
+  }
+}
+
+int config_command(const ConfigArgs& args, bool json) {
+  const std::optional<LoadedConfig> loaded = load(args);
+  if (!loaded) return 2;
+  if (json) {
+    auto config = nlohmann::ordered_json::parse(loaded->json);
+    auto& token = config["server"]["auth_token"];
+    if (token != "") token = kRedacted;
+    config["redis"]["url"] = without_password(config["redis"]["url"].get<std::string>());
+    nlohmann::ordered_json sources = nlohmann::ordered_json::object();
+    for (const ConfigSetting& s : loaded->settings) sources[s.key] = s.source;
+    std::cout << nlohmann::ordered_json{{"config", config}, {"sources", sources}}.dump(2) << "\n";
+    return 0;
+  }
+  std::size_t width = 0;
+  for (const ConfigSetting& s : loaded->settings) width = std::max(width, s.key.size() + 3 + shown(s).size());
+  width = std::min<std::size_t>(width, 60);  // a long value does not push every source off the screen
+  for (const ConfigSetting& s : loaded->settings) {
+    const std::string line = s.key + " = " + shown(s);
+    std::cout << line << std::string(line.size() < width ? width - line.size() + 2 : 2, ' ') << "# " << s.source
+              << "\n";
+  }
+  return 0;
+}
+
+}  // namespace bulwark::cli
