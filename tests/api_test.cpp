@@ -23,7 +23,8 @@ struct Fixture {
   Api api{runtime, bulwark::ServerOptions{}};
 
   Response call(std::string method, std::string target, std::string body = {}) {
-    return api.handle(Request{std::move(method), std::move(target), body.empty() ? "" : "application/json", "",
+    const bool json_body = !body.empty() || method == "POST";
+    return api.handle(Request{std::move(method), std::move(target), json_body ? "application/json" : "", "",
                               std::move(body)});
   }
   static std::string code(const Response& r) { return json::parse(r.body)["error"]["code"].get<std::string>(); }
@@ -119,5 +120,109 @@ TEST_SUITE("api") {
     Fixture f;
     f.api.add_route("GET", "/v1/stats", [](const Request&) { return Response{204, "", "text/plain", {}}; });
     CHECK(f.call("GET", "/v1/stats").status == 204);
+  }
+}
+
+TEST_SUITE("Api access") {
+  namespace {
+  Request request(std::string method, std::string target, std::string token = "", std::string origin = "") {
+    std::string body = method == "POST" ? "{}" : "";
+    Request r{std::move(method), std::move(target), "application/json", token.empty() ? "" : "Bearer " + token,
+              std::move(body)};
+    r.origin = std::move(origin);
+    r.host = "jobs.internal:8080";
+    return r;
+  }
+  }  // namespace
+
+  TEST_CASE("server.auth_reads: every read under /v1 needs the token; probes, the dashboard's files and /v1/auth do not") {
+    bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
+    bulwark::ServerOptions options;
+    options.auth_token = "s3cret";
+    options.auth_reads = true;
+    Api api{runtime, options};
+    for (const char* target : {"/v1/jobs", "/v1/jobs/x", "/v1/stats", "/v1/workers", "/v1/processes", "/v1/events"}) {
+      CAPTURE(target);
+      const Response r = api.handle(request("GET", target));
+      CHECK(r.status == 401);
+      CHECK(json::parse(r.body)["error"]["code"] == "unauthorized");
+      CHECK(api.handle(request("GET", target, "wrong")).status == 401);
+    }
+    CHECK(api.handle(request("GET", "/v1/jobs", "s3cret")).status == 200);
+    CHECK(api.handle(request("GET", "/v1/jobs/x", "s3cret")).status == 404);
+    for (const char* open : {"/healthz", "/readyz", "/metrics", "/", "/ui/app.js", "/v1/auth"}) {
+      CAPTURE(open);
+      CHECK(api.handle(request("GET", open)).status == 200);
+    }
+    CHECK(json::parse(api.handle(request("GET", "/v1/auth")).body)["authorized"] == false);
+  }
+
+  TEST_CASE("without auth_reads reads stay open; server.auth_metrics guards /metrics alone") {
+    bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
+    bulwark::ServerOptions options;
+    options.auth_token = "s3cret";
+    options.auth_metrics = true;
+    Api api{runtime, options};
+    CHECK(api.handle(request("GET", "/v1/jobs")).status == 200);
+    CHECK(api.handle(request("GET", "/metrics")).status == 401);
+    CHECK(api.handle(request("GET", "/metrics", "s3cret")).status == 200);
+    CHECK(api.handle(request("GET", "/healthz")).status == 200);
+  }
+
+  TEST_CASE("a POST without Content-Type application/json is 415, even with no body") {
+    bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
+    Api api{runtime, bulwark::ServerOptions{}};
+    REQUIRE(api.handle(request("POST", "/v1/jobs")).status == 422);  // {} reached the validator
+    for (const char* type : {"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}) {
+      CAPTURE(type);
+      Request r{"POST", "/v1/jobs/x/cancel", type, "", ""};
+      const Response answer = api.handle(r);
+      CHECK(answer.status == 415);
+      CHECK(json::parse(answer.body)["error"]["code"] == "unsupported_media_type");
+    }
+    Request with_charset{"POST", "/v1/jobs/x/cancel", "Application/JSON; charset=utf-8", "", ""};
+    CHECK(api.handle(with_charset).status == 404);  // past the check: no such job
+  }
+
+  TEST_CASE("a request whose Origin is neither this server nor server.allowed_origins is 403") {
+    bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
+    bulwark::ServerOptions options;
+    options.allowed_origins = {"https://ops.example.com/"};
+    Api api{runtime, options};
+    const Response evil = api.handle(request("POST", "/v1/jobs/x/cancel", "", "https://evil.example"));
+    CHECK(evil.status == 403);
+    CHECK(json::parse(evil.body)["error"]["code"] == "forbidden_origin");
+    CHECK(api.handle(request("GET", "/v1/jobs", "", "null")).status == 403);  // a sandboxed page
+    CHECK(api.handle(request("GET", "/v1/jobs", "", "http://jobs.internal:8080.evil.example")).status == 403);
+    CHECK(api.handle(request("POST", "/v1/jobs/x/cancel", "", "http://jobs.internal:8080")).status == 404);
+    CHECK(api.handle(request("POST", "/v1/jobs/x/cancel", "", "https://JOBS.internal:8080")).status == 404);
+    CHECK(api.handle(request("POST", "/v1/jobs/x/cancel", "", "https://ops.example.com")).status == 404);
+    CHECK(api.handle(request("POST", "/v1/jobs/x/cancel")).status == 404);  // no Origin: not a browser
+  }
+
+  TEST_CASE("route_of names the route template, never the raw path") {
+    bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
+    Api api{runtime, bulwark::ServerOptions{}};
+    api.add_route("GET", "/custom", [](const Request&) { return Response{}; });
+    const std::vector<std::pair<std::pair<const char*, const char*>, const char*>> cases = {
+        {{"GET", "/healthz"}, "/healthz"},
+        {{"GET", "/v1/jobs?limit=5"}, "/v1/jobs"},
+        {{"POST", "/v1/jobs"}, "/v1/jobs"},
+        {{"POST", "/v1/jobs/batch"}, "/v1/jobs/batch"},
+        {{"GET", "/v1/jobs/batch"}, "/v1/jobs/{id}"},
+        {{"GET", "/v1/jobs/some-id-42"}, "/v1/jobs/{id}"},
+        {{"POST", "/v1/jobs/some-id/cancel"}, "/v1/jobs/{id}/cancel"},
+        {{"POST", "/v1/jobs/some-id/retry"}, "/v1/jobs/{id}/retry"},
+        {{"GET", "/v1/events?type=x"}, "/v1/events"},
+        {{"GET", "/"}, "/ui/{file}"},
+        {{"GET", "/ui/app.js"}, "/ui/{file}"},
+        {{"GET", "/custom"}, "extra"},
+        {{"GET", "/v1/nothing/here"}, "unknown"},
+        {{"GET", "/wp-admin"}, "unknown"},
+    };
+    for (const auto& [req, expected] : cases) {
+      CAPTURE(req.second);
+      CHECK(bulwark::http::route_template(api.route_of(Request{req.first, req.second, "", "", ""})) == expected);
+    }
   }
 }

@@ -283,6 +283,27 @@ TEST_SUITE("HttpServer") {
     CHECK_MESSAGE(WEXITSTATUS(raw) == 0, text);
   }
 
+  TEST_CASE("HTTP metrics count requests by route template and status, with a duration histogram per route" *
+            doctest::timeout(60)) {
+    Service s;
+    for (int i = 0; i < 3; ++i) REQUIRE(http(s.port(), "GET", "/v1/jobs/missing-" + std::to_string(i)).status == 404);
+    REQUIRE(http(s.port(), "GET", "/healthz").status == 200);
+    REQUIRE(http(s.port(), "GET", "/no/such/route").status == 404);
+    REQUIRE(http(s.port(), "POST", "/v1/jobs", "{\"type\": \"echo\"}").status == 201);
+    REQUIRE(http(s.port(), "POST", "/v1/jobs/x/cancel", "", "Content-Type: text/plain\r\n").status == 415);
+    const std::string body = http(s.port(), "GET", "/metrics").body;
+    CHECK(body.find("bulwark_http_requests_total{route=\"/v1/jobs/{id}\",code=\"404\"} 3\n") != std::string::npos);
+    CHECK(body.find("bulwark_http_requests_total{route=\"/healthz\",code=\"200\"} 1\n") != std::string::npos);
+    CHECK(body.find("bulwark_http_requests_total{route=\"unknown\",code=\"404\"} 1\n") != std::string::npos);
+    CHECK(body.find("bulwark_http_requests_total{route=\"/v1/jobs\",code=\"201\"} 1\n") != std::string::npos);
+    CHECK(body.find("bulwark_http_requests_total{route=\"/v1/jobs/{id}/cancel\",code=\"415\"} 1\n") !=
+          std::string::npos);
+    CHECK(body.find("missing-") == std::string::npos);  // no raw path becomes a label
+    CHECK(body.find("bulwark_http_request_duration_seconds_bucket{route=\"/v1/jobs/{id}\",le=\"+Inf\"} 3\n") !=
+          std::string::npos);
+    CHECK(body.find("bulwark_http_request_duration_seconds_count{route=\"/v1/jobs/{id}\"} 3\n") != std::string::npos);
+  }
+
   TEST_CASE("a listen address that cannot be used is a configuration error" * doctest::timeout(30)) {
     auto o = Service::options();
     bulwark::Runtime rt(bulwark::Registry{}, o);

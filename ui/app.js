@@ -53,32 +53,38 @@ async function askToken() {
   });
 }
 
-// Before the first POST: whether the server wants a token this tab does not
-// have yet (GET /v1/auth answers without a 401), and if so, asks for it.
-let authChecked = false;
-async function ensureToken() {
-  if (authChecked) return;
-  const headers = {};
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const auth = await fetch('/v1/auth', {headers}).then((r) => r.json());
-  if (auth.required && !auth.authorized) {
-    const t = await askToken();
-    if (!t) throw new Error('unauthorized: this server needs its API token');
-    sessionStorage.setItem(TOKEN_KEY, t);
+// Before the first POST (or the first read, when the server protects reads
+// too: server.auth_reads): whether the server wants a token this tab does not
+// have yet (GET /v1/auth answers without a 401), and if so, asks for it once
+// however many requests wait for the answer.
+const authChecked = {};
+async function ensureToken(forReads) {
+  const key = forReads ? 'reads' : 'writes';
+  if (!authChecked[key]) {
+    authChecked[key] = (async () => {
+      const headers = {};
+      const token = sessionStorage.getItem(TOKEN_KEY);
+      if (token) headers.Authorization = `Bearer ${token}`;
+      const auth = await fetch('/v1/auth', {headers}).then((r) => r.json());
+      if (auth.required && !auth.authorized && (!forReads || auth.reads)) {
+        const t = await askToken();
+        if (!t) throw new Error('unauthorized: this server needs its API token');
+        sessionStorage.setItem(TOKEN_KEY, t);
+      }
+    })().catch((e) => { delete authChecked[key]; throw e; });
   }
-  authChecked = true;
+  return authChecked[key];
 }
 
 // fetch() of the API: JSON in and out, the token (if one was given) as a
 // Bearer header; a 401 asks for the token once more and tries again.
 async function api(method, path, body) {
-  if (method !== 'GET') await ensureToken();
+  await ensureToken(method === 'GET');
   for (let attempt = 0; attempt < 2; ++attempt) {
     const headers = {};
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = `Bearer ${token}`;
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (method !== 'GET') headers['Content-Type'] = 'application/json';  // the server refuses a POST without it
     const res = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
     if (res.status === 401 && attempt === 0) {  // a token that was wrong
       const t = await askToken();
@@ -91,6 +97,51 @@ async function api(method, path, body) {
     return data;
   }
   throw new Error('unauthorized: no token given');
+}
+
+// GET /v1/events read with fetch() rather than EventSource, which cannot send
+// the token (server.auth_reads). Calls onEvent(type, data) per event;
+// reconnects after 2 s from the last id it saw. Returns a function that stops it.
+function eventStream(onEvent) {
+  const control = new AbortController();
+  let lastId = '';
+  async function run() {
+    while (!control.signal.aborted) {
+      try {
+        await ensureToken(true);
+        const headers = {Accept: 'text/event-stream'};
+        const token = sessionStorage.getItem(TOKEN_KEY);
+        if (token) headers.Authorization = `Bearer ${token}`;
+        if (lastId) headers['Last-Event-ID'] = lastId;
+        const res = await fetch('/v1/events', {headers, signal: control.signal});
+        if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
+        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = '';
+        for (;;) {
+          const {value, done} = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            let type = 'message', data = '';
+            for (const line of block.split('\n')) {
+              if (line.startsWith('id:')) lastId = line.slice(3).trim();
+              else if (line.startsWith('event:')) type = line.slice(6).trim();
+              else if (line.startsWith('data:')) data += line.slice(5).trim();
+            }
+            if (data) onEvent(type, data);
+          }
+        }
+      } catch (e) {
+        if (control.signal.aborted) return;
+      }
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+  run();
+  return () => control.abort();
 }
 
 function showError(where, err) {
@@ -193,9 +244,9 @@ function overview() {
   }
   refresh();
   const timer = setInterval(refresh, 2000);
-  const stream = new EventSource('/v1/events');
-  const onEvent = (m) => {
-    const d = JSON.parse(m.data);
+  const onEvent = (type, data) => {
+    if (type !== 'job' && type !== 'supervisor') return;
+    const d = JSON.parse(data);
     const what = d.kind === 'job' ? [badge(d.state), d.attempt ? ` attempt ${d.attempt}` : '', d.failure ? ` (${d.failure})` : '']
                                   : [el('b', {}, d.action), ' ', d.message];
     events.prepend(el('tr', {}, el('td', {}, d.id), el('td', {class: 'hide-narrow'}, d.at),
@@ -203,9 +254,8 @@ function overview() {
                       el('td', {}, text(d.type)), el('td', {}, what)));
     while (events.childElementCount > 100) events.lastElementChild.remove();
   };
-  stream.addEventListener('job', onEvent);
-  stream.addEventListener('supervisor', onEvent);
-  stopPage = () => { alive = false; clearInterval(timer); stream.close(); };
+  const stopStream = eventStream(onEvent);
+  stopPage = () => { alive = false; clearInterval(timer); stopStream(); };
 }
 
 // --- jobs ---------------------------------------------------------------------

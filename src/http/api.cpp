@@ -182,6 +182,128 @@ void Api::add_route(std::string method, std::string path, Route route) {
   extra_routes_[{std::move(method), std::move(path)}] = std::move(route);
 }
 
+std::string_view route_template(RouteId route) noexcept {
+  switch (route) {
+    case RouteId::healthz: return "/healthz";
+    case RouteId::readyz: return "/readyz";
+    case RouteId::metrics: return "/metrics";
+    case RouteId::ui: return "/ui/{file}";
+    case RouteId::auth: return "/v1/auth";
+    case RouteId::workers: return "/v1/workers";
+    case RouteId::processes: return "/v1/processes";
+    case RouteId::stats: return "/v1/stats";
+    case RouteId::events: return "/v1/events";
+    case RouteId::jobs: return "/v1/jobs";
+    case RouteId::jobs_batch: return "/v1/jobs/batch";
+    case RouteId::job: return "/v1/jobs/{id}";
+    case RouteId::job_cancel: return "/v1/jobs/{id}/cancel";
+    case RouteId::job_retry: return "/v1/jobs/{id}/retry";
+    case RouteId::extra: return "extra";
+    case RouteId::unknown: break;
+  }
+  return "unknown";
+}
+
+void RequestMetrics::record(RouteId route, int status, std::chrono::nanoseconds took) noexcept {
+  PerRoute& r = routes_[static_cast<std::size_t>(route)];
+  if (status >= 0 && status < kMaxStatus) r.by_status[static_cast<std::size_t>(status)].fetch_add(1, std::memory_order_relaxed);
+  const double seconds = std::chrono::duration<double>(took).count();
+  const auto bucket = std::lower_bound(kBounds.begin(), kBounds.end(), seconds);
+  if (bucket != kBounds.end()) r.buckets[static_cast<std::size_t>(bucket - kBounds.begin())].fetch_add(1, std::memory_order_relaxed);
+  r.sum_ns.fetch_add(static_cast<std::uint64_t>(std::max<std::int64_t>(0, took.count())), std::memory_order_relaxed);
+  r.count.fetch_add(1, std::memory_order_relaxed);
+}
+
+void RequestMetrics::for_each_count(const std::function<void(RouteId, int, std::uint64_t)>& visit) const {
+  for (std::size_t route = 0; route < kRouteCount; ++route) {
+    if (routes_[route].count.load(std::memory_order_relaxed) == 0) continue;
+    for (int status = 0; status < kMaxStatus; ++status) {
+      const std::uint64_t n = routes_[route].by_status[static_cast<std::size_t>(status)].load(std::memory_order_relaxed);
+      if (n != 0) visit(static_cast<RouteId>(route), status, n);
+    }
+  }
+}
+
+void RequestMetrics::for_each_duration(
+    const std::function<void(RouteId, const std::array<std::uint64_t, kBounds.size()>&, double, std::uint64_t)>& visit)
+    const {
+  for (std::size_t route = 0; route < kRouteCount; ++route) {
+    const PerRoute& r = routes_[route];
+    const std::uint64_t count = r.count.load(std::memory_order_relaxed);
+    if (count == 0) continue;
+    std::array<std::uint64_t, kBounds.size()> cumulative{};
+    std::uint64_t running = 0;
+    for (std::size_t i = 0; i < kBounds.size(); ++i) {
+      running += r.buckets[i].load(std::memory_order_relaxed);
+      cumulative[i] = std::min(running, count);  // read while others record: never above the count
+    }
+    visit(static_cast<RouteId>(route), cumulative, static_cast<double>(r.sum_ns.load(std::memory_order_relaxed)) / 1e9,
+          count);
+  }
+}
+
+RouteId Api::route_of(const Request& request) const {
+  const auto question = request.target.find('?');
+  const std::string path = request.target.substr(0, question);
+  {
+    detail::MutexLock lock(mutex_);
+    if (extra_routes_.count({request.method, path}) != 0) return RouteId::extra;
+  }
+  const std::vector<std::string> parts = split_path(path);
+  if (path == "/" || (parts.size() == 2 && parts[0] == "ui")) return RouteId::ui;
+  if (parts.size() == 1) {
+    if (parts[0] == "healthz") return RouteId::healthz;
+    if (parts[0] == "readyz") return RouteId::readyz;
+    if (parts[0] == "metrics") return RouteId::metrics;
+    return RouteId::unknown;
+  }
+  if (parts.size() < 2 || parts[0] != "v1") return RouteId::unknown;
+  if (parts.size() == 2) {
+    if (parts[1] == "auth") return RouteId::auth;
+    if (parts[1] == "workers") return RouteId::workers;
+    if (parts[1] == "processes") return RouteId::processes;
+    if (parts[1] == "stats") return RouteId::stats;
+    if (parts[1] == "events") return RouteId::events;
+    if (parts[1] == "jobs") return RouteId::jobs;
+    return RouteId::unknown;
+  }
+  if (parts[1] != "jobs") return RouteId::unknown;
+  if (parts.size() == 3) return parts[2] == "batch" && request.method == "POST" ? RouteId::jobs_batch : RouteId::job;
+  if (parts.size() == 4 && parts[3] == "cancel") return RouteId::job_cancel;
+  if (parts.size() == 4 && parts[3] == "retry") return RouteId::job_retry;
+  return RouteId::unknown;
+}
+
+namespace {
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+Response unauthorized() {
+  Response r = error_response(401, "unauthorized", "this route needs the header 'Authorization: Bearer <token>'");
+  r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
+}
+
+}  // namespace
+
+// A browser's request from the page this server served, or from an origin
+// the configuration names.
+bool Api::origin_allowed(const Request& request) const {
+  std::string origin = lowercase(request.origin);
+  if (!origin.empty() && origin.back() == '/') origin.pop_back();
+  const std::string host = lowercase(request.host);
+  if (!host.empty() && (origin == "http://" + host || origin == "https://" + host)) return true;
+  return std::any_of(options_.allowed_origins.begin(), options_.allowed_origins.end(), [&](const std::string& allowed) {
+    std::string a = lowercase(allowed);
+    if (!a.empty() && a.back() == '/') a.pop_back();
+    return a == origin;
+  });
+}
+
 bool Api::authorized(const Request& request) const {
   if (options_.auth_token.empty()) return true;
   static constexpr std::string_view kBearer = "Bearer ";
@@ -206,18 +328,23 @@ Response Api::handle(const Request& request) {
   const std::vector<std::string> parts = split_path(path);
   const bool get = request.method == "GET" || request.method == "HEAD";
   const bool post = request.method == "POST";
-  if (post && !authorized(request)) {
-    Response r = error_response(401, "unauthorized", "this route needs the header 'Authorization: Bearer <token>'");
-    r.headers.emplace_back("WWW-Authenticate", "Bearer");
-    return r;
+  // A page on another site cannot make a browser act here: its requests
+  // carry its Origin (and a POST of JSON needs a CORS preflight this server
+  // never grants).
+  if (!request.origin.empty() && !origin_allowed(request)) {
+    return error_response(403, "forbidden_origin",
+                          "requests from the origin '" + request.origin +
+                              "' are not accepted; only from this server's own pages and server.allowed_origins");
   }
-  if (post && !request.body.empty() && !is_json(request.content_type)) {
-    return error_response(415, "unsupported_media_type", "the request body must be application/json");
+  if (post && !authorized(request)) return unauthorized();
+  if (post && !is_json(request.content_type)) {
+    return error_response(415, "unsupported_media_type", "a POST needs the header 'Content-Type: application/json'");
   }
 
   if (parts.size() == 1 && (parts[0] == "healthz" || parts[0] == "readyz" || parts[0] == "metrics")) {
     if (!get) return method_not_allowed("GET");
     if (parts[0] == "metrics") {
+      if (options_.auth_metrics && !authorized(request)) return unauthorized();
       Response r;
       r.content_type = "text/plain; version=0.0.4; charset=utf-8";
       r.body = render_metrics(runtime_.stats(), runtime_.health(), &server_counters_);
@@ -243,6 +370,8 @@ Response Api::handle(const Request& request) {
     return ui_file(parts.empty() ? "index.html" : parts[1]);
   }
   if (parts.size() < 2 || parts[0] != "v1") return error_response(404, "route_not_found", "no such route");
+  // GET /v1/auth answers without the token: it is how a client learns it needs one.
+  if (get && options_.auth_reads && !authorized(request) && parts[1] != "auth") return unauthorized();
 
   if (parts.size() == 2 && parts[1] == "workers") {
     if (!get) return method_not_allowed("GET");
@@ -268,7 +397,9 @@ Response Api::handle(const Request& request) {
   }
   if (parts.size() == 2 && parts[1] == "auth") {  // for clients (the dashboard) to ask before a 401
     if (!get) return method_not_allowed("GET");
-    return json_response(200, {{"required", !options_.auth_token.empty()}, {"authorized", authorized(request)}});
+    return json_response(200, {{"required", !options_.auth_token.empty()},
+                               {"reads", !options_.auth_token.empty() && options_.auth_reads},
+                               {"authorized", authorized(request)}});
   }
   if (parts.size() == 2 && parts[1] == "events") {
     if (request.method != "GET") return method_not_allowed("GET");

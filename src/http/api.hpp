@@ -6,6 +6,7 @@
 // Thread-safe: handle() may run on several I/O threads at once.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -31,6 +32,8 @@ struct Request {
   std::string authorization{};
   std::string body{};
   std::string last_event_id{};  // the Last-Event-ID header (an event stream resuming)
+  std::string origin{};  // the Origin header (browsers), empty without
+  std::string host{};    // the Host header
 };
 
 // GET /v1/events: which events a stream sends, and after which number.
@@ -70,8 +73,45 @@ struct StreamChunk {
 // {"error": {"code": code, "message": message}}
 Response error_response(int status, const std::string& code, const std::string& message);
 
+// The API's routes as templates: the `route` label of the HTTP metrics
+// (bounded values, never raw paths). `extra`: a route an embedding program
+// added; `unknown`: no route (404).
+enum class RouteId : std::uint8_t {
+  healthz, readyz, metrics, ui, auth, workers, processes, stats, events,
+  jobs, jobs_batch, job, job_cancel, job_retry, extra, unknown
+};
+inline constexpr std::size_t kRouteCount = static_cast<std::size_t>(RouteId::unknown) + 1;
+// "/v1/jobs/{id}", "/healthz", ...
+std::string_view route_template(RouteId route) noexcept;
+
+// Requests answered, by route and status code, and how long each answer
+// took to make (a wait: until the job's answer; an event stream: until it
+// starts). Lock-free; record() may run on every I/O thread at once.
+class RequestMetrics {
+ public:
+  static constexpr std::array<double, 12> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                     0.05,   0.1,   0.25,   0.5,   1,    5};  // seconds
+  void record(RouteId route, int status, std::chrono::nanoseconds took) noexcept;
+  // For each route and status with at least one request.
+  void for_each_count(const std::function<void(RouteId, int status, std::uint64_t)>& visit) const;
+  // For each route with at least one request: cumulative bucket counts, sum (s), count.
+  void for_each_duration(const std::function<void(RouteId, const std::array<std::uint64_t, kBounds.size()>&, double,
+                                                  std::uint64_t)>& visit) const;
+
+ private:
+  static constexpr int kMaxStatus = 600;
+  struct PerRoute {
+    std::array<std::atomic<std::uint64_t>, kMaxStatus> by_status{};
+    std::array<std::atomic<std::uint64_t>, kBounds.size()> buckets{};  // not cumulative
+    std::atomic<std::uint64_t> count{0};
+    std::atomic<std::uint64_t> sum_ns{0};
+  };
+  std::array<PerRoute, kRouteCount> routes_{};
+};
+
 // Connection-level events of the server, for /metrics. Lock-free.
 struct ServerCounters {
+  RequestMetrics requests;
   std::atomic<std::uint64_t> refused_max_connections{0};  // 503 at server.max_connections
   std::atomic<std::uint64_t> refused_no_descriptors{0};   // 503 through the reserve descriptor (EMFILE/ENFILE)
   std::atomic<std::uint64_t> accept_errors{0};             // accept() failures, EMFILE included
@@ -90,6 +130,8 @@ class Api {
   // Answers one request. May throw: the server's recover middleware turns
   // that into a 500.
   Response handle(const Request& request);
+  // The route `request` goes to, for metrics.
+  RouteId route_of(const Request& request) const;
 
   // While draining, /readyz answers 503.
   void set_draining(bool draining) noexcept { draining_.store(draining); }
@@ -120,13 +162,14 @@ class Api {
   Response list(const std::map<std::string, std::string>& query);
   Response stats();
   bool authorized(const Request& request) const;
+  bool origin_allowed(const Request& request) const;
 
   Runtime& runtime_;
   const ServerOptions options_;
   std::atomic<bool> draining_{false};
   ServerCounters server_counters_;
 
-  detail::Mutex mutex_;
+  mutable detail::Mutex mutex_;
   std::map<std::pair<std::string, std::string>, Route> extra_routes_ BULWARK_GUARDED_BY(mutex_);
   struct Sample {
     std::chrono::steady_clock::time_point at;

@@ -210,6 +210,25 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
              static_cast<double>(server->refused_no_descriptors.load()));
     w.family("bulwark_http_accept_errors_total", "counter", "accept() failures (EMFILE and ENFILE included).");
     w.sample("bulwark_http_accept_errors_total", {}, static_cast<double>(server->accept_errors.load()));
+    w.family("bulwark_http_requests_total", "counter", "HTTP requests answered, by route template and status code.");
+    server->requests.for_each_count([&](RouteId route, int status, std::uint64_t n) {
+      w.sample("bulwark_http_requests_total", {{"route", std::string(route_template(route))}, {"code", std::to_string(status)}},
+               static_cast<double>(n));
+    });
+    const std::string duration = "bulwark_http_request_duration_seconds";
+    w.family(duration, "histogram",
+             "Time to make an answer, by route template (a wait: until the job's answer; an event stream: until it "
+             "starts).");
+    server->requests.for_each_duration([&](RouteId route, const auto& cumulative, double sum, std::uint64_t count) {
+      const std::string r(route_template(route));
+      for (std::size_t i = 0; i < RequestMetrics::kBounds.size(); ++i) {
+        w.sample(duration + "_bucket", {{"route", r}, {"le", number(RequestMetrics::kBounds[i])}},
+                 static_cast<double>(cumulative[i]));
+      }
+      w.sample(duration + "_bucket", {{"route", r}, {"le", "+Inf"}}, static_cast<double>(count));
+      w.sample(duration + "_sum", {{"route", r}}, sum);
+      w.sample(duration + "_count", {{"route", r}}, static_cast<double>(count));
+    });
   }
   w.family("bulwark_health", "gauge", "Supervisor verdict: 0 healthy, 1 degraded, 2 unhealthy.");
   w.sample("bulwark_health", {}, static_cast<double>(static_cast<int>(health.verdict)));

@@ -173,6 +173,8 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_read_error(beast::error_code ec) {
+    route_ = http::RouteId::unknown;  // refused before any route: counted as unknown
+    request_start_ = std::chrono::steady_clock::now();
     const unsigned version = parser_ && parser_->is_header_done() ? parser_->get().version() : 11;
     if (ec == bhttp::error::body_limit) {
       log_limit("request body over server.max_body_bytes (" + std::to_string(server_->options_.max_body_bytes) + ")");
@@ -206,6 +208,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
 
   void respond() {
     ++requests_;
+    request_start_ = std::chrono::steady_clock::now();
     auto& req = parser_->get();
     http::Request request;
     request.method = std::string(req.method_string());
@@ -213,7 +216,10 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     request.content_type = std::string(req[bhttp::field::content_type]);
     request.authorization = std::string(req[bhttp::field::authorization]);
     request.last_event_id = std::string(req["Last-Event-ID"]);
+    request.origin = std::string(req[bhttp::field::origin]);
+    request.host = std::string(req[bhttp::field::host]);
     request.body = std::move(req.body());
+    route_ = server_->api_.route_of(request);
     // The recover middleware: whatever a handler throws becomes a 500.
     auto outcome = guarded([&] { return server_->api_.handle(request); });
     http::Response response;
@@ -224,7 +230,10 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
       response = http::error_response(500, "internal_error", "the server failed to handle this request; it is logged");
     }
     const bool keep_alive = req.keep_alive() && !server_->stopping_.load();
-    if (response.events) return start_stream(*response.events, req.version());
+    if (response.events) {
+      count_request(200);
+      return start_stream(*response.events, req.version());
+    }
     if (response.wait) return wait_for_job(*response.wait, req.version(), keep_alive, 2);
     send(std::move(response), req.version(), keep_alive, request.method == "HEAD");
   }
@@ -301,6 +310,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   // `head`: the answer to a HEAD request: the headers of the GET answer,
   // with its Content-Length, and no body.
   void send(http::Response response, unsigned version, bool keep_alive, bool head = false) {
+    count_request(response.status);
     auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
         static_cast<bhttp::status>(response.status), version);
     res->set(bhttp::field::server, "bulwark");
@@ -320,6 +330,10 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     });
   }
 
+  void count_request(int status) {
+    server_->api_.server_counters().requests.record(route_, status, std::chrono::steady_clock::now() - request_start_);
+  }
+
   void close() {
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -333,6 +347,8 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   const bool over_limit_;
   bool waiting_idle_ = false;  // used on the session's strand only
   unsigned requests_ = 0;
+  http::RouteId route_ = http::RouteId::unknown;  // of the request being answered
+  std::chrono::steady_clock::time_point request_start_ = std::chrono::steady_clock::now();
   // Waits and event streams (on the session's strand only):
   std::optional<net::steady_timer> timer_;
   std::optional<http::EventStream> events_;
@@ -349,6 +365,15 @@ void HttpServer::Impl::start() {
   if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
   if (ec) throw ConfigError("server.listen: cannot listen on " + options_.listen + ": " + ec.message());
   port_ = acceptor_->local_endpoint().port();
+  if (!endpoint.address().is_loopback() && options_.auth_token.empty()) {
+    runtime_.report_warning("server.listen is " + options_.listen +
+                            ", beyond loopback, and server.auth_token is not set: anyone who can reach this port can "
+                            "submit and cancel jobs and read their payloads");
+  } else if (!endpoint.address().is_loopback() && !options_.auth_reads) {
+    runtime_.report_warning("server.listen is " + options_.listen +
+                            ", beyond loopback, and server.auth_reads is false: anyone who can reach this port can "
+                            "read job payloads, results and traces");
+  }
   check_descriptor_limit();
   reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   accept();

@@ -31,7 +31,7 @@ PASSED = 0
 FAILED = []
 
 # Statuses the HTTP contract documents for errors.
-DOCUMENTED = {400, 401, 404, 405, 409, 413, 415, 422, 429, 431, 500, 503}
+DOCUMENTED = {400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 431, 500, 503}
 
 
 def check(name, condition, detail=""):
@@ -146,7 +146,7 @@ def send(port, raw, limit_s=5.0, head=False):
 
 def request(port, method, target, body=b"", headers=None, limit_s=5.0):
     headers = dict(headers or {})
-    if body and "Content-Type" not in headers:
+    if (body or method == "POST") and "Content-Type" not in headers:
         headers["Content-Type"] = "application/json"
     raw = f"{method} {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
     for k, v in headers.items():
@@ -302,6 +302,19 @@ def battery_serve():
             check(f"body ({name}): no Set-Cookie", "set-cookie" not in headers)
         status, headers, body = request(port, "POST", "/v1/jobs", "{}", {"Content-Type": "text/plain"})
         check("wrong content type: 415", status == 415 and is_json_error(status, headers, body))
+        # A cross-site form or sendBeacon: text/plain, no body, at a job's cancel.
+        request(port, "POST", "/v1/jobs", '{"type":"sleep","id":"csrf-target","delay_ms":600000}')
+        status, headers, body = request(port, "POST", "/v1/jobs/csrf-target/cancel", "",
+                                        {"Content-Type": "text/plain"})
+        check("empty text/plain POST to cancel: 415", status == 415 and is_json_error(status, headers, body))
+        status, headers, body = request(port, "POST", "/v1/jobs/csrf-target/cancel", "",
+                                        {"Origin": "https://evil.example"})
+        check("POST from another site's page: 403", status == 403 and is_json_error(status, headers, body),
+              f"got {status} {body[:200]!r}")
+        status, _, body = request(port, "GET", "/v1/jobs/csrf-target")
+        check("the job survived both", status == 200 and b'"scheduled"' in body, f"got {status} {body[:200]!r}")
+        status, _, _ = request(port, "POST", "/v1/jobs/csrf-target/cancel", "", {"Origin": "http://t"})
+        check("POST from this server's own page (Origin matches Host): accepted", status == 200)
         healthy(srv, "after hostile bodies")
 
         # --- methods, paths, queries ----------------------------------------

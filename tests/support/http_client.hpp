@@ -158,7 +158,8 @@ class HttpConnection {
 inline std::string http_request_text(const std::string& method, const std::string& target, const std::string& body,
                                      const std::string& extra_headers = "", bool close = true) {
   std::string r = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
-  if (!body.empty()) r += "Content-Type: application/json\r\n";
+  const bool own_type = extra_headers.find("Content-Type:") != std::string::npos;
+  if ((!body.empty() || method == "POST") && !own_type) r += "Content-Type: application/json\r\n";
   r += "Content-Length: " + std::to_string(body.size()) + "\r\n" + extra_headers;
   if (close) r += "Connection: close\r\n";
   return r + "\r\n" + body;

@@ -22,23 +22,26 @@ function checkAll(name, ok, detail = '') {
   if (!ok) failures++;
 }
 
-// The server: port 0, its address from the first line it prints.
-const dir = mkdtempSync(join(tmpdir(), 'bulwark-ui-'));
-writeFileSync(join(dir, 'config.json'), JSON.stringify({
-  workers: 2, logging: {level: 'critical'},
-  server: {listen: '127.0.0.1:0', auth_token: TOKEN},
-}));
-const server = spawn(binary, ['serve', '--config', join(dir, 'config.json')], {stdio: ['ignore', 'pipe', 'inherit']});
-const base = await new Promise((resolve, reject) => {
-  let out = '';
-  server.stdout.on('data', (d) => {
-    out += d;
-    const m = out.match(/http:\/\/127\.0\.0\.1:(\d+)/);
-    if (m) resolve(`http://127.0.0.1:${m[1]}`);
+// A server: port 0, its address from the first line it prints.
+async function startServer(name, serverConfig) {
+  const dir = mkdtempSync(join(tmpdir(), 'bulwark-ui-'));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({workers: 2, logging: {level: 'critical'}, server: serverConfig}));
+  const proc = spawn(binary, ['serve', '--config', join(dir, 'config.json')], {stdio: ['ignore', 'pipe', 'inherit']});
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/http:\/\/127\.0\.0\.1:(\d+)/);
+      if (m) resolve(`http://127.0.0.1:${m[1]}`);
+    });
+    proc.on('exit', (code) => reject(new Error(`bulwark serve (${name}) exited ${code}`)));
+    setTimeout(() => reject(new Error(`bulwark serve (${name}) did not start`)), 20000);
   });
-  server.on('exit', (code) => reject(new Error(`bulwark serve exited ${code}`)));
-  setTimeout(() => reject(new Error('bulwark serve did not start')), 20000);
-});
+  return {proc, url};
+}
+const {proc: server, url: base} = await startServer('writes', {listen: '127.0.0.1:0', auth_token: TOKEN});
+// server.auth_reads: the dashboard asks for the token before it can show anything.
+const {proc: readsServer, url: readsBase} = await startServer('reads', {listen: '127.0.0.1:0', auth_token: TOKEN, auth_reads: true});
 
 async function call(method, path, body) {
   const res = await fetch(base + path, {method, headers: {'Content-Type': 'application/json', Authorization: `Bearer ${TOKEN}`},
@@ -53,7 +56,8 @@ async function nextQueued(id, ready) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), 15000);
   try {
-    const res = await fetch(`${base}/v1/events?state=queued`, {signal: controller.signal});
+    const res = await fetch(`${base}/v1/events?state=queued`, {signal: controller.signal,
+                                                               headers: {Authorization: `Bearer ${TOKEN}`}});
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
     let pending = '';
@@ -166,6 +170,26 @@ try {
   check('phone width: nothing wider than the screen', overflow <= 1, `${overflow}px too wide`);
   await screenshot(page, 'overview-phone.png');
 
+  // With server.auth_reads the overview asks for the token first, then
+  // shows the counters and the live events (read with the token too).
+  const reads = await browser.newPage();
+  reads.on('pageerror', (e) => consoleErrors.push(String(e)));
+  await reads.setViewport({width: 1280, height: 800});
+  await reads.goto(`${readsBase}/`, {waitUntil: 'load'});
+  await reads.waitForSelector('#token-dialog[open]');
+  check('auth_reads: the overview asks for the token', true);
+  await reads.type('#token-input', TOKEN);
+  await reads.click('#token-form button[value=ok]');
+  await reads.waitForSelector('#totals [data-count="submitted"]', {timeout: 15000});
+  await new Promise((r) => setTimeout(r, 500));  // the event stream is open
+  const unauthorized = await fetch(`${readsBase}/v1/jobs`);
+  check('auth_reads: a read without the token is 401', unauthorized.status === 401);
+  await fetch(`${readsBase}/v1/jobs`, {method: 'POST', headers: {'Content-Type': 'application/json', Authorization: `Bearer ${TOKEN}`},
+                                       body: JSON.stringify({type: 'echo', payload: {reads: true}})});
+  await reads.waitForFunction(() => document.querySelectorAll('.events tbody tr').length > 0, {timeout: 15000});
+  check('auth_reads: live events arrive with the token', true);
+  await reads.close();
+
   check('no console errors', consoleErrors.length === 0, consoleErrors.join(' | '));
 } catch (e) {
   check('the run finished', false, e.stack || String(e));
@@ -183,5 +207,6 @@ if (existsSync(firefox)) {
   checkAll('firefox: installed (scripts/install-deps.sh ui installs firefox-esr)', false, firefox);
 }
 server.kill('SIGTERM');
+readsServer.kill('SIGTERM');
 console.log(failures === 0 ? 'dashboard: all checks passed' : `dashboard: ${failures} failed`);
 process.exit(failures === 0 ? 0 : 1);
