@@ -11,8 +11,11 @@
 #include <string>
 #include <thread>
 
+#include <vector>
+
 #include "support/http_client.hpp"
 #include "support/serve_process.hpp"
+#include "support/wait.hpp"
 
 using namespace std::chrono_literals;
 using bulwark::testing::http;
@@ -45,6 +48,43 @@ TEST_SUITE("bulwark serve") {
     CHECK(err.find("SIGTERM received") != std::string::npos);
     // Only the delayed job did not run; the one in flight finished.
     CHECK(err.find("stopped; 1 jobs ended with kind shutdown") != std::string::npos);
+  }
+
+  TEST_CASE("with JSON logs to standard output, every line there is one ECS object, serve's own lines too" *
+            doctest::timeout(60)) {
+    Process p(BULWARK_SOURCE_DIR "/tests/support/serve-json-logs.json");
+    std::vector<json> lines;
+    std::uint16_t port = 0;
+    while (port == 0) {  // "runtime started", then the address
+      const std::string line = p.read_line();
+      REQUIRE_FALSE(line.empty());
+      lines.push_back(json::parse(line));
+      const std::string message = lines.back()["message"];
+      if (message.find("listening on http://127.0.0.1:") != std::string::npos) {
+        port = static_cast<std::uint16_t>(std::stoi(message.substr(message.rfind(':') + 1)));
+      }
+    }
+    REQUIRE(http(port, "POST", "/v1/jobs", R"({"type": "fail", "id": "ecs", "max_attempts": 1})").status == 201);
+    REQUIRE(bulwark::testing::eventually([&] { return http(port, "GET", "/v1/jobs/ecs").json()["state"] == "failed"; }, 10s));
+    REQUIRE(::kill(p.pid, SIGTERM) == 0);
+    for (std::string line = p.read_line(); !line.empty(); line = p.read_line()) lines.push_back(json::parse(line));
+    CHECK(p.wait_exit() == 0);
+    bool failure = false;
+    bool stopped = false;
+    for (const json& j : lines) {
+      CHECK(j.contains("@timestamp"));
+      CHECK(j.contains("log.level"));
+      if (j["message"] == "job attempt failed") {
+        failure = true;
+        CHECK(j["job.id"] == "ecs");
+        CHECK(j["error.type"] == "std::runtime_error");
+        CHECK(j["error.stack_trace"].get<std::string>().find("fail_throw_site") != std::string::npos);
+      }
+      if (j["message"].get<std::string>().find("bulwark serve: stopped") == 0) stopped = true;
+    }
+    CHECK(failure);
+    CHECK(stopped);
+    CHECK(p.stderr_text().empty());  // nothing went around the log
   }
 
   TEST_CASE("a bad configuration exits 2 naming the key" * doctest::timeout(60)) {

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -28,6 +29,10 @@
 #include "bulwark/json_input.hpp"
 #include "bulwark/handler_options.hpp"
 #include "bulwark/retry_policy.hpp"
+
+namespace spdlog {
+class logger;
+}
 
 namespace bulwark {
 
@@ -126,10 +131,18 @@ struct InputLimits {
   std::size_t pending_output = 10'000;          // bulwark run: finished, unwritten results before reading pauses
 };
 
+// bulwark's log (logging.*). With format "json" every line is one ECS
+// (Elastic Common Schema) object: @timestamp, log.level, message,
+// error.type/message/stack_trace, job.id/type/attempt, trace.id/span.id.
 struct LogOptions {
   std::string level = "info";  // trace, debug, info, warn, error, critical, off
-  std::string format = "text";  // text or json (one object per line)
-  std::string file{};             // empty: standard error
+  std::string format = "text";  // text or json (one ECS object per line)
+  std::string file{};             // empty: standard error; "-": standard output
+  // An embedding program's own spdlog logger: bulwark writes through it (its
+  // sinks, pattern and level; `level` and `file` are then not used). With
+  // format "json", give it the pattern "%v" so each line stays one object.
+  // Not read from JSON.
+  std::shared_ptr<spdlog::logger> logger{};
 };
 
 struct RuntimeOptions {

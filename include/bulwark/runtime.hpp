@@ -169,6 +169,9 @@ class Runtime {
   // Logs an operational warning (not a failure) through the runtime's log.
   // Never blocks.
   void report_warning(std::string message) noexcept;
+  // Logs an operational note at info level (a server started, stopped).
+  // Never blocks.
+  void report_info(std::string message) noexcept;
   unsigned worker_count() const noexcept;
   // The limits on outside input this runtime was configured with (limits.*).
   const InputLimits& limits() const noexcept;

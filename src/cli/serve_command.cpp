@@ -37,22 +37,36 @@ int serve_command(const ServeArgs& args) {
     return 2;
   }
   const std::string address = listen_url(options.server.listen, server->port());
-  std::cout << "bulwark serve: listening on " << address << "\n"
-            << "  submit a job:  curl -s -X POST " << address
-            << "/v1/jobs -H 'Content-Type: application/json' -d '{\"type\": \"echo\", \"payload\": {\"hello\": "
-               "\"world\"}}'"
-            << (options.server.auth_token.empty() ? "" : " -H 'Authorization: Bearer <token>'") << "\n"
-            << "  look at it:    curl -s " << address << "/v1/jobs?limit=5\n"
-            << "  stop with Ctrl-C or SIGTERM" << std::endl;
+  // With JSON logs, serve's own lines are log lines too: the log stream
+  // stays one JSON object per line, and nothing else goes to standard output.
+  const bool json_logs = options.logging.format == "json";
+  if (json_logs) {
+    runtime->report_info("bulwark serve: listening on " + address);
+  } else {
+    std::cout << "bulwark serve: listening on " << address << "\n"
+              << "  submit a job:  curl -s -X POST " << address
+              << "/v1/jobs -H 'Content-Type: application/json' -d '{\"type\": \"echo\", \"payload\": {\"hello\": "
+                 "\"world\"}}'"
+              << (options.server.auth_token.empty() ? "" : " -H 'Authorization: Bearer <token>'") << "\n"
+              << "  look at it:    curl -s " << address << "/v1/jobs?limit=5\n"
+              << "  stop with Ctrl-C or SIGTERM" << std::endl;
+  }
+  const auto note = [&](const std::string& line) {
+    if (json_logs) {
+      runtime->report_info(line);
+    } else {
+      std::cerr << line << "\n";
+    }
+  };
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
-  std::cerr << "bulwark serve: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << " received; draining for up to "
-            << options.server.drain_timeout.count() << " ms\n";
+  note(std::string("bulwark serve: ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + " received; draining for up to " +
+       std::to_string(options.server.drain_timeout.count()) + " ms");
   server->set_draining(true);
   const ShutdownReport report = runtime->shutdown(options.server.drain_timeout);
   server->stop();
-  std::cerr << "bulwark serve: stopped; " << report.not_run << " jobs ended with kind shutdown\n";
+  note("bulwark serve: stopped; " + std::to_string(report.not_run) + " jobs ended with kind shutdown");
   return 0;
 }
 

@@ -412,6 +412,14 @@ void Runtime::report_warning(std::string message) noexcept {
   }
 }
 
+void Runtime::report_info(std::string message) noexcept {
+  try {
+    impl_->reporter.log(detail::LogLevel::info, std::move(message));
+  } catch (...) {
+    // Out of memory while reporting: nothing better to do.
+  }
+}
+
 bool Runtime::wait_idle(std::chrono::milliseconds timeout) {
   if (impl_->redis_store != nullptr) return impl_->wait_redis_idle(timeout);
   return impl_->completion.wait_idle(timeout);

@@ -28,6 +28,31 @@ spdlog::level::level_enum to_spdlog(LogLevel level) {
   return spdlog::level::info;
 }
 
+// ECS: https://www.elastic.co/guide/en/ecs/current/ (dotted keys, one level).
+constexpr const char* kEcsVersion = "8.11.0";
+
+nlohmann::ordered_json ecs_line(std::chrono::system_clock::time_point time, spdlog::level::level_enum level,
+                                const std::string& message) {
+  return {{"@timestamp", format_iso8601(time)},
+          {"log.level", spdlog::level::to_string_view(level).data()},
+          {"message", message},
+          {"ecs.version", kEcsVersion},
+          {"log.logger", "bulwark"}};
+}
+
+// A trace as ECS's error.stack_trace: one frame per line.
+std::string stack_text(const RawTrace& trace) {
+  std::string out;
+  int i = 0;
+  for (const Frame& f : symbolize(trace)) {
+    if (!out.empty()) out += '\n';
+    out.append("#").append(std::to_string(i++)).append(" ").append(f.function.empty() ? "??" : f.function);
+    if (!f.file.empty()) out.append(" at ").append(f.file).append(":").append(std::to_string(f.line));
+  }
+  if (trace.truncated) out += "\n... (deeper frames not kept)";
+  return out;
+}
+
 void append_frames(std::string& out, const RawTrace& trace) {
   int i = 0;
   for (const Frame& f : symbolize(trace)) {
@@ -50,21 +75,26 @@ struct Reporter::Queue {
 };
 
 Reporter::Reporter(const LogOptions& options) : json_(options.format == "json"), queue_(std::make_unique<Queue>()) {
-  spdlog::sink_ptr sink;
-  try {
-    if (options.file.empty()) {
-      sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
-    } else {
-      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.file, false);
+  if (options.logger) {
+    logger_ = options.logger;  // the embedding program's: its sinks, pattern and level
+  } else {
+    spdlog::sink_ptr sink;
+    try {
+      if (options.file.empty()) {
+        sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+      } else if (options.file == "-") {
+        sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+      } else {
+        sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.file, false);
+      }
+    } catch (const spdlog::spdlog_ex& e) {
+      throw ConfigError("logging.file: cannot open '" + options.file + "': " + e.what());
     }
-  } catch (const spdlog::spdlog_ex& e) {
-    throw ConfigError("logging.file: cannot open '" + options.file + "': " + e.what());
+    logger_ = std::make_shared<spdlog::logger>("bulwark", std::move(sink));
+    logger_->set_pattern(json_ ? "%v" : "[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
+    logger_->set_level(spdlog::level::from_str(options.level));
+    logger_->flush_on(spdlog::level::trace);
   }
-  logger_ = std::make_shared<spdlog::logger>("bulwark", std::move(sink));
-  logger_->set_pattern(json_ ? "%v" : "[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
-  logger_->set_level(spdlog::level::from_str(options.level));
-  logger_->flush_on(spdlog::level::trace);
-  threshold_ = static_cast<int>(logger_->level());
   thread_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
 }
 
@@ -73,7 +103,7 @@ Reporter::~Reporter() {
   if (thread_.joinable()) thread_.join();
 }
 
-bool Reporter::enabled(LogLevel level) const noexcept { return static_cast<int>(to_spdlog(level)) >= threshold_; }
+bool Reporter::enabled(LogLevel level) const noexcept { return logger_->should_log(to_spdlog(level)); }
 
 void Reporter::post(Event&& event) noexcept {
   if (!enabled(event.level)) return;
@@ -130,10 +160,7 @@ void Reporter::write_message(const Event& event, const std::string& message) {
     logger_->log(event.time, spdlog::source_loc{}, level, message);
     return;
   }
-  nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},
-                                 {"level", spdlog::level::to_string_view(level).data()},
-                                 {"msg", message}};
-  logger_->log(event.time, spdlog::source_loc{}, level, dump_line(line));
+  logger_->log(event.time, spdlog::source_loc{}, level, dump_line(ecs_line(event.time, level, message)));
 }
 
 void Reporter::write_note(const Event& event, const StackNote& note) {
@@ -144,12 +171,13 @@ void Reporter::write_note(const Event& event, const StackNote& note) {
     logger_->log(event.time, spdlog::source_loc{}, level, text);
     return;
   }
-  nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},
-                                 {"level", spdlog::level::to_string_view(level).data()},
-                                 {"msg", note.message},
-                                 {"job_id", note.id},
-                                 {"job_type", note.type}};
-  if (note.trace) line["stack_trace"] = to_json(*note.trace, true);
+  nlohmann::ordered_json line = ecs_line(event.time, level, note.message);
+  if (!note.id.empty()) line["job.id"] = note.id;
+  if (!note.type.empty()) line["job.type"] = note.type;
+  if (note.trace) {
+    line["error.stack_trace"] = stack_text(*note.trace);
+    line["bulwark.stack_frames"] = to_json(*note.trace, true);
+  }
   logger_->log(event.time, spdlog::source_loc{}, level, dump_line(line));
 }
 
@@ -157,20 +185,21 @@ void Reporter::write_failure(const Event& event, const AttemptFailure& e) {
   const auto level = to_spdlog(event.level);
   const Failure& f = e.failure;
   if (json_) {
-    nlohmann::ordered_json line = {{"time", format_iso8601(event.time)},
-                           {"level", "error"},
-                           {"msg", "job attempt failed"},
-                           {"job_id", e.id},
-                           {"job_type", e.type},
-                           {"attempt", e.attempt},
-                           {"max_attempts", e.max_attempts},
-                           {"kind", to_string(f.kind)},
-                           {"error_type", f.type},
-                           {"message", f.message},
-                           {"origin", to_string(f.origin)},
-                           {"stack_trace", to_json(f.trace, true)}};
-    if (!f.nested.empty()) line["nested"] = to_json(f, true)["nested"];
-    if (e.retry_in) line["retry_in_ms"] = e.retry_in->count();
+    nlohmann::ordered_json line = ecs_line(event.time, level, "job attempt failed");
+    line["job.id"] = e.id;
+    line["job.type"] = e.type;
+    line["job.attempt"] = e.attempt;
+    line["job.max_attempts"] = e.max_attempts;
+    line["error.type"] = f.type.empty() ? std::string(to_string(f.kind)) : f.type;
+    line["error.message"] = f.message;
+    std::string stack = stack_text(f.trace);
+    for (const NestedFailure& n : f.nested) stack += "\ncaused by " + n.type + ": " + n.message + "\n" + stack_text(n.trace);
+    line["error.stack_trace"] = std::move(stack);
+    line["bulwark.failure.kind"] = to_string(f.kind);
+    line["bulwark.failure.origin"] = to_string(f.origin);
+    line["bulwark.stack_frames"] = to_json(f.trace, true);
+    if (!f.nested.empty()) line["bulwark.nested"] = to_json(f, true)["nested"];
+    if (e.retry_in) line["bulwark.retry_in_ms"] = e.retry_in->count();
     logger_->log(event.time, spdlog::source_loc{}, level, dump_line(line));
     return;
   }
@@ -202,8 +231,13 @@ void Reporter::run(std::stop_token stop) {
     if (queue_->events.wait_dequeue_timed(event, std::chrono::milliseconds(50))) write_one();
     const std::uint64_t dropped = dropped_.load(std::memory_order_relaxed);
     if (dropped != reported_dropped_) {
-      logger_->warn("{} log events dropped: failures arrived faster than they could be logged",
-                    dropped - reported_dropped_);
+      Event note{LogLevel::warn, std::chrono::system_clock::now(),
+                 std::to_string(dropped - reported_dropped_) +
+                     " log events dropped: failures arrived faster than they could be logged"};
+      try {
+        write(note);  // as every other line: JSON in the JSON format
+      } catch (...) {
+      }
       reported_dropped_ = dropped;
     }
   }

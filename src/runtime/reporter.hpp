@@ -73,7 +73,6 @@ class Reporter {
   void run(std::stop_token stop);
 
   bool json_ = false;
-  int threshold_ = 0;  // spdlog level number; events below it are not queued
   std::shared_ptr<spdlog::logger> logger_;
   std::unique_ptr<Queue> queue_;
   std::atomic<std::size_t> pending_{0};
