@@ -124,6 +124,22 @@ TEST_SUITE("admin commands") {
     CHECK(ran.out.find("echo") != std::string::npos);
   }
 
+  TEST_CASE("health: exit 0 while the server is healthy and ready, 3 when not ready or unreachable" *
+            doctest::timeout(60)) {
+    Service s;
+    const Ran healthy = bulwark_cli("health --server " + s.url());
+    CHECK(healthy.status == 0);
+    CHECK(healthy.out == "healthy\n");
+    CHECK(bulwark_cli("health --ready --server " + s.url()).status == 0);
+    s.server.set_draining(true);
+    const Ran draining = bulwark_cli("health --ready --server " + s.url());
+    CHECK(draining.status == 3);
+    CHECK(draining.out.find("not ready: draining") == 0);
+    CHECK(bulwark_cli("health --server " + s.url()).status == 0);  // alive, though draining
+    CHECK(json::parse(bulwark_cli("health --json --server " + s.url()).out)["status"] == "healthy");
+    CHECK(bulwark_cli("health --server http://127.0.0.1:1").status == 3);
+  }
+
   TEST_CASE("usage errors exit 2; an unreachable server or an error answer exits 3" * doctest::timeout(60)) {
     CHECK(bulwark_cli("get").status == 2);
     CHECK(bulwark_cli("submit echo --priority 12").status == 2);

@@ -27,6 +27,7 @@ struct AdminArgs {
   std::string type;
   std::string payload;
   bool wait = false;
+  bool ready = false;  // health --ready: /readyz instead of /healthz
   int wait_s = 0;  // 0: no limit
   int priority = 0;
   long delay_ms = 0;
@@ -57,6 +58,7 @@ struct Commands {
   CLI::App* dead = nullptr;
   CLI::App* retry = nullptr;
   CLI::App* cancel = nullptr;
+  CLI::App* health = nullptr;
   CLI::App* stats = nullptr;
   CLI::App* workers = nullptr;
   CLI::App* events = nullptr;
@@ -285,6 +287,23 @@ int run_workers(http::Client& c) {
   });
 }
 
+// GET /healthz (or /readyz): 0 when it answers 200, 3 otherwise, so a
+// container's HEALTHCHECK needs no curl in the image.
+int run_health(http::Client& c) {
+  const http::ClientResponse r = c.request("GET", args().ready ? "/readyz" : "/healthz");
+  if (r.status == 0) return server_error(r);
+  if (args().json_output) {
+    std::cout << r.body << (r.body.empty() || r.body.back() != '\n' ? "\n" : "");
+  } else {
+    const json j = json::parse(r.body);
+    std::cout << (j.contains("status") ? text(j["status"]) : j.value("ready", false) ? "ready" : "not ready");
+    if (j.contains("reason")) std::cout << ": " << text(j["reason"]);
+    for (const json& reason : j.value("reasons", json::array())) std::cout << "\n  " << text(reason);
+    std::cout << "\n";
+  }
+  return r.status == 200 ? kExitOk : kExitServer;
+}
+
 int run_events(http::Client& c) {
   const AdminArgs& a = args();
   std::string target = "/v1/events";
@@ -368,13 +387,15 @@ void add_admin_commands(CLI::App& app) {
   c.cancel = app.add_subcommand("cancel", "cancel jobs (a running one is asked to stop)");
   c.cancel->add_option("ID", a.ids, "job ids")->required();
   c.stats = app.add_subcommand("stats", "counts, queue depth and rates");
+  c.health = app.add_subcommand("health", "the server's health verdict (/healthz); exit 0 healthy or degraded, 3 not");
+  c.health->add_flag("--ready", a.ready, "readiness (/readyz) instead: exit 0 when it takes traffic");
   c.workers = app.add_subcommand("workers", "the supervisor's verdict and every worker");
   c.events = app.add_subcommand("events", "follow the event stream (job transitions, supervisor actions)");
   c.events->add_option("--type", a.event_type, "only jobs of this type");
   c.events->add_option("--state", a.event_state, "only transitions into this state");
   c.events->add_option("--count", a.count, "stop after this many events (0: follow until interrupted)")
       ->check(CLI::NonNegativeNumber);
-  for (CLI::App* cmd : {c.submit, c.get, c.list, c.dead, c.retry, c.cancel, c.stats, c.workers, c.events}) {
+  for (CLI::App* cmd : {c.submit, c.get, c.list, c.dead, c.retry, c.cancel, c.stats, c.health, c.workers, c.events}) {
     add_connection_options(cmd);
     cmd->footer(footer);
   }
@@ -384,7 +405,7 @@ int admin_command(CLI::App&) {
   Commands& c = commands();
   AdminArgs& a = args();
   CLI::App* given = nullptr;
-  for (CLI::App* cmd : {c.submit, c.get, c.list, c.dead, c.retry, c.cancel, c.stats, c.workers, c.events}) {
+  for (CLI::App* cmd : {c.submit, c.get, c.list, c.dead, c.retry, c.cancel, c.stats, c.health, c.workers, c.events}) {
     if (cmd != nullptr && cmd->parsed()) given = cmd;
   }
   if (given == nullptr) return -1;
@@ -407,6 +428,7 @@ int admin_command(CLI::App&) {
     if (given == c.retry) return run_each(client, "retry");
     if (given == c.cancel) return run_each(client, "cancel");
     if (given == c.stats) return run_stats(client);
+    if (given == c.health) return run_health(client);
     if (given == c.workers) return run_workers(client);
     return run_events(client);
   } catch (const http::ClientError& e) {
