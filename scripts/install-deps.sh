@@ -11,7 +11,12 @@ packages=(
   prometheus  # promtool, to check the /metrics output in the tests
   libhiredis-dev  # the Redis client of the redis backend
   redis-server    # started by the tests of the redis backend (never as a system service)
+  python3-yaml    # tests/deploy/ reads the rendered manifests
+  systemd         # systemd-analyze verify on deploy/systemd/bulwark.service
 )
+# kubectl kustomize renders deploy/kubernetes/ in the tests; a kubectl
+# installed another way (a newer one) will do.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 # Extra groups: `install-deps.sh bench` adds the benchmark peers, `fuzz` the
 # libFuzzer toolchain (clang 14 and its runtime), `ui` the browser test of
 # the dashboard (chromium and firefox-esr; Node and npm for puppeteer-core, whose package
