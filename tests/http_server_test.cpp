@@ -283,6 +283,34 @@ TEST_SUITE("HttpServer") {
     CHECK_MESSAGE(WEXITSTATUS(raw) == 0, text);
   }
 
+  TEST_CASE("POST /v1/jobs takes the W3C traceparent header; the job's record shows the trace" * doctest::timeout(60)) {
+    Service s;
+    const std::string tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    auto created = http(s.port(), "POST", "/v1/jobs", R"({"type": "echo", "id": "traced"})",
+                        "traceparent: " + tp + "\r\ntracestate: rojo=00f067aa0ba902b7\r\n");
+    REQUIRE(created.status == 201);
+    auto got = http(s.port(), "GET", "/v1/jobs/traced?wait_ms=5000").json();
+    CHECK(got["state"] == "succeeded");
+    CHECK(got["trace"]["trace_id"] == "0af7651916cd43dd8448eb211c80319c");
+    CHECK(got["trace"]["parent_id"] == "b7ad6b7169203331");
+    CHECK(got["trace"]["tracestate"] == "rojo=00f067aa0ba902b7");
+    CHECK(got["trace"]["span_id"].get<std::string>().size() == 16);
+    // A malformed header is ignored, as W3C asks: the job is accepted without a trace.
+    REQUIRE(http(s.port(), "POST", "/v1/jobs", R"({"type": "echo", "id": "untraced"})", "traceparent: 00-nope\r\n")
+                .status == 201);
+    CHECK_FALSE(http(s.port(), "GET", "/v1/jobs/untraced?wait_ms=5000").json().contains("trace"));
+    // The spec's own field wins over the header, and is checked strictly.
+    const std::string own = "00-11111111111111111111111111111111-2222222222222222-00";
+    REQUIRE(http(s.port(), "POST", "/v1/jobs", R"({"type": "echo", "id": "own", "trace_parent": ")" + own + R"("})",
+                 "traceparent: " + tp + "\r\n")
+                .status == 201);
+    CHECK(http(s.port(), "GET", "/v1/jobs/own?wait_ms=5000").json()["trace"]["trace_id"] ==
+          "11111111111111111111111111111111");
+    auto bad = http(s.port(), "POST", "/v1/jobs", R"({"type": "echo", "trace_parent": "00-0-0-0"})");
+    CHECK(bad.status == 422);
+    CHECK(bad.json()["error"]["message"].get<std::string>().find("trace_parent: ") == 0);
+  }
+
   TEST_CASE("HTTP metrics count requests by route template and status, with a duration histogram per route" *
             doctest::timeout(60)) {
     Service s;

@@ -247,6 +247,19 @@ TEST_SUITE("Process isolation") {
     CHECK(h.processes[0].pid != before);
   }
 
+  TEST_CASE("an isolated job's context has the job's trace and its attempt's span" * doctest::timeout(60)) {
+    auto o = one_child_options();
+    o.handlers["context"].isolation = bulwark::Isolation::process;
+    Runtime rt(builtins(), o);
+    const auto r = run_to_end(rt, {.type = "context",
+                                   .trace_parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"});
+    REQUIRE(r.state == JobState::succeeded);
+    CHECK(r.result["pid"] != static_cast<long>(::getpid()));  // it ran in the child
+    CHECK(r.result["trace_id"] == "0af7651916cd43dd8448eb211c80319c");
+    CHECK(r.result["span_id"] == r.span_id);
+    CHECK(r.result["traceparent"] == "00-0af7651916cd43dd8448eb211c80319c-" + r.span_id + "-01");
+  }
+
   TEST_CASE("health shows each child: pid, state, job, restarts and the last exit" * doctest::timeout(60)) {
     Runtime rt(builtins(), one_child_options());
     auto h = rt.health();

@@ -1,5 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <set>
+#include <string>
+#include <vector>
+
 #include "bulwark/job.hpp"
 #include "bulwark/json_input.hpp"
 
@@ -132,5 +136,80 @@ TEST_SUITE("JobSpec ids and numbers") {
                          doctest::Contains("got 9223372036854775808"), bulwark::SpecError);
     CHECK_THROWS_WITH_AS(JobSpec::from_json(json::parse(R"({"type":"echo","max_attempts":-1})")),
                          doctest::Contains("got -1"), bulwark::SpecError);
+  }
+}
+
+TEST_SUITE("TraceContext") {
+  using bulwark::TraceContext;
+  constexpr const char* kValid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+  TEST_CASE("parse reads version 00 and gives it back") {
+    const auto c = TraceContext::parse(kValid, "congo=t61rcWkgMzE");
+    REQUIRE(c.has_value());
+    CHECK(c->trace_id == "4bf92f3577b34da6a3ce929d0e0e4736");
+    CHECK(c->parent_id == "00f067aa0ba902b7");
+    CHECK(c->flags == 1);
+    CHECK(c->state == "congo=t61rcWkgMzE");
+    CHECK(c->traceparent() == kValid);
+    CHECK(c->traceparent("b7ad6b7169203331") == "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01");
+  }
+
+  TEST_CASE("a later version's extra fields are allowed; version 00 must end after the flags") {
+    CHECK(TraceContext::parse(std::string("01") + (kValid + 2) + "-what-the-future-adds").has_value());
+    CHECK_FALSE(TraceContext::parse(std::string(kValid) + "-x").has_value());
+    CHECK_FALSE(TraceContext::parse(std::string("01") + (kValid + 2) + "x").has_value());
+  }
+
+  TEST_CASE("what W3C calls invalid is refused, saying why") {
+    const std::vector<std::pair<std::string, std::string>> bad = {
+        {"", "expected a W3C traceparent"},
+        {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", "expected a W3C traceparent"},
+        {"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "lowercase"},
+        {"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "version ff"},
+        {"00-00000000000000000000000000000000-00f067aa0ba902b7-01", "trace id in traceparent is all zeros"},
+        {"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", "parent id in traceparent is all zeros"},
+        {"00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01", "expected a W3C traceparent"},
+    };
+    for (const auto& [text, why] : bad) {
+      CAPTURE(text);
+      std::string problem;
+      CHECK_FALSE(TraceContext::parse(text, "", &problem).has_value());
+      CHECK(problem.find(why) != std::string::npos);
+    }
+    std::string problem;
+    CHECK_FALSE(TraceContext::parse(kValid, std::string(513, 'a'), &problem));
+    CHECK(problem == "tracestate is longer than 512 bytes");
+    CHECK_FALSE(TraceContext::parse(kValid, "a=\n", &problem));
+  }
+
+  TEST_CASE("new_span_id: 16 lowercase hex digits, not zero, not repeating") {
+    std::set<std::string> ids;
+    for (int i = 0; i < 1000; ++i) {
+      const std::string id = bulwark::new_span_id();
+      REQUIRE(id.size() == 16);
+      CHECK(id.find_first_not_of("0123456789abcdef") == std::string::npos);
+      CHECK(id != "0000000000000000");
+      ids.insert(id);
+    }
+    CHECK(ids.size() == 1000);
+  }
+
+  TEST_CASE("JobSpec reads trace_parent and trace_state, strictly") {
+    const auto spec = bulwark::JobSpec::from_json(json{{"type", "echo"}, {"trace_parent", kValid}, {"trace_state", "a=b"}});
+    CHECK(spec.trace_parent == kValid);
+    CHECK(spec.trace_state == "a=b");
+    const auto error = [](const json& j) {
+      try {
+        bulwark::JobSpec::from_json(j);
+      } catch (const bulwark::SpecError& e) {
+        return std::string(e.what());
+      }
+      return std::string();
+    };
+    CHECK(error({{"type", "echo"}, {"trace_parent", 5}}) == "trace_parent: expected a string");
+    CHECK(error({{"type", "echo"}, {"trace_parent", "00-xyz"}}).find("trace_parent: expected a W3C traceparent") == 0);
+    CHECK(error({{"type", "echo"}, {"trace_state", "a=b"}}) == "trace_state: needs trace_parent");
+    CHECK(error({{"type", "echo"}, {"trace_parent", kValid}, {"trace_state", std::string(600, 'x')}}) ==
+          "trace_state: tracestate is longer than 512 bytes");
   }
 }

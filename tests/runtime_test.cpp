@@ -9,6 +9,11 @@
 #include <thread>
 #include <vector>
 
+#include <sstream>
+
+#include <spdlog/logger.h>
+#include <spdlog/sinks/ostream_sink.h>
+
 #include "builtin_workers.hpp"
 #include "bulwark/runtime.hpp"
 #include "support/helpers.hpp"
@@ -287,6 +292,91 @@ TEST_SUITE("Runtime") {
     auto dead = rt.dead_letters();
     REQUIRE(dead.size() == 1);
     CHECK(dead[0].id == s.id);
+  }
+
+  TEST_CASE("a job's W3C trace context reaches its handler, its record and its log lines; each attempt is a span" *
+            doctest::timeout(30)) {
+    struct Seen {
+      std::string trace_id, span_id, traceparent;
+    };
+    std::mutex mutex;
+    std::vector<Seen> seen;
+    Registry reg;
+    reg.add("traced", [&](JobContext& ctx, const json&) -> json {
+      {
+        std::lock_guard lock(mutex);
+        seen.push_back({ctx.trace_id(), ctx.span_id(), ctx.traceparent()});
+      }
+      if (ctx.attempt() == 1) throw std::runtime_error("first attempt fails");
+      return {{"span", ctx.span_id()}};
+    });
+    std::ostringstream log;
+    auto logger = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
+    logger->set_pattern("%v");
+    RuntimeOptions o = test_options(1);
+    o.logging.format = "json";
+    o.logging.logger = logger;
+    const std::string trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    {
+      Runtime rt(std::move(reg), o);
+      auto s = rt.submit({.type = "traced", .max_attempts = 2,
+                          .trace_parent = "00-" + trace_id + "-00f067aa0ba902b7-01", .trace_state = "vendor=abc"});
+      REQUIRE(s);
+      auto untraced = rt.submit({.type = "traced", .max_attempts = 2});
+      REQUIRE(untraced);
+      const auto r = finished_record(rt, s.id);
+      CHECK(r.state == JobState::succeeded);
+      REQUIRE(r.trace.has_value());
+      CHECK(r.trace->trace_id == trace_id);
+      CHECK(r.trace->parent_id == "00f067aa0ba902b7");
+      CHECK(r.trace->state == "vendor=abc");
+      CHECK(r.span_id == r.result["span"]);  // the record names the last attempt's span
+      const json rendered = bulwark::to_json(r);
+      CHECK(rendered["trace"]["trace_id"] == trace_id);
+      CHECK(rendered["trace"]["span_id"] == r.span_id);
+      CHECK(rendered["trace"]["traceparent"] == "00-" + trace_id + "-00f067aa0ba902b7-01");
+      const auto plain = finished_record(rt, untraced.id);
+      CHECK_FALSE(plain.trace.has_value());
+      CHECK_FALSE(bulwark::to_json(plain).contains("trace"));
+    }
+    std::vector<Seen> traced;
+    for (const Seen& v : seen) {
+      if (v.trace_id.empty()) {
+        CHECK(v.span_id.empty());  // no trace: nothing made up
+        CHECK(v.traceparent.empty());
+      } else {
+        traced.push_back(v);
+      }
+    }
+    REQUIRE(traced.size() == 2);
+    for (const Seen& v : traced) {
+      CHECK(v.trace_id == trace_id);
+      CHECK(v.span_id.size() == 16);
+      CHECK(v.traceparent == "00-" + trace_id + "-" + v.span_id + "-01");  // to pass on downstream
+    }
+    CHECK(traced[0].span_id != traced[1].span_id);  // a new span per attempt
+    // The failed attempt's log line carries the trace and that attempt's span.
+    bool logged = false;
+    std::istringstream lines(log.str());
+    for (std::string line; std::getline(lines, line);) {
+      const json j = json::parse(line);
+      if (j["message"] != "job attempt failed" || !j.contains("trace.id")) continue;
+      logged = true;
+      CHECK(j["trace.id"] == trace_id);
+      CHECK(j["span.id"] == traced[0].span_id);
+    }
+    CHECK(logged);
+  }
+
+  TEST_CASE("a malformed trace_parent is refused at submit, naming the field" * doctest::timeout(30)) {
+    Runtime rt(builtins(), test_options(1));
+    auto bad = rt.submit({.type = "echo", .trace_parent = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"});
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error->code == bulwark::SubmitError::Code::invalid);
+    CHECK(bad.error->message.find("trace_parent: ") == 0);
+    auto orphan = rt.submit({.type = "echo", .trace_state = "a=b"});
+    REQUIRE_FALSE(orphan);
+    CHECK(orphan.error->message == "trace_state: needs trace_parent");
   }
 
   TEST_CASE("a flaky job succeeds on the attempt after its planned failures" * doctest::timeout(30)) {

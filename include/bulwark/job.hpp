@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bulwark/failure.hpp"
+#include "bulwark/trace_context.hpp"
 
 namespace bulwark {
 
@@ -68,9 +69,13 @@ struct JobSpec {
   std::optional<int> max_attempts{};  // overrides the type's and the config's
   std::chrono::milliseconds timeout{0};  // 0: the type's default; enforced by the supervisor
   std::chrono::milliseconds delay{0};    // run no earlier than this after submit
+  // W3C trace context of what caused the job (bulwark/trace_context.hpp);
+  // empty: none. A bad traceparent is refused (SubmitError invalid).
+  std::string trace_parent{};
+  std::string trace_state{};
 
   // Reads {"type", "payload", "id", "priority", "max_attempts", "timeout_ms",
-  // "delay_ms"}. Throws SpecError naming the first bad field; unknown fields
+  // "delay_ms", "trace_parent", "trace_state"}. Throws SpecError naming the first bad field; unknown fields
   // are an error too, so a typo never goes unnoticed. `j` should come from
   // parse_json() (json_input.hpp), which bounds its nesting.
   static JobSpec from_json(const nlohmann::json& j, std::size_t max_id_length = kDefaultMaxIdLength);
@@ -94,11 +99,15 @@ struct JobRecord {
   WallClock::time_point created_at{};
   std::optional<WallClock::time_point> started_at{};   // first attempt
   std::optional<WallClock::time_point> finished_at{};  // terminal state reached
+  std::optional<TraceContext> trace{};  // the trace context it was submitted with
+  std::string span_id{};                // with a trace: the span of the latest attempt
 };
 
 // The record as bulwark renders it: {"id","type","state","attempts","result",
 // "duration_ms","error"} plus "priority", "max_attempts" and ISO-8601
-// timestamps when `timestamps` is set. `symbolized` as for Failure.
+// timestamps when `timestamps` is set, and "trace" ({"trace_id", "span_id",
+// "parent_id", "traceparent", "tracestate"}) when it has one. `symbolized`
+// as for Failure.
 nlohmann::ordered_json to_json(const JobRecord& record, bool symbolized = true, bool timestamps = true);
 
 }  // namespace bulwark

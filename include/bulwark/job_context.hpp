@@ -68,14 +68,22 @@ class JobContext {
   // Tells the supervisor the job is making progress. Cheap: one atomic store.
   void heartbeat() noexcept;
 
+  // The W3C trace context of a job submitted with one (trace_context.hpp);
+  // empty strings without. trace_id: the request's trace; span_id: this
+  // attempt's span; traceparent(): "00-<trace_id>-<span_id>-<flags>", the
+  // header to send to services this attempt calls.
+  const std::string& trace_id() const noexcept;
+  const std::string& span_id() const noexcept { return span_id_; }
+  std::string traceparent() const;
+
   void defer(std::function<void()> fn);
   void on_failure(std::function<void()> fn);
 
  private:
   friend struct detail::ContextAccess;
   friend class detail::Task;
-  JobContext(detail::Task& task, std::stop_token stop, int attempt, std::uint32_t epoch) noexcept
-      : task_(task), stop_(std::move(stop)), attempt_(attempt), epoch_(epoch) {}
+  JobContext(detail::Task& task, std::stop_token stop, int attempt, std::uint32_t epoch, std::string span_id) noexcept
+      : task_(task), stop_(std::move(stop)), attempt_(attempt), epoch_(epoch), span_id_(std::move(span_id)) {}
 
   struct Cleanup {
     std::function<void()> fn;
@@ -86,6 +94,7 @@ class JobContext {
   std::stop_token stop_;
   int attempt_;
   std::uint32_t epoch_;  // which attempt of the task this is, for Task::commit
+  std::string span_id_;  // empty without a trace
   std::vector<Cleanup> cleanups_;
 };
 

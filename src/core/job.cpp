@@ -72,8 +72,9 @@ std::optional<JobState> parse_job_state(std::string_view name) noexcept {
 
 JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
   if (!j.is_object()) throw SpecError("expected a JSON object");
-  static constexpr std::array<std::string_view, 7> kKnown = {"type",         "payload",    "id",      "priority",
-                                                             "max_attempts", "timeout_ms", "delay_ms"};
+  static constexpr std::array<std::string_view, 9> kKnown = {"type",       "payload",  "id",           "priority",
+                                                             "max_attempts", "timeout_ms", "delay_ms", "trace_parent",
+                                                             "trace_state"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end()) throw SpecError(key + ": unknown field");
   }
@@ -98,6 +99,19 @@ JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
   constexpr std::int64_t kDay = 86'400'000;
   if (auto t = integer_field(j, "timeout_ms", 0, kDay); t >= 0) spec.timeout = std::chrono::milliseconds(t);
   if (auto d = integer_field(j, "delay_ms", 0, kDay); d >= 0) spec.delay = std::chrono::milliseconds(d);
+  for (const auto& [key, out] : {std::pair{"trace_parent", &spec.trace_parent}, std::pair{"trace_state", &spec.trace_state}}) {
+    if (const nlohmann::json* v = field(j, key)) {
+      if (!v->is_string()) throw SpecError(std::string(key) + ": expected a string");
+      *out = v->get<std::string>();
+    }
+  }
+  if (!spec.trace_state.empty() && spec.trace_parent.empty()) throw SpecError("trace_state: needs trace_parent");
+  if (!spec.trace_parent.empty()) {
+    std::string problem;
+    if (!TraceContext::parse(spec.trace_parent, spec.trace_state, &problem)) {
+      throw SpecError((problem.find("tracestate") == 0 ? "trace_state: " : "trace_parent: ") + problem);
+    }
+  }
   return spec;
 }
 
@@ -122,6 +136,13 @@ nlohmann::ordered_json to_json(const JobRecord& r, bool symbolized, bool timesta
     out["created_at"] = format_iso8601(r.created_at);
     out["started_at"] = r.started_at ? nlohmann::ordered_json(format_iso8601(*r.started_at)) : nlohmann::ordered_json();
     out["finished_at"] = r.finished_at ? nlohmann::ordered_json(format_iso8601(*r.finished_at)) : nlohmann::ordered_json();
+  }
+  if (r.trace) {
+    out["trace"] = {{"trace_id", r.trace->trace_id},
+                    {"span_id", r.span_id.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.span_id)},
+                    {"parent_id", r.trace->parent_id},
+                    {"traceparent", r.trace->traceparent()},
+                    {"tracestate", r.trace->state}};
   }
   return out;
 }

@@ -8,6 +8,17 @@ const JobId& JobContext::id() const noexcept { return task_.id(); }
 
 const std::string& JobContext::type() const noexcept { return task_.type(); }
 
+const std::string& JobContext::trace_id() const noexcept {
+  static const std::string kNone;
+  const auto& trace = task_.spec().trace;
+  return trace ? trace->trace_id : kNone;
+}
+
+std::string JobContext::traceparent() const {
+  const auto& trace = task_.spec().trace;
+  return trace ? trace->traceparent(span_id_) : std::string();
+}
+
 void JobContext::heartbeat() noexcept {
   task_.heartbeat(Clock::now());
 }

@@ -130,6 +130,11 @@ std::unique_ptr<detail::Broker> Runtime::Impl::make_broker() {
                                f.max_attempts, std::chrono::milliseconds(f.timeout_ms),
                                static_cast<std::uint64_t>(f.seq), f.attempt,
                                WallClock::time_point(std::chrono::milliseconds(f.created_ms))};
+    if (!f.traceparent.empty()) {
+      if (auto trace = TraceContext::parse(f.traceparent, f.tracestate)) {
+        job.trace = std::make_shared<const TraceContext>(std::move(*trace));
+      }
+    }
     return intake.rebuild(std::move(job));
   };
   auto rb = std::make_unique<detail::redis::RedisBroker>(redis_options(options), process_id(), factory);

@@ -457,6 +457,19 @@ std::optional<Response> parse_body(const Request& request, const InputLimits& li
   return std::nullopt;
 }
 
+// The request's W3C trace context for a spec that names none. An invalid
+// traceparent header is ignored, as W3C asks (the job starts no trace); a
+// spec's own trace_parent field was checked strictly.
+void inherit_trace(const Request& request, JobSpec& spec) {
+  if (!spec.trace_parent.empty() || request.traceparent.empty()) return;
+  if (TraceContext::parse(request.traceparent, request.tracestate)) {
+    spec.trace_parent = request.traceparent;
+    spec.trace_state = request.tracestate;
+  } else if (TraceContext::parse(request.traceparent)) {
+    spec.trace_parent = request.traceparent;  // a tracestate it cannot keep is dropped, the trace kept
+  }
+}
+
 }  // namespace
 
 Response Api::submit(const Request& request) {
@@ -469,6 +482,7 @@ Response Api::submit(const Request& request) {
   } catch (const SpecError& e) {
     return error_response(422, "invalid_field", e.what());
   }
+  inherit_trace(request, spec);
   Submitted s = runtime_.submit(std::move(spec));
   if (!s) return submit_error(*s.error);
   Response r = json_response(201, {{"id", s.id}, {"state", to_string(s.state)}});
@@ -517,6 +531,7 @@ Response Api::submit_batch(const Request& request) {
   for (std::size_t i = 0; i < jobs->size(); ++i) {
     try {
       specs.push_back(JobSpec::from_json((*jobs)[i], limits.id_length));
+      inherit_trace(request, specs.back());
       at.push_back(i);
     } catch (const SpecError& e) {
       results[i] = {{"status", 422}, {"error", {{"code", "invalid_field"}, {"message", e.what()}}}};

@@ -34,6 +34,8 @@ struct Request {
   std::string last_event_id{};  // the Last-Event-ID header (an event stream resuming)
   std::string origin{};  // the Origin header (browsers), empty without
   std::string host{};    // the Host header
+  std::string traceparent{};  // W3C trace context headers
+  std::string tracestate{};
 };
 
 // GET /v1/events: which events a stream sends, and after which number.

@@ -218,6 +218,8 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     request.last_event_id = std::string(req["Last-Event-ID"]);
     request.origin = std::string(req[bhttp::field::origin]);
     request.host = std::string(req[bhttp::field::host]);
+    request.traceparent = std::string(req["traceparent"]);
+    request.tracestate = std::string(req["tracestate"]);
     request.body = std::move(req.body());
     route_ = server_->api_.route_of(request);
     // The recover middleware: whatever a handler throws becomes a 500.

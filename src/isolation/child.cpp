@@ -223,7 +223,13 @@ json run_one(const Registry& registry, const json& request) {
     detail::MutexLock lock(g_stop_mutex);
     g_stop = &stop;
   }
-  JobContext ctx = detail::ContextAccess::make(task, stop.get_token(), request.at("attempt").get<int>(), 0);
+  // The attempt's span came from the parent: the context it sent has it as its parent id.
+  std::string span_id;
+  if (auto trace = TraceContext::parse(request.value("traceparent", std::string()))) {
+    span_id = trace->parent_id;
+    task.prepare().trace = std::make_shared<const TraceContext>(std::move(*trace));
+  }
+  JobContext ctx = detail::ContextAccess::make(task, stop.get_token(), request.at("attempt").get<int>(), 0, span_id);
   json result;
   Outcome<void> outcome(std::monostate{});
   std::vector<Failure> cleanup_errors;

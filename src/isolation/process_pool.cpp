@@ -285,9 +285,10 @@ ProcessPool::End ProcessPool::exchange(Child& c, const ProcessRequest& request, 
     return poll(&p, 1, wait_ms) <= 0 || c.reader.fill(fd);
   };
 
-  const json frame = {{"op", "run"},         {"id", request.id},           {"type", request.type},
-                      {"attempt", request.attempt}, {"memory_limit_mb", request.memory_limit_mb},
-                      {"payload", request.payload != nullptr ? *request.payload : json()}};
+  json frame = {{"op", "run"},         {"id", request.id},           {"type", request.type},
+                {"attempt", request.attempt}, {"memory_limit_mb", request.memory_limit_mb},
+                {"payload", request.payload != nullptr ? *request.payload : json()}};
+  if (!request.traceparent.empty()) frame["traceparent"] = request.traceparent;
   const std::size_t baseline = request.memory_limit_mb > 0 ? rss_bytes(pid) : 0;
   std::stop_callback on_stop(request.stop, [pid] { ::kill(pid, kChildStopSignal); });
   const bool has_deadline = request.hard_timeout.count() > 0;

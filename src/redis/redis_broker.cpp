@@ -25,13 +25,15 @@ std::string outcome_of(const Task& task) {
     std::optional<Failure> error;
     std::vector<Failure> cleanup_errors;
     std::optional<RawTrace> stuck_trace;
+    std::string span_id;
   };
   // Copied under the lock; symbolized after, without it.
   const Parts p = task.with_record([](const TaskRecord& r) {
     return Parts{r.duration_ms, r.result, r.error ? std::optional<Failure>(*r.error) : std::nullopt,
-                 r.cleanup_errors, r.stuck_trace ? std::optional<RawTrace>(*r.stuck_trace) : std::nullopt};
+                 r.cleanup_errors, r.stuck_trace ? std::optional<RawTrace>(*r.stuck_trace) : std::nullopt, r.span_id};
   });
   nlohmann::ordered_json j = {{"duration_ms", p.duration_ms}};
+  if (!p.span_id.empty()) j["span_id"] = p.span_id;
   if (!p.result.is_null()) j["result"] = p.result;
   if (p.error) j["error"] = to_json(*p.error, true);
   if (!p.cleanup_errors.empty()) {
@@ -56,6 +58,10 @@ FetchedJob parse_fetched(const Value& v) {
   f.seq = v.elements.at(7).as_integer();
   f.retry = text(8) == "1";
   f.created_ms = v.elements.at(9).as_integer();
+  if (v.elements.size() > 11) {
+    f.traceparent = text(10);
+    f.tracestate = text(11);
+  }
   return f;
 }
 
@@ -90,7 +96,8 @@ void RedisBroker::enqueue_args(std::vector<std::string>& args, const TaskSpec& s
                                const std::string& now_ms) {
   args.insert(args.end(), {s.id, s.type, dump_line(s.payload), std::to_string(s.priority),
                            std::to_string(s.max_attempts), std::to_string(s.timeout.count()),
-                           std::to_string(epoch_ms(due)), now_ms});
+                           std::to_string(epoch_ms(due)), now_ms, s.trace ? s.trace->traceparent() : std::string(),
+                           s.trace ? s.trace->state : std::string()});
 }
 
 // Sends one enqueue call; its answer per job, or nullopt if Redis cannot be

@@ -69,6 +69,7 @@ struct FetchedJob {
   long long seq = 0;
   bool retry = false;
   long long created_ms = 0;
+  std::string traceparent, tracestate;  // W3C trace context; empty: none
 };
 
 // Builds the local task for a fetched job (spec, type entry, record);

@@ -36,6 +36,7 @@ void apply_outcome(JobRecord& r, const std::string& text) {
   if (auto it = o.find("result"); it != o.end()) r.result = *it;
   if (auto it = o.find("error"); it != o.end() && it->is_object()) r.error = failure_from_json(*it);
   if (auto it = o.find("duration_ms"); it != o.end() && it->is_number()) r.duration_ms = it->get<double>();
+  if (auto it = o.find("span_id"); it != o.end() && it->is_string()) r.span_id = it->get<std::string>();
   if (auto it = o.find("cleanup_errors"); it != o.end() && it->is_array()) {
     for (const auto& f : *it) r.cleanup_errors.push_back(failure_from_json(f));
   }
@@ -67,6 +68,7 @@ JobRecord record_from_hash(const Value& hgetall) {
   if (h.count("started_ms")) r.started_at = at_ms(number(h, "started_ms"));
   if (h.count("finished_ms")) r.finished_at = at_ms(number(h, "finished_ms"));
   if (h.count("outcome")) apply_outcome(r, h["outcome"]);
+  if (h.count("traceparent")) r.trace = TraceContext::parse(h["traceparent"], h["tracestate"]);
   return r;
 }
 

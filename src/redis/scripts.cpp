@@ -56,7 +56,7 @@ const Script kEnqueue{"enqueue", kPrelude + R"lua(
 local capacity, prefix = tonumber(ARGV[1]), ARGV[2]
 local waiting = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 local out, taken, accepted = {}, {}, 0
-for i = 3, #ARGV, 8 do
+for i = 3, #ARGV, 10 do
   local id = ARGV[i]
   if taken[id] or redis.call('EXISTS', prefix .. id) == 1 then
     table.insert(out, -1)
@@ -74,7 +74,7 @@ local seq = redis.call('INCRBY', KEYS[4], accepted) - accepted
 local index, ready, scheduled = {}, {}, {}
 for k, i in ipairs(out) do
   if i == 0 then
-    local a = 3 + (k - 1) * 8
+    local a = 3 + (k - 1) * 10
     local id, priority, due, now = ARGV[a], ARGV[a + 3], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
     seq = seq + 1
     out[k] = seq
@@ -82,6 +82,9 @@ for k, i in ipairs(out) do
     redis.call('HSET', prefix .. id, 'id', id, 'type', ARGV[a + 1], 'payload', ARGV[a + 2], 'priority', priority,
       'max_attempts', ARGV[a + 4], 'timeout_ms', ARGV[a + 5], 'seq', seq, 'created_ms', ARGV[a + 7], 'attempts', 0,
       'state', delayed and 'scheduled' or 'queued', 'retry', '0')
+    if ARGV[a + 8] ~= '' then
+      redis.call('HSET', prefix .. id, 'traceparent', ARGV[a + 8], 'tracestate', ARGV[a + 9])
+    end
     table.insert(index, seq)
     table.insert(index, id)
     if delayed then
@@ -107,7 +110,7 @@ for i = 1, #popped, 2 do
   local id = popped[i]
   local key = ARGV[5] .. id
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
-                       'retry', 'created_ms', 'attempts', 'started_ms')
+                       'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate')
   if f[1] == 'queued' then
     local attempts = tonumber(f[10]) + 1
     if f[11] then
@@ -118,7 +121,8 @@ for i = 1, #popped, 2 do
     end
     table.insert(leased, deadline)
     table.insert(leased, id)
-    table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], tostring(attempts), f[7], f[8], f[9]})
+    table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], tostring(attempts), f[7], f[8], f[9], f[12] or '',
+                       f[13] or ''})
   end
 end
 bulk('ZADD', KEYS[2], leased)

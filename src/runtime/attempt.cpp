@@ -40,6 +40,7 @@ RunnerResult ChildRunner::run(Task& task, JobContext& ctx) {
   request.hard_timeout = task.spec().hard_timeout;
   request.memory_limit_mb = memory_limit_mb_;
   request.stop = ctx.stop_token();
+  request.traceparent = ctx.traceparent();
   ProcessReply reply = processes_->run(request);
   if (reply.stuck_trace) {
     task.with_record([&](TaskRecord& r) { r.stuck_trace = std::make_unique<RawTrace>(*reply.stuck_trace); });
@@ -68,6 +69,7 @@ bool Attempt::start(Clock::time_point now) {
     r.stop = slot_.stop_source();  // lent for this attempt; taken back when it ends
     token_ = r.stop.get_token();
     if (!r.started_at) r.started_at = to_wall(now);
+    if (task_.spec().trace) r.span_id = span_id_ = new_span_id();  // each attempt is a span of its own
     return true;
   });
   if (go) task_.heartbeat(now);
@@ -75,7 +77,7 @@ bool Attempt::start(Clock::time_point now) {
 }
 
 AttemptEnd Attempt::run() {
-  JobContext ctx = ContextAccess::make(task_, std::move(token_), number_, epoch_);
+  JobContext ctx = ContextAccess::make(task_, std::move(token_), number_, epoch_, span_id_);
   set_crash_context(task_.id().c_str(), task_.type().c_str(), slot_.id());
   RunnerResult result = runner_.run(task_, ctx);
   set_crash_context(nullptr, nullptr, slot_.id());

@@ -110,8 +110,13 @@ void Completion::fail(Running running, int attempt, Failure failure, std::except
   const bool again = attempt < max_attempts && !cancelled_now;
   const auto delay = type.policy.delay_after(attempt, unit_random());
   if (reporter_.enabled(LogLevel::error)) {
-    reporter_.attempt_failed(
-        {task->id(), task->type(), attempt, max_attempts, again ? std::optional(delay) : std::nullopt, failure});
+    AttemptFailure line{task->id(), task->type(), attempt, max_attempts, again ? std::optional(delay) : std::nullopt,
+                        failure};
+    if (const auto& trace = task->spec().trace) {
+      line.trace_id = trace->trace_id;
+      line.span_id = task->with_record([](const TaskRecord& r) { return r.span_id; });
+    }
+    reporter_.attempt_failed(std::move(line));
   }
   task->with_record([&](TaskRecord& r) {
     r.duration_ms = duration_ms;

@@ -64,6 +64,16 @@ std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* t
   if (!spec.id.empty() && !is_valid_job_id(spec.id, options_.limits.id_length)) {
     return error(Code::invalid, job_id_problem(spec.id, options_.limits.id_length));
   }
+  if (!spec.trace_parent.empty() || !spec.trace_state.empty()) {
+    std::string problem = "trace_state: needs trace_parent";
+    if (!spec.trace_parent.empty() && TraceContext::parse(spec.trace_parent, spec.trace_state, &problem)) {
+      problem.clear();
+    }
+    if (!problem.empty()) {
+      const char* field = problem.find("trace_state") == 0 ? "" : problem.find("tracestate") == 0 ? "trace_state: " : "trace_parent: ";
+      return error(Code::invalid, field + problem);
+    }
+  }
   if (type->validate) {
     auto valid = guarded([&] { type->validate(spec.payload); });
     if (!valid.ok()) return error(Code::invalid, valid.failure().message);
@@ -193,8 +203,14 @@ std::shared_ptr<Task> Intake::make_task(TypeEntry& type, JobId id, int priority,
 }
 
 std::shared_ptr<Task> Intake::task_for(TypeEntry& type, JobSpec&& spec) const {
-  return make_task(type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type.policy.max_attempts),
-                   spec.timeout, std::move(spec.payload));
+  auto task = make_task(type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type.policy.max_attempts),
+                        spec.timeout, std::move(spec.payload));
+  if (!spec.trace_parent.empty()) {  // check() has read it once already
+    if (auto trace = TraceContext::parse(spec.trace_parent, spec.trace_state)) {
+      task->prepare().trace = std::make_shared<const TraceContext>(std::move(*trace));
+    }
+  }
+  return task;
 }
 
 std::shared_ptr<Task> Intake::rebuild(Stored job) const {
@@ -202,6 +218,7 @@ std::shared_ptr<Task> Intake::rebuild(Stored job) const {
   if (type == nullptr) return nullptr;
   auto task = make_task(*type, std::move(job.id), job.priority, job.max_attempts, job.timeout, std::move(job.payload));
   task->prepare().seq = job.seq;
+  task->prepare().trace = std::move(job.trace);
   TaskRecord& r = task->prepare_record();
   r.attempts = job.attempt - 1;  // Attempt::start counts the one it begins
   r.created_at = job.created_at;

@@ -55,6 +55,7 @@ class Intake {
     std::uint64_t seq = 0;
     int attempt = 1;
     WallClock::time_point created_at{};
+    std::shared_ptr<const TraceContext> trace{};
   };
   std::shared_ptr<Task> rebuild(Stored job) const;
 

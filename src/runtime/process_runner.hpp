@@ -30,6 +30,7 @@ struct ProcessRequest {
   std::chrono::milliseconds hard_timeout{0};  // 0: none
   std::size_t memory_limit_mb = 0;            // 0: none
   std::stop_token stop;                       // cancellation, soft timeout, shutdown
+  std::string traceparent;                    // the attempt's span ("00-trace-span-flags"); empty: no trace
 };
 
 struct ProcessReply {

@@ -167,6 +167,7 @@ void Reporter::write_note(const Event& event, const StackNote& note) {
   const auto level = to_spdlog(event.level);
   if (!json_) {
     std::string text = note.message;
+    if (!note.trace_id.empty()) text.append(" [trace ").append(note.trace_id).append(" span ").append(note.span_id).append("]");
     if (note.trace) append_frames(text, *note.trace);
     logger_->log(event.time, spdlog::source_loc{}, level, text);
     return;
@@ -174,6 +175,10 @@ void Reporter::write_note(const Event& event, const StackNote& note) {
   nlohmann::ordered_json line = ecs_line(event.time, level, note.message);
   if (!note.id.empty()) line["job.id"] = note.id;
   if (!note.type.empty()) line["job.type"] = note.type;
+  if (!note.trace_id.empty()) {
+    line["trace.id"] = note.trace_id;
+    line["span.id"] = note.span_id;
+  }
   if (note.trace) {
     line["error.stack_trace"] = stack_text(*note.trace);
     line["bulwark.stack_frames"] = to_json(*note.trace, true);
@@ -190,6 +195,10 @@ void Reporter::write_failure(const Event& event, const AttemptFailure& e) {
     line["job.type"] = e.type;
     line["job.attempt"] = e.attempt;
     line["job.max_attempts"] = e.max_attempts;
+    if (!e.trace_id.empty()) {
+      line["trace.id"] = e.trace_id;
+      line["span.id"] = e.span_id;
+    }
     line["error.type"] = f.type.empty() ? std::string(to_string(f.kind)) : f.type;
     line["error.message"] = f.message;
     std::string stack = stack_text(f.trace);
@@ -209,6 +218,7 @@ void Reporter::write_failure(const Event& event, const AttemptFailure& e) {
   text += ": " + (f.kind == FailureKind::exception ? f.type : std::string(to_string(f.kind)));
   if (!f.message.empty()) text += ": " + f.message;
   text += e.retry_in ? "; retry in " + std::to_string(e.retry_in->count()) + " ms" : "; no attempts left";
+  if (!e.trace_id.empty()) text.append(" [trace ").append(e.trace_id).append(" span ").append(e.span_id).append("]");
   append_frames(text, f.trace);
   for (const NestedFailure& n : f.nested) {
     text += "\n  caused by " + n.type + ": " + n.message;

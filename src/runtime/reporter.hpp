@@ -36,6 +36,8 @@ struct AttemptFailure {
   int max_attempts = 0;
   std::optional<std::chrono::milliseconds> retry_in;  // set when another attempt follows
   Failure failure;
+  std::string trace_id{};  // the job's W3C trace, empty without
+  std::string span_id{};   // the attempt's span
 };
 
 // A supervisor event about a job, with the stack it was found in.
@@ -44,6 +46,8 @@ struct StackNote {
   JobId id;
   std::string type;
   std::optional<RawTrace> trace;
+  std::string trace_id{};  // the job's W3C trace, empty without
+  std::string span_id{};   // the running attempt's span
 };
 
 class Reporter {

@@ -10,7 +10,9 @@ JobRecord Task::snapshot() const {
   r.priority = spec_.priority;
   r.max_attempts = spec_.max_attempts;
   r.payload = spec_.payload;
+  if (spec_.trace) r.trace = *spec_.trace;
   MutexLock lock(mutex_);
+  r.span_id = record_.span_id;
   r.state = state();
   r.attempts = record_.attempts;
   r.result = record_.result;

@@ -77,7 +77,12 @@ void Supervisor::report_stack(const SlotPtr& slot, const TaskPtr& task, std::str
       r.stop.request_stop();
     }
   });
-  reporter_.note(LogLevel::warn, {std::move(message), task->id(), task->type(), trace});
+  StackNote note{std::move(message), task->id(), task->type(), trace};
+  if (const auto& context = task->spec().trace) {
+    note.trace_id = context->trace_id;
+    note.span_id = task->with_record([](const TaskRecord& r) { return r.span_id; });
+  }
+  reporter_.note(LogLevel::warn, std::move(note));
 }
 
 void Supervisor::watch(const SlotPtr& slot, Clock::time_point now) {

@@ -62,6 +62,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   request.last_event_id = std::string(req["Last-Event-ID"]);
   request.origin = std::string(req[bhttp::field::origin]);
   request.host = std::string(req[bhttp::field::host]);
+  request.traceparent = std::string(req["traceparent"]);
+  request.tracestate = std::string(req["tracestate"]);
   world.api->route_of(request);
   const bulwark::http::Response response = world.api->handle(request);
   // What the server carries on for a stream or a wait, as it would.

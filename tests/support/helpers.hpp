@@ -1,6 +1,8 @@
 // Test helpers shared by the suites.
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -64,9 +66,15 @@ inline RuntimeOptions test_options(unsigned workers) {
 }
 
 // A registry with the built-in workers.
+// The built-in workers, and "context": answers what its JobContext says
+// (also from a child process, when the type is isolated).
 inline Registry builtins() {
   Registry r;
   workers::register_builtin(r);
+  r.add("context", [](JobContext& ctx, const nlohmann::json&) -> nlohmann::json {
+    return {{"id", ctx.id()}, {"attempt", ctx.attempt()}, {"trace_id", ctx.trace_id()}, {"span_id", ctx.span_id()},
+            {"traceparent", ctx.traceparent()}, {"pid", static_cast<long>(::getpid())}};
+  });
   return r;
 }
 

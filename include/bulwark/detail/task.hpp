@@ -47,6 +47,7 @@ struct TaskSpec {
   std::uint64_t seq = 0;                      // submit order in this process
   bool stored = false;                        // reachable by id through the store
   nlohmann::json payload;
+  std::shared_ptr<const TraceContext> trace;  // null for most jobs: a pointer keeps the spec small
 };
 
 // What changes while the job runs; guarded by the task's mutex.
@@ -62,6 +63,7 @@ struct TaskRecord {
   std::vector<Failure> cleanup_errors;
   std::exception_ptr exception;  // the last attempt's thrown value, for JobHandle::get()
   double duration_ms = 0;
+  std::string span_id;  // with a trace: the current (or last) attempt's span
   WallClock::time_point created_at{};
   std::optional<WallClock::time_point> started_at;
   std::optional<WallClock::time_point> finished_at;
