@@ -220,9 +220,10 @@ TEST_SUITE("Api access") {
         {{"GET", "/v1/nothing/here"}, "unknown"},
         {{"GET", "/wp-admin"}, "unknown"},
     };
-    for (const auto& [req, expected] : cases) {
-      CAPTURE(req.second);
-      CHECK(bulwark::http::route_template(api.route_of(Request{req.first, req.second, "", "", ""})) == expected);
+    for (const auto& c : cases) {  // not a structured binding: clang 14's CAPTURE cannot name one
+      CAPTURE(c.first.second);
+      CHECK(bulwark::http::route_template(api.route_of(Request{c.first.first, c.first.second, "", "", ""})) ==
+            c.second);
     }
   }
 }
