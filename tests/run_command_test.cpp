@@ -240,6 +240,14 @@ TEST_SUITE("bulwark run") {
     CHECK(bulwark_status("--help") == 0);
     CHECK(bulwark_status("run --help") == 0);
     CHECK(bulwark_status("serve --help") == 0);
+    for (const char* command : {"config", "submit", "get", "list", "dead", "retry", "cancel", "stats", "health",
+                                "workers", "events"}) {
+      CAPTURE(command);
+      CHECK(bulwark_status(std::string(command) + " --help") == 0);
+      CHECK(bulwark_status(std::string(command) + " --no-such-flag") == 2);
+    }
+    CHECK(bulwark_status("config --workers=2") == 0);   // --flag=value
+    CHECK(bulwark_status("config --workers 2") == 0);   // --flag value
     CHECK(bulwark_status("--version") == 0);
     CHECK(bulwark_status("run --workers=2 --input=/dev/null") == 0);  // --flag=value works too
     CHECK(bulwark_status("serve --listen") == 2);
