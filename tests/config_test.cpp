@@ -125,6 +125,36 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(config_error(json::parse(R"({"server": {"io_threads": 65}})")).find("server.io_threads") != std::string::npos);
   }
 
+  TEST_CASE("recovery: the governor's keys, max_concurrent under its old name too, and marks in order") {
+    const auto o = bulwark::RuntimeOptions::from_json(json::parse(R"({"recovery": {
+      "max_concurrent": 6, "adaptive": false, "min_concurrent": 2, "priority_offset": 3, "adjust_ms": 250,
+      "increase_after": 5, "decrease_factor": 0.25, "cpu_high": 0.9, "cpu_low": 0.5, "process_cpu_high": 0.8,
+      "process_cpu_low": 0.4, "wait_high_ms": 900, "wait_low_ms": 100, "saturation_high": 0.95,
+      "saturation_low": 0.5, "failure_high": 0.6, "failure_low": 0.1}})"));
+    CHECK(o.max_concurrent_retries == 6);
+    CHECK_FALSE(o.recovery.adaptive);
+    CHECK(o.recovery.min_concurrent == 2);
+    CHECK(o.recovery.priority_offset == 3);
+    CHECK(o.recovery.adjust_every.count() == 250);
+    CHECK(o.recovery.increase_after == 5);
+    CHECK(o.recovery.decrease_factor == 0.25);
+    CHECK(o.recovery.cpu_high == 0.9);
+    CHECK(o.recovery.process_cpu_low == 0.4);
+    CHECK(o.recovery.wait_high.count() == 900);
+    CHECK(o.recovery.saturation_low == 0.5);
+    CHECK(o.recovery.failure_high == 0.6);
+    CHECK(bulwark::RuntimeOptions::from_json(json::parse(R"({"recovery": {"max_concurrent_retries": 3}})"))
+              .max_concurrent_retries == 3);
+    CHECK(config_error(json::parse(R"({"recovery": {"max_concurrent": 3, "max_concurrent_retries": 3}})")) ==
+          "recovery.max_concurrent_retries: the old name of recovery.max_concurrent: give one of them");
+    CHECK(config_error(json::parse(R"({"recovery": {"cpu_low": 0.9, "cpu_high": 0.5}})")) ==
+          "recovery.cpu_low: must not be above recovery.cpu_high");
+    CHECK(config_error(json::parse(R"({"recovery": {"wait_low_ms": 900, "wait_high_ms": 500}})")) ==
+          "recovery.wait_low_ms: must not be above recovery.wait_high_ms");
+    CHECK(config_error(json::parse(R"({"recovery": {"min_concurrent": 0}})")).find("recovery.min_concurrent") == 0);
+    CHECK(config_error(json::parse(R"({"recovery": {"decrease_factor": 1}})")).find("recovery.decrease_factor") == 0);
+  }
+
   TEST_CASE("errors name the key path") {
     CHECK(config_error(json::parse(R"({"handlers": {"fail": {"max_attempts": "3"}}})")) ==
           "handlers.fail.max_attempts: expected an integer");

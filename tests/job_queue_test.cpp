@@ -103,6 +103,20 @@ TEST_SUITE("JobQueue") {
     CHECK(q.pop().task->id() == "fresh-low");
   }
 
+  TEST_CASE("with a retry priority offset, a retry also yields to fresh jobs down to its priority minus the offset" *
+            doctest::timeout(10)) {
+    JobQueue q(100, 4, 2);  // recovery.priority_offset 2
+    q.push_retry(fake_task("retry", 3, JobState::scheduled), Clock::now());
+    REQUIRE(bulwark::testing::eventually([&] { return q.ready() > 0; }));
+    REQUIRE(q.try_push(fake_task("fresh-2", 2), Clock::now()));
+    REQUIRE(q.try_push(fake_task("fresh-1", 1), Clock::now()));
+    REQUIRE(q.try_push(fake_task("fresh-0", 0), Clock::now()));
+    CHECK(q.pop().task->id() == "fresh-2");
+    CHECK(q.pop().task->id() == "fresh-1");  // the retry waits at priority 3 - 2 = 1, after fresh work there
+    CHECK(q.pop().task->id() == "retry");
+    CHECK(q.pop().task->id() == "fresh-0");
+  }
+
   TEST_CASE("no more retries are admitted than the limit until a slot is released" * doctest::timeout(10)) {
     JobQueue q(100, 1);
     q.push_retry(fake_task("r1", 0, JobState::scheduled), Clock::now());

@@ -230,8 +230,11 @@ function overview() {
       workers.replaceChildren(el('p', {}, Object.entries(byState).map(([k, n]) => el('span', {}, badge(k), ` ${n}  `))),
                               el('p', {class: 'muted'}, `${s.workers.alive} alive, ${s.workers.running} running, ${s.workers.abandoned} abandoned`));
       const sv = s.supervisor;
+      const rc = w.recovery || {};
       supervisor.replaceChildren(kv([['soft timeouts', fmt(sv.soft_timeouts)], ['hard timeouts', fmt(sv.hard_timeouts)],
-        ['stuck reports', fmt(sv.stuck_reports)], ['replacements', fmt(sv.replacements)], ['breakers opened', fmt(sv.breaker_opened)]]));
+        ['stuck reports', fmt(sv.stuck_reports)], ['replacements', fmt(sv.replacements)], ['breakers opened', fmt(sv.breaker_opened)],
+        ['recovery limit', el('span', {id: 'recovery-limit'}, `${fmt(rc.limit)} of ${fmt(rc.min)}–${fmt(rc.max)}${rc.adaptive ? '' : ' (fixed)'}`)]]),
+        el('p', {class: 'muted', id: 'recovery-reason'}, rc.reason || 'not adjusted yet'));
       const open = Object.entries(s.by_type).filter(([, ty]) => ty.breaker !== 'closed' && ty.breaker !== 'off');
       breakers.replaceChildren(open.length ? table(['type', 'state'], open.map(([ty, v]) => el('tr', {}, el('td', {}, ty), el('td', {}, badge(v.breaker)))))
                                            : el('p', {class: 'muted'}, 'none open'));

@@ -88,6 +88,28 @@ struct SupervisorOptions {
   std::chrono::milliseconds stall{10'000};         // every worker busy this long: degraded; 0 = off
 };
 
+// How much recovery work (retries) may run at once (recovery.*). The
+// supervisor's recovery governor moves the limit between min_concurrent and
+// RuntimeOptions::max_concurrent_retries from measured load: any signal
+// above its high mark halves it (decrease_factor), every signal below its
+// low mark for increase_after evaluations in a row raises it by one; in
+// between it holds. Like Ceph's osd_recovery_max_active, adjusted.
+struct RecoveryOptions {
+  bool adaptive = true;            // false: the limit stays at max_concurrent_retries
+  unsigned min_concurrent = 1;     // never below (at least 1: recovery never stops)
+  // Retries run at their priority minus this (at least 0), after fresh
+  // jobs of that priority (like osd_recovery_op_priority).
+  unsigned priority_offset = 0;
+  std::chrono::milliseconds adjust_every{1'000};  // how often the signals are read
+  unsigned increase_after = 3;     // calm evaluations in a row before raising the limit by one
+  double decrease_factor = 0.5;    // the limit is multiplied by this when a signal is high
+  double cpu_high = 0.85, cpu_low = 0.60;  // the machine's CPU, busy fraction of all cores (1.0: never high)
+  double process_cpu_high = 0.85, process_cpu_low = 0.60;  // this process's share of all cores
+  std::chrono::milliseconds wait_high{1'000}, wait_low{200};  // fresh jobs' queue wait p99
+  double saturation_high = 1.0, saturation_low = 0.75;        // busy workers / workers
+  double failure_high = 0.5, failure_low = 0.2;  // failed attempts / ended attempts (of at least 10)
+};
+
 // Per job type poison-job quarantine (circuit_breaker.*).
 struct CircuitBreakerOptions {
   unsigned failures = 0;  // failed attempts within `window` that open the breaker; 0 = off
@@ -151,7 +173,8 @@ struct RuntimeOptions {
   QueueBackend backend = QueueBackend::memory;  // queue.backend
   RedisOptions redis{};
   RetryPolicy retry{};                      // defaults for every type
-  unsigned max_concurrent_retries = 0;    // 0: half the workers, at least 1
+  unsigned max_concurrent_retries = 0;    // recovery.max_concurrent; 0: half the workers, at least 1
+  RecoveryOptions recovery{};
   bool capture_traces = true;             // throw-site traces of jobs' throws; false: capture off process-wide
   std::size_t retention_max_finished = 10'000;  // succeeded and cancelled records kept for lookup
   std::size_t retention_max_dead = 100'000;     // failed records (dead letters) kept

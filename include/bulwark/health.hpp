@@ -66,6 +66,16 @@ struct BreakerHealth {
   std::uint64_t opened = 0;  // times it opened
 };
 
+// The recovery governor: the limit on retries running at once, and why.
+struct RecoveryHealth {
+  unsigned limit = 0;
+  unsigned min = 0, max = 0;
+  bool adaptive = true;
+  std::string reason{};        // the last adjustment's cause; empty before the first
+  std::uint64_t raised = 0;    // adjustments up
+  std::uint64_t lowered = 0;   // adjustments down
+};
+
 struct HealthReport {
   Verdict verdict = Verdict::healthy;
   std::vector<std::string> reasons{};  // one sentence each; empty when healthy
@@ -73,6 +83,7 @@ struct HealthReport {
   std::vector<ProcessHealth> processes{};  // child worker processes, when a type is isolated
   std::vector<BreakerHealth> breakers{};  // job types whose breaker is enabled
   std::optional<double> queue_wait_p99_ms{};  // over the last 30 s, if any job started
+  RecoveryHealth recovery{};
 };
 
 nlohmann::ordered_json to_json(const HealthReport& report);

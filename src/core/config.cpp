@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -171,9 +172,46 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   read_retry(root.child("retry", {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "backoff_multiplier",
                                   "jitter"}),
              o.retry);
-  const Section recovery = root.child("recovery", {"max_concurrent_retries", "capture_traces"});
+  const Section recovery = root.child(
+      "recovery", {"max_concurrent", "max_concurrent_retries", "capture_traces", "adaptive", "min_concurrent",
+                   "priority_offset", "adjust_ms", "increase_after", "decrease_factor", "cpu_high", "cpu_low",
+                   "wait_high_ms", "wait_low_ms", "saturation_high", "saturation_low", "failure_high", "failure_low",
+                   "process_cpu_high", "process_cpu_low"});
+  if (recovery.find("max_concurrent") != nullptr && recovery.find("max_concurrent_retries") != nullptr) {
+    Section::fail("recovery.max_concurrent_retries", "the old name of recovery.max_concurrent: give one of them");
+  }
   recovery.integer("max_concurrent_retries", o.max_concurrent_retries, 0, 1024);
+  recovery.integer("max_concurrent", o.max_concurrent_retries, 0, 1024);
   recovery.boolean("capture_traces", o.capture_traces);
+  RecoveryOptions& rc = o.recovery;
+  recovery.boolean("adaptive", rc.adaptive);
+  recovery.integer("min_concurrent", rc.min_concurrent, 1, 1024);
+  recovery.integer("priority_offset", rc.priority_offset, 0, 9);
+  recovery.millis("adjust_ms", rc.adjust_every, 10, 600'000);
+  recovery.integer("increase_after", rc.increase_after, 1, 1000);
+  recovery.number("decrease_factor", rc.decrease_factor, 0.0, 0.99);
+  recovery.number("cpu_high", rc.cpu_high, 0.0, 1.0);
+  recovery.number("cpu_low", rc.cpu_low, 0.0, 1.0);
+  recovery.number("process_cpu_high", rc.process_cpu_high, 0.0, 1.0);
+  recovery.number("process_cpu_low", rc.process_cpu_low, 0.0, 1.0);
+  recovery.millis("wait_high_ms", rc.wait_high);
+  recovery.millis("wait_low_ms", rc.wait_low);
+  recovery.number("saturation_high", rc.saturation_high, 0.0, 1.0);
+  recovery.number("saturation_low", rc.saturation_low, 0.0, 1.0);
+  recovery.number("failure_high", rc.failure_high, 0.0, 1.0);
+  recovery.number("failure_low", rc.failure_low, 0.0, 1.0);
+  for (const auto& [low, high, name] : {std::tuple{rc.cpu_low, rc.cpu_high, "cpu"},
+                                        std::tuple{static_cast<double>(rc.wait_low.count()),
+                                                   static_cast<double>(rc.wait_high.count()), "wait"},
+                                        std::tuple{rc.saturation_low, rc.saturation_high, "saturation"},
+                                        std::tuple{rc.process_cpu_low, rc.process_cpu_high, "process_cpu"},
+                                        std::tuple{rc.failure_low, rc.failure_high, "failure"}}) {
+    if (low > high) {
+      const std::string n(name);
+      Section::fail("recovery." + n + "_low" + (n == "wait" ? "_ms" : ""),
+                    "must not be above recovery." + n + "_high" + (n == "wait" ? "_ms" : ""));
+    }
+  }
   const Section retention = root.child("retention", {"max_finished", "max_dead", "finished_ttl_s", "dead_ttl_s"});
   retention.integer("max_finished", o.retention_max_finished, 0, 100'000'000);
   retention.integer("max_dead", o.retention_max_dead, 0, 100'000'000);

@@ -81,7 +81,14 @@ nlohmann::ordered_json to_json(const HealthReport& h) {
           {"queue_wait_p99_ms", or_null(h.queue_wait_p99_ms)},
           {"workers", std::move(workers)},
           {"processes", std::move(processes)},
-          {"breakers", std::move(breakers)}};
+          {"breakers", std::move(breakers)},
+          {"recovery", {{"limit", h.recovery.limit},
+                        {"min", h.recovery.min},
+                        {"max", h.recovery.max},
+                        {"adaptive", h.recovery.adaptive},
+                        {"reason", h.recovery.reason},
+                        {"raised", h.recovery.raised},
+                        {"lowered", h.recovery.lowered}}}};
 }
 
 }  // namespace bulwark

@@ -109,6 +109,7 @@ detail::redis::BrokerOptions redis_options(const RuntimeOptions& o) {
   b.prefetch = o.redis.prefetch.value_or(b.workers);
   b.capacity = o.queue_capacity;
   b.max_retries = o.effective_max_concurrent_retries();
+  b.retry_priority_offset = o.recovery.priority_offset;
   b.keep_finished = o.retention_max_finished;
   b.keep_dead = o.retention_max_dead;
   b.finished_ttl = o.retention_finished_ttl;
@@ -123,7 +124,8 @@ detail::redis::BrokerOptions redis_options(const RuntimeOptions& o) {
 // after it but before the broker starts fetching.
 std::unique_ptr<detail::Broker> Runtime::Impl::make_broker() {
   if (options.backend != QueueBackend::redis) {
-    return std::make_unique<detail::JobQueue>(options.queue_capacity, options.effective_max_concurrent_retries());
+    return std::make_unique<detail::JobQueue>(options.queue_capacity, options.effective_max_concurrent_retries(),
+                                              options.recovery.priority_offset);
   }
   auto factory = [this](const detail::redis::FetchedJob& f) {
     detail::Intake::Stored job{f.id, f.type, parse_json(f.payload, options.limits.json_depth), f.priority,

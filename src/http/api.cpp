@@ -379,7 +379,8 @@ Response Api::handle(const Request& request) {
     const auto report = to_json(h);
     ordered_json body = {{"verdict", to_string(h.verdict)},
                          {"workers", report["workers"]},
-                         {"processes", report["processes"]}};
+                         {"processes", report["processes"]},
+                         {"recovery", report["recovery"]}};
     // With a shared queue every process heartbeats its health: list them all.
     const std::vector<QueueProcess> queue = runtime_.processes();
     if (std::any_of(queue.begin(), queue.end(), [](const QueueProcess& p) { return p.health.is_object(); })) {

@@ -230,6 +230,11 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
       w.sample(duration + "_count", {{"route", r}}, static_cast<double>(count));
     });
   }
+  w.family("bulwark_recovery_limit", "gauge", "Retries allowed to run at once, as the recovery governor set it.");
+  w.sample("bulwark_recovery_limit", {}, health.recovery.limit);
+  w.family("bulwark_recovery_adjustments_total", "counter", "Changes of the recovery limit, by direction.");
+  w.sample("bulwark_recovery_adjustments_total", {{"direction", "up"}}, static_cast<double>(health.recovery.raised));
+  w.sample("bulwark_recovery_adjustments_total", {{"direction", "down"}}, static_cast<double>(health.recovery.lowered));
   w.family("bulwark_health", "gauge", "Supervisor verdict: 0 healthy, 1 degraded, 2 unhealthy.");
   w.sample("bulwark_health", {}, static_cast<double>(static_cast<int>(health.verdict)));
   w.family("bulwark_build_info", "gauge", "Always 1; the version of bulwark that serves, as a label.");

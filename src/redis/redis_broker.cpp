@@ -81,7 +81,7 @@ RedisBroker::RedisBroker(BrokerOptions options, std::string owner, TaskFactory f
       owner_(std::move(owner)),
       started_ms_(epoch_ms(Clock::now())),
       factory_(std::move(factory)),
-      local_(options_.capacity, options_.max_retries),
+      local_(options_.capacity, options_.max_retries, options_.retry_priority_offset),
       pool_(options_.address, options_.connect_timeout, options_.command_timeout) {}
 
 void RedisBroker::start() {

@@ -48,6 +48,7 @@ struct BrokerOptions {
   unsigned prefetch = 1;          // jobs held beyond one per worker
   std::size_t capacity = 100'000; // jobs waiting in Redis (ready + scheduled)
   unsigned max_retries = 2;       // retries admitted at once in this process
+  unsigned retry_priority_offset = 0;  // recovery.priority_offset
   std::size_t keep_finished = 10'000;
   std::size_t keep_dead = 100'000;
   std::chrono::milliseconds finished_ttl{0};  // 0: no age limit

@@ -8,9 +8,10 @@
 
 namespace bulwark::detail {
 
-JobQueue::JobQueue(std::size_t capacity, unsigned max_retries)
+JobQueue::JobQueue(std::size_t capacity, unsigned max_retries, unsigned retry_priority_offset)
     : capacity_(capacity),
       max_retries_(std::max(1u, max_retries)),
+      retry_priority_offset_(static_cast<int>(retry_priority_offset)),
       scheduler_([this](std::stop_token stop) { run_scheduler(std::move(stop)); }) {}
 
 JobQueue::~JobQueue() { close(); }
@@ -79,7 +80,7 @@ void JobQueue::set_retry_limit(unsigned limit) {
 }
 
 void JobQueue::push_ready(TaskPtr task, bool retry) {
-  const int lane = lane_of(task->spec().priority, retry);
+  const int lane = lane_for(*task, retry);
   const std::int64_t waiting = lane_counts_[lane].fetch_add(1, std::memory_order_seq_cst);
   lanes_[lane].enqueue(std::move(task));
   // A searching worker will take it, unless jobs pile up meanwhile (the

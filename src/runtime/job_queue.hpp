@@ -44,7 +44,10 @@ namespace bulwark::detail {
 
 class JobQueue final : public Broker {
  public:
-  JobQueue(std::size_t capacity, unsigned max_retries);
+  // `retry_priority_offset`: a retry waits in the retry lane of its
+  // priority minus this (at least 0), so recovery yields to fresh work of
+  // lower priorities too (recovery.priority_offset).
+  JobQueue(std::size_t capacity, unsigned max_retries, unsigned retry_priority_offset = 0);
   ~JobQueue() override;
   JobQueue(const JobQueue&) = delete;
   JobQueue& operator=(const JobQueue&) = delete;
@@ -91,6 +94,10 @@ class JobQueue final : public Broker {
 
   static constexpr auto kSearch = std::chrono::microseconds(50);
   static int lane_of(int priority, bool retry) noexcept { return priority * 2 + (retry ? 0 : 1); }
+  int lane_for(const Task& task, bool retry) const noexcept {
+    const int p = task.spec().priority;
+    return retry ? lane_of(std::max(0, p - retry_priority_offset_), true) : lane_of(p, false);
+  }
   Lease take();         // a ready task, highest priority first; empty if none
   void wake(int n);     // wakes up to n sleeping workers
   void pass_baton();    // after a take: wakes a sleeper if work is left and nobody searches
@@ -133,6 +140,7 @@ class JobQueue final : public Broker {
   std::uint64_t order_ BULWARK_GUARDED_BY(mutex_) = 0;
   unsigned retries_admitted_ BULWARK_GUARDED_BY(mutex_) = 0;
   unsigned max_retries_ BULWARK_GUARDED_BY(mutex_);
+  const int retry_priority_offset_;
   std::uint64_t generation_ BULWARK_GUARDED_BY(mutex_) = 0;  // bumped on every change the scheduler must see
   std::jthread scheduler_;         // last: started after everything above exists
 };

@@ -22,7 +22,9 @@ Supervisor::Supervisor(const RuntimeOptions& options, Executor& executor, Broker
       types_(types),
       reporter_(reporter),
       events_(events),
-      processes_(std::move(processes)) {}
+      processes_(std::move(processes)),
+      governor_(options.recovery, options.recovery.min_concurrent, options.effective_max_concurrent_retries()),
+      recovery_limit_(governor_.limit()) {}
 
 Supervisor::~Supervisor() { stop(); }
 
@@ -58,7 +60,7 @@ void Supervisor::tick(Clock::time_point now) {
   const ExecutorCounts counts = executor_.counts();
   check_positions(counts, f);
   check_waits(counts, now, f);
-  throttle_retries(!f.degraded.empty());
+  govern(counts, now);
   publish_verdict(std::move(f));
 }
 
@@ -168,18 +170,50 @@ void Supervisor::check_waits(const ExecutorCounts& c, Clock::time_point now, Fin
   }
 }
 
-// Fresh work before recovery work while the pool is saturated, but never
-// none: one retry at a time still runs, so recovery cannot starve while a
-// worker is idle (held at zero, a degraded verdict that the waiting retries
-// themselves fed kept them waiting for minutes).
-void Supervisor::throttle_retries(bool saturated) {
-  if (saturated == retries_throttled_) return;
-  retries_throttled_ = saturated;
-  broker_.set_retry_limit(saturated ? 1 : options_.effective_max_concurrent_retries());
-  std::string text = saturated ? "retries slowed to one at a time: the pool is saturated"
-                               : "retries resumed: the pool is no longer saturated";
-  events_.supervisor(saturated ? "retries_throttled" : "retries_resumed", text);
-  reporter_.log(LogLevel::warn, std::move(text));
+// The recovery governor's evaluation, every recovery.adjust_ms: read the
+// signals, let the governor move the limit, apply and say why.
+void Supervisor::govern(const ExecutorCounts& c, Clock::time_point now) {
+  if (now < next_adjust_) return;
+  next_adjust_ = now + options_.recovery.adjust_every;
+  const LoadSignals signals = read_signals(c, now);
+  const std::optional<RecoveryGovernor::Change> change = governor_.step(signals);
+  if (!change) return;
+  broker_.set_retry_limit(change->to);
+  recovery_limit_.store(change->to, std::memory_order_relaxed);
+  (change->up ? recovery_raised_ : recovery_lowered_).fetch_add(1, std::memory_order_relaxed);
+  {
+    MutexLock lock(mutex_);
+    recovery_reason_ = change->why;
+  }
+  std::string text = "recovery limit " + change->why;
+  events_.supervisor("recovery_adjusted", text);
+  reporter_.log(change->up ? LogLevel::info : LogLevel::warn, std::move(text));
+}
+
+LoadSignals Supervisor::read_signals(const ExecutorCounts& c, Clock::time_point now) {
+  LoadSignals s;
+  const LoadProbe::Cpu cpu = probe_.sample();
+  s.machine_cpu = cpu.machine;
+  s.process_cpu = cpu.process;
+  const std::int64_t now_ms = steady_ms(now);
+  s.wait_p99_ms = executor_.waits().p99_since(last_adjust_ms_ > 0 ? last_adjust_ms_ : now_ms - 30'000);
+  last_adjust_ms_ = now_ms;
+  const unsigned positions = c.positions - c.vacant;
+  s.saturation = positions > 0 ? std::min(1.0, static_cast<double>(c.running) / positions) : 0.0;
+  std::uint64_t failed = 0, succeeded = 0;
+  const auto add = [&](const TypeEntry& t) {
+    for (const auto& n : t.counters.recovered) failed += n.load(std::memory_order_relaxed);
+    succeeded += t.counters.succeeded.load();
+  };
+  types_.for_each(add);
+  add(types_.posts());
+  const std::uint64_t ended = failed + succeeded;
+  const std::uint64_t new_failed = failed - std::min(failed, last_failed_attempts_);
+  const std::uint64_t new_ended = ended - std::min(ended, last_ended_attempts_);
+  last_failed_attempts_ = failed;
+  last_ended_attempts_ = ended;
+  if (new_ended >= 10) s.failure_rate = static_cast<double>(new_failed) / static_cast<double>(new_ended);
+  return s;
 }
 
 void Supervisor::publish_verdict(Findings f) {
@@ -210,7 +244,14 @@ HealthReport Supervisor::health() const {
     h.verdict = verdict_;
     h.reasons = reasons_;
     h.queue_wait_p99_ms = wait_p99_ms_;
+    h.recovery.reason = recovery_reason_;
   }
+  h.recovery.limit = recovery_limit_.load(std::memory_order_relaxed);
+  h.recovery.min = governor_.min();
+  h.recovery.max = governor_.max();
+  h.recovery.adaptive = options_.recovery.adaptive;
+  h.recovery.raised = recovery_raised_.load(std::memory_order_relaxed);
+  h.recovery.lowered = recovery_lowered_.load(std::memory_order_relaxed);
   h.workers = executor_.health();
   if (processes_) h.processes = processes_->health();
   types_.for_each([&](const TypeEntry& t) {

@@ -31,6 +31,7 @@
 #include "runtime/process_runner.hpp"
 #include "runtime/reporter.hpp"
 #include "runtime/type_table.hpp"
+#include "supervision/recovery_governor.hpp"
 
 namespace bulwark::detail {
 
@@ -67,7 +68,8 @@ class Supervisor {
   void check_restarts(Clock::time_point now, Findings& f);
   void check_positions(const ExecutorCounts& c, Findings& f) const;
   void check_waits(const ExecutorCounts& c, Clock::time_point now, Findings& f);
-  void throttle_retries(bool saturated);
+  void govern(const ExecutorCounts& c, Clock::time_point now);
+  LoadSignals read_signals(const ExecutorCounts& c, Clock::time_point now);
   void publish_verdict(Findings f);
 
   const RuntimeOptions& options_;
@@ -83,12 +85,19 @@ class Supervisor {
   std::deque<Clock::time_point> restart_times_;
   std::uint64_t process_deaths_seen_ = 0;
   std::optional<Clock::time_point> all_busy_since_;
-  bool retries_throttled_ = false;
+  RecoveryGovernor governor_;
+  LoadProbe probe_;
+  Clock::time_point next_adjust_{};
+  std::int64_t last_adjust_ms_ = 0;
+  std::uint64_t last_failed_attempts_ = 0, last_ended_attempts_ = 0;
+  std::atomic<unsigned> recovery_limit_{0};
+  std::atomic<std::uint64_t> recovery_raised_{0}, recovery_lowered_{0};
 
   mutable Mutex mutex_;
   Verdict verdict_ BULWARK_GUARDED_BY(mutex_) = Verdict::healthy;
   std::vector<std::string> reasons_ BULWARK_GUARDED_BY(mutex_);
   std::optional<double> wait_p99_ms_ BULWARK_GUARDED_BY(mutex_);
+  std::string recovery_reason_ BULWARK_GUARDED_BY(mutex_);
 
   std::jthread thread_;  // last: stopped and joined first
 };

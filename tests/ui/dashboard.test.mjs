@@ -111,6 +111,8 @@ try {
   check('overview: the submitted count moves after jobs are submitted', after !== before, `${before} -> ${after}`);
   await page.waitForFunction(() => document.querySelectorAll('.events tbody tr').length > 0, {timeout: 15000});
   check('overview: live events arrive', true);
+  const recovery = await page.$eval('#recovery-limit', (n) => n.textContent);
+  check('overview: the recovery limit and its range', /^\d+ of 1–\d+/.test(recovery), recovery);
   await new Promise((r) => setTimeout(r, 2500));  // a few chart samples
   await screenshot(page, 'overview.png');
 
