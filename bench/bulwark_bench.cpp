@@ -724,6 +724,91 @@ ordered_json latency(std::size_t n, double rate, unsigned workers) {
   return {{"rate_per_s", rate}, {"p50_us", at(0.5)}, {"p99_us", at(0.99)}, {"p999_us", at(0.999)}};
 }
 
+// --- the recovery governor under a failure storm ----------------------------
+
+// Fresh jobs' latency (submit to start) at a steady rate while a storm of
+// failing jobs retries on the same workers, with the recovery governor on
+// (the defaults, evaluated every 100 ms) or off (retries up to
+// recovery.max_concurrent = the worker count, the most a fixed cap would
+// allow). The storm: `storm` jobs of priority 5 that spin 1 ms and throw, 6
+// attempts each, 1 ms backoff; the fresh jobs: priority 9, `fresh` of them
+// at `rate` per second, started once every storm job has had its first
+// attempt (from then on the storm is retries, what the governor limits).
+ordered_json governor_storm(bool adaptive, std::size_t storm, std::size_t fresh, double rate, unsigned workers) {
+  bulwark::Registry registry;
+  std::vector<std::int64_t> waits(fresh, -1);
+  std::atomic<std::size_t> fresh_done{0}, storm_started{0};
+  registry.add("storm", [&](bulwark::JobContext& ctx, const nlohmann::json&) -> nlohmann::json {
+    if (ctx.attempt() == 1) storm_started.fetch_add(1, std::memory_order_relaxed);
+    const auto until = Clock::now() + 1ms;
+    while (Clock::now() < until) {
+    }
+    throw std::runtime_error("storm");
+  });
+  registry.add("fresh", [&](bulwark::JobContext&, const nlohmann::json& p) -> nlohmann::json {
+    const auto i = p.at("i").get<std::size_t>();
+    waits[i] = Clock::now().time_since_epoch().count() - p.at("at").get<std::int64_t>();
+    fresh_done.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  });
+  auto o = bulwark_options(workers, storm + fresh);
+  o.retry.max_attempts = 6;
+  o.retry.initial = 1ms;
+  o.retry.max = 1ms;
+  o.retry.jitter = 0;
+  o.max_concurrent_retries = workers;
+  o.recovery.adaptive = adaptive;
+  o.recovery.adjust_every = 100ms;
+  o.retention_max_dead = storm + 16;
+  bulwark::Runtime rt(std::move(registry), o);
+  for (std::size_t i = 0; i < storm; ++i) rt.submit({.type = "storm", .priority = 5});
+  // Wait for every first attempt to have started: from then on the storm is
+  // retries only, the work the governor limits.
+  while (storm_started.load() < storm) std::this_thread::sleep_for(1ms);
+  const auto interval = std::chrono::duration<double>(1.0 / rate);
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < fresh; ++i) {
+    std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(interval * static_cast<double>(i)));
+    rt.submit({.type = "fresh", .payload = {{"i", i}, {"at", Clock::now().time_since_epoch().count()}}, .priority = 9});
+  }
+  while (fresh_done.load() < fresh) std::this_thread::sleep_for(1ms);
+  const double storm_left = static_cast<double>(rt.counters().queue_depth);
+  rt.wait_idle(120s);
+  const auto h = rt.health();
+  std::sort(waits.begin(), waits.end());
+  const auto at = [&](double q) { return static_cast<double>(waits[static_cast<std::size_t>(q * (fresh - 1))]) / 1000.0; };
+  return {{"p50_us", at(0.5)},
+          {"p99_us", at(0.99)},
+          {"p999_us", at(0.999)},
+          {"recovery_limit_at_end", h.recovery.limit},
+          {"lowered", h.recovery.lowered},
+          {"raised", h.recovery.raised},
+          {"storm_jobs_waiting_when_fresh_ended", storm_left}};
+}
+
+// Governor on and off, interleaved per repetition; p99 side by side.
+ordered_json governor(const Config& cfg, unsigned workers) {
+  // The fresh stream lasts seconds, so the governor's first evaluations (the
+  // storm at full limit) are a small part of it.
+  const std::size_t storm = cfg.quick ? 800 : 2'000;
+  const std::size_t fresh = cfg.quick ? 1'000 : 2'000;
+  std::vector<double> on_p50, on_p99, off_p50, off_p99;
+  for (int r = 0; r < cfg.reps; ++r) {
+    for (bool adaptive : {r % 2 == 0, r % 2 != 0}) {  // alternate which goes first
+      const ordered_json g = governor_storm(adaptive, storm, fresh, 500, workers);
+      (adaptive ? on_p50 : off_p50).push_back(g["p50_us"]);
+      (adaptive ? on_p99 : off_p99).push_back(g["p99_us"]);
+    }
+  }
+  return {{"what", "fresh jobs' queue wait (submit to start, µs) at 500/s during a storm of failing jobs retrying; "
+                   "governor on (defaults) vs off (fixed cap = workers)"},
+          {"storm_jobs", storm},
+          {"fresh_jobs", fresh},
+          {"on", {{"p50_us", stat_of(on_p50).json()}, {"p99_us", stat_of(on_p99).json()}}},
+          {"off", {{"p50_us", stat_of(off_p50).json()}, {"p99_us", stat_of(off_p99).json()}}},
+          {"p99_off_over_on_paired", paired_ratio(off_p99, on_p99).json()}};
+}
+
 // --- supervision -------------------------------------------------------------
 
 // ms from a hard timeout to the replacement worker starting the next job, and
@@ -1031,7 +1116,8 @@ int main(int argc, char** argv) {
                    "               asio_thread_pool, asio_json_closure, tbb_task_group, mutex_pool,\n"
                    "               moodycamel_pool),\n"
                    "               or one section: 'latency', 'drain' (registered jobs from a backlog),\n"
-                   "               'http' (wrk against the server), 'go' (the Go peer's failing jobs)\n";
+                   "               'http' (wrk against the server), 'go' (the Go peer's failing jobs),\n"
+                   "               'governor' (fresh jobs' latency under a failure storm, governor on/off)\n";
       return 0;
     } else {
       std::cerr << "usage: bulwark_bench [--quick] [--workers N] [--out FILE] [--only SYSTEM] [--help]\n";
@@ -1054,6 +1140,10 @@ int main(int argc, char** argv) {
       std::cout << "drain " << n << ": registered " << drain_rate(n, w, true) << " jobs/s, posts "
                 << drain_rate(n, w, false) << " jobs/s\n";
     }
+    return 0;
+  }
+  if (cfg.only == "governor") {
+    std::cout << governor(cfg, w).dump(2) << "\n";
     return 0;
   }
   if (cfg.only == "http" || cfg.only == "go") {
@@ -1264,6 +1354,10 @@ int main(int argc, char** argv) {
                           {"p999_us", stat_of(p999).json()}};
   }
   log("latency: " + results["latency"].dump());
+
+  // The recovery governor: fresh-job latency under a failure storm, on vs off.
+  results["governor"] = governor(cfg, w);
+  log("governor: " + results["governor"].dump());
 
   // HTTP: the submit route and a probe, one I/O thread against the default.
   results["http"] = http(cfg, w);

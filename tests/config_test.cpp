@@ -406,6 +406,22 @@ TEST_SUITE("load_config") {
           "/nonexistent/bulwark.json: cannot open the configuration file");
   }
 
+  TEST_CASE("a value or name that is not UTF-8 is an error naming the variable, not a crash (fuzz_config found it)") {
+    bulwark::ConfigLayers env;
+    env.environment = {{"BULWARK_SERVER__LISTEN", std::string(";\xd6" "0*0.0:1")}};
+    CHECK(layers_error(env) == "BULWARK_SERVER__LISTEN: the value is not valid UTF-8");
+    env.environment = {{std::string("BULWARK_SERVER__LIST\xd6N"), "x"}};
+    CHECK(layers_error(env) == "an environment variable's name is not valid UTF-8");
+    // The fuzzer's input, as fuzz_config splits it into variables.
+    std::ifstream in(BULWARK_SOURCE_DIR "/tests/fuzz/regressions/config/env-invalid-utf8", std::ios::binary);
+    env.environment.clear();
+    for (std::string line; std::getline(in, line);) {
+      const auto eq = line.find('=');
+      if (eq != std::string::npos) env.environment.emplace_back(line.substr(0, eq), line.substr(eq + 1));
+    }
+    CHECK(layers_error(env).find("not valid UTF-8") != std::string::npos);
+  }
+
   TEST_CASE("bulwark_environment lists this process's BULWARK_ variables, sorted") {
     ::setenv("BULWARK_ZZ_TEST__B", "2", 1);
     ::setenv("BULWARK_ZZ_TEST__A", "1", 1);

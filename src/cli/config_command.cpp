@@ -31,8 +31,13 @@ std::string shown(const ConfigSetting& s) {
 
 std::optional<LoadedConfig> load(const ConfigArgs& args) {
   ConfigLayers layers{args.file, bulwark_environment(), {}};
-  if (args.workers) layers.overrides.push_back({"workers", std::to_string(*args.workers), "flag --workers"});
-  if (args.listen) layers.overrides.push_back({"server.listen", nlohmann::json(*args.listen).dump(), "flag --listen"});
+  try {
+    if (args.workers) layers.overrides.push_back({"workers", std::to_string(*args.workers), "flag --workers"});
+    if (args.listen) layers.overrides.push_back({"server.listen", nlohmann::json(*args.listen).dump(), "flag --listen"});
+  } catch (const nlohmann::json::exception&) {
+    std::cerr << "bulwark: --listen: not valid UTF-8\n";
+    return std::nullopt;
+  }
   try {
     return load_config(layers);
   } catch (const ConfigError& e) {
@@ -51,7 +56,10 @@ int config_command(const ConfigArgs& args, bool json) {
     config["redis"]["url"] = without_password(config["redis"]["url"].get<std::string>());
     nlohmann::ordered_json sources = nlohmann::ordered_json::object();
     for (const ConfigSetting& s : loaded->settings) sources[s.key] = s.source;
-    std::cout << nlohmann::ordered_json{{"config", config}, {"sources", sources}}.dump(2) << "\n";
+    // A file name need not be UTF-8: show what cannot be as U+FFFD rather than fail.
+    std::cout << nlohmann::ordered_json{{"config", config}, {"sources", sources}}.dump(
+                     2, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
+              << "\n";
     return 0;
   }
   std::size_t width = 0;
