@@ -133,14 +133,20 @@ TEST_SUITE("Api access") {
     r.host = "jobs.internal:8080";
     return r;
   }
+
+  // A server with a token, guarding reads and /metrics as asked.
+  bulwark::ServerOptions with_token(bool reads, bool metrics) {
+    bulwark::ServerOptions options;
+    options.auth_token = "s3cret";
+    options.auth_reads = reads;
+    options.auth_metrics = metrics;
+    return options;
+  }
   }  // namespace
 
   TEST_CASE("server.auth_reads: every read under /v1 needs the token; probes, the dashboard's files and /v1/auth do not") {
     bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
-    bulwark::ServerOptions options;
-    options.auth_token = "s3cret";
-    options.auth_reads = true;
-    Api api{runtime, options};
+    Api api{runtime, with_token(true, false)};
     for (const char* target : {"/v1/jobs", "/v1/jobs/x", "/v1/stats", "/v1/workers", "/v1/processes", "/v1/events"}) {
       CAPTURE(target);
       const Response r = api.handle(request("GET", target));
@@ -159,10 +165,7 @@ TEST_SUITE("Api access") {
 
   TEST_CASE("without auth_reads reads stay open; server.auth_metrics guards /metrics alone") {
     bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
-    bulwark::ServerOptions options;
-    options.auth_token = "s3cret";
-    options.auth_metrics = true;
-    Api api{runtime, options};
+    Api api{runtime, with_token(false, true)};
     CHECK(api.handle(request("GET", "/v1/jobs")).status == 200);
     CHECK(api.handle(request("GET", "/metrics")).status == 401);
     CHECK(api.handle(request("GET", "/metrics", "s3cret")).status == 200);
