@@ -74,6 +74,11 @@ struct JobSpec {
   std::string trace_parent{};
   std::string trace_state{};
 
+  // trace_parent and trace_state read as a TraceContext: nullopt without
+  // them, or with `problem` set ("trace_parent: ...", "trace_state: ...")
+  // when they are not valid.
+  std::optional<TraceContext> trace(std::string* problem) const;
+
   // Reads {"type", "payload", "id", "priority", "max_attempts", "timeout_ms",
   // "delay_ms", "trace_parent", "trace_state"}. Throws SpecError naming the first bad field; unknown fields
   // are an error too, so a typo never goes unnoticed. `j` should come from

@@ -105,14 +105,22 @@ JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
       *out = v->get<std::string>();
     }
   }
-  if (!spec.trace_state.empty() && spec.trace_parent.empty()) throw SpecError("trace_state: needs trace_parent");
-  if (!spec.trace_parent.empty()) {
-    std::string problem;
-    if (!TraceContext::parse(spec.trace_parent, spec.trace_state, &problem)) {
-      throw SpecError((problem.find("tracestate") == 0 ? "trace_state: " : "trace_parent: ") + problem);
-    }
-  }
+  std::string problem;
+  spec.trace(&problem);
+  if (!problem.empty()) throw SpecError(problem);
   return spec;
+}
+
+std::optional<TraceContext> JobSpec::trace(std::string* problem) const {
+  std::string why;
+  std::optional<TraceContext> out;
+  if (trace_parent.empty()) {
+    if (!trace_state.empty()) why = "trace_state: needs trace_parent";
+  } else if (!(out = TraceContext::parse(trace_parent, trace_state, &why))) {
+    why.insert(0, why.rfind("tracestate", 0) == 0 ? "trace_state: " : "trace_parent: ");
+  }
+  if (problem != nullptr) *problem = std::move(why);
+  return out;
 }
 
 nlohmann::ordered_json to_json(const JobRecord& r, bool symbolized, bool timestamps) {

@@ -50,7 +50,8 @@ Submitted Intake::reject(SubmitError e) {
   return Submitted{{}, JobState::rejected, std::move(e)};
 }
 
-std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* type) const {
+std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* type,
+                                         std::shared_ptr<const TraceContext>& trace) const {
   using Code = SubmitError::Code;
   if (type == nullptr) return error(Code::unknown_type, "unknown job type '" + spec.type + "'");
   if (spec.priority < kMinPriority || spec.priority > kMaxPriority) {
@@ -65,14 +66,10 @@ std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* t
     return error(Code::invalid, job_id_problem(spec.id, options_.limits.id_length));
   }
   if (!spec.trace_parent.empty() || !spec.trace_state.empty()) {
-    std::string problem = "trace_state: needs trace_parent";
-    if (!spec.trace_parent.empty() && TraceContext::parse(spec.trace_parent, spec.trace_state, &problem)) {
-      problem.clear();
-    }
-    if (!problem.empty()) {
-      const char* field = problem.find("trace_state") == 0 ? "" : problem.find("tracestate") == 0 ? "trace_state: " : "trace_parent: ";
-      return error(Code::invalid, field + problem);
-    }
+    std::string problem;
+    auto context = spec.trace(&problem);
+    if (!context) return error(Code::invalid, problem);
+    trace = std::make_shared<const TraceContext>(std::move(*context));
   }
   if (type->validate) {
     auto valid = guarded([&] { type->validate(spec.payload); });
@@ -83,9 +80,10 @@ std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* t
 
 Submitted Intake::submit(JobSpec spec) {
   TypeEntry* type = types_.find(spec.type);
-  if (auto problem = check(spec, type)) return reject(std::move(*problem));
+  std::shared_ptr<const TraceContext> trace;
+  if (auto problem = check(spec, type, trace)) return reject(std::move(*problem));
   const auto delay = spec.delay;
-  auto task = task_for(*type, std::move(spec));
+  auto task = task_for(*type, std::move(spec), std::move(trace));
   if (auto e = accept(task, delay)) return reject(std::move(*e));
   return Submitted{task->id(), delay.count() > 0 ? JobState::scheduled : JobState::queued, std::nullopt};
 }
@@ -158,7 +156,8 @@ std::vector<Submitted> Intake::submit_many(std::vector<JobSpec> specs) {
   for (std::size_t i = 0; i < specs.size(); ++i) {
     JobSpec& spec = specs[i];
     TypeEntry* type = types_.find(spec.type);
-    if (auto problem = check(spec, type)) {
+    std::shared_ptr<const TraceContext> trace;
+    if (auto problem = check(spec, type, trace)) {
       out[i] = reject(std::move(*problem));
       continue;
     }
@@ -167,7 +166,7 @@ std::vector<Submitted> Intake::submit_many(std::vector<JobSpec> specs) {
       continue;
     }
     const auto delay = spec.delay;
-    auto task = task_for(*type, std::move(spec));
+    auto task = task_for(*type, std::move(spec), std::move(trace));
     stamp(*task, delay, now);
     batch.push_back(Admission{std::move(task), now + delay, {}});
     // The entry's own task: batch was reserved whole, so it never moves.
@@ -202,14 +201,11 @@ std::shared_ptr<Task> Intake::make_task(TypeEntry& type, JobId id, int priority,
   return task;
 }
 
-std::shared_ptr<Task> Intake::task_for(TypeEntry& type, JobSpec&& spec) const {
+std::shared_ptr<Task> Intake::task_for(TypeEntry& type, JobSpec&& spec,
+                                       std::shared_ptr<const TraceContext> trace) const {
   auto task = make_task(type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type.policy.max_attempts),
                         spec.timeout, std::move(spec.payload));
-  if (!spec.trace_parent.empty()) {  // check() has read it once already
-    if (auto trace = TraceContext::parse(spec.trace_parent, spec.trace_state)) {
-      task->prepare().trace = std::make_shared<const TraceContext>(std::move(*trace));
-    }
-  }
+  task->prepare().trace = std::move(trace);
   return task;
 }
 

@@ -81,14 +81,16 @@ class Intake {
     Intake& intake_;
   };
 
-  std::optional<SubmitError> check(const JobSpec& spec, const TypeEntry* type) const;
+  // What is wrong with `spec`, if anything; its trace context, read once, into `trace`.
+  std::optional<SubmitError> check(const JobSpec& spec, const TypeEntry* type,
+                                   std::shared_ptr<const TraceContext>& trace) const;
   // A registered type's job with its spec filled in (the type's timeout
   // unless `timeout` is set); not shared yet.
   std::shared_ptr<Task> make_task(TypeEntry& type, JobId id, int priority, int max_attempts,
                                   std::chrono::milliseconds timeout, nlohmann::json payload) const;
   // The task of a checked spec of `type` (the spec's fields, the type's
   // defaults where it has none).
-  std::shared_ptr<Task> task_for(TypeEntry& type, JobSpec&& spec) const;
+  std::shared_ptr<Task> task_for(TypeEntry& type, JobSpec&& spec, std::shared_ptr<const TraceContext> trace) const;
   std::optional<SubmitError> accept(TaskPtr task, std::chrono::milliseconds delay);
   // Numbers and names a job about to be admitted, sets its state and times.
   void stamp(Task& task, std::chrono::milliseconds delay, Clock::time_point now);
