@@ -144,7 +144,7 @@ TEST_SUITE("Api access") {
   }
   }  // namespace
 
-  TEST_CASE("server.auth_reads: every read under /v1 needs the token; probes, the dashboard's files and /v1/auth do not") {
+  TEST_CASE("server.auth_reads: every read under /v1 needs the token; probes, the dashboard's files and /v1/auth do not" * doctest::timeout(30)) {
     bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
     Api api{runtime, with_token(true, false)};
     for (const char* target : {"/v1/jobs", "/v1/jobs/x", "/v1/stats", "/v1/workers", "/v1/processes", "/v1/events"}) {
@@ -163,7 +163,7 @@ TEST_SUITE("Api access") {
     CHECK(json::parse(api.handle(request("GET", "/v1/auth")).body)["authorized"] == false);
   }
 
-  TEST_CASE("without auth_reads reads stay open; server.auth_metrics guards /metrics alone") {
+  TEST_CASE("without auth_reads reads stay open; server.auth_metrics guards /metrics alone" * doctest::timeout(30)) {
     bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
     Api api{runtime, with_token(false, true)};
     CHECK(api.handle(request("GET", "/v1/jobs")).status == 200);
@@ -172,7 +172,7 @@ TEST_SUITE("Api access") {
     CHECK(api.handle(request("GET", "/healthz")).status == 200);
   }
 
-  TEST_CASE("a POST without Content-Type application/json is 415, even with no body") {
+  TEST_CASE("a POST without Content-Type application/json is 415, even with no body" * doctest::timeout(30)) {
     bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
     Api api{runtime, bulwark::ServerOptions{}};
     REQUIRE(api.handle(request("POST", "/v1/jobs")).status == 422);  // {} reached the validator
@@ -187,7 +187,7 @@ TEST_SUITE("Api access") {
     CHECK(api.handle(with_charset).status == 404);  // past the check: no such job
   }
 
-  TEST_CASE("a request whose Origin is neither this server nor server.allowed_origins is 403") {
+  TEST_CASE("a request whose Origin is neither this server nor server.allowed_origins is 403" * doctest::timeout(30)) {
     bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
     bulwark::ServerOptions options;
     options.allowed_origins = {"https://ops.example.com/"};
@@ -203,7 +203,7 @@ TEST_SUITE("Api access") {
     CHECK(api.handle(request("POST", "/v1/jobs/x/cancel")).status == 404);  // no Origin: not a browser
   }
 
-  TEST_CASE("route_of names the route template, never the raw path") {
+  TEST_CASE("route_of names the route template, never the raw path" * doctest::timeout(30)) {
     bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
     Api api{runtime, bulwark::ServerOptions{}};
     api.add_route("GET", "/custom", [](const Request&) { return Response{}; });
