@@ -104,8 +104,14 @@ def main():
             "redis_commands_per_job": commands / jobs, "dead": 0,
         }), flush=True)
     finally:
+        # Celery's warm shutdown can outlast the measurement (prefork children
+        # finishing, a broker reconnect): the figure is printed, so kill it then.
         worker.terminate()
-        worker.wait(timeout=30)
+        try:
+            worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=10)
 
 
 if __name__ == "__main__":
