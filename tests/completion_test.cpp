@@ -27,7 +27,7 @@ namespace {
 
 // A Completion with everything it talks to, all real.
 struct Fixture {
-  explicit Fixture(bulwark::CircuitBreakerOptions breaker = {}) : type(breaker) {
+  explicit Fixture(bulwark::CircuitBreakerOptions breaker = {}) : type(breaker, std::nullopt, std::nullopt) {
     type.name.assign(1, 't');
     type.policy.initial = 1ms;
     type.policy.max = 2ms;
@@ -49,7 +49,7 @@ struct Fixture {
   Running running(const TaskPtr& t) {
     t->with_record([](TaskRecord& r) { ++r.attempts; });  // as Attempt::start does
     const auto d = type.breaker.admit(Clock::now());
-    return Running{Lease{t, {}}, BreakerTicket(type.breaker, d.trial), Clock::now()};
+    return Running{Lease{t, {}}, BreakerTicket(type.breaker, d.trial), {}, Clock::now()};
   }
 
   static AttemptEnd succeeded(int attempt) {

@@ -251,4 +251,38 @@ TEST_SUITE("redis_runtime") {
     CHECK(bulwark::testing::eventually([&] { return a.counters().backend_reachable; }, 10s));
     CHECK(a.wait_idle(20s));
   }
+
+  TEST_CASE("a pause holds for every process and outlives them; any process resumes" * doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    const auto paused_in = [](const Runtime& rt) {
+      for (const bulwark::TypeControl& t : rt.types()) {
+        if (t.name == "echo") return t.paused;
+      }
+      return false;
+    };
+    std::vector<std::string> ids;
+    {
+      Runtime a(bulwark::testing::builtins(), shared(server, 2));
+      Runtime b(bulwark::testing::builtins(), shared(server, 2));
+      REQUIRE(a.pause("echo") == bulwark::PauseResult::changed);
+      CHECK(bulwark::testing::eventually([&] { return paused_in(b); }, 10s));  // b hears at its heartbeat
+      for (int i = 0; i < 20; ++i) {
+        auto s = b.submit({.type = "echo", .payload = i});
+        REQUIRE(s);
+        ids.push_back(s.id);
+      }
+      REQUIRE(b.submit({.type = "sleep", .payload = {{"ms", 1}}}));  // other types run meanwhile
+      CHECK(bulwark::testing::eventually([&] { return a.stats().by_state["succeeded"] == 1; }, 10s));
+      std::this_thread::sleep_for(200ms);
+      for (const std::string& id : ids) CHECK(a.get(id)->state == JobState::queued);
+    }
+    // Both processes are gone; a new one starts paused and a resume from it
+    // runs every job.
+    Runtime c(bulwark::testing::builtins(), shared(server, 2));
+    CHECK(bulwark::testing::eventually([&] { return paused_in(c); }, 10s));
+    for (const std::string& id : ids) CHECK(c.get(id)->state == JobState::queued);
+    REQUIRE(c.resume("echo") == bulwark::PauseResult::changed);
+    REQUIRE(c.wait_idle(20s));
+    for (const std::string& id : ids) CHECK(c.get(id)->state == JobState::succeeded);
+  }
 }

@@ -36,14 +36,14 @@ struct Queue {
 
   long long enqueue(const std::string& id, int priority = 0, long long due = 0, long long now = 1000,
                     long long capacity = 1000, int max_attempts = 3) {
-    return c.eval(redis::kEnqueue, {keys.ready, keys.scheduled, keys.index, keys.seq},
+    return c.eval(redis::kEnqueue, {keys.ready, keys.scheduled, keys.index, keys.seq, keys.held},
                   {std::to_string(capacity), keys.job_prefix, id, "echo", R"({"x":1})", std::to_string(priority),
                    std::to_string(max_attempts), "0", std::to_string(due), std::to_string(now), "", ""})
         .elements.at(0)
         .as_integer();
   }
   std::vector<Leased> fetch(const std::string& owner, int max, long long now = 1000, long long lease = 30'000) {
-    Value v = c.eval(redis::kFetch, {keys.ready, keys.leased},
+    Value v = c.eval(redis::kFetch, {keys.ready, keys.leased, keys.paused, keys.held},
                      {std::to_string(max), std::to_string(now), std::to_string(lease), owner, keys.job_prefix});
     std::vector<Leased> out;
     for (const Value& job : v.elements) {
@@ -212,7 +212,7 @@ TEST_SUITE("redis_scripts") {
       args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", ""});
     }
     std::vector<long long> got;
-    for (const Value& v : q.c.eval(redis::kEnqueue, {q.keys.ready, q.keys.scheduled, q.keys.index, q.keys.seq}, args)
+    for (const Value& v : q.c.eval(redis::kEnqueue, {q.keys.ready, q.keys.scheduled, q.keys.index, q.keys.seq, q.keys.held}, args)
                               .elements) {
       got.push_back(v.as_integer());
     }
@@ -246,6 +246,27 @@ TEST_SUITE("redis_scripts") {
     CHECK(rest[1].attempt == "2");
     CHECK(q.fetch("p2", 10).empty());
     CHECK(q.card(q.keys.leased) == 5);
+  }
+
+  TEST_CASE("a paused type's jobs are set aside at fetch, count as waiting, and go back in order on resume" *
+            doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    q.enqueue("a", 1);
+    q.enqueue("b", 5);
+    q.c.command({"HSET", q.keys.paused, "echo", "1"});
+    CHECK(q.fetch("p1", 10).empty());  // every job here is an echo
+    CHECK(q.card(q.keys.held) == 2);
+    CHECK(q.card(q.keys.ready) == 0);
+    CHECK(q.field("a", "state") == "queued");
+    CHECK(q.enqueue("c", 0, 0, 1000, 2) == -2);  // held jobs count against the capacity
+    const Value r = q.c.eval(redis::kResume, {q.keys.paused, q.keys.held, q.keys.ready}, {"echo", q.keys.job_prefix});
+    CHECK(r.elements.at(0).as_integer() == 1);
+    CHECK(r.elements.at(1).as_integer() == 2);
+    CHECK(q.card(q.keys.held) == 0);
+    CHECK(ids_of(q.fetch("p1", 10)) == std::vector<std::string>{"b", "a"});  // priority order kept
+    const Value again = q.c.eval(redis::kResume, {q.keys.paused, q.keys.held, q.keys.ready}, {"echo", q.keys.job_prefix});
+    CHECK(again.elements.at(0).as_integer() == 0);
   }
 
   TEST_CASE("racing fetchers on their own connections never get the same job" * doctest::timeout(60)) {

@@ -26,6 +26,13 @@ namespace bulwark {
 // process down (see bulwark/isolation.hpp).
 enum class Isolation { thread, process };
 
+// A token bucket: `per_second` jobs a second on average, up to `burst` at
+// once after a quiet spell. Jobs over it wait (state queued); they never fail.
+struct RateLimit {
+  double per_second = 1;  // > 0
+  unsigned burst = 1;     // >= 1
+};
+
 struct HandlerOptions {
   // Checks a payload at submit time; throws (any exception) to refuse the job
   // with SubmitError::Code::invalid and the exception's message. Runs on the
@@ -38,6 +45,11 @@ struct HandlerOptions {
   std::optional<std::chrono::milliseconds> hard_timeout{};  // the attempt fails with kind timeout
   std::optional<Isolation> isolation{};                     // default: thread
   std::optional<std::size_t> memory_limit_mb{};             // process isolation only; 0: none
+  // Job controls (Runtime::types()): at most `concurrency` attempts of the
+  // type at once in this process, and starts at most at `rate`. Jobs over a
+  // limit wait queued, in order; they never fail for it. Unset: no limit.
+  std::optional<unsigned> concurrency{};
+  std::optional<RateLimit> rate{};
 
   // These options with every field that `over` sets taken from `over`.
   HandlerOptions overridden_by(const HandlerOptions& over) const;

@@ -28,6 +28,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "bulwark/events.hpp"
 #include <vector>
@@ -61,6 +62,7 @@ struct PostOptions {
 };
 
 enum class CancelResult { cancelled, stop_requested, not_found, already_terminal };
+enum class PauseResult { changed, unchanged, not_found, unavailable /* Redis cannot be reached */ };
 enum class RequeueResult { requeued, not_found, not_failed, queue_full, shutting_down };
 
 struct ListQuery {
@@ -153,6 +155,19 @@ class Runtime {
   // Puts a failed (dead-lettered) job back in the queue with a fresh set of
   // attempts.
   RequeueResult requeue(const JobId& id);
+
+  // Every registered job type with its settings, controls and counts, in
+  // name order. Never blocks for long.
+  std::vector<TypeControl> types() const;
+  // Pauses a job type: its jobs stay queued (submits are still accepted)
+  // and none starts until resume(); attempts already running finish. With
+  // the redis backend the pause is kept in Redis and holds for every
+  // process on the queue (each notices within a heartbeat, about a second)
+  // and across restarts; with the memory backend it lasts as long as this
+  // runtime. Blocks for a Redis round trip with the redis backend
+  // (`unavailable` when Redis cannot be reached: nothing changed).
+  PauseResult pause(std::string_view type);
+  PauseResult resume(std::string_view type);
 
   RuntimeStats stats() const;  // walks every retained record: not for hot loops
   RuntimeCounters counters() const noexcept;  // lock-free

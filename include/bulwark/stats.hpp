@@ -5,11 +5,14 @@
 // Plain values; not synchronized.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "bulwark/handler_options.hpp"
 #include "bulwark/health.hpp"
 #include "bulwark/trace.hpp"
 
@@ -67,6 +70,26 @@ struct RuntimeStats {
   // Child worker processes (process isolation): how many ended, by reason
   // ("SIGSEGV", "stack_overflow", "exit", "memory_limit", "hard_timeout", ...).
   std::map<std::string, std::uint64_t> process_ends{};
+};
+
+// One job type as it runs here: its settings (code and handlers.<type>
+// merged), its controls and what they are doing, its counts
+// (Runtime::types(), GET /v1/types).
+struct TypeControl {
+  std::string name{};
+  int max_attempts = 1;
+  std::chrono::milliseconds timeout{0};       // soft; 0: none
+  std::chrono::milliseconds hard_timeout{0};  // 0: none
+  Isolation isolation = Isolation::thread;
+  std::optional<unsigned> concurrency{};  // handlers.<type>.concurrency; unset: no limit
+  std::optional<RateLimit> rate{};        // handlers.<type>.rate; unset: no limit
+  bool paused = false;
+  std::size_t running = 0;  // attempts running in this process now
+  std::size_t held = 0;     // jobs fetched here waiting for a place (paused, or at the concurrency limit)
+  std::optional<double> tokens{};  // with a rate: starts allowed now without waiting
+  std::uint64_t rate_waits = 0;    // cumulative: starts put off by the rate
+  std::uint64_t limit_waits = 0;   // cumulative: jobs held for a place (paused or at the limit)
+  TypeStats stats{};
 };
 
 // The few counters that cost nothing to read (stats() walks every retained

@@ -281,7 +281,7 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
     for (const auto& [type, value] : handlers->items()) {
       const Section h(value, "handlers." + type,
                       {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "timeout_ms", "hard_timeout_ms",
-                       "isolation", "memory_limit_mb"});
+                       "isolation", "memory_limit_mb", "concurrency", "rate"});
       HandlerConfig hc;
       if (h.find("max_attempts") != nullptr) h.integer("max_attempts", hc.max_attempts.emplace(), 1, 1000);
       if (h.find("backoff_initial_ms") != nullptr) h.millis("backoff_initial_ms", hc.backoff_initial.emplace());
@@ -294,6 +294,14 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
         hc.isolation = mode == "process" ? Isolation::process : Isolation::thread;
       }
       if (h.find("memory_limit_mb") != nullptr) h.integer("memory_limit_mb", hc.memory_limit_mb.emplace(), 0, 1 << 20);
+      if (h.find("concurrency") != nullptr) h.integer("concurrency", hc.concurrency.emplace(), 1, 1'000'000);
+      if (h.find("rate") != nullptr) {
+        const Section rate = h.child("rate", {"per_second", "burst"});
+        if (rate.find("per_second") == nullptr) Section::fail(rate.at("per_second"), "required");
+        RateLimit& r = hc.rate.emplace();
+        rate.number("per_second", r.per_second, 0.001, 1'000'000);
+        rate.integer("burst", r.burst, 1, 1'000'000);
+      }
       o.handlers[type] = hc;
     }
   }

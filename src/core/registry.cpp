@@ -42,6 +42,8 @@ HandlerOptions HandlerOptions::overridden_by(const HandlerOptions& over) const {
   if (over.hard_timeout) out.hard_timeout = over.hard_timeout;
   if (over.isolation) out.isolation = over.isolation;
   if (over.memory_limit_mb) out.memory_limit_mb = over.memory_limit_mb;
+  if (over.concurrency) out.concurrency = over.concurrency;
+  if (over.rate) out.rate = over.rate;
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "guard/crash_report.hpp"
@@ -63,6 +64,9 @@ struct Runtime::Impl {
   bool wait_redis_idle(std::chrono::milliseconds timeout) const;
   ShutdownReport stop(std::chrono::milliseconds timeout);
   bool drain_until(Clock::time_point deadline);
+  bool held_runnable() const;
+  PauseResult set_paused(std::string_view type, bool paused);
+  bool apply_paused(detail::TypeEntry& type, bool paused);
   std::size_t end_unrun();
 };
 
@@ -186,6 +190,10 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
     end_feed->start();  // before the first submit can end
   }
   if (redis_broker != nullptr) {
+    // Types paused through another process (or before this one started).
+    redis_broker->set_on_paused([this](const std::set<std::string>& paused) {
+      types.for_each([&](detail::TypeEntry& t) { apply_paused(t, paused.count(t.name) != 0); });
+    });
     // The heartbeat carries this process's health for GET /v1/workers elsewhere.
     redis_broker->set_describe([this] {
       const HealthReport h = supervisor.health();
@@ -220,6 +228,7 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
   executor.close_children();
   executor.abandon_stragglers();
   executor.join_threads();
+  types.for_each([&](detail::TypeEntry& type) { executor.return_parked(type, Clock::now()); });
   report.not_run = end_unrun();
   reporter.log(detail::LogLevel::info, "runtime stopped: " + std::to_string(report.not_run) +
                                            " jobs ended with kind shutdown" +
@@ -234,10 +243,17 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
 bool Runtime::Impl::drain_until(Clock::time_point deadline) {
   const auto work_left = [&] {
     const auto due = broker->next_due();
-    return broker->ready() > 0 || executor.counts().running > 0 || (due && *due <= deadline);
+    return broker->ready() > 0 || executor.counts().running > 0 || (due && *due <= deadline) || held_runnable();
   };
   while (Clock::now() < deadline && work_left()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return broker->ready() == 0 && executor.counts().running == 0;
+}
+
+// Jobs held at a gate that are not paused: they run as places free.
+bool Runtime::Impl::held_runnable() const {
+  bool any = false;
+  types.for_each([&](const detail::TypeEntry& t) { any = any || (t.gate.parked() > 0 && !t.gate.paused()); });
+  return any;
 }
 
 // Every job still waiting ends failed with kind shutdown; returns how many.
@@ -371,6 +387,61 @@ RuntimeStats Runtime::stats() const {
   rt.types.for_each([&](const detail::TypeEntry& t) { s.by_type[t.name] = type_stats(t); });
   s.by_type["post"] = type_stats(rt.types.posts());
   return s;
+}
+
+std::vector<TypeControl> Runtime::types() const {
+  const auto now = Clock::now();
+  const auto running = impl_->executor.running_by_type();
+  std::vector<TypeControl> out;
+  impl_->types.for_each([&](const detail::TypeEntry& t) {
+    TypeControl c;
+    c.name = t.name;
+    c.max_attempts = t.policy.max_attempts;
+    c.timeout = t.timeout;
+    c.hard_timeout = t.hard_timeout;
+    c.isolation = t.isolation;
+    c.concurrency = t.gate.concurrency();
+    c.rate = t.gate.rate();
+    const detail::GateState g = t.gate.state(now);
+    c.paused = g.paused;
+    c.held = g.parked;
+    c.tokens = g.tokens;
+    c.rate_waits = g.rate_waits;
+    c.limit_waits = g.parks;
+    if (auto it = running.find(t.name); it != running.end()) c.running = it->second;
+    c.stats = type_stats(t);
+    out.push_back(std::move(c));
+  });
+  return out;
+}
+
+PauseResult Runtime::pause(std::string_view type) { return impl_->set_paused(type, true); }
+PauseResult Runtime::resume(std::string_view type) { return impl_->set_paused(type, false); }
+
+// Pauses or resumes here at once and, with Redis, for the whole queue.
+PauseResult Runtime::Impl::set_paused(std::string_view name, bool paused) {
+  detail::TypeEntry* type = types.find(name);
+  if (type == nullptr) return PauseResult::not_found;
+  if (redis_broker == nullptr) return apply_paused(*type, paused) ? PauseResult::changed : PauseResult::unchanged;
+  // The shared state decides: this process's heartbeat may have applied it already.
+  bool changed = false;
+  try {
+    changed = redis_broker->set_paused(type->name, paused);
+  } catch (const detail::redis::RedisError&) {
+    return PauseResult::unavailable;
+  }
+  apply_paused(*type, paused);
+  return changed ? PauseResult::changed : PauseResult::unchanged;
+}
+
+bool Runtime::Impl::apply_paused(detail::TypeEntry& type, bool paused) {
+  if (!(paused ? type.gate.pause() : type.gate.resume())) return false;
+  const std::string what = "job type '" + type.name + (paused ? "' paused: its jobs wait queued until it is resumed"
+                                                              : "' resumed");
+  events.supervisor(paused ? "type_paused" : "type_resumed", what);
+  reporter.log(detail::LogLevel::info, what);
+  if (!paused) executor.release_parked(type, Clock::now());
+  return true;
 }
 
 RuntimeCounters Runtime::counters() const noexcept {

@@ -198,6 +198,9 @@ std::string_view route_template(RouteId route) noexcept {
     case RouteId::job: return "/v1/jobs/{id}";
     case RouteId::job_cancel: return "/v1/jobs/{id}/cancel";
     case RouteId::job_retry: return "/v1/jobs/{id}/retry";
+    case RouteId::types: return "/v1/types";
+    case RouteId::type_pause: return "/v1/types/{type}/pause";
+    case RouteId::type_resume: return "/v1/types/{type}/resume";
     case RouteId::extra: return "extra";
     case RouteId::unknown: break;
   }
@@ -265,8 +268,11 @@ RouteId Api::route_of(const Request& request) const {
     if (parts[1] == "stats") return RouteId::stats;
     if (parts[1] == "events") return RouteId::events;
     if (parts[1] == "jobs") return RouteId::jobs;
+    if (parts[1] == "types") return RouteId::types;
     return RouteId::unknown;
   }
+  if (parts[1] == "types" && parts.size() == 4 && parts[3] == "pause") return RouteId::type_pause;
+  if (parts[1] == "types" && parts.size() == 4 && parts[3] == "resume") return RouteId::type_resume;
   if (parts[1] != "jobs") return RouteId::unknown;
   if (parts.size() == 3) return parts[2] == "batch" && request.method == "POST" ? RouteId::jobs_batch : RouteId::job;
   if (parts.size() == 4 && parts[3] == "cancel") return RouteId::job_cancel;
@@ -405,6 +411,14 @@ Response Api::handle(const Request& request) {
   if (parts.size() == 2 && parts[1] == "events") {
     if (request.method != "GET") return method_not_allowed("GET");
     return events(request, query);
+  }
+  if (parts.size() == 2 && parts[1] == "types") {
+    if (!get) return method_not_allowed("GET");
+    return types();
+  }
+  if (parts.size() == 4 && parts[1] == "types" && (parts[3] == "pause" || parts[3] == "resume")) {
+    if (!post) return method_not_allowed("POST");
+    return pause_or_resume(parts[2], parts[3] == "pause");
   }
   if (parts[1] != "jobs") return error_response(404, "route_not_found", "no such route");
   if (parts.size() == 2) {
@@ -741,6 +755,51 @@ Response Api::stats() {
             {"supervisor", {{"soft_timeouts", s.soft_timeouts}, {"hard_timeouts", s.hard_timeouts},
                             {"stuck_reports", s.stuck_reports}, {"replacements", s.replacements},
                             {"breaker_opened", s.breaker_opened}, {"breaker_deferred", s.breaker_deferred}}}});
+}
+
+namespace {
+
+ordered_json type_json(const TypeControl& t) {
+  ordered_json limits = {{"concurrency", t.concurrency ? ordered_json(*t.concurrency) : ordered_json()},
+                         {"rate", t.rate ? ordered_json{{"per_second", t.rate->per_second}, {"burst", t.rate->burst}}
+                                         : ordered_json()}};
+  ordered_json j = {
+      {"type", t.name},
+      {"paused", t.paused},
+      {"options", {{"max_attempts", t.max_attempts},
+                   {"timeout_ms", t.timeout.count()},
+                   {"hard_timeout_ms", t.hard_timeout.count()},
+                   {"isolation", t.isolation == Isolation::process ? "process" : "thread"}}},
+      {"limits", std::move(limits)},
+      {"running", t.running},
+      {"held", t.held},
+      {"tokens", t.tokens ? ordered_json(*t.tokens) : ordered_json()},
+      {"waits", {{"rate", t.rate_waits}, {"held", t.limit_waits}}},
+      {"counts", {{"submitted", t.stats.submitted}, {"started", t.stats.started}, {"succeeded", t.stats.succeeded},
+                  {"retried", t.stats.retried}, {"failed", t.stats.failed}}},
+      {"breaker", to_string(t.stats.breaker)}};
+  return j;
+}
+
+}  // namespace
+
+Response Api::types() {
+  ordered_json list = ordered_json::array();
+  for (const TypeControl& t : runtime_.types()) list.push_back(type_json(t));
+  return json_response(200, {{"types", std::move(list)}});
+}
+
+Response Api::pause_or_resume(const std::string& type, bool pause) {
+  const PauseResult r = pause ? runtime_.pause(type) : runtime_.resume(type);
+  switch (r) {
+    case PauseResult::not_found:
+      return error_response(404, "type_not_found", "no job type '" + type + "' is registered");
+    case PauseResult::unavailable:
+      return error_response(503, "backend_unavailable", "the job queue's backend (redis) cannot be reached; nothing changed");
+    case PauseResult::changed:
+    case PauseResult::unchanged: break;
+  }
+  return json_response(200, {{"type", type}, {"paused", pause}, {"changed", r == PauseResult::changed}});
 }
 
 }  // namespace bulwark::http

@@ -15,6 +15,10 @@
 //   {ns}:ended        stream: every end, an entry per script call with the
 //                     ids as fields and their states as values (near 10,000 entries)
 //   {ns}:cancel       pub/sub channel: ids of running jobs asked to stop
+//   {ns}:paused       hash: paused job types -> when paused (ms)
+//   {ns}:held         zset: queued jobs of paused types, set aside by the
+//                     fetch script with their ready score; resume moves
+//                     them back to ready
 //   {ns}:processes    zset: processes by last heartbeat ms
 //   {ns}:process:<id> hash: one process (host, pid, workers, started_ms, version)
 //
@@ -39,14 +43,16 @@ struct Keys {
         counts(prefix + "counts"),
         ended(prefix + "ended"),
         cancel(prefix + "cancel"),
-        processes(prefix + "processes") {}
+        processes(prefix + "processes"),
+        paused(prefix + "paused"),
+        held(prefix + "held") {}
 
   std::string job(const std::string& id) const { return job_prefix + id; }
   std::string process(const std::string& id) const { return prefix + "process:" + id; }
 
   std::string prefix;
   std::string job_prefix;
-  std::string ready, scheduled, leased, index, seq, done, dead, counts, ended, cancel, processes;
+  std::string ready, scheduled, leased, index, seq, done, dead, counts, ended, cancel, processes, paused, held;
 };
 
 }  // namespace bulwark::detail::redis

@@ -1,5 +1,7 @@
 #include "redis/redis_broker.hpp"
 
+#include <set>
+
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -105,7 +107,7 @@ void RedisBroker::enqueue_args(std::vector<std::string>& args, const TaskSpec& s
 std::optional<std::vector<long long>> RedisBroker::send_enqueue(std::vector<std::string>& args) {
   std::vector<long long> seqs;
   try {
-    const Value v = pool_.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq}, args);
+    const Value v = pool_.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq, keys_.held}, args);
     seqs.reserve(v.elements.size());
     for (const Value& e : v.elements) seqs.push_back(e.as_integer());
   } catch (const RedisError& e) {
@@ -203,6 +205,11 @@ void RedisBroker::wait(Wake& w, std::stop_token& stop, std::chrono::milliseconds
   w.signalled = false;
 }
 
+void RedisBroker::set_aside(std::ptrdiff_t delta) noexcept {
+  aside_.fetch_add(delta, std::memory_order_acq_rel);
+  if (delta > 0) signal(feed_wake_);  // room for other work: fetch now
+}
+
 std::size_t RedisBroker::low_water() const noexcept { return (options_.workers + options_.prefetch) / 2; }
 
 std::size_t RedisBroker::held() const {
@@ -218,11 +225,16 @@ std::size_t RedisBroker::pending_acks() const {
 // Takes jobs from Redis until this process holds workers + prefetch.
 std::size_t RedisBroker::refill(Connection& c) {
   if (options_.workers == 0 || !fetching_.load(std::memory_order_acquire)) return 0;
-  const std::size_t target = options_.workers + options_.prefetch;
+  // Leases set aside at a concurrency limit do not count against the
+  // budget, up to 8 times it: beyond that a queue full of one limited type
+  // waits in Redis rather than in this process.
+  const std::size_t budget = options_.workers + options_.prefetch;
+  const auto aside = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, aside_.load(std::memory_order_acquire)));
+  const std::size_t target = budget + std::min(aside, 8 * budget);
   const std::size_t have = held();
   if (have >= target) return 0;
   const auto now = Clock::now();
-  const Value got = c.eval(kFetch, {keys_.ready, keys_.leased},
+  const Value got = c.eval(kFetch, {keys_.ready, keys_.leased, keys_.paused, keys_.held},
                            {std::to_string(target - have), std::to_string(epoch_ms(now)),
                             std::to_string(options_.lease.count()), owner_, keys_.job_prefix});
   for (const Value& row : got.elements) {
@@ -364,6 +376,21 @@ void RedisBroker::heartbeat(Connection& c) {
               {"ZREMRANGEBYSCORE", keys_.processes, "-inf", std::to_string(now - 86'400'000)}});
 }
 
+bool RedisBroker::set_paused(const std::string& type, bool paused) {
+  if (paused) return pool_.command({"HSETNX", keys_.paused, type, std::to_string(epoch_ms(Clock::now()))}).as_integer() == 1;
+  const Value v = pool_.eval(kResume, {keys_.paused, keys_.held, keys_.ready}, {type, keys_.job_prefix});
+  signal(feed_wake_);  // its jobs are ready again
+  return !v.elements.empty() && v.elements[0].as_integer() == 1;
+}
+
+void RedisBroker::read_paused(Connection& c) {
+  if (!on_paused_) return;
+  const Value v = c.command({"HKEYS", keys_.paused});
+  std::set<std::string> types;
+  for (const Value& e : v.elements) types.insert(e.str);
+  on_paused_(types);
+}
+
 void RedisBroker::feed_once(Connection& c) {
   const long long now_ms = epoch_ms(Clock::now());
   const auto now = std::to_string(now_ms);
@@ -390,6 +417,7 @@ void RedisBroker::feed(std::stop_token stop) {
       }
       if (now - last_heartbeat >= heartbeat_every) {
         heartbeat(c);
+        read_paused(c);
         last_heartbeat = now;
       }
       if (now - last_extend >= options_.lease / 3) {

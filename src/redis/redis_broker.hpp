@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <string>
 #include <vector>
@@ -88,6 +89,14 @@ class RedisBroker final : public Broker {
   // What the heartbeat tells the other processes about this one (JSON
   // text: verdict, workers); called on the feeder thread. Set before start().
   void set_describe(std::function<std::string()> describe) { describe_ = std::move(describe); }
+  // Told, every heartbeat (about a second), which job types are paused in
+  // Redis; called on the feeder thread. Set before start().
+  void set_on_paused(std::function<void(const std::set<std::string>&)> fn) { on_paused_ = std::move(fn); }
+  // Pauses or resumes a job type for every process on the queue (kept in
+  // Redis); resuming gives its jobs set aside back to the ready set.
+  // True if that changed it. Blocks for a round trip; throws RedisError
+  // when Redis cannot be reached.
+  bool set_paused(const std::string& type, bool paused);
   // Starts the feeder thread (the factory may be called from then on).
   void start();
   // Takes no more jobs from Redis (shutdown has begun); the feeder goes on
@@ -105,6 +114,7 @@ class RedisBroker final : public Broker {
   std::size_t fetch(std::vector<Lease>& out, std::size_t max) override { return local_.fetch(out, max); }
   void ack(Lease lease, Ack how, Clock::time_point due = {}) override;
   void set_retry_limit(unsigned limit) override { local_.set_retry_limit(limit); }
+  void set_aside(std::ptrdiff_t delta) noexcept override;
   void close() override;
   std::vector<TaskPtr> drain() override;
   std::optional<Clock::time_point> next_due() override { return local_.next_due(); }
@@ -168,6 +178,7 @@ class RedisBroker final : public Broker {
   void flush_pending(Connection& c);
   void check_cancels(Connection& c);
   void heartbeat(Connection& c);
+  void read_paused(Connection& c);
 
   const BrokerOptions options_;
   const Keys keys_;
@@ -175,6 +186,7 @@ class RedisBroker final : public Broker {
   const long long started_ms_;
   const TaskFactory factory_;
   std::function<std::string()> describe_;  // set before start(); the feeder's
+  std::function<void(const std::set<std::string>&)> on_paused_;  // likewise
   JobQueue local_;
   Pool pool_;  // for admit() and ack(), on the callers' threads
 
@@ -183,6 +195,7 @@ class RedisBroker final : public Broker {
   std::deque<PendingAck> pending_ BULWARK_GUARDED_BY(mutex_);  // ends Redis has not taken yet, oldest first
   bool closed_ BULWARK_GUARDED_BY(mutex_) = false;
   std::atomic<bool> fetching_{true};
+  std::atomic<std::ptrdiff_t> aside_{0};  // held leases the workers set aside (set_aside)
   std::atomic<bool> reachable_{true};
 
   Wake feed_wake_;  // an ack left room for a batch

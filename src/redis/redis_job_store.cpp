@@ -46,7 +46,7 @@ void apply_outcome(JobRecord& r, const std::string& text) {
 // set's split into succeeded and cancelled from the counts the scripts keep.
 const Script kCounts{"counts", R"lua(
 local split = redis.call('HMGET', KEYS[5], 'succeeded', 'cancelled')
-return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]),
+return {redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[6]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]),
         redis.call('ZCARD', KEYS[4]), tonumber(split[1] or 0), tonumber(split[2] or 0)}
 )lua"};
 
@@ -123,7 +123,7 @@ std::optional<StorePage> RedisJobStore::list(const StoreQuery& query) const {
 }
 
 std::map<JobState, std::size_t> RedisJobStore::count_by_state() const {
-  const Value v = pool_.eval(kCounts, {keys_.ready, keys_.scheduled, keys_.leased, keys_.dead, keys_.counts}, {});
+  const Value v = pool_.eval(kCounts, {keys_.ready, keys_.scheduled, keys_.leased, keys_.dead, keys_.counts, keys_.held}, {});
   const JobState order[] = {JobState::queued, JobState::scheduled, JobState::running,
                             JobState::failed, JobState::succeeded, JobState::cancelled};
   std::map<JobState, std::size_t> out;

@@ -54,7 +54,7 @@ end
 
 const Script kEnqueue{"enqueue", kPrelude + R"lua(
 local capacity, prefix = tonumber(ARGV[1]), ARGV[2]
-local waiting = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+local waiting = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[5])
 local out, taken, accepted = {}, {}, 0
 for i = 3, #ARGV, 10 do
   local id = ARGV[i]
@@ -103,15 +103,20 @@ return out
 )lua"};
 
 const Script kFetch{"fetch", kPrelude + R"lua(
-local out, leased = {}, {}
+local out, leased, held = {}, {}, {}
 local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))
 local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
+local any_paused = redis.call('HLEN', KEYS[3]) > 0
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = ARGV[5] .. id
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
                        'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate')
-  if f[1] == 'queued' then
+  if f[1] == 'queued' and any_paused and redis.call('HEXISTS', KEYS[3], f[2]) == 1 then
+    -- Its type is paused: set aside, still queued, until resumed.
+    table.insert(held, popped[i + 1])
+    table.insert(held, id)
+  elseif f[1] == 'queued' then
     local attempts = tonumber(f[10]) + 1
     if f[11] then
       redis.call('HSET', key, 'state', 'running', 'owner', ARGV[4], 'retry', '0', 'attempts', attempts)
@@ -126,7 +131,24 @@ for i = 1, #popped, 2 do
   end
 end
 bulk('ZADD', KEYS[2], leased)
+bulk('ZADD', KEYS[4], held)
 return out
+)lua"};
+
+const Script kResume{"resume", kPrelude + R"lua(
+local was = redis.call('HDEL', KEYS[1], ARGV[1])
+local held = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+local back, ids = {}, {}
+for i = 1, #held, 2 do
+  if redis.call('HGET', ARGV[2] .. held[i], 'type') == ARGV[1] then
+    table.insert(back, held[i + 1])
+    table.insert(back, held[i])
+    table.insert(ids, held[i])
+  end
+end
+bulk('ZREM', KEYS[2], ids)
+bulk('ZADD', KEYS[3], back)
+return {was, #ids}
 )lua"};
 
 const Script kAck{"ack", kPrelude + R"lua(

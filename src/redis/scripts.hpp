@@ -32,17 +32,18 @@
 
 namespace bulwark::detail::redis {
 
-// KEYS: ready, scheduled, index, seq.
+// KEYS: ready, scheduled, index, seq, held.
 // ARGV: capacity, job_prefix, then eight per job: id, type, payload,
 //       priority, max_attempts, timeout_ms, due_ms, now_ms.
 // Admits a batch, each job as its own transition: per job, its sequence
 // number; -1 if the id is taken (an earlier job of the batch counts); -2 if
-// `capacity` jobs are already waiting (ready + scheduled).
+// `capacity` jobs are already waiting (ready + scheduled + held).
 extern const Script kEnqueue;
 
-// KEYS: ready, leased.
+// KEYS: ready, leased, paused, held.
 // ARGV: max, now_ms, lease_ms, owner, job_prefix.
-// Leases up to `max` ready jobs to `owner`. Returns an array with, per job:
+// Leases up to `max` ready jobs to `owner`; a job whose type is paused is
+// set aside in `held` instead (still queued, its ready score kept). Returns an array with, per job:
 // id, type, payload, priority, max_attempts, timeout_ms, attempts (this one's
 // number), seq, retry ("1" or "0"), created_ms.
 extern const Script kFetch;
@@ -97,5 +98,11 @@ extern const Script kRequeue;
 // stopping): the attempt is not counted, and it is ready for others at once.
 // 1, or 0 if fenced.
 extern const Script kRelease;
+
+// KEYS: paused, held, ready.
+// ARGV: type, job_prefix.
+// Resumes a job type: drops it from `paused` and moves its held jobs back
+// to ready with their scores. {1 if it was paused else 0, jobs moved}.
+extern const Script kResume;
 
 }  // namespace bulwark::detail::redis

@@ -127,6 +127,12 @@ class Broker {
   // is not lost.
   virtual void ack(Lease lease, Ack how, Clock::time_point due = {}) = 0;
 
+  // Leases the workers set aside without starting them (held at a job
+  // type's concurrency limit): `delta` more or fewer. A broker that fetches
+  // ahead fetches that many more, so other types' work is not held up
+  // behind them.
+  virtual void set_aside(std::ptrdiff_t delta) noexcept { (void)delta; }
+
   // How many retries may be admitted at once (the supervisor slows recovery
   // when the pool is saturated).
   virtual void set_retry_limit(unsigned limit) = 0;

@@ -103,7 +103,14 @@ void Executor::worker_loop(const SlotPtr& slot) {
   std::vector<Lease> batch;
   while (broker_.fetch(batch, 1) > 0) {
     for (Lease& lease : batch) {
-      if (!serve(slot, std::move(lease))) return;  // abandoned: the supervisor has taken over this attempt
+      TypeEntry& type = *lease.task->type_entry();
+      if (!serve(slot, std::move(lease), false)) return;  // abandoned: the supervisor has taken over this attempt
+      // The attempt gave its place under the type's concurrency limit back:
+      // the job parked next in line starts here, without a trip through the queue.
+      while (std::optional<Lease> next = type.gate.take_runnable()) {
+        broker_.set_aside(-1);
+        if (!serve(slot, std::move(*next), true)) return;
+      }
     }
     batch.clear();
     if (hooks::take_end_request()) {
@@ -112,23 +119,50 @@ void Executor::worker_loop(const SlotPtr& slot) {
   }
 }
 
-// Quarantined by an open breaker: back to waiting, not failed.
-void Executor::defer(Lease lease, Clock::time_point until) {
+// Not started now (an open breaker, the type's rate, a resumed type): back
+// to waiting in the broker until `until`, not failed.
+void Executor::defer(Lease lease, Clock::time_point until, bool by_breaker) {
   const TaskPtr& task = lease.task;
   if (!task->transition(JobState::queued, JobState::scheduled)) return;  // cancelled meanwhile
-  breaker_deferred_.fetch_add(1, std::memory_order_relaxed);
-  task->with_record([](TaskRecord& r) { ++r.breaker_deferrals; });
+  if (by_breaker) {
+    breaker_deferred_.fetch_add(1, std::memory_order_relaxed);
+    task->with_record([](TaskRecord& r) { ++r.breaker_deferrals; });
+  }
   task->set_ready_at(until);
   broker_.ack(std::move(lease), Ack::defer, until);
 }
 
-bool Executor::serve(const SlotPtr& slot, Lease lease) {
+std::size_t Executor::release_parked(TypeEntry& type, Clock::time_point now) {
+  std::vector<Lease> released = type.gate.take_released();
+  if (released.empty()) return 0;
+  broker_.set_aside(-static_cast<std::ptrdiff_t>(released.size()));
+  for (Lease& lease : released) defer(std::move(lease), now, false);
+  return released.size();
+}
+
+void Executor::return_parked(TypeEntry& type, Clock::time_point now) {
+  std::vector<Lease> parked = type.gate.take_all();
+  broker_.set_aside(-static_cast<std::ptrdiff_t>(parked.size()));
+  for (Lease& lease : parked) defer(std::move(lease), now, false);
+}
+
+bool Executor::serve(const SlotPtr& slot, Lease lease, bool counted) {
   const TaskPtr task = lease.task;
   TypeEntry& type = *task->type_entry();
   const auto now = Clock::now();
+  const GateDecision gate = type.gate.admit(lease, now, counted);
+  if (gate.verdict == GateVerdict::park) {  // the gate holds it until a place frees
+    broker_.set_aside(1);
+    return true;
+  }
+  GateTicket place(gate.counted ? &type.gate : nullptr);
+  if (gate.verdict == GateVerdict::wait) {
+    defer(std::move(lease), gate.until, false);
+    return true;
+  }
   const CircuitBreaker::Decision admitted = type.breaker.admit(now);
   if (!admitted.run) {
-    defer(std::move(lease), admitted.retry_at);
+    defer(std::move(lease), admitted.retry_at, true);
     return true;
   }
   BreakerTicket ticket(type.breaker, admitted.trial);
@@ -146,7 +180,7 @@ bool Executor::serve(const SlotPtr& slot, Lease lease) {
     completion_.cancelled_before_start(std::move(lease), now);
     return true;
   }
-  slot->occupy(Running{std::move(lease), std::move(ticket), now});
+  slot->occupy(Running{std::move(lease), std::move(ticket), std::move(place), now});
   running_.fetch_add(1, std::memory_order_relaxed);
   type.counters.started.fetch_add(1, std::memory_order_relaxed);
   completion_.events().job(*task, JobState::running, attempt.number());
@@ -292,6 +326,14 @@ std::vector<WorkerHealth> Executor::health() const {
     }
   }
   for (const SlotPtr& s : abandoned_) out.push_back(describe(s, restarts_[s->id()], true));
+  return out;
+}
+
+std::map<std::string, std::size_t, std::less<>> Executor::running_by_type() const {
+  std::map<std::string, std::size_t, std::less<>> out;
+  for (const SlotPtr& s : live_slots()) {
+    if (const TaskPtr task = s->current()) ++out[task->type()];
+  }
   return out;
 }
 

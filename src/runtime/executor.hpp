@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,6 +36,8 @@
 namespace bulwark::detail {
 
 using SlotPtr = std::shared_ptr<WorkerSlot>;
+
+struct TypeEntry;
 
 struct ExecutorCounts {
   std::size_t running = 0;
@@ -73,6 +76,8 @@ class Executor {
   std::vector<Clock::time_point> take_replacement_times();
 
   std::vector<WorkerHealth> health() const;
+  // Attempts running now, by job type.
+  std::map<std::string, std::size_t, std::less<>> running_by_type() const;
   ExecutorCounts counts() const;
   const WaitSamples& waits() const noexcept { return waits_; }
   HistogramSnapshot run_time() const { return run_time_.snapshot(); }
@@ -82,6 +87,14 @@ class Executor {
   void begin_stopping() noexcept { stopping_.store(true, std::memory_order_release); }  // 1: exits are not deaths
   void request_stops();                        // 2: every running job's stop token
   void await_exit(std::chrono::milliseconds grace);  // 3: until all threads returned or grace ends
+  // Jobs parked at `type`'s gate that may start now (resumed, places
+  // freed by attempts another thread ended) go back to the broker, ready
+  // at `now`; returns how many. The supervisor, each tick, and resume.
+  std::size_t release_parked(TypeEntry& type, Clock::time_point now);
+  // Every job parked at `type`'s gate goes back to the broker (shutdown,
+  // after the workers stopped: the broker's drain then has them).
+  void return_parked(TypeEntry& type, Clock::time_point now);
+
   void close_children();                       // 4: kill child processes, let their waiters return
   void abandon_stragglers();                   // 5: jobs still running end with kind shutdown
   void join_threads();                         // 6: join what returned, detach the rest
@@ -92,8 +105,9 @@ class Executor {
   void worker_main(const SlotPtr& slot);
   void worker_loop(const SlotPtr& slot);
   // Runs one lease; false if the attempt was abandoned (the thread must go).
-  bool serve(const SlotPtr& slot, Lease lease);
-  void defer(Lease lease, Clock::time_point until);
+  // `counted`: it already holds a place at its type's gate.
+  bool serve(const SlotPtr& slot, Lease lease, bool counted);
+  void defer(Lease lease, Clock::time_point until, bool by_breaker);
   std::string leave_behind(const SlotPtr& slot, Clock::time_point now);
 
   const RuntimeOptions& options_;

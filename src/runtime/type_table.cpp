@@ -6,7 +6,7 @@ namespace {
 
 std::unique_ptr<TypeEntry> make_entry(std::string name, const HandlerOptions& set, const RuntimeOptions& options,
                                       CircuitBreakerOptions breaker) {
-  auto e = std::make_unique<TypeEntry>(breaker);
+  auto e = std::make_unique<TypeEntry>(breaker, set.concurrency, set.rate);
   e->name = std::move(name);
   e->validate = set.validate;
   e->policy = options.retry;

@@ -20,11 +20,13 @@
 #include "runtime/attempt.hpp"
 #include "runtime/circuit_breaker.hpp"
 #include "runtime/stats.hpp"
+#include "runtime/type_gate.hpp"
 
 namespace bulwark::detail {
 
 struct TypeEntry {
-  explicit TypeEntry(CircuitBreakerOptions cb) : breaker(cb) {}
+  TypeEntry(CircuitBreakerOptions cb, std::optional<unsigned> concurrency, std::optional<RateLimit> rate)
+      : breaker(cb), gate(concurrency, rate) {}
 
   std::string name;
   const Handler* handler = nullptr;  // null for posted callables
@@ -42,6 +44,7 @@ struct TypeEntry {
   // so its stack says nothing, and the runner enforces hard timeouts.
   bool runs_elsewhere() const noexcept { return runner && runner->remote(); }
   CircuitBreaker breaker;
+  TypeGate gate;  // pause, concurrency and rate (handlers.<type>)
 };
 
 class TypeTable {

@@ -26,6 +26,7 @@
 #include "bulwark/trace.hpp"
 #include "runtime/broker.hpp"
 #include "runtime/circuit_breaker.hpp"
+#include "runtime/type_gate.hpp"
 
 namespace bulwark::detail {
 
@@ -34,6 +35,7 @@ namespace bulwark::detail {
 struct Running {
   Lease lease;
   BreakerTicket breaker;
+  GateTicket gate;  // its place under the type's concurrency limit, if any
   Clock::time_point started{};
   bool soft_fired = false;      // soft timeout acted on
   bool stuck_reported = false;  // no-heartbeat report written

@@ -54,6 +54,9 @@ void Supervisor::tick(Clock::time_point now) {
     reporter_.log(LogLevel::warn, std::move(note));
   }
   events_.expire(now);
+  // Places freed where no worker looked (an abandoned attempt), or a type
+  // resumed: its parked jobs go back to the queue.
+  types_.for_each([&](TypeEntry& type) { executor_.release_parked(type, now); });
   note_restarts(now);
   Findings f;
   check_restarts(now, f);

@@ -124,6 +124,10 @@ class Task {
   // shutdown); written before request_stop(), read by Stopped.
   void set_stop_reason(FailureKind kind) noexcept { stop_reason_.store(kind, std::memory_order_release); }
   FailureKind stop_reason() const noexcept { return stop_reason_.load(std::memory_order_acquire); }
+  // Its type's rate limit gave it a start time of its own (TypeGate): the
+  // next admission uses it instead of a token. True once per reservation.
+  void reserve_rate_slot() noexcept { rate_slot_.store(true, std::memory_order_relaxed); }
+  bool take_rate_slot() noexcept { return rate_slot_.exchange(false, std::memory_order_relaxed); }
   // Counts the job's terminal states, for a store's retention bookkeeping.
   std::uint32_t count_finish() noexcept { return finishes_.fetch_add(1, std::memory_order_acq_rel) + 1; }
   std::uint32_t finishes() const noexcept { return finishes_.load(std::memory_order_acquire); }
@@ -167,6 +171,7 @@ class Task {
   std::atomic<std::int64_t> ready_ns_{0};
   std::atomic<FailureKind> stop_reason_{FailureKind::cancelled};
   std::atomic<std::uint32_t> finishes_{0};
+  std::atomic<bool> rate_slot_{false};
   mutable Mutex mutex_;
   TaskRecord record_ BULWARK_GUARDED_BY(mutex_);
 };

@@ -1,0 +1,182 @@
+// Job controls per type: a concurrency limit, a rate limit (token bucket),
+// pause and resume. Jobs over a limit wait queued and run later; none fails
+// for it. Runs on either backend (job_controls_on_redis).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "bulwark/runtime.hpp"
+#include "support/helpers.hpp"
+#include "support/wait.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::Clock;
+using bulwark::JobState;
+using bulwark::Runtime;
+
+namespace {
+
+// "slow": sleeps its payload's ms and notes how many ran at once; "stamp":
+// notes when it started.
+struct Probe {
+  std::atomic<int> now{0};
+  std::atomic<int> most{0};
+  std::mutex mutex;
+  std::vector<Clock::time_point> starts;
+
+  bulwark::Registry registry() {
+    bulwark::Registry r = bulwark::testing::builtins();
+    r.add("slow", [this](bulwark::JobContext&, const nlohmann::json& p) {
+      const int n = ++now;
+      int seen = most.load();
+      while (n > seen && !most.compare_exchange_weak(seen, n)) {
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(p.value("ms", 20)));
+      --now;
+      return nlohmann::json(n);
+    });
+    r.add("stamp", [this](bulwark::JobContext&, const nlohmann::json&) {
+      std::lock_guard lock(mutex);
+      starts.push_back(Clock::now());
+      return nlohmann::json(true);
+    });
+    return r;
+  }
+};
+
+const bulwark::TypeControl& control(const std::vector<bulwark::TypeControl>& all, const std::string& name) {
+  const auto it = std::find_if(all.begin(), all.end(), [&](const bulwark::TypeControl& t) { return t.name == name; });
+  REQUIRE(it != all.end());
+  return *it;
+}
+
+std::vector<std::string> submit(Runtime& rt, const std::string& type, int n, nlohmann::json payload = {}) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < n; ++i) {
+    auto s = rt.submit({.type = type, .payload = payload});
+    REQUIRE(s);
+    ids.push_back(s.id);
+  }
+  return ids;
+}
+
+void require_all_succeeded(const Runtime& rt, const std::vector<std::string>& ids) {
+  for (const std::string& id : ids) {
+    const auto r = bulwark::testing::await_terminal(rt, id);
+    REQUIRE(r);
+    CHECK(r->state == JobState::succeeded);
+    CHECK(r->attempts == 1);  // waiting for a limit is not an attempt
+  }
+}
+
+}  // namespace
+
+TEST_SUITE("job_controls") {
+  TEST_CASE("a concurrency limit holds jobs of its type without holding up other types" * doctest::timeout(60)) {
+    Probe probe;
+    auto o = bulwark::testing::test_options(4);
+    o.handlers["slow"].concurrency = 2;
+    Runtime rt(probe.registry(), o);
+    const auto slow = submit(rt, "slow", 12, {{"ms", 30}});
+    // While the slow ones queue up behind their limit, other work runs on
+    // the free workers.
+    const auto quick = submit(rt, "echo", 20, 1);
+    require_all_succeeded(rt, quick);
+    const auto held = control(rt.types(), "slow");
+    CHECK(held.concurrency == 2u);
+    CHECK(held.running <= 2);
+    require_all_succeeded(rt, slow);
+    CHECK(probe.most.load() == 2);  // the limit was reached, and never passed
+    CHECK(control(rt.types(), "slow").limit_waits > 0);
+  }
+
+  TEST_CASE("a rate limit spaces starts one interval apart after the burst" * doctest::timeout(60)) {
+    Probe probe;
+    auto o = bulwark::testing::test_options(2);
+    o.handlers["stamp"].rate = bulwark::RateLimit{.per_second = 50, .burst = 3};
+    Runtime rt(probe.registry(), o);
+    const auto ids = submit(rt, "stamp", 13);
+    require_all_succeeded(rt, ids);
+    std::vector<Clock::time_point> starts;
+    {
+      std::lock_guard lock(probe.mutex);
+      starts = probe.starts;
+    }
+    REQUIRE(starts.size() == 13);
+    std::sort(starts.begin(), starts.end());
+    // 13 starts at 50/s with a burst of 3: the last no sooner than 10
+    // intervals (200 ms) after the first. A slow machine only adds to it.
+    CHECK(starts.back() - starts.front() >= 190ms);
+    const auto t = control(rt.types(), "stamp");
+    CHECK(t.rate_waits >= 10);
+    REQUIRE(t.tokens);
+    CHECK(*t.tokens >= 0);
+    CHECK(*t.tokens <= 3);
+  }
+
+  TEST_CASE("a paused type's jobs stay queued until it is resumed" * doctest::timeout(60)) {
+    Probe probe;
+    Runtime rt(probe.registry(), bulwark::testing::test_options(2));
+    CHECK(rt.pause("stamp") == bulwark::PauseResult::changed);
+    CHECK(rt.pause("stamp") == bulwark::PauseResult::unchanged);
+    CHECK(rt.pause("nope") == bulwark::PauseResult::not_found);
+    const auto ids = submit(rt, "stamp", 5);
+    const auto other = submit(rt, "echo", 3, 1);
+    require_all_succeeded(rt, other);  // other types run
+    std::this_thread::sleep_for(100ms);
+    for (const std::string& id : ids) CHECK(rt.get(id)->state == JobState::queued);
+    {
+      std::lock_guard lock(probe.mutex);
+      CHECK(probe.starts.empty());
+    }
+    CHECK(control(rt.types(), "stamp").paused);
+    CHECK(rt.resume("stamp") == bulwark::PauseResult::changed);
+    CHECK(rt.resume("stamp") == bulwark::PauseResult::unchanged);
+    require_all_succeeded(rt, ids);
+    CHECK_FALSE(control(rt.types(), "stamp").paused);
+  }
+
+  TEST_CASE("a pause with a concurrency limit releases only as many as there are places" * doctest::timeout(60)) {
+    Probe probe;
+    auto o = bulwark::testing::test_options(4);
+    o.handlers["slow"].concurrency = 1;
+    Runtime rt(probe.registry(), o);
+    REQUIRE(rt.pause("slow") == bulwark::PauseResult::changed);
+    const auto ids = submit(rt, "slow", 6, {{"ms", 10}});
+    std::this_thread::sleep_for(50ms);
+    REQUIRE(rt.resume("slow") == bulwark::PauseResult::changed);
+    require_all_succeeded(rt, ids);
+    CHECK(probe.most.load() == 1);
+  }
+
+  TEST_CASE("at shutdown the jobs of a paused type end with kind shutdown, none lost" * doctest::timeout(60)) {
+    Probe probe;
+    auto o = bulwark::testing::test_options(2);
+    o.shutdown_timeout = 200ms;
+    std::vector<std::string> ids;
+    std::optional<Runtime> rt;
+    rt.emplace(probe.registry(), o);
+    REQUIRE(rt->pause("stamp") == bulwark::PauseResult::changed);
+    ids = submit(*rt, "stamp", 4);
+    std::this_thread::sleep_for(50ms);
+    const bulwark::ShutdownReport report = rt->shutdown();
+    if (bulwark::testing::test_backend_is_redis()) {
+      // The shared queue keeps them for other processes: still queued there.
+      CHECK(report.not_run == 0);
+      for (const std::string& id : ids) CHECK(rt->get(id)->state == JobState::queued);
+    } else {
+      CHECK(report.not_run == 4);
+      for (const std::string& id : ids) {
+        const auto r = rt->get(id);
+        REQUIRE(r);
+        CHECK(r->state == JobState::failed);
+        REQUIRE(r->error);
+        CHECK(r->error->kind == bulwark::FailureKind::shutdown);
+      }
+    }
+  }
+}
