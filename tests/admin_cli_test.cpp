@@ -103,6 +103,31 @@ TEST_SUITE("admin commands") {
     CHECK(workers.out.find("verdict healthy") != std::string::npos);
   }
 
+  TEST_CASE("types, pause, resume" * doctest::timeout(60)) {
+    Service s;
+    const std::string server = " --server " + s.url();
+    Ran paused = bulwark_cli("pause echo sleep" + server);
+    CHECK(paused.status == 0);
+    CHECK(paused.out == "echo  paused\nsleep  paused\n");
+    CHECK(bulwark_cli("pause echo" + server).out == "echo  paused (already)\n");
+    auto held = s.runtime.submit({.type = "echo", .payload = 1});
+    REQUIRE(held);
+    Ran types = bulwark_cli("types" + server);
+    CHECK(types.status == 0);
+    CHECK(types.out.find("TYPE") != std::string::npos);
+    CHECK(types.out.find("paused") != std::string::npos);
+    const json listed = json::parse(bulwark_cli("types --json" + server).out);
+    bool echo_paused = false;
+    for (const json& t : listed["types"]) echo_paused = echo_paused || (t["type"] == "echo" && t["paused"] == true);
+    CHECK(echo_paused);
+    CHECK(bulwark_cli("pause no-such-type" + server).status == 3);
+    CHECK(s.runtime.get(held.id)->state == bulwark::JobState::queued);
+    Ran resumed = bulwark_cli("resume echo" + server);
+    CHECK(resumed.status == 0);
+    CHECK(resumed.out == "echo  resumed\n");
+    CHECK(s.runtime.wait(held.id, 10s)->state == bulwark::JobState::succeeded);
+  }
+
   TEST_CASE("events --count N prints the stream's next N events" * doctest::timeout(60)) {
     Service s;
     Ran ran;

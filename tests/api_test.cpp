@@ -203,6 +203,45 @@ TEST_SUITE("Api access") {
     CHECK(api.handle(request("POST", "/v1/jobs/x/cancel")).status == 404);  // no Origin: not a browser
   }
 
+  TEST_CASE("GET /v1/types lists each type's options, limits and state; pause and resume change it" * doctest::timeout(30)) {
+    auto o = bulwark::testing::test_options(2);
+    o.handlers["sleep"].concurrency = 3;
+    o.handlers["sleep"].rate = bulwark::RateLimit{.per_second = 2.5, .burst = 4};
+    o.handlers["sleep"].max_attempts = 7;
+    bulwark::Runtime runtime{bulwark::testing::builtins(), o};
+    Api api{runtime, bulwark::ServerOptions{}};
+    const auto call = [&](std::string method, std::string target) {
+      return api.handle(Request{std::move(method), std::move(target), "application/json", "", ""});
+    };
+    const auto sleep_type = [&] {
+      const json all = json::parse(call("GET", "/v1/types").body)["types"];
+      for (const json& t : all) {
+        if (t["type"] == "sleep") return t;
+      }
+      FAIL("no sleep type listed");
+      return json();
+    };
+    json t = sleep_type();
+    CHECK(t["paused"] == false);
+    CHECK(t["options"]["max_attempts"] == 7);
+    CHECK(t["limits"]["concurrency"] == 3);
+    CHECK(t["limits"]["rate"] == json{{"per_second", 2.5}, {"burst", 4}});
+    CHECK(t["tokens"] == 4.0);
+    CHECK(t["breaker"] == "off");  // circuit_breaker.failures is 0 in tests
+    Response paused = call("POST", "/v1/types/sleep/pause");
+    CHECK(paused.status == 200);
+    CHECK(json::parse(paused.body) == json{{"type", "sleep"}, {"paused", true}, {"changed", true}});
+    CHECK(json::parse(call("POST", "/v1/types/sleep/pause").body)["changed"] == false);
+    CHECK(sleep_type()["paused"] == true);
+    CHECK(json::parse(call("POST", "/v1/types/sleep/resume").body)["changed"] == true);
+    CHECK(sleep_type()["paused"] == false);
+    Response unknown = call("POST", "/v1/types/nope/pause");
+    CHECK(unknown.status == 404);
+    CHECK(json::parse(unknown.body)["error"]["code"] == "type_not_found");
+    CHECK(call("GET", "/v1/types/sleep/pause").status == 405);
+    CHECK(call("POST", "/v1/types").status == 405);
+  }
+
   TEST_CASE("route_of names the route template, never the raw path" * doctest::timeout(30)) {
     bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
     Api api{runtime, bulwark::ServerOptions{}};
@@ -217,6 +256,9 @@ TEST_SUITE("Api access") {
         {{"POST", "/v1/jobs/some-id/cancel"}, "/v1/jobs/{id}/cancel"},
         {{"POST", "/v1/jobs/some-id/retry"}, "/v1/jobs/{id}/retry"},
         {{"GET", "/v1/events?type=x"}, "/v1/events"},
+        {{"GET", "/v1/types"}, "/v1/types"},
+        {{"POST", "/v1/types/resize/pause"}, "/v1/types/{type}/pause"},
+        {{"POST", "/v1/types/resize/resume"}, "/v1/types/{type}/resume"},
         {{"GET", "/"}, "/ui/{file}"},
         {{"GET", "/ui/app.js"}, "/ui/{file}"},
         {{"GET", "/custom"}, "extra"},

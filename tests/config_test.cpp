@@ -155,6 +155,26 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(config_error(json::parse(R"({"recovery": {"decrease_factor": 1}})")).find("recovery.decrease_factor") == 0);
   }
 
+  TEST_CASE("handlers.<type>.concurrency and .rate are read and bounded") {
+    const auto o = bulwark::RuntimeOptions::from_json(json::parse(R"({"handlers": {
+      "slow": {"concurrency": 3, "rate": {"per_second": 0.5, "burst": 5}}, "api": {"rate": {"per_second": 20}}}})"));
+    CHECK(o.handlers.at("slow").concurrency == 3u);
+    REQUIRE(o.handlers.at("slow").rate);
+    CHECK(o.handlers.at("slow").rate->per_second == 0.5);
+    CHECK(o.handlers.at("slow").rate->burst == 5u);
+    CHECK(o.handlers.at("api").rate->burst == 1u);  // the default burst
+    CHECK(!o.handlers.at("api").concurrency);
+    CHECK(config_error(json::parse(R"({"handlers": {"x": {"concurrency": 0}}})")).find("handlers.x.concurrency") !=
+          std::string::npos);
+    CHECK(config_error(json::parse(R"({"handlers": {"x": {"rate": {"burst": 2}}}})")) ==
+          "handlers.x.rate.per_second: required");
+    CHECK(config_error(json::parse(R"({"handlers": {"x": {"rate": {"per_second": 0}}}})")).find(
+              "handlers.x.rate.per_second") != std::string::npos);
+    CHECK(config_error(json::parse(R"({"handlers": {"x": {"rate": {"per_second": 1, "burst": 0}}}})")).find(
+              "handlers.x.rate.burst") != std::string::npos);
+    CHECK(config_error(json::parse(R"({"handlers": {"x": {"rate": 5}}})")) == "handlers.x.rate: expected an object");
+  }
+
   TEST_CASE("errors name the key path") {
     CHECK(config_error(json::parse(R"({"handlers": {"fail": {"max_attempts": "3"}}})")) ==
           "handlers.fail.max_attempts: expected an integer");

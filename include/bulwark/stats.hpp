@@ -37,6 +37,11 @@ struct TypeStats {
   std::map<std::string, std::uint64_t> recovered{};  // caught failures (every failed attempt), by kind
   BreakerState breaker = BreakerState::off;
   std::uint64_t breaker_opened = 0;
+  // Job controls (Runtime::types() has more):
+  bool paused = false;
+  std::size_t held = 0;             // jobs held here for a place (paused, or at the concurrency limit)
+  std::uint64_t rate_waits = 0;     // cumulative: starts put off by the rate limit
+  std::uint64_t limit_waits = 0;    // cumulative: jobs held for a place
 };
 
 struct RuntimeStats {

@@ -58,6 +58,9 @@ struct Commands {
   CLI::App* dead = nullptr;
   CLI::App* retry = nullptr;
   CLI::App* cancel = nullptr;
+  CLI::App* types = nullptr;
+  CLI::App* pause = nullptr;
+  CLI::App* resume = nullptr;
   CLI::App* health = nullptr;
   CLI::App* stats = nullptr;
   CLI::App* workers = nullptr;
@@ -287,6 +290,43 @@ int run_workers(http::Client& c) {
   });
 }
 
+int run_types(http::Client& c) {
+  return answer(c.request("GET", "/v1/types"), [](const json& j) {
+    std::vector<std::vector<std::string>> rows;
+    for (const json& t : j["types"]) {
+      const json& limits = t["limits"];
+      std::string rate = "-";
+      if (limits["rate"].is_object()) {
+        std::ostringstream r;
+        r << limits["rate"]["per_second"].get<double>() << "/s burst " << text(limits["rate"]["burst"]);
+        rate = r.str();
+      }
+      rows.push_back({text(t["type"]), t.value("paused", false) ? "paused" : "running",
+                      limits["concurrency"].is_null() ? "-" : text(limits["concurrency"]), rate, text(t["running"]),
+                      text(t["held"]), text(t["counts"]["succeeded"]), text(t["breaker"])});
+    }
+    print_table({"TYPE", "STATE", "CONCURRENCY", "RATE", "RUNNING", "HELD", "SUCCEEDED", "BREAKER"}, rows);
+  });
+}
+
+// pause and resume: each type in turn; 3 if any was refused.
+int run_pause(http::Client& c, const std::string& action) {
+  int status = kExitOk;
+  for (const std::string& type : args().ids) {
+    const http::ClientResponse r = c.request("POST", "/v1/types/" + encode(type) + "/" + action);
+    if (r.status != 200) {
+      std::cerr << type << ": ";
+      status = server_error(r);
+      continue;
+    }
+    answer(r, [](const json& j) {
+      std::cout << text(j["type"]) << "  " << (j.value("paused", false) ? "paused" : "resumed")
+                << (j.value("changed", false) ? "" : " (already)") << "\n";
+    });
+  }
+  return status;
+}
+
 // GET /healthz (or /readyz): 0 when it answers 200, 3 otherwise, so a
 // container's HEALTHCHECK needs no curl in the image.
 int run_health(http::Client& c) {
@@ -387,6 +427,11 @@ void add_admin_commands(CLI::App& app) {
   c.cancel = app.add_subcommand("cancel", "cancel jobs (a running one is asked to stop)");
   c.cancel->add_option("ID", a.ids, "job ids")->required();
   c.stats = app.add_subcommand("stats", "counts, queue depth and rates");
+  c.types = app.add_subcommand("types", "every job type with its limits, pause state and counts");
+  c.pause = app.add_subcommand("pause", "pause job types: their jobs stay queued until resumed");
+  c.pause->add_option("TYPE", a.ids, "job types")->required();
+  c.resume = app.add_subcommand("resume", "resume paused job types");
+  c.resume->add_option("TYPE", a.ids, "job types")->required();
   c.health = app.add_subcommand("health", "the server's health verdict (/healthz); exit 0 healthy or degraded, 3 not");
   c.health->add_flag("--ready", a.ready, "readiness (/readyz) instead: exit 0 when it takes traffic");
   c.workers = app.add_subcommand("workers", "the supervisor's verdict and every worker");
@@ -395,7 +440,8 @@ void add_admin_commands(CLI::App& app) {
   c.events->add_option("--state", a.event_state, "only transitions into this state");
   c.events->add_option("--count", a.count, "stop after this many events (0: follow until interrupted)")
       ->check(CLI::NonNegativeNumber);
-  for (CLI::App* cmd : {c.submit, c.get, c.list, c.dead, c.retry, c.cancel, c.stats, c.health, c.workers, c.events}) {
+  for (CLI::App* cmd : {c.submit, c.get, c.list, c.dead, c.retry, c.cancel, c.stats, c.types, c.pause, c.resume, c.health,
+                        c.workers, c.events}) {
     add_connection_options(cmd);
     cmd->footer(footer);
   }
@@ -405,7 +451,8 @@ int admin_command(CLI::App&) {
   Commands& c = commands();
   AdminArgs& a = args();
   CLI::App* given = nullptr;
-  for (CLI::App* cmd : {c.submit, c.get, c.list, c.dead, c.retry, c.cancel, c.stats, c.health, c.workers, c.events}) {
+  for (CLI::App* cmd : {c.submit, c.get, c.list, c.dead, c.retry, c.cancel, c.stats, c.types, c.pause, c.resume,
+                        c.health, c.workers, c.events}) {
     if (cmd != nullptr && cmd->parsed()) given = cmd;
   }
   if (given == nullptr) return -1;
@@ -428,6 +475,9 @@ int admin_command(CLI::App&) {
     if (given == c.retry) return run_each(client, "retry");
     if (given == c.cancel) return run_each(client, "cancel");
     if (given == c.stats) return run_stats(client);
+    if (given == c.types) return run_types(client);
+    if (given == c.pause) return run_pause(client, "pause");
+    if (given == c.resume) return run_pause(client, "resume");
     if (given == c.health) return run_health(client);
     if (given == c.workers) return run_workers(client);
     return run_events(client);

@@ -1,5 +1,6 @@
 // The admin commands: `bulwark submit`, `get`, `list`, `dead`, `retry`,
-// `cancel`, `stats`, `workers`, `events`, each a client of a running
+// `cancel`, `stats`, `types`, `pause`, `resume`, `health`, `workers`,
+// `events`, each a client of a running
 // `bulwark serve` (its HTTP API) through http::Client.
 #pragma once
 

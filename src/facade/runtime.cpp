@@ -343,6 +343,11 @@ TypeStats type_stats(const detail::TypeEntry& t) {
   }
   out.breaker = t.breaker.enabled() ? t.breaker.state() : BreakerState::off;
   out.breaker_opened = t.breaker.opened();
+  const detail::GateState g = t.gate.state(Clock::now());
+  out.paused = g.paused;
+  out.held = g.parked;
+  out.rate_waits = g.rate_waits;
+  out.limit_waits = g.parks;
   return out;
 }
 

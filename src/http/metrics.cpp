@@ -185,6 +185,22 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
   w.family("bulwark_stuck_reports_total", "counter", "Stack dumps of jobs without a heartbeat.");
   w.sample("bulwark_stuck_reports_total", {}, static_cast<double>(s.stuck_reports));
 
+  w.family("bulwark_type_paused", "gauge", "1 while a job type is paused (POST /v1/types/{type}/pause).");
+  for (const auto& [type, t] : s.by_type) {
+    if (type != "post") w.sample("bulwark_type_paused", {{"type", type}}, t.paused ? 1 : 0);
+  }
+  w.family("bulwark_type_held", "gauge",
+           "Jobs fetched by this process and held for a place: their type is paused or at its concurrency limit.");
+  for (const auto& [type, t] : s.by_type) {
+    if (type != "post") w.sample("bulwark_type_held", {{"type", type}}, static_cast<double>(t.held));
+  }
+  w.family("bulwark_type_limit_waits_total", "counter",
+           "Job starts put off by a type's controls: limit=\"rate\" (the rate limit), \"held\" (paused or at the concurrency limit).");
+  for (const auto& [type, t] : s.by_type) {
+    if (type == "post") continue;
+    w.sample("bulwark_type_limit_waits_total", {{"type", type}, {"limit", "rate"}}, static_cast<double>(t.rate_waits));
+    w.sample("bulwark_type_limit_waits_total", {{"type", type}, {"limit", "held"}}, static_cast<double>(t.limit_waits));
+  }
   w.family("bulwark_circuit_breaker_state", "gauge", "Circuit breaker by job type: 0 closed, 1 half-open, 2 open.");
   for (const auto& [type, t] : s.by_type) {
     if (t.breaker == BreakerState::off) continue;
