@@ -53,6 +53,30 @@ TEST_SUITE("api") {
     CHECK(j["result"] == json{{"x", 1}});
   }
 
+  TEST_CASE("a unique job's duplicate submit is 200 with the first job and \"duplicate\": true" * doctest::timeout(30)) {
+    Fixture f;
+    const std::string spec = R"({"type": "sleep", "payload": {"ms": 1}, "unique_key": "nightly", "unique_for_ms": 60000})";
+    Response first = f.call("POST", "/v1/jobs", spec);
+    REQUIRE(first.status == 201);
+    const std::string id = json::parse(first.body)["id"];
+    Response again = f.call("POST", "/v1/jobs", spec);
+    CHECK(again.status == 200);
+    const json j = json::parse(again.body);
+    CHECK(j["id"] == id);
+    CHECK(j["duplicate"] == true);
+    CHECK(header(again, "Location") == "/v1/jobs/" + id);
+    Response batch = f.call("POST", "/v1/jobs/batch", "{\"jobs\": [" + spec + R"(, {"type": "echo"}]})");
+    REQUIRE(batch.status == 200);
+    const json b = json::parse(batch.body);
+    CHECK(b["accepted"] == 1);
+    CHECK(b["duplicates"] == 1);
+    CHECK(b["rejected"] == 0);
+    CHECK(b["results"][0] == json{{"status", 200}, {"id", id}, {"state", b["results"][0]["state"]}, {"duplicate", true}});
+    CHECK(b["results"][1]["status"] == 201);
+    REQUIRE(f.runtime.wait_idle(10s));
+    CHECK(json::parse(f.call("GET", "/v1/jobs/" + id).body)["unique_key"] == "nightly");
+  }
+
   TEST_CASE("each error of the contract has its status and code" * doctest::timeout(30)) {
     Fixture f;
     CHECK(Fixture::code(f.call("POST", "/v1/jobs", "{")) == "malformed_json");

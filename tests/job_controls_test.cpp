@@ -180,3 +180,83 @@ TEST_SUITE("job_controls") {
     }
   }
 }
+
+TEST_SUITE("unique jobs") {
+  TEST_CASE("a submit within the window answers with the first job; other keys and types are their own" *
+            doctest::timeout(60)) {
+    Probe probe;
+    Runtime rt(probe.registry(), bulwark::testing::test_options(2));
+    REQUIRE(rt.pause("stamp") == bulwark::PauseResult::changed);  // keep the first one waiting
+    bulwark::JobSpec spec{.type = "stamp", .payload = 1};
+    spec.unique_key = "report:2026-11";
+    spec.unique_for = 60s;
+    const auto first = rt.submit(spec);
+    REQUIRE(first);
+    CHECK_FALSE(first.duplicate);
+    const auto second = rt.submit(spec);
+    REQUIRE(second);
+    CHECK(second.duplicate);
+    CHECK(second.id == first.id);
+    CHECK(second.state == JobState::queued);
+    bulwark::JobSpec other_key = spec;
+    other_key.unique_key = "report:2026-12";
+    CHECK_FALSE(rt.submit(other_key).duplicate);
+    bulwark::JobSpec other_type = spec;
+    other_type.type = "echo";
+    CHECK_FALSE(rt.submit(other_type).duplicate);
+    // A batch: the first of the key in it holds it for the rest.
+    bulwark::JobSpec fresh = spec;
+    fresh.unique_key = "batch";
+    const auto many = rt.submit_many({fresh, fresh, spec});
+    REQUIRE(many.size() == 3);
+    CHECK_FALSE(many[0].duplicate);
+    CHECK(many[1].duplicate);
+    CHECK(many[1].id == many[0].id);
+    CHECK(many[2].duplicate);
+    CHECK(many[2].id == first.id);
+    REQUIRE(rt.resume("stamp") == bulwark::PauseResult::changed);
+    REQUIRE(rt.wait_idle(20s));
+    {
+      std::lock_guard lock(probe.mutex);
+      CHECK(probe.starts.size() == 3);  // first, other_key, the batch's first
+    }
+    const auto record = rt.get(first.id);
+    REQUIRE(record);
+    CHECK(record->unique_key == "report:2026-11");
+    // Still within the window after the job ended: still answered by it.
+    const auto after = rt.submit(spec);
+    CHECK(after.duplicate);
+    CHECK(after.id == first.id);
+    CHECK(after.state == JobState::succeeded);
+  }
+
+  TEST_CASE("once the window has passed the key makes a new job" * doctest::timeout(60)) {
+    Probe probe;
+    Runtime rt(probe.registry(), bulwark::testing::test_options(1));
+    bulwark::JobSpec spec{.type = "echo", .payload = 1};
+    spec.unique_key = "k";
+    spec.unique_for = 50ms;
+    const auto first = rt.submit(spec);
+    REQUIRE(first);
+    std::this_thread::sleep_for(120ms);
+    const auto second = rt.submit(spec);
+    REQUIRE(second);
+    CHECK_FALSE(second.duplicate);
+    CHECK(second.id != first.id);
+  }
+
+  TEST_CASE("a unique key needs its window, and both are checked" * doctest::timeout(30)) {
+    Probe probe;
+    Runtime rt(probe.registry(), bulwark::testing::test_options(1));
+    bulwark::JobSpec no_window{.type = "echo"};
+    no_window.unique_key = "k";
+    const auto r = rt.submit(no_window);
+    REQUIRE_FALSE(r);
+    CHECK(r.error->code == bulwark::SubmitError::Code::invalid);
+    CHECK(r.error->message == "unique_for_ms: required with unique_key");
+    bulwark::JobSpec control{.type = "echo"};
+    control.unique_key = std::string("a\nb");
+    control.unique_for = 1s;
+    CHECK(rt.submit(control).error->message == "unique_key: control characters are not allowed");
+  }
+}

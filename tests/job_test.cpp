@@ -56,6 +56,23 @@ TEST_SUITE("JobSpec") {
     CHECK(spec_error(json{{"type", "echo"}, {"priorty", 1}}) == "priorty: unknown field");
   }
 
+  TEST_CASE("unique_key and unique_for_ms: both or neither, each bounded") {
+    auto spec = bulwark::JobSpec::from_json(
+        json::parse(R"({"type": "echo", "unique_key": "user:42 résumé", "unique_for_ms": 60000})"));
+    CHECK(spec.unique_key == "user:42 résumé");
+    CHECK(spec.unique_for.count() == 60000);
+    CHECK(spec_error(json{{"type", "echo"}, {"unique_key", "k"}}) == "unique_for_ms: required with unique_key");
+    CHECK(spec_error(json{{"type", "echo"}, {"unique_for_ms", 5}}) == "unique_key: required with unique_for_ms");
+    CHECK(spec_error(json{{"type", "echo"}, {"unique_key", 5}, {"unique_for_ms", 5}}) == "unique_key: expected a string");
+    CHECK(spec_error(json{{"type", "echo"}, {"unique_key", "k"}, {"unique_for_ms", 0}}).rfind("unique_for_ms:", 0) == 0);
+    CHECK(spec_error(json{{"type", "echo"}, {"unique_key", "k"}, {"unique_for_ms", 2'592'000'001LL}})
+              .rfind("unique_for_ms:", 0) == 0);
+    CHECK(spec_error(json{{"type", "echo"}, {"unique_key", std::string(201, 'k')}, {"unique_for_ms", 5}})
+              .rfind("unique_key: longer than 200", 0) == 0);
+    CHECK(spec_error(json{{"type", "echo"}, {"unique_key", "a\tb"}, {"unique_for_ms", 5}}) ==
+          "unique_key: control characters are not allowed");
+  }
+
   TEST_CASE("job states round-trip through their names") {
     for (auto s : {bulwark::JobState::queued, bulwark::JobState::scheduled, bulwark::JobState::running,
                    bulwark::JobState::succeeded, bulwark::JobState::failed, bulwark::JobState::cancelled,

@@ -38,7 +38,7 @@ struct Queue {
                     long long capacity = 1000, int max_attempts = 3) {
     return c.eval(redis::kEnqueue, {keys.ready, keys.scheduled, keys.index, keys.seq, keys.held},
                   {std::to_string(capacity), keys.job_prefix, id, "echo", R"({"x":1})", std::to_string(priority),
-                   std::to_string(max_attempts), "0", std::to_string(due), std::to_string(now), "", ""})
+                   std::to_string(max_attempts), "0", std::to_string(due), std::to_string(now), "", "", "", "", ""})
         .elements.at(0)
         .as_integer();
   }
@@ -209,7 +209,7 @@ TEST_SUITE("redis_scripts") {
     Queue q(server);
     std::vector<std::string> args = {"3", q.keys.job_prefix};
     for (const char* id : {"m1", "m2", "m1", "m3", "m4"}) {
-      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", ""});
+      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", "", "", "", ""});
     }
     std::vector<long long> got;
     for (const Value& v : q.c.eval(redis::kEnqueue, {q.keys.ready, q.keys.scheduled, q.keys.index, q.keys.seq, q.keys.held}, args)
@@ -219,6 +219,38 @@ TEST_SUITE("redis_scripts") {
     CHECK(got == std::vector<long long>{1, 2, -1, 3, -2});  // the second m1 is a duplicate; m4 finds 3 waiting
     CHECK(q.card(q.keys.ready) == 3);
     CHECK(ids_of(q.fetch("p", 5)) == std::vector<std::string>{"m1", "m2", "m3"});
+  }
+
+  TEST_CASE("a unique job's lock answers later submits with its holder until the window passes" * doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    const std::string lock = q.keys.unique("echo", "k:1");
+    const auto unique_args = [&](const std::string& id, const std::string& window_ms) {
+      return std::vector<std::string>{id, "echo", "null", "0", "3", "0", "0", "1000", "", "", lock, window_ms, "k:1"};
+    };
+    std::vector<std::string> args = {"100", q.keys.job_prefix};
+    for (const char* id : {"u1", "u2"}) {
+      const auto more = unique_args(id, "60000");
+      args.insert(args.end(), more.begin(), more.end());
+    }
+    const Value first = q.c.eval(redis::kEnqueue, {q.keys.ready, q.keys.scheduled, q.keys.index, q.keys.seq, q.keys.held}, args);
+    REQUIRE(first.elements.size() == 2);
+    CHECK(first.elements[0].as_integer() == 1);
+    REQUIRE(first.elements[1].elements.size() == 2);  // the second in the same batch: held by u1
+    CHECK(first.elements[1].elements[0].str == "u1");
+    CHECK(first.elements[1].elements[1].str == "queued");
+    CHECK(q.field("u1", "unique_key") == "k:1");
+    CHECK(q.c.command({"GET", lock}).str == "u1");
+    CHECK(q.c.command({"PTTL", lock}).as_integer() > 50'000);
+    // The lock gone (its window passed): the key is free again.
+    q.c.command({"DEL", lock});
+    args = {"100", q.keys.job_prefix};
+    const auto again = unique_args("u3", "5");
+    args.insert(args.end(), again.begin(), again.end());
+    CHECK(q.c.eval(redis::kEnqueue, {q.keys.ready, q.keys.scheduled, q.keys.index, q.keys.seq, q.keys.held}, args)
+              .elements.at(0)
+              .as_integer() == 2);
+    CHECK(q.card(q.keys.ready) == 2);
   }
 
   TEST_CASE("fetch hands out by priority, fresh before retry, then submit order, each once" * doctest::timeout(30)) {

@@ -111,6 +111,20 @@ TEST_SUITE("bulwark run") {
     CHECK(r.lines.size() == 2);
   }
 
+  TEST_CASE("a line whose unique job is in its window is answered \"duplicate\" with that job's id; exit 0" *
+            doctest::timeout(60)) {
+    const std::string unique = R"({"type": "echo", "payload": 1, "unique_key": "once", "unique_for_ms": 60000})";
+    auto r = run_bulwark(unique + "\n" + unique + "\n" + R"({"type": "echo", "payload": 2})" "\n");
+    CHECK(r.status == 0);
+    auto lines = by_line(r);
+    REQUIRE(lines.size() == 3);
+    CHECK(lines[1]["state"] == "succeeded");
+    CHECK(lines[1]["unique_key"] == "once");
+    CHECK(lines[2] == json{{"line", 2}, {"id", lines[1]["id"]}, {"state", "duplicate"}});
+    CHECK(lines[3]["state"] == "succeeded");
+    CHECK(r.stderr_text.find("1 duplicates") != std::string::npos);
+  }
+
   TEST_CASE("exit status 2 for usage and configuration errors" * doctest::timeout(60)) {
     CHECK(run_bulwark("", "--workers lots").status == 2);
     CHECK(run_bulwark("", "--frobnicate").status == 2);

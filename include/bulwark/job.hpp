@@ -50,9 +50,16 @@ inline constexpr int kMaxPriority = 9;
 // - _ . : ~, and not "." or "..". Such an id is safe as it is in a URL path,
 // an HTTP header and a log line.
 inline constexpr std::size_t kDefaultMaxIdLength = 200;
+inline constexpr std::int64_t kMaxUniqueForMs = 30LL * 86'400'000;  // JobSpec::unique_for
 bool is_valid_job_id(std::string_view id, std::size_t max_length = kDefaultMaxIdLength) noexcept;
 // What is wrong with an id is_valid_job_id() refuses, as "id: ..." text.
 std::string job_id_problem(std::string_view id, std::size_t max_length = kDefaultMaxIdLength);
+
+// What is wrong with a JobSpec's unique_key / unique_for pair, as
+// "unique_key: ..." or "unique_for_ms: ..."; empty if nothing (both unset
+// is fine).
+std::string unique_problem(std::string_view key, std::chrono::milliseconds window,
+                           std::size_t max_length = kDefaultMaxIdLength);
 
 // Thrown by JobSpec::from_json for a field that is missing or of the wrong
 // type; what() names the field.
@@ -73,6 +80,15 @@ struct JobSpec {
   // empty: none. A bad traceparent is refused (SubmitError invalid).
   std::string trace_parent{};
   std::string trace_state{};
+  // Unique jobs: while a job of this type submitted with the same
+  // unique_key is less than unique_for old, a submit with it is answered
+  // with that job's id and `duplicate` set, and no new job is made. Both or
+  // neither: unique_key is 1 to limits.id_length bytes of UTF-8 without
+  // control characters; unique_for 1 ms to 30 days. The window runs from the
+  // first submit whatever becomes of that job (it ends early only if the
+  // job's record is no longer retained).
+  std::string unique_key{};
+  std::chrono::milliseconds unique_for{0};
 
   // trace_parent and trace_state read as a TraceContext: nullopt without
   // them, or with `problem` set ("trace_parent: ...", "trace_state: ...")
@@ -80,7 +96,7 @@ struct JobSpec {
   std::optional<TraceContext> trace(std::string* problem) const;
 
   // Reads {"type", "payload", "id", "priority", "max_attempts", "timeout_ms",
-  // "delay_ms", "trace_parent", "trace_state"}. Throws SpecError naming the first bad field; unknown fields
+  // "delay_ms", "trace_parent", "trace_state", "unique_key", "unique_for_ms"}. Throws SpecError naming the first bad field; unknown fields
   // are an error too, so a typo never goes unnoticed. `j` should come from
   // parse_json() (json_input.hpp), which bounds its nesting.
   static JobSpec from_json(const nlohmann::json& j, std::size_t max_id_length = kDefaultMaxIdLength);
@@ -106,6 +122,7 @@ struct JobRecord {
   std::optional<WallClock::time_point> finished_at{};  // terminal state reached
   std::optional<TraceContext> trace{};  // the trace context it was submitted with
   std::string span_id{};                // with a trace: the span of the latest attempt
+  std::string unique_key{};             // as submitted; empty: none
 };
 
 // The record as bulwark renders it: {"id","type","state","attempts","result",

@@ -46,10 +46,14 @@
 namespace bulwark {
 
 // The answer to submit(): the job's id and state, or why it was refused.
+// `duplicate`: a unique job (JobSpec::unique_key) of the same type and key
+// was submitted within its window; id and state are that job's, and no new
+// job was made.
 struct Submitted {
   JobId id{};
   JobState state = JobState::rejected;
   std::optional<SubmitError> error{};
+  bool duplicate = false;
   explicit operator bool() const noexcept { return !error.has_value(); }
 };
 

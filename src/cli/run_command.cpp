@@ -120,6 +120,7 @@ struct Output {
   std::uint64_t line = 0;
   std::optional<JobRecord> record;
   std::string rejection;
+  JobId duplicate_of{};  // a unique job in its window answered the line
 };
 
 // Renders and writes output lines on its own thread (symbolizing traces is
@@ -147,7 +148,7 @@ class Writer {
   std::uint64_t written() const { return written_.load(); }
 
   struct Counts {
-    std::uint64_t succeeded = 0, failed = 0, cancelled = 0, rejected = 0, retries = 0;
+    std::uint64_t succeeded = 0, failed = 0, cancelled = 0, rejected = 0, retries = 0, duplicates = 0;
     std::map<std::string, std::uint64_t> failures;  // by error type (or kind)
   };
   const Counts& counts() const { return counts_; }  // after close()
@@ -169,6 +170,10 @@ class Writer {
         ++counts_.failures[r.error->kind == FailureKind::exception ? r.error->type
                                                                      : std::string(to_string(r.error->kind))];
       }
+    } else if (!o.duplicate_of.empty()) {
+      ++counts_.duplicates;
+      line["id"] = o.duplicate_of;
+      line["state"] = "duplicate";
     } else {
       ++counts_.rejected;
       line["state"] = "rejected";
@@ -431,6 +436,11 @@ int run_command(const RunArgs& args) {
     bool warned = false;
     for (;;) {
       Submitted s = runtime->submit(spec);
+      if (s && s.duplicate) {  // no job of this line: the unique job's id says which one stands for it
+        if (shared) book.withdraw(spec.id);
+        writer.push(Output{line_no, std::nullopt, {}, s.id});
+        break;
+      }
       if (s) {
         book.submitted(s.id, line_no);
         break;
@@ -476,10 +486,11 @@ int run_command(const RunArgs& args) {
   const Writer::Counts& c = writer.counts();
   std::fprintf(stderr,
                "bulwark run: %llu lines in %.2f s: %llu succeeded, %llu failed, %llu rejected, %llu cancelled; "
-               "%llu retries\n",
+               "%llu retries%s\n",
                static_cast<unsigned long long>(lines), secs, static_cast<unsigned long long>(c.succeeded),
                static_cast<unsigned long long>(c.failed), static_cast<unsigned long long>(c.rejected),
-               static_cast<unsigned long long>(c.cancelled), static_cast<unsigned long long>(c.retries));
+               static_cast<unsigned long long>(c.cancelled), static_cast<unsigned long long>(c.retries),
+               c.duplicates == 0 ? "" : ("; " + std::to_string(c.duplicates) + " duplicates").c_str());
   for (const auto& [type, n] : c.failures) {
     std::fprintf(stderr, "  failed with %s: %llu\n", type.c_str(), static_cast<unsigned long long>(n));
   }

@@ -78,22 +78,13 @@ Json env_value(const std::string& text, const Json* default_value) {
   }
 }
 
-bool valid_utf8(const std::string& s) {
-  try {
-    (void)Json(s).dump();
-    return true;
-  } catch (const nlohmann::json::type_error&) {
-    return false;
-  }
-}
-
 void apply_environment(Layers& layers, const std::vector<std::pair<std::string, std::string>>& environment,
                        const Json& defaults) {
   for (const auto& [name, text] : environment) {
     if (name.size() <= kEnvPrefix.size() || name.compare(0, kEnvPrefix.size(), kEnvPrefix) != 0) continue;
     // Environment bytes are not JSON: what is not UTF-8 could not be shown or read as a key.
-    if (!valid_utf8(name)) throw ConfigError("an environment variable's name is not valid UTF-8");
-    if (!valid_utf8(text)) throw ConfigError(name + ": the value is not valid UTF-8");
+    if (!detail::is_valid_utf8(name)) throw ConfigError("an environment variable's name is not valid UTF-8");
+    if (!detail::is_valid_utf8(text)) throw ConfigError(name + ": the value is not valid UTF-8");
     const std::vector<std::string> parts = env_path(name, defaults);
     if (parts.empty()) continue;
     Json* at = &layers.merged;

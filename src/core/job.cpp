@@ -2,6 +2,7 @@
 #include "bulwark/submit_error.hpp"
 
 #include "bulwark/json_input.hpp"
+#include "support/text.hpp"
 
 #include <algorithm>
 #include <array>
@@ -72,9 +73,9 @@ std::optional<JobState> parse_job_state(std::string_view name) noexcept {
 
 JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
   if (!j.is_object()) throw SpecError("expected a JSON object");
-  static constexpr std::array<std::string_view, 9> kKnown = {"type",       "payload",  "id",           "priority",
-                                                             "max_attempts", "timeout_ms", "delay_ms", "trace_parent",
-                                                             "trace_state"};
+  static constexpr std::array<std::string_view, 11> kKnown = {
+      "type",     "payload",      "id",          "priority",   "max_attempts", "timeout_ms",
+      "delay_ms", "trace_parent", "trace_state", "unique_key", "unique_for_ms"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end()) throw SpecError(key + ": unknown field");
   }
@@ -105,10 +106,31 @@ JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
       *out = v->get<std::string>();
     }
   }
-  std::string problem;
+  if (const nlohmann::json* v = field(j, "unique_key")) {
+    if (!v->is_string()) throw SpecError("unique_key: expected a string");
+    spec.unique_key = v->get<std::string>();
+  }
+  if (auto u = integer_field(j, "unique_for_ms", 1, kMaxUniqueForMs); u >= 1) spec.unique_for = std::chrono::milliseconds(u);
+  std::string problem = unique_problem(spec.unique_key, spec.unique_for, max_id_length);
+  if (!problem.empty()) throw SpecError(problem);
   spec.trace(&problem);
   if (!problem.empty()) throw SpecError(problem);
   return spec;
+}
+
+std::string unique_problem(std::string_view key, std::chrono::milliseconds window, std::size_t max_length) {
+  if (key.empty() && window.count() == 0) return {};
+  if (key.empty()) return "unique_key: required with unique_for_ms";
+  if (window.count() == 0) return "unique_for_ms: required with unique_key";
+  if (window.count() < 1 || window.count() > kMaxUniqueForMs) {
+    return "unique_for_ms: expected an integer from 1 to " + std::to_string(kMaxUniqueForMs);
+  }
+  if (key.size() > max_length) return "unique_key: longer than " + std::to_string(max_length) + " bytes (limits.id_length)";
+  if (!detail::is_valid_utf8(std::string(key))) return "unique_key: not valid UTF-8";
+  if (std::any_of(key.begin(), key.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    return "unique_key: control characters are not allowed";
+  }
+  return {};
 }
 
 std::optional<TraceContext> JobSpec::trace(std::string* problem) const {
@@ -145,6 +167,7 @@ nlohmann::ordered_json to_json(const JobRecord& r, bool symbolized, bool timesta
     out["started_at"] = r.started_at ? nlohmann::ordered_json(format_iso8601(*r.started_at)) : nlohmann::ordered_json();
     out["finished_at"] = r.finished_at ? nlohmann::ordered_json(format_iso8601(*r.finished_at)) : nlohmann::ordered_json();
   }
+  if (!r.unique_key.empty()) out["unique_key"] = r.unique_key;
   if (r.trace) {
     out["trace"] = {{"trace_id", r.trace->trace_id},
                     {"span_id", r.span_id.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.span_id)},

@@ -500,7 +500,9 @@ Response Api::submit(const Request& request) {
   inherit_trace(request, spec);
   Submitted s = runtime_.submit(std::move(spec));
   if (!s) return submit_error(*s.error);
-  Response r = json_response(201, {{"id", s.id}, {"state", to_string(s.state)}});
+  // A unique job already in its window: 200 with that job, nothing made.
+  Response r = s.duplicate ? json_response(200, {{"id", s.id}, {"state", to_string(s.state)}, {"duplicate", true}})
+                           : json_response(201, {{"id", s.id}, {"state", to_string(s.state)}});
   r.headers.emplace_back("Location", "/v1/jobs/" + percent_encode(s.id));
   return r;
 }
@@ -555,16 +557,24 @@ Response Api::submit_batch(const Request& request) {
   std::vector<Submitted> submitted = runtime_.submit_many(std::move(specs));
   for (std::size_t k = 0; k < submitted.size(); ++k) {
     const Submitted& s = submitted[k];
-    if (s) {
+    if (s && s.duplicate) {
+      results[at[k]] = {{"status", 200}, {"id", s.id}, {"state", to_string(s.state)}, {"duplicate", true}};
+    } else if (s) {
       results[at[k]] = {{"status", 201}, {"id", s.id}, {"state", to_string(s.state)}};
     } else {
       const Response e = submit_error(*s.error);
       results[at[k]] = {{"status", e.status}, {"error", ordered_json::parse(e.body)["error"]}};
     }
   }
-  std::size_t accepted = 0;
-  for (const ordered_json& r : results) accepted += r["status"] == 201 ? 1 : 0;
-  return json_response(200, {{"accepted", accepted}, {"rejected", results.size() - accepted}, {"results", results}});
+  std::size_t accepted = 0, duplicates = 0;
+  for (const ordered_json& r : results) {
+    accepted += r["status"] == 201 ? 1 : 0;
+    duplicates += r["status"] == 200 ? 1 : 0;
+  }
+  return json_response(200, {{"accepted", accepted},
+                             {"duplicates", duplicates},
+                             {"rejected", results.size() - accepted - duplicates},
+                             {"results", results}});
 }
 
 Response Api::get_job(const std::string& id, const std::map<std::string, std::string>& query) {

@@ -19,6 +19,8 @@
 //   {ns}:held         zset: queued jobs of paused types, set aside by the
 //                     fetch script with their ready score; resume moves
 //                     them back to ready
+//   {ns}:unique:<n>:<type>:<key>  string: the id of the unique job holding
+//                     the key (n: the type's length), expiring with its window
 //   {ns}:processes    zset: processes by last heartbeat ms
 //   {ns}:process:<id> hash: one process (host, pid, workers, started_ms, version)
 //
@@ -49,6 +51,11 @@ struct Keys {
 
   std::string job(const std::string& id) const { return job_prefix + id; }
   std::string process(const std::string& id) const { return prefix + "process:" + id; }
+  std::string unique(const std::string& type, const std::string& key) const {
+    std::string k = prefix + "unique:" + std::to_string(type.size());
+    k.append(":").append(type).append(":").append(key);
+    return k;
+  }
 
   std::string prefix;
   std::string job_prefix;

@@ -93,34 +93,55 @@ void RedisBroker::start() {
 
 RedisBroker::~RedisBroker() { close(); }
 
-// The enqueue script's eight arguments for one job.
+// The enqueue script's thirteen arguments for one job.
 void RedisBroker::enqueue_args(std::vector<std::string>& args, const TaskSpec& s, Clock::time_point due,
-                               const std::string& now_ms) {
+                               const std::string& now_ms) const {
   args.insert(args.end(), {s.id, s.type, dump_line(s.payload), std::to_string(s.priority),
                            std::to_string(s.max_attempts), std::to_string(s.timeout.count()),
                            std::to_string(epoch_ms(due)), now_ms, s.trace ? s.trace->traceparent() : std::string(),
                            s.trace ? s.trace->state : std::string()});
+  if (s.unique) {
+    args.insert(args.end(), {keys_.unique(s.type, s.unique->key), std::to_string(s.unique->window.count()), s.unique->key});
+  } else {
+    args.insert(args.end(), 3, std::string());
+  }
 }
 
 // Sends one enqueue call; its answer per job, or nullopt if Redis cannot be
 // reached.
-std::optional<std::vector<long long>> RedisBroker::send_enqueue(std::vector<std::string>& args) {
-  std::vector<long long> seqs;
+std::optional<std::vector<RedisBroker::EnqueueAnswer>> RedisBroker::send_enqueue(std::vector<std::string>& args) {
+  std::vector<EnqueueAnswer> answers;
   try {
     const Value v = pool_.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq, keys_.held}, args);
-    seqs.reserve(v.elements.size());
-    for (const Value& e : v.elements) seqs.push_back(e.as_integer());
+    answers.reserve(v.elements.size());
+    for (const Value& e : v.elements) {
+      EnqueueAnswer a;
+      if (e.elements.size() == 2) {  // {holder, state}: a unique job holds the key
+        a.holder = e.elements[0].str;
+        a.holder_state = parse_job_state(e.elements[1].str).value_or(JobState::queued);
+      } else {
+        a.seq = e.as_integer();
+      }
+      answers.push_back(std::move(a));
+    }
   } catch (const RedisError& e) {
     if (!e.unavailable()) throw;
     reachable_.store(false, std::memory_order_release);
     return std::nullopt;
   }
-  return seqs;
+  return answers;
 }
 
-Admitted RedisBroker::admitted(long long seq, const std::function<bool()>& record) {
-  if (seq == -1) return Admitted::duplicate;
-  if (seq == -2) return Admitted::full;
+Admitted RedisBroker::admitted(const EnqueueAnswer& answer, const std::function<bool()>& record, Admission* out) {
+  if (!answer.holder.empty()) {
+    if (out != nullptr) {
+      out->existing = answer.holder;
+      out->existing_state = answer.holder_state;
+    }
+    return Admitted::unique;
+  }
+  if (answer.seq == -1) return Admitted::duplicate;
+  if (answer.seq == -2) return Admitted::full;
   return record() ? Admitted::accepted : Admitted::duplicate;
 }
 
@@ -129,9 +150,9 @@ Admitted RedisBroker::admit(const TaskPtr& task, Clock::time_point due, Clock::t
   if (!task->spec().stored) return Broker::admit(task, due, now, record);  // a posted callable: this process only
   std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix};
   enqueue_args(args, task->spec(), due, std::to_string(epoch_ms(now)));
-  const auto seqs = send_enqueue(args);
-  if (!seqs || seqs->size() != 1) return Admitted::unavailable;
-  return admitted(seqs->front(), record);
+  const auto answers = send_enqueue(args);
+  if (!answers || answers->size() != 1) return Admitted::unavailable;
+  return admitted(answers->front(), record, nullptr);
 }
 
 void RedisBroker::admit_many(std::vector<Admission>& batch, Clock::time_point now) {
@@ -148,12 +169,13 @@ void RedisBroker::admit_many(std::vector<Admission>& batch, Clock::time_point no
   for (std::size_t from = 0; from < shared.size(); from += kChunk) {
     const std::size_t to = std::min(shared.size(), from + kChunk);
     std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix};
-    args.reserve(2 + 8 * (to - from));
+    args.reserve(2 + 13 * (to - from));
     for (std::size_t i = from; i < to; ++i) enqueue_args(args, shared[i]->task->spec(), shared[i]->due, now_ms);
-    const auto seqs = send_enqueue(args);
+    const auto answers = send_enqueue(args);
     for (std::size_t i = from; i < to; ++i) {
-      shared[i]->result = seqs && seqs->size() == to - from ? admitted((*seqs)[i - from], shared[i]->record)
-                                                          : Admitted::unavailable;
+      shared[i]->result = answers && answers->size() == to - from
+                              ? admitted((*answers)[i - from], shared[i]->record, shared[i])
+                              : Admitted::unavailable;
     }
   }
 }

@@ -115,6 +115,7 @@ class RedisBroker final : public Broker {
   void ack(Lease lease, Ack how, Clock::time_point due = {}) override;
   void set_retry_limit(unsigned limit) override { local_.set_retry_limit(limit); }
   void set_aside(std::ptrdiff_t delta) noexcept override;
+  bool keeps_unique_locks() const noexcept override { return true; }
   void close() override;
   std::vector<TaskPtr> drain() override;
   std::optional<Clock::time_point> next_due() override { return local_.next_due(); }
@@ -159,11 +160,19 @@ class RedisBroker final : public Broker {
     bool signalled = false;  // guarded by mutex
   };
 
+  // The enqueue script's answer for one job.
+  struct EnqueueAnswer {
+    long long seq = 0;   // > 0: admitted; -1 id taken; -2 full
+    std::string holder;  // set: a unique job holds the key
+    JobState holder_state = JobState::queued;
+  };
+
   void release_retry_slot() noexcept override {}  // slots belong to local_'s leases
-  static void enqueue_args(std::vector<std::string>& args, const TaskSpec& s, Clock::time_point due,
-                           const std::string& now_ms);
-  std::optional<std::vector<long long>> send_enqueue(std::vector<std::string>& args);
-  static Admitted admitted(long long seq, const std::function<bool()>& record);
+  void enqueue_args(std::vector<std::string>& args, const TaskSpec& s, Clock::time_point due,
+                    const std::string& now_ms) const;
+  std::optional<std::vector<EnqueueAnswer>> send_enqueue(std::vector<std::string>& args);
+  // `out` (if given) gets the holder of a unique job's key.
+  static Admitted admitted(const EnqueueAnswer& answer, const std::function<bool()>& record, Admission* out);
   static void signal(Wake& w);
   // Waits for a signal, the stop token or the timeout.
   static void wait(Wake& w, std::stop_token& stop, std::chrono::milliseconds timeout);

@@ -58,6 +58,7 @@ JobRecord record_from_hash(const Value& hgetall) {
   JobRecord r;
   r.id = h["id"];
   r.type = h["type"];
+  r.unique_key = h["unique_key"];
   r.seq = static_cast<std::uint64_t>(number(h, "seq"));
   r.priority = static_cast<int>(number(h, "priority"));
   r.max_attempts = static_cast<int>(number(h, "max_attempts", 1));

@@ -55,15 +55,27 @@ end
 const Script kEnqueue{"enqueue", kPrelude + R"lua(
 local capacity, prefix = tonumber(ARGV[1]), ARGV[2]
 local waiting = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[5])
-local out, taken, accepted = {}, {}, 0
-for i = 3, #ARGV, 10 do
-  local id = ARGV[i]
-  if taken[id] or redis.call('EXISTS', prefix .. id) == 1 then
+local out, taken, accepted, locked = {}, {}, 0, {}
+for i = 3, #ARGV, 13 do
+  local id, lock = ARGV[i], ARGV[i + 10]
+  local holder = nil
+  if lock ~= '' then
+    holder = locked[lock]
+    if not holder then
+      local h = redis.call('GET', lock)
+      -- A holder whose record retention forgot no longer holds the key.
+      if h and redis.call('EXISTS', prefix .. h) == 1 then holder = h end
+    end
+  end
+  if holder then
+    table.insert(out, {holder, redis.call('HGET', prefix .. holder, 'state') or 'queued'})
+  elseif taken[id] or redis.call('EXISTS', prefix .. id) == 1 then
     table.insert(out, -1)
   elseif waiting >= capacity then
     table.insert(out, -2)
   else
     taken[id] = true
+    if lock ~= '' then locked[lock] = id end
     waiting = waiting + 1
     accepted = accepted + 1
     table.insert(out, 0)  -- its sequence number below
@@ -74,7 +86,7 @@ local seq = redis.call('INCRBY', KEYS[4], accepted) - accepted
 local index, ready, scheduled = {}, {}, {}
 for k, i in ipairs(out) do
   if i == 0 then
-    local a = 3 + (k - 1) * 10
+    local a = 3 + (k - 1) * 13
     local id, priority, due, now = ARGV[a], ARGV[a + 3], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
     seq = seq + 1
     out[k] = seq
@@ -84,6 +96,10 @@ for k, i in ipairs(out) do
       'state', delayed and 'scheduled' or 'queued', 'retry', '0')
     if ARGV[a + 8] ~= '' then
       redis.call('HSET', prefix .. id, 'traceparent', ARGV[a + 8], 'tracestate', ARGV[a + 9])
+    end
+    if ARGV[a + 10] ~= '' then
+      redis.call('SET', ARGV[a + 10], id, 'PX', ARGV[a + 11])
+      redis.call('HSET', prefix .. id, 'unique_key', ARGV[a + 12])
     end
     table.insert(index, seq)
     table.insert(index, id)

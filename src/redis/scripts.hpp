@@ -33,11 +33,15 @@
 namespace bulwark::detail::redis {
 
 // KEYS: ready, scheduled, index, seq, held.
-// ARGV: capacity, job_prefix, then eight per job: id, type, payload,
-//       priority, max_attempts, timeout_ms, due_ms, now_ms.
+// ARGV: capacity, job_prefix, then thirteen per job: id, type, payload,
+//       priority, max_attempts, timeout_ms, due_ms, now_ms, traceparent,
+//       tracestate, unique lock key ("" for none), its window ms, the
+//       job's unique_key.
 // Admits a batch, each job as its own transition: per job, its sequence
 // number; -1 if the id is taken (an earlier job of the batch counts); -2 if
-// `capacity` jobs are already waiting (ready + scheduled + held).
+// `capacity` jobs are already waiting (ready + scheduled + held); {holder
+// id, its state} if a job still known holds its unique lock (an earlier job
+// of the batch counts). An admitted unique job takes the lock for its window.
 extern const Script kEnqueue;
 
 // KEYS: ready, leased, paused, held.

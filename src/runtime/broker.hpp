@@ -77,6 +77,7 @@ enum class Admitted {
   full,         // queue.capacity jobs are waiting
   duplicate,    // a job with this id is still known
   unavailable,  // the backend cannot be reached (a networked broker)
+  unique,       // a unique job of its type and key is within its window (Admission::existing)
 };
 
 // One job of a batch admission (Broker::admit_many): in, the task, when it
@@ -86,6 +87,8 @@ struct Admission {
   Clock::time_point due;
   std::function<bool()> record;
   Admitted result = Admitted::accepted;
+  JobId existing{};  // result unique: the job that holds the key
+  JobState existing_state = JobState::queued;
 };
 
 // How an attempt's lease ends.
@@ -126,6 +129,11 @@ class Broker {
   // Ends a lease with the attempt's outcome. Never fails: an accepted job
   // is not lost.
   virtual void ack(Lease lease, Ack how, Clock::time_point due = {}) = 0;
+
+  // True if the broker keeps unique-job locks itself (a shared queue does,
+  // in the same transaction as the admission; then admit_many answers
+  // Admitted::unique). Otherwise the caller keeps them.
+  virtual bool keeps_unique_locks() const noexcept { return false; }
 
   // Leases the workers set aside without starting them (held at a job
   // type's concurrency limit): `delta` more or fewer. A broker that fetches

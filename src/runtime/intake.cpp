@@ -1,5 +1,7 @@
 #include "runtime/intake.hpp"
 
+#include <algorithm>
+
 #include <thread>
 
 #include "bulwark/detail/task_pool.hpp"
@@ -71,6 +73,9 @@ std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* t
     if (!context) return error(Code::invalid, problem);
     trace = std::make_shared<const TraceContext>(std::move(*context));
   }
+  if (auto problem = unique_problem(spec.unique_key, spec.unique_for, options_.limits.id_length); !problem.empty()) {
+    return error(Code::invalid, problem);
+  }
   if (type->validate) {
     auto valid = guarded([&] { type->validate(spec.payload); });
     if (!valid.ok()) return error(Code::invalid, valid.failure().message);
@@ -84,7 +89,9 @@ Submitted Intake::submit(JobSpec spec) {
   if (auto problem = check(spec, type, trace)) return reject(std::move(*problem));
   const auto delay = spec.delay;
   auto task = task_for(*type, std::move(spec), std::move(trace));
-  if (auto e = accept(task, delay)) return reject(std::move(*e));
+  Submitted duplicate;
+  if (auto e = accept(task, delay, &duplicate)) return reject(std::move(*e));
+  if (duplicate.duplicate) return duplicate;
   return Submitted{task->id(), delay.count() > 0 ? JobState::scheduled : JobState::queued, std::nullopt};
 }
 
@@ -128,13 +135,14 @@ std::optional<SubmitError> Intake::refusal(Admitted result, const JobId& id) con
       return error(SubmitError::Code::queue_full, "the queue is full (" + std::to_string(broker_.capacity()) +
                                                       " jobs waiting, queue.capacity): retry later");
     case Admitted::duplicate:
+    case Admitted::unique:  // answered as a duplicate before this is asked
       return error(SubmitError::Code::duplicate_id, "id '" + id + "' is already used by another job");
     case Admitted::unavailable: break;
   }
   return error(SubmitError::Code::backend_unavailable, "the job queue's backend cannot be reached: retry later");
 }
 
-std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::milliseconds delay) {
+std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::milliseconds delay, Submitted* duplicate) {
   const Gate gate(*this);
   if (!gate.open()) return error(SubmitError::Code::shutting_down, "the runtime is shutting down");
   const auto now = Clock::now();
@@ -142,7 +150,55 @@ std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::millisecond
   // [this, &task]: two pointers fit std::function's inline buffer, so
   // passing it allocates nothing on the submit path.
   const auto recorder = [this, &task] { return record(task); };
-  return refusal(broker_.admit(task, now + delay, now, recorder), task->id());
+  if (!task->spec().unique) return refusal(broker_.admit(task, now + delay, now, recorder), task->id());
+  if (!broker_.keeps_unique_locks()) {
+    if (auto holder = claim_unique(*task, now)) {
+      if (duplicate != nullptr) *duplicate = duplicate_of(*holder, std::nullopt);
+      return std::nullopt;
+    }
+    auto refused = refusal(broker_.admit(task, now + delay, now, recorder), task->id());
+    if (refused) release_unique(*task);
+    return refused;
+  }
+  // The broker decides in the admission's own transaction.
+  std::vector<Admission> one;
+  one.push_back(Admission{task, now + delay, recorder});
+  broker_.admit_many(one, now);
+  if (one.front().result == Admitted::unique) {
+    if (duplicate != nullptr) *duplicate = duplicate_of(one.front().existing, one.front().existing_state);
+    return std::nullopt;
+  }
+  return refusal(one.front().result, task->id());
+}
+
+std::optional<JobId> Intake::claim_unique(const Task& task, Clock::time_point now,
+                                          const std::vector<Admission>* pending) {
+  const UniqueLock* unique = task.spec().unique.get();
+  if (unique == nullptr || broker_.keeps_unique_locks()) return std::nullopt;
+  const auto known = [&](const JobId& id) {
+    if (pending != nullptr &&
+        std::any_of(pending->begin(), pending->end(), [&](const Admission& a) { return a.task->id() == id; })) {
+      return true;
+    }
+    return store_.find(id) != nullptr;
+  };
+  return unique_locks_.claim(UniqueLocks::name(task.type(), unique->key), task.id(), now + unique->window, now, known);
+}
+
+void Intake::release_unique(const Task& task) {
+  const UniqueLock* unique = task.spec().unique.get();
+  if (unique == nullptr || broker_.keeps_unique_locks()) return;
+  unique_locks_.release(UniqueLocks::name(task.type(), unique->key), task.id());
+}
+
+Submitted Intake::duplicate_of(const JobId& holder, std::optional<JobState> state) const {
+  if (!state) {
+    const TaskPtr task = store_.find(holder);
+    state = task ? task->state() : JobState::queued;
+  }
+  Submitted out{holder, *state, std::nullopt};
+  out.duplicate = true;
+  return out;
 }
 
 std::vector<Submitted> Intake::submit_many(std::vector<JobSpec> specs) {
@@ -168,6 +224,10 @@ std::vector<Submitted> Intake::submit_many(std::vector<JobSpec> specs) {
     const auto delay = spec.delay;
     auto task = task_for(*type, std::move(spec), std::move(trace));
     stamp(*task, delay, now);
+    if (auto holder = claim_unique(*task, now, &batch)) {
+      out[i] = duplicate_of(*holder, std::nullopt);
+      continue;
+    }
     batch.push_back(Admission{std::move(task), now + delay, {}});
     // The entry's own task: batch was reserved whole, so it never moves.
     batch.back().record = [this, t = &batch.back().task] { return record(*t); };
@@ -176,7 +236,10 @@ std::vector<Submitted> Intake::submit_many(std::vector<JobSpec> specs) {
   if (!batch.empty()) broker_.admit_many(batch, now);
   for (std::size_t k = 0; k < batch.size(); ++k) {
     const TaskPtr& task = batch[k].task;
-    if (auto e = refusal(batch[k].result, task->id())) {
+    if (batch[k].result == Admitted::unique) {
+      out[slot[k]] = duplicate_of(batch[k].existing, batch[k].existing_state);
+    } else if (auto e = refusal(batch[k].result, task->id())) {
+      release_unique(*task);
       out[slot[k]] = reject(std::move(*e));
     } else {
       out[slot[k]] = Submitted{task->id(), batch[k].due > now ? JobState::scheduled : JobState::queued, std::nullopt};
@@ -206,6 +269,9 @@ std::shared_ptr<Task> Intake::task_for(TypeEntry& type, JobSpec&& spec,
   auto task = make_task(type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type.policy.max_attempts),
                         spec.timeout, std::move(spec.payload));
   task->prepare().trace = std::move(trace);
+  if (!spec.unique_key.empty()) {
+    task->prepare().unique = std::make_shared<const UniqueLock>(UniqueLock{std::move(spec.unique_key), spec.unique_for});
+  }
   return task;
 }
 

@@ -21,6 +21,7 @@
 #include "runtime/completion.hpp"
 #include "runtime/job_store.hpp"
 #include "runtime/type_table.hpp"
+#include "runtime/unique_locks.hpp"
 
 namespace bulwark::detail {
 
@@ -91,12 +92,23 @@ class Intake {
   // The task of a checked spec of `type` (the spec's fields, the type's
   // defaults where it has none).
   std::shared_ptr<Task> task_for(TypeEntry& type, JobSpec&& spec, std::shared_ptr<const TraceContext> trace) const;
-  std::optional<SubmitError> accept(TaskPtr task, std::chrono::milliseconds delay);
+  // Admits a task. A unique job whose key is held is not admitted:
+  // `duplicate` (if given) gets the holder's answer instead.
+  std::optional<SubmitError> accept(TaskPtr task, std::chrono::milliseconds delay, Submitted* duplicate = nullptr);
+  // The answer to a submit that found `holder` holding its unique key.
+  Submitted duplicate_of(const JobId& holder, std::optional<JobState> state) const;
+  // Claims a unique job's lock where the broker does not keep it (nullopt:
+  // claimed, or not unique); the holder's id otherwise.
+  // `pending`: jobs of the same batch not recorded yet, which hold their keys too.
+  std::optional<JobId> claim_unique(const Task& task, Clock::time_point now,
+                                    const std::vector<Admission>* pending = nullptr);
+  void release_unique(const Task& task);
   // Numbers and names a job about to be admitted, sets its state and times.
   void stamp(Task& task, std::chrono::milliseconds delay, Clock::time_point now);
   // Records an admitted job and counts it in (false: its id is taken).
   bool record(const TaskPtr& task);
   std::optional<SubmitError> refusal(Admitted result, const JobId& id) const;
+  UniqueLocks unique_locks_;  // unless the broker keeps them
   Submitted reject(SubmitError error);
 
   const RuntimeOptions& options_;

@@ -11,6 +11,7 @@ JobRecord Task::snapshot() const {
   r.max_attempts = spec_.max_attempts;
   r.payload = spec_.payload;
   if (spec_.trace) r.trace = *spec_.trace;
+  if (spec_.unique) r.unique_key = spec_.unique->key;
   MutexLock lock(mutex_);
   r.span_id = record_.span_id;
   r.state = state();

@@ -17,6 +17,9 @@ std::string hex(std::uintptr_t value);
 // processes or restarts).
 std::string random_tag(std::size_t n);
 
+// True if `s` is valid UTF-8.
+bool is_valid_utf8(const std::string& s);
+
 // One line of JSON; invalid UTF-8 in strings becomes U+FFFD instead of
 // throwing (job payloads and failure messages are outside bytes).
 std::string dump_line(const nlohmann::json& j);

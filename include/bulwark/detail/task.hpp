@@ -36,6 +36,13 @@ namespace bulwark::detail {
 
 struct TypeEntry;  // the runtime's per-type settings and counters; private
 
+// A unique job's lock: no other job of its type with `key` for `window`
+// after it was submitted (JobSpec::unique_key).
+struct UniqueLock {
+  std::string key;
+  std::chrono::milliseconds window{0};
+};
+
 // What a job is; fixed once the task is shared.
 struct TaskSpec {
   JobId id;
@@ -48,6 +55,7 @@ struct TaskSpec {
   bool stored = false;                        // reachable by id through the store
   nlohmann::json payload;
   std::shared_ptr<const TraceContext> trace;  // null for most jobs: a pointer keeps the spec small
+  std::shared_ptr<const UniqueLock> unique;   // null unless submitted with a unique_key
 };
 
 // What changes while the job runs; guarded by the task's mutex.
