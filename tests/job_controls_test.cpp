@@ -260,3 +260,61 @@ TEST_SUITE("unique jobs") {
     CHECK(rt.submit(control).error->message == "unique_key: control characters are not allowed");
   }
 }
+
+TEST_SUITE("follow-up jobs") {
+  TEST_CASE("a job's `then` runs after it succeeds with its result; a chain goes on; a failure stops it" *
+            doctest::timeout(60)) {
+    Runtime rt(bulwark::testing::builtins(), bulwark::testing::test_options(2));
+    bulwark::JobSpec spec{.type = "echo", .payload = 5};
+    spec.trace_parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    spec.then = {{"type", "echo"}, {"payload", {{"k", "v"}}}, {"then", {{"type", "echo"}}}};
+    const auto first = rt.submit(spec);
+    REQUIRE(first);
+    const auto parent = bulwark::testing::await_terminal(rt, first.id);
+    REQUIRE(parent);
+    CHECK(parent->state == JobState::succeeded);
+    CHECK(parent->then_type == "echo");
+    CHECK(parent->then_id == first.id + ".then");
+    // The follow-up exists once its parent's success is seen.
+    const auto second = bulwark::testing::await_terminal(rt, first.id + ".then");
+    REQUIRE(second);
+    CHECK(second->state == JobState::succeeded);
+    CHECK(second->result == nlohmann::json{{"k", "v"}, {"previous", {{"id", first.id}, {"type", "echo"}, {"result", 5}}}});
+    REQUIRE(second->trace);
+    CHECK(second->trace->trace_id == "0af7651916cd43dd8448eb211c80319c");
+    CHECK(second->trace->parent_id == parent->span_id);  // a child of the job's last attempt
+    const auto third = bulwark::testing::await_terminal(rt, first.id + ".then.then");
+    REQUIRE(third);
+    CHECK(third->result["previous"]["result"] == second->result);
+
+    bulwark::JobSpec failing{.type = "fail", .payload = {{"throw", "runtime_error"}}, .max_attempts = 1};
+    failing.then = {{"type", "echo"}};
+    const auto failed = rt.submit(failing);
+    REQUIRE(failed);
+    REQUIRE(bulwark::testing::await_terminal(rt, failed.id)->state == JobState::failed);
+    REQUIRE(rt.wait_idle(10s));
+    CHECK_FALSE(rt.get(failed.id + ".then").has_value());
+  }
+
+  TEST_CASE("a follow-up with an id of its own keeps it; a bad one is refused at submit" * doctest::timeout(30)) {
+    Runtime rt(bulwark::testing::builtins(), bulwark::testing::test_options(1));
+    bulwark::JobSpec named{.type = "echo", .payload = 1};
+    named.then = {{"type", "echo"}, {"id", "after-named"}};
+    const auto first = rt.submit(named);
+    REQUIRE(first);
+    REQUIRE(bulwark::testing::await_terminal(rt, first.id));
+    const auto after = bulwark::testing::await_terminal(rt, "after-named");
+    REQUIRE(after);
+    CHECK(after->state == JobState::succeeded);
+    const auto refused = [&](nlohmann::json then) {
+      bulwark::JobSpec s{.type = "echo"};
+      s.then = std::move(then);
+      const auto r = rt.submit(s);
+      return r ? std::string() : r.error->message;
+    };
+    CHECK(refused({{"type", "nope"}}) == "then.type: unknown job type 'nope'");
+    CHECK(refused({{"type", "echo"}, {"then", {{"type", "nope"}}}}) == "then.then.type: unknown job type 'nope'");
+    CHECK(refused({{"type", "echo"}, {"payload", 3}}).rfind("then.payload: expected an object", 0) == 0);
+    CHECK(refused({{"payload", {}}}) == "then.type: required");
+  }
+}

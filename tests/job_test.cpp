@@ -73,6 +73,23 @@ TEST_SUITE("JobSpec") {
           "unique_key: control characters are not allowed");
   }
 
+  TEST_CASE("then: a job spec, its errors named from then; follow_up_id is stable and bounded") {
+    auto spec = bulwark::JobSpec::from_json(json::parse(R"({"type": "a", "then": {"type": "b", "payload": {"x": 1}}})"));
+    CHECK(spec.then["type"] == "b");
+    CHECK(spec_error(json{{"type", "a"}, {"then", 5}}) == "then: expected a job spec (an object)");
+    CHECK(spec_error(json{{"type", "a"}, {"then", {{"type", "b"}, {"prio", 1}}}}) == "then.prio: unknown field");
+    CHECK(spec_error(json{{"type", "a"}, {"then", {{"type", "b"}, {"then", {{"x", 1}}}}}}) == "then.then.x: unknown field");
+    CHECK(spec_error(json{{"type", "a"}, {"then", {{"type", "b"}, {"payload", "text"}}}}).rfind("then.payload:", 0) == 0);
+    CHECK(bulwark::follow_up_id("job-1") == "job-1.then");
+    const std::string long_id(198, 'j');
+    const std::string hashed = bulwark::follow_up_id(long_id);
+    CHECK(hashed.rfind("then-", 0) == 0);
+    CHECK(hashed.size() == 21);
+    CHECK(bulwark::is_valid_job_id(hashed));
+    CHECK(bulwark::follow_up_id(long_id) == hashed);
+    CHECK(bulwark::follow_up_id(long_id + "x") != hashed);
+  }
+
   TEST_CASE("job states round-trip through their names") {
     for (auto s : {bulwark::JobState::queued, bulwark::JobState::scheduled, bulwark::JobState::running,
                    bulwark::JobState::succeeded, bulwark::JobState::failed, bulwark::JobState::cancelled,

@@ -38,7 +38,7 @@ struct Queue {
                     long long capacity = 1000, int max_attempts = 3) {
     return c.eval(redis::kEnqueue, {keys.ready, keys.scheduled, keys.index, keys.seq, keys.held},
                   {std::to_string(capacity), keys.job_prefix, id, "echo", R"({"x":1})", std::to_string(priority),
-                   std::to_string(max_attempts), "0", std::to_string(due), std::to_string(now), "", "", "", "", ""})
+                   std::to_string(max_attempts), "0", std::to_string(due), std::to_string(now), "", "", "", "", "", ""})
         .elements.at(0)
         .as_integer();
   }
@@ -209,7 +209,7 @@ TEST_SUITE("redis_scripts") {
     Queue q(server);
     std::vector<std::string> args = {"3", q.keys.job_prefix};
     for (const char* id : {"m1", "m2", "m1", "m3", "m4"}) {
-      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", "", "", "", ""});
+      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", "", "", "", "", ""});
     }
     std::vector<long long> got;
     for (const Value& v : q.c.eval(redis::kEnqueue, {q.keys.ready, q.keys.scheduled, q.keys.index, q.keys.seq, q.keys.held}, args)
@@ -226,7 +226,7 @@ TEST_SUITE("redis_scripts") {
     Queue q(server);
     const std::string lock = q.keys.unique("echo", "k:1");
     const auto unique_args = [&](const std::string& id, const std::string& window_ms) {
-      return std::vector<std::string>{id, "echo", "null", "0", "3", "0", "0", "1000", "", "", lock, window_ms, "k:1"};
+      return std::vector<std::string>{id, "echo", "null", "0", "3", "0", "0", "1000", "", "", lock, window_ms, "k:1", ""};
     };
     std::vector<std::string> args = {"100", q.keys.job_prefix};
     for (const char* id : {"u1", "u2"}) {

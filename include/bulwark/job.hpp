@@ -61,6 +61,11 @@ std::string job_id_problem(std::string_view id, std::size_t max_length = kDefaul
 std::string unique_problem(std::string_view key, std::chrono::milliseconds window,
                            std::size_t max_length = kDefaultMaxIdLength);
 
+// The id of the follow-up of job `parent` whose `then` names none:
+// "<parent>.then", or, when that is longer than `max_length`,
+// "then-<16 hex digits of a hash of parent>" (the same in every process).
+JobId follow_up_id(const JobId& parent, std::size_t max_length = kDefaultMaxIdLength);
+
 // Thrown by JobSpec::from_json for a field that is missing or of the wrong
 // type; what() names the field.
 class SpecError : public std::runtime_error {
@@ -89,6 +94,13 @@ struct JobSpec {
   // job's record is no longer retained).
   std::string unique_key{};
   std::chrono::milliseconds unique_for{0};
+  // A follow-up: a job spec (JSON, the fields of from_json, its own `then`
+  // included) submitted when this job succeeds, never when it fails. Its
+  // payload (an object, or none) gets "previous": {"id", "type", "result"}
+  // of this job; its id, unless it names one, is follow_up_id(this id), so
+  // a job that runs twice (at-least-once) still has one follow-up. Null:
+  // none.
+  nlohmann::json then{};
 
   // trace_parent and trace_state read as a TraceContext: nullopt without
   // them, or with `problem` set ("trace_parent: ...", "trace_state: ...")
@@ -96,7 +108,8 @@ struct JobSpec {
   std::optional<TraceContext> trace(std::string* problem) const;
 
   // Reads {"type", "payload", "id", "priority", "max_attempts", "timeout_ms",
-  // "delay_ms", "trace_parent", "trace_state", "unique_key", "unique_for_ms"}. Throws SpecError naming the first bad field; unknown fields
+  // "delay_ms", "trace_parent", "trace_state", "unique_key", "unique_for_ms",
+  // "then"}; a `then` is read the same way, its errors named "then.<field>". Throws SpecError naming the first bad field; unknown fields
   // are an error too, so a typo never goes unnoticed. `j` should come from
   // parse_json() (json_input.hpp), which bounds its nesting.
   static JobSpec from_json(const nlohmann::json& j, std::size_t max_id_length = kDefaultMaxIdLength);
@@ -123,6 +136,8 @@ struct JobRecord {
   std::optional<TraceContext> trace{};  // the trace context it was submitted with
   std::string span_id{};                // with a trace: the span of the latest attempt
   std::string unique_key{};             // as submitted; empty: none
+  std::string then_type{};              // with a follow-up (JobSpec::then): its type
+  JobId then_id{};                      // and the id it gets (or got)
 };
 
 // The record as bulwark renders it: {"id","type","state","attempts","result",

@@ -73,9 +73,9 @@ std::optional<JobState> parse_job_state(std::string_view name) noexcept {
 
 JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
   if (!j.is_object()) throw SpecError("expected a JSON object");
-  static constexpr std::array<std::string_view, 11> kKnown = {
+  static constexpr std::array<std::string_view, 12> kKnown = {
       "type",     "payload",      "id",          "priority",   "max_attempts", "timeout_ms",
-      "delay_ms", "trace_parent", "trace_state", "unique_key", "unique_for_ms"};
+      "delay_ms", "trace_parent", "trace_state", "unique_key", "unique_for_ms", "then"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end()) throw SpecError(key + ": unknown field");
   }
@@ -115,6 +115,18 @@ JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
   if (!problem.empty()) throw SpecError(problem);
   spec.trace(&problem);
   if (!problem.empty()) throw SpecError(problem);
+  if (const nlohmann::json* then = field(j, "then")) {
+    if (!then->is_object()) throw SpecError("then: expected a job spec (an object)");
+    try {
+      const JobSpec next = from_json(*then, max_id_length);
+      if (!next.payload.is_null() && !next.payload.is_object()) {
+        throw SpecError("payload: expected an object, or none (the job before adds \"previous\" to it)");
+      }
+    } catch (const SpecError& e) {
+      throw SpecError(std::string("then.") + e.what());
+    }
+    spec.then = *then;
+  }
   return spec;
 }
 
@@ -131,6 +143,15 @@ std::string unique_problem(std::string_view key, std::chrono::milliseconds windo
     return "unique_key: control characters are not allowed";
   }
   return {};
+}
+
+JobId follow_up_id(const JobId& parent, std::size_t max_length) {
+  if (parent.size() + 5 <= max_length) return parent + ".then";
+  std::uint64_t h = 14695981039346656037ULL;  // FNV-1a: the same id in every process and build
+  for (unsigned char c : parent) h = (h ^ c) * 1099511628211ULL;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "then-%016llx", static_cast<unsigned long long>(h));
+  return buf;
 }
 
 std::optional<TraceContext> JobSpec::trace(std::string* problem) const {
@@ -168,6 +189,7 @@ nlohmann::ordered_json to_json(const JobRecord& r, bool symbolized, bool timesta
     out["finished_at"] = r.finished_at ? nlohmann::ordered_json(format_iso8601(*r.finished_at)) : nlohmann::ordered_json();
   }
   if (!r.unique_key.empty()) out["unique_key"] = r.unique_key;
+  if (!r.then_type.empty()) out["then"] = {{"type", r.then_type}, {"id", r.then_id}};
   if (r.trace) {
     out["trace"] = {{"trace_id", r.trace->trace_id},
                     {"span_id", r.span_id.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.span_id)},

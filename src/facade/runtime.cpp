@@ -65,6 +65,7 @@ struct Runtime::Impl {
   ShutdownReport stop(std::chrono::milliseconds timeout);
   bool drain_until(Clock::time_point deadline);
   bool held_runnable() const;
+  void submit_follow_up(const detail::Task& parent);
   PauseResult set_paused(std::string_view type, bool paused);
   bool apply_paused(detail::TypeEntry& type, bool paused);
   std::size_t end_unrun();
@@ -141,6 +142,14 @@ std::unique_ptr<detail::Broker> Runtime::Impl::make_broker() {
         job.trace = std::make_shared<const TraceContext>(std::move(*trace));
       }
     }
+    if (!f.then.empty()) {
+      try {
+        job.then = std::make_shared<nlohmann::json>(parse_json(f.then, options.limits.json_depth));
+      } catch (const InputError&) {
+        // Written by a bulwark process from a checked spec: not expected.
+        reporter.log(detail::LogLevel::error, "job " + f.id + ": its follow-up spec in Redis is not JSON; ignored");
+      }
+    }
     return intake.rebuild(std::move(job));
   };
   auto rb = std::make_unique<detail::redis::RedisBroker>(redis_options(options), process_id(), factory);
@@ -172,6 +181,7 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
       executor(options, *broker, completion, reporter, processes),
       supervisor(options, executor, *broker, types, reporter, events, processes) {
   if (processes) types.use_processes(processes);
+  completion.set_follow_up([this](const detail::Task& parent) { submit_follow_up(parent); });
   if (!options.capture_traces) {
     set_throw_trace_capture(TraceCapture::off);
   } else if (throw_trace_capture_mode() == TraceCapture::off) {
@@ -247,6 +257,37 @@ bool Runtime::Impl::drain_until(Clock::time_point deadline) {
   };
   while (Clock::now() < deadline && work_left()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return broker->ready() == 0 && executor.counts().running == 0;
+}
+
+// A succeeded job's `then`: its spec with "previous" (the job's id, type and
+// result) in the payload, a child span of the job's last attempt when it
+// has a trace, under the id fixed at admission.
+void Runtime::Impl::submit_follow_up(const detail::Task& parent) {
+  JobSpec spec;
+  try {
+    spec = JobSpec::from_json(*parent.spec().then, options.limits.id_length);
+  } catch (const SpecError& e) {  // checked at submit: not expected
+    reporter.log(detail::LogLevel::error, "job " + parent.id() + ": its follow-up is not a job spec: " + e.what());
+    return;
+  }
+  std::string span;
+  nlohmann::json result = parent.with_record([&](const detail::TaskRecord& r) {
+    span = r.span_id;
+    return r.result;
+  });
+  if (spec.payload.is_null()) spec.payload = nlohmann::json::object();
+  spec.payload["previous"] = {{"id", parent.id()}, {"type", parent.type()}, {"result", std::move(result)}};
+  if (spec.trace_parent.empty() && parent.spec().trace) {
+    spec.trace_parent = parent.spec().trace->traceparent(span.empty() ? parent.spec().trace->parent_id : span);
+    spec.trace_state = parent.spec().trace->state;
+  }
+  const std::string follow_up = spec.id;
+  const Submitted s = intake.submit(std::move(spec));
+  if (s || s.error->code == SubmitError::Code::duplicate_id) return;  // duplicate: an earlier run of the job made it
+  const std::string text = "job " + parent.id() + " succeeded but its follow-up " + follow_up + " (" +
+                           parent.spec().then->value("type", "") + ") was not submitted: " + s.error->message;
+  events.supervisor("then_refused", text, &parent);
+  reporter.log(detail::LogLevel::error, text);
 }
 
 // Jobs held at a gate that are not paused: they run as places free.

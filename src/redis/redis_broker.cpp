@@ -64,6 +64,7 @@ FetchedJob parse_fetched(const Value& v) {
     f.traceparent = text(10);
     f.tracestate = text(11);
   }
+  if (v.elements.size() > 12) f.then = text(12);
   return f;
 }
 
@@ -93,7 +94,7 @@ void RedisBroker::start() {
 
 RedisBroker::~RedisBroker() { close(); }
 
-// The enqueue script's thirteen arguments for one job.
+// The enqueue script's fourteen arguments for one job.
 void RedisBroker::enqueue_args(std::vector<std::string>& args, const TaskSpec& s, Clock::time_point due,
                                const std::string& now_ms) const {
   args.insert(args.end(), {s.id, s.type, dump_line(s.payload), std::to_string(s.priority),
@@ -105,6 +106,7 @@ void RedisBroker::enqueue_args(std::vector<std::string>& args, const TaskSpec& s
   } else {
     args.insert(args.end(), 3, std::string());
   }
+  args.push_back(s.then ? dump_line(*s.then) : std::string());
 }
 
 // Sends one enqueue call; its answer per job, or nullopt if Redis cannot be
@@ -169,7 +171,7 @@ void RedisBroker::admit_many(std::vector<Admission>& batch, Clock::time_point no
   for (std::size_t from = 0; from < shared.size(); from += kChunk) {
     const std::size_t to = std::min(shared.size(), from + kChunk);
     std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix};
-    args.reserve(2 + 13 * (to - from));
+    args.reserve(2 + 14 * (to - from));
     for (std::size_t i = from; i < to; ++i) enqueue_args(args, shared[i]->task->spec(), shared[i]->due, now_ms);
     const auto answers = send_enqueue(args);
     for (std::size_t i = from; i < to; ++i) {

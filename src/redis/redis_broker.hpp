@@ -72,6 +72,7 @@ struct FetchedJob {
   bool retry = false;
   long long created_ms = 0;
   std::string traceparent, tracestate;  // W3C trace context; empty: none
+  std::string then;                     // the follow-up spec as JSON; empty: none
 };
 
 // Builds the local task for a fetched job (spec, type entry, record);

@@ -59,6 +59,13 @@ JobRecord record_from_hash(const Value& hgetall) {
   r.id = h["id"];
   r.type = h["type"];
   r.unique_key = h["unique_key"];
+  if (const std::string& then = h["then"]; !then.empty()) {
+    const nlohmann::json spec = nlohmann::json::parse(then, nullptr, false);  // written by bulwark; tolerated if not
+    if (spec.is_object()) {
+      r.then_type = spec.value("type", "");
+      r.then_id = spec.value("id", "");
+    }
+  }
   r.seq = static_cast<std::uint64_t>(number(h, "seq"));
   r.priority = static_cast<int>(number(h, "priority"));
   r.max_attempts = static_cast<int>(number(h, "max_attempts", 1));

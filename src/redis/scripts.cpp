@@ -56,7 +56,7 @@ const Script kEnqueue{"enqueue", kPrelude + R"lua(
 local capacity, prefix = tonumber(ARGV[1]), ARGV[2]
 local waiting = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[5])
 local out, taken, accepted, locked = {}, {}, 0, {}
-for i = 3, #ARGV, 13 do
+for i = 3, #ARGV, 14 do
   local id, lock = ARGV[i], ARGV[i + 10]
   local holder = nil
   if lock ~= '' then
@@ -86,7 +86,7 @@ local seq = redis.call('INCRBY', KEYS[4], accepted) - accepted
 local index, ready, scheduled = {}, {}, {}
 for k, i in ipairs(out) do
   if i == 0 then
-    local a = 3 + (k - 1) * 13
+    local a = 3 + (k - 1) * 14
     local id, priority, due, now = ARGV[a], ARGV[a + 3], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
     seq = seq + 1
     out[k] = seq
@@ -101,6 +101,7 @@ for k, i in ipairs(out) do
       redis.call('SET', ARGV[a + 10], id, 'PX', ARGV[a + 11])
       redis.call('HSET', prefix .. id, 'unique_key', ARGV[a + 12])
     end
+    if ARGV[a + 13] ~= '' then redis.call('HSET', prefix .. id, 'then', ARGV[a + 13]) end
     table.insert(index, seq)
     table.insert(index, id)
     if delayed then
@@ -127,7 +128,7 @@ for i = 1, #popped, 2 do
   local id = popped[i]
   local key = ARGV[5] .. id
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
-                       'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate')
+                       'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate', 'then')
   if f[1] == 'queued' and any_paused and redis.call('HEXISTS', KEYS[3], f[2]) == 1 then
     -- Its type is paused: set aside, still queued, until resumed.
     table.insert(held, popped[i + 1])
@@ -143,7 +144,7 @@ for i = 1, #popped, 2 do
     table.insert(leased, deadline)
     table.insert(leased, id)
     table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], tostring(attempts), f[7], f[8], f[9], f[12] or '',
-                       f[13] or ''})
+                       f[13] or '', f[14] or ''})
   end
 end
 bulk('ZADD', KEYS[2], leased)

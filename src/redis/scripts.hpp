@@ -33,10 +33,10 @@
 namespace bulwark::detail::redis {
 
 // KEYS: ready, scheduled, index, seq, held.
-// ARGV: capacity, job_prefix, then thirteen per job: id, type, payload,
+// ARGV: capacity, job_prefix, then fourteen per job: id, type, payload,
 //       priority, max_attempts, timeout_ms, due_ms, now_ms, traceparent,
 //       tracestate, unique lock key ("" for none), its window ms, the
-//       job's unique_key.
+//       job's unique_key, its follow-up spec as JSON ("" for none).
 // Admits a batch, each job as its own transition: per job, its sequence
 // number; -1 if the id is taken (an earlier job of the batch counts); -2 if
 // `capacity` jobs are already waiting (ready + scheduled + held); {holder
@@ -49,7 +49,8 @@ extern const Script kEnqueue;
 // Leases up to `max` ready jobs to `owner`; a job whose type is paused is
 // set aside in `held` instead (still queued, its ready score kept). Returns an array with, per job:
 // id, type, payload, priority, max_attempts, timeout_ms, attempts (this one's
-// number), seq, retry ("1" or "0"), created_ms.
+// number), seq, retry ("1" or "0"), created_ms, traceparent, tracestate,
+// the follow-up spec ("" for none).
 extern const Script kFetch;
 
 // KEYS: leased, done, dead, index, ended, scheduled, counts.

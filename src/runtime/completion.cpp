@@ -74,6 +74,7 @@ void Completion::succeed(Running running, const AttemptEnd& end) {
     events_.supervisor("breaker_closed", text, task.get());
     reporter_.log(LogLevel::info, std::move(text));
   }
+  if (task->spec().then && follow_up_) follow_up_(*task);
   task->set_state(JobState::succeeded);
   publish(task, JobState::succeeded);
   broker_.ack(std::move(running.lease), Ack::done);

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -76,6 +77,12 @@ class Completion {
   // to the on_finished listener like the others.
   void ended_elsewhere(const JobRecord& record);
 
+  // Submits a succeeded job's follow-up (TaskSpec::then); called on the
+  // worker, after the result is stored and before the success is
+  // published, so whoever sees the success finds the follow-up. Set before
+  // the workers start.
+  void set_follow_up(std::function<void(const Task&)> submit) { follow_up_ = std::move(submit); }
+
   CompletionCounts counts() const noexcept;
   void count_hard_timeout() noexcept { hard_timeouts_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -93,6 +100,7 @@ class Completion {
   EventLog& events_;
   Broker& broker_;
   JobStore& store_;
+  std::function<void(const Task&)> follow_up_;
 
   // Jobs not yet ended are `accepted_ - ended_`, one count on each side;
   // the submit side's line is apart from the workers'.

@@ -76,6 +76,27 @@ std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* t
   if (auto problem = unique_problem(spec.unique_key, spec.unique_for, options_.limits.id_length); !problem.empty()) {
     return error(Code::invalid, problem);
   }
+  // Every follow-up down the chain names a type this runtime runs (its
+  // fields were checked by JobSpec::from_json; a spec built in code is read
+  // the same way here).
+  std::string path = "then";
+  const nlohmann::json* then = &spec.then;
+  while (!then->is_null()) {
+    JobSpec next;
+    try {
+      next = JobSpec::from_json(*then, options_.limits.id_length);
+    } catch (const SpecError& e) {
+      return error(Code::invalid, path + "." + e.what());
+    }
+    if (types_.find(next.type) == nullptr) return error(Code::invalid, path + ".type: unknown job type '" + next.type + "'");
+    if (!next.payload.is_null() && !next.payload.is_object()) {
+      return error(Code::invalid, path + ".payload: expected an object, or none (the job before adds \"previous\" to it)");
+    }
+    const auto it = then->find("then");
+    if (it == then->end()) break;
+    then = &*it;
+    path += ".then";
+  }
   if (type->validate) {
     auto valid = guarded([&] { type->validate(spec.payload); });
     if (!valid.ok()) return error(Code::invalid, valid.failure().message);
@@ -114,6 +135,10 @@ void Intake::stamp(Task& task, std::chrono::milliseconds delay, Clock::time_poin
   TaskSpec& s = task.prepare();  // not shared yet: admission publishes it
   s.seq = next_seq_.fetch_add(1, std::memory_order_relaxed) + 1;
   if (s.id.empty()) s.id = id_prefix_ + std::to_string(s.seq);
+  if (s.then) {
+    const auto named = s.then->find("id");
+    if (named == s.then->end() || named->is_null()) (*s.then)["id"] = follow_up_id(s.id, options_.limits.id_length);
+  }
   task.set_state(delay.count() > 0 ? JobState::scheduled : JobState::queued);
   task.prepare_record().created_at = to_wall(now);
   task.set_ready_at(now + delay);
@@ -269,6 +294,7 @@ std::shared_ptr<Task> Intake::task_for(TypeEntry& type, JobSpec&& spec,
   auto task = make_task(type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type.policy.max_attempts),
                         spec.timeout, std::move(spec.payload));
   task->prepare().trace = std::move(trace);
+  if (!spec.then.is_null()) task->prepare().then = std::make_shared<nlohmann::json>(std::move(spec.then));
   if (!spec.unique_key.empty()) {
     task->prepare().unique = std::make_shared<const UniqueLock>(UniqueLock{std::move(spec.unique_key), spec.unique_for});
   }
@@ -281,6 +307,7 @@ std::shared_ptr<Task> Intake::rebuild(Stored job) const {
   auto task = make_task(*type, std::move(job.id), job.priority, job.max_attempts, job.timeout, std::move(job.payload));
   task->prepare().seq = job.seq;
   task->prepare().trace = std::move(job.trace);
+  task->prepare().then = std::move(job.then);
   TaskRecord& r = task->prepare_record();
   r.attempts = job.attempt - 1;  // Attempt::start counts the one it begins
   r.created_at = job.created_at;

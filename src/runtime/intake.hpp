@@ -57,6 +57,7 @@ class Intake {
     int attempt = 1;
     WallClock::time_point created_at{};
     std::shared_ptr<const TraceContext> trace{};
+    std::shared_ptr<nlohmann::json> then{};  // the follow-up spec, id filled in; null: none
   };
   std::shared_ptr<Task> rebuild(Stored job) const;
 

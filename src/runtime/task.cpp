@@ -12,6 +12,10 @@ JobRecord Task::snapshot() const {
   r.payload = spec_.payload;
   if (spec_.trace) r.trace = *spec_.trace;
   if (spec_.unique) r.unique_key = spec_.unique->key;
+  if (spec_.then) {
+    r.then_type = spec_.then->value("type", "");
+    r.then_id = spec_.then->value("id", "");
+  }
   MutexLock lock(mutex_);
   r.span_id = record_.span_id;
   r.state = state();

@@ -56,6 +56,9 @@ struct TaskSpec {
   nlohmann::json payload;
   std::shared_ptr<const TraceContext> trace;  // null for most jobs: a pointer keeps the spec small
   std::shared_ptr<const UniqueLock> unique;   // null unless submitted with a unique_key
+  // The follow-up spec (JobSpec::then) with its "id" filled in at admission;
+  // null for none.
+  std::shared_ptr<nlohmann::json> then;
 };
 
 // What changes while the job runs; guarded by the task's mutex.
