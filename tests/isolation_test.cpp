@@ -161,6 +161,17 @@ TEST_SUITE("Process isolation") {
     CHECK(rt.stats().hard_timeouts == 1);
   }
 
+  TEST_CASE("progress reported in a child reaches the job's record in the parent" * doctest::timeout(60)) {
+    auto o = one_child_options();
+    o.handlers["progress"].isolation = bulwark::Isolation::process;
+    Runtime rt(bulwark::testing::builtins(), o);
+    const JobRecord r = run_to_end(rt, {.type = "progress", .payload = {{"steps", 3}, {"gap_ms", 110}}});
+    CHECK(r.state == JobState::succeeded);
+    REQUIRE(r.progress);
+    CHECK(r.progress->fraction == 1.0);
+    CHECK(r.progress->note == "step 3 of 3");
+  }
+
   TEST_CASE("cancel reaches a job running in a child through its stop token" * doctest::timeout(60)) {
     auto o = test_options(1);
     o.handlers["sleep"].isolation = bulwark::Isolation::process;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -316,5 +317,57 @@ TEST_SUITE("follow-up jobs") {
     CHECK(refused({{"type", "echo"}, {"then", {{"type", "nope"}}}}) == "then.then.type: unknown job type 'nope'");
     CHECK(refused({{"type", "echo"}, {"payload", 3}}).rfind("then.payload: expected an object", 0) == 0);
     CHECK(refused({{"payload", {}}}) == "then.type: required");
+  }
+}
+
+TEST_SUITE("progress") {
+  TEST_CASE("ctx.progress shows on the record while the job runs and after, and in the event stream" *
+            doctest::timeout(60)) {
+    Runtime rt(bulwark::testing::builtins(), bulwark::testing::test_options(1));
+    (void)rt.events_after(0);  // start recording
+    const auto s = rt.submit({.type = "progress", .payload = {{"steps", 4}, {"gap_ms", 110}, {"hold_ms", 3000}}});
+    REQUIRE(s);
+    // Seen while it runs (with Redis: once the acker wrote it).
+    CHECK(bulwark::testing::eventually([&] {
+      const auto r = rt.get(s.id);
+      return r && r->state == JobState::running && r->progress && r->progress->fraction == 1.0;
+    }));
+    auto running = rt.get(s.id);
+    REQUIRE(running->progress);
+    CHECK(running->progress->note == "step 4 of 4");
+    CHECK(bulwark::to_json(*running)["progress"]["note"] == "step 4 of 4");
+    CHECK(rt.cancel(s.id) == bulwark::CancelResult::stop_requested);
+    const auto ended = bulwark::testing::await_terminal(rt, s.id);
+    REQUIRE(ended);
+    REQUIRE(ended->progress);
+    CHECK(ended->progress->fraction == 1.0);
+    std::vector<double> seen;
+    for (const bulwark::Event& e : rt.events_after(0, 1000).events) {
+      if (e.job_id == s.id && e.progress) {
+        CHECK(e.state == JobState::running);
+        seen.push_back(e.progress->fraction);
+      }
+    }
+    REQUIRE(!seen.empty());
+    CHECK(seen.back() == 1.0);
+    CHECK(std::is_sorted(seen.begin(), seen.end()));
+  }
+
+  TEST_CASE("fractions are clamped to 0..1, NaN is ignored, the note is cut at 200 bytes" * doctest::timeout(30)) {
+    bulwark::Registry r = bulwark::testing::builtins();
+    r.add("odd", [](bulwark::JobContext& ctx, const nlohmann::json& p) {
+      ctx.progress(p.at(0).get<double>(), std::string(300, 'n'));
+      ctx.progress(std::nan(""), "ignored");
+      return nlohmann::json();
+    });
+    Runtime rt(std::move(r), bulwark::testing::test_options(1));
+    const auto over = rt.submit({.type = "odd", .payload = {7.5}});
+    const auto under = rt.submit({.type = "odd", .payload = {-1}});
+    REQUIRE(rt.wait_idle(10s));
+    const auto a = rt.get(over.id);
+    REQUIRE(a->progress);
+    CHECK(a->progress->fraction == 1.0);
+    CHECK(a->progress->note.size() == 200);
+    CHECK(rt.get(under.id)->progress->fraction == 0.0);
   }
 }

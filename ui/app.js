@@ -250,7 +250,8 @@ function overview() {
   const onEvent = (type, data) => {
     if (type !== 'job' && type !== 'supervisor') return;
     const d = JSON.parse(data);
-    const what = d.kind === 'job' ? [badge(d.state), d.attempt ? ` attempt ${d.attempt}` : '', d.failure ? ` (${d.failure})` : '']
+    const what = d.kind === 'job' ? [badge(d.state), d.attempt ? ` attempt ${d.attempt}` : '', d.failure ? ` (${d.failure})` : '',
+                                     d.progress ? ` ${Math.round(d.progress.fraction * 100)} % ${d.progress.note}` : '']
                                   : [el('b', {}, d.action), ' ', d.message];
     events.prepend(el('tr', {}, el('td', {}, d.id), el('td', {class: 'hide-narrow'}, d.at),
                       el('td', {class: 'mono'}, d.job_id ? el('a', {href: `#/job/${encodeURIComponent(d.job_id)}`}, d.job_id) : ''),
@@ -311,6 +312,13 @@ function frames(trace) {
        el('td', {class: 'mono'}, f.file ? `${f.file}:${f.line}` : text(f.address))))));
 }
 
+// A job's progress (JobContext::progress): a bar, the percentage, the note.
+function progressView(p) {
+  const percent = Math.round(p.fraction * 100);
+  return el('span', {}, el('progress', {id: 'job-progress', max: 1, value: p.fraction}), ` ${percent} %`,
+            p.note ? el('span', {class: 'muted'}, ` ${p.note}`) : '');
+}
+
 function failureView(e) {
   const parts = [kv([['kind', e.kind], ['type', e.type], ['message', e.message]].concat(e.origin ? [['origin', e.origin]] : []))];
   if (e.trace && e.trace.length) parts.push(el('h2', {}, 'Throw site (innermost first)'), frames(e.trace));
@@ -336,6 +344,9 @@ async function job(id) {
     card('Job', kv([['state', badge(j.state)], ['type', j.type], ['attempts', `${j.attempts} of ${j.max_attempts}`],
                     ['priority', j.priority], ['created', text(j.created_at)], ['started', text(j.started_at)],
                     ['finished', text(j.finished_at)], ['last run', `${fmt(j.duration_ms, 3)} ms`]]
+                    .concat(j.progress ? [['progress', progressView(j.progress)]] : [])
+                    .concat(j.then ? [['then', el('a', {href: `#/job/${encodeURIComponent(j.then.id)}`, class: 'mono'}, `${j.then.type} ${j.then.id}`)]] : [])
+                    .concat(j.unique_key ? [['unique key', el('span', {class: 'mono'}, j.unique_key)]] : [])
                     .concat(j.breaker_deferrals ? [['breaker deferrals', j.breaker_deferrals]] : [])),
          el('p', {class: 'filters'},
             el('button', {id: 'btn-cancel', class: 'danger', disabled: terminal, onclick: act('cancel')}, 'Cancel'),
@@ -345,6 +356,8 @@ async function job(id) {
   if (j.error) body.append(el('section', {class: 'card wide', id: 'error'}, el('h2', {}, 'Last failure'), failureView(j.error)));
   if (j.stuck_trace) body.append(el('section', {class: 'card wide'}, el('h2', {}, 'Where it was stuck'), frames(j.stuck_trace)));
   for (const c of j.cleanup_errors || []) body.append(el('section', {class: 'card wide'}, el('h2', {}, 'Cleanup error'), failureView(c)));
+  // A running job's page follows its progress.
+  if (j.state === 'running') setTimeout(() => { if (current(mine)) job(id); }, 1000);
 }
 
 async function dead() {

@@ -1,5 +1,6 @@
 #include "builtin_workers.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -182,10 +183,16 @@ void register_builtin(Registry& registry) {
       [](JobContext& ctx, const json& payload) {
         const auto ms = std::chrono::milliseconds(int_field(payload, "sleep", "ms", 0, kMaxMs, 0));
         const auto start = Clock::now();
+        const auto end = start + ms;
         std::mutex mutex;
         std::condition_variable_any cv;
         std::unique_lock lock(mutex);
-        cv.wait_for(lock, ctx.stop_token(), ms, [] { return false; });
+        // A long sleep says how far it is every quarter second (ctx.progress).
+        constexpr auto kSlice = std::chrono::milliseconds(250);
+        for (auto now = start; now < end && !ctx.stop_requested(); now = Clock::now()) {
+          cv.wait_for(lock, ctx.stop_token(), std::min<Clock::duration>(end - now, kSlice), [] { return false; });
+          if (ms > kSlice) ctx.progress(std::chrono::duration<double>(Clock::now() - start) / ms);
+        }
         ctx.throw_if_stop_requested();  // woken early: it did not sleep its time
         const auto slept = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
         return json{{"slept_ms", slept.count()}};

@@ -37,6 +37,7 @@ struct Event {
   std::string action{};   // supervisor events: hard_timeout, soft_timeout, stuck, worker_replaced,
                         // breaker_opened, breaker_closed, verdict, retries_throttled, retries_resumed
   std::string message{};  // supervisor events: what the log says
+  std::optional<JobProgress> progress{};  // a job event (state running) that reports progress
   WallClock::time_point at{};
 };
 
@@ -50,7 +51,8 @@ struct EventPage {
 };
 
 // {"id", "kind": "job"|"supervisor", "job_id", "type", "state", "attempt",
-//  "failure", "action", "message", "at"}; absent fields are left out.
+//  "failure", "progress": {"fraction", "note"}, "action", "message", "at"};
+// absent fields are left out.
 nlohmann::ordered_json to_json(const Event& event);
 
 }  // namespace bulwark

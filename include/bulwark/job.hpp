@@ -115,6 +115,14 @@ struct JobSpec {
   static JobSpec from_json(const nlohmann::json& j, std::size_t max_id_length = kDefaultMaxIdLength);
 };
 
+// How far a running job says it is (JobContext::progress).
+struct JobProgress {
+  static constexpr std::size_t kMaxNoteBytes = 200;
+  double fraction = 0;  // 0..1
+  std::string note{};   // at most kMaxNoteBytes
+  WallClock::time_point at{};
+};
+
 struct JobRecord {
   JobId id{};
   std::uint64_t seq = 0;  // submit order within this runtime; a listing cursor
@@ -136,6 +144,7 @@ struct JobRecord {
   std::optional<TraceContext> trace{};  // the trace context it was submitted with
   std::string span_id{};                // with a trace: the span of the latest attempt
   std::string unique_key{};             // as submitted; empty: none
+  std::optional<JobProgress> progress{};  // the latest the job reported, if any
   std::string then_type{};              // with a follow-up (JobSpec::then): its type
   JobId then_id{};                      // and the id it gets (or got)
 };

@@ -190,6 +190,9 @@ nlohmann::ordered_json to_json(const JobRecord& r, bool symbolized, bool timesta
   }
   if (!r.unique_key.empty()) out["unique_key"] = r.unique_key;
   if (!r.then_type.empty()) out["then"] = {{"type", r.then_type}, {"id", r.then_id}};
+  if (r.progress) {
+    out["progress"] = {{"fraction", r.progress->fraction}, {"note", r.progress->note}, {"at", format_iso8601(r.progress->at)}};
+  }
   if (r.trace) {
     out["trace"] = {{"trace_id", r.trace->trace_id},
                     {"span_id", r.span_id.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(r.span_id)},

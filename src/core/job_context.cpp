@@ -1,5 +1,8 @@
 #include "bulwark/job_context.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 #include "bulwark/detail/task.hpp"
 
 namespace bulwark {
@@ -21,6 +24,12 @@ std::string JobContext::traceparent() const {
 
 void JobContext::heartbeat() noexcept {
   task_.heartbeat(Clock::now());
+}
+
+void JobContext::progress(double fraction, std::string_view note) {
+  if (std::isnan(fraction)) return;
+  heartbeat();
+  task_.report_progress(*this, std::clamp(fraction, 0.0, 1.0), note.substr(0, JobProgress::kMaxNoteBytes));
 }
 
 const char* Stopped::what() const noexcept {

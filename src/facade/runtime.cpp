@@ -182,6 +182,12 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
       supervisor(options, executor, *broker, types, reporter, events, processes) {
   if (processes) types.use_processes(processes);
   completion.set_follow_up([this](const detail::Task& parent) { submit_follow_up(parent); });
+  const auto on_progress = [this](const detail::Task& task, const JobProgress& p) {
+    events.progress(task, p);
+    if (redis_broker != nullptr && task.spec().stored) redis_broker->note_progress(task.id(), p);
+  };
+  types.for_each([&](detail::TypeEntry& t) { t.on_progress = on_progress; });
+  types.posts().on_progress = on_progress;
   if (!options.capture_traces) {
     set_throw_trace_capture(TraceCapture::off);
   } else if (throw_trace_capture_mode() == TraceCapture::off) {

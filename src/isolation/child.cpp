@@ -52,6 +52,24 @@ std::stop_source* g_stop BULWARK_GUARDED_BY(g_stop_mutex) = nullptr;  // the run
 class ChildTask final : public detail::Task {
  public:
   void run(JobContext&) override {}
+  // The parent keeps the record: progress goes to it as a frame, at most
+  // every 100 ms (and always at 1).
+  void report_progress(const JobContext&, double fraction, std::string_view note) override {
+    const auto now = std::chrono::steady_clock::now();
+    if (fraction < 1.0 && now - last_sent_ < std::chrono::milliseconds(100)) return;
+    last_sent_ = now;
+    const std::string frame = dump_line(json{{"op", "progress"}, {"fraction", fraction}, {"note", std::string(note)}});
+    // The stack-dump handler writes frames of its own: not in the middle of this one.
+    sigset_t dump, saved;
+    sigemptyset(&dump);
+    sigaddset(&dump, stack_dump_signal_number());
+    pthread_sigmask(SIG_BLOCK, &dump, &saved);
+    wire::write_frame(g_fd, frame);
+    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_sent_{};
 };
 
 bool looks_like_overflow(std::uintptr_t addr, std::uintptr_t sp) {

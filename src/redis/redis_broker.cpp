@@ -322,6 +322,9 @@ std::size_t RedisBroker::flush_batch(Connection& c) {
                                a.outcome, std::to_string(a.due_ms)});
     }
   }
+  // Progress first: every end taken above came after its job's last
+  // progress note, which the end's fence would refuse once written.
+  write_progress(c);
   // A 0 in the reply: the lease was recovered meanwhile and the job runs
   // elsewhere; its outcome here does not count.
   c.eval(kAck, {keys_.leased, keys_.done, keys_.dead, keys_.index, keys_.ended, keys_.scheduled, keys_.counts}, args);
@@ -344,11 +347,36 @@ void RedisBroker::send_acks(std::stop_token stop) {
     if (stop.stop_requested()) break;  // drain() writes the rest
     try {
       flush_pending(link.get());
+      write_progress(link.get());
       link.ok();
     } catch (const RedisError& e) {
       if (e.unavailable()) reachable_.store(false, std::memory_order_release);
       link.failed();
     }
+  }
+}
+
+void RedisBroker::note_progress(const std::string& id, const JobProgress& p) {
+  const std::string text = dump_line(nlohmann::json{{"fraction", p.fraction}, {"note", p.note}, {"at_ms", std::chrono::duration_cast<std::chrono::milliseconds>(p.at.time_since_epoch()).count()}});
+  {
+    MutexLock lock(mutex_);
+    auto it = held_.find(id);
+    if (it == held_.end()) return;  // not leased here
+    progress_[id] = ProgressNote{it->second.attempt, text};
+  }
+  signal(ack_wake_);
+}
+
+// The latest progress of each job, fenced like an ack: only while this
+// process still holds the attempt that reported it.
+void RedisBroker::write_progress(Connection& c) {
+  std::map<std::string, ProgressNote> notes;
+  {
+    MutexLock lock(mutex_);
+    notes.swap(progress_);
+  }
+  for (const auto& [id, note] : notes) {
+    c.eval(kProgress, {keys_.job(id)}, {owner_, std::to_string(note.attempt), note.json});
   }
 }
 

@@ -125,6 +125,11 @@ class RedisBroker final : public Broker {
   std::size_t capacity() const noexcept override { return options_.capacity; }
   std::vector<std::size_t> ready_by_priority() const override { return local_.ready_by_priority(); }
 
+  // A running job's progress (JobContext::progress), written to its record
+  // in Redis by the acker thread soon after; a later note of the same job
+  // replaces one not yet written. Never blocks on Redis.
+  void note_progress(const std::string& id, const JobProgress& progress);
+
   // A cancel reached a job held here: it will not start, and if it runs its
   // stop token is set. Other processes learn of cancels by polling the
   // held jobs' records every sweep.
@@ -189,6 +194,7 @@ class RedisBroker final : public Broker {
   void check_cancels(Connection& c);
   void heartbeat(Connection& c);
   void read_paused(Connection& c);
+  void write_progress(Connection& c);
 
   const BrokerOptions options_;
   const Keys keys_;
@@ -202,7 +208,12 @@ class RedisBroker final : public Broker {
 
   mutable Mutex mutex_;
   std::map<std::string, Held> held_ BULWARK_GUARDED_BY(mutex_);
-  std::deque<PendingAck> pending_ BULWARK_GUARDED_BY(mutex_);  // ends Redis has not taken yet, oldest first
+  std::deque<PendingAck> pending_ BULWARK_GUARDED_BY(mutex_);
+  struct ProgressNote {
+    int attempt = 0;
+    std::string json;  // {"fraction", "note", "at_ms"}
+  };
+  std::map<std::string, ProgressNote> progress_ BULWARK_GUARDED_BY(mutex_);  // waiting for the acker  // ends Redis has not taken yet, oldest first
   bool closed_ BULWARK_GUARDED_BY(mutex_) = false;
   std::atomic<bool> fetching_{true};
   std::atomic<std::ptrdiff_t> aside_{0};  // held leases the workers set aside (set_aside)

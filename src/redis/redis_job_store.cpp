@@ -59,6 +59,13 @@ JobRecord record_from_hash(const Value& hgetall) {
   r.id = h["id"];
   r.type = h["type"];
   r.unique_key = h["unique_key"];
+  if (const std::string& progress = h["progress"]; !progress.empty()) {
+    const nlohmann::json p = nlohmann::json::parse(progress, nullptr, false);
+    if (p.is_object() && p.value("fraction", nlohmann::json()).is_number()) {
+      r.progress = JobProgress{p["fraction"].get<double>(), p.value("note", ""),
+                               at_ms(p.value("at_ms", 0LL))};
+    }
+  }
   if (const std::string& then = h["then"]; !then.empty()) {
     const nlohmann::json spec = nlohmann::json::parse(then, nullptr, false);  // written by bulwark; tolerated if not
     if (spec.is_object()) {

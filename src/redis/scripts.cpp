@@ -152,6 +152,12 @@ bulk('ZADD', KEYS[4], held)
 return out
 )lua"};
 
+const Script kProgress{"progress", kPrelude + R"lua(
+if not holds(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[3])
+return 1
+)lua"};
+
 const Script kResume{"resume", kPrelude + R"lua(
 local was = redis.call('HDEL', KEYS[1], ARGV[1])
 local held = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')

@@ -104,6 +104,12 @@ extern const Script kRequeue;
 // 1, or 0 if fenced.
 extern const Script kRelease;
 
+// KEYS: job.
+// ARGV: owner, attempt, progress JSON.
+// Sets a running job's progress if `owner` still holds that attempt. 1, or
+// 0 if fenced.
+extern const Script kProgress;
+
 // KEYS: paused, held, ready.
 // ARGV: type, job_prefix.
 // Resumes a job type: drops it from `paused` and moves its held jobs back

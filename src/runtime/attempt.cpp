@@ -41,6 +41,7 @@ RunnerResult ChildRunner::run(Task& task, JobContext& ctx) {
   request.memory_limit_mb = memory_limit_mb_;
   request.stop = ctx.stop_token();
   request.traceparent = ctx.traceparent();
+  request.on_progress = [&ctx](double fraction, const std::string& note) { ctx.progress(fraction, note); };
   ProcessReply reply = processes_->run(request);
   if (reply.stuck_trace) {
     task.with_record([&](TaskRecord& r) { r.stuck_trace = std::make_unique<RawTrace>(*reply.stuck_trace); });

@@ -11,6 +11,7 @@ nlohmann::ordered_json to_json(const Event& e) {
   if (e.state) j["state"] = to_string(*e.state);
   if (e.attempt > 0) j["attempt"] = e.attempt;
   if (e.failure) j["failure"] = to_string(*e.failure);
+  if (e.progress) j["progress"] = {{"fraction", e.progress->fraction}, {"note", e.progress->note}};
   if (!e.action.empty()) j["action"] = e.action;
   if (!e.message.empty()) j["message"] = e.message;
   j["at"] = format_iso8601(e.at);
@@ -27,6 +28,17 @@ void EventLog::job(const Task& task, JobState state, int attempt, std::optional<
   e.state = state;
   e.attempt = attempt;
   e.failure = failure;
+  add(std::move(e));
+}
+
+void EventLog::progress(const Task& task, const JobProgress& progress) {
+  if (!recording()) return;
+  Event e;
+  e.job_id = task.id();
+  e.type = task.type();
+  e.state = JobState::running;
+  e.attempt = task.with_record([](const TaskRecord& r) { return r.attempts; });
+  e.progress = progress;
   add(std::move(e));
 }
 

@@ -36,6 +36,7 @@ class EventLog {
   void job(const Task& task, JobState state, int attempt, std::optional<FailureKind> failure = std::nullopt);
   // A supervisor action, about a job if `task` is given.
   void supervisor(std::string action, std::string message, const Task* task = nullptr);
+  void progress(const Task& task, const JobProgress& progress);
 
   // Up to `max` events numbered after `after`, oldest first. Starts (or
   // keeps up) recording.

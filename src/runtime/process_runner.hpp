@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -31,6 +32,9 @@ struct ProcessRequest {
   std::size_t memory_limit_mb = 0;            // 0: none
   std::stop_token stop;                       // cancellation, soft timeout, shutdown
   std::string traceparent;                    // the attempt's span ("00-trace-span-flags"); empty: no trace
+  // The job's progress reports (JobContext::progress in the child), called
+  // on the waiting thread; null: dropped.
+  std::function<void(double fraction, const std::string& note)> on_progress;
 };
 
 struct ProcessReply {

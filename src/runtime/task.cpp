@@ -1,5 +1,7 @@
 #include "bulwark/detail/task.hpp"
 
+#include "runtime/type_table.hpp"
+
 namespace bulwark::detail {
 
 JobRecord Task::snapshot() const {
@@ -29,7 +31,23 @@ JobRecord Task::snapshot() const {
   r.created_at = record_.created_at;
   r.started_at = record_.started_at;
   r.finished_at = record_.finished_at;
+  if (record_.progress) r.progress = *record_.progress;
   return r;
+}
+
+void Task::report_progress(const JobContext& ctx, double fraction, std::string_view note) {
+  const auto now = Clock::now();
+  JobProgress p{fraction, std::string(note), WallClock::now()};
+  bool publish = false;
+  commit(ctx, [&](TaskRecord& r) {
+    if (!r.progress) r.progress = std::make_unique<JobProgress>();
+    *r.progress = p;
+    if (fraction >= 1.0 || now - r.progress_published >= std::chrono::milliseconds(100)) {
+      r.progress_published = now;
+      publish = true;
+    }
+  });
+  if (publish && type_ != nullptr && type_->on_progress) type_->on_progress(*this, p);
 }
 
 }  // namespace bulwark::detail

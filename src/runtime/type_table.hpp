@@ -45,6 +45,9 @@ struct TypeEntry {
   bool runs_elsewhere() const noexcept { return runner && runner->remote(); }
   CircuitBreaker breaker;
   TypeGate gate;  // pause, concurrency and rate (handlers.<type>)
+  // A job's progress to publish (events, Redis); set by the runtime before
+  // the workers start, called on the job's thread.
+  std::function<void(const Task&, const JobProgress&)> on_progress;
 };
 
 class TypeTable {

@@ -1,6 +1,8 @@
 // Test helpers shared by the suites.
 #pragma once
 
+#include <thread>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -65,15 +67,28 @@ inline RuntimeOptions test_options(unsigned workers) {
   return o;
 }
 
-// A registry with the built-in workers.
-// The built-in workers, and "context": answers what its JobContext says
-// (also from a child process, when the type is isolated).
+// The built-in workers; "context": answers what its JobContext says
+// (also from a child process, when the type is isolated); "progress":
+// reports {"steps"} steps of progress {"gap_ms"} apart ("step i of n"),
+// then stays {"hold_ms"} (until asked to stop).
 inline Registry builtins() {
   Registry r;
   workers::register_builtin(r);
   r.add("context", [](JobContext& ctx, const nlohmann::json&) -> nlohmann::json {
     return {{"id", ctx.id()}, {"attempt", ctx.attempt()}, {"trace_id", ctx.trace_id()}, {"span_id", ctx.span_id()},
             {"traceparent", ctx.traceparent()}, {"pid", static_cast<long>(::getpid())}};
+  });
+  r.add("progress", [](JobContext& ctx, const nlohmann::json& p) -> nlohmann::json {
+    const int steps = p.value("steps", 1);
+    for (int i = 1; i <= steps; ++i) {
+      ctx.progress(static_cast<double>(i) / steps, "step " + std::to_string(i) + " of " + std::to_string(steps));
+      std::this_thread::sleep_for(std::chrono::milliseconds(p.value("gap_ms", 0)));
+    }
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(p.value("hold_ms", 0));
+    while (std::chrono::steady_clock::now() < until && !ctx.stop_requested()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return steps;
   });
   return r;
 }

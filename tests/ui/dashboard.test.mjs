@@ -126,6 +126,13 @@ try {
   check('job page: the message is shown', errorText.includes('boom from the ui test'));
   await screenshot(page, 'failed-job.png', {fullPage: true});
 
+  // A running job's page shows its progress (the built-in sleep reports it).
+  const sleeper = await submit({type: 'sleep', payload: {ms: 4000}});
+  await page.goto(`${base}/#/job/${encodeURIComponent(sleeper)}`, {waitUntil: 'load'});
+  await page.waitForFunction(() => Number(document.querySelector('#job-progress')?.value) > 0, {timeout: 15000});
+  const shown = await page.$eval('#job-progress', (n) => Number(n.value));
+  check('job page: a running job shows its progress', shown > 0 && shown <= 1, String(shown));
+
   // Retry from the dead-letter page: the page asks for the token once.
   await page.goto(`${base}/#/dead`, {waitUntil: 'load'});
   await page.waitForSelector(`input[type=checkbox][value="${failed}"]`);

@@ -23,6 +23,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <string_view>
 #include <stop_token>
 #include <type_traits>
 #include <variant>
@@ -75,6 +76,8 @@ struct TaskRecord {
   std::exception_ptr exception;  // the last attempt's thrown value, for JobHandle::get()
   double duration_ms = 0;
   std::string span_id;  // with a trace: the current (or last) attempt's span
+  std::unique_ptr<JobProgress> progress;  // on the heap: most jobs never report any
+  Clock::time_point progress_published{};  // when it last went to the event stream
   WallClock::time_point created_at{};
   std::optional<WallClock::time_point> started_at;
   std::optional<WallClock::time_point> finished_at;
@@ -88,6 +91,12 @@ class Task {
   // its result through commit(), so an abandoned attempt cannot overwrite a
   // later one's.
   virtual void run(JobContext& ctx) = 0;
+
+  // JobContext::progress, checked and clamped: kept on the record (for the
+  // current attempt only) and, at most every 100 ms and always at 1, handed
+  // to the type's progress listener. A child worker process's task sends
+  // it to the parent instead.
+  virtual void report_progress(const JobContext& ctx, double fraction, std::string_view note);
 
   const TaskSpec& spec() const noexcept { return spec_; }
   const JobId& id() const noexcept { return spec_.id; }
