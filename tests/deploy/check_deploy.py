@@ -281,6 +281,21 @@ check("Dockerfile: a healthcheck on /healthz through `bulwark health`",
       "HEALTHCHECK" in ops and '"health"' in ops["HEALTHCHECK"])
 check("Dockerfile: logs to standard output as JSON",
       "BULWARK_LOGGING__FILE=-" in ops.get("ENV", "") and "BULWARK_LOGGING__FORMAT=json" in ops.get("ENV", ""))
+# Every shared library the binary loads comes from a package the image
+# installs, or from debian:12-slim itself (libc, libstdc++, libgcc).
+final_stage = docker.split("FROM debian:12-slim", 1)[-1]
+installed = set(re.findall(r"\b(lib[\w.+-]+|tzdata)\b", final_stage.split("COPY", 1)[0]))
+in_slim = {"libc6", "libstdc++6", "libgcc-s1"}
+needed = set()
+for line in subprocess.run(["ldd", BINARY], capture_output=True, text=True).stdout.splitlines():
+    m = re.search(r"=> (/\S+)", line)
+    if not m:
+        continue
+    owner = subprocess.run(["dpkg", "-S", os.path.realpath(m.group(1))], capture_output=True, text=True).stdout
+    if owner:
+        needed.add(owner.split(":")[0])
+missing = sorted(needed - installed - in_slim)
+check("Dockerfile: the image installs the package of every shared library the binary links", not missing, missing)
 copied = re.findall(r"^COPY (?:--from=\S+ )?(\S+) ", docker, re.M)
 check("Dockerfile: what it copies from the repository exists",
       all(os.path.exists(os.path.join(SOURCE, c)) for c in copied if c not in (".", "/out/bulwark")), copied)
