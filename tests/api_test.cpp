@@ -266,6 +266,37 @@ TEST_SUITE("Api access") {
     CHECK(call("POST", "/v1/types").status == 405);
   }
 
+  TEST_CASE("schedules: POST adds (201), GET lists with next_run, DELETE removes; errors have their codes" *
+            doctest::timeout(30)) {
+    Fixture f;
+    Response added = f.call("POST", "/v1/schedules",
+                            R"({"name": "nightly", "cron": "0 3 * * *", "time_zone": "Europe/Berlin",
+                                "job": {"type": "echo", "payload": {"report": true}}, "missed": "run_once"})");
+    REQUIRE(added.status == 201);
+    CHECK(header(added, "Location") == "/v1/schedules/nightly");
+    const json a = json::parse(added.body);
+    CHECK(a["name"] == "nightly");
+    CHECK(a["source"] == "api");
+    CHECK(a["missed"] == "run_once");
+    CHECK(a["next_run"].get<std::string>().find("T02:00:00") != std::string::npos);  // 03:00 in Berlin's winter
+    const json listed = json::parse(f.call("GET", "/v1/schedules").body);
+    REQUIRE(listed["schedules"].size() == 1);
+    CHECK(listed["schedules"][0]["cron"] == "0 3 * * *");
+    CHECK(Fixture::code(f.call("POST", "/v1/schedules", R"({"name": "x", "cron": "bad", "job": {"type": "echo"}})")) ==
+          "invalid_field");
+    CHECK(json::parse(f.call("POST", "/v1/schedules", R"({"name": "x", "cron": "* * * * *", "job": {"type": "nope"}})").body)
+              ["error"]["message"] == "job.type: unknown job type 'nope'");
+    CHECK(json::parse(f.call("POST", "/v1/schedules", R"({"cron": "* * * * *", "job": {"type": "echo"}})").body)
+              ["error"]["message"] == "name: required, a string");
+    CHECK(json::parse(f.call("POST", "/v1/schedules", R"({"name": "x", "cron": "* * * * *", "job": {}, "when": 1})").body)
+              ["error"]["message"] == "when: unknown field");
+    Response removed = f.api.handle(Request{"DELETE", "/v1/schedules/nightly", "", "", ""});
+    CHECK(removed.status == 200);
+    CHECK(json::parse(removed.body) == json{{"name", "nightly"}, {"removed", true}});
+    CHECK(Fixture::code(f.api.handle(Request{"DELETE", "/v1/schedules/nightly", "", "", ""})) == "schedule_not_found");
+    CHECK(f.call("PUT", "/v1/schedules").status == 405);
+  }
+
   TEST_CASE("route_of names the route template, never the raw path" * doctest::timeout(30)) {
     bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
     Api api{runtime, bulwark::ServerOptions{}};
@@ -283,6 +314,8 @@ TEST_SUITE("Api access") {
         {{"GET", "/v1/types"}, "/v1/types"},
         {{"POST", "/v1/types/resize/pause"}, "/v1/types/{type}/pause"},
         {{"POST", "/v1/types/resize/resume"}, "/v1/types/{type}/resume"},
+        {{"GET", "/v1/schedules"}, "/v1/schedules"},
+        {{"DELETE", "/v1/schedules/nightly"}, "/v1/schedules/{name}"},
         {{"GET", "/"}, "/ui/{file}"},
         {{"GET", "/ui/app.js"}, "/ui/{file}"},
         {{"GET", "/custom"}, "extra"},

@@ -175,6 +175,33 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(config_error(json::parse(R"({"handlers": {"x": {"rate": 5}}})")) == "handlers.x.rate: expected an object");
   }
 
+  TEST_CASE("schedules.<name>: read and checked, errors naming the schedule") {
+    const auto o = bulwark::RuntimeOptions::from_json(json::parse(R"({"schedules": {
+      "nightly": {"cron": "0 3 * * *", "time_zone": "Europe/Berlin", "job": {"type": "echo"}, "missed": "run_once",
+                  "exclusive": true},
+      "often": {"cron": "*/5 * * * *", "job": {"type": "echo", "priority": 2}}}})"));
+    REQUIRE(o.schedules.size() == 2);
+    CHECK(o.schedules.at("nightly").time_zone == "Europe/Berlin");
+    CHECK(o.schedules.at("nightly").missed == bulwark::MissedRuns::run_once);
+    CHECK(o.schedules.at("nightly").exclusive);
+    CHECK(o.schedules.at("often").time_zone == "UTC");
+    CHECK(o.schedules.at("often").missed == bulwark::MissedRuns::skip);
+    const auto error = [](const char* text) { return config_error(json::parse(text)); };
+    CHECK(error(R"({"schedules": {"x": {"job": {"type": "echo"}}}})") == "schedules.x.cron: required");
+    CHECK(error(R"({"schedules": {"x": {"cron": "* * * * *"}}})") == "schedules.x.job: required");
+    CHECK(error(R"({"schedules": {"x": {"cron": "61 * * * *", "job": {"type": "echo"}}}})")
+              .rfind("schedules.x: cron: minute field '61'", 0) == 0);
+    CHECK(error(R"({"schedules": {"x": {"cron": "* * * * *", "time_zone": "Nowhere", "job": {"type": "echo"}}}})")
+              .rfind("schedules.x: time_zone: 'Nowhere'", 0) == 0);
+    CHECK(error(R"({"schedules": {"x": {"cron": "* * * * *", "job": {"type": "echo", "id": "fixed"}}}})")
+              .rfind("schedules.x: job.id: not allowed", 0) == 0);
+    CHECK(error(R"({"schedules": {"x": {"cron": "* * * * *", "job": {"payload": 1}}}})") == "schedules.x: job.type: required");
+    CHECK(error(R"({"schedules": {"a:b": {"cron": "* * * * *", "job": {"type": "echo"}}}})")
+              .rfind("schedules.a:b: name: expected", 0) == 0);
+    CHECK(error(R"({"schedules": {"x": {"cron": "* * * * *", "job": {"type": "echo"}, "missed": "all"}}})")
+              .rfind("schedules.x.missed: expected one of skip, run_once", 0) == 0);
+  }
+
   TEST_CASE("errors name the key path") {
     CHECK(config_error(json::parse(R"({"handlers": {"fail": {"max_attempts": "3"}}})")) ==
           "handlers.fail.max_attempts: expected an integer");

@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
 
 #include "bulwark/job.hpp"
 #include "bulwark/json_input.hpp"
@@ -167,6 +167,25 @@ struct LogOptions {
   std::shared_ptr<spdlog::logger> logger{};
 };
 
+// Periodic jobs (schedules.<name>): a normal job, submitted at each time a
+// five-field cron expression names in a time zone. See README, "Periodic jobs".
+enum class MissedRuns {
+  skip,      // runs missed while no process was running (or it stalled) are dropped
+  run_once,  // one job stands for all of them, at the latest missed time
+};
+struct ScheduleOptions {
+  std::string cron{};             // "minute hour day-of-month month day-of-week"
+  std::string time_zone = "UTC";  // a tz database name: "Europe/Berlin"
+  nlohmann::json job{};           // a job spec (JobSpec::from_json) without an id
+  MissedRuns missed = MissedRuns::skip;
+  bool exclusive = false;         // skip a run while the previous one has not ended
+};
+// What is wrong with a schedule, as "name: ...", "cron: ...", "time_zone:
+// ...", "job.<field>: ..."; empty if nothing. Names are 1 to 64 of A-Z a-z
+// 0-9 - _ . ~ (each run's id is "<name>:<yyyymmddThhmmZ>").
+std::string schedule_problem(std::string_view name, const ScheduleOptions& schedule,
+                             std::size_t max_id_length = kDefaultMaxIdLength);
+
 struct RuntimeOptions {
   unsigned workers = 0;                   // 0: one per hardware thread
   std::size_t queue_capacity = 100'000;   // queued + scheduled jobs
@@ -196,6 +215,7 @@ struct RuntimeOptions {
   LogOptions logging{};
   InputLimits limits{};
   std::map<std::string, HandlerConfig> handlers{};
+  std::map<std::string, ScheduleOptions> schedules{};  // periodic jobs by name
 
   // Called once for every job that reaches a terminal state, on the thread
   // that finished it (a worker, or the one calling shutdown/cancel). Keep it

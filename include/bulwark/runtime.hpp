@@ -100,6 +100,26 @@ struct QueueProcess {
   nlohmann::ordered_json health{};
 };
 
+// A periodic job as this runtime runs it (Runtime::schedules(),
+// GET /v1/schedules).
+struct ScheduleStatus {
+  std::string name{};
+  ScheduleOptions options{};
+  bool from_config = false;  // else added through the API (Runtime::add_schedule)
+  std::optional<WallClock::time_point> next_run{};  // none: the expression never fires again
+  std::optional<WallClock::time_point> last_run{};
+  JobId last_job{};  // the id of the last run's job
+};
+enum class ScheduleResult {
+  added,
+  replaced,     // an added schedule of that name was replaced
+  removed,
+  invalid,      // what is wrong is in `problem`
+  from_config,  // a schedule of that name comes from the configuration: not changed through the API
+  not_found,
+  unavailable,  // Redis cannot be reached: nothing changed
+};
+
 struct ShutdownReport {
   bool drained = true;        // every queued job ran before the deadline
   std::size_t not_run = 0;    // jobs ended failed with kind `shutdown`
@@ -172,6 +192,15 @@ class Runtime {
   // (`unavailable` when Redis cannot be reached: nothing changed).
   PauseResult pause(std::string_view type);
   PauseResult resume(std::string_view type);
+
+  // Periodic jobs (README, "Periodic jobs"): those of the configuration and
+  // those added here, in name order. add_schedule() adds or replaces one
+  // (with the redis backend for every process on the queue, kept in Redis);
+  // `problem` says what is wrong when `invalid`. remove_schedule() removes
+  // one added here. Block for a Redis round trip with the redis backend.
+  std::vector<ScheduleStatus> schedules() const;
+  ScheduleResult add_schedule(const std::string& name, const ScheduleOptions& schedule, std::string* problem = nullptr);
+  ScheduleResult remove_schedule(const std::string& name);
 
   RuntimeStats stats() const;  // walks every retained record: not for hot loops
   RuntimeCounters counters() const noexcept;  // lock-free

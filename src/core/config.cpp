@@ -105,6 +105,7 @@ class Section {
   }
 
   const json& raw() const { return j_; }
+  const std::string& path() const { return path_; }
 
  private:
   const json& j_;
@@ -159,7 +160,8 @@ std::string listen_url(const std::string& listen, std::uint16_t port) {
 RuntimeOptions RuntimeOptions::from_json(const json& config) {
   RuntimeOptions o;
   const Section root(config, "", {"workers", "queue", "redis", "retry", "recovery", "retention", "events", "shutdown", "supervisor",
-                                  "circuit_breaker", "isolation", "server", "logging", "limits", "handlers"});
+                                  "circuit_breaker", "isolation", "server", "logging", "limits", "handlers",
+                                  "schedules"});
   root.integer("workers", o.workers, 0, 1024);
   const Section queue = root.child("queue", {"capacity", "backend"});
   queue.integer("capacity", o.queue_capacity, 1, 100'000'000);
@@ -303,6 +305,26 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
         rate.integer("burst", r.burst, 1, 1'000'000);
       }
       o.handlers[type] = hc;
+    }
+  }
+  if (const json* schedules = root.find("schedules")) {
+    if (!schedules->is_object()) Section::fail("schedules", "expected an object of schedules by name");
+    if (schedules->size() > 1000) Section::fail("schedules", "at most 1000 schedules");
+    for (const auto& [name, value] : schedules->items()) {
+      const Section sc(value, "schedules." + name, {"cron", "time_zone", "job", "missed", "exclusive"});
+      if (sc.find("cron") == nullptr) Section::fail(sc.at("cron"), "required");
+      if (sc.find("job") == nullptr) Section::fail(sc.at("job"), "required");
+      ScheduleOptions s;
+      sc.string("cron", s.cron);
+      sc.string("time_zone", s.time_zone);
+      s.job = *sc.find("job");
+      std::string missed = "skip";
+      sc.string("missed", missed, {"skip", "run_once"});
+      s.missed = missed == "run_once" ? MissedRuns::run_once : MissedRuns::skip;
+      sc.boolean("exclusive", s.exclusive);
+      std::string problem = schedule_problem(name, s, o.limits.id_length);
+      if (!problem.empty()) Section::fail(problem.rfind("name:", 0) == 0 ? "schedules." + name : sc.path(), problem);
+      o.schedules[name] = std::move(s);
     }
   }
   return o;

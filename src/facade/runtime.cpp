@@ -24,6 +24,8 @@
 #include "runtime/job_queue.hpp"
 #include "runtime/job_store.hpp"
 #include "runtime/reporter.hpp"
+#include "runtime/scheduler.hpp"
+#include "redis/redis_schedules.hpp"
 #include "runtime/type_table.hpp"
 #include "supervision/supervisor.hpp"
 #include "support/text.hpp"
@@ -51,6 +53,8 @@ struct Runtime::Impl {
   detail::Intake intake;
   detail::Executor executor;
   detail::Supervisor supervisor;
+  std::unique_ptr<detail::ScheduleStore> schedule_store;  // Redis's with the redis backend
+  detail::Scheduler scheduler;
   // on_finished_anywhere with the redis backend; it follows ends until the
   // runtime is destroyed (after shutdown too: ends of the last acks).
   std::unique_ptr<detail::redis::EndFeed> end_feed;
@@ -61,6 +65,7 @@ struct Runtime::Impl {
 
   std::unique_ptr<detail::Broker> make_broker();
   std::unique_ptr<detail::JobStore> make_store();
+  std::unique_ptr<detail::ScheduleStore> make_schedule_store() const;
   bool wait_redis_idle(std::chrono::milliseconds timeout) const;
   ShutdownReport stop(std::chrono::milliseconds timeout);
   bool drain_until(Clock::time_point deadline);
@@ -157,6 +162,12 @@ std::unique_ptr<detail::Broker> Runtime::Impl::make_broker() {
   return rb;
 }
 
+std::unique_ptr<detail::ScheduleStore> Runtime::Impl::make_schedule_store() const {
+  if (redis_broker == nullptr) return std::make_unique<detail::MemoryScheduleStore>();
+  const detail::redis::BrokerOptions b = redis_options(options);
+  return std::make_unique<detail::redis::RedisScheduleStore>(b.address, b.ns, b.connect_timeout, b.command_timeout);
+}
+
 std::unique_ptr<detail::JobStore> Runtime::Impl::make_store() {
   if (redis_broker == nullptr) {
     return std::make_unique<detail::MemoryJobStore>(options.retention_max_finished, options.retention_max_dead,
@@ -179,7 +190,16 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
       completion(options, reporter, events, *broker, *store),
       intake(options, registry, types, *broker, *store, completion),
       executor(options, *broker, completion, reporter, processes),
-      supervisor(options, executor, *broker, types, reporter, events, processes) {
+      supervisor(options, executor, *broker, types, reporter, events, processes),
+      schedule_store(make_schedule_store()),
+      scheduler(
+          options, *schedule_store, [this](JobSpec spec) { return intake.submit(std::move(spec)); },
+          [this](const JobId& id) -> std::optional<JobState> {
+            const auto r = store->record(id);
+            return r ? std::optional<JobState>(r->state) : std::nullopt;
+          },
+          [this](const std::string& type) { return types.find(type) != nullptr; }, reporter, events,
+          [] { return WallClock::now(); }) {
   if (processes) types.use_processes(processes);
   completion.set_follow_up([this](const detail::Task& parent) { submit_follow_up(parent); });
   const auto on_progress = [this](const detail::Task& task, const JobProgress& p) {
@@ -225,6 +245,7 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
   // shows them to the other processes (GET /v1/workers).
   if (redis_broker != nullptr) redis_broker->start();
   supervisor.start();
+  scheduler.start();
   reporter.log(detail::LogLevel::info, "runtime started: " + std::to_string(options.effective_workers()) +
                                            " workers, queue capacity " + std::to_string(options.queue_capacity));
 }
@@ -232,6 +253,7 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
 ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
   detail::MutexLock guard(shutdown_mutex);
   if (shutdown_report) return *shutdown_report;
+  scheduler.stop();
   intake.close();
   if (redis_broker != nullptr) redis_broker->stop_fetching();  // other processes take what waits
   ShutdownReport report;
@@ -466,6 +488,14 @@ std::vector<TypeControl> Runtime::types() const {
   });
   return out;
 }
+
+std::vector<ScheduleStatus> Runtime::schedules() const { return impl_->scheduler.list(); }
+
+ScheduleResult Runtime::add_schedule(const std::string& name, const ScheduleOptions& schedule, std::string* problem) {
+  return impl_->scheduler.add(name, schedule, problem);
+}
+
+ScheduleResult Runtime::remove_schedule(const std::string& name) { return impl_->scheduler.remove(name); }
 
 PauseResult Runtime::pause(std::string_view type) { return impl_->set_paused(type, true); }
 PauseResult Runtime::resume(std::string_view type) { return impl_->set_paused(type, false); }

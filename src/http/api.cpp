@@ -1,5 +1,7 @@
 #include "http/api.hpp"
 
+#include "runtime/scheduler.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -201,6 +203,8 @@ std::string_view route_template(RouteId route) noexcept {
     case RouteId::types: return "/v1/types";
     case RouteId::type_pause: return "/v1/types/{type}/pause";
     case RouteId::type_resume: return "/v1/types/{type}/resume";
+    case RouteId::schedules: return "/v1/schedules";
+    case RouteId::schedule: return "/v1/schedules/{name}";
     case RouteId::extra: return "extra";
     case RouteId::unknown: break;
   }
@@ -269,8 +273,10 @@ RouteId Api::route_of(const Request& request) const {
     if (parts[1] == "events") return RouteId::events;
     if (parts[1] == "jobs") return RouteId::jobs;
     if (parts[1] == "types") return RouteId::types;
+    if (parts[1] == "schedules") return RouteId::schedules;
     return RouteId::unknown;
   }
+  if (parts[1] == "schedules" && parts.size() == 3) return RouteId::schedule;
   if (parts[1] == "types" && parts.size() == 4 && parts[3] == "pause") return RouteId::type_pause;
   if (parts[1] == "types" && parts.size() == 4 && parts[3] == "resume") return RouteId::type_resume;
   if (parts[1] != "jobs") return RouteId::unknown;
@@ -342,7 +348,7 @@ Response Api::handle(const Request& request) {
                           "requests from the origin '" + request.origin +
                               "' are not accepted; only from this server's own pages and server.allowed_origins");
   }
-  if (post && !authorized(request)) return unauthorized();
+  if ((post || request.method == "DELETE") && !authorized(request)) return unauthorized();
   if (post && !is_json(request.content_type)) {
     return error_response(415, "unsupported_media_type", "a POST needs the header 'Content-Type: application/json'");
   }
@@ -415,6 +421,15 @@ Response Api::handle(const Request& request) {
   if (parts.size() == 2 && parts[1] == "types") {
     if (!get) return method_not_allowed("GET");
     return types();
+  }
+  if (parts.size() == 2 && parts[1] == "schedules") {
+    if (post) return add_schedule(request);
+    if (get) return schedules();
+    return method_not_allowed("GET, POST");
+  }
+  if (parts.size() == 3 && parts[1] == "schedules") {
+    if (request.method != "DELETE") return method_not_allowed("DELETE");
+    return remove_schedule(parts[2]);
   }
   if (parts.size() == 4 && parts[1] == "types" && (parts[3] == "pause" || parts[3] == "resume")) {
     if (!post) return method_not_allowed("POST");
@@ -792,6 +807,82 @@ ordered_json type_json(const TypeControl& t) {
 }
 
 }  // namespace
+
+namespace {
+
+ordered_json schedule_json(const ScheduleStatus& s) {
+  const auto time = [](const std::optional<WallClock::time_point>& t) {
+    return t ? ordered_json(format_iso8601(*t)) : ordered_json();
+  };
+  return {{"name", s.name},
+          {"cron", s.options.cron},
+          {"time_zone", s.options.time_zone},
+          {"job", s.options.job},
+          {"missed", s.options.missed == MissedRuns::run_once ? "run_once" : "skip"},
+          {"exclusive", s.options.exclusive},
+          {"source", s.from_config ? "config" : "api"},
+          {"next_run", time(s.next_run)},
+          {"last_run", time(s.last_run)},
+          {"last_job", s.last_job.empty() ? ordered_json() : ordered_json(s.last_job)}};
+}
+
+}  // namespace
+
+Response Api::schedules() {
+  ordered_json list = ordered_json::array();
+  for (const ScheduleStatus& s : runtime_.schedules()) list.push_back(schedule_json(s));
+  return json_response(200, {{"schedules", std::move(list)}});
+}
+
+Response Api::add_schedule(const Request& request) {
+  nlohmann::json body;
+  if (auto bad = parse_body(request, runtime_.limits(), body)) return *bad;
+  ScheduleOptions options;
+  std::string name;
+  try {
+    if (!body.is_object() || !body.contains("name") || !body["name"].is_string()) {
+      throw ConfigError("name: required, a string");
+    }
+    name = body["name"].get<std::string>();
+    options = detail::schedule_from_json(body);
+  } catch (const ConfigError& e) {
+    return error_response(422, "invalid_field", e.what());
+  }
+  std::string problem;
+  switch (runtime_.add_schedule(name, options, &problem)) {
+    case ScheduleResult::invalid: return error_response(422, "invalid_field", problem);
+    case ScheduleResult::from_config:
+      return error_response(409, "schedule_from_config",
+                            "the schedule '" + name + "' comes from the configuration; change it there");
+    case ScheduleResult::unavailable:
+      return error_response(503, "backend_unavailable", "the job queue's backend (redis) cannot be reached; nothing changed");
+    case ScheduleResult::added:
+    case ScheduleResult::replaced:
+    case ScheduleResult::removed:
+    case ScheduleResult::not_found: break;
+  }
+  for (const ScheduleStatus& s : runtime_.schedules()) {
+    if (s.name == name) {
+      Response r = json_response(201, schedule_json(s));
+      r.headers.emplace_back("Location", "/v1/schedules/" + percent_encode(name));
+      return r;
+    }
+  }
+  return json_response(201, {{"name", name}});
+}
+
+Response Api::remove_schedule(const std::string& name) {
+  switch (runtime_.remove_schedule(name)) {
+    case ScheduleResult::not_found: return error_response(404, "schedule_not_found", "no schedule '" + name + "' was added");
+    case ScheduleResult::from_config:
+      return error_response(409, "schedule_from_config",
+                            "the schedule '" + name + "' comes from the configuration; remove it there");
+    case ScheduleResult::unavailable:
+      return error_response(503, "backend_unavailable", "the job queue's backend (redis) cannot be reached; nothing changed");
+    default: break;
+  }
+  return json_response(200, {{"name", name}, {"removed", true}});
+}
 
 Response Api::types() {
   ordered_json list = ordered_json::array();

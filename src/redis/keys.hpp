@@ -21,6 +21,8 @@
 //                     them back to ready
 //   {ns}:unique:<n>:<type>:<key>  string: the id of the unique job holding
 //                     the key (n: the type's length), expiring with its window
+//   {ns}:schedules:last   hash: periodic job name -> the last time it ran (ms)
+//   {ns}:schedules:added  hash: periodic job name -> its JSON (added through the API)
 //   {ns}:processes    zset: processes by last heartbeat ms
 //   {ns}:process:<id> hash: one process (host, pid, workers, started_ms, version)
 //
@@ -47,7 +49,9 @@ struct Keys {
         cancel(prefix + "cancel"),
         processes(prefix + "processes"),
         paused(prefix + "paused"),
-        held(prefix + "held") {}
+        held(prefix + "held"),
+        schedules_last(prefix + "schedules:last"),
+        schedules_added(prefix + "schedules:added") {}
 
   std::string job(const std::string& id) const { return job_prefix + id; }
   std::string process(const std::string& id) const { return prefix + "process:" + id; }
@@ -59,7 +63,7 @@ struct Keys {
 
   std::string prefix;
   std::string job_prefix;
-  std::string ready, scheduled, leased, index, seq, done, dead, counts, ended, cancel, processes, paused, held;
+  std::string ready, scheduled, leased, index, seq, done, dead, counts, ended, cancel, processes, paused, held, schedules_last, schedules_added;
 };
 
 }  // namespace bulwark::detail::redis
