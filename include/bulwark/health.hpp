@@ -74,6 +74,9 @@ struct RecoveryHealth {
   std::string reason{};        // the last adjustment's cause; empty before the first
   std::uint64_t raised = 0;    // adjustments up
   std::uint64_t lowered = 0;   // adjustments down
+  // Child worker process replacements put off by the limit (at most `limit`
+  // start in any second; the rest at a later tick or when a job needs one).
+  std::uint64_t restarts_deferred = 0;
 };
 
 struct HealthReport {

@@ -88,7 +88,8 @@ nlohmann::ordered_json to_json(const HealthReport& h) {
                         {"adaptive", h.recovery.adaptive},
                         {"reason", h.recovery.reason},
                         {"raised", h.recovery.raised},
-                        {"lowered", h.recovery.lowered}}}};
+                        {"lowered", h.recovery.lowered},
+                        {"restarts_deferred", h.recovery.restarts_deferred}}}};
 }
 
 }  // namespace bulwark

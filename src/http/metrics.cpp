@@ -174,6 +174,9 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
     }
     w.family("bulwark_process_restarts_total", "counter", "Child worker processes started to replace ended ones.");
     w.sample("bulwark_process_restarts_total", {}, p_restarts);
+    w.family("bulwark_process_restarts_deferred_total", "counter",
+             "Child worker process replacements put off by the recovery limit (restarts per second).");
+    w.sample("bulwark_process_restarts_deferred_total", {}, static_cast<double>(health.recovery.restarts_deferred));
     w.family("bulwark_process_ends_total", "counter", "Child worker processes that ended, by reason.");
     for (const auto& [reason, n] : s.process_ends) {
       w.sample("bulwark_process_ends_total", {{"reason", reason}}, static_cast<double>(n));

@@ -189,10 +189,55 @@ void ProcessPool::reap(Child& child, const std::string& reason, bool died) {
   child.last_exit = reason;
   ++ends_[reason];
   if (died) ++deaths_;
-  if (!closed_) {
-    std::string error;
-    if (spawn(child, error)) ++child.restarts;
+  if (closed_) return;
+  // A replacement after a death is recovery work: governed.
+  if (died && !may_restart(Clock::now())) {
+    child.deferred = true;
+    ++deferred_total_;
+    return;
   }
+  std::string error;
+  if (spawn(child, error)) ++child.restarts;
+}
+
+bool ProcessPool::may_restart(Clock::time_point now) {
+  while (!recent_restarts_.empty() && now - recent_restarts_.front() >= std::chrono::seconds(1)) {
+    recent_restarts_.pop_front();
+  }
+  if (recent_restarts_.size() >= restart_limit_) return false;
+  recent_restarts_.push_back(now);
+  return true;
+}
+
+void ProcessPool::set_restart_limit(unsigned per_second) {
+  MutexLock lock(mutex_);
+  restart_limit_ = std::max(1u, per_second);
+}
+
+std::size_t ProcessPool::restart_deferred() {
+  MutexLock lock(mutex_);
+  std::size_t waiting = 0;
+  const auto now = Clock::now();
+  for (Child& ch : children_) {
+    if (!ch.deferred || ch.busy) continue;
+    if (closed_ || ch.pid >= 0) {
+      ch.deferred = false;
+      continue;
+    }
+    if (!may_restart(now)) {
+      ++waiting;
+      continue;
+    }
+    ch.deferred = false;
+    std::string error;
+    if (spawn(ch, error)) ++ch.restarts;
+  }
+  return waiting;
+}
+
+std::uint64_t ProcessPool::restarts_deferred_total() const {
+  MutexLock lock(mutex_);
+  return deferred_total_;
 }
 
 namespace {
@@ -246,11 +291,13 @@ ProcessPool::Child* ProcessPool::acquire(const ProcessRequest& request, Failure&
     reap(*c, "idle_" + (WIFSIGNALED(status) ? wire::signal_name(WTERMSIG(status)) : std::string("exit")), true);
   }
   std::string error;
+  const bool replacing = std::exchange(c->deferred, false);  // a job needs it now: fresh work before recovery
   if (c->pid < 0 && !spawn(*c, error)) {
     release(*c);
     failure = start_failure("could not start a worker process: " + error);
     return nullptr;
   }
+  if (replacing) ++c->restarts;
   return c;
 }
 

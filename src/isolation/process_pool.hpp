@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <thread>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -59,6 +60,9 @@ class ProcessPool final : public ProcessRunner {
   std::uint64_t deaths() const override;
   // Ends by reason: "SIGSEGV", "exit", "hard_timeout", "memory_limit", ...
   std::map<std::string, std::uint64_t> ends_by_reason() const override;
+  void set_restart_limit(unsigned per_second) override;
+  std::size_t restart_deferred() override;
+  std::uint64_t restarts_deferred_total() const override;
 
  private:
   struct Child {
@@ -69,6 +73,7 @@ class ProcessPool final : public ProcessRunner {
     bool busy = false;
     std::string job;
     unsigned restarts = 0;
+    bool deferred = false;  // dead; its replacement waits for the restart limit
     std::string last_exit;
     std::vector<wire::Module> modules;
     wire::FrameReader reader;
@@ -127,6 +132,12 @@ class ProcessPool final : public ProcessRunner {
   bool started_ BULWARK_GUARDED_BY(mutex_) = false;
   std::uint64_t deaths_ BULWARK_GUARDED_BY(mutex_) = 0;
   std::map<std::string, std::uint64_t> ends_ BULWARK_GUARDED_BY(mutex_);
+  // Replacements of dead children started within the last second, against
+  // the recovery governor's limit (set_restart_limit).
+  bool may_restart(Clock::time_point now) BULWARK_REQUIRES(mutex_);
+  unsigned restart_limit_ BULWARK_GUARDED_BY(mutex_) = ~0u;
+  std::deque<Clock::time_point> recent_restarts_ BULWARK_GUARDED_BY(mutex_);
+  std::uint64_t deferred_total_ BULWARK_GUARDED_BY(mutex_) = 0;
 };
 
 }  // namespace bulwark::detail

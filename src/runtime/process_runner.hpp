@@ -58,6 +58,13 @@ class ProcessRunner {
   virtual std::uint64_t deaths() const = 0;
   // Ends by reason: "SIGSEGV", "exit", "hard_timeout", "memory_limit", ...
   virtual std::map<std::string, std::uint64_t> ends_by_reason() const = 0;
+  // Recovery work is governed (the recovery governor): at most `per_second`
+  // replacements of dead children start in any second; the others wait
+  // until restart_deferred() (each supervisor tick) or a job needs the
+  // child. Returns how many are waiting.
+  virtual void set_restart_limit(unsigned per_second) { (void)per_second; }
+  virtual std::size_t restart_deferred() { return 0; }
+  virtual std::uint64_t restarts_deferred_total() const { return 0; }
 };
 
 }  // namespace bulwark::detail

@@ -29,6 +29,7 @@ Supervisor::Supervisor(const RuntimeOptions& options, Executor& executor, Broker
 Supervisor::~Supervisor() { stop(); }
 
 void Supervisor::start() {
+  if (processes_) processes_->set_restart_limit(governor_.limit());
   thread_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
 }
 
@@ -64,6 +65,7 @@ void Supervisor::tick(Clock::time_point now) {
   check_positions(counts, f);
   check_waits(counts, now, f);
   govern(counts, now);
+  if (processes_) processes_->restart_deferred();
   publish_verdict(std::move(f));
 }
 
@@ -182,6 +184,7 @@ void Supervisor::govern(const ExecutorCounts& c, Clock::time_point now) {
   const std::optional<RecoveryGovernor::Change> change = governor_.step(signals);
   if (!change) return;
   broker_.set_retry_limit(change->to);
+  if (processes_) processes_->set_restart_limit(change->to);
   recovery_limit_.store(change->to, std::memory_order_relaxed);
   (change->up ? recovery_raised_ : recovery_lowered_).fetch_add(1, std::memory_order_relaxed);
   {
@@ -256,7 +259,10 @@ HealthReport Supervisor::health() const {
   h.recovery.raised = recovery_raised_.load(std::memory_order_relaxed);
   h.recovery.lowered = recovery_lowered_.load(std::memory_order_relaxed);
   h.workers = executor_.health();
-  if (processes_) h.processes = processes_->health();
+  if (processes_) {
+    h.processes = processes_->health();
+    h.recovery.restarts_deferred = processes_->restarts_deferred_total();
+  }
   types_.for_each([&](const TypeEntry& t) {
     if (t.breaker.enabled()) h.breakers.push_back({t.name, t.breaker.state(), t.breaker.opened()});
   });
