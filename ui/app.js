@@ -411,6 +411,34 @@ async function workers() {
   }
 }
 
+// Job types with their controls (pause, resume) and the periodic jobs.
+async function types() {
+  const body = el('div', {class: 'grid'});
+  const note = el('div');
+  main.replaceChildren(el('h1', {}, 'Job types and schedules'), note, body);
+  const mine = generation;
+  let t, s;
+  try { [t, s] = await Promise.all([api('GET', '/v1/types'), api('GET', '/v1/schedules')]); } catch (e) { return showError(body, e); }
+  if (!current(mine)) return;
+  const act = (type, what) => async () => {
+    try { await api('POST', `/v1/types/${encodeURIComponent(type)}/${what}`); if (current(mine)) types(); }
+    catch (e) { note.replaceChildren(el('p', {class: 'notice'}, String(e.message))); }
+  };
+  const limits = (l) => [l.concurrency != null ? `${l.concurrency} at once` : '', l.rate ? `${l.rate.per_second}/s burst ${l.rate.burst}` : '']
+    .filter(Boolean).join(', ') || '–';
+  body.append(
+    el('section', {class: 'card wide'}, el('h2', {}, 'Types'), table(['type', 'state', 'limits', 'running', 'held', 'succeeded', 'breaker', ''],
+      t.types.map((x) => el('tr', {'data-type': x.type}, el('td', {class: 'mono'}, x.type), el('td', {}, badge(x.paused ? 'paused' : 'active')),
+        el('td', {}, limits(x.limits)), el('td', {}, x.running), el('td', {}, x.held), el('td', {}, x.counts.succeeded), el('td', {}, badge(x.breaker)),
+        el('td', {}, el('button', {class: x.paused ? 'primary' : 'danger', 'data-action': x.paused ? 'resume' : 'pause',
+                                   onclick: act(x.type, x.paused ? 'resume' : 'pause')}, x.paused ? 'Resume' : 'Pause')))))),
+    el('section', {class: 'card wide'}, el('h2', {}, 'Schedules'), s.schedules.length ? table(['name', 'cron', 'time zone', 'job type', 'next run', 'last job', 'source'],
+      s.schedules.map((x) => el('tr', {}, el('td', {class: 'mono'}, x.name), el('td', {class: 'mono'}, x.cron), el('td', {}, x.time_zone),
+        el('td', {}, text(x.job && x.job.type)), el('td', {}, text(x.next_run)),
+        el('td', {class: 'mono'}, x.last_job ? el('a', {href: `#/job/${encodeURIComponent(x.last_job)}`}, x.last_job) : '–'), el('td', {}, x.source))))
+      : el('p', {class: 'muted'}, 'none')));
+}
+
 // --- routing ------------------------------------------------------------------
 
 async function verdict() {
@@ -435,6 +463,7 @@ function route() {
   else if (path.startsWith('/job/')) job(decodeURIComponent(path.slice(5)));
   else if (path === '/dead') dead();
   else if (path === '/workers') workers();
+  else if (path === '/types') types();
   else main.replaceChildren(el('p', {}, 'No such page.'));
 }
 

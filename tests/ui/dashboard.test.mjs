@@ -133,6 +133,11 @@ try {
   const shown = await page.$eval('#job-progress', (n) => Number(n.value));
   check('job page: a running job shows its progress', shown > 0 && shown <= 1, String(shown));
 
+  // The types page pauses and resumes a type (the token is asked for with the first POST below).
+  const pausePage = async () => {
+    await page.goto(`${base}/#/types`, {waitUntil: 'load'});
+    await page.waitForSelector('tr[data-type="echo"] button');
+  };
   // Retry from the dead-letter page: the page asks for the token once.
   await page.goto(`${base}/#/dead`, {waitUntil: 'load'});
   await page.waitForSelector(`input[type=checkbox][value="${failed}"]`);
@@ -155,6 +160,16 @@ try {
   await page.waitForFunction(() => document.querySelector('.badge.s-cancelled') !== null, {timeout: 10000});
   check('job page: cancel works', (await call('GET', `/v1/jobs/${encodeURIComponent(waiting)}`)).body.state === 'cancelled');
   check('the token was asked for once only', await page.$eval('#token-dialog', (d) => !d.open));
+
+  // Types: pause echo, see it paused, resume it.
+  await pausePage();
+  await page.click('tr[data-type="echo"] button[data-action="pause"]');
+  await page.waitForSelector('tr[data-type="echo"] button[data-action="resume"]', {timeout: 10000});
+  const pausedNow = (await call('GET', '/v1/types')).body.types.find((t) => t.type === 'echo').paused;
+  check('types: the pause button pauses the type', pausedNow === true);
+  await page.click('tr[data-type="echo"] button[data-action="resume"]');
+  await page.waitForSelector('tr[data-type="echo"] button[data-action="pause"]', {timeout: 10000});
+  check('types: the resume button resumes it', (await call('GET', '/v1/types')).body.types.find((t) => t.type === 'echo').paused === false);
 
   // A payload that is markup renders as text.
   const xss = await submit({type: 'echo', payload: {note: XSS}, id: `xss-${Date.now()}`});
