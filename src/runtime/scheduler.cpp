@@ -286,6 +286,10 @@ ScheduleResult Scheduler::add(const std::string& name, const ScheduleOptions& op
     MutexLock lock(mutex_);
     auto it = entries_.find(name);
     if (it != entries_.end() && it->second.from_config) return ScheduleResult::from_config;
+    if (it == entries_.end() && entries_.size() >= kMaxSchedules) {
+      if (problem != nullptr) *problem = "name: at most " + std::to_string(kMaxSchedules) + " schedules in all";
+      return ScheduleResult::invalid;
+    }
     try {
       replaced = store_.added().count(name) != 0;
       store_.add(name, schedule_to_json(options).dump());

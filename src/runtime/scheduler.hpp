@@ -68,6 +68,8 @@ ScheduleOptions schedule_from_json(const nlohmann::json& j);
 
 class Scheduler {
  public:
+  static constexpr std::size_t kMaxSchedules = 1000;  // config and API together
+
   using Submit = std::function<Submitted(JobSpec)>;
   using StateOf = std::function<std::optional<JobState>(const JobId&)>;
   using Now = std::function<WallClock::time_point()>;
