@@ -195,8 +195,8 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
       scheduler(
           options, *schedule_store, [this](JobSpec spec) { return intake.submit(std::move(spec)); },
           [this](const JobId& id) -> std::optional<JobState> {
-            const auto r = store->record(id);
-            return r ? std::optional<JobState>(r->state) : std::nullopt;
+            const auto record = store->record(id);
+            return record ? std::optional<JobState>(record->state) : std::nullopt;
           },
           [this](const std::string& type) { return types.find(type) != nullptr; }, reporter, events,
           [] { return WallClock::now(); }) {
