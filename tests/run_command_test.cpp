@@ -43,6 +43,8 @@ Result run_bulwark(const std::string& input, const std::string& extra_args = "")
   std::stringstream ss;
   ss << err.rdbuf();
   r.stderr_text = ss.str();
+  // 66: a sanitizer (ThreadSanitizer's exit code) found a bug in the program; show its report.
+  if (r.status == 66) FAIL_CHECK("bulwark run exited 66, a sanitizer report:\n" << r.stderr_text);
   return r;
 }
 
