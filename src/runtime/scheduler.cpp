@@ -114,14 +114,23 @@ void Scheduler::start() {
     MutexLock lock(mutex_);
     if (entries_.empty() && !shared_) return;  // started by the first add()
   }
-  if (thread_.joinable()) return;
+  MutexLock lock(lifecycle_);
+  if (stopped_ || thread_.joinable()) return;  // stopped: the runtime is shutting down
   thread_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
 }
 
 void Scheduler::stop() {
-  if (!thread_.joinable()) return;
-  thread_.request_stop();
-  thread_.join();
+  std::jthread thread;
+  {
+    MutexLock lock(lifecycle_);
+    stopped_ = true;
+    thread = std::move(thread_);
+  }
+  // Joined outside the lock: a tick may be adding a schedule, which starts nothing now.
+  if (thread.joinable()) {
+    thread.request_stop();
+    thread.join();
+  }
 }
 
 void Scheduler::run(std::stop_token stop) {

@@ -123,7 +123,9 @@ class Scheduler {
 
   mutable Mutex mutex_;
   std::map<std::string, Entry> entries_ BULWARK_GUARDED_BY(mutex_);
-  std::jthread thread_;
+  Mutex lifecycle_;  // start and stop
+  bool stopped_ BULWARK_GUARDED_BY(lifecycle_) = false;
+  std::jthread thread_ BULWARK_GUARDED_BY(lifecycle_);
 };
 
 }  // namespace bulwark::detail
