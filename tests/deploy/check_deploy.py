@@ -294,7 +294,8 @@ for line in subprocess.run(["ldd", BINARY], capture_output=True, text=True).stdo
     owner = subprocess.run(["dpkg", "-S", os.path.realpath(m.group(1))], capture_output=True, text=True).stdout
     if owner:
         needed.add(owner.split(":")[0])
-missing = sorted(needed - installed - in_slim)
+# A sanitizer build's runtimes are not the image's (it is built from the release build).
+missing = sorted(p for p in needed - installed - in_slim if not re.match(r"lib(a|ub|t|l)san\d", p))
 check("Dockerfile: the image installs the package of every shared library the binary links", not missing, missing)
 copied = re.findall(r"^COPY (?:--from=\S+ )?(\S+) ", docker, re.M)
 check("Dockerfile: what it copies from the repository exists",
