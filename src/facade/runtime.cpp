@@ -61,6 +61,7 @@ struct Runtime::Impl {
 
   const WallClock::time_point started_at = WallClock::now();
   detail::Mutex shutdown_mutex;
+  detail::Mutex pause_mutex;  // a pause or resume here against the heartbeat's view of Redis
   std::optional<ShutdownReport> shutdown_report BULWARK_GUARDED_BY(shutdown_mutex);
 
   std::unique_ptr<detail::Broker> make_broker();
@@ -227,7 +228,9 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
   }
   if (redis_broker != nullptr) {
     // Types paused through another process (or before this one started).
-    redis_broker->set_on_paused([this](const std::set<std::string>& paused) {
+    redis_broker->set_on_paused([this](const std::set<std::string>& paused, std::uint64_t epoch) {
+      detail::MutexLock lock(pause_mutex);
+      if (redis_broker->pause_epoch() != epoch) return;  // a pause or resume here came after the read
       types.for_each([&](detail::TypeEntry& t) { apply_paused(t, paused.count(t.name) != 0); });
     });
     // The heartbeat carries this process's health for GET /v1/workers elsewhere.
@@ -505,7 +508,10 @@ PauseResult Runtime::Impl::set_paused(std::string_view name, bool paused) {
   detail::TypeEntry* type = types.find(name);
   if (type == nullptr) return PauseResult::not_found;
   if (redis_broker == nullptr) return apply_paused(*type, paused) ? PauseResult::changed : PauseResult::unchanged;
-  // The shared state decides: this process's heartbeat may have applied it already.
+  // The shared state decides: this process's heartbeat may have applied it
+  // already. Under pause_mutex, so a heartbeat's older view is not applied
+  // after this.
+  detail::MutexLock lock(pause_mutex);
   bool changed = false;
   try {
     changed = redis_broker->set_paused(type->name, paused);

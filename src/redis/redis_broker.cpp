@@ -429,6 +429,7 @@ void RedisBroker::heartbeat(Connection& c) {
 }
 
 bool RedisBroker::set_paused(const std::string& type, bool paused) {
+  pause_epoch_.fetch_add(1, std::memory_order_acq_rel);
   if (paused) return pool_.command({"HSETNX", keys_.paused, type, std::to_string(epoch_ms(Clock::now()))}).as_integer() == 1;
   const Value v = pool_.eval(kResume, {keys_.paused, keys_.held, keys_.ready}, {type, keys_.job_prefix});
   signal(feed_wake_);  // its jobs are ready again
@@ -437,10 +438,11 @@ bool RedisBroker::set_paused(const std::string& type, bool paused) {
 
 void RedisBroker::read_paused(Connection& c) {
   if (!on_paused_) return;
+  const std::uint64_t epoch = pause_epoch();
   const Value v = c.command({"HKEYS", keys_.paused});
   std::set<std::string> types;
   for (const Value& e : v.elements) types.insert(e.str);
-  on_paused_(types);
+  on_paused_(types, epoch);
 }
 
 void RedisBroker::feed_once(Connection& c) {

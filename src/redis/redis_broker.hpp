@@ -91,8 +91,14 @@ class RedisBroker final : public Broker {
   // text: verdict, workers); called on the feeder thread. Set before start().
   void set_describe(std::function<std::string()> describe) { describe_ = std::move(describe); }
   // Told, every heartbeat (about a second), which job types are paused in
-  // Redis; called on the feeder thread. Set before start().
-  void set_on_paused(std::function<void(const std::set<std::string>&)> fn) { on_paused_ = std::move(fn); }
+  // Redis, and pause_epoch() as it was before Redis was asked: a listener
+  // that sees another epoch now must not apply it (a pause or resume of
+  // this process came in between). Called on the feeder thread. Set before start().
+  void set_on_paused(std::function<void(const std::set<std::string>&, std::uint64_t epoch)> fn) {
+    on_paused_ = std::move(fn);
+  }
+  // Counts this process's pauses and resumes (set_paused).
+  std::uint64_t pause_epoch() const noexcept { return pause_epoch_.load(std::memory_order_acquire); }
   // Pauses or resumes a job type for every process on the queue (kept in
   // Redis); resuming gives its jobs set aside back to the ready set.
   // True if that changed it. Blocks for a round trip; throws RedisError
@@ -202,7 +208,8 @@ class RedisBroker final : public Broker {
   const long long started_ms_;
   const TaskFactory factory_;
   std::function<std::string()> describe_;  // set before start(); the feeder's
-  std::function<void(const std::set<std::string>&)> on_paused_;  // likewise
+  std::function<void(const std::set<std::string>&, std::uint64_t)> on_paused_;  // likewise
+  std::atomic<std::uint64_t> pause_epoch_{0};
   JobQueue local_;
   Pool pool_;  // for admit() and ack(), on the callers' threads
 
