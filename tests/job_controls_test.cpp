@@ -92,7 +92,7 @@ TEST_SUITE("job_controls") {
     CHECK(held.running <= 2);
     require_all_succeeded(rt, slow);
     CHECK(probe.most.load() == 2);  // the limit was reached, and never passed
-    CHECK(control(rt.types(), "slow").limit_waits > 0);
+    CHECK(control(rt.types(), "slow").stats.limit_waits > 0);
   }
 
   TEST_CASE("a rate limit spaces starts one interval apart after the burst" * doctest::timeout(60)) {
@@ -113,7 +113,7 @@ TEST_SUITE("job_controls") {
     // intervals (200 ms) after the first. A slow machine only adds to it.
     CHECK(starts.back() - starts.front() >= 190ms);
     const auto t = control(rt.types(), "stamp");
-    CHECK(t.rate_waits >= 10);
+    CHECK(t.stats.rate_waits >= 10);
     REQUIRE(t.tokens);
     CHECK(*t.tokens >= 0);
     CHECK(*t.tokens <= 3);
@@ -134,11 +134,11 @@ TEST_SUITE("job_controls") {
       std::lock_guard lock(probe.mutex);
       CHECK(probe.starts.empty());
     }
-    CHECK(control(rt.types(), "stamp").paused);
+    CHECK(control(rt.types(), "stamp").stats.paused);
     CHECK(rt.resume("stamp") == bulwark::PauseResult::changed);
     CHECK(rt.resume("stamp") == bulwark::PauseResult::unchanged);
     require_all_succeeded(rt, ids);
-    CHECK_FALSE(control(rt.types(), "stamp").paused);
+    CHECK_FALSE(control(rt.types(), "stamp").stats.paused);
   }
 
   TEST_CASE("a pause with a concurrency limit releases only as many as there are places" * doctest::timeout(60)) {

@@ -256,7 +256,7 @@ TEST_SUITE("redis_runtime") {
     bulwark::testing::RedisServer server;
     const auto paused_in = [](const Runtime& rt) {
       for (const bulwark::TypeControl& t : rt.types()) {
-        if (t.name == "echo") return t.paused;
+        if (t.name == "echo") return t.stats.paused;
       }
       return false;
     };

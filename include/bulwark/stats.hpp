@@ -88,13 +88,9 @@ struct TypeControl {
   Isolation isolation = Isolation::thread;
   std::optional<unsigned> concurrency{};  // handlers.<type>.concurrency; unset: no limit
   std::optional<RateLimit> rate{};        // handlers.<type>.rate; unset: no limit
-  bool paused = false;
   std::size_t running = 0;  // attempts running in this process now
-  std::size_t held = 0;     // jobs fetched here waiting for a place (paused, or at the concurrency limit)
   std::optional<double> tokens{};  // with a rate: starts allowed now without waiting
-  std::uint64_t rate_waits = 0;    // cumulative: starts put off by the rate
-  std::uint64_t limit_waits = 0;   // cumulative: jobs held for a place (paused or at the limit)
-  TypeStats stats{};
+  TypeStats stats{};  // counts, breaker, and paused / held / rate_waits / limit_waits
 };
 
 // The few counters that cost nothing to read (stats() walks every retained

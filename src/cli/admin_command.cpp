@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <iomanip>
 #include <iostream>
+#include <functional>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
@@ -234,22 +235,29 @@ int run_list(http::Client& c, bool dead) {
   });
 }
 
-// retry and cancel: each id in turn; 3 if any was refused.
-int run_each(http::Client& c, const std::string& action) {
+// POST <collection><name>/<action> for each name given (job ids, job types)
+// in turn, printing each answer; 3 if any was refused.
+int post_each(http::Client& c, const std::string& collection, const std::string& action,
+              const std::function<void(const json&)>& print) {
   int status = kExitOk;
-  for (const std::string& id : args().ids) {
-    const http::ClientResponse r = c.request("POST", "/v1/jobs/" + encode(id) + "/" + action);
+  for (const std::string& name : args().ids) {
+    const http::ClientResponse r = c.request("POST", collection + encode(name) + "/" + action);
     if (r.status != 200) {
-      std::cerr << id << ": ";
+      std::cerr << name << ": ";
       status = server_error(r);
       continue;
     }
-    answer(r, [](const json& j) {
-      std::cout << text(j["id"]) << "  " << text(j["state"])
-                << (j.value("stop_requested", false) ? "  (stop requested)" : "") << "\n";
-    });
+    answer(r, print);
   }
   return status;
+}
+
+// retry and cancel.
+int run_each(http::Client& c, const std::string& action) {
+  return post_each(c, "/v1/jobs/", action, [](const json& j) {
+    std::cout << text(j["id"]) << "  " << text(j["state"])
+              << (j.value("stop_requested", false) ? "  (stop requested)" : "") << "\n";
+  });
 }
 
 int run_stats(http::Client& c) {
@@ -309,22 +317,12 @@ int run_types(http::Client& c) {
   });
 }
 
-// pause and resume: each type in turn; 3 if any was refused.
+// pause and resume.
 int run_pause(http::Client& c, const std::string& action) {
-  int status = kExitOk;
-  for (const std::string& type : args().ids) {
-    const http::ClientResponse r = c.request("POST", "/v1/types/" + encode(type) + "/" + action);
-    if (r.status != 200) {
-      std::cerr << type << ": ";
-      status = server_error(r);
-      continue;
-    }
-    answer(r, [](const json& j) {
-      std::cout << text(j["type"]) << "  " << (j.value("paused", false) ? "paused" : "resumed")
-                << (j.value("changed", false) ? "" : " (already)") << "\n";
-    });
-  }
-  return status;
+  return post_each(c, "/v1/types/", action, [](const json& j) {
+    std::cout << text(j["type"]) << "  " << (j.value("paused", false) ? "paused" : "resumed")
+              << (j.value("changed", false) ? "" : " (already)") << "\n";
+  });
 }
 
 // GET /healthz (or /readyz): 0 when it answers 200, 3 otherwise, so a

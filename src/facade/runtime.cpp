@@ -479,12 +479,7 @@ std::vector<TypeControl> Runtime::types() const {
     c.isolation = t.isolation;
     c.concurrency = t.gate.concurrency();
     c.rate = t.gate.rate();
-    const detail::GateState g = t.gate.state(now);
-    c.paused = g.paused;
-    c.held = g.parked;
-    c.tokens = g.tokens;
-    c.rate_waits = g.rate_waits;
-    c.limit_waits = g.parks;
+    c.tokens = t.gate.state(now).tokens;
     if (auto it = running.find(t.name); it != running.end()) c.running = it->second;
     c.stats = type_stats(t);
     out.push_back(std::move(c));

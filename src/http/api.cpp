@@ -790,16 +790,16 @@ ordered_json type_json(const TypeControl& t) {
                                          : ordered_json()}};
   ordered_json j = {
       {"type", t.name},
-      {"paused", t.paused},
+      {"paused", t.stats.paused},
       {"options", {{"max_attempts", t.max_attempts},
                    {"timeout_ms", t.timeout.count()},
                    {"hard_timeout_ms", t.hard_timeout.count()},
                    {"isolation", t.isolation == Isolation::process ? "process" : "thread"}}},
       {"limits", std::move(limits)},
       {"running", t.running},
-      {"held", t.held},
+      {"held", t.stats.held},
       {"tokens", t.tokens ? ordered_json(*t.tokens) : ordered_json()},
-      {"waits", {{"rate", t.rate_waits}, {"held", t.limit_waits}}},
+      {"waits", {{"rate", t.stats.rate_waits}, {"held", t.stats.limit_waits}}},
       {"counts", {{"submitted", t.stats.submitted}, {"started", t.stats.started}, {"succeeded", t.stats.succeeded},
                   {"retried", t.stats.retried}, {"failed", t.stats.failed}}},
       {"breaker", to_string(t.stats.breaker)}};

@@ -76,26 +76,24 @@ std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* t
   if (auto problem = unique_problem(spec.unique_key, spec.unique_for, options_.limits.id_length); !problem.empty()) {
     return error(Code::invalid, problem);
   }
-  // Every follow-up down the chain names a type this runtime runs (its
-  // fields were checked by JobSpec::from_json; a spec built in code is read
-  // the same way here).
-  std::string path = "then";
-  const nlohmann::json* then = &spec.then;
-  while (!then->is_null()) {
-    JobSpec next;
+  if (!spec.then.is_null()) {
+    // The chain's fields once (from_json reads every nested `then` and its
+    // payload; a spec built in code gets the same check), then each level's type.
     try {
-      next = JobSpec::from_json(*then, options_.limits.id_length);
+      const JobSpec next = JobSpec::from_json(spec.then, options_.limits.id_length);
+      if (!next.payload.is_null() && !next.payload.is_object()) {
+        return error(Code::invalid, "then.payload: expected an object, or none (the job before adds \"previous\" to it)");
+      }
     } catch (const SpecError& e) {
-      return error(Code::invalid, path + "." + e.what());
+      return error(Code::invalid, std::string("then.") + e.what());
     }
-    if (types_.find(next.type) == nullptr) return error(Code::invalid, path + ".type: unknown job type '" + next.type + "'");
-    if (!next.payload.is_null() && !next.payload.is_object()) {
-      return error(Code::invalid, path + ".payload: expected an object, or none (the job before adds \"previous\" to it)");
+    std::string path = "then";
+    for (const nlohmann::json* then = &spec.then; then != nullptr; path += ".then") {
+      const std::string next_type = then->value("type", "");
+      if (types_.find(next_type) == nullptr) return error(Code::invalid, path + ".type: unknown job type '" + next_type + "'");
+      const auto it = then->find("then");
+      then = it == then->end() || it->is_null() ? nullptr : &*it;
     }
-    const auto it = then->find("then");
-    if (it == then->end()) break;
-    then = &*it;
-    path += ".then";
   }
   if (type->validate) {
     auto valid = guarded([&] { type->validate(spec.payload); });
