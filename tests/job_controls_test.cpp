@@ -82,11 +82,12 @@ TEST_SUITE("job_controls") {
     auto o = bulwark::testing::test_options(4);
     o.handlers["slow"].concurrency = 2;
     Runtime rt(probe.registry(), o);
-    const auto slow = submit(rt, "slow", 12, {{"ms", 30}});
-    // While the slow ones queue up behind their limit, other work runs on
-    // the free workers.
+    const auto slow = submit(rt, "slow", 12, {{"ms", 60}});
+    // While the slow ones queue up behind their limit (6 rounds of 60 ms),
+    // other work runs on the free workers: it is done before they are.
     const auto quick = submit(rt, "echo", 20, 1);
     require_all_succeeded(rt, quick);
+    CHECK(std::any_of(slow.begin(), slow.end(), [&](const std::string& id) { return !bulwark::is_terminal(rt.get(id)->state); }));
     const auto held = control(rt.types(), "slow");
     CHECK(held.concurrency == 2u);
     CHECK(held.running <= 2);
