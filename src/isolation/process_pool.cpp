@@ -214,25 +214,20 @@ void ProcessPool::set_restart_limit(unsigned per_second) {
   restart_limit_ = std::max(1u, per_second);
 }
 
-std::size_t ProcessPool::restart_deferred() {
+void ProcessPool::restart_deferred() {
   MutexLock lock(mutex_);
-  std::size_t waiting = 0;
   const auto now = Clock::now();
   for (Child& ch : children_) {
-    if (!ch.deferred || ch.busy) continue;
+    if (ch.busy || !ch.deferred) continue;
     if (closed_ || ch.pid >= 0) {
       ch.deferred = false;
       continue;
     }
-    if (!may_restart(now)) {
-      ++waiting;
-      continue;
-    }
+    if (!may_restart(now)) continue;  // a later tick
     ch.deferred = false;
     std::string error;
     if (spawn(ch, error)) ++ch.restarts;
   }
-  return waiting;
 }
 
 std::uint64_t ProcessPool::restarts_deferred_total() const {

@@ -61,7 +61,7 @@ class ProcessPool final : public ProcessRunner {
   // Ends by reason: "SIGSEGV", "exit", "hard_timeout", "memory_limit", ...
   std::map<std::string, std::uint64_t> ends_by_reason() const override;
   void set_restart_limit(unsigned per_second) override;
-  std::size_t restart_deferred() override;
+  void restart_deferred() override;
   std::uint64_t restarts_deferred_total() const override;
 
  private:

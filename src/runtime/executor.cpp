@@ -132,12 +132,11 @@ void Executor::defer(Lease lease, Clock::time_point until, bool by_breaker) {
   broker_.ack(std::move(lease), Ack::defer, until);
 }
 
-std::size_t Executor::release_parked(TypeEntry& type, Clock::time_point now) {
+void Executor::release_parked(TypeEntry& type, Clock::time_point now) {
   std::vector<Lease> released = type.gate.take_released();
-  if (released.empty()) return 0;
+  if (released.empty()) return;
   broker_.set_aside(-static_cast<std::ptrdiff_t>(released.size()));
   for (Lease& lease : released) defer(std::move(lease), now, false);
-  return released.size();
 }
 
 void Executor::return_parked(TypeEntry& type, Clock::time_point now) {

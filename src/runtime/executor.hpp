@@ -89,8 +89,8 @@ class Executor {
   void await_exit(std::chrono::milliseconds grace);  // 3: until all threads returned or grace ends
   // Jobs parked at `type`'s gate that may start now (resumed, places
   // freed by attempts another thread ended) go back to the broker, ready
-  // at `now`; returns how many. The supervisor, each tick, and resume.
-  std::size_t release_parked(TypeEntry& type, Clock::time_point now);
+  // at `now`. The supervisor, each tick, and resume.
+  void release_parked(TypeEntry& type, Clock::time_point now);
   // Every job parked at `type`'s gate goes back to the broker (shutdown,
   // after the workers stopped: the broker's drain then has them).
   void return_parked(TypeEntry& type, Clock::time_point now);

@@ -61,9 +61,9 @@ class ProcessRunner {
   // Recovery work is governed (the recovery governor): at most `per_second`
   // replacements of dead children start in any second; the others wait
   // until restart_deferred() (each supervisor tick) or a job needs the
-  // child. Returns how many are waiting.
+  // child.
   virtual void set_restart_limit(unsigned per_second) { (void)per_second; }
-  virtual std::size_t restart_deferred() { return 0; }
+  virtual void restart_deferred() {}
   virtual std::uint64_t restarts_deferred_total() const { return 0; }
 };
 

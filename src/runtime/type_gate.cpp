@@ -104,7 +104,6 @@ GateState TypeGate::state(Clock::time_point now) const {
   s.paused = paused();
   MutexLock lock(mutex_);
   s.parked = parked_.size();
-  s.admitted = admitted_;
   s.rate_waits = rate_waits_;
   s.parks = parks_;
   if (rate_) {

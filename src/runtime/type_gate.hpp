@@ -49,7 +49,6 @@ struct GateDecision {
 struct GateState {
   bool paused = false;
   std::size_t parked = 0;    // leases waiting here (paused or at the concurrency limit)
-  std::size_t admitted = 0;  // attempts holding a place (types with a concurrency limit)
   std::optional<double> tokens{};  // with a rate: starts allowed now without waiting
   std::uint64_t rate_waits = 0;    // cumulative: starts put off by the rate
   std::uint64_t parks = 0;         // cumulative: leases parked

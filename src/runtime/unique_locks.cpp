@@ -25,11 +25,6 @@ void UniqueLocks::release(const std::string& name, const JobId& id) {
   if (it != held_.end() && it->second.id == id) held_.erase(it);
 }
 
-std::size_t UniqueLocks::size() const {
-  MutexLock lock(mutex_);
-  return held_.size();
-}
-
 void UniqueLocks::sweep(Clock::time_point now) {
   while (!expiry_.empty() && expiry_.top().first <= now) {
     auto it = held_.find(expiry_.top().second);

@@ -32,7 +32,6 @@ class UniqueLocks {
                              const std::function<bool(const JobId&)>& known);
   // Gives `name` back if `id` holds it (its admission was refused after all).
   void release(const std::string& name, const JobId& id);
-  std::size_t size() const;
 
  private:
   struct Held {
