@@ -59,6 +59,17 @@ TEST_SUITE("wire") {
     CHECK(wire::failure_from_json(g, {}).kind == bulwark::FailureKind::timeout);
   }
 
+  TEST_CASE("a progress frame: its fraction clamped to 0..1 and its note; anything else is ignored") {
+    auto p = wire::progress_from_json(json::parse(R"({"op": "progress", "fraction": 7, "note": "n"})"));
+    REQUIRE(p);
+    CHECK(p->first == 1.0);
+    CHECK(p->second == "n");
+    CHECK(wire::progress_from_json(json::parse(R"({"op": "progress", "fraction": -1e300, "note": ""})"))->first == 0.0);
+    CHECK_FALSE(wire::progress_from_json(json::parse(R"({"op": "progress", "fraction": "half", "note": ""})")));
+    CHECK_FALSE(wire::progress_from_json(json::parse(R"({"op": "progress", "fraction": 0.5})")));
+    CHECK_FALSE(wire::progress_from_json(json::parse(R"({"op": "progress", "fraction": 0.5, "note": 3})")));
+  }
+
   TEST_CASE("frames: complete ones parse, a torn one waits, oversized and deep ones are refused") {
     FrameReader reader;
     reader.feed(frame(R"({"op":"result","ok":true,"result":1})") + frame(R"({"op":)").substr(0, 6));

@@ -317,11 +317,7 @@ ProcessPool::End ProcessPool::exchange(Child& c, const ProcessRequest& request, 
         return true;
       }
       if (op == "progress" && request.on_progress) {
-        const auto fraction = f->find("fraction");
-        const auto note = f->find("note");
-        if (fraction != f->end() && fraction->is_number() && note != f->end() && note->is_string()) {
-          request.on_progress(fraction->get<double>(), note->get<std::string>());
-        }
+        if (const auto p = wire::progress_from_json(*f)) request.on_progress(p->first, p->second);
       }
       if (op == "crash") seen.crash = std::move(*f);
       if (op == "stack") reply.stuck_trace = wire::translate(wire::trace_from_json(f->at("trace")), c.modules);

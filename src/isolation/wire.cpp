@@ -1,5 +1,7 @@
 #include "isolation/wire.hpp"
 
+#include <algorithm>
+
 #include "bulwark/json_input.hpp"
 
 #include <link.h>
@@ -202,6 +204,13 @@ void write_frame_raw(int fd, const SignalBuffer& buf) noexcept {
   char header[4];
   put_length(header, static_cast<std::uint32_t>(buf.size));
   if (send_all(fd, header, 4)) send_all(fd, buf.data, buf.size);
+}
+
+std::optional<std::pair<double, std::string>> progress_from_json(const nlohmann::json& frame) {
+  const auto fraction = frame.find("fraction");
+  const auto note = frame.find("note");
+  if (fraction == frame.end() || !fraction->is_number() || note == frame.end() || !note->is_string()) return std::nullopt;
+  return std::pair{std::clamp(fraction->get<double>(), 0.0, 1.0), note->get<std::string>()};
 }
 
 }  // namespace bulwark::detail::wire

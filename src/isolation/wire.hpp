@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -40,6 +41,10 @@ constexpr std::size_t kMaxFrameDepth = 1000;
 std::uint64_t unsigned_value(const nlohmann::json& v);
 // The same for `object[key]`, or `fallback` when it is missing or not one.
 std::uint64_t unsigned_or(const nlohmann::json& object, const char* key, std::uint64_t fallback) noexcept;
+
+// A {"op": "progress", "fraction", "note"} frame's fraction (clamped to
+// 0..1) and note; nullopt if either is missing or of another type.
+std::optional<std::pair<double, std::string>> progress_from_json(const nlohmann::json& frame);
 
 // Writes one frame; false if the peer is gone. Blocks until written.
 bool write_frame(int fd, const std::string& json_text);

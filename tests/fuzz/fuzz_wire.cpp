@@ -23,6 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           (void)wire::failure_from_json(frame->at("failure"), modules);
           for (const auto& e : frame->at("cleanup_errors")) (void)wire::failure_from_json(e, modules);
         }
+        if (op == "progress") (void)wire::progress_from_json(*frame);
         if (op == "stack" || op == "crash") (void)wire::translate(wire::trace_from_json(frame->at("trace")), modules);
       } catch (const nlohmann::json::exception&) {
       }
