@@ -428,6 +428,7 @@ TEST_SUITE("load_config") {
     layers.environment = {{"BULWARK_SERVER", "http://127.0.0.1:9"}, {"BULWARK_TOKEN", "t"},
                           {"BULWARK_TEST_BACKEND", "redis"}, {"BULWARK_", "x"}, {"OTHER__KEY", "1"}};
     const auto c = bulwark::load_config(layers);
+    REQUIRE(c.settings.size() > 20);  // every key is listed, each from its default
     for (const auto& s : c.settings) CHECK(s.source == "default");
   }
 

@@ -155,6 +155,47 @@ TEST_SUITE("job_controls") {
     CHECK(probe.most.load() == 1);
   }
 
+  TEST_CASE("a paused type's retry gives its retry place back: other types' retries go on, it runs when resumed" *
+            doctest::timeout(60)) {
+    std::atomic<Runtime*> self{nullptr};
+    bulwark::Registry r = bulwark::testing::builtins();
+    // Fails its first attempt after pausing its own type, so its retry
+    // meets a paused gate.
+    r.add("held", [&](bulwark::JobContext& ctx, const nlohmann::json&) -> nlohmann::json {
+      if (ctx.attempt() == 1) {
+        self.load()->pause("held");
+        throw std::runtime_error("first attempt fails");
+      }
+      return ctx.attempt();
+    });
+    auto o = bulwark::testing::test_options(2);
+    o.max_concurrent_retries = 1;  // one retry place in all
+    o.recovery.adaptive = false;
+    Runtime rt(std::move(r), o);
+    self = &rt;
+    auto held = rt.submit({.type = "held"});
+    REQUIRE(held);
+    REQUIRE(bulwark::testing::eventually([&] {
+      auto rec = rt.get(held.id);
+      return rec && rec->attempts == 1 && control(rt.types(), "held").stats.paused;
+    }));
+    std::this_thread::sleep_for(50ms);  // its retry is due and meets the paused gate
+    // Each of these needs the one retry place for its second attempt.
+    const auto others = submit(rt, "flaky", 4, {{"fail_times", 1}});
+    for (const std::string& id : others) {
+      const auto rec = bulwark::testing::await_terminal(rt, id, 20s);
+      REQUIRE(rec);
+      CHECK(rec->state == JobState::succeeded);
+      CHECK(rec->attempts == 2);
+    }
+    CHECK(rt.get(held.id)->state != JobState::succeeded);
+    REQUIRE(rt.resume("held") == bulwark::PauseResult::changed);
+    const auto rec = bulwark::testing::await_terminal(rt, held.id, 20s);
+    REQUIRE(rec);
+    CHECK(rec->state == JobState::succeeded);
+    CHECK(rec->attempts == 2);
+  }
+
   TEST_CASE("at shutdown the jobs of a paused type end with kind shutdown, none lost" * doctest::timeout(60)) {
     Probe probe;
     auto o = bulwark::testing::test_options(2);

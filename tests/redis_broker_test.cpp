@@ -137,7 +137,7 @@ TEST_SUITE("redis_broker") {
     CHECK(field(server, "r", "state") == "failed");
   }
 
-  TEST_CASE("jobs held by a process that died are taken back after their lease, as kind lost" * doctest::timeout(30)) {
+  TEST_CASE("jobs held by a process that died are taken back after their lease, as kind lease_lost" * doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
     {
       // A process leases two jobs and dies: nothing acks or releases them.
@@ -158,6 +158,7 @@ TEST_SUITE("redis_broker") {
     CHECK(Clock::now() - start >= 150ms);  // not before the lease ran out
     CHECK(l.is_retry());
     CHECK(field(server, l.task->id(), "outcome").find("dead-proc") != std::string::npos);
+    CHECK(field(server, l.task->id(), "outcome").find("lease_lost") != std::string::npos);
     CHECK(field(server, l.task->id(), "attempts") == "2");
   }
 

@@ -11,6 +11,9 @@
 #include <thread>
 
 #include "bulwark/runtime.hpp"
+#include "redis/keys.hpp"
+#include "redis/redis_broker.hpp"
+#include "redis/scripts.hpp"
 #include "support/helpers.hpp"
 #include "support/redis_server.hpp"
 #include "support/wait.hpp"
@@ -31,9 +34,105 @@ bulwark::RuntimeOptions shared(const bulwark::testing::RedisServer& server, unsi
   return o;
 }
 
+// Leases every job waiting in namespace "q" to a process that then dies
+// (nothing renews the lease), after heartbeating once as `holder`.
+std::size_t lease_to_dead_process(const bulwark::testing::RedisServer& server, const std::string& holder,
+                                  std::chrono::milliseconds lease) {
+  namespace redis = bulwark::detail::redis;
+  const redis::Keys keys("q");
+  auto c = server.connect();
+  const long long now = redis::epoch_ms(bulwark::Clock::now());
+  c.command({"ZADD", keys.processes, std::to_string(now), holder});
+  const auto leased = c.eval(redis::kFetch, {keys.ready, keys.leased, keys.paused, keys.held},
+                             {"100", std::to_string(now), std::to_string(lease.count()), holder, keys.job_prefix});
+  return leased.elements.size();
+}
+
 }  // namespace
 
 TEST_SUITE("redis_runtime") {
+  TEST_CASE("a lease lost by a dead process ends through the failure path: kind lease_lost, backoff, counted, "
+            "in the event stream" * doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    auto producer_options = shared(server);
+    producer_options.redis.consume = false;
+    Runtime producer(bulwark::testing::builtins(), producer_options);
+    REQUIRE(producer.submit({.type = "echo", .id = "again", .max_attempts = 2}));
+    REQUIRE(producer.submit({.type = "echo", .id = "once", .max_attempts = 1}));
+    REQUIRE(lease_to_dead_process(server, "gone-host:4242:dead01", 200ms) == 2);
+    auto o = shared(server);
+    o.retry.initial = 300ms;  // the lost attempt's retry waits its backoff
+    o.retry.max = 300ms;
+    Runtime taker(bulwark::testing::builtins(), o);
+    taker.events_after(0, 1);  // the stream records while it is read
+    const auto once = bulwark::testing::await_terminal(taker, "once", 20s);
+    REQUIRE(once);
+    CHECK(once->state == JobState::failed);
+    REQUIRE(once->error);
+    CHECK(once->error->kind == bulwark::FailureKind::lease_lost);
+    CHECK(once->error->message.find("gone-host:4242:dead01") != std::string::npos);
+    CHECK(once->error->message.find("last seen") != std::string::npos);
+    const auto again = bulwark::testing::await_terminal(taker, "again", 20s);
+    REQUIRE(again);
+    CHECK(again->state == JobState::succeeded);
+    CHECK(again->attempts == 2);
+    const auto stats = taker.stats();
+    CHECK(stats.by_type.at("echo").failed.at("lease_lost") == 1);     // bulwark_jobs_failed_total{kind="lease_lost"}
+    CHECK(stats.by_type.at("echo").recovered.at("lease_lost") == 2);  // both lost attempts
+    CHECK(stats.by_type.at("echo").retried == 1);
+    CHECK(stats.breaker_opened == 0);
+    bool retried_event = false, dead_event = false;
+    for (const auto& e : taker.events_after(0, 1000).events) {
+      if (e.job_id == "again" && e.state == JobState::scheduled && e.failure == bulwark::FailureKind::lease_lost) {
+        retried_event = true;
+      }
+      if (e.job_id == "once" && e.state == JobState::failed && e.failure == bulwark::FailureKind::lease_lost) {
+        dead_event = true;
+      }
+    }
+    CHECK(retried_event);
+    CHECK(dead_event);
+  }
+
+  TEST_CASE("a process whose lease was taken over: its handler sees lease_valid false and a smaller token; "
+            "its result is dropped and counted" * doctest::timeout(60)) {
+    namespace redis = bulwark::detail::redis;
+    bulwark::testing::RedisServer server;
+    std::atomic<bool> running{false};
+    std::atomic<bool> saw_invalid{false};
+    std::atomic<std::uint64_t> token{0};
+    bulwark::Registry r = bulwark::testing::builtins();
+    r.add("fenced", [&](bulwark::JobContext& ctx, const nlohmann::json&) -> nlohmann::json {
+      token = ctx.fencing_token();
+      CHECK(ctx.lease_valid());
+      running = true;
+      // A cooperative handler: it stops when its lease is gone.
+      while (ctx.lease_valid() && !ctx.stop_requested()) std::this_thread::sleep_for(5ms);
+      saw_invalid = !ctx.lease_valid();
+      return "late";
+    });
+    auto o = shared(server);
+    o.redis.lease = 600ms;  // renewed every 200 ms
+    Runtime rt(std::move(r), o);
+    REQUIRE(rt.submit({.type = "fenced", .id = "f", .max_attempts = 3}));
+    REQUIRE(bulwark::testing::eventually([&] { return running.load(); }));
+    CHECK(token.load() == 1);
+    // Another process takes the lease over (as the recover script does).
+    const redis::Keys keys("q");
+    auto c = server.connect();
+    const long long newer = c.command({"HINCRBY", keys.job("f"), "fence", "1"}).as_integer();
+    c.command({"HSET", keys.job("f"), "owner", "thief:1:abc"});
+    c.command({"ZADD", keys.leased, "99999999999999", "f"});  // and renews it
+    REQUIRE(bulwark::testing::eventually([&] { return saw_invalid.load(); }, 10s));
+    CHECK(token.load() < static_cast<std::uint64_t>(newer));
+    REQUIRE(bulwark::testing::eventually([&] { return rt.stats().results_dropped == 1; }, 10s));
+    std::this_thread::sleep_for(200ms);
+    // Its end was not written: the job is still the thief's.
+    CHECK(c.command({"HGET", keys.job("f"), "owner"}).str == "thief:1:abc");
+    CHECK(c.command({"HGET", keys.job("f"), "state"}).str == "running");
+  }
+
+
   TEST_CASE("two processes share the work and answer for every job" * doctest::timeout(60)) {
     bulwark::testing::RedisServer server;
     Runtime a(bulwark::testing::builtins(), shared(server));

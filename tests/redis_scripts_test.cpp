@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -27,6 +28,7 @@ struct Leased {
   std::string attempt;
   bool retry = false;
   std::string priority;
+  std::string fence;
 };
 
 // The scripts with their keys, on one connection.
@@ -47,7 +49,8 @@ struct Queue {
                      {std::to_string(max), std::to_string(now), std::to_string(lease), owner, keys.job_prefix});
     std::vector<Leased> out;
     for (const Value& job : v.elements) {
-      out.push_back({job.elements[0].str, job.elements[6].str, job.elements[8].str == "1", job.elements[3].str});
+      out.push_back({job.elements[0].str, job.elements[6].str, job.elements[8].str == "1", job.elements[3].str,
+                     job.elements[13].str});
     }
     return out;
   }
@@ -62,17 +65,22 @@ struct Queue {
     std::vector<std::string> args = {owner, std::to_string(now), std::to_string(keep), std::to_string(keep),
                                      std::to_string(cutoff), std::to_string(cutoff), keys.job_prefix};
     for (const AckOf& a : acks) {
-      args.insert(args.end(), {a.lease.id, a.lease.attempt, a.how, a.state,
+      args.insert(args.end(), {a.lease.id, a.lease.fence, a.how, a.state,
                                a.how == "retry" ? R"({"error":{"kind":"exception"}})" : R"({"result":1})",
                                std::to_string(a.due)});
     }
     Value v = c.eval(redis::kAck, {keys.leased, keys.done, keys.dead, keys.index, keys.ended, keys.scheduled,
                                    keys.counts},
                      args);
-    std::vector<long long> out;
-    for (const Value& e : v.elements) out.push_back(e.as_integer());
+    std::vector<long long> out;  // 1 written; 0 fenced (holders: who holds it instead)
+    holders.clear();
+    for (const Value& e : v.elements) {
+      out.push_back(e.type == Value::Type::integer ? e.as_integer() : 0);
+      holders.push_back(e.type == Value::Type::integer ? std::string() : e.str);
+    }
     return out;
   }
+  std::vector<std::string> holders;  // of the last ack call, per attempt: "" written, else who holds the job
   long long finish(const Leased& l, const std::string& owner, const std::string& state, long long now = 2000,
                    long long keep = 100, long long cutoff = 0) {
     return ack(owner, {{l, "done", state}}, now, keep, cutoff).at(0);
@@ -80,22 +88,30 @@ struct Queue {
   long long retry(const Leased& l, const std::string& owner, long long due) {
     return ack(owner, {{l, "retry", "", due}}).at(0);
   }
-  long long extend(const Leased& l, const std::string& owner, long long deadline) {
-    return c.eval(redis::kExtend, {keys.job(l.id), keys.leased}, {l.id, owner, l.attempt, std::to_string(deadline)})
-        .as_integer();
+  // 1, or who holds the lease instead.
+  std::string extend(const Leased& l, const std::string& owner, long long deadline) {
+    const Value v =
+        c.eval(redis::kExtend, {keys.job(l.id), keys.leased}, {l.id, owner, l.fence, std::to_string(deadline)});
+    return v.type == Value::Type::integer ? std::to_string(v.integer) : "held by " + v.str;
   }
   long long promote(long long now) {
     return c.eval(redis::kPromote, {keys.scheduled, keys.ready}, {std::to_string(now), "100", keys.job_prefix})
         .as_integer();
   }
-  std::vector<std::string> recover(long long now, long long keep_dead = 100, long long done_cutoff = 0) {
-    Value v = c.eval(redis::kRecover,
-                     {keys.leased, keys.ready, keys.dead, keys.index, keys.done, keys.ended, keys.counts},
-                     {std::to_string(now), "100", keys.job_prefix, std::to_string(keep_dead), "100", "0",
-                      std::to_string(done_cutoff)});
+  // The rows of the leases `owner` takes over at `now`.
+  std::vector<Value> take_over(const std::string& owner, long long now, long long lease = 30'000) {
+    return c.eval(redis::kRecover, {keys.leased, keys.processes},
+                  {std::to_string(now), "100", owner, std::to_string(now + lease), keys.job_prefix})
+        .elements;
+  }
+  std::vector<std::string> recover(long long now, const std::string& owner = "taker") {
     std::vector<std::string> ids;
-    for (const Value& e : v.elements) ids.push_back(e.str);
+    for (const Value& row : take_over(owner, now)) ids.push_back(row.elements[0].str);
     return ids;
+  }
+  void trim(long long keep_dead = 100, long long done_cutoff = 0) {
+    c.eval(redis::kTrim, {keys.dead, keys.done, keys.index, keys.counts},
+           {keys.job_prefix, std::to_string(keep_dead), "100", "0", std::to_string(done_cutoff)});
   }
   long long cancel(const std::string& id, long long now = 1500) {
     return c.eval(redis::kCancel,
@@ -330,24 +346,35 @@ TEST_SUITE("redis_scripts") {
     CHECK(all.size() == 2000);
   }
 
-  TEST_CASE("a finish is fenced: after a lease was recovered, only the new holder's counts" * doctest::timeout(30)) {
+  TEST_CASE("a finish is fenced: after a lease was taken over, only the new holder's counts" * doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
     Queue q(server);
     q.enqueue("x");
     auto old = q.fetch("dead-process", 1, 1000, 100);
     REQUIRE(old.size() == 1);
-    CHECK(q.extend(old[0], "dead-process", 1200) == 1);
-    CHECK(q.recover(1150).empty());  // not expired yet: the extension counts
-    CHECK(q.recover(1300) == std::vector<std::string>{"x"});
-    CHECK(q.field("x", "state") == "queued");
-    CHECK(q.field("x", "outcome").find("\"kind\":\"lost\"") != std::string::npos);
-    CHECK(q.field("x", "outcome").find("dead-process") != std::string::npos);
+    CHECK(old[0].fence == "1");
+    CHECK(q.extend(old[0], "dead-process", 1200) == "1");
+    CHECK(q.recover(1150, "alive").empty());  // not expired yet: the extension counts
+    const auto rows = q.take_over("alive", 1300);
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].elements[0].str == "x");
+    CHECK(rows[0].elements[6].str == "1");   // the attempt that was lost
+    CHECK(rows[0].elements[13].str == "2");  // a new fence
+    CHECK(rows[0].elements[14].str == "dead-process");
+    CHECK(q.field("x", "state") == "running");  // the taker ends the lost attempt itself
+    CHECK(q.field("x", "owner") == "alive");
+    CHECK(q.field("x", "lost_ms") == "1300");
+    CHECK(q.finish(old[0], "dead-process", "succeeded") == 0);
+    CHECK(q.holders == std::vector<std::string>{"alive"});
+    CHECK(q.extend(old[0], "dead-process", 99'999) == "held by alive");
+    Leased taken{"x", "1", false, "0", "2"};
+    CHECK(q.retry(taken, "alive", 1400) == 1);  // the taker's retry decision, fenced by its own lease
+    CHECK(q.promote(1400) == 1);
     auto now = q.fetch("alive", 1, 1400);
     REQUIRE(now.size() == 1);
     CHECK(now[0].retry);
     CHECK(now[0].attempt == "2");
-    CHECK(q.finish(old[0], "dead-process", "succeeded") == 0);
-    CHECK(q.extend(old[0], "dead-process", 99'999) == 0);
+    CHECK(now[0].fence == "3");
     CHECK(q.finish(now[0], "alive", "succeeded") == 1);
     CHECK(q.field("x", "state") == "succeeded");
     CHECK(q.field("x", "owner") == "alive");  // who ran it last
@@ -356,26 +383,30 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.ended() == std::vector<std::string>{"x=succeeded"});  // one end on the stream, the fenced ones none
   }
 
-  TEST_CASE("a lost job with no attempts left is a dead letter; a cancelled one ends cancelled" * doctest::timeout(30)) {
+  TEST_CASE("a take-over says who held the lease, when it was last seen, and whether a cancel was asked for" *
+            doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
     Queue q(server);
     q.enqueue("once", 0, 0, 1000, 1000, 1);
     q.enqueue("stop");
+    q.c.command({"ZADD", q.keys.processes, "990", "p"});  // p's last heartbeat
     auto a = q.fetch("p", 2, 1000, 10);
     REQUIRE(a.size() == 2);
     CHECK(q.cancel("stop") == 2);
     CHECK(q.field("stop", "cancel") == "1");
-    auto ids = q.recover(2000);
-    std::sort(ids.begin(), ids.end());
-    CHECK(ids == std::vector<std::string>{"once", "stop"});
-    CHECK(q.field("once", "state") == "failed");
-    CHECK(q.field("stop", "state") == "cancelled");
-    CHECK(q.card(q.keys.dead) == 1);
-    CHECK(q.card(q.keys.done) == 1);
-    CHECK(q.count("cancelled") == 1);
-    auto ended = q.ended();
-    std::sort(ended.begin(), ended.end());
-    CHECK(ended == std::vector<std::string>{"once=failed", "stop=cancelled"});
+    auto rows = q.take_over("taker", 2000);
+    REQUIRE(rows.size() == 2);
+    std::map<std::string, const Value*> by_id;
+    for (const Value& r : rows) by_id[r.elements[0].str] = &r;
+    REQUIRE(by_id.count("once") == 1);
+    REQUIRE(by_id.count("stop") == 1);
+    CHECK(by_id["once"]->elements[4].str == "1");  // max_attempts: the taker decides it is a dead letter
+    CHECK(by_id["once"]->elements[15].str == "990");
+    CHECK(by_id["once"]->elements[16].str == "0");
+    CHECK(by_id["stop"]->elements[16].str == "1");
+    CHECK(q.card(q.keys.dead) == 0);  // nothing ended by the script
+    CHECK(q.ended().empty());
+    CHECK(q.take_over("again", 2001).empty());  // each lease is taken over once
   }
 
   TEST_CASE("cancel ends a waiting job at once and publishes the id of a running one" * doctest::timeout(30)) {
@@ -427,13 +458,13 @@ TEST_SUITE("redis_scripts") {
     auto rest = q.fetch("p", 3, 1050, 100'000);
     leased.insert(leased.end(), rest.begin(), rest.end());
     REQUIRE(leased.size() == 4);
-    REQUIRE(q.recover(1200) == std::vector<std::string>{"b1"});  // lost...
-    REQUIRE(ids_of(q.fetch("other", 1, 1300)) == std::vector<std::string>{"b1"});  // ...and leased elsewhere
+    REQUIRE(q.recover(1200, "other") == std::vector<std::string>{"b1"});  // lost, and taken over elsewhere
     const auto replies = q.ack("p", {{leased[0], "done", "succeeded"},
                                       {leased[1], "done", "failed"},
                                       {leased[2], "retry", "", 5000},
                                       {leased[3], "done", "succeeded"}});
     CHECK(replies == std::vector<long long>{0, 1, 1, 1});
+    CHECK(q.holders == std::vector<std::string>{"other", "", "", ""});
     CHECK(q.field("b1", "state") == "running");  // still the other process's
     CHECK(q.field("b2", "state") == "failed");
     CHECK(q.field("b3", "state") == "scheduled");
@@ -445,7 +476,7 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.ended() == std::vector<std::string>{"b2=failed", "b4=succeeded"});
   }
 
-  TEST_CASE("retention forgets records finished before the cutoff, at a finish and at a recovery sweep" *
+  TEST_CASE("retention forgets records finished before the cutoff, at a finish and at a sweep" *
             doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
     Queue q(server);
@@ -458,7 +489,7 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.field("t0", "state") == "<nil>");
     CHECK(q.field("t1", "state") == "succeeded");
     CHECK(q.card(q.keys.done) == 2);
-    CHECK(q.recover(9000, 100, /*done_cutoff=*/4000).empty());  // a sweep with nothing expired still ages the lists
+    q.trim(100, /*done_cutoff=*/4000);  // a sweep ages the lists
     CHECK(q.field("t1", "state") == "<nil>");
     CHECK(q.field("t2", "state") == "succeeded");
     CHECK(q.field("t3", "state") == "running");  // only finished records age

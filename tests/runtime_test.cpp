@@ -389,6 +389,33 @@ TEST_SUITE("Runtime") {
     CHECK(rt.dead_letters().empty());
   }
 
+  TEST_CASE("the fencing token grows with every attempt, and an attempt holds its lease while it runs" *
+            doctest::timeout(30)) {
+    std::mutex mutex;
+    std::vector<std::uint64_t> tokens;  // guarded by mutex
+    std::atomic<bool> all_valid{true};
+    bulwark::Registry r = builtins();
+    r.add("fenced", [&](bulwark::JobContext& ctx, const nlohmann::json&) -> nlohmann::json {
+      {
+        std::lock_guard lock(mutex);
+        tokens.push_back(ctx.fencing_token());
+      }
+      if (!ctx.lease_valid()) all_valid = false;
+      if (ctx.attempt() < 3) throw std::runtime_error("again");
+      return true;
+    });
+    Runtime rt(std::move(r), test_options(2));
+    auto s = rt.submit({.type = "fenced", .max_attempts = 3});
+    REQUIRE(s);
+    CHECK(finished_record(rt, s.id).state == JobState::succeeded);
+    std::lock_guard lock(mutex);
+    REQUIRE(tokens.size() == 3);
+    CHECK(tokens[0] > 0);
+    CHECK(tokens[0] < tokens[1]);
+    CHECK(tokens[1] < tokens[2]);
+    CHECK(all_valid.load());
+  }
+
   TEST_CASE("retries wait out an exponential backoff" * doctest::timeout(30)) {
     std::mutex mutex;
     std::vector<bulwark::Clock::time_point> attempts;

@@ -28,7 +28,7 @@ enum class FailureKind {
   shutdown,   // the runtime stopped before the job could finish
   invalid,    // bad input: the job was never run
   cancelled,  // the job stopped because a user cancelled it (JobContext::throw_if_stop_requested)
-  lost,       // the process running it died or stalled past its lease (a shared queue took the job back)
+  lease_lost, // the process running it died or stalled past its lease (a shared queue took the job back)
 };
 inline constexpr std::size_t kFailureKinds = 7;
 

@@ -57,6 +57,20 @@ class JobContext {
   const JobId& id() const noexcept;
   const std::string& type() const noexcept;
   int attempt() const noexcept { return attempt_; }  // 1 for the first attempt
+
+  // A number that grows with every lease of this job (every attempt, and
+  // with a shared queue every take-over of a lease by another process), so
+  // a handler can fence its own side effects against an older attempt that
+  // still runs, e.g. a process paused past its lease and resumed:
+  //
+  //   db.exec("UPDATE accounts SET balance = :b, fence = :t WHERE id = :id AND fence < :t",
+  //           {{"t", ctx.fencing_token()}, ...});   // 0 rows: a newer attempt got there first
+  std::uint64_t fencing_token() const noexcept { return fence_; }
+  // Whether this attempt still holds the job's lease: false once the
+  // supervisor abandoned it or another process took its lease over (this
+  // process learns that at its next renewal, within a third of
+  // redis.lease_ms). Takes the job's record lock.
+  bool lease_valid() const;
   std::stop_token stop_token() const noexcept { return stop_; }
   bool stop_requested() const noexcept { return stop_.stop_requested(); }
   // Throws Stopped if a stop was requested: the way for a job to end when
@@ -95,8 +109,14 @@ class JobContext {
  private:
   friend struct detail::ContextAccess;
   friend class detail::Task;
-  JobContext(detail::Task& task, std::stop_token stop, int attempt, std::uint32_t epoch, std::string span_id) noexcept
-      : task_(task), stop_(std::move(stop)), attempt_(attempt), epoch_(epoch), span_id_(std::move(span_id)) {}
+  JobContext(detail::Task& task, std::stop_token stop, int attempt, std::uint32_t epoch, std::uint64_t fence,
+             std::string span_id) noexcept
+      : task_(task),
+        stop_(std::move(stop)),
+        attempt_(attempt),
+        epoch_(epoch),
+        fence_(fence),
+        span_id_(std::move(span_id)) {}
 
   struct Cleanup {
     std::function<void()> fn;
@@ -107,6 +127,7 @@ class JobContext {
   std::stop_token stop_;
   int attempt_;
   std::uint32_t epoch_;  // which attempt of the task this is, for Task::commit
+  std::uint64_t fence_;  // the lease's fencing token
   std::string span_id_;  // empty without a trace
   std::vector<Cleanup> cleanups_;
 };

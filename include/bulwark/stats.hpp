@@ -61,6 +61,9 @@ struct RuntimeStats {
   std::uint64_t attempts_failed = 0; // every caught failure, retried or not
   std::uint64_t retried = 0;         // attempts scheduled again
   std::uint64_t log_dropped = 0;     // failure log lines dropped by the rate limit
+  // Results of attempts dropped because another process of a shared queue
+  // took the job's lease over before the end was written.
+  std::uint64_t results_dropped = 0;
   std::size_t queue_depth = 0;       // waiting: queued + scheduled
   std::size_t running = 0;
   unsigned workers = 0;              // worker threads alive in the pool

@@ -12,9 +12,9 @@ namespace bulwark::detail {
 
 // The runtime's access to a JobContext's private parts.
 struct ContextAccess {
-  static JobContext make(Task& task, std::stop_token stop, int attempt, std::uint32_t epoch,
+  static JobContext make(Task& task, std::stop_token stop, int attempt, std::uint32_t epoch, std::uint64_t fence,
                          std::string span_id = {}) noexcept {
-    return JobContext(task, std::move(stop), attempt, epoch, std::move(span_id));
+    return JobContext(task, std::move(stop), attempt, epoch, fence, std::move(span_id));
   }
 
   // Runs the cleanups last-registered first. `failed` says whether the

@@ -11,6 +11,8 @@ const JobId& JobContext::id() const noexcept { return task_.id(); }
 
 const std::string& JobContext::type() const noexcept { return task_.type(); }
 
+bool JobContext::lease_valid() const { return task_.holds_lease(*this); }
+
 const std::string& JobContext::trace_id() const noexcept {
   static const std::string kNone;
   const auto& trace = task_.spec().trace;

@@ -4,31 +4,22 @@
 // and runs shutdown's phases in order.
 #include "bulwark/runtime.hpp"
 
-#include <unistd.h>
-
-#include <mutex>
-#include <set>
 #include <thread>
 
+#include "bulwark/guarded.hpp"
+#include "facade/backend_factory.hpp"
 #include "guard/crash_report.hpp"
 #include "isolation/child.hpp"
 #include "isolation/process_pool.hpp"
-#include "bulwark/guarded.hpp"
-#include "redis/end_feed.hpp"
-#include "redis/redis_broker.hpp"
-#include "redis/redis_job_store.hpp"
+#include "runtime/backend.hpp"
 #include "runtime/completion.hpp"
 #include "runtime/event_log.hpp"
 #include "runtime/executor.hpp"
 #include "runtime/intake.hpp"
-#include "runtime/job_queue.hpp"
-#include "runtime/job_store.hpp"
 #include "runtime/reporter.hpp"
 #include "runtime/scheduler.hpp"
-#include "redis/redis_schedules.hpp"
 #include "runtime/type_table.hpp"
 #include "supervision/supervisor.hpp"
-#include "support/text.hpp"
 
 namespace bulwark {
 
@@ -45,34 +36,26 @@ struct Runtime::Impl {
   detail::Reporter reporter;
   detail::EventLog events;
   std::shared_ptr<detail::ProcessRunner> processes;  // null unless a type is isolated
-  detail::redis::RedisBroker* redis_broker = nullptr;  // the two below, when queue.backend is redis
-  detail::redis::RedisJobStore* redis_store = nullptr;
-  std::unique_ptr<detail::Broker> broker;
-  std::unique_ptr<detail::JobStore> store;
+  // Where jobs wait and are recorded; it follows ends for
+  // on_finished_anywhere until the runtime is destroyed (after shutdown
+  // too: ends of the last acks).
+  std::unique_ptr<detail::Backend> backend;
+  detail::Broker& broker;
+  detail::JobStore& store;
   detail::Completion completion;
   detail::Intake intake;
   detail::Executor executor;
   detail::Supervisor supervisor;
-  std::unique_ptr<detail::ScheduleStore> schedule_store;  // Redis's with the redis backend
   detail::Scheduler scheduler;
-  // on_finished_anywhere with the redis backend; it follows ends until the
-  // runtime is destroyed (after shutdown too: ends of the last acks).
-  std::unique_ptr<detail::redis::EndFeed> end_feed;
 
-  const WallClock::time_point started_at = WallClock::now();
   detail::Mutex shutdown_mutex;
-  detail::Mutex pause_mutex;  // a pause or resume here against the heartbeat's view of Redis
   std::optional<ShutdownReport> shutdown_report BULWARK_GUARDED_BY(shutdown_mutex);
 
-  std::unique_ptr<detail::Broker> make_broker();
-  std::unique_ptr<detail::JobStore> make_store();
-  std::unique_ptr<detail::ScheduleStore> make_schedule_store() const;
-  bool wait_redis_idle(std::chrono::milliseconds timeout) const;
+  void attach_backend();
   ShutdownReport stop(std::chrono::milliseconds timeout);
   bool drain_until(Clock::time_point deadline);
   bool held_runnable() const;
   void submit_follow_up(const detail::Task& parent);
-  PauseResult set_paused(std::string_view type, bool paused);
   bool apply_paused(detail::TypeEntry& type, bool paused);
   std::size_t end_unrun();
 };
@@ -81,15 +64,6 @@ namespace {
 
 RuntimeOptions checked(RuntimeOptions o) {
   detail::refuse_runtime_in_worker_process();
-  // In memory every end is this process's: the anywhere listener is one
-  // more on_finished listener.
-  if (o.backend == QueueBackend::memory && o.on_finished_anywhere) {
-    o.on_finished = [local = std::move(o.on_finished), anywhere = o.on_finished_anywhere,
-                     filter = o.finished_filter](const JobRecord& r) {
-      if (local) local(r);
-      if (!filter || filter(r.id)) anywhere(r);
-    };
-  }
   return o;
 }
 
@@ -98,86 +72,7 @@ std::shared_ptr<detail::ProcessRunner> processes_for(const detail::TypeTable& ty
   return std::make_shared<detail::ProcessPool>(o.isolation.processes, o.isolation.start_timeout);
 }
 
-// This process in a shared queue: host, pid and a random tag (a pid is
-// reused across restarts and containers).
-std::string process_id() {
-  char host[256] = {};
-  gethostname(host, sizeof host - 1);
-  return std::string(host) + ":" + std::to_string(getpid()) + ":" + detail::random_tag(6);
-}
-
-detail::redis::BrokerOptions redis_options(const RuntimeOptions& o) {
-  std::string problem;
-  auto address = detail::redis::parse_url(o.redis.url, &problem);
-  if (!address) throw ConfigError("redis.url: " + problem);
-  detail::redis::BrokerOptions b;
-  b.address = *address;
-  b.ns = o.redis.ns;
-  b.lease = o.redis.lease;
-  b.connect_timeout = o.redis.connect_timeout;
-  b.command_timeout = o.redis.command_timeout;
-  b.workers = o.redis.consume ? o.effective_workers() : 0;  // 0: fetches nothing
-  b.prefetch = o.redis.prefetch.value_or(b.workers);
-  b.capacity = o.queue_capacity;
-  b.max_retries = o.effective_max_concurrent_retries();
-  b.retry_priority_offset = o.recovery.priority_offset;
-  b.keep_finished = o.retention_max_finished;
-  b.keep_dead = o.retention_max_dead;
-  b.finished_ttl = o.retention_finished_ttl;
-  b.dead_ttl = o.retention_dead_ttl;
-  return b;
-}
-
 }  // namespace
-
-// The broker and the store: in memory, or the shared queue's in Redis. The
-// redis broker's factory builds tasks through the intake, constructed
-// after it but before the broker starts fetching.
-std::unique_ptr<detail::Broker> Runtime::Impl::make_broker() {
-  if (options.backend != QueueBackend::redis) {
-    return std::make_unique<detail::JobQueue>(options.queue_capacity, options.effective_max_concurrent_retries(),
-                                              options.recovery.priority_offset);
-  }
-  auto factory = [this](const detail::redis::FetchedJob& f) {
-    detail::Intake::Stored job{f.id, f.type, parse_json(f.payload, options.limits.json_depth), f.priority,
-                               f.max_attempts, std::chrono::milliseconds(f.timeout_ms),
-                               static_cast<std::uint64_t>(f.seq), f.attempt,
-                               WallClock::time_point(std::chrono::milliseconds(f.created_ms))};
-    if (!f.traceparent.empty()) {
-      if (auto trace = TraceContext::parse(f.traceparent, f.tracestate)) {
-        job.trace = std::make_shared<const TraceContext>(std::move(*trace));
-      }
-    }
-    if (!f.then.empty()) {
-      try {
-        job.then = std::make_shared<nlohmann::json>(parse_json(f.then, options.limits.json_depth));
-      } catch (const InputError&) {
-        // Written by a bulwark process from a checked spec: not expected.
-        reporter.log(detail::LogLevel::error, "job " + f.id + ": its follow-up spec in Redis is not JSON; ignored");
-      }
-    }
-    return intake.rebuild(std::move(job));
-  };
-  auto rb = std::make_unique<detail::redis::RedisBroker>(redis_options(options), process_id(), factory);
-  redis_broker = rb.get();
-  return rb;
-}
-
-std::unique_ptr<detail::ScheduleStore> Runtime::Impl::make_schedule_store() const {
-  if (redis_broker == nullptr) return std::make_unique<detail::MemoryScheduleStore>();
-  const detail::redis::BrokerOptions b = redis_options(options);
-  return std::make_unique<detail::redis::RedisScheduleStore>(b.address, b.ns, b.connect_timeout, b.command_timeout);
-}
-
-std::unique_ptr<detail::JobStore> Runtime::Impl::make_store() {
-  if (redis_broker == nullptr) {
-    return std::make_unique<detail::MemoryJobStore>(options.retention_max_finished, options.retention_max_dead,
-                                                    options.retention_finished_ttl, options.retention_dead_ttl);
-  }
-  auto rs = std::make_unique<detail::redis::RedisJobStore>(redis_options(options), redis_broker);
-  redis_store = rs.get();
-  return rs;
-}
 
 Runtime::Impl::Impl(Registry r, RuntimeOptions o)
     : options(checked(std::move(o))),
@@ -186,17 +81,17 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
       reporter(options.logging),
       events(options.events_buffer, options.events_linger),
       processes(processes_for(types, options)),
-      broker(make_broker()),
-      store(make_store()),
-      completion(options, reporter, events, *broker, *store),
-      intake(options, registry, types, *broker, *store, completion),
-      executor(options, *broker, completion, reporter, processes),
-      supervisor(options, executor, *broker, types, reporter, events, processes),
-      schedule_store(make_schedule_store()),
+      backend(detail::make_backend(options)),
+      broker(backend->broker()),
+      store(backend->store()),
+      completion(options, reporter, events, broker, store),
+      intake(options, registry, types, broker, store, completion),
+      executor(options, broker, completion, reporter, processes),
+      supervisor(options, executor, broker, types, reporter, events, processes),
       scheduler(
-          options, *schedule_store, [this](JobSpec spec) { return intake.submit(std::move(spec)); },
+          options, backend->schedules(), [this](JobSpec spec) { return intake.submit(std::move(spec)); },
           [this](const JobId& id) -> std::optional<JobState> {
-            const auto record = store->record(id);
+            const auto record = store.record(id);
             return record ? std::optional<JobState>(record->state) : std::nullopt;
           },
           [this](const std::string& type) { return types.find(type) != nullptr; }, reporter, events,
@@ -205,7 +100,7 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
   completion.set_follow_up([this](const detail::Task& parent) { submit_follow_up(parent); });
   const auto on_progress = [this](const detail::Task& task, const JobProgress& p) {
     events.progress(task, p);
-    if (redis_broker != nullptr && task.spec().stored) redis_broker->note_progress(task.id(), p);
+    backend->note_progress(task, p);
   };
   types.for_each([&](detail::TypeEntry& t) { t.on_progress = on_progress; });
   types.posts().on_progress = on_progress;
@@ -215,42 +110,41 @@ Runtime::Impl::Impl(Registry r, RuntimeOptions o)
     set_throw_trace_capture(TraceCapture::guarded);  // jobs' throws; a program's own "everywhere" stays
   }
   detail::install_crash_reporter(options.logging.file);
-  if (redis_broker != nullptr && options.on_finished_anywhere) {
-    auto listener = [this](const JobRecord& record) {
-      auto outcome = guarded([&] { options.on_finished_anywhere(record); });
-      if (!outcome.ok()) {
-        reporter.log(detail::LogLevel::error, "on_finished_anywhere listener threw " + outcome.failure().type + ": " +
-                                                  outcome.failure().message);
-      }
-    };
-    end_feed = std::make_unique<detail::redis::EndFeed>(redis_options(options), listener, options.finished_filter);
-    end_feed->start();  // before the first submit can end
-  }
-  if (redis_broker != nullptr) {
-    // Types paused through another process (or before this one started).
-    redis_broker->set_on_paused([this](const std::set<std::string>& paused, std::uint64_t epoch) {
-      detail::MutexLock lock(pause_mutex);
-      if (redis_broker->pause_epoch() != epoch) return;  // a pause or resume here came after the read
-      types.for_each([&](detail::TypeEntry& t) { apply_paused(t, paused.count(t.name) != 0); });
-    });
-    // The heartbeat carries this process's health for GET /v1/workers elsewhere.
-    redis_broker->set_describe([this] {
-      const HealthReport h = supervisor.health();
-      auto report = to_json(h);
-      return nlohmann::ordered_json{{"verdict", to_string(h.verdict)},
-                                    {"workers", std::move(report["workers"])},
-                                    {"processes", std::move(report["processes"])}}
-          .dump();
-    });
-  }
+  attach_backend();
   executor.start();
-  // After the workers exist: the first heartbeat, sent at once, already
-  // shows them to the other processes (GET /v1/workers).
-  if (redis_broker != nullptr) redis_broker->start();
+  // After the workers exist: a shared queue's first heartbeat, sent at
+  // once, already shows them to the other processes (GET /v1/workers).
+  backend->start();
   supervisor.start();
   scheduler.start();
   reporter.log(detail::LogLevel::info, "runtime started: " + std::to_string(options.effective_workers()) +
                                            " workers, queue capacity " + std::to_string(options.queue_capacity));
+}
+
+// Lends the backend the parts above the seam, and hands it the
+// on_finished_anywhere listener.
+void Runtime::Impl::attach_backend() {
+  backend->attach(detail::BackendHost{
+      intake, completion, types, reporter, events,
+      [this] {
+        const HealthReport h = supervisor.health();
+        auto report = to_json(h);
+        return nlohmann::ordered_json{{"verdict", to_string(h.verdict)},
+                                      {"workers", std::move(report["workers"])},
+                                      {"processes", std::move(report["processes"])}}
+            .dump();
+      },
+      [this](detail::TypeEntry& type, bool paused) { return apply_paused(type, paused); }});
+  if (!options.on_finished_anywhere) return;
+  backend->follow_ends(
+      [this](const JobRecord& record) {
+        auto outcome = guarded([&] { options.on_finished_anywhere(record); });
+        if (!outcome.ok()) {
+          reporter.log(detail::LogLevel::error, "on_finished_anywhere listener threw " + outcome.failure().type +
+                                                    ": " + outcome.failure().message);
+        }
+      },
+      options.finished_filter);
 }
 
 ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
@@ -258,12 +152,12 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
   if (shutdown_report) return *shutdown_report;
   scheduler.stop();
   intake.close();
-  if (redis_broker != nullptr) redis_broker->stop_fetching();  // other processes take what waits
+  backend->stop_fetching();  // other processes of a shared queue take what waits
   ShutdownReport report;
   report.drained = drain_until(Clock::now() + timeout);
   executor.begin_stopping();
   supervisor.stop();
-  broker->close();
+  broker.close();
   executor.request_stops();
   executor.await_exit(options.shutdown_grace);
   executor.close_children();
@@ -283,11 +177,11 @@ ShutdownReport Runtime::Impl::stop(std::chrono::milliseconds timeout) {
 // True if nothing was left ready or running.
 bool Runtime::Impl::drain_until(Clock::time_point deadline) {
   const auto work_left = [&] {
-    const auto due = broker->next_due();
-    return broker->ready() > 0 || executor.counts().running > 0 || (due && *due <= deadline) || held_runnable();
+    const auto due = broker.next_due();
+    return broker.ready() > 0 || executor.counts().running > 0 || (due && *due <= deadline) || held_runnable();
   };
   while (Clock::now() < deadline && work_left()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  return broker->ready() == 0 && executor.counts().running == 0;
+  return broker.ready() == 0 && executor.counts().running == 0;
 }
 
 // A succeeded job's `then`: its spec with "previous" (the job's id, type and
@@ -331,7 +225,7 @@ bool Runtime::Impl::held_runnable() const {
 // Every job still waiting ends failed with kind shutdown; returns how many.
 std::size_t Runtime::Impl::end_unrun() {
   std::size_t ended = 0;
-  for (const TaskPtr& task : broker->drain()) ended += completion.end_unrun(task) ? 1 : 0;
+  for (const TaskPtr& task : broker.drain()) ended += completion.end_unrun(task) ? 1 : 0;
   return ended;
 }
 
@@ -350,7 +244,7 @@ std::optional<SubmitError> Runtime::enqueue_posted(std::shared_ptr<detail::Task>
   return impl_->intake.post(std::move(task), std::move(options));
 }
 
-std::optional<JobRecord> Runtime::get(const JobId& id) const { return impl_->store->record(id); }
+std::optional<JobRecord> Runtime::get(const JobId& id) const { return impl_->store.record(id); }
 
 std::optional<JobRecord> Runtime::wait(const JobId& id, std::chrono::milliseconds timeout) const {
   const auto deadline = Clock::now() + std::max(timeout, std::chrono::milliseconds(0));
@@ -360,7 +254,7 @@ std::optional<JobRecord> Runtime::wait(const JobId& id, std::chrono::millisecond
     std::optional<JobRecord> record = get(id);
     const auto now = Clock::now();
     if (!record || is_terminal(record->state) || now >= deadline) return record;
-    // Ends in other processes (redis) wake nobody here: look again soon.
+    // Ends in other processes of a shared queue wake nobody here: look again soon.
     impl_->completion.wait_for_end(seen, std::min(deadline, now + std::chrono::milliseconds(50)));
   }
 }
@@ -368,7 +262,7 @@ std::optional<JobRecord> Runtime::wait(const JobId& id, std::chrono::millisecond
 EventPage Runtime::events_after(std::uint64_t after, std::size_t max) const { return impl_->events.after(after, max); }
 
 std::optional<JobPage> Runtime::page(const ListQuery& query) const {
-  auto page = impl_->store->list({query.state, query.type, query.limit, query.cursor});
+  auto page = impl_->store.list({query.state, query.type, query.limit, query.cursor});
   if (!page) return std::nullopt;
   return JobPage{std::move(page->jobs), std::move(page->next_cursor)};
 }
@@ -382,23 +276,9 @@ std::vector<JobRecord> Runtime::dead_letters(std::size_t limit) const {
   return list(ListQuery{JobState::failed, {}, limit, {}});
 }
 
-CancelResult Runtime::cancel(const JobId& id) {
-  if (impl_->redis_store != nullptr) {
-    const CancelResult result = impl_->redis_store->cancel(id);
-    if (result == CancelResult::cancelled) {  // it ended in Redis, not in an attempt here
-      if (auto record = impl_->redis_store->record(id)) impl_->completion.ended_elsewhere(*record);
-    }
-    return result;
-  }
-  TaskPtr task = impl_->store->find(id);
-  return task ? impl_->completion.cancel(task) : CancelResult::not_found;
-}
+CancelResult Runtime::cancel(const JobId& id) { return impl_->backend->cancel(id); }
 
-RequeueResult Runtime::requeue(const JobId& id) {
-  if (impl_->redis_store != nullptr) return impl_->redis_store->requeue(id);
-  TaskPtr task = impl_->store->find(id);
-  return task ? impl_->intake.requeue(task) : RequeueResult::not_found;
-}
+RequeueResult Runtime::requeue(const JobId& id) { return impl_->backend->requeue(id); }
 
 namespace {
 
@@ -428,7 +308,8 @@ TypeStats type_stats(const detail::TypeEntry& t) {
 RuntimeStats Runtime::stats() const {
   const Impl& rt = *impl_;
   RuntimeStats s;
-  for (const auto& [state, n] : rt.store->count_by_state()) s.by_state[std::string(to_string(state))] = n;
+  const auto by_state = rt.store.count_by_state();
+  for (const auto& [state, n] : by_state) s.by_state[std::string(to_string(state))] = n;
   const detail::IntakeCounts in = rt.intake.counts();
   const detail::CompletionCounts done = rt.completion.counts();
   const detail::ExecutorCounts ex = rt.executor.counts();
@@ -451,12 +332,10 @@ RuntimeStats Runtime::stats() const {
   s.soft_timeouts = sup.soft_timeouts;
   s.stuck_reports = sup.stuck_reports;
   s.log_dropped = rt.reporter.dropped();
-  s.queue_depth = rt.broker->size();
-  if (rt.redis_store != nullptr) {  // the shared queue's depth, for every process alike
-    s.queue_depth = s.by_state["queued"] + s.by_state["scheduled"];
-  }
-  s.queue_capacity = rt.broker->capacity();
-  s.ready_by_priority = rt.broker->ready_by_priority();
+  s.results_dropped = rt.backend->results_dropped();
+  s.queue_depth = rt.backend->waiting(by_state);
+  s.queue_capacity = rt.broker.capacity();
+  s.ready_by_priority = rt.broker.ready_by_priority();
   if (rt.processes) s.process_ends = rt.processes->ends_by_reason();
   s.run_time = rt.executor.run_time();
   s.queue_wait = rt.executor.queue_wait();
@@ -495,26 +374,14 @@ ScheduleResult Runtime::add_schedule(const std::string& name, const ScheduleOpti
 
 ScheduleResult Runtime::remove_schedule(const std::string& name) { return impl_->scheduler.remove(name); }
 
-PauseResult Runtime::pause(std::string_view type) { return impl_->set_paused(type, true); }
-PauseResult Runtime::resume(std::string_view type) { return impl_->set_paused(type, false); }
+PauseResult Runtime::pause(std::string_view type) {
+  detail::TypeEntry* t = impl_->types.find(type);
+  return t == nullptr ? PauseResult::not_found : impl_->backend->set_paused(*t, true);
+}
 
-// Pauses or resumes here at once and, with Redis, for the whole queue.
-PauseResult Runtime::Impl::set_paused(std::string_view name, bool paused) {
-  detail::TypeEntry* type = types.find(name);
-  if (type == nullptr) return PauseResult::not_found;
-  if (redis_broker == nullptr) return apply_paused(*type, paused) ? PauseResult::changed : PauseResult::unchanged;
-  // The shared state decides: this process's heartbeat may have applied it
-  // already. Under pause_mutex, so a heartbeat's older view is not applied
-  // after this.
-  detail::MutexLock lock(pause_mutex);
-  bool changed = false;
-  try {
-    changed = redis_broker->set_paused(type->name, paused);
-  } catch (const detail::redis::RedisError&) {
-    return PauseResult::unavailable;
-  }
-  apply_paused(*type, paused);
-  return changed ? PauseResult::changed : PauseResult::unchanged;
+PauseResult Runtime::resume(std::string_view type) {
+  detail::TypeEntry* t = impl_->types.find(type);
+  return t == nullptr ? PauseResult::not_found : impl_->backend->set_paused(*t, false);
 }
 
 bool Runtime::Impl::apply_paused(detail::TypeEntry& type, bool paused) {
@@ -529,9 +396,9 @@ bool Runtime::Impl::apply_paused(detail::TypeEntry& type, bool paused) {
 
 RuntimeCounters Runtime::counters() const noexcept {
   const detail::CompletionCounts done = impl_->completion.counts();
-  const bool reachable = impl_->redis_broker == nullptr || impl_->redis_broker->reachable();
-  return {impl_->intake.counts().submitted, done.succeeded, done.failed, impl_->broker->size(),
-          impl_->broker->capacity(), reachable};
+  const bool reachable = impl_->backend->reachable();
+  return {impl_->intake.counts().submitted, done.succeeded, done.failed, impl_->broker.size(),
+          impl_->broker.capacity(), reachable};
 }
 
 unsigned Runtime::worker_count() const noexcept { return impl_->options.effective_workers(); }
@@ -540,20 +407,7 @@ const InputLimits& Runtime::limits() const noexcept { return impl_->options.limi
 
 HealthReport Runtime::health() const { return impl_->supervisor.health(); }
 
-std::vector<QueueProcess> Runtime::processes() const {
-  if (impl_->redis_store != nullptr) return impl_->redis_store->processes(impl_->redis_broker->owner());
-  QueueProcess self;
-  char host[256] = {};
-  gethostname(host, sizeof host - 1);
-  self.id = std::string(host) + ":" + std::to_string(getpid());
-  self.host = host;
-  self.pid = getpid();
-  self.workers = impl_->options.effective_workers();
-  self.started_at = impl_->started_at;
-  self.last_seen = WallClock::now();
-  self.self = true;
-  return {self};
-}
+std::vector<QueueProcess> Runtime::processes() const { return impl_->backend->processes(); }
 
 void Runtime::report_failure(std::string context, const Failure& failure) noexcept {
   try {
@@ -581,29 +435,7 @@ void Runtime::report_info(std::string message) noexcept {
   }
 }
 
-bool Runtime::wait_idle(std::chrono::milliseconds timeout) {
-  if (impl_->redis_store != nullptr) return impl_->wait_redis_idle(timeout);
-  return impl_->completion.wait_idle(timeout);
-}
-
-// The shared queue is idle when nothing waits or runs in Redis, and this
-// process has nothing left to end or to ack.
-bool Runtime::Impl::wait_redis_idle(std::chrono::milliseconds timeout) const {
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    try {
-      auto counts = store->count_by_state();
-      if (counts[JobState::queued] + counts[JobState::scheduled] + counts[JobState::running] == 0 &&
-          redis_broker->pending_acks() == 0) {
-        return true;
-      }
-    } catch (const detail::redis::RedisError&) {
-      // unreachable now: keep waiting
-    }
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
+bool Runtime::wait_idle(std::chrono::milliseconds timeout) { return impl_->backend->wait_idle(timeout); }
 
 ShutdownReport Runtime::shutdown(std::optional<std::chrono::milliseconds> timeout) {
   return impl_->stop(timeout.value_or(impl_->options.shutdown_timeout));

@@ -140,7 +140,7 @@ std::string_view to_string(FailureKind kind) noexcept {
     case FailureKind::shutdown: return "shutdown";
     case FailureKind::invalid: return "invalid";
     case FailureKind::cancelled: return "cancelled";
-    case FailureKind::lost: return "lost";
+    case FailureKind::lease_lost: return "lease_lost";
   }
   return "unknown";
 }

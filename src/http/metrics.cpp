@@ -218,6 +218,9 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
   w.sample("bulwark_trace_captures_total", {}, static_cast<double>(s.traces.captures));
   w.family("bulwark_trace_capture_seconds_total", "counter", "Time spent capturing throw-site traces.");
   w.sample("bulwark_trace_capture_seconds_total", {}, s.traces.seconds);
+  w.family("bulwark_results_dropped_total", "counter",
+           "Results of attempts dropped because another process took the job's lease over first.");
+  w.sample("bulwark_results_dropped_total", {}, static_cast<double>(s.results_dropped));
   w.family("bulwark_log_dropped_total", "counter", "Failure log lines dropped by the rate limit.");
   w.sample("bulwark_log_dropped_total", {}, static_cast<double>(s.log_dropped));
   if (server != nullptr) {

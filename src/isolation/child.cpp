@@ -247,7 +247,11 @@ json run_one(const Registry& registry, const json& request) {
     span_id = trace->parent_id;
     task.prepare().trace = std::make_shared<const TraceContext>(std::move(*trace));
   }
-  JobContext ctx = detail::ContextAccess::make(task, stop.get_token(), request.at("attempt").get<int>(), 0, span_id);
+  // The parent's fencing token; the child cannot learn of a lost lease
+  // (the parent stops it instead), so its lease_valid() stays true.
+  const auto fence = request.value("fence", std::uint64_t{0});
+  task.prepare_record().fence = fence;
+  JobContext ctx = detail::ContextAccess::make(task, stop.get_token(), request.at("attempt").get<int>(), 0, fence, span_id);
   json result;
   Outcome<void> outcome(std::monostate{});
   std::vector<Failure> cleanup_errors;

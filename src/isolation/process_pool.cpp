@@ -334,6 +334,7 @@ ProcessPool::End ProcessPool::exchange(Child& c, const ProcessRequest& request, 
                 {"attempt", request.attempt}, {"memory_limit_mb", request.memory_limit_mb},
                 {"payload", request.payload != nullptr ? *request.payload : json()}};
   if (!request.traceparent.empty()) frame["traceparent"] = request.traceparent;
+  if (request.fence > 0) frame["fence"] = request.fence;
   const std::size_t baseline = request.memory_limit_mb > 0 ? rss_bytes(pid) : 0;
   std::stop_callback on_stop(request.stop, [pid] { ::kill(pid, kChildStopSignal); });
   const bool has_deadline = request.hard_timeout.count() > 0;

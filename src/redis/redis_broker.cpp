@@ -65,7 +65,14 @@ FetchedJob parse_fetched(const Value& v) {
     f.tracestate = text(11);
   }
   if (v.elements.size() > 12) f.then = text(12);
+  if (v.elements.size() > 13) f.fence = static_cast<std::uint64_t>(v.elements.at(13).as_integer());
   return f;
+}
+
+std::string seen_text(long long ms) {
+  if (ms <= 0) return "never seen";
+  const auto ago = epoch_ms(Clock::now()) - ms;
+  return "last seen " + std::to_string(std::max(0LL, ago)) + " ms ago";
 }
 
 }  // namespace
@@ -198,17 +205,28 @@ void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
   a.due_ms = epoch_ms(due);
   std::size_t held = 0;
   bool first = false;  // nothing was waiting: the acker may be asleep
+  std::optional<std::string> taken_by;  // set: the lease was taken over; the result is dropped
   {
     MutexLock lock(mutex_);
-    auto it = held_.find(a.id);
-    if (it == held_.end()) return;  // not ours any more
-    a.attempt = it->second.attempt;
-    held_.erase(it);
-    held = held_.size();
-    first = pending_.empty();
-    pending_.push_back(std::move(a));  // written by the acker, in batches; kept until Redis took it
+    if (auto it = held_.find(a.id); it != held_.end()) {
+      a.attempt = it->second.attempt;
+      a.fence = it->second.fence;
+      held_.erase(it);
+      held = held_.size();
+      first = pending_.empty();
+      pending_.push_back(std::move(a));  // written by the acker, in batches; kept until Redis took it
+    } else if (auto lost = lost_.find(a.id); lost != lost_.end()) {
+      taken_by = std::move(lost->second.second);
+      lost_.erase(lost);
+    } else {
+      return;  // not ours any more (given back at shutdown)
+    }
   }
   lease = Lease{};  // gives back the local retry slot, if any
+  if (taken_by) {
+    drop_result(task->id(), task->with_record([](const TaskRecord& r) { return r.attempts; }), *taken_by);
+    return;
+  }
   // While ends wait, the acker is writing them (it stops only on an empty
   // list) or backing off from an outage: only the first needs a wake-up.
   if (first) signal(ack_wake_);
@@ -266,12 +284,12 @@ std::size_t RedisBroker::refill(Connection& c) {
     TaskPtr task = factory_(job);
     // Not a type this process runs, or no room here: give it back at once.
     if (!task || (!job.retry && !local_.try_reserve())) {
-      c.eval(kRelease, {keys_.job(job.id), keys_.leased, keys_.ready}, {job.id, owner_, std::to_string(job.attempt)});
+      c.eval(kRelease, {keys_.job(job.id), keys_.leased, keys_.ready}, {job.id, owner_, std::to_string(job.fence)});
       continue;
     }
     {
       MutexLock lock(mutex_);
-      held_[job.id] = Held{job.attempt, task};
+      held_[job.id] = Held{job.attempt, job.fence, task};
     }
     task->set_ready_at(now);
     if (job.retry) {
@@ -286,15 +304,48 @@ std::size_t RedisBroker::refill(Connection& c) {
 }
 
 void RedisBroker::extend_all(Connection& c) {
-  std::vector<std::pair<std::string, int>> ids;
+  std::vector<std::pair<std::string, std::uint64_t>> ids;
   {
     MutexLock lock(mutex_);
-    for (const auto& [id, h] : held_) ids.emplace_back(id, h.attempt);
+    for (const auto& [id, h] : held_) ids.emplace_back(id, h.fence);
   }
   const std::string deadline = std::to_string(epoch_ms(Clock::now() + options_.lease));
-  for (const auto& [id, attempt] : ids) {
-    c.eval(kExtend, {keys_.job(id), keys_.leased}, {id, owner_, std::to_string(attempt), deadline});
+  for (const auto& [id, fence] : ids) {
+    const Value v = c.eval(kExtend, {keys_.job(id), keys_.leased}, {id, owner_, std::to_string(fence), deadline});
+    if (v.type != Value::Type::integer) lost_here(id, fence, v.str);
   }
+}
+
+void RedisBroker::lost_here(const std::string& id, std::uint64_t fence, const std::string& holder) {
+  TaskPtr task;
+  int attempt = 0;
+  {
+    MutexLock lock(mutex_);
+    auto it = held_.find(id);
+    if (it == held_.end() || it->second.fence != fence) return;  // ended meanwhile
+    task = std::move(it->second.task);
+    attempt = it->second.attempt;
+    held_.erase(it);
+    lost_[id] = {fence, holder};
+  }
+  task->with_record([&](TaskRecord& r) {
+    r.lease_lost = true;  // JobContext::lease_valid()
+    task->set_stop_reason(FailureKind::lease_lost);
+    r.stop.request_stop();
+  });
+  warn("lease of job " + id + " (" + task->type() + ", attempt " + std::to_string(attempt) +
+       ") lost: taken over by process " + (holder.empty() ? std::string("none") : holder) +
+       "; its stop token is set and its result will be dropped");
+}
+
+void RedisBroker::drop_result(const std::string& id, int attempt, const std::string& holder) {
+  results_dropped_.fetch_add(1, std::memory_order_relaxed);
+  warn("result of attempt " + std::to_string(attempt) + " of job " + id + " dropped: lease taken over by process " +
+       (holder.empty() ? std::string("none") : holder));
+}
+
+void RedisBroker::warn(std::string text) const {
+  if (reporter_ != nullptr) reporter_->log(LogLevel::warn, std::move(text));
 }
 
 // Writes up to kAckBatch of the oldest pending ends with one script call
@@ -318,18 +369,29 @@ std::size_t RedisBroker::flush_batch(Connection& c) {
     args.reserve(args.size() + 6 * n);
     for (std::size_t i = 0; i < n; ++i) {
       const PendingAck& a = pending_[i];
-      args.insert(args.end(), {a.id, std::to_string(a.attempt), a.how == Ack::retry ? "retry" : "done", a.state,
+      args.insert(args.end(), {a.id, std::to_string(a.fence), a.how == Ack::retry ? "retry" : "done", a.state,
                                a.outcome, std::to_string(a.due_ms)});
     }
   }
   // Progress first: every end taken above came after its job's last
   // progress note, which the end's fence would refuse once written.
   write_progress(c);
-  // A 0 in the reply: the lease was recovered meanwhile and the job runs
-  // elsewhere; its outcome here does not count.
-  c.eval(kAck, {keys_.leased, keys_.done, keys_.dead, keys_.index, keys_.ended, keys_.scheduled, keys_.counts}, args);
-  MutexLock lock(mutex_);
-  pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+  // A holder's name in the reply instead of 1: the lease was taken over
+  // meanwhile and the job runs elsewhere; the outcome here does not count.
+  const Value v =
+      c.eval(kAck, {keys_.leased, keys_.done, keys_.dead, keys_.index, keys_.ended, keys_.scheduled, keys_.counts}, args);
+  std::vector<std::pair<std::string, int>> dropped;
+  std::vector<std::string> holders;
+  {
+    MutexLock lock(mutex_);
+    for (std::size_t i = 0; i < n && i < v.elements.size(); ++i) {
+      if (v.elements[i].type == Value::Type::integer) continue;
+      dropped.emplace_back(pending_[i].id, pending_[i].attempt);
+      holders.push_back(v.elements[i].str);
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  for (std::size_t i = 0; i < dropped.size(); ++i) drop_result(dropped[i].first, dropped[i].second, holders[i]);
   return n;
 }
 
@@ -362,7 +424,7 @@ void RedisBroker::note_progress(const std::string& id, const JobProgress& p) {
     MutexLock lock(mutex_);
     auto it = held_.find(id);
     if (it == held_.end()) return;  // not leased here
-    progress_[id] = ProgressNote{it->second.attempt, text};
+    progress_[id] = ProgressNote{it->second.fence, text};
   }
   signal(ack_wake_);
 }
@@ -376,7 +438,7 @@ void RedisBroker::write_progress(Connection& c) {
     notes.swap(progress_);
   }
   for (const auto& [id, note] : notes) {
-    c.eval(kProgress, {keys_.job(id)}, {owner_, std::to_string(note.attempt), note.json});
+    c.eval(kProgress, {keys_.job(id)}, {owner_, std::to_string(note.fence), note.json});
   }
 }
 
@@ -450,9 +512,53 @@ void RedisBroker::feed_once(Connection& c) {
   const auto now = std::to_string(now_ms);
   check_cancels(c);
   c.eval(kPromote, {keys_.scheduled, keys_.ready}, {now, "1000", keys_.job_prefix});
-  c.eval(kRecover, {keys_.leased, keys_.ready, keys_.dead, keys_.index, keys_.done, keys_.ended, keys_.counts},
-         {now, "1000", keys_.job_prefix, std::to_string(options_.keep_dead), std::to_string(options_.keep_finished),
+  // A process that only admits takes no leases over: it could not run
+  // their retries' policy for types it may not know.
+  if (options_.workers > 0) {
+    const Value rows = c.eval(kRecover, {keys_.leased, keys_.processes},
+                              {now, "100", owner_, std::to_string(now_ms + options_.lease.count()), keys_.job_prefix});
+    for (const Value& row : rows.elements) take_over(row);
+  }
+  c.eval(kTrim, {keys_.dead, keys_.done, keys_.index, keys_.counts},
+         {keys_.job_prefix, std::to_string(options_.keep_dead), std::to_string(options_.keep_finished),
           retention_cutoff(options_.dead_ttl, now_ms), retention_cutoff(options_.finished_ttl, now_ms)});
+}
+
+// A lease taken over from a process that died or stalled: the lost attempt
+// ends here through the failure path (the listener), as every failed
+// attempt does. A job whose type this process does not run cannot follow
+// its type's policy here: it is ready again at once while attempts remain.
+void RedisBroker::take_over(const Value& row) {
+  const FetchedJob job = parse_fetched(row);
+  LostLease lost;
+  lost.attempt = job.attempt;
+  lost.holder = row.elements.at(14).str;
+  lost.holder_seen_ms = row.elements.at(15).as_integer();
+  lost.cancel = row.elements.at(16).str == "1";
+  warn("lease of job " + job.id + " (" + job.type + ", attempt " + std::to_string(job.attempt) + ") held by process " +
+       lost.holder + " (" + seen_text(lost.holder_seen_ms) + ") expired: taken over by this process");
+  TaskPtr task = on_lease_lost_ ? factory_(job) : nullptr;
+  if (!task) {
+    const bool again = job.attempt < job.max_attempts && !lost.cancel;
+    Failure f = make_failure(FailureKind::lease_lost, "the lease of process " + lost.holder +
+                                                          " expired while it ran the job: it died or stalled");
+    PendingAck a{job.id, job.attempt, job.fence, again ? Ack::retry : Ack::done,
+                 lost.cancel ? "cancelled" : "failed",
+                 dump_line(nlohmann::ordered_json{{"error", to_json(f, true)}}), epoch_ms(Clock::now())};
+    {
+      MutexLock lock(mutex_);
+      pending_.push_back(std::move(a));
+    }
+    signal(ack_wake_);
+    return;
+  }
+  if (lost.cancel) task->with_record([](TaskRecord& r) { r.cancel_requested = true; });
+  task->set_state(JobState::running);
+  {
+    MutexLock lock(mutex_);
+    held_[job.id] = Held{job.attempt, job.fence, task};
+  }
+  on_lease_lost_(Lease{std::move(task), {}}, lost);
 }
 
 void RedisBroker::feed(std::stop_token stop) {
@@ -506,7 +612,7 @@ void RedisBroker::close() {
 
 std::vector<TaskPtr> RedisBroker::drain() {
   std::vector<TaskPtr> local_only;
-  std::vector<std::pair<std::string, int>> give_back;
+  std::vector<std::pair<std::string, std::uint64_t>> give_back;
   for (TaskPtr& t : local_.drain()) {
     if (!t->spec().stored) {
       local_only.push_back(std::move(t));
@@ -514,7 +620,7 @@ std::vector<TaskPtr> RedisBroker::drain() {
     }
     MutexLock lock(mutex_);
     if (auto it = held_.find(t->id()); it != held_.end()) {
-      give_back.emplace_back(t->id(), it->second.attempt);
+      give_back.emplace_back(t->id(), it->second.fence);
       held_.erase(it);
     }
   }
@@ -524,8 +630,8 @@ std::vector<TaskPtr> RedisBroker::drain() {
     Connection c(options_.address, options_.connect_timeout, options_.command_timeout);
     flush_pending(c);
     c.pipeline({{"ZREM", keys_.processes, owner_}, {"DEL", keys_.process(owner_)}});  // a clean leave
-    for (const auto& [id, attempt] : give_back) {
-      c.eval(kRelease, {keys_.job(id), keys_.leased, keys_.ready}, {id, owner_, std::to_string(attempt)});
+    for (const auto& [id, fence] : give_back) {
+      c.eval(kRelease, {keys_.job(id), keys_.leased, keys_.ready}, {id, owner_, std::to_string(fence)});
     }
   } catch (const RedisError&) {
     // Redis is gone: the leases expire and other processes take the jobs back.

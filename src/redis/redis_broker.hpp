@@ -5,14 +5,18 @@
 // record, ready set). A feeder thread keeps up to `workers + prefetch` of them
 // leased to this process and waiting in a local JobQueue, so workers fetch
 // without a round trip; it also extends the leases of the jobs held here,
-// promotes jobs whose time has come, and takes back leases that expired in
-// other processes (kind `lost`); an ack that leaves room for a batch wakes
-// it at once. An attempt's end (finish or retry, fenced by owner and attempt
-// number) is handed by the worker to an acker thread that writes the ends
-// waiting, up to 256 with one script call: a worker never waits for Redis.
-// Ends that cannot reach Redis wait and are written once it is back; if a
-// lease expired meanwhile the job is redelivered instead. Posted callables
-// cannot cross processes: they stay in the local queue.
+// promotes jobs whose time has come, and takes over leases that expired in
+// other processes: each such job is handed to the lease-lost listener
+// (set_on_lease_lost), which ends the lost attempt as every failed attempt
+// ends (kind `lease_lost`). An ack that leaves room for a batch wakes the
+// feeder at once. An attempt's end (finish or retry, fenced by owner and
+// lease fence) is handed by the worker to an acker thread that writes the
+// ends waiting, up to 256 with one script call: a worker never waits for
+// Redis. Ends that cannot reach Redis wait and are written once it is back.
+// A lease this process finds taken over (at a renewal, or when its end is
+// refused) has its attempt's stop token set and its result dropped, with a
+// warning and a count (results_dropped). Posted callables cannot cross
+// processes: they stay in the local queue.
 //
 // Thread-safe. admit() blocks for a Redis round trip (at most the command
 // timeout); ack() does not; fetch() blocks until a job is there.
@@ -36,6 +40,7 @@
 #include "redis/keys.hpp"
 #include "redis/pool.hpp"
 #include "runtime/job_queue.hpp"
+#include "runtime/reporter.hpp"
 
 namespace bulwark::detail::redis {
 
@@ -73,6 +78,15 @@ struct FetchedJob {
   long long created_ms = 0;
   std::string traceparent, tracestate;  // W3C trace context; empty: none
   std::string then;                     // the follow-up spec as JSON; empty: none
+  std::uint64_t fence = 0;              // the lease's fencing token
+};
+
+// A lease this process took over from a process that died or stalled.
+struct LostLease {
+  int attempt = 0;            // the attempt that was lost
+  std::string holder;         // the process that held it (host:pid:tag)
+  long long holder_seen_ms = 0;  // that process's last heartbeat; 0: unknown
+  bool cancel = false;        // a cancel was asked for while it ran
 };
 
 // Builds the local task for a fetched job (spec, type entry, record);
@@ -97,6 +111,15 @@ class RedisBroker final : public Broker {
   void set_on_paused(std::function<void(const std::set<std::string>&, std::uint64_t epoch)> fn) {
     on_paused_ = std::move(fn);
   }
+  // Told of every lease this process took over (on the feeder thread): the
+  // job's task with its lease, now held here under a new fence, to end
+  // through the failure path. Set before start().
+  void set_on_lease_lost(std::function<void(Lease, const LostLease&)> fn) { on_lease_lost_ = std::move(fn); }
+  // Where warnings go (lost leases, dropped results). Set before start().
+  void set_reporter(Reporter& reporter) noexcept { reporter_ = &reporter; }
+  // Results of attempts whose lease was taken over before their end was
+  // written: dropped (bulwark_results_dropped_total).
+  std::uint64_t results_dropped() const noexcept { return results_dropped_.load(std::memory_order_relaxed); }
   // Counts this process's pauses and resumes (set_paused).
   std::uint64_t pause_epoch() const noexcept { return pause_epoch_.load(std::memory_order_acquire); }
   // Pauses or resumes a job type for every process on the queue (kept in
@@ -153,12 +176,14 @@ class RedisBroker final : public Broker {
  private:
   struct Held {
     int attempt = 0;
+    std::uint64_t fence = 0;
     TaskPtr task;
   };
   // An attempt's end on its way to Redis.
   struct PendingAck {
     std::string id;
     int attempt = 0;
+    std::uint64_t fence = 0;
     Ack how = Ack::done;
     std::string state;    // for done: succeeded, failed or cancelled
     std::string outcome;  // JSON text
@@ -200,6 +225,13 @@ class RedisBroker final : public Broker {
   void check_cancels(Connection& c);
   void heartbeat(Connection& c);
   void read_paused(Connection& c);
+  void take_over(const Value& row);
+  // The lease of `id` under `fence` is not this process's any more: `holder`
+  // has it. Its attempt is asked to stop; its end will be dropped.
+  void lost_here(const std::string& id, std::uint64_t fence, const std::string& holder);
+  // A result that will not be written: logged and counted.
+  void drop_result(const std::string& id, int attempt, const std::string& holder);
+  void warn(std::string text) const;
   void write_progress(Connection& c);
 
   const BrokerOptions options_;
@@ -209,15 +241,21 @@ class RedisBroker final : public Broker {
   const TaskFactory factory_;
   std::function<std::string()> describe_;  // set before start(); the feeder's
   std::function<void(const std::set<std::string>&, std::uint64_t)> on_paused_;  // likewise
+  std::function<void(Lease, const LostLease&)> on_lease_lost_;  // likewise
+  Reporter* reporter_ = nullptr;  // likewise
+  std::atomic<std::uint64_t> results_dropped_{0};
   std::atomic<std::uint64_t> pause_epoch_{0};
   JobQueue local_;
   Pool pool_;  // for admit() and ack(), on the callers' threads
 
   mutable Mutex mutex_;
   std::map<std::string, Held> held_ BULWARK_GUARDED_BY(mutex_);
+  // Attempts running here whose lease was taken over: id -> (fence, holder),
+  // until their end comes and is dropped.
+  std::map<std::string, std::pair<std::uint64_t, std::string>> lost_ BULWARK_GUARDED_BY(mutex_);
   std::deque<PendingAck> pending_ BULWARK_GUARDED_BY(mutex_);
   struct ProgressNote {
-    int attempt = 0;
+    std::uint64_t fence = 0;
     std::string json;  // {"fraction", "note", "at_ms"}
   };
   std::map<std::string, ProgressNote> progress_ BULWARK_GUARDED_BY(mutex_);  // waiting for the acker  // ends Redis has not taken yet, oldest first

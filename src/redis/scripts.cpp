@@ -44,9 +44,10 @@ local function bulk(command, key, args)
     redis.call(command, key, unpack(args, i, math.min(i + 3999, #args)))
   end
 end
-local function holds(key, owner, attempt)
-  local f = redis.call('HMGET', key, 'owner', 'attempts', 'state')
-  return f[1] == owner and f[2] == attempt and f[3] == 'running'
+-- Whether `owner` still holds the lease it took under `fence`.
+local function holds(key, owner, fence)
+  local f = redis.call('HMGET', key, 'owner', 'fence', 'state')
+  return f[1] == owner and f[2] == fence and f[3] == 'running'
 end
 )lua";
 
@@ -135,6 +136,7 @@ for i = 1, #popped, 2 do
     table.insert(held, id)
   elseif f[1] == 'queued' then
     local attempts = tonumber(f[10]) + 1
+    local fence = redis.call('HINCRBY', key, 'fence', 1)
     if f[11] then
       redis.call('HSET', key, 'state', 'running', 'owner', ARGV[4], 'retry', '0', 'attempts', attempts)
     else
@@ -144,7 +146,7 @@ for i = 1, #popped, 2 do
     table.insert(leased, deadline)
     table.insert(leased, id)
     table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], tostring(attempts), f[7], f[8], f[9], f[12] or '',
-                       f[13] or '', f[14] or ''})
+                       f[13] or '', f[14] or '', tostring(fence)})
   end
 end
 bulk('ZADD', KEYS[2], leased)
@@ -178,11 +180,11 @@ const Script kAck{"ack", kPrelude + R"lua(
 local owner, now, prefix = ARGV[1], ARGV[2], ARGV[7]
 local out, unleased, done, dead, scheduled, ends, counted = {}, {}, {}, {}, {}, {}, {}
 for i = 8, #ARGV, 6 do
-  local id, attempt, how, state, outcome, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
-                                               ARGV[i + 5]
+  local id, fence, how, state, outcome, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
+                                             ARGV[i + 5]
   local key = prefix .. id
-  if not holds(key, owner, attempt) then
-    table.insert(out, 0)
+  if not holds(key, owner, fence) then
+    table.insert(out, redis.call('HGET', key, 'owner') or '')
   else
     table.insert(unleased, id)
     if how == 'retry' then
@@ -213,7 +215,7 @@ return out
 )lua"};
 
 const Script kExtend{"extend", kPrelude + R"lua(
-if not holds(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
+if not holds(KEYS[1], ARGV[2], ARGV[3]) then return redis.call('HGET', KEYS[1], 'owner') or '' end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return 1
 )lua"};
@@ -233,38 +235,34 @@ return #due
 )lua"};
 
 const Script kRecover{"recover", kPrelude + R"lua(
-local now = ARGV[1]
+local now, owner, deadline, prefix = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for _, id in ipairs(expired) do
-  local key = ARGV[3] .. id
-  redis.call('ZREM', KEYS[1], id)
-  local f = redis.call('HMGET', key, 'state', 'attempts', 'max_attempts', 'owner', 'priority', 'seq', 'cancel')
+  local key = prefix .. id
+  local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
+                       'retry', 'created_ms', 'attempts', 'traceparent', 'tracestate', 'then', 'owner', 'cancel')
   if f[1] == 'running' then
-    local outcome = cjson.encode({error = {kind = 'lost', type = 'lost', process = f[4] or '',
-      message = 'the lease of process ' .. (f[4] or '?') .. ' expired: it died or stalled while running the job'}})
-    redis.call('HDEL', key, 'owner')
-    redis.call('HSET', key, 'lost_ms', now)  -- when the lease was taken back
-    if f[7] == '1' then
-      redis.call('HSET', key, 'state', 'cancelled', 'outcome', outcome, 'finished_ms', now)
-      redis.call('HDEL', key, 'cancel')
-      redis.call('ZADD', KEYS[5], now, id)
-      redis.call('HINCRBY', KEYS[7], 'cancelled', 1)
-      ended(KEYS[6], id, 'cancelled')
-    elseif tonumber(f[2]) >= tonumber(f[3]) then
-      redis.call('HSET', key, 'state', 'failed', 'outcome', outcome, 'finished_ms', now)
-      redis.call('ZADD', KEYS[3], now, id)
-      ended(KEYS[6], id, 'failed')
-    else
-      redis.call('HSET', key, 'state', 'queued', 'outcome', outcome, 'retry', '1')
-      redis.call('ZADD', KEYS[2], ready_score(f[5], true, f[6]), id)
-    end
-    table.insert(out, id)
+    -- Taken over by this process, which ends the lost attempt as every
+    -- failed attempt ends; a new fence shuts the old holder out.
+    local fence = redis.call('HINCRBY', key, 'fence', 1)
+    redis.call('HSET', key, 'owner', owner, 'lost_ms', now)
+    redis.call('ZADD', KEYS[1], deadline, id)
+    local seen = redis.call('ZSCORE', KEYS[2], f[14] or '')
+    table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], f[10], f[7], f[8], f[9], f[11] or '', f[12] or '',
+                       f[13] or '', tostring(fence), f[14] or '', seen or '0', f[15] or '0'})
+  else
+    redis.call('ZREM', KEYS[1], id)
   end
 end
-trim(KEYS[3], tonumber(ARGV[4]), ARGV[6], ARGV[3], KEYS[4])
-trim(KEYS[5], tonumber(ARGV[5]), ARGV[7], ARGV[3], KEYS[4], KEYS[7])
 return out
+)lua"};
+
+// Retention of both lists by age (the ack script trims by count as it adds).
+const Script kTrim{"trim", kPrelude + R"lua(
+trim(KEYS[1], tonumber(ARGV[2]), ARGV[4], ARGV[1], KEYS[3])
+trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], ARGV[1], KEYS[3], KEYS[4])
+return 1
 )lua"};
 
 const Script kCancel{"cancel", kPrelude + R"lua(

@@ -6,7 +6,8 @@
 // timeout_ms, seq, created_ms, attempts, state, owner (the process holding
 // its lease, or that held it last), retry ("1" while it waits as a retry),
 // cancel ("1" when a stop was asked for while it ran), started_ms,
-// finished_ms, lost_ms (when a lease of it was last taken back), and
+// finished_ms, lost_ms (when a lease of it was last taken back), fence
+// (how many leases it has had: every fetch and every take-over adds one), and
 // outcome (JSON text the runner wrote: result, error, cleanup_errors,
 // duration_ms).
 //
@@ -21,9 +22,9 @@
 // so a higher priority first, within one a fresh job before a retry, then
 // submit order. Exact below 2^53: up to 2^44 jobs.
 //
-// Fencing: an ack or extend names the owner and the attempt number
-// it was given; if the lease was recovered and handed out again meanwhile,
-// the call changes nothing and returns 0 (its outcome is not counted).
+// Fencing: an ack, extend, progress or release names the owner and the
+// fence it was leased under; if the lease was taken over meanwhile (even by
+// the same process), the call changes nothing and says who holds it now.
 //
 // Thread-safe: these are constants.
 #pragma once
@@ -50,25 +51,28 @@ extern const Script kEnqueue;
 // set aside in `held` instead (still queued, its ready score kept). Returns an array with, per job:
 // id, type, payload, priority, max_attempts, timeout_ms, attempts (this one's
 // number), seq, retry ("1" or "0"), created_ms, traceparent, tracestate,
-// the follow-up spec ("" for none).
+// the follow-up spec ("" for none), the fence (the job's lease count: it
+// grows with every lease of the job, in every process).
 extern const Script kFetch;
 
 // KEYS: leased, done, dead, index, ended, scheduled, counts.
 // ARGV: owner, now_ms, keep_done, keep_dead, done_cutoff_ms, dead_cutoff_ms,
-//       job_prefix, then six per attempt: id, attempt, how ("done" or
+//       job_prefix, then six per attempt: id, fence, how ("done" or
 //       "retry"), state (for done: succeeded, failed or cancelled), outcome,
 //       due_ms (for retry).
 // Writes the ends of a batch of attempts, each as its own transition: done
 // ends the job in `state`, enters it in its retention list and on the
 // ended stream; retry schedules another attempt at `due_ms`. Then applies
 // retention (entries finished before the cutoff, then the oldest beyond
-// `keep`) to the lists that grew. Returns 1 per attempt written, 0 per
-// attempt fenced (its lease was recovered meanwhile), in order.
+// `keep`) to the lists that grew. Returns 1 per attempt written and, per
+// attempt fenced (its lease was taken over meanwhile), the process that
+// holds the job now ("" for none), in order.
 extern const Script kAck;
 
 // KEYS: job, leased.
-// ARGV: id, owner, attempt, deadline_ms.
-// Moves the lease deadline. 1, or 0 if the lease is not this one any more.
+// ARGV: id, owner, fence, deadline_ms.
+// Moves the lease deadline. 1, or, if the lease is not this one any more,
+// the process that holds the job now ("" for none).
 extern const Script kExtend;
 
 // KEYS: scheduled, ready.
@@ -76,14 +80,21 @@ extern const Script kExtend;
 // Moves up to `max` jobs whose time has come to the ready set. Returns how many.
 extern const Script kPromote;
 
-// KEYS: leased, ready, dead, index, done, ended, counts.
-// ARGV: now_ms, max, job_prefix, keep_dead, keep_done, dead_cutoff_ms, done_cutoff_ms.
-// Takes back up to `max` leases past their deadline (their process died or
-// stalled): the attempt counts and fails with kind `lost`; the job is ready
-// again as a retry, or a dead letter when it has no attempts left (or
-// cancelled, if a stop had been asked for); ends go on the ended stream.
-// Then applies retention to both lists. Returns the ids recovered.
+// KEYS: leased, processes.
+// ARGV: now_ms, max, owner, lease_deadline_ms, job_prefix.
+// Takes over up to `max` leases past their deadline (their process died or
+// stalled): each job, still running, is leased to `owner` under a new
+// fence, so that owner ends the lost attempt through its own failure path
+// (retry policy, events, counters) and the old holder's writes are
+// refused. Returns one row per job: the fetch script's fields, then the
+// process that held it, when that process was last seen (ms; 0 unknown)
+// and whether a cancel was asked for ("1").
 extern const Script kRecover;
+
+// KEYS: dead, done, index, counts.
+// ARGV: job_prefix, keep_dead, keep_done, dead_cutoff_ms, done_cutoff_ms.
+// Retention by age of the dead and done lists.
+extern const Script kTrim;
 
 // KEYS: job, ready, scheduled, done, cancel, index, ended, counts.
 // ARGV: id, now_ms, keep, job_prefix, cutoff_ms.
@@ -98,14 +109,14 @@ extern const Script kCancel;
 extern const Script kRequeue;
 
 // KEYS: job, leased, ready.
-// ARGV: id, owner, attempt.
+// ARGV: id, owner, fence.
 // Gives back a job fetched but never started here (its process is
 // stopping): the attempt is not counted, and it is ready for others at once.
 // 1, or 0 if fenced.
 extern const Script kRelease;
 
 // KEYS: job.
-// ARGV: owner, attempt, progress JSON.
+// ARGV: owner, fence, progress JSON.
 // Sets a running job's progress if `owner` still holds that attempt. 1, or
 // 0 if fenced.
 extern const Script kProgress;

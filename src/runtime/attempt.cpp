@@ -36,6 +36,7 @@ RunnerResult ChildRunner::run(Task& task, JobContext& ctx) {
   request.id = task.id();
   request.type = task.type();
   request.attempt = ctx.attempt();
+  request.fence = ctx.fencing_token();
   request.payload = &task.spec().payload;
   request.hard_timeout = task.spec().hard_timeout;
   request.memory_limit_mb = memory_limit_mb_;
@@ -66,6 +67,7 @@ bool Attempt::start(Clock::time_point now) {
   const bool go = task_.with_record([&](TaskRecord& r) {
     if (r.cancel_requested) return false;  // cancelled while it was deferred
     number_ = ++r.attempts;
+    fence_ = ++r.fence;
     epoch_ = r.epoch;
     r.stop = slot_.stop_source();  // lent for this attempt; taken back when it ends
     token_ = r.stop.get_token();
@@ -78,7 +80,7 @@ bool Attempt::start(Clock::time_point now) {
 }
 
 AttemptEnd Attempt::run() {
-  JobContext ctx = ContextAccess::make(task_, std::move(token_), number_, epoch_, span_id_);
+  JobContext ctx = ContextAccess::make(task_, std::move(token_), number_, epoch_, fence_, span_id_);
   set_crash_context(task_.id().c_str(), task_.type().c_str(), slot_.id());
   RunnerResult result = runner_.run(task_, ctx);
   set_crash_context(nullptr, nullptr, slot_.id());

@@ -93,6 +93,7 @@ class Attempt {
   Clock::time_point start_{};
   int number_ = 0;
   std::uint32_t epoch_ = 0;
+  std::uint64_t fence_ = 0;
   std::string span_id_;  // with a trace: this attempt's span
   std::stop_token token_;
 };

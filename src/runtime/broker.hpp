@@ -67,7 +67,15 @@ class RetrySlot {
 struct Lease {
   TaskPtr task;
   RetrySlot retry;  // set when the job came in as a retry
-  bool is_retry() const noexcept { return static_cast<bool>(retry); }
+  // A retry that gave its slot back while its type was paused: it takes
+  // one again through the broker before it runs.
+  bool retry_given_back = false;
+  bool is_retry() const noexcept { return static_cast<bool>(retry) || retry_given_back; }
+  void give_back_retry() noexcept {
+    if (!retry) return;
+    retry.release();
+    retry_given_back = true;
+  }
   explicit operator bool() const noexcept { return task != nullptr; }
 };
 

@@ -163,6 +163,13 @@ void Completion::abandoned(Running running, int attempt, Failure failure, double
   broker_.ack(std::move(running.lease), Ack::done);
 }
 
+void Completion::lease_lost(Lease lease, int attempt, Failure failure) {
+  Running running;  // no breaker ticket, no gate place: nothing of this process's ran it
+  running.lease = std::move(lease);
+  running.task()->with_record([&](TaskRecord& r) { r.attempts = attempt; });
+  fail(std::move(running), attempt, std::move(failure), nullptr, {}, 0.0);
+}
+
 void Completion::cancelled_before_start(Lease lease, Clock::time_point now) {
   const TaskPtr& task = lease.task;
   task->with_record([&](TaskRecord& r) { r.finished_at = to_wall(now); });
@@ -236,13 +243,7 @@ void Completion::publish(const TaskPtr& task, JobState terminal) {
     default: break;
   }
   if (task->spec().stored) store_.finished(task);
-  if (options_.on_finished) {
-    auto outcome = guarded([&] { options_.on_finished(task->snapshot()); });
-    if (!outcome.ok()) {
-      reporter_.log(LogLevel::error,
-                    "on_finished listener threw " + outcome.failure().type + ": " + outcome.failure().message);
-    }
-  }
+  if (options_.on_finished || end_listener_) notify_listeners(task->snapshot());
   // Dekker-style with the waits: both sides seq_cst, so either the waiter
   // sees the count it waits for or we see the waiter. Whoever makes the
   // ended count reach the accepted count wakes wait_idle; every end wakes
@@ -265,12 +266,20 @@ void Completion::ended_elsewhere(const JobRecord& record) {
     case JobState::cancelled: cancelled_.fetch_add(1, std::memory_order_relaxed); break;
     default: return;
   }
-  if (!options_.on_finished) return;
-  auto outcome = guarded([&] { options_.on_finished(record); });
-  if (!outcome.ok()) {
-    reporter_.log(LogLevel::error,
-                  "on_finished listener threw " + outcome.failure().type + ": " + outcome.failure().message);
-  }
+  notify_listeners(record);
+}
+
+void Completion::notify_listeners(const JobRecord& record) {
+  const auto call = [&](const std::function<void(const JobRecord&)>& listener, const char* name) {
+    if (!listener) return;
+    auto outcome = guarded([&] { listener(record); });
+    if (!outcome.ok()) {
+      reporter_.log(LogLevel::error, std::string(name) + " listener threw " + outcome.failure().type + ": " +
+                                         outcome.failure().message);
+    }
+  };
+  call(options_.on_finished, "on_finished");
+  call(end_listener_, "on_finished_anywhere");
 }
 
 CompletionCounts Completion::counts() const noexcept {

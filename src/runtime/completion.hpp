@@ -64,6 +64,11 @@ class Completion {
   // The supervisor or shutdown won the handshake of attempt `attempt`: it
   // fails with `failure`; another attempt follows if allowed and left.
   void abandoned(Running running, int attempt, Failure failure, double duration_ms, bool allow_retry);
+  // A shared queue's lease taken over from a process that died or stalled
+  // while it ran attempt `attempt`: that attempt fails with `failure` (kind
+  // lease_lost) under the job's retry policy, as any failed attempt does,
+  // except that no breaker here hears of it (the job did not fail here).
+  void lease_lost(Lease lease, int attempt, Failure failure);
   // The worker took a job whose cancel came while its start was put off.
   void cancelled_before_start(Lease lease, Clock::time_point now);
   // A user's cancel: ends a waiting job; asks a running one to stop.
@@ -83,6 +88,10 @@ class Completion {
   // the workers start.
   void set_follow_up(std::function<void(const Task&)> submit) { follow_up_ = std::move(submit); }
 
+  // One more listener of every job ended here, after on_finished (the
+  // memory backend's on_finished_anywhere). Set before the workers start.
+  void set_end_listener(std::function<void(const JobRecord&)> listener) { end_listener_ = std::move(listener); }
+
   CompletionCounts counts() const noexcept;
   void count_hard_timeout() noexcept { hard_timeouts_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -94,6 +103,8 @@ class Completion {
   // The last step of every ending: publishes `terminal` (already stored on
   // the task) to waiters, the store, the listener and wait_idle().
   void publish(const TaskPtr& task, JobState terminal);
+  // Hands `record` to the on_finished listeners, each in a guarded frame.
+  void notify_listeners(const JobRecord& record);
 
   const RuntimeOptions& options_;
   Reporter& reporter_;
@@ -101,6 +112,7 @@ class Completion {
   Broker& broker_;
   JobStore& store_;
   std::function<void(const Task&)> follow_up_;
+  std::function<void(const JobRecord&)> end_listener_;
 
   // Jobs not yet ended are `accepted_ - ended_`, one count on each side;
   // the submit side's line is apart from the workers'.

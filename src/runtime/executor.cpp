@@ -109,6 +109,11 @@ void Executor::worker_loop(const SlotPtr& slot) {
       // the job parked next in line starts here, without a trip through the queue.
       while (std::optional<Lease> next = type.gate.take_runnable()) {
         broker_.set_aside(-1);
+        if (next->retry_given_back) {  // it takes a retry place again, through the broker
+          type.gate.leave();
+          defer(std::move(*next), Clock::now(), false);
+          continue;
+        }
         if (!serve(slot, std::move(*next), true)) return;
       }
     }

@@ -308,6 +308,7 @@ std::shared_ptr<Task> Intake::rebuild(Stored job) const {
   task->prepare().then = std::move(job.then);
   TaskRecord& r = task->prepare_record();
   r.attempts = job.attempt - 1;  // Attempt::start counts the one it begins
+  r.fence = job.fence > 0 ? job.fence - 1 : 0;  // and the lease it runs under
   r.created_at = job.created_at;
   return task;
 }

@@ -56,6 +56,7 @@ class Intake {
     std::uint64_t seq = 0;
     int attempt = 1;
     WallClock::time_point created_at{};
+    std::uint64_t fence = 0;  // the lease's fencing token in the shared queue
     std::shared_ptr<const TraceContext> trace{};
     std::shared_ptr<nlohmann::json> then{};  // the follow-up spec, id filled in; null: none
   };

@@ -27,6 +27,7 @@ struct ProcessRequest {
   std::string id;
   std::string type;
   int attempt = 1;
+  std::uint64_t fence = 0;  // JobContext::fencing_token in the child
   const nlohmann::json* payload = nullptr;
   std::chrono::milliseconds hard_timeout{0};  // 0: none
   std::size_t memory_limit_mb = 0;            // 0: none

@@ -26,6 +26,7 @@ GateDecision TypeGate::admit(Lease& lease, Clock::time_point now, bool counted) 
   MutexLock lock(mutex_);
   if (!counted) {
     if (paused() || full()) {
+      if (paused()) lease.give_back_retry();  // a paused type holds no retry place
       parked_.push_back(std::move(lease));
       parked_count_.store(parked_.size(), std::memory_order_release);
       ++parks_;
@@ -96,7 +97,13 @@ std::vector<Lease> TypeGate::take_all() {
   return out;
 }
 
-bool TypeGate::pause() noexcept { return !paused_.exchange(true, std::memory_order_acq_rel); }
+bool TypeGate::pause() noexcept {
+  if (paused_.exchange(true, std::memory_order_acq_rel)) return false;
+  // Retries parked at the concurrency limit give their places back too.
+  MutexLock lock(mutex_);
+  for (Lease& lease : parked_) lease.give_back_retry();
+  return true;
+}
 bool TypeGate::resume() noexcept { return paused_.exchange(false, std::memory_order_acq_rel); }
 
 GateState TypeGate::state(Clock::time_point now) const {

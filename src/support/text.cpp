@@ -1,5 +1,7 @@
 #include "support/text.hpp"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <random>
 
@@ -9,6 +11,12 @@ std::string hex(std::uintptr_t value) {
   char buf[2 + 2 * sizeof value + 1];
   std::snprintf(buf, sizeof buf, "0x%jx", static_cast<std::uintmax_t>(value));
   return buf;
+}
+
+std::string host_name() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) return {};
+  return host;
 }
 
 std::string random_tag(std::size_t n) {

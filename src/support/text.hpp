@@ -17,6 +17,9 @@ std::string hex(std::uintptr_t value);
 // processes or restarts).
 std::string random_tag(std::size_t n);
 
+// This machine's host name (gethostname); empty if it has none.
+std::string host_name();
+
 // True if `s` is valid UTF-8.
 bool is_valid_utf8(const std::string& s);
 

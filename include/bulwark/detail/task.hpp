@@ -66,6 +66,8 @@ struct TaskSpec {
 struct TaskRecord {
   std::stop_source stop{std::nostopstate};  // the current attempt's
   std::uint32_t epoch = 0;                  // bumped when an attempt is abandoned
+  std::uint64_t fence = 0;                  // the current lease's fencing token (JobContext::fencing_token)
+  bool lease_lost = false;                  // a shared queue took the current lease over
   bool cancel_requested = false;            // no further attempts
   int attempts = 0;
   int breaker_deferrals = 0;
@@ -162,6 +164,13 @@ class Task {
   decltype(auto) with_record(F&& fn) const {
     MutexLock lock(mutex_);
     return fn(static_cast<const TaskRecord&>(record_));
+  }
+
+  // Whether `ctx`'s attempt still holds the job's lease: it is the current
+  // attempt, under the current fence, and no other process took it over.
+  bool holds_lease(const JobContext& ctx) const {
+    MutexLock lock(mutex_);
+    return ctx.epoch_ == record_.epoch && ctx.fence_ == record_.fence && !record_.lease_lost;
   }
 
   // Runs `write` with the mutex held if `ctx`'s attempt is still the task's

@@ -1,0 +1,156 @@
+#include "redis/redis_backend.hpp"
+
+#include <thread>
+
+#include "bulwark/json_input.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/completion.hpp"
+#include "runtime/intake.hpp"
+#include "runtime/reporter.hpp"
+#include "runtime/type_table.hpp"
+
+namespace bulwark::detail::redis {
+
+BrokerOptions broker_options(const RuntimeOptions& o) {
+  std::string problem;
+  auto address = parse_url(o.redis.url, &problem);
+  if (!address) throw ConfigError("redis.url: " + problem);
+  BrokerOptions b;
+  b.address = *address;
+  b.ns = o.redis.ns;
+  b.lease = o.redis.lease;
+  b.connect_timeout = o.redis.connect_timeout;
+  b.command_timeout = o.redis.command_timeout;
+  b.workers = o.redis.consume ? o.effective_workers() : 0;  // 0: fetches nothing
+  b.prefetch = o.redis.prefetch.value_or(b.workers);
+  b.capacity = o.queue_capacity;
+  b.max_retries = o.effective_max_concurrent_retries();
+  b.retry_priority_offset = o.recovery.priority_offset;
+  b.keep_finished = o.retention_max_finished;
+  b.keep_dead = o.retention_max_dead;
+  b.finished_ttl = o.retention_finished_ttl;
+  b.dead_ttl = o.retention_dead_ttl;
+  return b;
+}
+
+RedisBackend::RedisBackend(const RuntimeOptions& options, std::string owner)
+    : options_(broker_options(options)),
+      json_depth_(static_cast<int>(options.limits.json_depth)),
+      broker_(options_, std::move(owner), [this](const FetchedJob& f) { return build(f); }),
+      store_(options_, &broker_),
+      schedules_(options_.address, options_.ns, options_.connect_timeout, options_.command_timeout) {}
+
+RedisBackend::~RedisBackend() {
+  broker_.close();
+  if (end_feed_) end_feed_->stop();
+}
+
+// The task of a job fetched from Redis, as the intake builds every task;
+// null if this process does not run its type.
+std::shared_ptr<Task> RedisBackend::build(const FetchedJob& f) const {
+  Intake::Stored job{f.id, f.type, parse_json(f.payload, json_depth_), f.priority,
+                     f.max_attempts, std::chrono::milliseconds(f.timeout_ms),
+                     static_cast<std::uint64_t>(f.seq), f.attempt,
+                     WallClock::time_point(std::chrono::milliseconds(f.created_ms))};
+  job.fence = f.fence;
+  if (!f.traceparent.empty()) {
+    if (auto trace = TraceContext::parse(f.traceparent, f.tracestate)) {
+      job.trace = std::make_shared<const TraceContext>(std::move(*trace));
+    }
+  }
+  if (!f.then.empty()) {
+    try {
+      job.then = std::make_shared<nlohmann::json>(parse_json(f.then, json_depth_));
+    } catch (const InputError&) {
+      // Written by a bulwark process from a checked spec: not expected.
+      host().reporter.log(LogLevel::error, "job " + f.id + ": its follow-up spec in Redis is not JSON; ignored");
+    }
+  }
+  return host().intake.rebuild(std::move(job));
+}
+
+void RedisBackend::attached() {
+  // Types paused through another process (or before this one started).
+  broker_.set_on_paused([this](const std::set<std::string>& paused, std::uint64_t epoch) {
+    MutexLock lock(pause_mutex_);
+    if (broker_.pause_epoch() != epoch) return;  // a pause or resume here came after the read
+    host().types.for_each([&](TypeEntry& t) { host().apply_paused(t, paused.count(t.name) != 0); });
+  });
+  // The heartbeat carries this process's health for GET /v1/workers elsewhere.
+  broker_.set_describe(host().describe);
+  broker_.set_reporter(host().reporter);
+  // Taking a lease over is only detection: the lost attempt ends as every
+  // failed attempt ends.
+  broker_.set_on_lease_lost([this](Lease lease, const LostLease& lost) {
+    std::string message = "the lease of process " + lost.holder + " expired while it ran attempt " +
+                          std::to_string(lost.attempt) + ": it died or stalled";
+    if (lost.holder_seen_ms > 0) {
+      message += " (last seen " + format_iso8601(WallClock::time_point(std::chrono::milliseconds(lost.holder_seen_ms))) + ")";
+    }
+    message += "; taken over by process " + broker_.owner();
+    host().completion.lease_lost(std::move(lease), lost.attempt, make_failure(FailureKind::lease_lost, std::move(message)));
+  });
+}
+
+void RedisBackend::start() { broker_.start(); }
+
+CancelResult RedisBackend::cancel(const JobId& id) {
+  const CancelResult result = store_.cancel(id);
+  if (result == CancelResult::cancelled) {  // it ended in Redis, not in an attempt here
+    if (auto record = store_.record(id)) host().completion.ended_elsewhere(*record);
+  }
+  return result;
+}
+
+// The shared state decides: this process's heartbeat may have applied it
+// already. Under pause_mutex_, so a heartbeat's older view is not applied
+// after this.
+PauseResult RedisBackend::set_paused(TypeEntry& type, bool paused) {
+  MutexLock lock(pause_mutex_);
+  bool changed = false;
+  try {
+    changed = broker_.set_paused(type.name, paused);
+  } catch (const RedisError&) {
+    return PauseResult::unavailable;
+  }
+  host().apply_paused(type, paused);
+  return changed ? PauseResult::changed : PauseResult::unchanged;
+}
+
+// The shared queue is idle when nothing waits or runs in Redis, and this
+// process has nothing left to end or to ack.
+bool RedisBackend::wait_idle(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    try {
+      auto counts = store_.count_by_state();
+      if (counts[JobState::queued] + counts[JobState::scheduled] + counts[JobState::running] == 0 &&
+          broker_.pending_acks() == 0) {
+        return true;
+      }
+    } catch (const RedisError&) {
+      // unreachable now: keep waiting
+    }
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+std::size_t RedisBackend::waiting(const std::map<JobState, std::size_t>& by_state) const {
+  const auto count = [&](JobState s) {
+    auto it = by_state.find(s);
+    return it == by_state.end() ? std::size_t{0} : it->second;
+  };
+  return count(JobState::queued) + count(JobState::scheduled);
+}
+
+void RedisBackend::note_progress(const Task& task, const JobProgress& progress) {
+  if (task.spec().stored) broker_.note_progress(task.id(), progress);
+}
+
+void RedisBackend::follow_ends(EndListener listener, Wanted wanted) {
+  end_feed_ = std::make_unique<EndFeed>(options_, std::move(listener), std::move(wanted));
+  end_feed_->start();  // before the first submit can end
+}
+
+}  // namespace bulwark::detail::redis

@@ -1,0 +1,69 @@
+// RedisBackend: the Backend of a queue shared through Redis by many
+// processes (queue.backend "redis"): RedisBroker (admission, the feeder
+// that leases jobs to this process, the acker that writes ends),
+// RedisJobStore (records, listings, counts), RedisScheduleStore (periodic
+// jobs' last runs, API-added schedules) and, for on_finished_anywhere, an
+// EndFeed. redis.* is read once, here.
+//
+// Thread-safe once attached. cancel, requeue, set_paused, processes and
+// wait_idle block for Redis round trips (at most redis.command_timeout_ms
+// each); cancel and requeue throw RedisError when Redis cannot be reached;
+// set_paused answers PauseResult::unavailable then.
+#pragma once
+
+#include <memory>
+
+#include "bulwark/config.hpp"
+#include "bulwark/detail/thread_annotations.hpp"
+#include "redis/end_feed.hpp"
+#include "redis/redis_broker.hpp"
+#include "redis/redis_job_store.hpp"
+#include "redis/redis_schedules.hpp"
+#include "runtime/backend.hpp"
+
+namespace bulwark::detail::redis {
+
+// redis.* and the queue settings a Redis backend uses; throws ConfigError
+// naming redis.url when it cannot be read.
+BrokerOptions broker_options(const RuntimeOptions& options);
+
+class RedisBackend final : public Backend {
+ public:
+  // `owner`: this process's id in the queue (host:pid:tag).
+  RedisBackend(const RuntimeOptions& options, std::string owner);
+  ~RedisBackend() override;
+
+  Broker& broker() noexcept override { return broker_; }
+  JobStore& store() noexcept override { return store_; }
+  ScheduleStore& schedules() noexcept override { return schedules_; }
+
+  void start() override;
+  void stop_fetching() noexcept override { broker_.stop_fetching(); }
+
+  CancelResult cancel(const JobId& id) override;
+  RequeueResult requeue(const JobId& id) override { return store_.requeue(id); }
+  PauseResult set_paused(TypeEntry& type, bool paused) override;
+  std::vector<QueueProcess> processes() const override { return store_.processes(broker_.owner()); }
+  bool wait_idle(std::chrono::milliseconds timeout) override;
+  // The shared queue's depth, the same for every process.
+  std::size_t waiting(const std::map<JobState, std::size_t>& by_state) const override;
+  bool reachable() const noexcept override { return broker_.reachable(); }
+  std::uint64_t results_dropped() const noexcept override { return broker_.results_dropped(); }
+  void note_progress(const Task& task, const JobProgress& progress) override;
+  void follow_ends(EndListener listener, Wanted wanted) override;
+
+ private:
+  void attached() override;
+  std::shared_ptr<Task> build(const FetchedJob& fetched) const;
+
+  const BrokerOptions options_;
+  const int json_depth_;
+  RedisBroker broker_;
+  RedisJobStore store_;
+  RedisScheduleStore schedules_;
+  std::unique_ptr<EndFeed> end_feed_;  // set by follow_ends(), before start()
+  // A pause or resume here against the heartbeat's view of Redis.
+  Mutex pause_mutex_;
+};
+
+}  // namespace bulwark::detail::redis
