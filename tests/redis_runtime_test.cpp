@@ -101,10 +101,11 @@ TEST_SUITE("redis_runtime") {
     std::atomic<bool> running{false};
     std::atomic<bool> saw_invalid{false};
     std::atomic<std::uint64_t> token{0};
+    std::atomic<bool> valid_at_start{false};
     bulwark::Registry r = bulwark::testing::builtins();
     r.add("fenced", [&](bulwark::JobContext& ctx, const nlohmann::json&) -> nlohmann::json {
       token = ctx.fencing_token();
-      CHECK(ctx.lease_valid());
+      valid_at_start = ctx.lease_valid();
       running = true;
       // A cooperative handler: it stops when its lease is gone.
       while (ctx.lease_valid() && !ctx.stop_requested()) std::this_thread::sleep_for(5ms);
@@ -117,6 +118,7 @@ TEST_SUITE("redis_runtime") {
     REQUIRE(rt.submit({.type = "fenced", .id = "f", .max_attempts = 3}));
     REQUIRE(bulwark::testing::eventually([&] { return running.load(); }));
     CHECK(token.load() == 1);
+    CHECK(valid_at_start.load());
     // Another process takes the lease over (as the recover script does).
     const redis::Keys keys("q");
     auto c = server.connect();
