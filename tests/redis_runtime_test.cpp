@@ -135,6 +135,39 @@ TEST_SUITE("redis_runtime") {
   }
 
 
+  TEST_CASE("no worker waits for Redis: while Redis is paused, posted callables run and a job's `then` is "
+            "written once it answers" * doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    auto o = shared(server, 1);  // one worker: anything it waited for would hold up the callables
+    o.redis.command_timeout = 2s;  // a worker that waited for Redis would wait this long
+    Runtime rt(bulwark::testing::builtins(), o);
+    bulwark::JobSpec spec{.type = "sleep", .payload = {{"ms", 200}}, .id = "parent"};
+    spec.then = {{"type", "echo"}, {"payload", {{"k", 1}}}};
+    REQUIRE(rt.submit(spec));
+    REQUIRE(bulwark::testing::eventually([&] { return rt.stats().running == 1; }));
+    auto c = server.connect();
+    c.command({"CLIENT", "PAUSE", "3000", "ALL"});
+    const auto paused_at = bulwark::Clock::now();
+    // The parent succeeds during the pause; its follow-up cannot be admitted
+    // yet. The worker goes on to the posted callables all the same.
+    std::vector<bulwark::JobHandle<int>> handles;
+    for (int i = 0; i < 50; ++i) handles.push_back(rt.post([i] { return i; }));
+    for (int i = 0; i < 50; ++i) CHECK(handles[static_cast<std::size_t>(i)].get() == i);
+    const auto callables_done = bulwark::Clock::now() - paused_at;
+    MESSAGE("50 posted callables done " << std::chrono::duration<double>(callables_done).count()
+                                        << " s into a 3 s Redis pause");
+    CHECK(callables_done < 1500ms);  // not after a command timeout: nothing on the worker waited for Redis
+    // Once Redis answers, the acker writes the follow-up, then the end.
+    std::this_thread::sleep_until(paused_at + 3100ms);  // reads during the pause time out (an error, not a wait)
+    const auto parent = bulwark::testing::await_terminal(rt, "parent", 20s);
+    REQUIRE(parent);
+    CHECK(parent->state == JobState::succeeded);
+    const auto follow_up = bulwark::testing::await_terminal(rt, "parent.then", 20s);
+    REQUIRE(follow_up);
+    CHECK(follow_up->state == JobState::succeeded);
+    CHECK(follow_up->result["previous"]["id"] == "parent");
+  }
+
   TEST_CASE("two processes share the work and answer for every job" * doctest::timeout(60)) {
     bulwark::testing::RedisServer server;
     Runtime a(bulwark::testing::builtins(), shared(server));

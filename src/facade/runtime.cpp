@@ -206,13 +206,17 @@ void Runtime::Impl::submit_follow_up(const detail::Task& parent) {
     spec.trace_parent = parent.spec().trace->traceparent(span.empty() ? parent.spec().trace->parent_id : span);
     spec.trace_state = parent.spec().trace->state;
   }
-  const std::string follow_up = spec.id;
-  const Submitted s = intake.submit(std::move(spec));
-  if (s || s.error->code == SubmitError::Code::duplicate_id) return;  // duplicate: an earlier run of the job made it
-  const std::string text = "job " + parent.id() + " succeeded but its follow-up " + follow_up + " (" +
-                           parent.spec().then->value("type", "") + ") was not submitted: " + s.error->message;
-  events.supervisor("then_refused", text, &parent);
-  reporter.log(detail::LogLevel::error, text);
+  // Answered here, or with a shared queue on the thread that writes ends:
+  // the worker does not wait for the backend.
+  std::string follow_up = spec.id;
+  intake.submit_soon(std::move(spec), [this, parent_id = parent.id(), follow_up = std::move(follow_up),
+                                       type = parent.spec().then->value("type", "")](const Submitted& s) {
+    if (s || s.error->code == SubmitError::Code::duplicate_id) return;  // duplicate: an earlier run of the job made it
+    const std::string text = "job " + parent_id + " succeeded but its follow-up " + follow_up + " (" + type +
+                             ") was not submitted: " + s.error->message;
+    events.supervisor("then_refused", text);
+    reporter.log(detail::LogLevel::error, text);
+  });
 }
 
 // Jobs held at a gate that are not paused: they run as places free.

@@ -189,6 +189,53 @@ void RedisBroker::admit_many(std::vector<Admission>& batch, Clock::time_point no
   }
 }
 
+void RedisBroker::admit_soon(TaskPtr task, Clock::time_point due, Clock::time_point now, std::function<bool()> record,
+                             std::function<void(Admitted)> answer) {
+  if (!task->spec().stored) {
+    Broker::admit_soon(std::move(task), due, now, std::move(record), std::move(answer));
+    return;
+  }
+  SoonAdmission a;
+  enqueue_args(a.args, task->spec(), due, std::to_string(epoch_ms(now)));
+  a.record = std::move(record);
+  a.answer = std::move(answer);
+  {
+    MutexLock lock(mutex_);
+    soon_.push_back(std::move(a));
+  }
+  signal(ack_wake_);
+}
+
+void RedisBroker::flush_soon(Connection& c, std::size_t n) {
+  if (n == 0) return;
+  std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix};
+  {
+    MutexLock lock(mutex_);
+    for (std::size_t i = 0; i < n; ++i) args.insert(args.end(), soon_[i].args.begin(), soon_[i].args.end());
+  }
+  const Value v = c.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq, keys_.held}, args);
+  std::vector<SoonAdmission> sent;
+  {
+    MutexLock lock(mutex_);
+    sent.assign(std::make_move_iterator(soon_.begin()), std::make_move_iterator(soon_.begin() + static_cast<std::ptrdiff_t>(n)));
+    soon_.erase(soon_.begin(), soon_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  for (std::size_t i = 0; i < sent.size(); ++i) {
+    if (i >= v.elements.size()) {  // not expected: the script answers every job
+      sent[i].answer(Admitted::unavailable);
+      continue;
+    }
+    EnqueueAnswer answer;
+    const Value& e = v.elements[i];
+    if (e.elements.size() == 2) {
+      answer.holder = e.elements[0].str;
+    } else {
+      answer.seq = e.as_integer();
+    }
+    sent[i].answer(admitted(answer, sent[i].record, nullptr));
+  }
+}
+
 void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
   const TaskPtr task = lease.task;
   if (!task->spec().stored || how == Ack::defer) {
@@ -261,7 +308,7 @@ std::size_t RedisBroker::held() const {
 
 std::size_t RedisBroker::pending_acks() const {
   MutexLock lock(mutex_);
-  return pending_.size();
+  return pending_.size() + soon_.size();
 }
 
 // Takes jobs from Redis until this process holds workers + prefetch.
@@ -362,10 +409,15 @@ std::size_t RedisBroker::flush_batch(Connection& c) {
                                    retention_cutoff(options_.dead_ttl, now),
                                    keys_.job_prefix};
   std::size_t n = 0;
+  std::size_t soon = 0;
   {
     MutexLock lock(mutex_);
     n = std::min(pending_.size(), kAckBatch);
-    if (n == 0) return 0;
+    // Taken with the ends, under one lock: every admission queued before
+    // one of these ends is written before it.
+    soon = std::min<std::size_t>(soon_.size(), 1000);
+    if (soon < soon_.size()) n = 0;  // more admissions than one call takes: they go first
+    if (n == 0 && soon == 0) return 0;
     args.reserve(args.size() + 6 * n);
     for (std::size_t i = 0; i < n; ++i) {
       const PendingAck& a = pending_[i];
@@ -373,6 +425,8 @@ std::size_t RedisBroker::flush_batch(Connection& c) {
                                a.outcome, std::to_string(a.due_ms)});
     }
   }
+  flush_soon(c, soon);
+  if (n == 0) return soon;
   // Progress first: every end taken above came after its job's last
   // progress note, which the end's fence would refuse once written.
   write_progress(c);

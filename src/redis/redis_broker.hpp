@@ -141,6 +141,9 @@ class RedisBroker final : public Broker {
   Admitted admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
                  const std::function<bool()>& record) override;
   void admit_many(std::vector<Admission>& batch, Clock::time_point now) override;
+  // Queued for the acker, which writes it before the ends that follow it.
+  void admit_soon(TaskPtr task, Clock::time_point due, Clock::time_point now, std::function<bool()> record,
+                  std::function<void(Admitted)> answer) override;
   std::size_t fetch(std::vector<Lease>& out, std::size_t max) override { return local_.fetch(out, max); }
   void ack(Lease lease, Ack how, Clock::time_point due = {}) override;
   void set_retry_limit(unsigned limit) override { local_.set_retry_limit(limit); }
@@ -170,7 +173,7 @@ class RedisBroker final : public Broker {
 
   // Jobs of Redis leased to this process now (waiting here or running).
   std::size_t held() const;
-  // Acks that could not reach Redis yet.
+  // Acks (and admissions through admit_soon) that did not reach Redis yet.
   std::size_t pending_acks() const;
 
  private:
@@ -197,6 +200,14 @@ class RedisBroker final : public Broker {
     bool signalled = false;  // guarded by mutex
   };
 
+  // A job admitted without waiting (admit_soon): its enqueue arguments,
+  // written by the acker.
+  struct SoonAdmission {
+    std::vector<std::string> args;  // the enqueue script's fourteen for this job
+    std::function<bool()> record;
+    std::function<void(Admitted)> answer;
+  };
+
   // The enqueue script's answer for one job.
   struct EnqueueAnswer {
     long long seq = 0;   // > 0: admitted; -1 id taken; -2 full
@@ -216,6 +227,9 @@ class RedisBroker final : public Broker {
   // Held jobs at or below which the feeder fetches again at once.
   std::size_t low_water() const noexcept;
   std::size_t flush_batch(Connection& c);
+  // Writes the first `n` admissions of soon_ and answers them; throws
+  // RedisError (they stay).
+  void flush_soon(Connection& c, std::size_t n);
   void send_acks(std::stop_token stop);
   void feed(std::stop_token stop);
   void feed_once(Connection& c);
@@ -254,6 +268,9 @@ class RedisBroker final : public Broker {
   // until their end comes and is dropped.
   std::map<std::string, std::pair<std::uint64_t, std::string>> lost_ BULWARK_GUARDED_BY(mutex_);
   std::deque<PendingAck> pending_ BULWARK_GUARDED_BY(mutex_);
+  // Admissions waiting for the acker, oldest first; each goes to Redis
+  // before any end queued after it.
+  std::deque<SoonAdmission> soon_ BULWARK_GUARDED_BY(mutex_);
   struct ProgressNote {
     std::uint64_t fence = 0;
     std::string json;  // {"fraction", "note", "at_ms"}

@@ -138,6 +138,17 @@ class Broker {
   // is not lost.
   virtual void ack(Lease lease, Ack how, Clock::time_point due = {}) = 0;
 
+  // Admits a job without waiting for a networked backend (a succeeded
+  // job's follow-up, submitted on the worker): `answer` is told the result
+  // on whichever thread learns it, after `record` ran if it was accepted.
+  // The default admits at once on this thread. A networked broker writes it
+  // with the ends, ahead of every end handed to it after this call, so a
+  // job's success is never visible before its follow-up.
+  virtual void admit_soon(TaskPtr task, Clock::time_point due, Clock::time_point now, std::function<bool()> record,
+                          std::function<void(Admitted)> answer) {
+    answer(admit(task, due, now, record));
+  }
+
   // True if the broker keeps unique-job locks itself (a shared queue does,
   // in the same transaction as the admission; then admit_many answers
   // Admitted::unique). Otherwise the caller keeps them.

@@ -114,6 +114,38 @@ Submitted Intake::submit(JobSpec spec) {
   return Submitted{task->id(), delay.count() > 0 ? JobState::scheduled : JobState::queued, std::nullopt};
 }
 
+void Intake::submit_soon(JobSpec spec, std::function<void(const Submitted&)> answer) {
+  if (!spec.unique_key.empty() && !broker_.keeps_unique_locks()) {
+    answer(submit(std::move(spec)));  // the local unique locks; nothing networked to wait for
+    return;
+  }
+  TypeEntry* type = types_.find(spec.type);
+  std::shared_ptr<const TraceContext> trace;
+  if (auto problem = check(spec, type, trace)) {
+    answer(reject(std::move(*problem)));
+    return;
+  }
+  const auto delay = spec.delay;
+  TaskPtr task = task_for(*type, std::move(spec), std::move(trace));
+  const Gate gate(*this);
+  if (!gate.open()) {
+    answer(reject(error(SubmitError::Code::shutting_down, "the runtime is shutting down")));
+    return;
+  }
+  const auto now = Clock::now();
+  stamp(*task, delay, now);
+  const JobState state = task->state();
+  broker_.admit_soon(
+      task, now + delay, now, [this, task] { return record(task); },
+      [this, id = task->id(), state, answer = std::move(answer)](Admitted result) {
+        if (auto refused = refusal(result, id)) {
+          answer(reject(std::move(*refused)));
+        } else {
+          answer(Submitted{id, state, std::nullopt});
+        }
+      });
+}
+
 std::optional<SubmitError> Intake::post(std::shared_ptr<Task> task, PostOptions options) {
   if (options.priority < kMinPriority || options.priority > kMaxPriority || options.max_attempts < 1) {
     return reject(error(SubmitError::Code::invalid, "post: priority must be 0..9 and max_attempts at least 1")).error;

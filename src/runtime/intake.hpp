@@ -37,6 +37,11 @@ class Intake {
          JobStore& store, Completion& completion);
 
   Submitted submit(JobSpec spec);
+  // As submit(), but never waits for a networked backend (Broker::
+  // admit_soon): `answer` gets what submit() would have returned, on this
+  // thread or on the one that writes to the backend. For follow-ups, which
+  // are submitted on a worker.
+  void submit_soon(JobSpec spec, std::function<void(const Submitted&)> answer);
   // Each spec as submit() would answer it, in order; the broker admits the
   // valid ones as one batch.
   std::vector<Submitted> submit_many(std::vector<JobSpec> specs);
