@@ -82,16 +82,17 @@ TEST_SUITE("redis_runtime") {
     CHECK(stats.by_type.at("echo").retried == 1);
     CHECK(stats.breaker_opened == 0);
     bool retried_event = false, dead_event = false;
-    for (const auto& e : taker.events_after(0, 1000).events) {
-      if (e.job_id == "again" && e.state == JobState::scheduled && e.failure == bulwark::FailureKind::lease_lost) {
-        retried_event = true;
+    CHECK(bulwark::testing::eventually([&] {  // the events come back through Redis's stream
+      for (const auto& e : taker.events_after(0, 1000).events) {
+        if (e.job_id == "again" && e.state == JobState::scheduled && e.failure == bulwark::FailureKind::lease_lost) {
+          retried_event = true;
+        }
+        if (e.job_id == "once" && e.state == JobState::failed && e.failure == bulwark::FailureKind::lease_lost) {
+          dead_event = true;
+        }
       }
-      if (e.job_id == "once" && e.state == JobState::failed && e.failure == bulwark::FailureKind::lease_lost) {
-        dead_event = true;
-      }
-    }
-    CHECK(retried_event);
-    CHECK(dead_event);
+      return retried_event && dead_event;
+    }));
   }
 
   TEST_CASE("a process whose lease was taken over: its handler sees lease_valid false and a smaller token; "
@@ -166,6 +167,55 @@ TEST_SUITE("redis_runtime") {
     REQUIRE(follow_up);
     CHECK(follow_up->state == JobState::succeeded);
     CHECK(follow_up->result["previous"]["id"] == "parent");
+  }
+
+  TEST_CASE("one event stream for the queue: events of jobs another process ran, in one numbering, resumable "
+            "from any process" * doctest::timeout(60)) {
+    bulwark::testing::RedisServer server;
+    auto producer_options = shared(server);
+    producer_options.redis.consume = false;  // runs nothing: every job event of a run is another process's
+    Runtime a(bulwark::testing::builtins(), producer_options);
+    Runtime b(bulwark::testing::builtins(), shared(server));
+    (void)a.events_after(0);  // a reader on A; B learns of it from Redis
+    std::this_thread::sleep_for(600ms);
+    std::vector<std::string> ids;
+    for (int i = 0; i < 5; ++i) {
+      auto s = a.submit({.type = "echo", .payload = i});
+      REQUIRE(s);
+      ids.push_back(s.id);
+    }
+    std::set<std::string> run_elsewhere;
+    std::string b_process;
+    for (const auto& p : b.processes()) {
+      if (p.self) b_process = p.id;
+    }
+    REQUIRE_FALSE(b_process.empty());
+    bulwark::EventPage page;
+    REQUIRE(bulwark::testing::eventually([&] {
+      page = a.events_after(0, 1000);
+      run_elsewhere.clear();
+      for (const auto& e : page.events) {
+        if (e.state == JobState::succeeded && e.process == b_process) run_elsewhere.insert(e.job_id);
+      }
+      return run_elsewhere.size() == ids.size();
+    }, 20s));
+    std::uint64_t last = 0;
+    for (const auto& e : page.events) {
+      CHECK(e.id > last);  // one order
+      last = e.id;
+      CHECK_FALSE(e.process.empty());
+    }
+    CHECK(bulwark::to_json(page.events.back())["process"].is_string());
+    // B numbers them the same: a reader resumes there from A's number.
+    REQUIRE(page.events.size() >= 2);
+    const std::uint64_t resume_after = page.events[page.events.size() - 2].id;
+    bulwark::EventPage there;
+    REQUIRE(bulwark::testing::eventually([&] {
+      there = b.events_after(resume_after, 10);
+      return !there.events.empty() && there.events.front().id == page.events.back().id;
+    }, 10s));
+    CHECK(there.events.front().job_id == page.events.back().job_id);
+    CHECK(there.events.front().state == page.events.back().state);
   }
 
   TEST_CASE("two processes share the work and answer for every job" * doctest::timeout(60)) {

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <latch>
@@ -140,7 +141,13 @@ TEST_SUITE("Runtime") {
     auto s = rt.submit({.type = "flaky", .payload = {{"fail_times", 1}}});
     REQUIRE(s);
     REQUIRE(rt.wait(s.id, 10s)->state == JobState::succeeded);
-    page = rt.events_after(0);
+    // With a shared queue the events come back through Redis's stream.
+    REQUIRE(bulwark::testing::eventually([&] {
+      page = rt.events_after(0);
+      return std::any_of(page.events.begin(), page.events.end(), [&](const bulwark::Event& e) {
+        return e.job_id == s.id && e.state == JobState::succeeded;
+      });
+    }));
     std::vector<std::string> states;
     std::uint64_t last = 0;
     for (const bulwark::Event& e : page.events) {

@@ -9,7 +9,10 @@
 // recent ones in a bounded buffer (events.buffer) and records only while
 // somebody reads them (from the first Runtime::events_after() until
 // events.linger_ms after the last), so an unread stream costs nothing. With
-// the redis backend these are this process's events.
+// the redis backend the events are the whole queue's: every process
+// appends its own to one capped stream in Redis while anyone reads, each
+// naming its process; the numbers are the stream's, the same in every
+// process, so a reader resumes from any of them.
 //
 // Plain values; to_json is thread-safe.
 #pragma once
@@ -39,6 +42,7 @@ struct Event {
   std::string message{};  // supervisor events: what the log says
   std::optional<JobProgress> progress{};  // a job event (state running) that reports progress
   WallClock::time_point at{};
+  std::string process{};  // with a shared queue: the process it happened in (host:pid:tag)
 };
 
 // One read of the buffer: the events after the number asked for (at most the
@@ -51,8 +55,10 @@ struct EventPage {
 };
 
 // {"id", "kind": "job"|"supervisor", "job_id", "type", "state", "attempt",
-//  "failure", "progress": {"fraction", "note"}, "action", "message", "at"};
-// absent fields are left out.
+//  "failure", "progress": {"fraction", "note"}, "action", "message", "at",
+//  "process"}; absent fields are left out.
 nlohmann::ordered_json to_json(const Event& event);
+// An event back from to_json's form; nullopt if `j` is not one.
+std::optional<Event> event_from_json(const nlohmann::json& j);
 
 }  // namespace bulwark

@@ -23,6 +23,11 @@
 //                     the key (n: the type's length), expiring with its window
 //   {ns}:schedules:last   hash: periodic job name -> the last time it ran (ms)
 //   {ns}:schedules:added  hash: periodic job name -> its JSON (added through the API)
+//   {ns}:events       stream: the queue's events (bulwark/events.hpp), entry
+//                     id "<n>-1" for event n, field "e" its JSON; capped near
+//                     events.buffer; written only while someone reads
+//   {ns}:events:seq   counter: the events' numbers
+//   {ns}:events:read  string, expiring: some process's events are being read
 //   {ns}:processes    zset: processes by last heartbeat ms
 //   {ns}:process:<id> hash: one process (host, pid, workers, started_ms, version)
 //
@@ -51,7 +56,10 @@ struct Keys {
         paused(prefix + "paused"),
         held(prefix + "held"),
         schedules_last(prefix + "schedules:last"),
-        schedules_added(prefix + "schedules:added") {}
+        schedules_added(prefix + "schedules:added"),
+        events(prefix + "events"),
+        events_seq(prefix + "events:seq"),
+        events_read(prefix + "events:read") {}
 
   std::string job(const std::string& id) const { return job_prefix + id; }
   std::string process(const std::string& id) const { return prefix + "process:" + id; }
@@ -64,6 +72,7 @@ struct Keys {
   std::string prefix;
   std::string job_prefix;
   std::string ready, scheduled, leased, index, seq, done, dead, counts, ended, cancel, processes, paused, held, schedules_last, schedules_added;
+  std::string events, events_seq, events_read;
 };
 
 }  // namespace bulwark::detail::redis

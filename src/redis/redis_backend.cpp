@@ -38,11 +38,13 @@ RedisBackend::RedisBackend(const RuntimeOptions& options, std::string owner)
       json_depth_(static_cast<int>(options.limits.json_depth)),
       broker_(options_, std::move(owner), [this](const FetchedJob& f) { return build(f); }),
       store_(options_, &broker_),
-      schedules_(options_.address, options_.ns, options_.connect_timeout, options_.command_timeout) {}
+      schedules_(options_.address, options_.ns, options_.connect_timeout, options_.command_timeout),
+      events_buffer_(options.events_buffer) {}
 
 RedisBackend::~RedisBackend() {
   broker_.close();
   if (end_feed_) end_feed_->stop();
+  event_feed_.reset();
 }
 
 // The task of a job fetched from Redis, as the intake builds every task;
@@ -79,6 +81,10 @@ void RedisBackend::attached() {
   // The heartbeat carries this process's health for GET /v1/workers elsewhere.
   broker_.set_describe(host().describe);
   broker_.set_reporter(host().reporter);
+  // One event stream for the queue: every process's events, in one order.
+  if (events_buffer_ > 0) {
+    event_feed_ = std::make_unique<EventFeed>(options_, broker_.owner(), events_buffer_, host().events);
+  }
   // Taking a lease over is only detection: the lost attempt ends as every
   // failed attempt ends.
   broker_.set_on_lease_lost([this](Lease lease, const LostLease& lost) {
@@ -92,7 +98,10 @@ void RedisBackend::attached() {
   });
 }
 
-void RedisBackend::start() { broker_.start(); }
+void RedisBackend::start() {
+  broker_.start();
+  if (event_feed_) event_feed_->start();
+}
 
 CancelResult RedisBackend::cancel(const JobId& id) {
   const CancelResult result = store_.cancel(id);

@@ -16,6 +16,7 @@
 #include "bulwark/config.hpp"
 #include "bulwark/detail/thread_annotations.hpp"
 #include "redis/end_feed.hpp"
+#include "redis/event_feed.hpp"
 #include "redis/redis_broker.hpp"
 #include "redis/redis_job_store.hpp"
 #include "redis/redis_schedules.hpp"
@@ -62,6 +63,8 @@ class RedisBackend final : public Backend {
   RedisJobStore store_;
   RedisScheduleStore schedules_;
   std::unique_ptr<EndFeed> end_feed_;  // set by follow_ends(), before start()
+  const std::size_t events_buffer_;
+  std::unique_ptr<EventFeed> event_feed_;  // set by attached(); null when events.buffer is 0
   // A pause or resume here against the heartbeat's view of Redis.
   Mutex pause_mutex_;
 };

@@ -265,6 +265,16 @@ trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], ARGV[1], KEYS[3], KEYS[4])
 return 1
 )lua"};
 
+const Script kPublishEvents{"publish_events", R"lua(
+local count = #ARGV - 1
+local n = redis.call('INCRBY', KEYS[2], count) - count
+for i = 2, #ARGV do
+  n = n + 1
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], n .. '-1', 'e', ARGV[i])
+end
+return n
+)lua"};
+
 const Script kCancel{"cancel", kPrelude + R"lua(
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end

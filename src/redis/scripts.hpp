@@ -96,6 +96,12 @@ extern const Script kRecover;
 // Retention by age of the dead and done lists.
 extern const Script kTrim;
 
+// KEYS: events stream, events counter.
+// ARGV: max_len, then one event JSON (without "id") per event.
+// Numbers the events from the counter and appends each as entry "<n>-1"
+// with field "e", capping the stream near max_len. Returns the last number.
+extern const Script kPublishEvents;
+
 // KEYS: job, ready, scheduled, done, cancel, index, ended, counts.
 // ARGV: id, now_ms, keep, job_prefix, cutoff_ms.
 // Returns 1 (cancelled: it was waiting), 2 (stop requested: it runs; the

@@ -1,8 +1,21 @@
 #include "runtime/event_log.hpp"
 
+#include <algorithm>
+
 #include "bulwark/detail/task.hpp"
 
 namespace bulwark {
+
+namespace {
+
+std::optional<FailureKind> failure_kind_named(const std::string& name) {
+  for (std::size_t k = 0; k < kFailureKinds; ++k) {
+    if (to_string(static_cast<FailureKind>(k)) == name) return static_cast<FailureKind>(k);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
 
 nlohmann::ordered_json to_json(const Event& e) {
   nlohmann::ordered_json j = {{"id", e.id}, {"kind", e.supervisor ? "supervisor" : "job"}};
@@ -15,7 +28,37 @@ nlohmann::ordered_json to_json(const Event& e) {
   if (!e.action.empty()) j["action"] = e.action;
   if (!e.message.empty()) j["message"] = e.message;
   j["at"] = format_iso8601(e.at);
+  if (!e.process.empty()) j["process"] = e.process;
   return j;
+}
+
+std::optional<Event> event_from_json(const nlohmann::json& j) {
+  if (!j.is_object() || !j.contains("id") || !j["id"].is_number_unsigned()) return std::nullopt;
+  const auto text = [&](const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  Event e;
+  e.id = j["id"].get<std::uint64_t>();
+  e.supervisor = text("kind") == "supervisor";
+  e.job_id = text("job_id");
+  e.type = text("type");
+  if (auto s = text("state"); !s.empty()) e.state = parse_job_state(s);
+  if (auto it = j.find("attempt"); it != j.end() && it->is_number_integer()) e.attempt = it->get<int>();
+  if (auto f = text("failure"); !f.empty()) e.failure = failure_kind_named(f);
+  if (auto it = j.find("progress"); it != j.end() && it->is_object()) {
+    JobProgress p;
+    p.fraction = it->value("fraction", 0.0);
+    p.note = it->value("note", std::string());
+    e.progress = std::move(p);
+  }
+  e.action = text("action");
+  e.message = text("message");
+  if (auto it = j.find("at_ms"); it != j.end() && it->is_number_integer()) {
+    e.at = WallClock::time_point(std::chrono::milliseconds(it->get<long long>()));
+  }
+  e.process = text("process");
+  return e;
 }
 
 namespace detail {
@@ -57,9 +100,23 @@ void EventLog::supervisor(std::string action, std::string message, const Task* t
 
 void EventLog::add(Event event) {
   event.at = WallClock::now();
+  if (sink_) {
+    sink_(std::move(event));
+    return;
+  }
   MutexLock lock(mutex_);
-  event.id = next_id_++;
+  event.id = ++newest_;
   ring_.push_back(std::move(event));
+  while (ring_.size() > capacity_) ring_.pop_front();
+}
+
+void EventLog::mirror(std::vector<Event> events) {
+  MutexLock lock(mutex_);
+  for (Event& e : events) {
+    if (e.id <= newest_) continue;
+    newest_ = e.id;
+    ring_.push_back(std::move(e));
+  }
   while (ring_.size() > capacity_) ring_.pop_front();
 }
 
@@ -68,12 +125,13 @@ EventPage EventLog::after(std::uint64_t after, std::size_t max) {
   if (capacity_ > 0) recording_.store(true, std::memory_order_relaxed);
   EventPage page;
   MutexLock lock(mutex_);
-  page.newest = next_id_ - 1;
+  page.newest = newest_;
   if (ring_.empty()) return page;
   page.oldest = ring_.front().id;
-  // Numbers are consecutive: the position of `after + 1` is known.
-  std::size_t from = after + 1 <= page.oldest ? 0 : static_cast<std::size_t>(after + 1 - page.oldest);
-  for (std::size_t i = from; i < ring_.size() && page.events.size() < max; ++i) page.events.push_back(ring_[i]);
+  // Ascending numbers (consecutive here; a shared stream's may skip).
+  auto it = std::upper_bound(ring_.begin(), ring_.end(), after,
+                             [](std::uint64_t n, const Event& e) { return n < e.id; });
+  for (; it != ring_.end() && page.events.size() < max; ++it) page.events.push_back(*it);
   return page;
 }
 

@@ -8,6 +8,11 @@
 // after the last one (the supervisor's tick calls expire()). Writers check
 // one relaxed flag when nobody reads.
 //
+// Shared (a backend whose processes share one stream, set_sink): events
+// recorded here go to the sink instead of the ring, and the ring mirrors
+// the shared stream (mirror()), numbered by it; the log records while it is
+// read here or, as the backend says (set_read_elsewhere), in another process.
+//
 // Thread-safe; nothing blocks for long.
 #pragma once
 
@@ -15,8 +20,10 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "bulwark/detail/thread_annotations.hpp"
 #include "bulwark/events.hpp"
@@ -31,7 +38,20 @@ class EventLog {
   // capacity 0: never records.
   EventLog(std::size_t capacity, std::chrono::milliseconds linger) : capacity_(capacity), linger_(linger) {}
 
-  bool recording() const noexcept { return recording_.load(std::memory_order_relaxed); }
+  bool recording() const noexcept {
+    return recording_.load(std::memory_order_relaxed) || read_elsewhere_.load(std::memory_order_relaxed);
+  }
+  // Whether a reader here read within `linger`.
+  bool read_here() const noexcept { return recording_.load(std::memory_order_relaxed); }
+
+  // Shared mode: every event recorded from now on goes to `sink` (stamped
+  // with its time, not yet numbered). Set before the runtime starts.
+  void set_sink(std::function<void(Event)> sink) { sink_ = std::move(sink); }
+  // Shared mode: a reader in another process reads (the backend looks).
+  void set_read_elsewhere(bool reading) noexcept { read_elsewhere_.store(reading, std::memory_order_relaxed); }
+  // Shared mode: events of the shared stream, numbered by it, oldest first
+  // (numbers above the newest held; older ones are ignored).
+  void mirror(std::vector<Event> events);
   // A job's transition to `state`; `attempt` as the record counts it.
   void job(const Task& task, JobState state, int attempt, std::optional<FailureKind> failure = std::nullopt);
   // A supervisor action, about a job if `task` is given.
@@ -49,11 +69,13 @@ class EventLog {
 
   const std::size_t capacity_;
   const std::chrono::milliseconds linger_;
-  std::atomic<bool> recording_{false};
+  std::atomic<bool> recording_{false};       // read here within linger
+  std::atomic<bool> read_elsewhere_{false};  // shared mode: read in another process
   std::atomic<Clock::rep> last_read_{0};
+  std::function<void(Event)> sink_;  // set before the runtime starts; then read-only
   Mutex mutex_;
-  std::deque<Event> ring_ BULWARK_GUARDED_BY(mutex_);
-  std::uint64_t next_id_ BULWARK_GUARDED_BY(mutex_) = 1;
+  std::deque<Event> ring_ BULWARK_GUARDED_BY(mutex_);  // ids ascending
+  std::uint64_t newest_ BULWARK_GUARDED_BY(mutex_) = 0;
 };
 
 }  // namespace bulwark::detail
