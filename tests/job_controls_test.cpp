@@ -196,7 +196,8 @@ TEST_SUITE("job_controls") {
     CHECK(rec->attempts == 2);
   }
 
-  TEST_CASE("at shutdown the jobs of a paused type end with kind shutdown, none lost" * doctest::timeout(60)) {
+  TEST_CASE("at shutdown the jobs of a paused type end with kind shutdown (redis: they stay queued in the shared "
+            "queue), none lost" * doctest::timeout(60)) {
     Probe probe;
     auto o = bulwark::testing::test_options(2);
     o.shutdown_timeout = 200ms;
