@@ -554,6 +554,20 @@ TEST_SUITE("Runtime") {
     CHECK(side == 1);
   }
 
+  TEST_CASE("get() can be called again and from a copy; a move-only value is moved out once" * doctest::timeout(30)) {
+    Runtime rt(Registry{}, test_options(2));
+    auto h = rt.post([] { return std::string("forty-two"); });
+    const auto copy = h;
+    CHECK(h.get() == "forty-two");
+    CHECK(h.get() == "forty-two");
+    CHECK(copy.get() == "forty-two");
+    auto once = rt.post([] { return std::make_unique<int>(7); });
+    auto value = once.get();
+    REQUIRE(value);
+    CHECK(*value == 7);
+    CHECK_THROWS_AS(once.get(), bulwark::JobError);
+  }
+
   TEST_CASE("get() rethrows the original exception with its throw-site trace" * doctest::timeout(30)) {
     Runtime rt(Registry{}, test_options(2));
     auto h = rt.post([] { return runtime_test_throw_site(1); });

@@ -253,6 +253,7 @@ function overview() {
     const what = d.kind === 'job' ? [badge(d.state), d.attempt ? ` attempt ${d.attempt}` : '', d.failure ? ` (${d.failure})` : '',
                                      d.progress ? ` ${Math.round(d.progress.fraction * 100)} % ${d.progress.note}` : '']
                                   : [el('b', {}, d.action), ' ', d.message];
+    if (d.process) what.push(' · ', el('span', {class: 'mono', title: 'the process it happened in'}, d.process));
     events.prepend(el('tr', {}, el('td', {}, d.id), el('td', {class: 'hide-narrow'}, d.at),
                       el('td', {class: 'mono'}, d.job_id ? el('a', {href: `#/job/${encodeURIComponent(d.job_id)}`}, d.job_id) : ''),
                       el('td', {}, text(d.type)), el('td', {}, what)));

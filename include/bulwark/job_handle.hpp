@@ -6,7 +6,10 @@
 // get() rethrows the job's original exception object, so its throw-site trace
 // is still there: `bulwark::current_exception_trace()` in the catch block
 // returns it. Failures that were not thrown (shutdown, cancellation, a
-// rejected post) surface as JobError.
+// rejected post) surface as JobError. get() may be called any number of
+// times, from any copy of the handle, and returns a copy of the value; a
+// value that cannot be copied (a std::unique_ptr) is moved out by the first
+// get(), and later calls throw JobError.
 //
 // Copyable; all members thread-safe. wait() and get() block.
 #pragma once
@@ -75,14 +78,19 @@ class JobHandle {
     return task_->failure();
   }
 
-  // Waits, then returns the value or rethrows the failure.
-  value_type get() {
+  // Waits, then returns the value (a copy) or rethrows the failure.
+  value_type get() const {
     if (!task_) throw JobError(FailureKind::invalid, error_->message);
     task_->wait();
     if (task_->state() == JobState::succeeded) {
       if constexpr (std::is_void_v<R>) {
         return {};
+      } else if constexpr (std::is_copy_constructible_v<value_type>) {
+        return *task_->value;
       } else {
+        if (task_->taken.exchange(true, std::memory_order_acq_rel)) {
+          throw JobError(FailureKind::invalid, "the value of job " + task_->id() + " was moved out by an earlier get()");
+        }
         return std::move(*task_->value);
       }
     }

@@ -23,11 +23,13 @@ using std::chrono::milliseconds;
 // rejecting keys nobody asked for.
 class Section {
  public:
-  Section(const json& j, std::string path, std::initializer_list<std::string_view> known)
+  // `unknown`: what a key nobody asked for is called in the error.
+  Section(const json& j, std::string path, std::initializer_list<std::string_view> known,
+          const char* unknown = "unknown key")
       : j_(j), path_(std::move(path)) {
     if (!j_.is_object()) fail(path_.empty() ? "configuration" : path_, "expected an object");
     for (const auto& [key, value] : j_.items()) {
-      if (std::find(known.begin(), known.end(), key) == known.end()) fail(at(key), "unknown key");
+      if (std::find(known.begin(), known.end(), key) == known.end()) fail(at(key), unknown);
     }
   }
 
@@ -311,19 +313,9 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
     if (!schedules->is_object()) Section::fail("schedules", "expected an object of schedules by name");
     if (schedules->size() > 1000) Section::fail("schedules", "at most 1000 schedules");
     for (const auto& [name, value] : schedules->items()) {
-      const Section sc(value, "schedules." + name, {"cron", "time_zone", "job", "missed", "exclusive"});
-      if (sc.find("cron") == nullptr) Section::fail(sc.at("cron"), "required");
-      if (sc.find("job") == nullptr) Section::fail(sc.at("job"), "required");
-      ScheduleOptions s;
-      sc.string("cron", s.cron);
-      sc.string("time_zone", s.time_zone);
-      s.job = *sc.find("job");
-      std::string missed = "skip";
-      sc.string("missed", missed, {"skip", "run_once"});
-      s.missed = missed == "run_once" ? MissedRuns::run_once : MissedRuns::skip;
-      sc.boolean("exclusive", s.exclusive);
+      ScheduleOptions s = detail::read_schedule(value, "schedules." + name, false);
       std::string problem = schedule_problem(name, s, o.limits.id_length);
-      if (!problem.empty()) Section::fail(problem.rfind("name:", 0) == 0 ? "schedules." + name : sc.path(), problem);
+      if (!problem.empty()) Section::fail("schedules." + name, problem);
       o.schedules[name] = std::move(s);
     }
   }
@@ -331,6 +323,24 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
 }
 
 namespace detail {
+
+ScheduleOptions read_schedule(const json& value, const std::string& path, bool named) {
+  if (!value.is_object()) throw ConfigError((path.empty() ? std::string("schedule") : path) + ": expected an object");
+  const Section sc = named ? Section(value, path, {"name", "cron", "time_zone", "job", "missed", "exclusive"},
+                                     "unknown field")
+                           : Section(value, path, {"cron", "time_zone", "job", "missed", "exclusive"});
+  if (sc.find("cron") == nullptr) Section::fail(sc.at("cron"), "required");
+  if (sc.find("job") == nullptr) Section::fail(sc.at("job"), "required");
+  ScheduleOptions s;
+  sc.string("cron", s.cron);
+  sc.string("time_zone", s.time_zone);
+  s.job = *sc.find("job");
+  std::string missed = "skip";
+  sc.string("missed", missed, {"skip", "run_once"});
+  s.missed = missed == "run_once" ? MissedRuns::run_once : MissedRuns::skip;
+  sc.boolean("exclusive", s.exclusive);
+  return s;
+}
 
 json read_config_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

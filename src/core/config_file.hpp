@@ -1,12 +1,22 @@
-// Reading a configuration file's JSON, shared by RuntimeOptions::from_file
-// and load_config.
+// Reading configuration: a file's JSON, shared by RuntimeOptions::from_file
+// and load_config; one schedule's fields, shared by the configuration and
+// the schedules added through the API.
 #pragma once
 
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "bulwark/config.hpp"
+
 namespace bulwark::detail {
+
+// One schedule's fields ({"cron", "time_zone", "job", "missed",
+// "exclusive"}, and "name" if `named`: the API's form), the one reader of
+// them for the configuration, the API and schedules kept in Redis. Throws
+// ConfigError as "<path>.<key>: ..." ("<key>: ..." for an empty path). The
+// cron, time zone and job are checked by schedule_problem, not here.
+ScheduleOptions read_schedule(const nlohmann::json& value, const std::string& path, bool named);
 
 // The file's JSON (at most 16 MiB, the outside-input depth limit). Throws
 // ConfigError naming the file for I/O and syntax errors.

@@ -14,8 +14,7 @@ constexpr std::size_t kBatch = 500;
 constexpr auto kLook = std::chrono::milliseconds(250);  // how often the publisher looks for readers
 constexpr auto kReadMark = std::chrono::milliseconds(3000);  // how long a "read" mark lasts
 
-// The stream entry id of event n, and back.
-std::string entry_id(std::uint64_t n) { return std::to_string(n) + "-1"; }
+// Event n is stream entry "<n>-1" (kPublishEvents).
 std::uint64_t event_number(const std::string& entry) {
   return std::strtoull(entry.c_str(), nullptr, 10);
 }

@@ -1,5 +1,7 @@
 #include "runtime/scheduler.hpp"
 
+#include "core/config_file.hpp"
+
 #include <date/date.h>
 
 #include <condition_variable>
@@ -53,37 +55,7 @@ nlohmann::json schedule_to_json(const ScheduleOptions& s) {
           {"exclusive", s.exclusive}};
 }
 
-ScheduleOptions schedule_from_json(const nlohmann::json& j) {
-  if (!j.is_object()) throw ConfigError("expected a schedule (an object)");
-  for (const auto& [key, value] : j.items()) {
-    if (key != "name" && key != "cron" && key != "time_zone" && key != "job" && key != "missed" && key != "exclusive") {
-      throw ConfigError(key + ": unknown field");
-    }
-  }
-  ScheduleOptions s;
-  const auto text = [&](const char* key, std::string& out, bool required) {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) {
-      if (required) throw ConfigError(std::string(key) + ": required");
-      return;
-    }
-    if (!it->is_string()) throw ConfigError(std::string(key) + ": expected a string");
-    out = it->get<std::string>();
-  };
-  text("cron", s.cron, true);
-  text("time_zone", s.time_zone, false);
-  if (auto it = j.find("job"); it != j.end()) s.job = *it;
-  else throw ConfigError("job: required");
-  std::string missed = "skip";
-  text("missed", missed, false);
-  if (missed != "skip" && missed != "run_once") throw ConfigError("missed: expected skip or run_once, got '" + missed + "'");
-  s.missed = missed == "run_once" ? MissedRuns::run_once : MissedRuns::skip;
-  if (auto it = j.find("exclusive"); it != j.end() && !it->is_null()) {
-    if (!it->is_boolean()) throw ConfigError("exclusive: expected true or false");
-    s.exclusive = it->get<bool>();
-  }
-  return s;
-}
+ScheduleOptions schedule_from_json(const nlohmann::json& j) { return read_schedule(j, "", true); }
 
 Scheduler::Scheduler(const RuntimeOptions& options, ScheduleStore& store, Submit submit, StateOf state_of,
                      std::function<bool(const std::string&)> is_type, Reporter& reporter, EventLog& events, Now now)

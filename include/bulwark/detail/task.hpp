@@ -212,6 +212,8 @@ class ResultTask : public Task {
   using value_type = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
   // Written by the worker before the terminal state is published; read after.
   std::optional<value_type> value;
+  // A move-only value was moved out by JobHandle::get (once).
+  std::atomic<bool> taken{false};
 };
 
 template <class F, class R>
