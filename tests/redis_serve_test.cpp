@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <thread>
 
@@ -28,10 +29,10 @@ namespace {
 // Finished jobs are all kept (retention.max_finished), so the test can see
 // every one of them.
 std::string write_config(const bulwark::testing::RedisServer& server, const std::string& path, int lease_ms,
-                         int keep = 10'000) {
+                         int keep = 10'000, const std::string& log_level = "error") {
   std::ofstream out(path);
   out << json{{"workers", 2},
-              {"logging", {{"level", "error"}}},
+              {"logging", {{"level", log_level}}},
               {"server", {{"listen", "127.0.0.1:0"}, {"drain_timeout_ms", 2000}}},
               {"queue", {{"backend", "redis"}}},
               {"redis", {{"url", server.url()}, {"namespace", "serve"}, {"lease_ms", lease_ms}}},
@@ -128,6 +129,58 @@ TEST_SUITE("redis serve") {
     // Queued again within the lease and a few sweeps (they then wait their
     // turn behind fresh jobs, like every retry).
     CHECK(latest_taken_back_s < 1.0 + 2.0 * BULWARK_TIME_SCALE);
+  }
+
+  TEST_CASE("a process stopped past its lease and resumed: another takes the job over and retries it; the late "
+            "result is dropped with a warning and counted" * doctest::timeout(120)) {
+    bulwark::testing::RedisServer server;
+    const std::string config =
+        write_config(server, "/tmp/bulwark-redis-stop.json", 1000, 10'000, /*log_level=*/"warn");
+    ServeProcess a(config, "/tmp/bulwark-redis-stop-a.err");
+    const auto pa = a.port_from_banner();
+    const int sleep_ms = 3000 * BULWARK_TIME_SCALE;
+    const std::string body =
+        json{{"type", "sleep"}, {"payload", {{"ms", sleep_ms}}}, {"id", "stopped"}, {"max_attempts", 2}}.dump();
+    REQUIRE(http(pa, "POST", "/v1/jobs", body).status == 201);
+    REQUIRE(bulwark::testing::eventually([&] {
+      return http(pa, "GET", "/v1/jobs/stopped").json().value("state", "") == "running";
+    }));
+    ServeProcess b(config, "/tmp/bulwark-redis-stop-b.err");  // after A took the job
+    const auto pb = b.port_from_banner();
+    ::kill(a.pid, SIGSTOP);  // A stalls holding the lease
+    // B takes the lease over once it has run out, ends attempt 1 as
+    // lease_lost and runs attempt 2.
+    REQUIRE(bulwark::testing::eventually([&] {
+      const json j = http(pb, "GET", "/v1/jobs/stopped").json();
+      return j.value("attempts", 0) == 2 && j.value("state", "") == "running";
+    }, 20s));
+    ::kill(a.pid, SIGCONT);  // A resumes in the middle of attempt 1
+    REQUIRE(bulwark::testing::eventually([&] {
+      return http(pa, "GET", "/metrics").body.find("bulwark_results_dropped_total 1") != std::string::npos;
+    }, 20s));
+    const json done = [&] {
+      json j;
+      REQUIRE(bulwark::testing::eventually([&] {
+        j = http(pb, "GET", "/v1/jobs/stopped").json();
+        return j.value("state", "") == "succeeded";
+      }, 30s));
+      return j;
+    }();
+    CHECK(done["attempts"] == 2);
+    auto redis = server.connect();
+    CHECK(redis.command({"HGET", "{serve}:job:stopped", "fence"}).str == "3");  // A's lease was 1
+    CHECK(http(pb, "GET", "/metrics").body.find(R"(bulwark_recoveries_total{type="sleep",kind="lease_lost"} 1)") !=
+          std::string::npos);
+    const auto text_of = [](const std::string& path) {
+      std::ifstream in(path);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    const std::string a_log = text_of(a.err_path);
+    const std::string b_log = text_of(b.err_path);
+    CHECK(a_log.find("lease of job stopped (sleep, attempt 1) lost: taken over by process") != std::string::npos);
+    CHECK(a_log.find("result of attempt 1 of job stopped dropped: lease taken over by process") != std::string::npos);
+    CHECK(b_log.find("lease of job stopped (sleep, attempt 1) held by process") != std::string::npos);
+    CHECK(b_log.find("expired: taken over by this process") != std::string::npos);
   }
 
   TEST_CASE("jobs submitted to one process are run by all; any process answers, cancels and retries" *

@@ -60,13 +60,19 @@ void Completion::attempt_ended(Running running, AttemptEnd end) {
 
 void Completion::succeed(Running running, const AttemptEnd& end) {
   const TaskPtr& task = running.task();  // valid until the lease is acked
-  task->with_record([&](TaskRecord& r) {
+  const bool lost = task->with_record([&](TaskRecord& r) {
+    if (r.lease_lost) return true;
     r.duration_ms = end.duration_ms;
     r.error.reset();
     r.exception = nullptr;
     r.finished_at = to_wall(end.end);
     r.stop = std::stop_source(std::nostopstate);  // the worker's source is not the job's any more
+    return false;
   });
+  if (lost) {
+    drop(std::move(running));
+    return;
+  }
   task->type_entry()->counters.succeeded.fetch_add(1, std::memory_order_relaxed);
   if (running.breaker && running.breaker.succeeded()) {
     std::string text = "circuit breaker for job type '" + task->type() + "' closed: trial job " + task->id() +
@@ -95,6 +101,14 @@ void Completion::note_breaker_failure(const Task& task, bool trial) {
 void Completion::fail(Running running, int attempt, Failure failure, std::exception_ptr exception,
                       std::vector<Failure> cleanup_errors, double duration_ms) {
   const TaskPtr& task = running.task();  // valid until the lease is acked
+  const auto [cancelled_now, lost] = task->with_record([](TaskRecord& r) {
+    r.stop = std::stop_source(std::nostopstate);
+    return std::pair(r.cancel_requested, r.lease_lost);
+  });
+  if (lost) {
+    drop(std::move(running));
+    return;
+  }
   TypeEntry& type = *task->type_entry();
   const auto now = Clock::now();
   const std::size_t kind = kind_index(failure.kind);
@@ -103,10 +117,6 @@ void Completion::fail(Running running, int attempt, Failure failure, std::except
   type.counters.recovered[kind].fetch_add(1, std::memory_order_relaxed);
   const bool trial = running.breaker.trial();
   if (running.breaker && running.breaker.failed(now)) note_breaker_failure(*task, trial);
-  const bool cancelled_now = task->with_record([](TaskRecord& r) {
-    r.stop = std::stop_source(std::nostopstate);
-    return r.cancel_requested;
-  });
   const int max_attempts = task->spec().max_attempts;
   const bool again = attempt < max_attempts && !cancelled_now;
   const auto delay = type.policy.delay_after(attempt, unit_random());
@@ -160,6 +170,14 @@ void Completion::abandoned(Running running, int attempt, Failure failure, double
   });
   task->set_state(JobState::failed);
   publish(task, JobState::failed);
+  broker_.ack(std::move(running.lease), Ack::done);
+}
+
+// Another process took the lease over while this attempt ran, and ended
+// the attempt there: nothing of this one counts here. The broker drops its
+// end with a warning; the breaker ticket and gate place give themselves
+// back as `running` goes.
+void Completion::drop(Running running) {
   broker_.ack(std::move(running.lease), Ack::done);
 }
 

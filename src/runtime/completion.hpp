@@ -100,6 +100,7 @@ class Completion {
   void fail(Running running, int attempt, Failure failure, std::exception_ptr exception,
             std::vector<Failure> cleanup_errors, double duration_ms);
   void note_breaker_failure(const Task& task, bool trial);
+  void drop(Running running);
   // The last step of every ending: publishes `terminal` (already stored on
   // the task) to waiters, the store, the listener and wait_idle().
   void publish(const TaskPtr& task, JobState terminal);
