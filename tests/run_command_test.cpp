@@ -18,6 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/wait.hpp"
+
 using nlohmann::json;
 
 namespace {
@@ -314,6 +316,7 @@ TEST_SUITE("bulwark run") {
   }
 
   TEST_CASE("SIGTERM stops bulwark run while standard input is an idle open pipe" * doctest::timeout(60)) {
+    std::remove("/tmp/bulwark_run_test/sigterm.jsonl");  // what an earlier run wrote is not this run's line
     int in[2];
     REQUIRE(::pipe(in) == 0);
     const pid_t pid = ::fork();
@@ -331,7 +334,14 @@ TEST_SUITE("bulwark run") {
     ::close(in[0]);
     const std::string line = R"({"type":"echo","payload":1})" "\n";
     REQUIRE(::write(in[1], line.data(), line.size()) == static_cast<ssize_t>(line.size()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    // The line's result is out (so the signal handlers are in place: a
+    // sanitizer build under load may take longer than any fixed wait).
+    const auto written_out = [] {
+      std::ifstream partial("/tmp/bulwark_run_test/sigterm.jsonl");
+      std::string first;
+      return std::getline(partial, first) && !partial.eof();
+    };
+    CHECK(bulwark::testing::eventually(written_out, std::chrono::seconds(20)));
     ::kill(pid, SIGTERM);
     int status = 0;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);

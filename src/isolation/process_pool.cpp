@@ -349,6 +349,10 @@ ProcessPool::End ProcessPool::exchange(Child& c, const ProcessRequest& request, 
     const bool open = read_some(wait_ms);
     if (take_frames()) return End::result;
     if (!open) return End::eof;
+    // A stop asked for before the child had read the run frame reached a
+    // child with no job to stop: ask again until it answers (it is
+    // idempotent for the job it runs).
+    if (request.stop.stop_requested()) ::kill(pid, kChildStopSignal);
     if (request.memory_limit_mb > 0) {
       const std::size_t rss = rss_bytes(pid);
       if (rss > baseline + request.memory_limit_mb * 1024 * 1024) {
