@@ -19,7 +19,13 @@
 //
 // All public methods are thread-safe. submit/post/cancel/requeue never block
 // on a full queue; wait_idle and shutdown block; the destructor shuts down
-// with options.shutdown_timeout.
+// with options.shutdown_timeout. With the redis backend (queue.backend
+// "redis") submit, submit_many, get, wait, page, list, dead_letters,
+// cancel, requeue, stats, pause, resume, the schedule calls, processes and
+// wait_idle each block for Redis round trips (each at most
+// redis.command_timeout_ms); submit answers backend_unavailable when Redis
+// cannot be reached, and the reads throw a std::runtime_error saying so.
+// post() and the workers never wait for Redis.
 #pragma once
 
 #include <chrono>
@@ -162,15 +168,17 @@ class Runtime {
   // The dead-letter list: jobs that used all their attempts, newest first.
   std::vector<JobRecord> dead_letters(std::size_t limit = 100) const;
 
-  // Blocks until job `id` is in a terminal state or `timeout` passes, then
-  // returns its record (terminal or not); nullopt if no such job is known.
+  // Blocks until job `id` is in a terminal state or `timeout` passes (a
+  // negative timeout is taken as zero), then returns its record (terminal
+  // or not); nullopt if no such job is known.
   // Woken by the job's end in this process; with the redis backend a job
   // that ends in another process is seen within 50 ms.
   std::optional<JobRecord> wait(const JobId& id, std::chrono::milliseconds timeout) const;
 
   // The runtime's recent events numbered after `after`, at most `max`
-  // (bulwark/events.hpp); the first call starts recording. Never blocks
-  // for long.
+  // (bulwark/events.hpp); the first call starts recording. With the redis
+  // backend, the events of every process of the queue. Never blocks for
+  // long (with Redis it reads this process's mirror of the shared stream).
   EventPage events_after(std::uint64_t after, std::size_t max = 500) const;
 
   // Cancels a queued or scheduled job; asks a running one to stop (its stop
