@@ -16,6 +16,7 @@
 // for at most the command timeout.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -104,6 +105,13 @@ class Connection {
   bool usable_ = true;
   std::unordered_map<const Script*, std::string> loaded_;  // SHA1 of each script loaded here
 };
+
+// How long a blocking read (XREAD ... BLOCK) may wait in Redis: well
+// inside the command timeout, so the reply comes before the client gives up
+// and a stop request is seen within one read.
+inline long long blocking_read_ms(std::chrono::milliseconds command_timeout) {
+  return std::max<long long>(1, std::min<long long>(200, command_timeout.count() / 2));
+}
 
 // The connection of one thread's loop (a feeder, an acker, a follower): made
 // when needed, dropped after an error, and the backoff before the next try

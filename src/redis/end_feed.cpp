@@ -45,7 +45,7 @@ void EndFeed::stop() {
 void EndFeed::read_batch(Connection& c) {
   // Blocks in Redis for a while when nothing is there, well inside the
   // command timeout, so stop() is seen within one read.
-  const auto block = std::max<long long>(1, std::min<long long>(200, command_timeout_.count() / 2));
+  const auto block = blocking_read_ms(command_timeout_);
   const Value got = c.command({"XREAD", "COUNT", std::to_string(kBatch), "BLOCK", std::to_string(block), "STREAMS",
                                keys_.ended, last_});
   if (got.is_nil() || got.elements.empty()) return;

@@ -1,6 +1,7 @@
 #include "redis/event_feed.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "redis/redis_broker.hpp"
 #include "redis/scripts.hpp"
@@ -34,14 +35,16 @@ std::optional<Event> parse_entry(const Value& entry) {
 
 }  // namespace
 
-EventFeed::EventFeed(const BrokerOptions& options, std::string process, std::size_t buffer, EventLog& log)
+EventFeed::EventFeed(const BrokerOptions& options, std::string process, std::size_t buffer, EventLog& log,
+                     Reporter& reporter)
     : address_(options.address),
       connect_timeout_(options.connect_timeout),
       command_timeout_(options.command_timeout),
       keys_(options.ns),
       process_(std::move(process)),
       buffer_(std::max<std::size_t>(1, buffer)),
-      log_(log) {
+      log_(log),
+      reporter_(reporter) {
   log_.set_sink([this](Event e) { publish(std::move(e)); });
 }
 
@@ -65,22 +68,21 @@ void EventFeed::stop() {
 void EventFeed::publish(Event event) {
   event.process = process_;
   bool first = false;
+  bool started_dropping = false;
   {
     MutexLock lock(mutex_);
     first = pending_.empty();
     pending_.push_back(std::move(event));
     if (pending_.size() > buffer_) {
       pending_.pop_front();
-      dropped_.fetch_add(1, std::memory_order_relaxed);
+      started_dropping = dropped_++ == 0;
     }
   }
-  if (first) {
-    {
-      std::lock_guard lock(wake_mutex_);
-      signalled_ = true;
-    }
-    wake_.notify_one();
+  if (started_dropping) {
+    reporter_.log(LogLevel::warn, "events of this process are being dropped: " + std::to_string(buffer_) +
+                                      " wait for Redis (events.buffer), which does not take them");
   }
+  if (first) wake_.signal();
 }
 
 // Writes up to kBatch waiting events with one script call; they stay if
@@ -101,20 +103,24 @@ void EventFeed::flush(Connection& c) {
   }
   if (n == 0) return;
   c.eval(kPublishEvents, {keys_.events, keys_.events_seq}, args);
-  MutexLock lock(mutex_);
-  // Events dropped meanwhile came off the front: take off what was sent.
-  pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(std::min(n, pending_.size())));
+  std::uint64_t dropped = 0;
+  {
+    MutexLock lock(mutex_);
+    // Events dropped meanwhile came off the front: take off what was sent.
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(std::min(n, pending_.size())));
+    dropped = std::exchange(dropped_, 0);
+  }
+  if (dropped > 0) {
+    reporter_.log(LogLevel::info, "events of this process reach Redis again; " + std::to_string(dropped) +
+                                      " were dropped meanwhile");
+  }
 }
 
 void EventFeed::publish_loop(std::stop_token stop) {
   Link link(address_, connect_timeout_, command_timeout_);
   auto last_look = Clock::time_point{};
   while (!stop.stop_requested()) {
-    {
-      std::unique_lock lock(wake_mutex_);
-      wake_.wait_for(lock, stop, kLook, [&] { return signalled_; });
-      signalled_ = false;
-    }
+    wake_.wait(stop, kLook);
     try {
       Connection& c = link.get();
       if (Clock::now() - last_look >= kLook) {
@@ -153,8 +159,7 @@ void EventFeed::backfill(Connection& c) {
 }
 
 void EventFeed::read_batch(Connection& c) {
-  // Blocks in Redis while nothing comes, well inside the command timeout.
-  const auto block = std::max<long long>(1, std::min<long long>(200, command_timeout_.count() / 2));
+  const auto block = blocking_read_ms(command_timeout_);
   const Value got = c.command({"XREAD", "COUNT", std::to_string(kBatch), "BLOCK", std::to_string(block), "STREAMS",
                                keys_.events, last_});
   if (got.is_nil() || got.elements.empty()) return;

@@ -11,16 +11,15 @@
 // as they come), and marks the namespace as read while the log is read
 // here; the publisher looks for that mark every 250 ms.
 //
-// Events that cannot reach Redis wait, up to events.buffer of them (the
-// oldest are dropped beyond that, counted in dropped()). Thread-safe;
-// start() and stop() from the owner; publish() from any thread, never
-// blocks. stop() blocks up to one command timeout.
+// Events that cannot reach Redis wait, up to events.buffer of them; beyond
+// that the oldest are dropped, with a warning when dropping starts and a
+// line when events reach Redis again. Thread-safe; start() and stop() from
+// the owner; publish() from any thread, never blocks. stop() blocks up to
+// one command timeout.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <mutex>
 #include <string>
 #include <thread>
 
@@ -28,6 +27,8 @@
 #include "redis/connection.hpp"
 #include "redis/keys.hpp"
 #include "runtime/event_log.hpp"
+#include "runtime/reporter.hpp"
+#include "support/wake.hpp"
 
 namespace bulwark::detail::redis {
 
@@ -36,7 +37,8 @@ struct BrokerOptions;
 class EventFeed {
  public:
   // `process`: this process's id, put on every event it publishes.
-  EventFeed(const BrokerOptions& options, std::string process, std::size_t buffer, EventLog& log);
+  EventFeed(const BrokerOptions& options, std::string process, std::size_t buffer, EventLog& log,
+            Reporter& reporter);
   ~EventFeed();
   EventFeed(const EventFeed&) = delete;
   EventFeed& operator=(const EventFeed&) = delete;
@@ -45,7 +47,6 @@ class EventFeed {
   void stop();
   // Queues an event of this process for the stream.
   void publish(Event event);
-  std::uint64_t dropped() const noexcept { return dropped_.load(std::memory_order_relaxed); }
 
  private:
   void publish_loop(std::stop_token stop);
@@ -60,13 +61,12 @@ class EventFeed {
   const std::string process_;
   const std::size_t buffer_;
   EventLog& log_;
-  std::atomic<std::uint64_t> dropped_{0};
+  Reporter& reporter_;
 
   Mutex mutex_;
   std::deque<Event> pending_ BULWARK_GUARDED_BY(mutex_);  // oldest first
-  std::mutex wake_mutex_;  // guards only signalled_, for the wait on wake_
-  std::condition_variable_any wake_;
-  bool signalled_ = false;  // guarded by wake_mutex_: events to publish
+  std::uint64_t dropped_ BULWARK_GUARDED_BY(mutex_) = 0;  // since events last reached Redis
+  Wake wake_;  // events to publish
 
   std::string last_ = "0-0";  // the follower's: the last stream entry mirrored
   std::jthread publisher_;

@@ -83,7 +83,8 @@ void RedisBackend::attached() {
   broker_.set_reporter(host().reporter);
   // One event stream for the queue: every process's events, in one order.
   if (events_buffer_ > 0) {
-    event_feed_ = std::make_unique<EventFeed>(options_, broker_.owner(), events_buffer_, host().events);
+    event_feed_ =
+        std::make_unique<EventFeed>(options_, broker_.owner(), events_buffer_, host().events, host().reporter);
   }
   // Taking a lease over is only detection: the lost attempt ends as every
   // failed attempt ends.

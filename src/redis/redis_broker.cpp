@@ -123,22 +123,24 @@ std::optional<std::vector<RedisBroker::EnqueueAnswer>> RedisBroker::send_enqueue
   try {
     const Value v = pool_.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq, keys_.held}, args);
     answers.reserve(v.elements.size());
-    for (const Value& e : v.elements) {
-      EnqueueAnswer a;
-      if (e.elements.size() == 2) {  // {holder, state}: a unique job holds the key
-        a.holder = e.elements[0].str;
-        a.holder_state = parse_job_state(e.elements[1].str).value_or(JobState::queued);
-      } else {
-        a.seq = e.as_integer();
-      }
-      answers.push_back(std::move(a));
-    }
+    for (const Value& e : v.elements) answers.push_back(answer_of(e));
   } catch (const RedisError& e) {
     if (!e.unavailable()) throw;
     reachable_.store(false, std::memory_order_release);
     return std::nullopt;
   }
   return answers;
+}
+
+RedisBroker::EnqueueAnswer RedisBroker::answer_of(const Value& e) {
+  EnqueueAnswer a;
+  if (e.elements.size() == 2) {  // {holder, state}: a unique job holds the key
+    a.holder = e.elements[0].str;
+    a.holder_state = parse_job_state(e.elements[1].str).value_or(JobState::queued);
+  } else {
+    a.seq = e.as_integer();
+  }
+  return a;
 }
 
 Admitted RedisBroker::admitted(const EnqueueAnswer& answer, const std::function<bool()>& record, Admission* out) {
@@ -203,7 +205,7 @@ void RedisBroker::admit_soon(TaskPtr task, Clock::time_point due, Clock::time_po
     MutexLock lock(mutex_);
     soon_.push_back(std::move(a));
   }
-  signal(ack_wake_);
+  ack_wake_.signal();
 }
 
 void RedisBroker::flush_soon(Connection& c, std::size_t n) {
@@ -213,26 +215,29 @@ void RedisBroker::flush_soon(Connection& c, std::size_t n) {
     MutexLock lock(mutex_);
     for (std::size_t i = 0; i < n; ++i) args.insert(args.end(), soon_[i].args.begin(), soon_[i].args.end());
   }
-  const Value v = c.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq, keys_.held}, args);
+  Value v;
+  std::string refused;  // Redis's error, when it refused the call itself
+  try {
+    v = c.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq, keys_.held}, args);
+  } catch (const RedisError& e) {
+    if (e.unavailable()) throw;  // they stay, and go when Redis is back
+    // An error reply (Redis full, say) would come again: answer them
+    // refused rather than hold up the ends behind them.
+    refused = e.what();
+  }
   std::vector<SoonAdmission> sent;
   {
     MutexLock lock(mutex_);
     sent.assign(std::make_move_iterator(soon_.begin()), std::make_move_iterator(soon_.begin() + static_cast<std::ptrdiff_t>(n)));
     soon_.erase(soon_.begin(), soon_.begin() + static_cast<std::ptrdiff_t>(n));
   }
+  if (!refused.empty()) warn(std::to_string(sent.size()) + " follow-up jobs not admitted: " + refused);
   for (std::size_t i = 0; i < sent.size(); ++i) {
-    if (i >= v.elements.size()) {  // not expected: the script answers every job
+    if (i >= v.elements.size()) {  // refused, or not expected: the script answers every job
       sent[i].answer(Admitted::unavailable);
       continue;
     }
-    EnqueueAnswer answer;
-    const Value& e = v.elements[i];
-    if (e.elements.size() == 2) {
-      answer.holder = e.elements[0].str;
-    } else {
-      answer.seq = e.as_integer();
-    }
-    sent[i].answer(admitted(answer, sent[i].record, nullptr));
+    sent[i].answer(admitted(answer_of(v.elements[i]), sent[i].record, nullptr));
   }
 }
 
@@ -276,27 +281,13 @@ void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
   }
   // While ends wait, the acker is writing them (it stops only on an empty
   // list) or backing off from an outage: only the first needs a wake-up.
-  if (first) signal(ack_wake_);
-  if (held <= low_water()) signal(feed_wake_);  // room for a batch: fetch again now, not after the poll
-}
-
-void RedisBroker::signal(Wake& w) {
-  {
-    std::lock_guard lock(w.mutex);
-    w.signalled = true;
-  }
-  w.cv.notify_one();
-}
-
-void RedisBroker::wait(Wake& w, std::stop_token& stop, std::chrono::milliseconds timeout) {
-  std::unique_lock lock(w.mutex);
-  w.cv.wait_for(lock, stop, timeout, [&] { return w.signalled; });
-  w.signalled = false;
+  if (first) ack_wake_.signal();
+  if (held <= low_water()) feed_wake_.signal();  // room for a batch: fetch again now, not after the poll
 }
 
 void RedisBroker::set_aside(std::ptrdiff_t delta) noexcept {
   aside_.fetch_add(delta, std::memory_order_acq_rel);
-  if (delta > 0) signal(feed_wake_);  // room for other work: fetch now
+  if (delta > 0) feed_wake_.signal();  // room for other work: fetch now
 }
 
 std::size_t RedisBroker::low_water() const noexcept { return (options_.workers + options_.prefetch) / 2; }
@@ -459,7 +450,7 @@ void RedisBroker::flush_pending(Connection& c) {
 void RedisBroker::send_acks(std::stop_token stop) {
   Link link(options_.address, options_.connect_timeout, options_.command_timeout);
   while (!stop.stop_requested()) {
-    wait(ack_wake_, stop, std::chrono::milliseconds(100));
+    ack_wake_.wait(stop, std::chrono::milliseconds(100));
     if (stop.stop_requested()) break;  // drain() writes the rest
     try {
       flush_pending(link.get());
@@ -480,7 +471,7 @@ void RedisBroker::note_progress(const std::string& id, const JobProgress& p) {
     if (it == held_.end()) return;  // not leased here
     progress_[id] = ProgressNote{it->second.fence, text};
   }
-  signal(ack_wake_);
+  ack_wake_.signal();
 }
 
 // The latest progress of each job, fenced like an ack: only while this
@@ -548,7 +539,7 @@ bool RedisBroker::set_paused(const std::string& type, bool paused) {
   pause_epoch_.fetch_add(1, std::memory_order_acq_rel);
   if (paused) return pool_.command({"HSETNX", keys_.paused, type, std::to_string(epoch_ms(Clock::now()))}).as_integer() == 1;
   const Value v = pool_.eval(kResume, {keys_.paused, keys_.held, keys_.ready}, {type, keys_.job_prefix});
-  signal(feed_wake_);  // its jobs are ready again
+  feed_wake_.signal();  // its jobs are ready again
   return !v.elements.empty() && v.elements[0].as_integer() == 1;
 }
 
@@ -603,7 +594,7 @@ void RedisBroker::take_over(const Value& row) {
       MutexLock lock(mutex_);
       pending_.push_back(std::move(a));
     }
-    signal(ack_wake_);
+    ack_wake_.signal();
     return;
   }
   if (lost.cancel) task->with_record([](TaskRecord& r) { r.cancel_requested = true; });
@@ -641,7 +632,7 @@ void RedisBroker::feed(std::stop_token stop) {
       const bool got = refill(c) > 0;
       reachable_.store(true, std::memory_order_release);
       link.ok();
-      if (!got) wait(feed_wake_, stop, options_.poll);
+      if (!got) feed_wake_.wait(stop, options_.poll);
     } catch (const RedisError& e) {
       // Unreachable, or a reply we did not expect: start again on a fresh
       // connection after the backoff.
@@ -677,6 +668,7 @@ std::vector<TaskPtr> RedisBroker::drain() {
       give_back.emplace_back(t->id(), it->second.fence);
       held_.erase(it);
     }
+    lost_.erase(t->id());  // taken over while it waited here: not ours to give back
   }
   // Jobs fetched but never started here go back to Redis for other
   // processes; pending acks get a last chance.

@@ -41,6 +41,7 @@
 #include "redis/pool.hpp"
 #include "runtime/job_queue.hpp"
 #include "runtime/reporter.hpp"
+#include "support/wake.hpp"
 
 namespace bulwark::detail::redis {
 
@@ -193,12 +194,6 @@ class RedisBroker final : public Broker {
     long long due_ms = 0; // for retry
   };
 
-  // A wake-up call for a thread that otherwise waits a while.
-  struct Wake {
-    std::mutex mutex;
-    std::condition_variable_any cv;
-    bool signalled = false;  // guarded by mutex
-  };
 
   // A job admitted without waiting (admit_soon): its enqueue arguments,
   // written by the acker.
@@ -219,11 +214,10 @@ class RedisBroker final : public Broker {
   void enqueue_args(std::vector<std::string>& args, const TaskSpec& s, Clock::time_point due,
                     const std::string& now_ms) const;
   std::optional<std::vector<EnqueueAnswer>> send_enqueue(std::vector<std::string>& args);
+  // One job's answer in the enqueue script's reply.
+  static EnqueueAnswer answer_of(const Value& e);
   // `out` (if given) gets the holder of a unique job's key.
   static Admitted admitted(const EnqueueAnswer& answer, const std::function<bool()>& record, Admission* out);
-  static void signal(Wake& w);
-  // Waits for a signal, the stop token or the timeout.
-  static void wait(Wake& w, std::stop_token& stop, std::chrono::milliseconds timeout);
   // Held jobs at or below which the feeder fetches again at once.
   std::size_t low_water() const noexcept;
   std::size_t flush_batch(Connection& c);
