@@ -10,6 +10,7 @@
 #include "runtime/type_table.hpp"
 #include "support/fake_task.hpp"
 #include "support/wait.hpp"
+#include "core/task_access.hpp"
 
 using namespace std::chrono_literals;
 using bulwark::Clock;
@@ -22,6 +23,7 @@ using bulwark::detail::Lease;
 using bulwark::detail::Running;
 using bulwark::detail::TaskPtr;
 using bulwark::detail::TaskRecord;
+using bulwark::detail::TaskAccess;
 
 namespace {
 
@@ -36,9 +38,9 @@ struct Fixture {
   // A job as submit() would leave it: stored, counted in, with `attempts` allowed.
   TaskPtr job(const std::string& id, int attempts = 1, JobState state = JobState::running) {
     TaskPtr t = bulwark::testing::fake_task(id, 0, state);
-    t->prepare().max_attempts = attempts;
-    t->prepare().stored = true;
-    t->set_type_entry(&type);
+    TaskAccess::spec(*t).max_attempts = attempts;
+    TaskAccess::spec(*t).stored = true;
+    TaskAccess::set_type_entry(*t, &type);
     REQUIRE(store.insert(t));
     completion.count_accepted();
     return t;
@@ -47,7 +49,7 @@ struct Fixture {
   // The running record a worker hands over for a new attempt, admitted by
   // the type's breaker.
   Running running(const TaskPtr& t) {
-    t->with_record([](TaskRecord& r) { ++r.attempts; });  // as Attempt::start does
+    TaskAccess::with_record(*t, [](TaskRecord& r) { ++r.attempts; });  // as Attempt::start does
     const auto d = type.breaker.admit(Clock::now());
     return Running{Lease{t, {}}, BreakerTicket(type.breaker, d.trial), {}, Clock::now()};
   }
@@ -154,7 +156,7 @@ TEST_SUITE("completion") {
   TEST_CASE("a job cancelled during its attempt ends cancelled, not retried" * doctest::timeout(30)) {
     Fixture f;
     TaskPtr t = f.job("x", 5);
-    t->with_record([](TaskRecord& r) { r.cancel_requested = true; });
+    TaskAccess::with_record(*t, [](TaskRecord& r) { r.cancel_requested = true; });
     f.completion.attempt_ended(f.running(t), Fixture::failed(1, FailureKind::cancelled));
     CHECK(t->state() == JobState::cancelled);
     CHECK(f.completion.counts().cancelled == 1);
@@ -171,7 +173,7 @@ TEST_SUITE("completion") {
 
     TaskPtr running = f.job("r", 1, JobState::running);
     std::stop_source source;
-    running->with_record([&](TaskRecord& r) { r.stop = source; });
+    TaskAccess::with_record(*running, [&](TaskRecord& r) { r.stop = source; });
     CHECK(f.completion.cancel(running) == bulwark::CancelResult::stop_requested);
     CHECK(source.stop_requested());
     CHECK(running->stop_reason() == FailureKind::cancelled);

@@ -7,12 +7,14 @@
 #include "runtime/job_queue.hpp"
 #include "support/fake_task.hpp"
 #include "support/wait.hpp"
+#include "core/task_access.hpp"
 
 using bulwark::Clock;
 using bulwark::JobState;
 using bulwark::detail::Ack;
 using bulwark::detail::JobQueue;
 using bulwark::testing::fake_task;
+using bulwark::detail::TaskAccess;
 using namespace std::chrono_literals;
 
 TEST_SUITE("JobQueue") {
@@ -134,7 +136,7 @@ TEST_SUITE("JobQueue") {
     JobQueue q(1, 1);
     auto t = fake_task("x", 0, JobState::scheduled);
     REQUIRE(q.try_push(t, Clock::now() + 30ms));
-    t->set_state(JobState::cancelled);
+    TaskAccess::set_state(*t, JobState::cancelled);
     REQUIRE(bulwark::testing::eventually([&] { return q.size() == 0; }));
     CHECK(q.ready() == 0);
     CHECK(q.try_push(fake_task("y"), Clock::now()));

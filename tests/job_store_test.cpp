@@ -5,9 +5,11 @@
 
 #include "runtime/job_store.hpp"
 #include "support/fake_task.hpp"
+#include "core/task_access.hpp"
 
 using bulwark::JobState;
 using bulwark::detail::MemoryJobStore;
+using bulwark::detail::TaskAccess;
 using TaskPtr = std::shared_ptr<bulwark::detail::Task>;
 
 namespace {
@@ -16,8 +18,8 @@ std::uint64_t g_seq = 0;
 
 TaskPtr stored(MemoryJobStore& store, const std::string& id, JobState state, const std::string& type = "t") {
   TaskPtr t = bulwark::testing::fake_task(id, 0, state);
-  t->prepare().type = type;
-  t->prepare().seq = ++g_seq;
+  TaskAccess::spec(*t).type = type;
+  TaskAccess::spec(*t).seq = ++g_seq;
   REQUIRE(store.insert(t));
   return t;
 }
@@ -25,7 +27,7 @@ TaskPtr stored(MemoryJobStore& store, const std::string& id, JobState state, con
 std::string numbered(const char* prefix, int i) { return std::string(prefix).append(std::to_string(i)); }
 
 void finish(MemoryJobStore& store, const TaskPtr& t, JobState terminal) {
-  t->set_state(terminal);
+  TaskAccess::set_state(*t, terminal);
   store.finished(t);
 }
 
@@ -77,7 +79,7 @@ TEST_SUITE("job_store") {
     MemoryJobStore store(1, 1);
     TaskPtr t = stored(store, "again", JobState::running);
     finish(store, t, JobState::failed);
-    t->set_state(JobState::queued);  // requeued
+    TaskAccess::set_state(*t, JobState::queued);  // requeued
     finish(store, stored(store, "other", JobState::running), JobState::failed);
     CHECK(store.find("again"));
   }

@@ -9,6 +9,7 @@
 #include "support/fake_task.hpp"
 #include "support/redis_server.hpp"
 #include "support/wait.hpp"
+#include "core/task_access.hpp"
 
 using namespace std::chrono_literals;
 using bulwark::Clock;
@@ -19,6 +20,7 @@ using bulwark::detail::Lease;
 using bulwark::detail::redis::BrokerOptions;
 using bulwark::detail::redis::FetchedJob;
 using bulwark::detail::redis::RedisBroker;
+using bulwark::detail::TaskAccess;
 using TaskPtr = std::shared_ptr<bulwark::detail::Task>;
 namespace redis = bulwark::detail::redis;
 
@@ -39,20 +41,20 @@ BrokerOptions options_for(const bulwark::testing::RedisServer& server, std::chro
 // What a process would build for a fetched job: its spec, as stored.
 TaskPtr make_task(const FetchedJob& f) {
   TaskPtr t = bulwark::testing::fake_task(f.id, f.priority);
-  t->prepare().type = f.type;
-  t->prepare().max_attempts = f.max_attempts;
-  t->prepare().stored = true;
-  t->prepare().payload = nlohmann::json::parse(f.payload);
-  t->with_record([&](bulwark::detail::TaskRecord& r) { r.attempts = f.attempt; });
+  TaskAccess::spec(*t).type = f.type;
+  TaskAccess::spec(*t).max_attempts = f.max_attempts;
+  TaskAccess::spec(*t).stored = true;
+  TaskAccess::spec(*t).payload = nlohmann::json::parse(f.payload);
+  TaskAccess::with_record(*t, [&](bulwark::detail::TaskRecord& r) { r.attempts = f.attempt; });
   return t;
 }
 
 TaskPtr new_job(const std::string& id, int priority = 0) {
   TaskPtr t = bulwark::testing::fake_task(id, priority);
-  t->prepare().type = "echo";
-  t->prepare().stored = true;
-  t->prepare().max_attempts = 3;
-  t->prepare().payload = {{"n", 1}};
+  TaskAccess::spec(*t).type = "echo";
+  TaskAccess::spec(*t).stored = true;
+  TaskAccess::spec(*t).max_attempts = 3;
+  TaskAccess::spec(*t).payload = {{"n", 1}};
   return t;
 }
 
@@ -93,7 +95,7 @@ TEST_SUITE("redis_broker") {
     CHECK(l.task->spec().payload == nlohmann::json{{"n", 1}});
     CHECK(field(server, "j1", "owner") == "proc-b");
     CHECK(b.held() == 1);
-    l.task->set_state(JobState::succeeded);
+    TaskAccess::set_state(*l.task, JobState::succeeded);
     b.ack(std::move(l), Ack::done);
     CHECK(b.held() == 0);
     REQUIRE(bulwark::testing::eventually([&] { return b.pending_acks() == 0; }));
@@ -123,7 +125,7 @@ TEST_SUITE("redis_broker") {
     a.start();
     REQUIRE(admit(a, new_job("r")) == Admitted::accepted);
     Lease first = take(a);
-    first.task->set_state(JobState::scheduled);
+    TaskAccess::set_state(*first.task, JobState::scheduled);
     a.ack(std::move(first), Ack::retry, Clock::now() + 20ms);  // written by the acker, not on this thread
     REQUIRE(bulwark::testing::eventually([&] { return a.pending_acks() == 0; }));
     CHECK(field(server, "r", "state") != "running");
@@ -131,7 +133,7 @@ TEST_SUITE("redis_broker") {
     CHECK(second.task->id() == "r");
     CHECK(second.is_retry());
     CHECK(second.task->with_record([](const bulwark::detail::TaskRecord& r) { return r.attempts; }) == 2);
-    second.task->set_state(JobState::failed);
+    TaskAccess::set_state(*second.task, JobState::failed);
     a.ack(std::move(second), Ack::done);
     REQUIRE(bulwark::testing::eventually([&] { return a.pending_acks() == 0; }));
     CHECK(field(server, "r", "state") == "failed");
@@ -187,7 +189,7 @@ TEST_SUITE("redis_broker") {
     REQUIRE(admit(b, new_job("late")) == Admitted::accepted);
     Lease l = take(b);
     server.stop();
-    l.task->set_state(JobState::succeeded);
+    TaskAccess::set_state(*l.task, JobState::succeeded);
     b.ack(std::move(l), Ack::done);
     CHECK(b.pending_acks() == 1);
     CHECK(admit(b, new_job("during")) == Admitted::unavailable);

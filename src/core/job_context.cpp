@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "bulwark/detail/task.hpp"
+#include "core/task_access.hpp"
 
 namespace bulwark {
 
@@ -25,7 +26,7 @@ std::string JobContext::traceparent() const {
 }
 
 void JobContext::heartbeat() noexcept {
-  task_.heartbeat(Clock::now());
+  detail::TaskAccess::heartbeat(task_, Clock::now());
 }
 
 void JobContext::progress(double fraction, std::string_view note) {

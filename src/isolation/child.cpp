@@ -22,6 +22,7 @@
 #include "isolation/child_protocol.hpp"
 #include "isolation/wire.hpp"
 #include "support/text.hpp"
+#include "core/task_access.hpp"
 
 namespace bulwark {
 
@@ -30,6 +31,7 @@ using detail::dump_line;
 using detail::kFatalSignals;
 using detail::SignalBuffer;
 using detail::stack_dump_signal_number;
+using detail::TaskAccess;
 namespace {
 
 using nlohmann::json;
@@ -232,8 +234,8 @@ json run_one(const Registry& registry, const json& request) {
     return {{"op", "result"}, {"ok", false}, {"failure", wire::failure_to_json(f)}, {"cleanup_errors", json::array()}};
   }
   ChildTask task;
-  task.prepare().id = request.at("id").get<std::string>();
-  task.prepare().type = type;
+  TaskAccess::spec(task).id = request.at("id").get<std::string>();
+  TaskAccess::spec(task).type = type;
   const json& payload = request.at("payload");
   const std::size_t limit_mb = request.value("memory_limit_mb", std::size_t{0});
   std::stop_source stop;
@@ -245,12 +247,12 @@ json run_one(const Registry& registry, const json& request) {
   std::string span_id;
   if (auto trace = TraceContext::parse(request.value("traceparent", std::string()))) {
     span_id = trace->parent_id;
-    task.prepare().trace = std::make_shared<const TraceContext>(std::move(*trace));
+    TaskAccess::spec(task).trace = std::make_shared<const TraceContext>(std::move(*trace));
   }
   // The parent's fencing token; the child cannot learn of a lost lease
   // (the parent stops it instead), so its lease_valid() stays true.
   const auto fence = request.value("fence", std::uint64_t{0});
-  task.prepare_record().fence = fence;
+  TaskAccess::record_unlocked(task).fence = fence;
   JobContext ctx = detail::ContextAccess::make(task, stop.get_token(), request.at("attempt").get<int>(), 0, fence, span_id);
   json result;
   Outcome<void> outcome(std::monostate{});

@@ -9,6 +9,7 @@
 #include "redis/scripts.hpp"
 #include "runtime/clock.hpp"
 #include "support/text.hpp"
+#include "core/task_access.hpp"
 
 namespace bulwark::detail::redis {
 
@@ -329,12 +330,12 @@ std::size_t RedisBroker::refill(Connection& c) {
       MutexLock lock(mutex_);
       held_[job.id] = Held{job.attempt, job.fence, task};
     }
-    task->set_ready_at(now);
+    TaskAccess::set_ready_at(*task, now);
     if (job.retry) {
-      task->set_state(JobState::scheduled);
+      TaskAccess::set_state(*task, JobState::scheduled);
       local_.push_retry(std::move(task), now);  // admitted locally under max_concurrent_retries
     } else {
-      task->set_state(JobState::queued);
+      TaskAccess::set_state(*task, JobState::queued);
       local_.enqueue(std::move(task), now, now);  // into the place reserved above
     }
   }
@@ -366,9 +367,9 @@ void RedisBroker::lost_here(const std::string& id, std::uint64_t fence, const st
     held_.erase(it);
     lost_[id] = {fence, holder};
   }
-  task->with_record([&](TaskRecord& r) {
+  TaskAccess::with_record(*task, [&](TaskRecord& r) {
     r.lease_lost = true;  // JobContext::lease_valid()
-    task->set_stop_reason(FailureKind::lease_lost);
+    TaskAccess::set_stop_reason(*task, FailureKind::lease_lost);
     r.stop.request_stop();
   });
   warn("lease of job " + id + " (" + task->type() + ", attempt " + std::to_string(attempt) +
@@ -495,10 +496,10 @@ void RedisBroker::stop_local(const std::string& id) {
     if (it == held_.end()) return;
     task = it->second.task;
   }
-  task->with_record([&](TaskRecord& r) {
+  TaskAccess::with_record(*task, [&](TaskRecord& r) {
     if (r.cancel_requested) return;
     r.cancel_requested = true;  // a job still waiting here ends cancelled when its turn comes
-    task->set_stop_reason(FailureKind::cancelled);
+    TaskAccess::set_stop_reason(*task, FailureKind::cancelled);
     r.stop.request_stop();
   });
 }
@@ -597,8 +598,8 @@ void RedisBroker::take_over(const Value& row) {
     ack_wake_.signal();
     return;
   }
-  if (lost.cancel) task->with_record([](TaskRecord& r) { r.cancel_requested = true; });
-  task->set_state(JobState::running);
+  if (lost.cancel) TaskAccess::with_record(*task, [](TaskRecord& r) { r.cancel_requested = true; });
+  TaskAccess::set_state(*task, JobState::running);
   {
     MutexLock lock(mutex_);
     held_[job.id] = Held{job.attempt, job.fence, task};

@@ -6,6 +6,7 @@
 #include "guard/crash_report.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/testing_hooks.hpp"
+#include "core/task_access.hpp"
 
 namespace bulwark::detail {
 
@@ -45,7 +46,8 @@ RunnerResult ChildRunner::run(Task& task, JobContext& ctx) {
   request.on_progress = [&ctx](double fraction, const std::string& note) { ctx.progress(fraction, note); };
   ProcessReply reply = processes_->run(request);
   if (reply.stuck_trace) {
-    task.with_record([&](TaskRecord& r) { r.stuck_trace = std::make_unique<RawTrace>(*reply.stuck_trace); });
+    TaskAccess::with_record(task,
+                            [&](TaskRecord& r) { r.stuck_trace = std::make_unique<RawTrace>(*reply.stuck_trace); });
   }
   RunnerResult r;
   r.cleanup_errors = std::move(reply.cleanup_errors);
@@ -53,7 +55,7 @@ RunnerResult ChildRunner::run(Task& task, JobContext& ctx) {
     r.outcome = Outcome<void>(std::move(reply.failure), nullptr);
     return r;
   }
-  task.commit(ctx, [&](TaskRecord& rec) { rec.result = std::move(reply.result); });
+  TaskAccess::commit(task, ctx, [&](TaskRecord& rec) { rec.result = std::move(reply.result); });
   return r;
 }
 
@@ -64,7 +66,7 @@ AttemptRunner& in_thread_runner() noexcept {
 
 bool Attempt::start(Clock::time_point now) {
   start_ = now;
-  const bool go = task_.with_record([&](TaskRecord& r) {
+  const bool go = TaskAccess::with_record(task_, [&](TaskRecord& r) {
     if (r.cancel_requested) return false;  // cancelled while it was deferred
     number_ = ++r.attempts;
     fence_ = ++r.fence;
@@ -75,7 +77,7 @@ bool Attempt::start(Clock::time_point now) {
     if (task_.spec().trace) r.span_id = span_id_ = new_span_id();  // each attempt is a span of its own
     return true;
   });
-  if (go) task_.heartbeat(now);
+  if (go) TaskAccess::heartbeat(task_, now);
   return go;
 }
 

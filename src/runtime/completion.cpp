@@ -4,6 +4,7 @@
 
 #include "runtime/clock.hpp"
 #include "runtime/type_table.hpp"
+#include "core/task_access.hpp"
 
 namespace bulwark::detail {
 
@@ -60,7 +61,7 @@ void Completion::attempt_ended(Running running, AttemptEnd end) {
 
 void Completion::succeed(Running running, const AttemptEnd& end) {
   const TaskPtr& task = running.task();  // valid until the lease is acked
-  const bool lost = task->with_record([&](TaskRecord& r) {
+  const bool lost = TaskAccess::with_record(*task, [&](TaskRecord& r) {
     if (r.lease_lost) return true;
     r.duration_ms = end.duration_ms;
     r.error.reset();
@@ -81,7 +82,7 @@ void Completion::succeed(Running running, const AttemptEnd& end) {
     reporter_.log(LogLevel::info, std::move(text));
   }
   if (task->spec().then && follow_up_) follow_up_(*task);
-  task->set_state(JobState::succeeded);
+  TaskAccess::set_state(*task, JobState::succeeded);
   publish(task, JobState::succeeded);
   broker_.ack(std::move(running.lease), Ack::done);
 }
@@ -101,7 +102,7 @@ void Completion::note_breaker_failure(const Task& task, bool trial) {
 void Completion::fail(Running running, int attempt, Failure failure, std::exception_ptr exception,
                       std::vector<Failure> cleanup_errors, double duration_ms) {
   const TaskPtr& task = running.task();  // valid until the lease is acked
-  const auto [cancelled_now, lost] = task->with_record([](TaskRecord& r) {
+  const auto [cancelled_now, lost] = TaskAccess::with_record(*task, [](TaskRecord& r) {
     r.stop = std::stop_source(std::nostopstate);
     return std::pair(r.cancel_requested, r.lease_lost);
   });
@@ -129,7 +130,7 @@ void Completion::fail(Running running, int attempt, Failure failure, std::except
     }
     reporter_.attempt_failed(std::move(line));
   }
-  task->with_record([&](TaskRecord& r) {
+  TaskAccess::with_record(*task, [&](TaskRecord& r) {
     r.duration_ms = duration_ms;
     r.error = std::make_unique<Failure>(std::move(failure));
     r.exception = std::move(exception);
@@ -141,15 +142,15 @@ void Completion::fail(Running running, int attempt, Failure failure, std::except
   if (again) {
     retried_.fetch_add(1, std::memory_order_relaxed);
     type.counters.retried.fetch_add(1, std::memory_order_relaxed);
-    task->set_state(JobState::scheduled);
+    TaskAccess::set_state(*task, JobState::scheduled);
     events_.job(*task, JobState::scheduled, attempt, failure_kind);
-    task->set_ready_at(now + delay);
+    TaskAccess::set_ready_at(*task, now + delay);
     broker_.ack(std::move(running.lease), Ack::retry, now + delay);
     return;
   }
   const JobState terminal = cancelled_now ? JobState::cancelled : JobState::failed;
   if (terminal == JobState::failed) type.counters.failed[kind].fetch_add(1, std::memory_order_relaxed);
-  task->set_state(terminal);
+  TaskAccess::set_state(*task, terminal);
   publish(task, terminal);
   broker_.ack(std::move(running.lease), Ack::done);
 }
@@ -162,13 +163,13 @@ void Completion::abandoned(Running running, int attempt, Failure failure, double
   }
   const TaskPtr& task = running.task();  // valid until the lease is acked
   task->type_entry()->counters.failed[kind_index(failure.kind)].fetch_add(1, std::memory_order_relaxed);
-  task->with_record([&](TaskRecord& r) {
+  TaskAccess::with_record(*task, [&](TaskRecord& r) {
     r.duration_ms = duration_ms;
     r.error = std::make_unique<Failure>(std::move(failure));
     r.exception = nullptr;
     r.finished_at = WallClock::now();
   });
-  task->set_state(JobState::failed);
+  TaskAccess::set_state(*task, JobState::failed);
   publish(task, JobState::failed);
   broker_.ack(std::move(running.lease), Ack::done);
 }
@@ -184,14 +185,14 @@ void Completion::drop(Running running) {
 void Completion::lease_lost(Lease lease, int attempt, Failure failure) {
   Running running;  // no breaker ticket, no gate place: nothing of this process's ran it
   running.lease = std::move(lease);
-  running.task()->with_record([&](TaskRecord& r) { r.attempts = attempt; });
+  TaskAccess::with_record(*running.task(), [&](TaskRecord& r) { r.attempts = attempt; });
   fail(std::move(running), attempt, std::move(failure), nullptr, {}, 0.0);
 }
 
 void Completion::cancelled_before_start(Lease lease, Clock::time_point now) {
   const TaskPtr& task = lease.task;
-  task->with_record([&](TaskRecord& r) { r.finished_at = to_wall(now); });
-  task->set_state(JobState::cancelled);
+  TaskAccess::with_record(*task, [&](TaskRecord& r) { r.finished_at = to_wall(now); });
+  TaskAccess::set_state(*task, JobState::cancelled);
   publish(task, JobState::cancelled);
   broker_.ack(std::move(lease), Ack::done);
 }
@@ -201,15 +202,15 @@ CancelResult Completion::cancel(const TaskPtr& task) {
   for (;;) {
     const JobState s = task->state();
     if (is_terminal(s)) return CancelResult::already_terminal;
-    const Step step = task->with_record([&](TaskRecord& r) {
+    const Step step = TaskAccess::with_record(*task, [&](TaskRecord& r) {
       if (s == JobState::running) {
         if (task->state() != JobState::running) return Step::again;
         r.cancel_requested = true;
-        task->set_stop_reason(FailureKind::cancelled);
+        TaskAccess::set_stop_reason(*task, FailureKind::cancelled);
         r.stop.request_stop();
         return Step::stop_requested;
       }
-      if (!task->transition(s, JobState::cancelled)) return Step::again;
+      if (!TaskAccess::transition(*task, s, JobState::cancelled)) return Step::again;
       r.finished_at = WallClock::now();
       return Step::cancelled;
     });
@@ -225,8 +226,8 @@ CancelResult Completion::cancel(const TaskPtr& task) {
 
 bool Completion::end_unrun(const TaskPtr& task) {
   for (JobState s = task->state(); !is_terminal(s); s = task->state()) {
-    const bool ended = task->with_record([&](TaskRecord& r) {
-      if (!task->transition(s, JobState::failed)) return false;
+    const bool ended = TaskAccess::with_record(*task, [&](TaskRecord& r) {
+      if (!TaskAccess::transition(*task, s, JobState::failed)) return false;
       std::string message = "the runtime shut down before the job ran";
       if (r.attempts > 0 && r.error) {
         message = "the runtime shut down before attempt " + std::to_string(r.attempts + 1) + " of " +
@@ -253,7 +254,7 @@ void Completion::publish(const TaskPtr& task, JobState terminal) {
     });
     events_.job(*task, terminal, attempts, terminal == JobState::failed ? kind : std::nullopt);
   }
-  task->notify_terminal();
+  TaskAccess::notify_terminal(*task);
   switch (terminal) {
     case JobState::succeeded: succeeded_.fetch_add(1, std::memory_order_relaxed); break;
     case JobState::failed: failed_.fetch_add(1, std::memory_order_relaxed); break;

@@ -12,6 +12,7 @@
 #include "runtime/testing_hooks.hpp"
 #include "runtime/type_table.hpp"
 #include "support/signals.hpp"
+#include "core/task_access.hpp"
 
 namespace bulwark::detail {
 
@@ -128,12 +129,12 @@ void Executor::worker_loop(const SlotPtr& slot) {
 // to waiting in the broker until `until`, not failed.
 void Executor::defer(Lease lease, Clock::time_point until, bool by_breaker) {
   const TaskPtr& task = lease.task;
-  if (!task->transition(JobState::queued, JobState::scheduled)) return;  // cancelled meanwhile
+  if (!TaskAccess::transition(*task, JobState::queued, JobState::scheduled)) return;  // cancelled meanwhile
   if (by_breaker) {
     breaker_deferred_.fetch_add(1, std::memory_order_relaxed);
-    task->with_record([](TaskRecord& r) { ++r.breaker_deferrals; });
+    TaskAccess::with_record(*task, [](TaskRecord& r) { ++r.breaker_deferrals; });
   }
-  task->set_ready_at(until);
+  TaskAccess::set_ready_at(*task, until);
   broker_.ack(std::move(lease), Ack::defer, until);
 }
 
@@ -170,7 +171,7 @@ bool Executor::serve(const SlotPtr& slot, Lease lease, bool counted) {
     return true;
   }
   BreakerTicket ticket(type.breaker, admitted.trial);
-  if (!task->transition(JobState::queued, JobState::running)) return true;  // cancelled while waiting
+  if (!TaskAccess::transition(*task, JobState::queued, JobState::running)) return true;  // cancelled while waiting
   const auto waited = now - task->ready_at();
   // Only fresh work feeds the saturation signal: a retry that the throttle
   // held back has waited because of the throttle, and counting it would
@@ -224,9 +225,9 @@ bool Executor::abandon(const SlotPtr& slot, Failure failure, bool allow_retry, C
   Running running = std::move(*slot->vacate());
   const TaskPtr task = running.task();
   const double duration = ms_between(running.started, now);
-  const int attempt = task->with_record([&](TaskRecord& r) {
+  const int attempt = TaskAccess::with_record(*task, [&](TaskRecord& r) {
     ++r.epoch;  // whatever the abandoned attempt still writes is discarded
-    task->set_stop_reason(failure.kind);  // timeout or shutdown
+    TaskAccess::set_stop_reason(*task, failure.kind);  // timeout or shutdown
     r.stop.request_stop();
     if (trace) r.stuck_trace = std::make_unique<RawTrace>(*trace);
     return r.attempts;
@@ -363,8 +364,8 @@ void Executor::request_stops() {
   for (const SlotPtr& s : live_slots()) {
     const TaskPtr task = s->current();
     if (!task) continue;
-    task->with_record([&](TaskRecord& r) {
-      if (!r.cancel_requested) task->set_stop_reason(FailureKind::shutdown);
+    TaskAccess::with_record(*task, [&](TaskRecord& r) {
+      if (!r.cancel_requested) TaskAccess::set_stop_reason(*task, FailureKind::shutdown);
       r.stop.request_stop();
     });
   }

@@ -8,6 +8,7 @@
 #include "bulwark/guarded.hpp"
 #include "runtime/clock.hpp"
 #include "support/text.hpp"
+#include "core/task_access.hpp"
 
 namespace bulwark::detail {
 
@@ -151,27 +152,27 @@ std::optional<SubmitError> Intake::post(std::shared_ptr<Task> task, PostOptions 
     return reject(error(SubmitError::Code::invalid, "post: priority must be 0..9 and max_attempts at least 1")).error;
   }
   TypeEntry& posts = types_.posts();
-  TaskSpec& s = task->prepare();
+  TaskSpec& s = TaskAccess::spec(*task);
   s.type = std::move(options.type);
   s.priority = options.priority;
   s.max_attempts = options.max_attempts;
   s.hard_timeout = posts.hard_timeout;
-  task->set_type_entry(&posts);
+  TaskAccess::set_type_entry(*task, &posts);
   if (auto e = accept(std::move(task), options.delay)) return reject(std::move(*e)).error;
   return std::nullopt;
 }
 
 void Intake::stamp(Task& task, std::chrono::milliseconds delay, Clock::time_point now) {
-  TaskSpec& s = task.prepare();  // not shared yet: admission publishes it
+  TaskSpec& s = TaskAccess::spec(task);  // not shared yet: admission publishes it
   s.seq = next_seq_.fetch_add(1, std::memory_order_relaxed) + 1;
   if (s.id.empty()) s.id = id_prefix_ + std::to_string(s.seq);
   if (s.then) {
     const auto named = s.then->find("id");
     if (named == s.then->end() || named->is_null()) (*s.then)["id"] = follow_up_id(s.id, options_.limits.id_length);
   }
-  task.set_state(delay.count() > 0 ? JobState::scheduled : JobState::queued);
-  task.prepare_record().created_at = to_wall(now);
-  task.set_ready_at(now + delay);
+  TaskAccess::set_state(task, delay.count() > 0 ? JobState::scheduled : JobState::queued);
+  TaskAccess::record_unlocked(task).created_at = to_wall(now);
+  TaskAccess::set_ready_at(task, now + delay);
 }
 
 bool Intake::record(const TaskPtr& task) {
@@ -306,7 +307,7 @@ std::vector<Submitted> Intake::submit_many(std::vector<JobSpec> specs) {
 std::shared_ptr<Task> Intake::make_task(TypeEntry& type, JobId id, int priority, int max_attempts,
                                         std::chrono::milliseconds timeout, nlohmann::json payload) const {
   auto task = std::allocate_shared<HandlerTask>(PoolAllocator<HandlerTask>{}, registry_, *type.handler);
-  TaskSpec& s = task->prepare();
+  TaskSpec& s = TaskAccess::spec(*task);
   s.id = std::move(id);
   s.type = type.name;
   s.priority = priority;
@@ -315,7 +316,7 @@ std::shared_ptr<Task> Intake::make_task(TypeEntry& type, JobId id, int priority,
   s.hard_timeout = type.hard_timeout;
   s.stored = true;
   s.payload = std::move(payload);
-  task->set_type_entry(&type);
+  TaskAccess::set_type_entry(*task, &type);
   return task;
 }
 
@@ -323,10 +324,11 @@ std::shared_ptr<Task> Intake::task_for(TypeEntry& type, JobSpec&& spec,
                                        std::shared_ptr<const TraceContext> trace) const {
   auto task = make_task(type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type.policy.max_attempts),
                         spec.timeout, std::move(spec.payload));
-  task->prepare().trace = std::move(trace);
-  if (!spec.then.is_null()) task->prepare().then = std::make_shared<nlohmann::json>(std::move(spec.then));
+  TaskAccess::spec(*task).trace = std::move(trace);
+  if (!spec.then.is_null()) TaskAccess::spec(*task).then = std::make_shared<nlohmann::json>(std::move(spec.then));
   if (!spec.unique_key.empty()) {
-    task->prepare().unique = std::make_shared<const UniqueLock>(UniqueLock{std::move(spec.unique_key), spec.unique_for});
+    TaskAccess::spec(*task).unique =
+        std::make_shared<const UniqueLock>(UniqueLock{std::move(spec.unique_key), spec.unique_for});
   }
   return task;
 }
@@ -335,10 +337,10 @@ std::shared_ptr<Task> Intake::rebuild(Stored job) const {
   TypeEntry* type = types_.find(job.type);
   if (type == nullptr) return nullptr;
   auto task = make_task(*type, std::move(job.id), job.priority, job.max_attempts, job.timeout, std::move(job.payload));
-  task->prepare().seq = job.seq;
-  task->prepare().trace = std::move(job.trace);
-  task->prepare().then = std::move(job.then);
-  TaskRecord& r = task->prepare_record();
+  TaskAccess::spec(*task).seq = job.seq;
+  TaskAccess::spec(*task).trace = std::move(job.trace);
+  TaskAccess::spec(*task).then = std::move(job.then);
+  TaskRecord& r = TaskAccess::record_unlocked(*task);
   r.attempts = job.attempt - 1;  // Attempt::start counts the one it begins
   r.fence = job.fence > 0 ? job.fence - 1 : 0;  // and the lease it runs under
   r.created_at = job.created_at;
@@ -350,8 +352,8 @@ RequeueResult Intake::requeue(const TaskPtr& task) {
   const Gate gate(*this);
   if (!gate.open()) return RequeueResult::shutting_down;
   if (!broker_.try_reserve()) return RequeueResult::queue_full;
-  const bool reset = task->with_record([&](TaskRecord& r) {
-    if (!task->transition(JobState::failed, JobState::queued)) return false;
+  const bool reset = TaskAccess::with_record(*task, [&](TaskRecord& r) {
+    if (!TaskAccess::transition(*task, JobState::failed, JobState::queued)) return false;
     r.attempts = 0;
     r.error.reset();
     r.exception = nullptr;
@@ -368,7 +370,7 @@ RequeueResult Intake::requeue(const TaskPtr& task) {
   completion_.count_accepted();
   completion_.events().job(*task, JobState::queued, 0);
   const auto now = Clock::now();
-  task->set_ready_at(now);
+  TaskAccess::set_ready_at(*task, now);
   broker_.enqueue(task, now, now);
   return RequeueResult::requeued;
 }

@@ -1,4 +1,5 @@
 #include "runtime/job_queue.hpp"
+#include "core/task_access.hpp"
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -267,7 +268,7 @@ void JobQueue::run_scheduler(std::stop_token stop) {
       lock.unlock();
       for (auto& [task, retry] : due) {
         // A job cancelled while it waited is dropped here, its place freed.
-        if (task->transition(JobState::scheduled, JobState::queued)) {
+        if (TaskAccess::transition(*task, JobState::scheduled, JobState::queued)) {
           push_ready(std::move(task), retry);
         } else {
           removed_.fetch_add(1, std::memory_order_acq_rel);

@@ -1,4 +1,5 @@
 #include "runtime/job_store.hpp"
+#include "core/task_access.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -46,7 +47,7 @@ void MemoryJobStore::evict(Retained& list, Clock::time_point now, std::vector<En
 }
 
 void MemoryJobStore::finished(const std::shared_ptr<Task>& task) {
-  const std::uint32_t finish_no = task->count_finish();
+  const std::uint32_t finish_no = TaskAccess::count_finish(*task);
   const Clock::time_point now = Clock::now();
   const bool dead = task->state() == JobState::failed;
   Retained& list = dead ? dead_ : done_;

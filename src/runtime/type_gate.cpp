@@ -1,4 +1,5 @@
 #include "runtime/type_gate.hpp"
+#include "core/task_access.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -49,11 +50,11 @@ GateDecision TypeGate::admit(Lease& lease, Clock::time_point now, bool counted) 
 // the next free time at once, so waiting jobs are spread one interval
 // apart instead of all waking for the same token.
 GateDecision TypeGate::rate_check(Task& task, Clock::time_point now) {
-  if (!rate_ || task.take_rate_slot()) return {};
+  if (!rate_ || TaskAccess::take_rate_slot(task)) return {};
   const Clock::time_point t = std::max(tat_, now);
   tat_ = t + interval_;
   if (t - now <= tolerance_) return {};
-  task.reserve_rate_slot();
+  TaskAccess::reserve_rate_slot(task);
   ++rate_waits_;
   return {GateVerdict::wait, t - tolerance_};
 }

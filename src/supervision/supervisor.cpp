@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "runtime/clock.hpp"
+#include "core/task_access.hpp"
 
 namespace bulwark::detail {
 
@@ -77,10 +78,10 @@ void Supervisor::report_stack(const SlotPtr& slot, const TaskPtr& task, std::str
   // so its stack would say nothing. The child's is taken at a kill.
   const bool remote = task->type_entry()->runs_elsewhere();
   std::optional<RawTrace> trace = remote ? std::nullopt : executor_.dump_stack(*slot);
-  task->with_record([&](TaskRecord& r) {
+  TaskAccess::with_record(*task, [&](TaskRecord& r) {
     if (trace) r.stuck_trace = std::make_unique<RawTrace>(*trace);
     if (request_stop && !r.cancel_requested) {
-      task->set_stop_reason(FailureKind::timeout);
+      TaskAccess::set_stop_reason(*task, FailureKind::timeout);
       r.stop.request_stop();
     }
   });

@@ -6,6 +6,7 @@
 
 #include "bulwark/detail/task.hpp"
 #include "bulwark/job_context.hpp"
+#include "core/task_access.hpp"
 
 namespace bulwark::testing {
 
@@ -17,9 +18,9 @@ class FakeTask final : public detail::Task {
 inline std::shared_ptr<detail::Task> fake_task(std::string id, int priority = 0,
                                                JobState state = JobState::queued) {
   auto t = std::make_shared<FakeTask>();
-  t->prepare().id = std::move(id);
-  t->prepare().priority = priority;
-  t->set_state(state);
+  detail::TaskAccess::spec(*t).id = std::move(id);
+  detail::TaskAccess::spec(*t).priority = priority;
+  detail::TaskAccess::set_state(*t, state);
   return t;
 }
 

@@ -4,7 +4,7 @@
 // A Task is shared (shared_ptr) by the broker, the store, the worker running
 // it and any JobHandle. Three kinds of state, each with one rule:
 //   - spec(): what the job is (id, type, priority, payload, ...). Written
-//     through prepare() before the task is shared; read-only afterwards.
+//     before the task is shared; read-only afterwards.
 //   - state(), heartbeat, ready time, stop reason: atomics. The state is the
 //     single source of truth for where the job is and changes only by
 //     compare-exchange (transition) or by the one writer of terminal states.
@@ -12,7 +12,8 @@
 //     a TaskRecord guarded by the task's mutex, reached only through
 //     with_record(), which holds it.
 // A JobHandle sees the small result core: state(), wait(), failure(),
-// exception() and, for posted callables, the value.
+// exception() and, for posted callables, the value. Everything that changes
+// a task is private to the runtime (TaskAccess); this header only reads.
 //
 // Thread-safe as described; wait() blocks, nothing else does for long.
 #pragma once
@@ -32,6 +33,11 @@
 #include "bulwark/detail/thread_annotations.hpp"
 #include "bulwark/job.hpp"
 #include "bulwark/job_context.hpp"
+
+namespace bulwark {
+template <class R>
+class JobHandle;
+}  // namespace bulwark
 
 namespace bulwark::detail {
 
@@ -103,22 +109,10 @@ class Task {
   const TaskSpec& spec() const noexcept { return spec_; }
   const JobId& id() const noexcept { return spec_.id; }
   const std::string& type() const noexcept { return spec_.type; }
-  // The spec, writable: only before the task is shared.
-  TaskSpec& prepare() noexcept { return spec_; }
-  // The record without its lock: only before the task is shared.
-  TaskRecord& prepare_record() noexcept BULWARK_NO_THREAD_SAFETY_ANALYSIS { return record_; }
-  // The runtime's entry for the job's type; set before the task is shared.
+  // The runtime's entry for the job's type.
   TypeEntry* type_entry() const noexcept { return type_; }
-  void set_type_entry(TypeEntry* type) noexcept { type_ = type; }
 
   JobState state() const noexcept { return state_.load(std::memory_order_acquire); }
-  // Moves state from `from` to `to`; false if it was not `from`.
-  bool transition(JobState from, JobState to) noexcept {
-    return state_.compare_exchange_strong(from, to, std::memory_order_acq_rel);
-  }
-  // Sets the state outright: only its current owner (see Completion).
-  void set_state(JobState s) noexcept { state_.store(s, std::memory_order_release); }
-  void notify_terminal() noexcept { state_.notify_all(); }
   // Blocks until the state is terminal.
   void wait() const noexcept {
     JobState s = state();
@@ -129,37 +123,21 @@ class Task {
   }
 
   // Progress, for the supervisor: the last sign of life (steady clock).
-  void heartbeat(Clock::time_point at) noexcept {
-    heartbeat_ns_.store(at.time_since_epoch().count(), std::memory_order_relaxed);
-  }
   Clock::time_point last_heartbeat() const noexcept {
     return Clock::time_point(Clock::duration(heartbeat_ns_.load(std::memory_order_relaxed)));
   }
   // When it last became (or becomes) ready to run, for the queue-wait measure.
-  void set_ready_at(Clock::time_point at) noexcept {
-    ready_ns_.store(at.time_since_epoch().count(), std::memory_order_relaxed);
-  }
   Clock::time_point ready_at() const noexcept {
     return Clock::time_point(Clock::duration(ready_ns_.load(std::memory_order_relaxed)));
   }
   // Why the current attempt's stop was requested (timeout, cancelled,
-  // shutdown); written before request_stop(), read by Stopped.
-  void set_stop_reason(FailureKind kind) noexcept { stop_reason_.store(kind, std::memory_order_release); }
+  // shutdown, lease_lost).
   FailureKind stop_reason() const noexcept { return stop_reason_.load(std::memory_order_acquire); }
-  // Its type's rate limit gave it a start time of its own (TypeGate): the
-  // next admission uses it instead of a token. True once per reservation.
-  void reserve_rate_slot() noexcept { rate_slot_.store(true, std::memory_order_relaxed); }
-  bool take_rate_slot() noexcept { return rate_slot_.exchange(false, std::memory_order_relaxed); }
-  // Counts the job's terminal states, for a store's retention bookkeeping.
-  std::uint32_t count_finish() noexcept { return finishes_.fetch_add(1, std::memory_order_acq_rel) + 1; }
+  // How many times the job reached a terminal state.
   std::uint32_t finishes() const noexcept { return finishes_.load(std::memory_order_acquire); }
 
-  // Runs `fn(TaskRecord&)` with the mutex held and returns what it returns.
-  template <class F>
-  decltype(auto) with_record(F&& fn) {
-    MutexLock lock(mutex_);
-    return fn(record_);
-  }
+  // Runs `fn(const TaskRecord&)` with the mutex held and returns what it
+  // returns.
   template <class F>
   decltype(auto) with_record(F&& fn) const {
     MutexLock lock(mutex_);
@@ -173,14 +151,6 @@ class Task {
     return ctx.epoch_ == record_.epoch && ctx.fence_ == record_.fence && !record_.lease_lost;
   }
 
-  // Runs `write` with the mutex held if `ctx`'s attempt is still the task's
-  // current one (the supervisor fences off attempts it abandons).
-  template <class F>
-  void commit(const JobContext& ctx, F&& write) {
-    MutexLock lock(mutex_);
-    if (ctx.epoch_ == record_.epoch) write(record_);
-  }
-
   // The result core.
   std::optional<Failure> failure() const {
     return with_record([](const TaskRecord& r) { return r.error ? std::optional<Failure>(*r.error) : std::nullopt; });
@@ -192,7 +162,20 @@ class Task {
   // A copy of the record. Does not block long.
   JobRecord snapshot() const;
 
+ protected:
+  // Runs `write` with the mutex held if `ctx`'s attempt is still the task's
+  // current one (the supervisor fences off attempts it abandons).
+  template <class F>
+  void commit(const JobContext& ctx, F&& write) {
+    MutexLock lock(mutex_);
+    if (ctx.epoch_ == record_.epoch) write(record_);
+  }
+
  private:
+  // Every change to a task goes through the runtime's TaskAccess
+  // (src/core/task_access.hpp), which keeps the rules above.
+  friend struct TaskAccess;
+
   TaskSpec spec_;
   TypeEntry* type_ = nullptr;
   std::atomic<JobState> state_{JobState::queued};
@@ -210,10 +193,16 @@ template <class R>
 class ResultTask : public Task {
  public:
   using value_type = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+
+ protected:
   // Written by the worker before the terminal state is published; read after.
   std::optional<value_type> value;
   // A move-only value was moved out by JobHandle::get (once).
   std::atomic<bool> taken{false};
+
+ private:
+  template <class>
+  friend class bulwark::JobHandle;
 };
 
 template <class F, class R>
