@@ -29,7 +29,7 @@ namespace {
 BrokerOptions options_for(const bulwark::testing::RedisServer& server, std::chrono::milliseconds lease = 5s,
                           unsigned workers = 1) {
   BrokerOptions o;
-  o.address = server.address();
+  o.redis.address = server.address();
   o.ns.assign(1, 't');  // assign(1, c): GCC 12 -Wrestrict misfires on = "t" here
   o.lease = lease;
   o.workers = workers;

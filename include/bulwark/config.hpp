@@ -55,9 +55,28 @@ std::string listen_url(const std::string& listen, std::uint16_t port);
 // names the same Redis and namespace.
 enum class QueueBackend { memory, redis };
 
+// TLS to Redis (redis.tls.*; rediss:// turns it on too).
+struct RedisTlsOptions {
+  bool enabled = false;
+  std::string ca_file{};      // PEM; empty: the system's certificate authorities
+  std::string cert_file{};    // a client certificate (PEM), with key_file
+  std::string key_file{};
+  std::string server_name{};  // SNI and the name verified; empty: the URL's host
+  bool verify = true;         // false: any certificate is accepted (logged as a warning at start)
+};
+
 // The Redis of queue.backend "redis" (redis.*).
 struct RedisOptions {
-  std::string url = "redis://127.0.0.1:6379/0";  // or unix:///path/to/redis.sock[?db=N]
+  // redis[s]://[user[:password]@]host[:port][/db] or unix:///path/to/redis.sock[?db=N]
+  std::string url = "redis://127.0.0.1:6379/0";
+  // The login, when not in the URL. Given here, each wins over the URL's;
+  // password and password_file exclude each other. password_file is read
+  // when the runtime starts (a mounted secret); its last line break is
+  // dropped.
+  std::string username{};
+  std::string password{};
+  std::string password_file{};
+  RedisTlsOptions tls{};
   std::string ns = "bulwark";  // redis.namespace: every key starts with "{namespace}:"
   std::chrono::milliseconds lease{30'000};  // a job held by a process that stops renewing it goes back after this
   std::optional<unsigned> prefetch{};         // jobs held beyond the running ones; default: workers

@@ -24,7 +24,8 @@
 // cancel, requeue, stats, pause, resume, the schedule calls, processes and
 // wait_idle each block for Redis round trips (each at most
 // redis.command_timeout_ms); submit answers backend_unavailable when Redis
-// cannot be reached, and the reads throw a std::runtime_error saying so.
+// cannot be reached (backend_full when it is out of memory), and the other
+// calls throw a BackendError (bulwark/backend_error.hpp) saying so.
 // post() and the workers never wait for Redis.
 #pragma once
 
@@ -36,6 +37,7 @@
 #include <string>
 #include <string_view>
 
+#include "bulwark/backend_error.hpp"
 #include "bulwark/events.hpp"
 #include <vector>
 

@@ -64,6 +64,9 @@ struct RuntimeStats {
   // Results of attempts dropped because another process of a shared queue
   // took the job's lease over before the end was written.
   std::uint64_t results_dropped = 0;
+  // queue.backend redis: errors met, by kind ("unavailable", "login",
+  // "full", "other"); empty for the memory backend.
+  std::map<std::string, std::uint64_t> backend_errors{};
   std::size_t queue_depth = 0;       // waiting: queued + scheduled
   std::size_t running = 0;
   unsigned workers = 0;              // worker threads alive in the pool
@@ -104,7 +107,8 @@ struct RuntimeCounters {
   std::uint64_t failed = 0;
   std::size_t queue_depth = 0;
   std::size_t queue_capacity = 0;
-  bool backend_reachable = true;  // queue.backend redis: Redis answered the last time it was asked
+  bool backend_reachable = true;  // queue.backend redis: the feeder and acker reach Redis and may log in
+  std::string backend_problem{};  // queue.backend redis: why a part cannot work now; empty when all can
 };
 
 }  // namespace bulwark

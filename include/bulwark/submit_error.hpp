@@ -17,6 +17,7 @@ struct SubmitError {
     queue_full,     // queue.capacity jobs are waiting: retry later
     shutting_down,  // the runtime is stopping
     backend_unavailable,  // the shared queue (queue.backend redis) cannot be reached: retry later
+    backend_full,         // the shared queue's Redis is out of memory (maxmemory): retry when jobs have ended
   };
   Code code;
   std::string message;

@@ -124,8 +124,26 @@ void read_retry(const Section& s, RetryPolicy& r) {
 
 void read_redis(const Section& s, RedisOptions& r) {
   s.string("url", r.url);
-  if (r.url.rfind("redis://", 0) != 0 && r.url.rfind("unix://", 0) != 0) {
-    Section::fail("redis.url", "expected redis://host:port/db or unix:///path/to/redis.sock");
+  if (r.url.rfind("redis://", 0) != 0 && r.url.rfind("rediss://", 0) != 0 && r.url.rfind("unix://", 0) != 0) {
+    Section::fail("redis.url", "expected redis://[user:password@]host:port/db, rediss://... (TLS) or "
+                               "unix:///path/to/redis.sock");
+  }
+  s.string("username", r.username);
+  s.string("password", r.password);
+  s.string("password_file", r.password_file);
+  if (!r.password.empty() && !r.password_file.empty()) {
+    Section::fail("redis.password_file", "give redis.password or redis.password_file, not both");
+  }
+  const Section tls = s.child("tls", {"enabled", "ca_file", "cert_file", "key_file", "server_name", "verify"});
+  tls.boolean("enabled", r.tls.enabled);
+  tls.string("ca_file", r.tls.ca_file);
+  tls.string("cert_file", r.tls.cert_file);
+  tls.string("key_file", r.tls.key_file);
+  tls.string("server_name", r.tls.server_name);
+  tls.boolean("verify", r.tls.verify);
+  if (r.tls.cert_file.empty() != r.tls.key_file.empty()) {
+    Section::fail(r.tls.cert_file.empty() ? "redis.tls.cert_file" : "redis.tls.key_file",
+                  "a client certificate needs both redis.tls.cert_file and redis.tls.key_file");
   }
   s.string("namespace", r.ns);
   if (r.ns.empty() || r.ns.size() > 64 ||
@@ -170,8 +188,8 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   std::string backend = "memory";
   queue.string("backend", backend, {"memory", "redis"});
   o.backend = backend == "redis" ? QueueBackend::redis : QueueBackend::memory;
-  read_redis(root.child("redis", {"url", "namespace", "lease_ms", "prefetch", "connect_timeout_ms",
-                                  "command_timeout_ms", "consume"}),
+  read_redis(root.child("redis", {"url", "username", "password", "password_file", "tls", "namespace", "lease_ms",
+                                  "prefetch", "connect_timeout_ms", "command_timeout_ms", "consume"}),
              o.redis);
   read_retry(root.child("retry", {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "backoff_multiplier",
                                   "jitter"}),

@@ -1,5 +1,6 @@
 #include "bulwark/job.hpp"
 #include "bulwark/submit_error.hpp"
+#include "bulwark/backend_error.hpp"
 
 #include "bulwark/json_input.hpp"
 #include "support/text.hpp"
@@ -215,8 +216,18 @@ std::string_view to_string(SubmitError::Code code) noexcept {
     case SubmitError::Code::queue_full: return "queue_full";
     case SubmitError::Code::shutting_down: return "shutting_down";
     case SubmitError::Code::backend_unavailable: return "backend_unavailable";
+    case SubmitError::Code::backend_full: return "backend_full";
   }
   return "unknown";
+}
+
+std::string_view to_string(BackendError::Kind kind) noexcept {
+  switch (kind) {
+    case BackendError::Kind::unavailable: return "unavailable";
+    case BackendError::Kind::full: return "full";
+    case BackendError::Kind::other: return "other";
+  }
+  return "other";
 }
 
 }  // namespace bulwark

@@ -337,6 +337,7 @@ RuntimeStats Runtime::stats() const {
   s.stuck_reports = sup.stuck_reports;
   s.log_dropped = rt.reporter.dropped();
   s.results_dropped = rt.backend->results_dropped();
+  s.backend_errors = rt.backend->errors();
   s.queue_depth = rt.backend->waiting(by_state);
   s.queue_capacity = rt.broker.capacity();
   s.ready_by_priority = rt.broker.ready_by_priority();
@@ -402,14 +403,23 @@ RuntimeCounters Runtime::counters() const noexcept {
   const detail::CompletionCounts done = impl_->completion.counts();
   const bool reachable = impl_->backend->reachable();
   return {impl_->intake.counts().submitted, done.succeeded, done.failed, impl_->broker.size(),
-          impl_->broker.capacity(), reachable};
+          impl_->broker.capacity(), reachable, impl_->backend->problem()};
 }
 
 unsigned Runtime::worker_count() const noexcept { return impl_->options.effective_workers(); }
 
 const InputLimits& Runtime::limits() const noexcept { return impl_->options.limits; }
 
-HealthReport Runtime::health() const { return impl_->supervisor.health(); }
+HealthReport Runtime::health() const {
+  HealthReport h = impl_->supervisor.health();
+  // A backend part that cannot work: jobs may still run here, but the queue
+  // is not whole.
+  if (std::string problem = impl_->backend->problem(); !problem.empty()) {
+    h.reasons.push_back(std::move(problem));
+    if (h.verdict == Verdict::healthy) h.verdict = Verdict::degraded;
+  }
+  return h;
+}
 
 std::vector<QueueProcess> Runtime::processes() const { return impl_->backend->processes(); }
 

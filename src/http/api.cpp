@@ -1,5 +1,7 @@
 #include "http/api.hpp"
 
+#include "bulwark/backend_error.hpp"
+
 #include "runtime/scheduler.hpp"
 
 #include <algorithm>
@@ -131,6 +133,11 @@ Response submit_error(const SubmitError& e) {
     case SubmitError::Code::backend_unavailable: {
       Response r = error_response(503, "backend_unavailable", e.message);
       r.headers.emplace_back("Retry-After", "1");
+      return r;
+    }
+    case SubmitError::Code::backend_full: {
+      Response r = error_response(503, "backend_full", e.message);
+      r.headers.emplace_back("Retry-After", "5");
       return r;
     }
   }
@@ -325,6 +332,27 @@ bool Api::authorized(const Request& request) const {
 }
 
 Response Api::handle(const Request& request) {
+  try {
+    return dispatch(request);
+  } catch (const BackendError& e) {
+    switch (e.kind()) {
+      case BackendError::Kind::unavailable: {
+        Response r = error_response(503, "backend_unavailable", e.what());
+        r.headers.emplace_back("Retry-After", "1");
+        return r;
+      }
+      case BackendError::Kind::full: {
+        Response r = error_response(503, "backend_full", e.what());
+        r.headers.emplace_back("Retry-After", "5");
+        return r;
+      }
+      case BackendError::Kind::other: break;
+    }
+    return error_response(500, "backend_error", e.what());
+  }
+}
+
+Response Api::dispatch(const Request& request) {
   const auto question = request.target.find('?');
   const std::string path = request.target.substr(0, question);
   const auto query = parse_query(question == std::string::npos ? "" : std::string_view(request.target).substr(question + 1));
@@ -370,7 +398,9 @@ Response Api::handle(const Request& request) {
     const RuntimeCounters s = runtime_.counters();
     if (draining()) return json_response(503, {{"ready", false}, {"reason", "draining: the server is shutting down"}});
     if (!s.backend_reachable) {
-      return json_response(503, {{"ready", false}, {"reason", "the job queue's backend (redis) cannot be reached"}});
+      return json_response(503, {{"ready", false},
+                                 {"reason", s.backend_problem.empty() ? "the job queue's backend (redis) cannot be reached"
+                                                                      : s.backend_problem}});
     }
     if (s.queue_depth >= s.queue_capacity) {
       return json_response(503, {{"ready", false}, {"reason", "the queue is full"}});

@@ -129,8 +129,10 @@ class Api {
 
   Api(Runtime& runtime, ServerOptions options) : runtime_(runtime), options_(std::move(options)) {}
 
-  // Answers one request. May throw: the server's recover middleware turns
-  // that into a 500.
+  // Answers one request. A BackendError (Redis away, full, or answering an
+  // error) is answered here: 503 backend_unavailable or backend_full with
+  // Retry-After, or 500 with Redis's message. Anything else may throw: the
+  // server's recover middleware turns that into a 500.
   Response handle(const Request& request);
   // The route `request` goes to, for metrics.
   RouteId route_of(const Request& request) const;
@@ -156,6 +158,7 @@ class Api {
   std::optional<Response> job_answer(const JobId& id, bool final);
 
  private:
+  Response dispatch(const Request& request);
   Response submit(const Request& request);
   Response submit_batch(const Request& request);
   Response ui_file(const std::string& name);

@@ -1,5 +1,7 @@
 #include "redis/connection.hpp"
 
+#include "redis/status.hpp"
+
 #include <hiredis/hiredis.h>
 
 #include <pthread.h>
@@ -97,8 +99,36 @@ using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
 }  // namespace
 
 std::string Address::text() const {
-  return (unix_path.empty() ? host + ":" + std::to_string(port) : "unix:" + unix_path) + "/" + std::to_string(db);
+  if (!unix_path.empty()) return "unix:" + unix_path + "/" + std::to_string(db);
+  std::string out = tls ? "rediss://" : "redis://";
+  if (!username.empty()) out += username + "@";
+  out += host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  return out + ":" + std::to_string(port) + "/" + std::to_string(db);
 }
+
+namespace {
+
+// %XX escapes (RFC 3986) in a URL's user or password.
+std::optional<std::string> percent_decoded(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    if (i + 2 >= text.size()) return std::nullopt;
+    int value = 0;
+    const char* begin = text.data() + i + 1;
+    auto [ptr, ec] = std::from_chars(begin, begin + 2, value, 16);
+    if (ec != std::errc() || ptr != begin + 2) return std::nullopt;
+    out += static_cast<char>(value);
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
 
 std::optional<Address> parse_url(const std::string& url, std::string* problem) {
   const auto fail = [&](std::string why) -> std::optional<Address> {
@@ -120,21 +150,60 @@ std::optional<Address> parse_url(const std::string& url, std::string* problem) {
     a.unix_path = std::string(rest);
     return a;
   }
-  if (rest.substr(0, 8) != "redis://") return fail("expected redis://host:port/db or unix:///path/to/redis.sock");
-  rest.remove_prefix(8);
-  std::string_view hostport = rest;
+  if (rest.substr(0, 8) == "redis://") {
+    rest.remove_prefix(8);
+  } else if (rest.substr(0, 9) == "rediss://") {
+    rest.remove_prefix(9);
+    a.tls = true;
+  } else {
+    return fail("expected redis://[user:password@]host:port/db, rediss://... (TLS) or unix:///path/to/redis.sock");
+  }
+  std::string_view authority = rest.substr(0, rest.find('/'));
   if (const auto slash = rest.find('/'); slash != std::string_view::npos) {
-    hostport = rest.substr(0, slash);
     const std::string_view db = rest.substr(slash + 1);
     if (!db.empty() && !parse_int(db, 0, 1'000'000, a.db)) return fail("the database after '/' must be a number");
   }
-  if (const auto colon = hostport.rfind(':'); colon != std::string_view::npos && hostport.find(']') == std::string_view::npos) {
-    if (!parse_int(hostport.substr(colon + 1), 1, 65535, a.port)) return fail("the port must be 1 to 65535");
-    hostport = hostport.substr(0, colon);
+  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = authority.substr(0, at);
+    authority.remove_prefix(at + 1);
+    const auto colon = userinfo.find(':');
+    auto user = percent_decoded(userinfo.substr(0, colon));
+    auto password = percent_decoded(colon == std::string_view::npos ? std::string_view() : userinfo.substr(colon + 1));
+    if (!user || !password) return fail("a '%' in the user or password must start an escape such as %40");
+    a.username = std::move(*user);
+    a.password = std::move(*password);
   }
-  if (hostport.empty()) return fail("expected a host after redis://");
-  a.host = std::string(hostport);
+  std::string_view host = authority;
+  if (!host.empty() && host.front() == '[') {  // [IPv6]:port
+    const auto close = host.find(']');
+    if (close == std::string_view::npos) return fail("an IPv6 host must end with ']'");
+    const std::string_view after = host.substr(close + 1);
+    host = host.substr(1, close - 1);
+    if (!after.empty() && (after.front() != ':' || !parse_int(after.substr(1), 1, 65535, a.port))) {
+      return fail("the port must be 1 to 65535");
+    }
+  } else if (const auto colon = host.rfind(':'); colon != std::string_view::npos) {
+    if (!parse_int(host.substr(colon + 1), 1, 65535, a.port)) return fail("the port must be 1 to 65535");
+    host = host.substr(0, colon);
+  }
+  if (host.empty()) return fail("expected a host after the scheme");
+  a.host = std::string(host);
   return a;
+}
+
+RedisError RedisError::from_reply(std::string reply) {
+  const std::string_view word = std::string_view(reply).substr(0, reply.find(' '));
+  for (std::string_view busy : {"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN"}) {
+    if (word == busy) return RedisError(std::move(reply), Kind::unavailable);
+  }
+  for (std::string_view refused : {"WRONGPASS", "NOAUTH", "NOPERM"}) {
+    if (word == refused) return RedisError(std::move(reply), Kind::unavailable, true);
+  }
+  // "ERR AUTH <password> called without any password configured ...": a
+  // password given to a Redis that has none.
+  if (reply.rfind("ERR AUTH", 0) == 0) return RedisError(std::move(reply), Kind::unavailable, true);
+  if (word == "OOM") return RedisError(std::move(reply), Kind::full);
+  return RedisError(std::move(reply), Kind::other);
 }
 
 long long Value::as_integer() const {
@@ -144,36 +213,69 @@ long long Value::as_integer() const {
     auto [ptr, ec] = std::from_chars(str.data(), str.data() + str.size(), out);
     if (ec == std::errc() && ptr == str.data() + str.size()) return out;
   }
-  throw RedisError("expected an integer reply from Redis", false);
+  throw RedisError("expected an integer reply from Redis", RedisError::Kind::other);
 }
 
-Connection::Connection(const Address& address, std::chrono::milliseconds connect_timeout,
-                       std::chrono::milliseconds command_timeout)
-    : address_(address) {
+Connection::Connection(const ConnectOptions& options) : address_(options.address), status_(options.status) {
+  const Address& address = options.address;
   context_ = address.unix_path.empty()
-                 ? redisConnectWithTimeout(address.host.c_str(), address.port, to_timeval(connect_timeout))
-                 : redisConnectUnixWithTimeout(address.unix_path.c_str(), to_timeval(connect_timeout));
-  if (context_ == nullptr) throw RedisError("redis " + address.text() + ": out of memory while connecting", true);
+                 ? redisConnectWithTimeout(address.host.c_str(), address.port, to_timeval(options.connect_timeout))
+                 : redisConnectUnixWithTimeout(address.unix_path.c_str(), to_timeval(options.connect_timeout));
+  if (context_ == nullptr) {
+    usable_ = false;
+    raise(RedisError("redis " + address.text() + ": out of memory while connecting", RedisError::Kind::unavailable));
+  }
   if (context_->err != 0) {
     const std::string why = context_->errstr;
     redisFree(context_);
     context_ = nullptr;
-    throw RedisError("redis " + address.text() + ": cannot connect: " + why, true);
+    usable_ = false;
+    raise(RedisError("redis " + address.text() + ": cannot connect: " + why, RedisError::Kind::unavailable));
   }
-  redisSetTimeout(context_, to_timeval(command_timeout));
+  redisSetTimeout(context_, to_timeval(options.command_timeout));
   if (address.unix_path.empty()) redisEnableKeepAlive(context_);
-  if (address.db != 0) command({"SELECT", std::to_string(address.db)});
+  log_in(options);
+}
+
+// AUTH before anything else (SELECT included): "AUTH password" for the
+// default user, "AUTH user password" for an ACL user.
+void Connection::log_in(const ConnectOptions& options) {
+  const Address& address = options.address;
+  try {
+    if (!address.password.empty()) {
+      if (address.username.empty()) {
+        command({"AUTH", address.password});
+      } else {
+        command({"AUTH", address.username, address.password});
+      }
+    }
+    if (address.db != 0) command({"SELECT", std::to_string(address.db)});
+  } catch (const RedisError& e) {
+    usable_ = false;
+    redisFree(context_);  // the constructor throws: no destructor runs
+    context_ = nullptr;
+    const std::string who = address.username.empty() ? "the default user" : "user " + address.username;
+    const std::string doing = address.password.empty() ? "without a password" : "as " + who;
+    throw RedisError("redis " + address.text() + ": " + (e.login() ? "login " + doing + " refused: " : "") + e.what(),
+                     e.kind(), e.login());
+  }
 }
 
 Connection::~Connection() {
   if (context_ != nullptr) redisFree(context_);
 }
 
+// Every error a connection meets leaves through here, counted once.
+void Connection::raise(RedisError e) {
+  if (status_) status_->count(e);
+  throw e;
+}
+
 void Connection::fail_io(const std::string& doing) {
   usable_ = false;
-  throw RedisError("redis " + address_.text() + ": " + doing + ": " +
+  raise(RedisError("redis " + address_.text() + ": " + doing + ": " +
                        (context_ != nullptr && context_->err != 0 ? context_->errstr : "connection lost"),
-                   true);
+                   RedisError::Kind::unavailable));
 }
 
 void Connection::send(const std::vector<std::string>& args) {
@@ -200,7 +302,12 @@ Value Connection::receive() {
   }
   if (status != REDIS_OK || raw == nullptr) fail_io("reading a reply");
   ReplyPtr reply(static_cast<redisReply*>(raw));
-  if (reply->type == REDIS_REPLY_ERROR) throw RedisError(std::string(reply->str, reply->len), false);
+  if (reply->type == REDIS_REPLY_ERROR) {
+    RedisError e = RedisError::from_reply(std::string(reply->str, reply->len));
+    if (e.unavailable()) usable_ = false;  // READONLY, LOADING, NOAUTH...: a fresh connection (or master) is needed
+    if (std::strncmp(e.what(), "NOSCRIPT", 8) == 0) throw e;  // not an error: eval loads the script again
+    raise(std::move(e));
+  }
   return convert(reply.get());
 }
 
@@ -230,10 +337,7 @@ std::vector<Value> Connection::pipeline(const std::vector<std::vector<std::strin
 Value Connection::eval(const Script& script, const std::vector<std::string>& keys, const std::vector<std::string>& args) {
   for (int round = 0; round < 2; ++round) {
     auto it = loaded_.find(&script);
-    if (it == loaded_.end()) {
-      const Value sha = command({"SCRIPT", "LOAD", script.source});
-      it = loaded_.emplace(&script, sha.str).first;
-    }
+    if (it == loaded_.end()) it = loaded_.emplace(&script, load(script)).first;
     std::vector<std::string> argv = {"EVALSHA", it->second, std::to_string(keys.size())};
     argv.insert(argv.end(), keys.begin(), keys.end());
     argv.insert(argv.end(), args.begin(), args.end());
@@ -241,33 +345,47 @@ Value Connection::eval(const Script& script, const std::vector<std::string>& key
       return command(argv);
     } catch (const RedisError& e) {
       // Redis forgot the script (it restarted): load it again, once.
-      if (e.unavailable() || std::strncmp(e.what(), "NOSCRIPT", 8) != 0 || round == 1) {
-        if (e.unavailable()) throw;
-        throw RedisError(std::string("script ") + script.name + ": " + e.what(), false);
+      if (e.kind() != RedisError::Kind::other || std::strncmp(e.what(), "NOSCRIPT", 8) != 0 || round == 1) {
+        if (e.kind() != RedisError::Kind::other) throw;
+        throw RedisError(std::string("script ") + script.name + ": " + e.what(), e.kind(), e.login());
       }
       loaded_.erase(&script);
     }
   }
-  throw RedisError(std::string("script ") + script.name + ": could not be loaded", false);
+  throw RedisError(std::string("script ") + script.name + ": could not be loaded", RedisError::Kind::other);
 }
 
-Link::Link(Address address, std::chrono::milliseconds connect_timeout, std::chrono::milliseconds command_timeout)
-    : address_(std::move(address)),
-      connect_timeout_(connect_timeout),
-      command_timeout_(command_timeout),
-      seed_(std::random_device{}()) {}
+// SCRIPT LOAD; a Redis older than 7 refuses a "#!lua flags=..." first
+// line, so then the script goes without it (and without its flags).
+std::string Connection::load(const Script& script) {
+  try {
+    return command({"SCRIPT", "LOAD", script.source}).str;
+  } catch (const RedisError& e) {
+    if (e.kind() != RedisError::Kind::other || script.source.rfind("#!", 0) != 0) throw;
+    return command({"SCRIPT", "LOAD", script.source.substr(script.source.find('\n') + 1)}).str;
+  }
+}
+
+Link::Link(ConnectOptions options, std::string part)
+    : options_(std::move(options)), part_(std::move(part)), seed_(std::random_device{}()) {}
 
 Link::~Link() = default;
 
 Connection& Link::get() {
   if (!connection_ || !connection_->usable()) {
     connection_.reset();
-    connection_ = std::make_unique<Connection>(address_, connect_timeout_, command_timeout_);
+    connection_ = std::make_unique<Connection>(options_);
   }
   return *connection_;
 }
 
-void Link::failed() {
+void Link::ok() {
+  backoff_ = kFirst;
+  if (options_.status) options_.status->up(part_);
+}
+
+void Link::failed(const RedisError& e) {
+  if (options_.status) options_.status->down(part_, e);
   connection_.reset();
   seed_ = seed_ * 1103515245u + 12345u;  // jitter needs no better randomness
   const auto jitter = std::chrono::milliseconds((seed_ >> 8) % static_cast<unsigned>(backoff_.count() / 2 + 1));

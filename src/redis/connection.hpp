@@ -8,12 +8,16 @@
 // an outage). Scripts are sent by SHA1 (EVALSHA) and loaded on first use or
 // when Redis lost them (NOSCRIPT, after a restart).
 //
-//   redis::Connection c(*redis::parse_url("unix:///tmp/r.sock"), 1s, 1s);
+//   redis::Connection c({.address = *redis::parse_url("unix:///tmp/r.sock")});
 //   c.command({"SET", "k", "v"});
 //   redis::Value v = c.eval(script, {key}, {arg});
 //
 // Not thread-safe: one thread uses a connection at a time. Every call blocks
 // for at most the command timeout.
+//
+// An error answer that says the connection cannot be used now (READONLY
+// after a failover, LOADING, NOAUTH, ...) marks it unusable, so its owner
+// makes a new one.
 #pragma once
 
 #include <algorithm>
@@ -25,32 +29,75 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bulwark/backend_error.hpp"
+
 struct redisContext;
 
 namespace bulwark::detail::redis {
 
-// Where Redis is: a TCP host and port, or a unix socket; and the database.
+// Where Redis is: a TCP host and port, or a unix socket; the database; and
+// what the URL said of the login and TLS.
 struct Address {
-  std::string host;       // empty for a unix socket
+  std::string host;       // empty for a unix socket; an IPv6 address without brackets
   int port = 6379;
   std::string unix_path;  // set for a unix socket
   int db = 0;
-  std::string text() const;  // for messages: "127.0.0.1:6379/0", "unix:/run/redis.sock/0"
+  bool tls = false;       // rediss://
+  std::string username;   // empty: the default user
+  std::string password;   // empty: no AUTH
+  // For messages: "redis://app@127.0.0.1:6379/0", "rediss://…",
+  // "unix:/run/redis.sock/0". Never the password.
+  std::string text() const;
 };
 
-// Reads "redis://host:port/db" (port and db optional) or
+// Reads "redis[s]://[user[:password]@]host[:port][/db]" (user and
+// password percent-decoded; an IPv6 host in brackets) or
 // "unix:///path/to/redis.sock" (with "?db=N" optional). nullopt, with the
-// reason in `problem`, if the URL is not one of those.
+// reason in `problem`, if the URL is not one of those. The reason never
+// quotes the URL (it may hold a password).
 std::optional<Address> parse_url(const std::string& url, std::string* problem = nullptr);
 
-class RedisError : public std::runtime_error {
+// TLS for a connection (redis.tls.*, or rediss://).
+struct TlsOptions {
+  bool enabled = false;
+  std::string ca_file;      // empty: the system's certificate authorities
+  std::string cert_file;    // a client certificate, with key_file
+  std::string key_file;
+  std::string server_name;  // SNI and the name verified; empty: the host
+  bool verify = true;       // the server's certificate and name
+};
+
+class Status;
+
+// Everything a connection needs: where, who, TLS, how long to wait, and
+// where to count its errors (null: nowhere).
+struct ConnectOptions {
+  Address address;
+  TlsOptions tls;
+  std::chrono::milliseconds connect_timeout{1'000};
+  std::chrono::milliseconds command_timeout{1'000};
+  std::shared_ptr<Status> status;
+};
+
+// A Redis error, classified once (classify): unavailable (the connection
+// failed or timed out, or Redis answered LOADING, BUSY, MASTERDOWN,
+// READONLY, TRYAGAIN, CLUSTERDOWN: retry on a fresh connection), full (OOM
+// under maxmemory), other (any other error answer). login() marks the
+// unavailable errors that are about the login (WRONGPASS, NOAUTH, NOPERM):
+// waiting does not mend them.
+class RedisError : public BackendError {
  public:
-  RedisError(const std::string& message, bool unavailable) : std::runtime_error(message), unavailable_(unavailable) {}
-  // True for a connection or I/O failure (Redis unreachable or gone).
-  bool unavailable() const noexcept { return unavailable_; }
+  RedisError(const std::string& message, Kind kind, bool login = false)
+      : BackendError(message, kind), login_(login) {}
+  // An error answer from Redis, classified by its first word.
+  static RedisError from_reply(std::string reply);
+  // True for a connection or I/O failure (Redis unreachable or gone), or an
+  // answer that says this connection cannot be used now.
+  bool unavailable() const noexcept { return kind() == Kind::unavailable; }
+  bool login() const noexcept { return login_; }
 
  private:
-  bool unavailable_;
+  bool login_;
 };
 
 // A reply. Integers, strings, statuses and arrays of them (error replies
@@ -75,10 +122,10 @@ struct Script {
 
 class Connection {
  public:
-  // Connects and selects the database; throws RedisError (unavailable) if
-  // that fails within `connect_timeout`.
-  Connection(const Address& address, std::chrono::milliseconds connect_timeout,
-             std::chrono::milliseconds command_timeout);
+  // Connects, logs in (AUTH, when there is a password) and selects the
+  // database; throws RedisError (unavailable; login() if Redis refused the
+  // login) if that fails within the connect timeout.
+  explicit Connection(const ConnectOptions& options);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -96,12 +143,16 @@ class Connection {
   bool usable() const noexcept { return usable_; }
 
  private:
+  void log_in(const ConnectOptions& options);
+  std::string load(const Script& script);
+  [[noreturn]] void raise(RedisError e);
   void send(const std::vector<std::string>& args);
   Value receive();
   [[noreturn]] void fail_io(const std::string& doing);
 
   redisContext* context_ = nullptr;
   Address address_;
+  std::shared_ptr<Status> status_;
   bool usable_ = true;
   std::unordered_map<const Script*, std::string> loaded_;  // SHA1 of each script loaded here
 };
@@ -116,24 +167,27 @@ inline long long blocking_read_ms(std::chrono::milliseconds command_timeout) {
 // The connection of one thread's loop (a feeder, an acker, a follower): made
 // when needed, dropped after an error, and the backoff before the next try
 // (10 ms doubling to 1 s, plus up to half again of jitter, so processes do
-// not all reconnect in step). Not thread-safe: one thread owns it.
+// not all reconnect in step). Each round's outcome goes to the options'
+// Status under the loop's name, which logs a change of state once. Not
+// thread-safe: one thread owns it.
 class Link {
  public:
-  Link(Address address, std::chrono::milliseconds connect_timeout, std::chrono::milliseconds command_timeout);
+  Link(ConnectOptions options, std::string part);
   ~Link();
 
   // The connection, connecting first if there is none or it broke; throws
   // RedisError (unavailable) if that fails.
   Connection& get();
   // A round went through: the next failure waits the shortest backoff.
-  void ok() noexcept { backoff_ = kFirst; }
-  // Drops the connection and sleeps the backoff, which then doubles.
-  void failed();
+  void ok();
+  // A round failed with `e`: drops the connection and sleeps the backoff,
+  // which then doubles.
+  void failed(const RedisError& e);
 
  private:
   static constexpr std::chrono::milliseconds kFirst{10};
-  const Address address_;
-  const std::chrono::milliseconds connect_timeout_, command_timeout_;
+  const ConnectOptions options_;
+  const std::string part_;
   std::unique_ptr<Connection> connection_;
   std::chrono::milliseconds backoff_ = kFirst;
   unsigned seed_;

@@ -15,9 +15,7 @@ constexpr int kBatch = 256;
 }  // namespace
 
 EndFeed::EndFeed(const BrokerOptions& options, Listener listener, Wanted wanted)
-    : address_(options.address),
-      connect_timeout_(options.connect_timeout),
-      command_timeout_(options.command_timeout),
+    : redis_(options.redis),
       keys_(options.ns),
       listener_(std::move(listener)),
       wanted_(std::move(wanted)) {}
@@ -26,7 +24,7 @@ EndFeed::~EndFeed() { stop(); }
 
 void EndFeed::start() {
   try {
-    Connection c(address_, connect_timeout_, command_timeout_);
+    Connection c(redis_);
     const Value newest = c.command({"XREVRANGE", keys_.ended, "+", "-", "COUNT", "1"});
     last_ = newest.elements.empty() ? "0-0" : newest.elements.front().elements.at(0).str;
   } catch (const RedisError&) {
@@ -45,7 +43,7 @@ void EndFeed::stop() {
 void EndFeed::read_batch(Connection& c) {
   // Blocks in Redis for a while when nothing is there, well inside the
   // command timeout, so stop() is seen within one read.
-  const auto block = blocking_read_ms(command_timeout_);
+  const auto block = blocking_read_ms(redis_.command_timeout);
   const Value got = c.command({"XREAD", "COUNT", std::to_string(kBatch), "BLOCK", std::to_string(block), "STREAMS",
                                keys_.ended, last_});
   if (got.is_nil() || got.elements.empty()) return;
@@ -78,13 +76,13 @@ void EndFeed::read_batch(Connection& c) {
 }
 
 void EndFeed::run(std::stop_token stop) {
-  Link link(address_, connect_timeout_, command_timeout_);
+  Link link(redis_, "end feed");
   while (!stop.stop_requested()) {
     try {
       read_batch(link.get());
       link.ok();
-    } catch (const RedisError&) {
-      link.failed();
+    } catch (const RedisError& e) {
+      link.failed(e);
     }
   }
 }

@@ -46,9 +46,7 @@ class EndFeed {
   // Reads one batch after last_ (waiting a while for one) and reports it.
   void read_batch(Connection& c);
 
-  const Address address_;
-  const std::chrono::milliseconds connect_timeout_;
-  const std::chrono::milliseconds command_timeout_;
+  const ConnectOptions redis_;
   const Keys keys_;
   const Listener listener_;
   const Wanted wanted_;

@@ -37,9 +37,7 @@ std::optional<Event> parse_entry(const Value& entry) {
 
 EventFeed::EventFeed(const BrokerOptions& options, std::string process, std::size_t buffer, EventLog& log,
                      Reporter& reporter)
-    : address_(options.address),
-      connect_timeout_(options.connect_timeout),
-      command_timeout_(options.command_timeout),
+    : redis_(options.redis),
       keys_(options.ns),
       process_(std::move(process)),
       buffer_(std::max<std::size_t>(1, buffer)),
@@ -117,7 +115,7 @@ void EventFeed::flush(Connection& c) {
 }
 
 void EventFeed::publish_loop(std::stop_token stop) {
-  Link link(address_, connect_timeout_, command_timeout_);
+  Link link(redis_, "event publisher");
   auto last_look = Clock::time_point{};
   while (!stop.stop_requested()) {
     wake_.wait(stop, kLook);
@@ -133,13 +131,13 @@ void EventFeed::publish_loop(std::stop_token stop) {
         if (pending_.empty()) break;
       }
       link.ok();
-    } catch (const RedisError&) {
-      link.failed();
+    } catch (const RedisError& e) {
+      link.failed(e);
     }
   }
   // A last chance for what was recorded before the stop.
   try {
-    Connection c(address_, connect_timeout_, command_timeout_);
+    Connection c(redis_);
     flush(c);
   } catch (const RedisError&) {
     // Redis is gone: those events are lost with this process.
@@ -159,7 +157,7 @@ void EventFeed::backfill(Connection& c) {
 }
 
 void EventFeed::read_batch(Connection& c) {
-  const auto block = blocking_read_ms(command_timeout_);
+  const auto block = blocking_read_ms(redis_.command_timeout);
   const Value got = c.command({"XREAD", "COUNT", std::to_string(kBatch), "BLOCK", std::to_string(block), "STREAMS",
                                keys_.events, last_});
   if (got.is_nil() || got.elements.empty()) return;
@@ -172,7 +170,7 @@ void EventFeed::read_batch(Connection& c) {
 }
 
 void EventFeed::follow_loop(std::stop_token stop) {
-  Link link(address_, connect_timeout_, command_timeout_);
+  Link link(redis_, "event follower");
   bool backfilled = false;
   auto last_mark = Clock::time_point{};
   while (!stop.stop_requested()) {
@@ -183,13 +181,17 @@ void EventFeed::follow_loop(std::stop_token stop) {
         backfilled = true;
       }
       if (log_.read_here() && Clock::now() - last_mark >= kReadMark / 3) {
-        c.command({"SET", keys_.events_read, "1", "PX", std::to_string(kReadMark.count())});
+        try {
+          c.command({"SET", keys_.events_read, "1", "PX", std::to_string(kReadMark.count())});
+        } catch (const RedisError& e) {
+          if (e.kind() != RedisError::Kind::full) throw;  // out of memory: reading matters more than the mark
+        }
         last_mark = Clock::now();
       }
       read_batch(c);
       link.ok();
-    } catch (const RedisError&) {
-      link.failed();
+    } catch (const RedisError& e) {
+      link.failed(e);
     }
   }
 }

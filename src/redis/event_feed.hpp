@@ -55,8 +55,7 @@ class EventFeed {
   void backfill(Connection& c);
   void read_batch(Connection& c);
 
-  const Address address_;
-  const std::chrono::milliseconds connect_timeout_, command_timeout_;
+  const ConnectOptions redis_;
   const Keys keys_;
   const std::string process_;
   const std::size_t buffer_;

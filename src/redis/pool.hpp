@@ -18,8 +18,7 @@ namespace bulwark::detail::redis {
 
 class Pool {
  public:
-  Pool(Address address, std::chrono::milliseconds connect_timeout, std::chrono::milliseconds command_timeout)
-      : address_(std::move(address)), connect_timeout_(connect_timeout), command_timeout_(command_timeout) {}
+  explicit Pool(ConnectOptions options) : options_(std::move(options)) {}
 
   // Runs `fn(Connection&)` on a lent connection and returns what it returns.
   template <class F>
@@ -53,7 +52,7 @@ class Pool {
         return c;
       }
     }
-    return std::make_unique<Connection>(address_, connect_timeout_, command_timeout_);
+    return std::make_unique<Connection>(options_);
   }
   void give_back(std::unique_ptr<Connection> c) {
     if (!c->usable()) return;
@@ -61,9 +60,7 @@ class Pool {
     if (idle_.size() < kIdleMax) idle_.push_back(std::move(c));
   }
 
-  const Address address_;
-  const std::chrono::milliseconds connect_timeout_;
-  const std::chrono::milliseconds command_timeout_;
+  const ConnectOptions options_;
   Mutex mutex_;
   std::vector<std::unique_ptr<Connection>> idle_ BULWARK_GUARDED_BY(mutex_);
 };

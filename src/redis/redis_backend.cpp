@@ -1,5 +1,9 @@
 #include "redis/redis_backend.hpp"
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "bulwark/json_input.hpp"
@@ -11,16 +15,48 @@
 
 namespace bulwark::detail::redis {
 
-BrokerOptions broker_options(const RuntimeOptions& o) {
+namespace {
+
+// A mounted secret: the whole file, less one line break at its end.
+std::string read_password_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError("redis.password_file: cannot read " + path + ": " + std::strerror(errno));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  if (!text.empty() && text.back() == '\r') text.pop_back();
+  if (text.empty()) throw ConfigError("redis.password_file: " + path + " is empty");
+  return text;
+}
+
+}  // namespace
+
+ConnectOptions connect_options(const RedisOptions& r) {
   std::string problem;
-  auto address = parse_url(o.redis.url, &problem);
+  auto address = parse_url(r.url, &problem);
   if (!address) throw ConfigError("redis.url: " + problem);
+  ConnectOptions c;
+  c.address = std::move(*address);
+  // Given outside the URL, each wins over the URL's.
+  if (!r.username.empty()) c.address.username = r.username;
+  if (!r.password.empty()) c.address.password = r.password;
+  if (!r.password_file.empty()) c.address.password = read_password_file(r.password_file);
+  c.tls = TlsOptions{r.tls.enabled || c.address.tls, r.tls.ca_file, r.tls.cert_file, r.tls.key_file,
+                     r.tls.server_name, r.tls.verify};
+  c.address.tls = c.tls.enabled;
+  if (c.tls.enabled && !c.address.unix_path.empty()) {
+    throw ConfigError("redis.tls.enabled: TLS is for TCP; redis.url names a unix socket");
+  }
+  c.connect_timeout = r.connect_timeout;
+  c.command_timeout = r.command_timeout;
+  c.status = std::make_shared<Status>(c.address.text());
+  return c;
+}
+
+BrokerOptions broker_options(const RuntimeOptions& o) {
   BrokerOptions b;
-  b.address = *address;
+  b.redis = connect_options(o.redis);
   b.ns = o.redis.ns;
   b.lease = o.redis.lease;
-  b.connect_timeout = o.redis.connect_timeout;
-  b.command_timeout = o.redis.command_timeout;
   b.workers = o.redis.consume ? o.effective_workers() : 0;  // 0: fetches nothing
   b.prefetch = o.redis.prefetch.value_or(b.workers);
   b.capacity = o.queue_capacity;
@@ -34,12 +70,24 @@ BrokerOptions broker_options(const RuntimeOptions& o) {
 }
 
 RedisBackend::RedisBackend(const RuntimeOptions& options, std::string owner)
-    : options_(broker_options(options)),
+    : options_(logged_in(broker_options(options))),
       json_depth_(static_cast<int>(options.limits.json_depth)),
       broker_(options_, std::move(owner), [this](const FetchedJob& f) { return build(f); }),
       store_(options_, &broker_),
-      schedules_(options_.address, options_.ns, options_.connect_timeout, options_.command_timeout),
+      schedules_(options_.redis, options_.ns),
       events_buffer_(options.events_buffer) {}
+
+// A login Redis refuses will not mend by waiting: the runtime does not
+// start. A Redis that cannot be reached now may come: the feeder waits.
+BrokerOptions RedisBackend::logged_in(BrokerOptions options) {
+  try {
+    Connection c(options.redis);
+    c.command({"PING"});
+  } catch (const RedisError& e) {
+    if (e.login()) throw ConfigError(e.what());
+  }
+  return options;
+}
 
 RedisBackend::~RedisBackend() {
   broker_.close();

@@ -5,6 +5,10 @@
 // jobs' last runs, API-added schedules) and, for on_finished_anywhere, an
 // EndFeed. redis.* is read once, here.
 //
+// The constructor connects once: a login Redis refuses (a wrong password,
+// an unknown user) throws ConfigError naming the URL (never the password)
+// and Redis's answer.
+//
 // Thread-safe once attached. cancel, requeue, set_paused, processes and
 // wait_idle block for Redis round trips (at most redis.command_timeout_ms
 // each); cancel and requeue throw RedisError when Redis cannot be reached;
@@ -24,8 +28,12 @@
 
 namespace bulwark::detail::redis {
 
-// redis.* and the queue settings a Redis backend uses; throws ConfigError
-// naming redis.url when it cannot be read.
+// How to connect (redis.url, the login, TLS, timeouts), with a fresh
+// Status; reads redis.password_file. Throws ConfigError naming the key
+// that cannot be used.
+ConnectOptions connect_options(const RedisOptions& redis);
+// redis.* and the queue settings a Redis backend uses; throws as
+// connect_options.
 BrokerOptions broker_options(const RuntimeOptions& options);
 
 class RedisBackend final : public Backend {
@@ -48,13 +56,16 @@ class RedisBackend final : public Backend {
   bool wait_idle(std::chrono::milliseconds timeout) override;
   // The shared queue's depth, the same for every process.
   std::size_t waiting(const std::map<JobState, std::size_t>& by_state) const override;
-  bool reachable() const noexcept override { return broker_.reachable(); }
+  bool reachable() const override { return broker_.reachable(); }
+  std::string problem() const override { return options_.redis.status->problem(); }
+  std::map<std::string, std::uint64_t> errors() const override { return options_.redis.status->counts(); }
   std::uint64_t results_dropped() const noexcept override { return broker_.results_dropped(); }
   void note_progress(const Task& task, const JobProgress& progress) override;
   void follow_ends(EndListener listener, Wanted wanted) override;
 
  private:
   void attached() override;
+  static BrokerOptions logged_in(BrokerOptions options);
   std::shared_ptr<Task> build(const FetchedJob& fetched) const;
 
   const BrokerOptions options_;

@@ -93,7 +93,7 @@ RedisBroker::RedisBroker(BrokerOptions options, std::string owner, TaskFactory f
       started_ms_(epoch_ms(Clock::now())),
       factory_(std::move(factory)),
       local_(options_.capacity, options_.max_retries, options_.retry_priority_offset),
-      pool_(options_.address, options_.connect_timeout, options_.command_timeout) {}
+      pool_(options_.redis) {}
 
 void RedisBroker::start() {
   acker_ = std::jthread([this](std::stop_token stop) { send_acks(std::move(stop)); });
@@ -117,17 +117,18 @@ void RedisBroker::enqueue_args(std::vector<std::string>& args, const TaskSpec& s
   args.push_back(s.then ? dump_line(*s.then) : std::string());
 }
 
-// Sends one enqueue call; its answer per job, or nullopt if Redis cannot be
-// reached.
-std::optional<std::vector<RedisBroker::EnqueueAnswer>> RedisBroker::send_enqueue(std::vector<std::string>& args) {
+// Sends one enqueue call; its answer per job, or nullopt with why Redis
+// refused them all (unavailable, or backend_full when it is out of memory).
+std::optional<std::vector<RedisBroker::EnqueueAnswer>> RedisBroker::send_enqueue(std::vector<std::string>& args,
+                                                                                 Admitted& refused) {
   std::vector<EnqueueAnswer> answers;
   try {
     const Value v = pool_.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq, keys_.held}, args);
     answers.reserve(v.elements.size());
     for (const Value& e : v.elements) answers.push_back(answer_of(e));
   } catch (const RedisError& e) {
-    if (!e.unavailable()) throw;
-    reachable_.store(false, std::memory_order_release);
+    if (e.kind() == RedisError::Kind::other) throw;
+    refused = e.kind() == RedisError::Kind::full ? Admitted::backend_full : Admitted::unavailable;
     return std::nullopt;
   }
   return answers;
@@ -162,8 +163,10 @@ Admitted RedisBroker::admit(const TaskPtr& task, Clock::time_point due, Clock::t
   if (!task->spec().stored) return Broker::admit(task, due, now, record);  // a posted callable: this process only
   std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix};
   enqueue_args(args, task->spec(), due, std::to_string(epoch_ms(now)));
-  const auto answers = send_enqueue(args);
-  if (!answers || answers->size() != 1) return Admitted::unavailable;
+  Admitted refused = Admitted::unavailable;
+  const auto answers = send_enqueue(args, refused);
+  if (!answers) return refused;
+  if (answers->size() != 1) return Admitted::unavailable;
   return admitted(answers->front(), record, nullptr);
 }
 
@@ -183,11 +186,12 @@ void RedisBroker::admit_many(std::vector<Admission>& batch, Clock::time_point no
     std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix};
     args.reserve(2 + 14 * (to - from));
     for (std::size_t i = from; i < to; ++i) enqueue_args(args, shared[i]->task->spec(), shared[i]->due, now_ms);
-    const auto answers = send_enqueue(args);
+    Admitted refused = Admitted::unavailable;
+    const auto answers = send_enqueue(args, refused);
     for (std::size_t i = from; i < to; ++i) {
-      shared[i]->result = answers && answers->size() == to - from
-                              ? admitted((*answers)[i - from], shared[i]->record, shared[i])
-                              : Admitted::unavailable;
+      shared[i]->result = !answers                       ? refused
+                          : answers->size() == to - from ? admitted((*answers)[i - from], shared[i]->record, shared[i])
+                                                         : Admitted::unavailable;
     }
   }
 }
@@ -449,7 +453,7 @@ void RedisBroker::flush_pending(Connection& c) {
 // The acker thread: writes ends as they come, a batch per round trip while
 // they come faster than Redis answers; backs off while Redis is away.
 void RedisBroker::send_acks(std::stop_token stop) {
-  Link link(options_.address, options_.connect_timeout, options_.command_timeout);
+  Link link(options_.redis, "acker");
   while (!stop.stop_requested()) {
     ack_wake_.wait(stop, std::chrono::milliseconds(100));
     if (stop.stop_requested()) break;  // drain() writes the rest
@@ -458,8 +462,7 @@ void RedisBroker::send_acks(std::stop_token stop) {
       write_progress(link.get());
       link.ok();
     } catch (const RedisError& e) {
-      if (e.unavailable()) reachable_.store(false, std::memory_order_release);
-      link.failed();
+      link.failed(e);
     }
   }
 }
@@ -530,10 +533,16 @@ void RedisBroker::heartbeat(Connection& c) {
                                      "workers", std::to_string(options_.workers), "started_ms",
                                      std::to_string(started_ms_)};
   if (describe_) fields.insert(fields.end(), {"health", describe_()});
-  c.pipeline({fields,
-              {"PEXPIRE", keys_.process(owner_), std::to_string(options_.lease.count() * 3)},
-              {"ZADD", keys_.processes, std::to_string(now), owner_},
-              {"ZREMRANGEBYSCORE", keys_.processes, "-inf", std::to_string(now - 86'400'000)}});
+  try {
+    c.pipeline({fields,
+                {"PEXPIRE", keys_.process(owner_), std::to_string(options_.lease.count() * 3)},
+                {"ZADD", keys_.processes, std::to_string(now), owner_},
+                {"ZREMRANGEBYSCORE", keys_.processes, "-inf", std::to_string(now - 86'400'000)}});
+  } catch (const RedisError& e) {
+    // Out of memory: the jobs matter more than the process list (leases
+    // are renewed by a script that runs when Redis is full).
+    if (e.kind() != RedisError::Kind::full) throw;
+  }
 }
 
 bool RedisBroker::set_paused(const std::string& type, bool paused) {
@@ -608,7 +617,7 @@ void RedisBroker::take_over(const Value& row) {
 }
 
 void RedisBroker::feed(std::stop_token stop) {
-  Link link(options_.address, options_.connect_timeout, options_.command_timeout);
+  Link link(options_.redis, "feeder");
   auto last_extend = Clock::time_point{};
   auto last_heartbeat = Clock::time_point{};  // at once: others see this process from the start
   auto last_sweep = Clock::time_point{};
@@ -631,14 +640,12 @@ void RedisBroker::feed(std::stop_token stop) {
         last_extend = now;
       }
       const bool got = refill(c) > 0;
-      reachable_.store(true, std::memory_order_release);
       link.ok();
       if (!got) feed_wake_.wait(stop, options_.poll);
     } catch (const RedisError& e) {
       // Unreachable, or a reply we did not expect: start again on a fresh
       // connection after the backoff.
-      if (e.unavailable()) reachable_.store(false, std::memory_order_release);
-      link.failed();
+      link.failed(e);
     }
   }
 }
@@ -674,7 +681,7 @@ std::vector<TaskPtr> RedisBroker::drain() {
   // Jobs fetched but never started here go back to Redis for other
   // processes; pending acks get a last chance.
   try {
-    Connection c(options_.address, options_.connect_timeout, options_.command_timeout);
+    Connection c(options_.redis);
     flush_pending(c);
     c.pipeline({{"ZREM", keys_.processes, owner_}, {"DEL", keys_.process(owner_)}});  // a clean leave
     for (const auto& [id, fence] : give_back) {

@@ -39,6 +39,7 @@
 #include "redis/connection.hpp"
 #include "redis/keys.hpp"
 #include "redis/pool.hpp"
+#include "redis/status.hpp"
 #include "runtime/job_queue.hpp"
 #include "runtime/reporter.hpp"
 #include "support/wake.hpp"
@@ -46,11 +47,9 @@
 namespace bulwark::detail::redis {
 
 struct BrokerOptions {
-  Address address;
+  ConnectOptions redis;  // where and how to connect; its status is the backend's
   std::string ns = "bulwark";
   std::chrono::milliseconds lease{30'000};
-  std::chrono::milliseconds connect_timeout{1'000};
-  std::chrono::milliseconds command_timeout{1'000};
   unsigned workers = 1;           // 0: this process only admits; it fetches nothing
   unsigned prefetch = 1;          // jobs held beyond one per worker
   std::size_t capacity = 100'000; // jobs waiting in Redis (ready + scheduled)
@@ -117,7 +116,10 @@ class RedisBroker final : public Broker {
   // through the failure path. Set before start().
   void set_on_lease_lost(std::function<void(Lease, const LostLease&)> fn) { on_lease_lost_ = std::move(fn); }
   // Where warnings go (lost leases, dropped results). Set before start().
-  void set_reporter(Reporter& reporter) noexcept { reporter_ = &reporter; }
+  void set_reporter(Reporter& reporter) {
+    reporter_ = &reporter;
+    if (options_.redis.status) options_.redis.status->set_reporter(&reporter);
+  }
   // Results of attempts whose lease was taken over before their end was
   // written: dropped (bulwark_results_dropped_total).
   std::uint64_t results_dropped() const noexcept { return results_dropped_.load(std::memory_order_relaxed); }
@@ -169,8 +171,8 @@ class RedisBroker final : public Broker {
   void stop_local(const std::string& id);
 
   const std::string& owner() const noexcept { return owner_; }
-  // Whether Redis answered the last time this process asked.
-  bool reachable() const noexcept { return reachable_.load(std::memory_order_acquire); }
+  // False while the feeder or acker cannot reach Redis or log in.
+  bool reachable() const { return !options_.redis.status || options_.redis.status->reachable(); }
 
   // Jobs of Redis leased to this process now (waiting here or running).
   std::size_t held() const;
@@ -213,7 +215,7 @@ class RedisBroker final : public Broker {
   void release_retry_slot() noexcept override {}  // slots belong to local_'s leases
   void enqueue_args(std::vector<std::string>& args, const TaskSpec& s, Clock::time_point due,
                     const std::string& now_ms) const;
-  std::optional<std::vector<EnqueueAnswer>> send_enqueue(std::vector<std::string>& args);
+  std::optional<std::vector<EnqueueAnswer>> send_enqueue(std::vector<std::string>& args, Admitted& refused);
   // One job's answer in the enqueue script's reply.
   static EnqueueAnswer answer_of(const Value& e);
   // `out` (if given) gets the holder of a unique job's key.
@@ -273,7 +275,6 @@ class RedisBroker final : public Broker {
   bool closed_ BULWARK_GUARDED_BY(mutex_) = false;
   std::atomic<bool> fetching_{true};
   std::atomic<std::ptrdiff_t> aside_{0};  // held leases the workers set aside (set_aside)
-  std::atomic<bool> reachable_{true};
 
   Wake feed_wake_;  // an ack left room for a batch
   Wake ack_wake_;   // an end to write

@@ -91,7 +91,7 @@ RedisJobStore::RedisJobStore(const BrokerOptions& options, RedisBroker* broker)
     : options_(options),
       keys_(options.ns),
       broker_(broker),
-      pool_(options.address, options.connect_timeout, options.command_timeout) {}
+      pool_(options.redis) {}
 
 std::optional<JobRecord> RedisJobStore::record(const JobId& id) const {
   const Value h = pool_.command({"HGETALL", keys_.job(id)});

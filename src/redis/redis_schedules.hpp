@@ -17,9 +17,7 @@ namespace bulwark::detail::redis {
 
 class RedisScheduleStore final : public ScheduleStore {
  public:
-  RedisScheduleStore(const Address& address, const std::string& ns, std::chrono::milliseconds connect_timeout,
-                     std::chrono::milliseconds command_timeout)
-      : keys_(ns), pool_(address, connect_timeout, command_timeout) {}
+  RedisScheduleStore(const ConnectOptions& redis, const std::string& ns) : keys_(ns), pool_(redis) {}
 
   std::optional<long long> last_run(const std::string& name) override;
   void set_last_run(const std::string& name, long long ms) override;

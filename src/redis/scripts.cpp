@@ -4,6 +4,13 @@ namespace bulwark::detail::redis {
 
 namespace {
 
+// First line of the scripts that take, renew and end jobs: Redis 7 runs
+// them even when it is out of memory (maxmemory with noeviction), so a full
+// Redis drains its accepted jobs instead of stalling. Admission has no such
+// line: it is refused (OOM) until jobs have ended. A Redis older than 7
+// does not know the line; Connection::eval loads such a script without it.
+const std::string kMayRunFull = "#!lua flags=allow-oom\n";
+
 // Shared by every script: the ready order, retention trimming and fencing.
 const std::string kPrelude = R"lua(
 local function ready_score(priority, retry, seq)
@@ -120,7 +127,7 @@ bulk('ZADD', KEYS[2], scheduled)
 return out
 )lua"};
 
-const Script kFetch{"fetch", kPrelude + R"lua(
+const Script kFetch{"fetch", kMayRunFull + kPrelude + R"lua(
 local out, leased, held = {}, {}, {}
 local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))
 local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
@@ -154,13 +161,13 @@ bulk('ZADD', KEYS[4], held)
 return out
 )lua"};
 
-const Script kProgress{"progress", kPrelude + R"lua(
+const Script kProgress{"progress", kMayRunFull + kPrelude + R"lua(
 if not holds(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[3])
 return 1
 )lua"};
 
-const Script kResume{"resume", kPrelude + R"lua(
+const Script kResume{"resume", kMayRunFull + kPrelude + R"lua(
 local was = redis.call('HDEL', KEYS[1], ARGV[1])
 local held = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 local back, ids = {}, {}
@@ -176,7 +183,7 @@ bulk('ZADD', KEYS[3], back)
 return {was, #ids}
 )lua"};
 
-const Script kAck{"ack", kPrelude + R"lua(
+const Script kAck{"ack", kMayRunFull + kPrelude + R"lua(
 local owner, now, prefix = ARGV[1], ARGV[2], ARGV[7]
 local out, unleased, done, dead, scheduled, ends, counted = {}, {}, {}, {}, {}, {}, {}
 for i = 8, #ARGV, 6 do
@@ -214,13 +221,13 @@ if #dead > 0 then trim(KEYS[3], tonumber(ARGV[4]), ARGV[6], prefix, KEYS[4]) end
 return out
 )lua"};
 
-const Script kExtend{"extend", kPrelude + R"lua(
+const Script kExtend{"extend", kMayRunFull + kPrelude + R"lua(
 if not holds(KEYS[1], ARGV[2], ARGV[3]) then return redis.call('HGET', KEYS[1], 'owner') or '' end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return 1
 )lua"};
 
-const Script kPromote{"promote", kPrelude + R"lua(
+const Script kPromote{"promote", kMayRunFull + kPrelude + R"lua(
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(due) do
   local key = ARGV[3] .. id
@@ -234,7 +241,7 @@ end
 return #due
 )lua"};
 
-const Script kRecover{"recover", kPrelude + R"lua(
+const Script kRecover{"recover", kMayRunFull + kPrelude + R"lua(
 local now, owner, deadline, prefix = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
@@ -259,13 +266,13 @@ return out
 )lua"};
 
 // Retention of both lists by age (the ack script trims by count as it adds).
-const Script kTrim{"trim", kPrelude + R"lua(
+const Script kTrim{"trim", kMayRunFull + kPrelude + R"lua(
 trim(KEYS[1], tonumber(ARGV[2]), ARGV[4], ARGV[1], KEYS[3])
 trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], ARGV[1], KEYS[3], KEYS[4])
 return 1
 )lua"};
 
-const Script kPublishEvents{"publish_events", R"lua(
+const Script kPublishEvents{"publish_events", kMayRunFull + R"lua(
 local count = #ARGV - 1
 local n = redis.call('INCRBY', KEYS[2], count) - count
 for i = 2, #ARGV do
@@ -275,7 +282,7 @@ end
 return n
 )lua"};
 
-const Script kCancel{"cancel", kPrelude + R"lua(
+const Script kCancel{"cancel", kMayRunFull + kPrelude + R"lua(
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
 if state == 'queued' or state == 'scheduled' then
@@ -296,7 +303,7 @@ end
 return 3
 )lua"};
 
-const Script kRequeue{"requeue", kPrelude + R"lua(
+const Script kRequeue{"requeue", kMayRunFull + kPrelude + R"lua(
 local f = redis.call('HMGET', KEYS[1], 'state', 'priority', 'seq')
 if not f[1] then return 0 end
 if f[1] ~= 'failed' then return -1 end
@@ -308,7 +315,7 @@ redis.call('ZADD', KEYS[3], ready_score(f[2], false, f[3]), ARGV[1])
 return 1
 )lua"};
 
-const Script kRelease{"release", kPrelude + R"lua(
+const Script kRelease{"release", kMayRunFull + kPrelude + R"lua(
 if not holds(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', -1)
 local f = redis.call('HMGET', KEYS[1], 'priority', 'seq')

@@ -99,8 +99,14 @@ class Backend {
   // Results of attempts dropped because another process took their lease
   // over before the end was written.
   virtual std::uint64_t results_dropped() const noexcept { return 0; }
-  // Whether the backend answered the last time it was asked.
-  virtual bool reachable() const noexcept { return true; }
+  // False while the backend cannot be reached (or refuses this process's
+  // login).
+  virtual bool reachable() const { return true; }
+  // Why a part of the backend cannot work now, one sentence per part;
+  // empty when all can (GET /readyz, the health verdict).
+  virtual std::string problem() const { return {}; }
+  // Errors the backend met, by kind (bulwark_redis_errors_total).
+  virtual std::map<std::string, std::uint64_t> errors() const { return {}; }
   // A running job's progress, kept where every process can read it.
   // Never blocks.
   virtual void note_progress(const Task& task, const JobProgress& progress) {

@@ -84,7 +84,8 @@ enum class Admitted {
   accepted,
   full,         // queue.capacity jobs are waiting
   duplicate,    // a job with this id is still known
-  unavailable,  // the backend cannot be reached (a networked broker)
+  unavailable,   // the backend cannot be reached (a networked broker)
+  backend_full,  // the backend is out of memory (Redis's maxmemory)
   unique,       // a unique job of its type and key is within its window (Admission::existing)
 };
 

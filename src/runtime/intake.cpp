@@ -193,6 +193,9 @@ std::optional<SubmitError> Intake::refusal(Admitted result, const JobId& id) con
     case Admitted::duplicate:
     case Admitted::unique:  // answered as a duplicate before this is asked
       return error(SubmitError::Code::duplicate_id, "id '" + id + "' is already used by another job");
+    case Admitted::backend_full:
+      return error(SubmitError::Code::backend_full,
+                   "the job queue's backend is out of memory (Redis's maxmemory): retry when jobs have ended");
     case Admitted::unavailable: break;
   }
   return error(SubmitError::Code::backend_unavailable, "the job queue's backend cannot be reached: retry later");

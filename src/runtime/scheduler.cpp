@@ -228,9 +228,15 @@ void Scheduler::tick(WallClock::time_point now) {
         fire(name, e, at, "");
       }
     }
+    if (store_failing_) reporter_.log(LogLevel::info, "schedules: their store answers again");
+    store_failing_ = false;
   } catch (const std::exception& ex) {
-    // The store cannot be reached (Redis away): the next tick tries again.
-    reporter_.log(LogLevel::warn, std::string("schedules: ") + ex.what() + "; trying again in a second");
+    // The store cannot be reached (Redis away): the next tick tries again,
+    // without a line each time.
+    if (!store_failing_) {
+      reporter_.log(LogLevel::warn, std::string("schedules: ") + ex.what() + "; trying again every second");
+    }
+    store_failing_ = true;
   }
 }
 

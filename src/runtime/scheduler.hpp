@@ -123,6 +123,7 @@ class Scheduler {
 
   mutable Mutex mutex_;
   std::map<std::string, Entry> entries_ BULWARK_GUARDED_BY(mutex_);
+  bool store_failing_ BULWARK_GUARDED_BY(mutex_) = false;  // logged once until it answers again
   Mutex lifecycle_;  // start and stop
   bool stopped_ BULWARK_GUARDED_BY(lifecycle_) = false;
   std::jthread thread_ BULWARK_GUARDED_BY(lifecycle_);

@@ -45,7 +45,7 @@ class RedisServer {
   // A connection with short timeouts.
   detail::redis::Connection connect() const {
     using namespace std::chrono_literals;
-    return detail::redis::Connection(address(), 1000ms, 5000ms);
+    return detail::redis::Connection({.address = address(), .connect_timeout = 1000ms, .command_timeout = 5000ms});
   }
 
   // SIGTERM: Redis saves its append-only file (if on) and exits.
