@@ -248,6 +248,39 @@ TEST_SUITE("RuntimeOptions") {
     CHECK(config_error(json::parse(R"({"redis": {"port": 1}})")).find("port") != std::string::npos);
   }
 
+  TEST_CASE("redis: the login and TLS keys are read; a password twice or half a client certificate is refused") {
+    auto o = bulwark::RuntimeOptions::from_json(json::parse(
+        R"({"redis": {"url": "rediss://cache:6380/0", "username": "app", "password_file": "/run/secrets/redis",
+            "tls": {"ca_file": "/etc/ca.pem", "cert_file": "/etc/c.pem", "key_file": "/etc/k.pem",
+                    "server_name": "cache.internal", "verify": false}}})"));
+    CHECK(o.redis.username == "app");
+    CHECK(o.redis.password_file == "/run/secrets/redis");
+    CHECK_FALSE(o.redis.tls.enabled);  // rediss:// turns it on when the runtime connects
+    CHECK(o.redis.tls.ca_file == "/etc/ca.pem");
+    CHECK(o.redis.tls.server_name == "cache.internal");
+    CHECK_FALSE(o.redis.tls.verify);
+    CHECK(config_error(json::parse(R"({"redis": {"password": "a", "password_file": "/f"}})")) ==
+          "redis.password_file: give redis.password or redis.password_file, not both");
+    CHECK(config_error(json::parse(R"({"redis": {"tls": {"cert_file": "/c.pem"}}})")).rfind("redis.tls.key_file: ", 0) ==
+          0);
+    CHECK(config_error(json::parse(R"({"redis": {"tls": {"enabled": 1}}})")).rfind("redis.tls.enabled: ", 0) == 0);
+    CHECK(config_error(json::parse(R"({"redis": {"url": "rediss//x"}})")).rfind("redis.url: ", 0) == 0);
+  }
+
+  TEST_CASE("a redis.password_file that cannot be read stops the runtime at start, naming the key" *
+            doctest::timeout(30)) {
+    bulwark::RuntimeOptions o;
+    o.backend = bulwark::QueueBackend::redis;
+    o.redis.password_file = "/nonexistent/bulwark-secret";
+    o.logging.level = "off";
+    try {
+      bulwark::Runtime rt(bulwark::Registry{}, o);
+      FAIL("the runtime started");
+    } catch (const bulwark::ConfigError& e) {
+      CHECK(std::string(e.what()).rfind("redis.password_file: cannot read /nonexistent/bulwark-secret", 0) == 0);
+    }
+  }
+
   TEST_CASE("a redis.url the runtime cannot use stops it at start, naming the key" * doctest::timeout(30)) {
     bulwark::RuntimeOptions o;
     o.backend = bulwark::QueueBackend::redis;
@@ -367,15 +400,14 @@ TEST_SUITE("load_config") {
     std::ifstream in(BULWARK_SOURCE_DIR "/config/default.json");
     const auto file = nlohmann::ordered_json::parse(in);
     std::vector<std::string> keys;
-    for (const auto& [section, v] : file.items()) {
-      if (!v.is_object()) {
-        keys.push_back(section);
-      } else if (v.empty()) {
-        keys.push_back(section);  // handlers: {}
-      } else {
-        for (const auto& [key, unused] : v.items()) keys.push_back(section + "." + key);
+    const auto flatten = [&](const auto& self, const nlohmann::ordered_json& v, const std::string& path) -> void {
+      if (!v.is_object() || v.empty()) {  // an empty object is one key: handlers: {}
+        keys.push_back(path);
+        return;
       }
-    }
+      for (const auto& [key, child] : v.items()) self(self, child, path.empty() ? key : path + "." + key);
+    };
+    flatten(flatten, file, "");
     REQUIRE(c.settings.size() == keys.size());
     for (std::size_t i = 0; i < keys.size(); ++i) {
       CHECK(c.settings[i].key == keys[i]);
@@ -383,6 +415,16 @@ TEST_SUITE("load_config") {
     }
     CHECK(c.options.server.listen == bulwark::ServerOptions{}.listen);
     CHECK(json::parse(c.json) == json::parse(bulwark::default_config_json()));
+  }
+
+  TEST_CASE("BULWARK_REDIS__PASSWORD sets redis.password, and the listing names the variable") {
+    const auto c = bulwark::load_config({"", {{"BULWARK_REDIS__PASSWORD", "from-env"}}, {}});
+    CHECK(c.options.redis.password == "from-env");
+    bool found = false;
+    for (const auto& s : c.settings) {
+      if (s.key == "redis.password") found = s.source.find("BULWARK_REDIS__PASSWORD") != std::string::npos;
+    }
+    CHECK(found);
   }
 
   TEST_CASE("flags over environment over file over defaults, key by key") {

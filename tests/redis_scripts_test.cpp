@@ -177,12 +177,32 @@ TEST_SUITE("redis_scripts") {
     REQUIRE(sock);
     CHECK(sock->unix_path == "/run/redis.sock");
     CHECK(sock->db == 3);
+    auto login = redis::parse_url("rediss://app:p%40ss%3Aw0rd@cache.example:6380/1");
+    REQUIRE(login);
+    CHECK(login->tls);
+    CHECK(login->username == "app");
+    CHECK(login->password == "p@ss:w0rd");
+    CHECK(login->host == "cache.example");
+    CHECK(login->port == 6380);
+    CHECK(login->text() == "rediss://app@cache.example:6380/1");  // never the password
+    auto only_password = redis::parse_url("redis://:pw@10.0.0.1");
+    REQUIRE(only_password);
+    CHECK(only_password->username.empty());
+    CHECK(only_password->password == "pw");
+    CHECK(only_password->text().find("pw") == std::string::npos);
+    auto v6 = redis::parse_url("redis://[::1]:7000/0");
+    REQUIRE(v6);
+    CHECK(v6->host == "::1");
+    CHECK(v6->port == 7000);
+    CHECK(v6->text() == "redis://[::1]:7000/0");
     std::string why;
     for (const char* bad : {"http://x", "redis://", "redis://h:0", "redis://h:70000", "redis://h/x", "unix://rel",
-                            "unix:///s?db=x", ""}) {
+                            "unix:///s?db=x", "", "redis://u:p%4@h", "redis://u:p%zz@h", "redis://[::1:7000",
+                            "rediss://:pw@"}) {
       CAPTURE(bad);
       CHECK_FALSE(redis::parse_url(bad, &why));
       CHECK_FALSE(why.empty());
+      CHECK(why.find("pw") == std::string::npos);  // the reason never quotes the URL
     }
   }
 

@@ -67,6 +67,9 @@ struct RuntimeStats {
   // queue.backend redis: errors met, by kind ("unavailable", "login",
   // "full", "other"); empty for the memory backend.
   std::map<std::string, std::uint64_t> backend_errors{};
+  // Set when the shared counts could not be read (Redis away): by_state is
+  // empty and queue_depth 0, the rest is this process's own and true.
+  std::string backend_problem{};
   std::size_t queue_depth = 0;       // waiting: queued + scheduled
   std::size_t running = 0;
   unsigned workers = 0;              // worker threads alive in the pool

@@ -13,8 +13,9 @@ constexpr const char* kRedacted = "<redacted>";
 // A Redis URL without its password (redis://user:password@host).
 std::string without_password(std::string url) {
   const auto scheme = url.find("://");
-  const auto at = url.find('@');
-  if (scheme == std::string::npos || at == std::string::npos) return url;
+  if (scheme == std::string::npos) return url;
+  const auto at = url.substr(0, url.find('/', scheme + 3)).rfind('@');  // the userinfo ends at the authority's last '@'
+  if (at == std::string::npos) return url;
   const auto colon = url.find(':', scheme + 3);
   if (colon != std::string::npos && colon < at) url.replace(colon + 1, at - colon - 1, kRedacted);
   return url;
@@ -22,7 +23,9 @@ std::string without_password(std::string url) {
 
 // The value to show: secrets are replaced, the rest is as loaded.
 std::string shown(const ConfigSetting& s) {
-  if (s.key == "server.auth_token" && s.value != "\"\"") return nlohmann::json(kRedacted).dump();
+  if ((s.key == "server.auth_token" || s.key == "redis.password") && s.value != "\"\"") {
+    return nlohmann::json(kRedacted).dump();
+  }
   if (s.key == "redis.url") return nlohmann::json(without_password(nlohmann::json::parse(s.value).get<std::string>())).dump();
   return s.value;
 }
@@ -51,8 +54,9 @@ int config_command(const ConfigArgs& args, bool json) {
   if (!loaded) return 2;
   if (json) {
     auto config = nlohmann::ordered_json::parse(loaded->json);
-    auto& token = config["server"]["auth_token"];
-    if (token != "") token = kRedacted;
+    for (auto* secret : {&config["server"]["auth_token"], &config["redis"]["password"]}) {
+      if (*secret != "") *secret = kRedacted;
+    }
     config["redis"]["url"] = without_password(config["redis"]["url"].get<std::string>());
     nlohmann::ordered_json sources = nlohmann::ordered_json::object();
     for (const ConfigSetting& s : loaded->settings) sources[s.key] = s.source;

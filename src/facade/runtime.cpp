@@ -312,7 +312,13 @@ TypeStats type_stats(const detail::TypeEntry& t) {
 RuntimeStats Runtime::stats() const {
   const Impl& rt = *impl_;
   RuntimeStats s;
-  const auto by_state = rt.store.count_by_state();
+  // Redis away: everything but the shared counts still tells the truth.
+  std::map<JobState, std::size_t> by_state;
+  try {
+    by_state = rt.store.count_by_state();
+  } catch (const BackendError& e) {
+    s.backend_problem = e.what();
+  }
   for (const auto& [state, n] : by_state) s.by_state[std::string(to_string(state))] = n;
   const detail::IntakeCounts in = rt.intake.counts();
   const detail::CompletionCounts done = rt.completion.counts();

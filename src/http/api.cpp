@@ -795,8 +795,7 @@ Response Api::stats() {
                      {"retried", t.retried},     {"failed", t.failed},     {"recovered", t.recovered},
                      {"breaker", to_string(t.breaker)}};
   }
-  return json_response(
-      200, {{"by_state", s.by_state},
+  ordered_json body = {{"by_state", s.by_state},
             {"by_type", std::move(by_type)},
             {"totals", {{"submitted", s.submitted}, {"rejected", s.rejected}, {"succeeded", s.succeeded},
                         {"failed", s.failed}, {"cancelled", s.cancelled}, {"retried", s.retried},
@@ -809,7 +808,9 @@ Response Api::stats() {
                                             {"p99", quantile_ms(s.queue_wait, 0.99)}}}}},
             {"supervisor", {{"soft_timeouts", s.soft_timeouts}, {"hard_timeouts", s.hard_timeouts},
                             {"stuck_reports", s.stuck_reports}, {"replacements", s.replacements},
-                            {"breaker_opened", s.breaker_opened}, {"breaker_deferred", s.breaker_deferred}}}});
+                            {"breaker_opened", s.breaker_opened}, {"breaker_deferred", s.breaker_deferred}}}};
+  if (!s.backend_problem.empty()) body["backend_problem"] = s.backend_problem;
+  return json_response(200, body);
 }
 
 namespace {

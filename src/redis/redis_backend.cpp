@@ -80,11 +80,20 @@ RedisBackend::RedisBackend(const RuntimeOptions& options, std::string owner)
 // A login Redis refuses will not mend by waiting: the runtime does not
 // start. A Redis that cannot be reached now may come: the feeder waits.
 BrokerOptions RedisBackend::logged_in(BrokerOptions options) {
+  std::unique_ptr<Connection> c;
   try {
-    Connection c(options.redis);
-    c.command({"PING"});
+    c = std::make_unique<Connection>(options.redis);
   } catch (const RedisError& e) {
-    if (e.login()) throw ConfigError(e.what());
+    if (e.login()) throw ConfigError(e.what());  // names the URL and the user
+    return options;
+  }
+  try {
+    c->command({"PING"});
+  } catch (const RedisError& e) {
+    if (!e.login()) return options;
+    const bool none = options.redis.address.password.empty();
+    throw ConfigError("redis " + options.redis.address.text() + ": " +
+                      (none ? "Redis asks for a login (redis.password, or the URL's user:password@): " : "") + e.what());
   }
   return options;
 }

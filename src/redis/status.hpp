@@ -46,10 +46,14 @@ class Status {
     MutexLock lock(mutex_);
     auto [it, fresh] = down_.try_emplace(std::string(part));
     const int was = fresh ? -1 : it->second.kind;
-    it->second = Problem{index(e), e.what()};
+    std::string_view message = e.what();
+    if (const std::string self = "redis " + where_ + ": "; message.substr(0, self.size()) == self) {
+      message.remove_prefix(self.size());  // said once, in front of the line
+    }
+    it->second = Problem{index(e), std::string(message)};
     if (fresh) downs_.fetch_add(1, std::memory_order_release);
     if (was != it->second.kind && reporter_ != nullptr) {
-      reporter_->log(LogLevel::warn, "redis " + where_ + ": the " + std::string(part) + " cannot work: " + e.what());
+      reporter_->log(LogLevel::warn, "redis " + where_ + ": the " + std::string(part) + " cannot work: " + it->second.message);
     }
   }
 

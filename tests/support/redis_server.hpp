@@ -1,9 +1,15 @@
 // A real redis-server for a test: started on a unix socket in a fresh temp
-// directory (no TCP port, no persistence unless asked), stopped and removed
-// when the fixture goes. Throws if it does not come up within 10 s.
+// directory (no persistence unless asked), stopped and removed when the
+// fixture goes. Throws if it does not come up within 10 s. With Options it
+// also listens on a TCP port of 127.0.0.1 and takes extra arguments (a
+// password, TLS, maxmemory); the fixture's own connections use the unix
+// socket and `admin_password`.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -24,13 +30,25 @@ namespace bulwark::testing {
 
 class RedisServer {
  public:
-  explicit RedisServer(bool append_only = false) : append_only_(append_only) {
+  struct Options {
+    bool append_only = false;
+    bool tcp = false;                 // also listen on a free port of 127.0.0.1 (port())
+    std::vector<std::string> args{};  // more redis-server arguments
+    std::string admin_password{};     // the fixture's AUTH (requirepass)
+  };
+
+  explicit RedisServer(bool append_only = false) : RedisServer(Options{.append_only = append_only}) {}
+  explicit RedisServer(Options options) : options_(std::move(options)) {
     char tmpl[] = "/tmp/bulwark-redis-XXXXXX";
     if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("RedisServer: mkdtemp failed");
     dir_ = tmpl;
     socket_ = dir_ + "/redis.sock";
+    if (options_.tcp) port_ = free_port();
     start();
   }
+  // The TCP port (Options::tcp), else 0.
+  int port() const noexcept { return port_; }
+  const std::string& dir() const noexcept { return dir_; }
   ~RedisServer() {
     stop();
     std::error_code ec;
@@ -45,7 +63,9 @@ class RedisServer {
   // A connection with short timeouts.
   detail::redis::Connection connect() const {
     using namespace std::chrono_literals;
-    return detail::redis::Connection({.address = address(), .connect_timeout = 1000ms, .command_timeout = 5000ms});
+    detail::redis::Address a = address();
+    a.password = options_.admin_password;
+    return detail::redis::Connection({.address = a, .connect_timeout = 1000ms, .command_timeout = 5000ms});
   }
 
   // SIGTERM: Redis saves its append-only file (if on) and exits.
@@ -53,9 +73,11 @@ class RedisServer {
   // SIGKILL: gone at once, as in a crash.
   void kill_hard() { end(SIGKILL); }
   void start() {
-    std::vector<std::string> args = {"redis-server", "--port", "0", "--unixsocket", socket_, "--unixsocketperm", "700",
-                                      "--dir", dir_, "--save", "", "--appendonly", append_only_ ? "yes" : "no",
-                                      "--daemonize", "no", "--logfile", dir_ + "/redis.log"};
+    std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",
+                                      "--unixsocket", socket_, "--unixsocketperm", "700", "--dir", dir_, "--save", "",
+                                      "--appendonly", options_.append_only ? "yes" : "no", "--daemonize", "no",
+                                      "--logfile", dir_ + "/redis.log"};
+    args.insert(args.end(), options_.args.begin(), options_.args.end());
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -83,7 +105,23 @@ class RedisServer {
     pid_ = -1;
   }
 
-  bool append_only_;
+  // A port nothing listens on now (the kernel's pick, given back).
+  static int free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      throw std::runtime_error("RedisServer: no free port");
+    }
+    ::close(fd);
+    return ntohs(addr.sin_port);
+  }
+
+  Options options_;
+  int port_ = 0;
   std::string dir_;
   std::string socket_;
   pid_t pid_ = -1;
