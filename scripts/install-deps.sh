@@ -10,6 +10,7 @@ packages=(
   python3     # the hostile-input battery (tests/hostile/) speaks raw HTTP from Python
   prometheus  # promtool, to check the /metrics output in the tests
   libhiredis-dev  # the Redis client of the redis backend
+  libssl-dev openssl  # TLS to Redis (rediss://); openssl makes the tests' certificates
   libhowardhinnant-date-dev tzdata  # time zones of periodic jobs (the system's tz database)
   redis-server    # started by the tests of the redis backend (never as a system service)
   python3-yaml    # tests/deploy/ reads the rendered manifests

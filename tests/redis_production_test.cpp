@@ -1,7 +1,9 @@
 // `bulwark serve` against Redis as production runs it, each server started
 // here on 127.0.0.1: a password (in the URL, or an ACL user with its
 // password in a file), a wrong one, a password that Redis starts asking for
-// later, a Redis that is full (maxmemory, noeviction) and one that stalls.
+// later, TLS (a CA made here with openssl, a wrong CA, a client certificate
+// the server asks for), a Redis that is full (maxmemory, noeviction) and one
+// that stalls.
 // The password must show nowhere: logs, bulwark config, the API, metrics,
 // events, the dashboard.
 #include <doctest/doctest.h>
@@ -14,6 +16,7 @@
 #include "support/http_client.hpp"
 #include "support/redis_server.hpp"
 #include "support/serve_process.hpp"
+#include "support/tls_certs.hpp"
 #include "support/wait.hpp"
 
 using namespace std::chrono_literals;
@@ -243,5 +246,78 @@ TEST_SUITE("redis production") {
     CHECK(one.status == 503);
     CHECK(p.stderr_text().find("internal_error") == std::string::npos);
     CHECK(eventually([&] { return http(port, "GET", "/v1/jobs?limit=1").status == 200; }, 10s));
+  }
+
+  TEST_CASE("rediss:// verifies the server against redis.tls.ca_file; a wrong CA stops serve at start with exit 2" *
+            doctest::timeout(120)) {
+    const bulwark::testing::TlsCerts certs;
+    const int port = RedisServer::free_port();
+    RedisServer server({.args = {"--tls-port", std::to_string(port), "--tls-cert-file", certs.crt("server"),
+                                 "--tls-key-file", certs.key("server"), "--tls-ca-cert-file", certs.crt("ca"),
+                                 "--tls-auth-clients", "no", "--requirepass", kPassword},
+                        .admin_password = kPassword});
+    const std::string url = "rediss://:" + std::string(kUrlPassword) + "@localhost:" + std::to_string(port) + "/0";
+    {
+      ServeProcess p(write_config(server.dir() + "/tls.json", {{"url", url}, {"tls", {{"ca_file", certs.crt("ca")}}}}),
+                     server.dir() + "/tls.err");
+      const std::uint16_t hp = p.port_from_banner();
+      const std::string id = submit_echo(hp, {{"over", "tls"}});
+      CHECK(eventually([&] { return succeeded(hp, id); }, 20s));
+      CHECK(http(hp, "GET", "/readyz").status == 200);
+      CHECK(p.stderr_text().find("cannot work") == std::string::npos);
+    }
+    {  // A server_name the certificate does not name is refused too.
+      ServeProcess p(write_config(server.dir() + "/name.json", {{"url", url},
+                                                                {"tls", {{"ca_file", certs.crt("ca")},
+                                                                         {"server_name", "redis.example"}}}}),
+                     server.dir() + "/name.err");
+      CHECK(p.wait_exit() == 2);
+      CHECK(p.stderr_text().find("certificate verify failed") != std::string::npos);
+    }
+    {
+      ServeProcess p(write_config(server.dir() + "/wrong.json", {{"url", url}, {"tls", {{"ca_file", certs.crt("other-ca")}}}}),
+                     server.dir() + "/wrong.err");
+      CHECK(p.wait_exit() == 2);
+      const std::string err = p.stderr_text();
+      CHECK(err.find("rediss://localhost:" + std::to_string(port)) != std::string::npos);
+      CHECK(err.find("certificate verify failed") != std::string::npos);
+      CHECK(err.find("s3cret") == std::string::npos);
+    }
+    {  // verify: false takes any certificate, and says so.
+      ServeProcess p(write_config(server.dir() + "/noverify.json",
+                                  {{"url", url}, {"tls", {{"ca_file", certs.crt("other-ca")}, {"verify", false}}}}),
+                     server.dir() + "/noverify.err");
+      const std::uint16_t hp = p.port_from_banner();
+      CHECK(eventually([&] { return http(hp, "GET", "/readyz").status == 200; }, 10s));
+      CHECK(p.stderr_text().find("redis.tls.verify is false") != std::string::npos);
+    }
+  }
+
+  TEST_CASE("a server that asks for a client certificate gets redis.tls.cert_file; without one serve stops with exit 2" *
+            doctest::timeout(120)) {
+    const bulwark::testing::TlsCerts certs;
+    const int port = RedisServer::free_port();
+    RedisServer server({.args = {"--tls-port", std::to_string(port), "--tls-cert-file", certs.crt("server"),
+                                 "--tls-key-file", certs.key("server"), "--tls-ca-cert-file", certs.crt("ca"),
+                                 "--tls-auth-clients", "yes"}});
+    const std::string url = "redis://127.0.0.1:" + std::to_string(port) + "/0";  // TLS from redis.tls.enabled
+    {
+      ServeProcess p(write_config(server.dir() + "/none.json",
+                                  {{"url", url}, {"tls", {{"enabled", true}, {"ca_file", certs.crt("ca")}}}}),
+                     server.dir() + "/none.err");
+      CHECK(p.wait_exit() == 2);
+      CHECK(p.stderr_text().find("certificate") != std::string::npos);
+    }
+    ServeProcess p(write_config(server.dir() + "/client.json",
+                                {{"url", url},
+                                 {"tls",
+                                  {{"enabled", true},
+                                   {"ca_file", certs.crt("ca")},
+                                   {"cert_file", certs.crt("client")},
+                                   {"key_file", certs.key("client")}}}}),
+                   server.dir() + "/client.err");
+    const std::uint16_t hp = p.port_from_banner();
+    const std::string id = submit_echo(hp, 7);
+    CHECK(eventually([&] { return succeeded(hp, id); }, 20s));
   }
 }

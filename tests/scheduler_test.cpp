@@ -176,8 +176,9 @@ TEST_SUITE("scheduler") {
     shared.redis.ns = "sched";
     Runtime a(bulwark::testing::builtins(), shared);
     Runtime b(bulwark::testing::builtins(), shared);
-    const auto address = *bulwark::detail::redis::parse_url(server.url());
-    bulwark::detail::redis::RedisScheduleStore store_a({.address = address}, "sched"), store_b({.address = address}, "sched");
+    bulwark::detail::redis::ConnectOptions redis;
+    redis.address = *bulwark::detail::redis::parse_url(server.url());
+    bulwark::detail::redis::RedisScheduleStore store_a(redis, "sched"), store_b(redis, "sched");
     Harness ha(a, with_schedule("*/10 * * * *"), store_a);
     Harness hb(b, with_schedule("*/10 * * * *"), store_b);
     for (int minute : {5, 10, 20}) {
@@ -192,7 +193,7 @@ TEST_SUITE("scheduler") {
     CHECK(store_a.last_run("report") ==
           std::chrono::duration_cast<std::chrono::milliseconds>(utc(2026, 11, 30, 10, 20).time_since_epoch()).count());
     // A third process started later: the last run comes from Redis, so 10:30 to 11:00 were missed.
-    bulwark::detail::redis::RedisScheduleStore store_c({.address = address}, "sched");
+    bulwark::detail::redis::RedisScheduleStore store_c(redis, "sched");
     Harness hc(a, with_schedule("*/10 * * * *", bulwark::MissedRuns::run_once), store_c);
     hc.scheduler.tick(utc(2026, 11, 30, 11, 5));
     CHECK(hc.ids() == std::vector<std::string>{"report:20261130T1100Z"});

@@ -1,6 +1,7 @@
 #include "redis/connection.hpp"
 
 #include "redis/status.hpp"
+#include "redis/tls_stream.hpp"
 
 #include <hiredis/hiredis.h>
 
@@ -218,6 +219,18 @@ long long Value::as_integer() const {
 
 Connection::Connection(const ConnectOptions& options) : address_(options.address), status_(options.status) {
   const Address& address = options.address;
+  if (options.tls.enabled) {
+    try {
+      tls_ = std::make_unique<TlsStream>(options);
+    } catch (RedisError& e) {
+      usable_ = false;
+      raise(std::move(e));
+    }
+    reader_ = redisReaderCreate();
+    if (reader_ == nullptr) raise(RedisError("redis " + address.text() + ": out of memory", RedisError::Kind::unavailable));
+    log_in(options);
+    return;
+  }
   context_ = address.unix_path.empty()
                  ? redisConnectWithTimeout(address.host.c_str(), address.port, to_timeval(options.connect_timeout))
                  : redisConnectUnixWithTimeout(address.unix_path.c_str(), to_timeval(options.connect_timeout));
@@ -252,8 +265,7 @@ void Connection::log_in(const ConnectOptions& options) {
     if (address.db != 0) command({"SELECT", std::to_string(address.db)});
   } catch (const RedisError& e) {
     usable_ = false;
-    redisFree(context_);  // the constructor throws: no destructor runs
-    context_ = nullptr;
+    release();  // the constructor throws: no destructor runs
     const std::string who = address.username.empty() ? "the default user" : "user " + address.username;
     const std::string doing = address.password.empty() ? "without a password" : "as " + who;
     throw RedisError("redis " + address.text() + ": " + (e.login() ? "login " + doing + " refused: " : "") + e.what(),
@@ -261,8 +273,14 @@ void Connection::log_in(const ConnectOptions& options) {
   }
 }
 
-Connection::~Connection() {
+Connection::~Connection() { release(); }
+
+void Connection::release() noexcept {
   if (context_ != nullptr) redisFree(context_);
+  context_ = nullptr;
+  if (reader_ != nullptr) redisReaderFree(reader_);
+  reader_ = nullptr;
+  tls_.reset();
 }
 
 // Every error a connection meets leaves through here, counted once.
@@ -288,19 +306,54 @@ void Connection::send(const std::vector<std::string>& args) {
     argv.push_back(a.data());
     lens.push_back(a.size());
   }
+  if (tls_) {
+    char* formatted = nullptr;
+    const int n = redisFormatCommandArgv(&formatted, static_cast<int>(args.size()), argv.data(), lens.data());
+    if (n < 0) fail_io("formatting a command");
+    out_.append(formatted, static_cast<std::size_t>(n));
+    redisFreeCommand(formatted);
+    return;
+  }
   if (redisAppendCommandArgv(context_, static_cast<int>(args.size()), argv.data(), lens.data()) != REDIS_OK) {
     fail_io("sending a command");
   }
 }
 
+// Over TLS: writes what was appended, then reads until the reader has a
+// whole reply.
+void* Connection::tls_reply() {
+  try {
+    if (!out_.empty()) {
+      tls_->write(out_);
+      out_.clear();
+    }
+    char buffer[16 * 1024];
+    for (;;) {
+      void* reply = nullptr;
+      if (redisReaderGetReply(reader_, &reply) != REDIS_OK) fail_io("reading a reply: not RESP");
+      if (reply != nullptr) return reply;
+      const std::size_t n = tls_->read_some(buffer, sizeof buffer);
+      if (redisReaderFeed(reader_, buffer, n) != REDIS_OK) fail_io("reading a reply: not RESP");
+    }
+  } catch (RedisError& e) {
+    if (!usable_) throw;  // from fail_io: counted there
+    usable_ = false;
+    raise(std::move(e));
+  }
+}
+
 Value Connection::receive() {
   void* raw = nullptr;
-  int status = REDIS_OK;
-  {
-    const SigpipeGuard guard;  // redisGetReply writes what was appended first
-    status = redisGetReply(context_, &raw);
+  if (tls_) {
+    raw = tls_reply();
+  } else {
+    int status = REDIS_OK;
+    {
+      const SigpipeGuard guard;  // redisGetReply writes what was appended first
+      status = redisGetReply(context_, &raw);
+    }
+    if (status != REDIS_OK || raw == nullptr) fail_io("reading a reply");
   }
-  if (status != REDIS_OK || raw == nullptr) fail_io("reading a reply");
   ReplyPtr reply(static_cast<redisReply*>(raw));
   if (reply->type == REDIS_REPLY_ERROR) {
     RedisError e = RedisError::from_reply(std::string(reply->str, reply->len));

@@ -32,6 +32,7 @@
 #include "bulwark/backend_error.hpp"
 
 struct redisContext;
+struct redisReader;
 
 namespace bulwark::detail::redis {
 
@@ -68,6 +69,7 @@ struct TlsOptions {
 };
 
 class Status;
+class TlsStream;
 
 // Everything a connection needs: where, who, TLS, how long to wait, and
 // where to count its errors (null: nowhere).
@@ -144,13 +146,21 @@ class Connection {
 
  private:
   void log_in(const ConnectOptions& options);
+  void release() noexcept;
+  void* tls_reply();
   std::string load(const Script& script);
   [[noreturn]] void raise(RedisError e);
   void send(const std::vector<std::string>& args);
   Value receive();
   [[noreturn]] void fail_io(const std::string& doing);
 
+  // Plain TCP or a unix socket: hiredis's context does the I/O. TLS: the
+  // stream does, commands are formatted into out_ and replies read by
+  // hiredis's reader.
   redisContext* context_ = nullptr;
+  std::unique_ptr<TlsStream> tls_;
+  redisReader* reader_ = nullptr;
+  std::string out_;
   Address address_;
   std::shared_ptr<Status> status_;
   bool usable_ = true;

@@ -138,6 +138,11 @@ void RedisBackend::attached() {
   // The heartbeat carries this process's health for GET /v1/workers elsewhere.
   broker_.set_describe(host().describe);
   broker_.set_reporter(host().reporter);
+  if (options_.redis.tls.enabled && !options_.redis.tls.verify) {
+    host().reporter.log(LogLevel::warn, "redis " + options_.redis.address.text() +
+                                            ": redis.tls.verify is false: any certificate is accepted, so anyone "
+                                            "between here and Redis can read and change the queue");
+  }
   // One event stream for the queue: every process's events, in one order.
   if (events_buffer_ > 0) {
     event_feed_ =

@@ -63,9 +63,11 @@ class RedisServer {
   // A connection with short timeouts.
   detail::redis::Connection connect() const {
     using namespace std::chrono_literals;
-    detail::redis::Address a = address();
-    a.password = options_.admin_password;
-    return detail::redis::Connection({.address = a, .connect_timeout = 1000ms, .command_timeout = 5000ms});
+    detail::redis::ConnectOptions o;
+    o.address = address();
+    o.address.password = options_.admin_password;
+    o.command_timeout = 5000ms;
+    return detail::redis::Connection(o);
   }
 
   // SIGTERM: Redis saves its append-only file (if on) and exits.
@@ -106,6 +108,7 @@ class RedisServer {
   }
 
   // A port nothing listens on now (the kernel's pick, given back).
+ public:
   static int free_port() {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
@@ -119,6 +122,8 @@ class RedisServer {
     ::close(fd);
     return ntohs(addr.sin_port);
   }
+
+ private:
 
   Options options_;
   int port_ = 0;

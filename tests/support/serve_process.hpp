@@ -68,6 +68,7 @@ struct ServeProcess {
   // The port from the first line ("listening on http://127.0.0.1:PORT").
   std::uint16_t port_from_banner() {
     const std::string first = read_line();
+    INFO("its standard error: " << stderr_text());
     REQUIRE(first.find("listening on http://127.0.0.1:") != std::string::npos);
     return static_cast<std::uint16_t>(std::stoi(first.substr(first.rfind(':') + 1)));
   }
