@@ -65,6 +65,16 @@ struct RedisTlsOptions {
   bool verify = true;         // false: any certificate is accepted (logged as a warning at start)
 };
 
+// Redis Sentinel (redis.sentinel.*): the sentinels name the master, and
+// name the new one after a failover. Their own login, if they need one; the
+// data login is redis.username/password as without Sentinel.
+struct RedisSentinelOptions {
+  std::string master{};                  // the name the sentinels monitor; empty: no Sentinel
+  std::vector<std::string> addresses{};  // "host:port" of each sentinel
+  std::string username{};
+  std::string password{};
+};
+
 // The Redis of queue.backend "redis" (redis.*).
 struct RedisOptions {
   // redis[s]://[user[:password]@]host[:port][/db] or unix:///path/to/redis.sock[?db=N]
@@ -77,6 +87,12 @@ struct RedisOptions {
   std::string password{};
   std::string password_file{};
   RedisTlsOptions tls{};
+  RedisSentinelOptions sentinel{};
+  // Replicas that must have a submit (and an end) before it counts as
+  // written: WAIT after each; a submit not acknowledged within
+  // replica_ack_timeout answers backend_unavailable. 0: no WAIT.
+  unsigned min_replicas_ack = 0;
+  std::chrono::milliseconds replica_ack_timeout{1'000};
   std::string ns = "bulwark";  // redis.namespace: every key starts with "{namespace}:"
   std::chrono::milliseconds lease{30'000};  // a job held by a process that stops renewing it goes back after this
   std::optional<unsigned> prefetch{};         // jobs held beyond the running ones; default: workers

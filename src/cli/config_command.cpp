@@ -23,7 +23,8 @@ std::string without_password(std::string url) {
 
 // The value to show: secrets are replaced, the rest is as loaded.
 std::string shown(const ConfigSetting& s) {
-  if ((s.key == "server.auth_token" || s.key == "redis.password") && s.value != "\"\"") {
+  if ((s.key == "server.auth_token" || s.key == "redis.password" || s.key == "redis.sentinel.password") &&
+      s.value != "\"\"") {
     return nlohmann::json(kRedacted).dump();
   }
   if (s.key == "redis.url") return nlohmann::json(without_password(nlohmann::json::parse(s.value).get<std::string>())).dump();
@@ -54,7 +55,8 @@ int config_command(const ConfigArgs& args, bool json) {
   if (!loaded) return 2;
   if (json) {
     auto config = nlohmann::ordered_json::parse(loaded->json);
-    for (auto* secret : {&config["server"]["auth_token"], &config["redis"]["password"]}) {
+    for (auto* secret :
+         {&config["server"]["auth_token"], &config["redis"]["password"], &config["redis"]["sentinel"]["password"]}) {
       if (*secret != "") *secret = kRedacted;
     }
     config["redis"]["url"] = without_password(config["redis"]["url"].get<std::string>());

@@ -141,6 +141,21 @@ void read_redis(const Section& s, RedisOptions& r) {
   tls.string("key_file", r.tls.key_file);
   tls.string("server_name", r.tls.server_name);
   tls.boolean("verify", r.tls.verify);
+  const Section sentinel = s.child("sentinel", {"master", "addresses", "username", "password"});
+  sentinel.string("master", r.sentinel.master);
+  sentinel.strings("addresses", r.sentinel.addresses, 16);
+  sentinel.string("username", r.sentinel.username);
+  sentinel.string("password", r.sentinel.password);
+  if (!r.sentinel.master.empty() && r.sentinel.addresses.empty()) {
+    Section::fail("redis.sentinel.addresses", "give the sentinels' host:port for master '" + r.sentinel.master + "'");
+  }
+  for (const std::string& a : r.sentinel.addresses) {
+    if (a.rfind(':') == std::string::npos || a.rfind(':') == 0 || a.rfind(':') + 1 == a.size()) {
+      Section::fail("redis.sentinel.addresses", "expected host:port, got '" + a + "'");
+    }
+  }
+  s.integer("min_replicas_ack", r.min_replicas_ack, 0, 16);
+  s.millis("replica_ack_timeout_ms", r.replica_ack_timeout, 1, 60'000);
   if (r.tls.cert_file.empty() != r.tls.key_file.empty()) {
     Section::fail(r.tls.cert_file.empty() ? "redis.tls.cert_file" : "redis.tls.key_file",
                   "a client certificate needs both redis.tls.cert_file and redis.tls.key_file");
@@ -188,8 +203,9 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   std::string backend = "memory";
   queue.string("backend", backend, {"memory", "redis"});
   o.backend = backend == "redis" ? QueueBackend::redis : QueueBackend::memory;
-  read_redis(root.child("redis", {"url", "username", "password", "password_file", "tls", "namespace", "lease_ms",
-                                  "prefetch", "connect_timeout_ms", "command_timeout_ms", "consume"}),
+  read_redis(root.child("redis", {"url", "username", "password", "password_file", "tls", "sentinel", "min_replicas_ack",
+                                  "replica_ack_timeout_ms", "namespace", "lease_ms", "prefetch", "connect_timeout_ms",
+                                  "command_timeout_ms", "consume"}),
              o.redis);
   read_retry(root.child("retry", {"max_attempts", "backoff_initial_ms", "backoff_max_ms", "backoff_multiplier",
                                   "jitter"}),

@@ -217,7 +217,74 @@ long long Value::as_integer() const {
   throw RedisError("expected an integer reply from Redis", RedisError::Kind::other);
 }
 
+namespace {
+
+// The master's address as the sentinels name it, tried in turn.
+Address master_of(const ConnectOptions& options) {
+  const SentinelOptions& s = *options.sentinel;
+  std::string last_error = "no sentinel given";
+  for (const auto& [host, port] : s.addresses) {
+    ConnectOptions ask;
+    ask.address.host = host;
+    ask.address.port = port;
+    ask.address.tls = options.tls.enabled;
+    ask.address.username = s.username;
+    ask.address.password = s.password;
+    ask.tls = options.tls;
+    ask.connect_timeout = ask.command_timeout = options.connect_timeout;
+    try {
+      Connection c(ask);
+      const Value v = c.command({"SENTINEL", "get-master-addr-by-name", s.master});
+      if (v.elements.size() == 2) {
+        Address a = options.address;
+        a.host = v.elements[0].str;
+        a.port = static_cast<int>(v.elements[1].as_integer());
+        return a;
+      }
+      last_error = "sentinel " + host + ":" + std::to_string(port) + " knows no master '" + s.master + "'";
+    } catch (const RedisError& e) {
+      last_error = e.what();
+      if (e.login()) throw;  // the sentinels' login is wrong: say so at once
+    }
+  }
+  throw RedisError("redis sentinel master '" + s.master + "': no sentinel named it: " + last_error,
+                   RedisError::Kind::unavailable);
+}
+
+}  // namespace
+
 Connection::Connection(const ConnectOptions& options) : address_(options.address), status_(options.status) {
+  if (!options.sentinel) {
+    open(options);
+    return;
+  }
+  try {
+    address_ = master_of(options);
+  } catch (RedisError& e) {
+    usable_ = false;
+    raise(std::move(e));
+  }
+  ConnectOptions master = options;
+  master.address = address_;
+  master.sentinel.reset();
+  open(master);
+  // A sentinel may name a node that is no master any more (a failover
+  // under way): then ask again, after the backoff.
+  try {
+    const Value role = command({"ROLE"});
+    if (role.elements.empty() || role.elements[0].str != "master") {
+      throw RedisError("redis " + address_.text() + ": named master by the sentinels, but it is a " +
+                           (role.elements.empty() ? std::string("node of no role") : role.elements[0].str),
+                       RedisError::Kind::unavailable);
+    }
+  } catch (RedisError& e) {
+    usable_ = false;
+    release();
+    throw;
+  }
+}
+
+void Connection::open(const ConnectOptions& options) {
   const Address& address = options.address;
   if (options.tls.enabled) {
     try {

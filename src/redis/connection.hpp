@@ -71,10 +71,19 @@ struct TlsOptions {
 class Status;
 class TlsStream;
 
-// Everything a connection needs: where, who, TLS, how long to wait, and
-// where to count its errors (null: nowhere).
+// Redis Sentinel: where the sentinels are, the master's name, their login.
+struct SentinelOptions {
+  std::string master;
+  std::vector<std::pair<std::string, int>> addresses;  // host, port
+  std::string username;
+  std::string password;
+};
+
+// Everything a connection needs: where (or which sentinels to ask), who,
+// TLS, how long to wait, and where to count its errors (null: nowhere).
 struct ConnectOptions {
-  Address address;
+  Address address;  // with sentinel: the master's is asked for; db, login and TLS still come from here
+  std::optional<SentinelOptions> sentinel;
   TlsOptions tls;
   std::chrono::milliseconds connect_timeout{1'000};
   std::chrono::milliseconds command_timeout{1'000};
@@ -126,7 +135,9 @@ class Connection {
  public:
   // Connects, logs in (AUTH, when there is a password) and selects the
   // database; throws RedisError (unavailable; login() if Redis refused the
-  // login) if that fails within the connect timeout.
+  // login) if that fails within the connect timeout. With Sentinel it asks
+  // the sentinels for the master first, and checks (ROLE) that the node it
+  // reached is the master.
   explicit Connection(const ConnectOptions& options);
   ~Connection();
   Connection(const Connection&) = delete;
@@ -145,6 +156,7 @@ class Connection {
   bool usable() const noexcept { return usable_; }
 
  private:
+  void open(const ConnectOptions& options);
   void log_in(const ConnectOptions& options);
   void release() noexcept;
   void* tls_reply();

@@ -46,9 +46,26 @@ ConnectOptions connect_options(const RedisOptions& r) {
   if (c.tls.enabled && !c.address.unix_path.empty()) {
     throw ConfigError("redis.tls.enabled: TLS is for TCP; redis.url names a unix socket");
   }
+  if (!r.sentinel.master.empty()) {
+    SentinelOptions s{r.sentinel.master, {}, r.sentinel.username, r.sentinel.password};
+    for (const std::string& a : r.sentinel.addresses) {
+      // host:port, or [IPv6]:port (checked when the configuration was read)
+      const auto colon = a.rfind(':');
+      std::string host = a.substr(0, colon);
+      if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+      int port = 0;
+      try {
+        port = std::stoi(a.substr(colon + 1));
+      } catch (const std::exception&) {
+      }
+      if (port < 1 || port > 65535) throw ConfigError("redis.sentinel.addresses: the port of '" + a + "' must be 1 to 65535");
+      s.addresses.emplace_back(std::move(host), port);
+    }
+    c.sentinel = std::move(s);
+  }
   c.connect_timeout = r.connect_timeout;
   c.command_timeout = r.command_timeout;
-  c.status = std::make_shared<Status>(c.address.text());
+  c.status = std::make_shared<Status>(c.sentinel ? "sentinel master '" + c.sentinel->master + "'" : c.address.text());
   return c;
 }
 
@@ -57,6 +74,8 @@ BrokerOptions broker_options(const RuntimeOptions& o) {
   b.redis = connect_options(o.redis);
   b.ns = o.redis.ns;
   b.lease = o.redis.lease;
+  b.min_replicas_ack = o.redis.min_replicas_ack;
+  b.replica_ack_timeout = o.redis.replica_ack_timeout;
   b.workers = o.redis.consume ? o.effective_workers() : 0;  // 0: fetches nothing
   b.prefetch = o.redis.prefetch.value_or(b.workers);
   b.capacity = o.queue_capacity;

@@ -122,13 +122,21 @@ void RedisBroker::enqueue_args(std::vector<std::string>& args, const TaskSpec& s
 std::optional<std::vector<RedisBroker::EnqueueAnswer>> RedisBroker::send_enqueue(std::vector<std::string>& args,
                                                                                  Admitted& refused) {
   std::vector<EnqueueAnswer> answers;
+  bool written = false;  // on the master: a failed WAIT leaves it there
   try {
-    const Value v = pool_.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq, keys_.held}, args);
+    const Value v = pool_.with([&](Connection& c) {
+      Value answer = c.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq, keys_.held}, args);
+      written = true;
+      replicated(c, "submit");
+      return answer;
+    });
     answers.reserve(v.elements.size());
     for (const Value& e : v.elements) answers.push_back(answer_of(e));
   } catch (const RedisError& e) {
     if (e.kind() == RedisError::Kind::other) throw;
-    refused = e.kind() == RedisError::Kind::full ? Admitted::backend_full : Admitted::unavailable;
+    refused = e.kind() == RedisError::Kind::full ? Admitted::backend_full
+              : written                           ? Admitted::unreplicated
+                                                  : Admitted::unavailable;
     return std::nullopt;
   }
   return answers;
@@ -387,6 +395,23 @@ void RedisBroker::drop_result(const std::string& id, int attempt, const std::str
        (holder.empty() ? std::string("none") : holder));
 }
 
+void RedisBroker::replicated(Connection& c, const char* what) {
+  const unsigned want = options_.min_replicas_ack;
+  if (want == 0) return;
+  const long long got =
+      c.command({"WAIT", std::to_string(want), std::to_string(options_.replica_ack_timeout.count())}).as_integer();
+  if (got >= static_cast<long long>(want)) {
+    status().up("replicas");
+    return;
+  }
+  RedisError e(std::string("the ") + what + " reached the master, but " + std::to_string(got) + " of " +
+                   std::to_string(want) + " replicas acknowledged it within " +
+                   std::to_string(options_.replica_ack_timeout.count()) + " ms (redis.min_replicas_ack)",
+               RedisError::Kind::unavailable);
+  if (options_.redis.status) options_.redis.status->count(e);
+  throw e;
+}
+
 void RedisBroker::warn(std::string text) const {
   if (reporter_ != nullptr) reporter_->log(LogLevel::warn, std::move(text));
 }
@@ -430,6 +455,13 @@ std::size_t RedisBroker::flush_batch(Connection& c) {
   // meanwhile and the job runs elsewhere; the outcome here does not count.
   const Value v =
       c.eval(kAck, {keys_.leased, keys_.done, keys_.dead, keys_.index, keys_.ended, keys_.scheduled, keys_.counts}, args);
+  try {
+    replicated(c, "end");
+  } catch (const RedisError& e) {
+    // Written on the master, not yet on enough replicas: nothing to send
+    // again. Said once per change, and /readyz says it meanwhile.
+    status().down("replicas", e);
+  }
   std::vector<std::pair<std::string, int>> dropped;
   std::vector<std::string> holders;
   {

@@ -60,6 +60,8 @@ struct BrokerOptions {
   std::chrono::milliseconds finished_ttl{0};  // 0: no age limit
   std::chrono::milliseconds dead_ttl{0};
   std::chrono::milliseconds poll{5};  // how long the feeder waits when Redis had nothing
+  unsigned min_replicas_ack = 0;      // WAIT for this many replicas after a submit or an end; 0: none
+  std::chrono::milliseconds replica_ack_timeout{1'000};
 };
 
 // The finish time (ms since the epoch) before which retention forgets a
@@ -171,6 +173,12 @@ class RedisBroker final : public Broker {
   void stop_local(const std::string& id);
 
   const std::string& owner() const noexcept { return owner_; }
+  // Where Redis's state is kept (a Status of no one's when the options
+  // carry none: a test's broker).
+  Status& status() const {
+    static Status nobody("");
+    return options_.redis.status ? *options_.redis.status : nobody;
+  }
   // False while the feeder or acker cannot reach Redis or log in.
   bool reachable() const { return !options_.redis.status || options_.redis.status->reachable(); }
 
@@ -242,6 +250,9 @@ class RedisBroker final : public Broker {
   // A result that will not be written: logged and counted.
   void drop_result(const std::string& id, int attempt, const std::string& holder);
   void warn(std::string text) const;
+  // WAIT for redis.min_replicas_ack replicas on `c` (what it wrote so far);
+  // throws RedisError (unavailable) when fewer acknowledged in time.
+  void replicated(Connection& c, const char* what);
   void write_progress(Connection& c);
 
   const BrokerOptions options_;

@@ -86,6 +86,7 @@ enum class Admitted {
   duplicate,    // a job with this id is still known
   unavailable,   // the backend cannot be reached (a networked broker)
   backend_full,  // the backend is out of memory (Redis's maxmemory)
+  unreplicated,  // written, but not acknowledged by enough replicas in time (redis.min_replicas_ack)
   unique,       // a unique job of its type and key is within its window (Admission::existing)
 };
 

@@ -193,6 +193,10 @@ std::optional<SubmitError> Intake::refusal(Admitted result, const JobId& id) con
     case Admitted::duplicate:
     case Admitted::unique:  // answered as a duplicate before this is asked
       return error(SubmitError::Code::duplicate_id, "id '" + id + "' is already used by another job");
+    case Admitted::unreplicated:
+      return error(SubmitError::Code::backend_unavailable,
+                   "job '" + id + "' reached Redis's master, but not redis.min_replicas_ack replicas in time: "
+                   "a failover now could lose it; submit it again with the same id (a duplicate_id answer means it is kept)");
     case Admitted::backend_full:
       return error(SubmitError::Code::backend_full,
                    "the job queue's backend is out of memory (Redis's maxmemory): retry when jobs have ended");
