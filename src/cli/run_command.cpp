@@ -446,13 +446,14 @@ int run_command(const RunArgs& args) {
         break;
       }
       const SubmitError::Code code = s.error->code;
-      const bool wait = code == SubmitError::Code::queue_full || code == SubmitError::Code::backend_unavailable;
+      const bool wait = code == SubmitError::Code::queue_full || code == SubmitError::Code::backend_unavailable ||
+                        code == SubmitError::Code::backend_full;
       if (!wait || interrupted()) {
         if (shared) book.withdraw(spec.id);
         reject(s.error->message);
         break;
       }
-      if (code == SubmitError::Code::backend_unavailable && !warned) {
+      if (code != SubmitError::Code::queue_full && !warned) {
         std::cerr << "bulwark: " << s.error->message << "; waiting for it (interrupt to stop)\n";
         warned = true;
       }

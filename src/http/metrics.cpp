@@ -221,13 +221,12 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
   w.family("bulwark_results_dropped_total", "counter",
            "Results of attempts dropped because another process took the job's lease over first.");
   w.sample("bulwark_results_dropped_total", {}, static_cast<double>(s.results_dropped));
-  if (!s.backend_errors.empty()) {
-    w.family("bulwark_redis_errors_total", "counter",
-             "Redis errors met, by kind: unavailable (unreachable, timed out, loading, failing over), login "
-             "(refused), full (out of memory), other.");
-    for (const auto& [kind, n] : s.backend_errors) {
-      w.sample("bulwark_redis_errors_total", {{"kind", kind}}, static_cast<double>(n));
-    }
+  // The family always (alerts name it); samples with the redis backend.
+  w.family("bulwark_redis_errors_total", "counter",
+           "Redis errors met, by kind: unavailable (unreachable, timed out, loading, failing over), login "
+           "(refused), full (out of memory), other.");
+  for (const auto& [kind, n] : s.backend_errors) {
+    w.sample("bulwark_redis_errors_total", {{"kind", kind}}, static_cast<double>(n));
   }
   w.family("bulwark_log_dropped_total", "counter", "Failure log lines dropped by the rate limit.");
   w.sample("bulwark_log_dropped_total", {}, static_cast<double>(s.log_dropped));
