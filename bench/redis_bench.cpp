@@ -32,6 +32,7 @@
 #include "bulwark/runtime.hpp"
 #include "redis/connection.hpp"
 #include "redis/keys.hpp"
+#include "redis/redis_backend.hpp"
 
 namespace {
 
@@ -48,6 +49,8 @@ struct Args {
   unsigned workers = 2;
   unsigned prefetch = 0;  // 0: the default (= workers)
   long fail_every = 0;    // 0: none fail
+  std::string ca_file;    // redis.tls.ca_file (with rediss://)
+  unsigned min_replicas_ack = 0;
 };
 
 bulwark::Registry registry() {
@@ -69,6 +72,8 @@ bulwark::RuntimeOptions options(const Args& a) {
   o.redis.ns = a.ns;
   if (a.prefetch > 0) o.redis.prefetch = a.prefetch;
   o.redis.consume = a.role == "helper";
+  o.redis.tls.ca_file = a.ca_file;
+  o.redis.min_replicas_ack = a.min_replicas_ack;
   o.queue_capacity = static_cast<std::size_t>(a.jobs) + 1000;
   o.retention_max_finished = static_cast<std::size_t>(a.jobs) + 1000;
   o.retry.max_attempts = 2;
@@ -106,9 +111,10 @@ pid_t spawn_helper(const char* self, const Args& a) {
   const pid_t pid = ::fork();
   if (pid != 0) return pid;
   const std::string workers = std::to_string(a.workers), prefetch = std::to_string(a.prefetch),
-                    jobs = std::to_string(a.jobs);
-  ::execl("/proc/self/exe", self, "--role", "helper", "--url", a.url.c_str(), "--ns", a.ns.c_str(), "--workers", workers.c_str(),
-          "--prefetch", prefetch.c_str(), "--jobs", jobs.c_str(), static_cast<char*>(nullptr));
+                    jobs = std::to_string(a.jobs), acks = std::to_string(a.min_replicas_ack);
+  ::execl("/proc/self/exe", self, "--role", "helper", "--url", a.url.c_str(), "--ns", a.ns.c_str(), "--workers",
+          workers.c_str(), "--prefetch", prefetch.c_str(), "--jobs", jobs.c_str(), "--ca-file", a.ca_file.c_str(),
+          "--min-replicas-ack", acks.c_str(), static_cast<char*>(nullptr));
   ::_exit(127);
 }
 
@@ -120,9 +126,10 @@ double percentile(std::vector<double>& v, double p) {
 }
 
 int run_main(const char* self, const Args& a) {
-  const auto address = redis::parse_url(a.url);
-  if (!address) throw std::runtime_error("bad --url");
-  redis::Connection probe(*address, std::chrono::seconds(2), std::chrono::seconds(10));
+  redis::ConnectOptions connect = redis::connect_options(options(a).redis);  // TLS and login as the runtime's
+  connect.connect_timeout = std::chrono::seconds(2);
+  connect.command_timeout = std::chrono::seconds(10);
+  redis::Connection probe(connect);
   const redis::Keys keys(a.ns);
   std::vector<pid_t> helpers;
   for (unsigned i = 0; i < a.processes; ++i) helpers.push_back(spawn_helper(self, a));
@@ -205,6 +212,8 @@ int main(int argc, char** argv) {
   app.add_option("--workers", a.workers, "workers per process")->check(CLI::Range(1, 1024));
   app.add_option("--prefetch", a.prefetch, "redis.prefetch (0: the default, = workers)");
   app.add_option("--fail-every", a.fail_every, "every K-th job fails once (0: none)");
+  app.add_option("--ca-file", a.ca_file, "redis.tls.ca_file, for a rediss:// URL");
+  app.add_option("--min-replicas-ack", a.min_replicas_ack, "redis.min_replicas_ack (WAIT after submits and ends)");
   CLI11_PARSE(app, argc, argv);
   if (a.ns.empty()) a.ns = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(Clock::now().time_since_epoch().count());
   try {

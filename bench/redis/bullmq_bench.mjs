@@ -4,6 +4,7 @@
 // 1000 ("bulk"), and stops the clock when BullMQ counts all N completed.
 // Prints one JSON line like bulwark_redis_bench.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +15,11 @@ const [url, jobsArg, failArg, mode = 'single', concurrency = '50'] = process.arg
 const N = Number(jobsArg);
 const failEvery = Number(failArg);
 const u = new URL(url);
+// rediss://: TLS, the server verified against BENCH_REDIS_CA (ioredis's tls option).
 const connection = { host: u.hostname, port: Number(u.port) };
+if (u.protocol === 'rediss:') {
+  connection.tls = { ca: readFileSync(process.env.BENCH_REDIS_CA), servername: u.hostname };
+}
 const name = `bench-${process.pid}-${Date.now()}`;
 const queue = new Queue(name, { connection });
 const probe = new IORedis(connection);

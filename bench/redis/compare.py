@@ -9,13 +9,20 @@ goes first on a warm or cold machine), each on an emptied Redis:
   bulwark x2   the same with 2 worker processes
   BullMQ       bullmq_bench.mjs: 1 Node worker process, concurrency 50
   Celery       celery_bench.py: 1 worker, prefork -c 2, acks_late
+  bulwark x1 TLS   bulwark x1 over TLS (rediss://, a second redis-server
+                   with --tls-port and certificates made here with openssl)
+  BullMQ TLS       BullMQ over the same TLS Redis (ioredis `tls`), its peer
+  bulwark x1 WAIT  bulwark x1 with redis.min_replicas_ack 1, on a third
+                   redis-server that has one replica
 
 each with a separate producer process submitting N no-op jobs, one call
 per job ("single") or in bulk (bulwark submit_many, BullMQ addBulk, a Celery
 group), then N with every 10th failing once. Celery gets N/10 jobs: at its
-speed N would take minutes. Prints a Markdown table (medians, min-max, and
-bulwark x1 / BullMQ as the median of per-repetition ratios) and writes every
-run to --out.
+speed N would take minutes. Redis's own CPU time per job (INFO cpu, before
+and after each run) is measured for every system: at scale the Redis
+server's one core is the limit. Prints a Markdown table (medians, min-max,
+and each system / BullMQ as the median of per-repetition ratios; the TLS
+ones against BullMQ TLS) and writes every run to --out.
 """
 import argparse
 import json
@@ -37,38 +44,111 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_redis(tmp):
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", tmp, "--logfile", os.path.join(tmp, "redis.log")])
-    for _ in range(200):
-        if subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True).stdout.strip() == b"PONG":
-            return proc, port
-        time.sleep(0.05)
-    raise SystemExit("redis-server did not start")
+def make_certs(tmp):
+    """A CA and a server certificate for localhost, made with openssl."""
+    def run(*cmd):
+        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True)
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key", "-out", "ca.crt",
+        "-subj", "/CN=bench CA")
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=localhost")
+    with open(os.path.join(tmp, "server.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-out", "server.crt", "-extfile", "server.ext")
+    return os.path.join(tmp, "ca.crt")
 
 
-def systems(bench_binary, url):
+class Redis:
+    """A redis-server on a free loopback port: plain, TLS, or the master of a replica."""
+
+    def __init__(self, tmp, name, tls_ca=None, replica=False):
+        self.dir = os.path.join(tmp, name)
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.cli = ["redis-cli", "-p", str(self.port)]
+        args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--logfile", os.path.join(self.dir, "redis.log")]
+        if tls_ca:
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", os.path.join(tmp, "server.crt"),
+                     "--tls-key-file", os.path.join(tmp, "server.key"), "--tls-ca-cert-file", tls_ca,
+                     "--tls-auth-clients", "no"]
+            self.cli = ["redis-cli", "--tls", "--cacert", tls_ca, "-h", "localhost", "-p", str(self.port)]
+            self.url = f"rediss://localhost:{self.port}/0"
+        else:
+            args += ["--port", str(self.port)]
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.procs = [subprocess.Popen(["redis-server"] + args)]
+        self.wait(self.cli)
+        if replica:
+            rport = free_port()
+            rdir = self.dir + "-replica"
+            os.makedirs(rdir)
+            self.procs.append(subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save",
+                                                "", "--dir", rdir, "--replicaof", "127.0.0.1", str(self.port),
+                                                "--logfile", os.path.join(rdir, "redis.log")]))
+            for _ in range(400):
+                if b"state=online" in self.command("INFO", "replication"):
+                    break
+                time.sleep(0.05)
+            else:
+                raise SystemExit("the replica did not come online")
+
+    def command(self, *args):
+        return subprocess.run(self.cli + list(args), capture_output=True, check=True).stdout
+
+    def wait(self, cli):
+        for _ in range(200):
+            if subprocess.run(cli + ["PING"], capture_output=True).stdout.strip() == b"PONG":
+                return
+            time.sleep(0.05)
+        raise SystemExit("redis-server did not start")
+
+    def cpu_seconds(self):
+        info = self.command("INFO", "cpu").decode()
+        return sum(float(l.split(":")[1]) for l in info.splitlines() if l.startswith(("used_cpu_sys:", "used_cpu_user:")))
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+            p.wait()
+
+
+def systems(bench_binary, plain, tls, replicated, ca):
+    """name -> (the command for n jobs, the Redis it runs on, how many jobs it gets of n)."""
     py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+    def bulwark(redis, processes, *extra):
+        return (lambda n, fail, mode: [bench_binary, "--url", redis.url, "--jobs", str(n), "--fail-every", str(fail),
+                                       "--mode", mode, "--processes", str(processes), "--workers", "2",
+                                       "--prefetch", "48", *extra], redis, 1)
+
+    def bullmq(redis):
+        return (lambda n, fail, mode: ["node", os.path.join(HERE, "bullmq_bench.mjs"), redis.url, str(n), str(fail),
+                                       mode, "50"], redis, 1)
+
     return {
-        "bulwark x1": lambda n, fail, mode: [bench_binary, "--url", url, "--jobs", str(n), "--fail-every", str(fail),
-                                             "--mode", mode, "--processes", "1", "--workers", "2", "--prefetch", "48"],
-        "bulwark x2": lambda n, fail, mode: [bench_binary, "--url", url, "--jobs", str(n), "--fail-every", str(fail),
-                                             "--mode", mode, "--processes", "2", "--workers", "2", "--prefetch", "48"],
-        "BullMQ": lambda n, fail, mode: ["node", os.path.join(HERE, "bullmq_bench.mjs"), url, str(n), str(fail), mode,
-                                         "50"],
-        "Celery": lambda n, fail, mode: [py, os.path.join(HERE, "celery_bench.py"), url, str(max(1, n // 10)),
-                                         str(fail), mode],
+        "bulwark x1": bulwark(plain, 1),
+        "bulwark x2": bulwark(plain, 2),
+        "BullMQ": bullmq(plain),
+        "Celery": (lambda n, fail, mode: [py, os.path.join(HERE, "celery_bench.py"), plain.url, str(max(1, n // 10)),
+                                          str(fail), mode], plain, 10),
+        "bulwark x1 TLS": bulwark(tls, 1, "--ca-file", ca),
+        "BullMQ TLS": bullmq(tls),
+        "bulwark x1 WAIT": bulwark(replicated, 1, "--min-replicas-ack", "1"),
     }
 
 
-def run_one(cmd, port):
-    subprocess.run(["redis-cli", "-p", str(port), "FLUSHALL"], check=True, capture_output=True)
+def run_one(cmd, redis, jobs):
+    redis.command("FLUSHALL")
+    cpu_before = redis.cpu_seconds()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
     if out.returncode != 0 or not lines:
         raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    return json.loads(lines[-1])
+    r = json.loads(lines[-1])
+    r["redis_cpu_us_per_job"] = (redis.cpu_seconds() - cpu_before) * 1e6 / jobs
+    return r
 
 
 def fmt(x, digits=0):
@@ -85,9 +165,13 @@ def main():
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="bulwark-bench-redis-")
-    redis, port = start_redis(tmp)
-    url = f"redis://127.0.0.1:{port}/0"
-    all_systems = systems(args.bench, url)
+    ca = make_certs(tmp)
+    os.environ["BENCH_REDIS_CA"] = ca  # for BullMQ TLS
+    servers = []
+    servers.append(Redis(tmp, "plain"))
+    servers.append(Redis(tmp, "tls", tls_ca=ca))
+    servers.append(Redis(tmp, "replicated", replica=True))
+    all_systems = systems(args.bench, *servers, ca)
     names = [s for s in all_systems if not args.only or s in args.only.split(",")]
     scenarios = [("single", 0), ("single", 10), ("bulk", 0), ("bulk", 10)]
     runs = []
@@ -96,14 +180,15 @@ def main():
             order = names[rep % len(names):] + names[:rep % len(names)]
             for mode, fail in scenarios:
                 for name in order:
-                    r = run_one(all_systems[name](args.jobs, fail, mode), port)
+                    command, redis, share = all_systems[name]
+                    r = run_one(command(args.jobs, fail, mode), redis, max(1, args.jobs // share))
                     r.update(name=name, rep=rep, scenario=f"{mode}/{fail}")
                     runs.append(r)
                     print(f"rep {rep + 1} {mode:6} fail_every={fail:<2} {name:11} {r['jobs_per_s']:>10,.0f} jobs/s",
                           file=sys.stderr, flush=True)
     finally:
-        redis.terminate()
-        redis.wait()
+        for redis in servers:
+            redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -112,8 +197,9 @@ def main():
 
     print(f"\n{args.jobs:,} jobs per run (Celery {max(1, args.jobs // 10):,}), {args.reps} repetitions, "
           f"rotated order; medians with min-max\n")
-    print("| scenario | system | jobs/s | min-max | x BullMQ (paired) | submit p50 / p99 us | Redis cmds/job |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| scenario | system | jobs/s | min-max | x BullMQ (paired) | submit p50 / p99 us | Redis cmds/job "
+          "| Redis CPU us/job |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for mode, fail in scenarios:
         scenario = f"{mode}/{fail}"
         for name in names:
@@ -121,16 +207,18 @@ def main():
             rates = [r["jobs_per_s"] for r in mine]
             ratios = []
             for r in mine:
-                peer = [p for p in runs if p["name"] == "BullMQ" and p["scenario"] == scenario and p["rep"] == r["rep"]]
+                peer_name = "BullMQ TLS" if name.endswith("TLS") else "BullMQ"
+                peer = [p for p in runs if p["name"] == peer_name and p["scenario"] == scenario and p["rep"] == r["rep"]]
                 if peer:
                     ratios.append(r["jobs_per_s"] / peer[0]["jobs_per_s"])
             p50 = [r["submit_p50_us"] for r in mine if r.get("submit_p50_us") is not None]
             p99 = [r["submit_p99_us"] for r in mine if r.get("submit_p99_us") is not None]
             cmds = statistics.median(r["redis_commands_per_job"] for r in mine)
+            cpu = statistics.median(r["redis_cpu_us_per_job"] for r in mine)
             label = f"{mode}, {'10 % fail once' if fail else 'no-op'}"
             submit = f"{fmt(statistics.median(p50))} / {fmt(statistics.median(p99))}" if p50 else "-"
             print(f"| {label} | {name} | {fmt(statistics.median(rates))} | {fmt(min(rates))}-{fmt(max(rates))} | "
-                  f"{fmt(statistics.median(ratios), 2) if ratios else '-'} | {submit} | {cmds:.1f} |")
+                  f"{fmt(statistics.median(ratios), 2) if ratios else '-'} | {submit} | {cmds:.1f} | {cpu:.1f} |")
 
 
 if __name__ == "__main__":
