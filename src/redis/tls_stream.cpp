@@ -36,6 +36,10 @@ struct TlsStream::Impl {
   asio::io_context io;
   ssl::context context{ssl::context::tls_client};
   std::unique_ptr<ssl::stream<tcp::socket>> stream;
+  // Until the first reply comes: with TLS 1.3 a server that refuses our
+  // certificate (or its absence) says so only after the handshake, by an
+  // alert or by closing the connection.
+  bool first_exchange = true;
 
   // The context: protocol floor, whom to trust, who we are.
   void prepare() {
@@ -89,6 +93,13 @@ struct TlsStream::Impl {
     // with TLS 1.3 a missing client certificate is told on the first read)
     // is not mended by waiting. A connection cut short is.
     const bool refused = ec.category() == asio::error::get_ssl_category() && ec != ssl::error::stream_truncated;
+    if (!refused && first_exchange && std::string_view(doing) != "cannot resolve the host" &&
+        std::string_view(doing) != "cannot connect") {
+      throw RedisError(where + ": " + doing + ": " + ec.message() +
+                           ": the server closed the connection right after the TLS handshake (does it want a client "
+                           "certificate? redis.tls.cert_file)",
+                       RedisError::Kind::unavailable, true);
+    }
     throw RedisError(where + ": " + doing + ": " + ec.message(), RedisError::Kind::unavailable, refused);
   }
 
@@ -154,6 +165,7 @@ std::size_t TlsStream::read_some(char* buffer, std::size_t size) {
     done = true;
   });
   impl_->wait(done, ec, impl_->options.command_timeout, "reading a reply");
+  impl_->first_exchange = false;
   return got;
 }
 

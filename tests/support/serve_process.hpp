@@ -14,6 +14,8 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <chrono>
 
 namespace bulwark::testing {
 
@@ -52,9 +54,20 @@ struct ServeProcess {
     while (::read(out, &c, 1) == 1 && c != '\n') line += c;
     return line;
   }
-  int wait_exit() {
+  // Its exit status once it exits; -1 if a signal ended it, -2 if it was
+  // still running after `limit` (then it is killed: a test fails, not hangs).
+  int wait_exit(std::chrono::milliseconds limit = std::chrono::seconds(60)) {
     int status = 0;
-    ::waitpid(pid, &status, 0);
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+        pid = -1;
+        return -2;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     pid = -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
