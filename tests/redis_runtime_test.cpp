@@ -417,8 +417,9 @@ TEST_SUITE("redis_runtime") {
       succeeded += r->state == JobState::succeeded ? 1 : 0;
     }
     CHECK(succeeded == 300);
-    CHECK(a.counters().backend_reachable);
-    CHECK(b.counters().backend_reachable);
+    // Each loop reconnects after its backoff (at most 1.5 s).
+    CHECK(bulwark::testing::eventually([&] { return a.counters().backend_reachable; }, 5s));
+    CHECK(bulwark::testing::eventually([&] { return b.counters().backend_reachable; }, 5s));
   }
 
   TEST_CASE("a Redis that cannot be reached refuses submits with backend_unavailable" * doctest::timeout(60)) {

@@ -68,13 +68,14 @@ class Status {
     if (reporter_ != nullptr) reporter_->log(LogLevel::info, "redis " + where_ + ": the " + std::string(part) + " works again");
   }
 
-  // False while a part is down because Redis cannot be reached or refused
-  // the login.
+  // False while the feeder or the acker (the parts that move jobs) is down
+  // because Redis cannot be reached or refused the login. The other parts
+  // (event feeds, replicas) only make problem() non-empty.
   bool reachable() const {
     if (downs_.load(std::memory_order_acquire) == 0) return true;
     MutexLock lock(mutex_);
     for (const auto& [part, p] : down_) {
-      if (p.kind == kUnavailable || p.kind == kLogin) return false;
+      if ((part == "feeder" || part == "acker") && (p.kind == kUnavailable || p.kind == kLogin)) return false;
     }
     return true;
   }
