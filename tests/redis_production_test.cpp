@@ -124,7 +124,9 @@ TEST_SUITE("redis production") {
     shown.emplace_back("a's log", a.stderr_text());
     shown.emplace_back("b's log", b.stderr_text());
     CHECK(shown.back().second.find("runtime started") != std::string::npos);
-    for (const auto& [where, text] : shown) {
+    for (const auto& entry : shown) {
+      const std::string& where = entry.first;
+      const std::string& text = entry.second;
       CAPTURE(where);
       CHECK(text.find("s3cret-pw") == std::string::npos);
       CHECK(text.find(kAppPassword) == std::string::npos);
