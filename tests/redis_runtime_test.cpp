@@ -430,7 +430,8 @@ TEST_SUITE("redis_runtime") {
     const auto s = a.submit({.type = "echo"});
     REQUIRE(s.error);
     CHECK(s.error->code == bulwark::SubmitError::Code::backend_unavailable);
-    CHECK_FALSE(a.counters().backend_reachable);  // /readyz answers 503 from this
+    // The feeder finds it too, within a round: /readyz answers 503 from this.
+    CHECK(bulwark::testing::eventually([&] { return !a.counters().backend_reachable; }, 10s));
     server.start();
     CHECK(bulwark::testing::eventually([&] { return static_cast<bool>(a.submit({.type = "echo"})); }, 10s));
     CHECK(bulwark::testing::eventually([&] { return a.counters().backend_reachable; }, 10s));
