@@ -74,8 +74,10 @@ struct TlsStream::Impl {
   }
 
   // Runs the started operation until it completed or `timeout` passed;
-  // throws RedisError naming what was being done.
-  void wait(const bool& done, const error_code& ec, std::chrono::milliseconds timeout, const char* doing) {
+  // throws RedisError naming what was being done. `exchange`: a read or
+  // write after the handshake.
+  void wait(const bool& done, const error_code& ec, std::chrono::milliseconds timeout, const char* doing,
+            bool exchange = false) {
     io.restart();
     io.run_for(timeout);
     if (!done) {
@@ -93,8 +95,7 @@ struct TlsStream::Impl {
     // with TLS 1.3 a missing client certificate is told on the first read)
     // is not mended by waiting. A connection cut short is.
     const bool refused = ec.category() == asio::error::get_ssl_category() && ec != ssl::error::stream_truncated;
-    if (!refused && first_exchange && std::string_view(doing) != "cannot resolve the host" &&
-        std::string_view(doing) != "cannot connect") {
+    if (!refused && exchange && first_exchange) {
       throw RedisError(where + ": " + doing + ": " + ec.message() +
                            ": the server closed the connection right after the TLS handshake (does it want a client "
                            "certificate? redis.tls.cert_file)",
@@ -152,7 +153,7 @@ void TlsStream::write(std::string_view bytes) {
     ec = e;
     done = true;
   });
-  impl_->wait(done, ec, impl_->options.command_timeout, "writing a command");
+  impl_->wait(done, ec, impl_->options.command_timeout, "writing a command", true);
 }
 
 std::size_t TlsStream::read_some(char* buffer, std::size_t size) {
@@ -164,7 +165,7 @@ std::size_t TlsStream::read_some(char* buffer, std::size_t size) {
     got = n;
     done = true;
   });
-  impl_->wait(done, ec, impl_->options.command_timeout, "reading a reply");
+  impl_->wait(done, ec, impl_->options.command_timeout, "reading a reply", true);
   impl_->first_exchange = false;
   return got;
 }
