@@ -280,6 +280,16 @@ TEST_SUITE("RuntimeOptions") {
           0);
     CHECK(config_error(json::parse(R"({"redis": {"tls": {"enabled": 1}}})")).rfind("redis.tls.enabled: ", 0) == 0);
     CHECK(config_error(json::parse(R"({"redis": {"url": "rediss//x"}})")).rfind("redis.url: ", 0) == 0);
+    auto s = bulwark::RuntimeOptions::from_json(json::parse(
+        R"({"redis": {"sentinel": {"master": "m", "addresses": ["10.0.0.1:26379", "[::1]:26380"]}}})"));
+    CHECK(s.redis.sentinel.addresses.size() == 2);
+    CHECK(config_error(json::parse(R"({"redis": {"sentinel": {"master": "m"}}})")).rfind("redis.sentinel.addresses: ", 0) ==
+          0);
+    for (const char* bad : {"h", ":1", "h:", "h:0", "h:70000", "h:1x", "[::1:2"}) {
+      CAPTURE(bad);
+      CHECK(config_error(json{{"redis", {{"sentinel", {{"master", "m"}, {"addresses", {bad}}}}}}})
+                .rfind("redis.sentinel.addresses: ", 0) == 0);
+    }
   }
 
   TEST_CASE("a redis.password_file that cannot be read stops the runtime at start, naming the key" *

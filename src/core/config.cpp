@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <fstream>
 #include <initializer_list>
 #include <sstream>
@@ -150,8 +151,8 @@ void read_redis(const Section& s, RedisOptions& r) {
     Section::fail("redis.sentinel.addresses", "give the sentinels' host:port for master '" + r.sentinel.master + "'");
   }
   for (const std::string& a : r.sentinel.addresses) {
-    if (a.rfind(':') == std::string::npos || a.rfind(':') == 0 || a.rfind(':') + 1 == a.size()) {
-      Section::fail("redis.sentinel.addresses", "expected host:port, got '" + a + "'");
+    if (!detail::host_and_port(a)) {
+      Section::fail("redis.sentinel.addresses", "expected host:port (a port of 1 to 65535), got '" + a + "'");
     }
   }
   s.integer("min_replicas_ack", r.min_replicas_ack, 0, 16);
@@ -173,6 +174,26 @@ void read_redis(const Section& s, RedisOptions& r) {
 }
 
 }  // namespace
+
+namespace detail {
+
+std::optional<std::pair<std::string, int>> host_and_port(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) return std::nullopt;
+  std::string host = text.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return std::nullopt;
+    host = host.substr(1, host.size() - 2);
+  }
+  int port = 0;
+  const char* begin = text.data() + colon + 1;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(begin, end, port);
+  if (ec != std::errc() || ptr != end || begin == end || port < 1 || port > 65535) return std::nullopt;
+  return std::pair{std::move(host), port};
+}
+
+}  // namespace detail
 
 std::optional<std::string> listen_problem(const std::string& listen) {
   const auto colon = listen.rfind(':');

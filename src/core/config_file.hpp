@@ -3,7 +3,9 @@
 // the schedules added through the API.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -17,6 +19,10 @@ namespace bulwark::detail {
 // ConfigError as "<path>.<key>: ..." ("<key>: ..." for an empty path). The
 // cron, time zone and job are checked by schedule_problem, not here.
 ScheduleOptions read_schedule(const nlohmann::json& value, const std::string& path, bool named);
+
+// "host:port" or "[IPv6]:port" (a sentinel's address) as the host (without
+// brackets) and a port of 1 to 65535; nullopt if it is not one.
+std::optional<std::pair<std::string, int>> host_and_port(const std::string& text);
 
 // The file's JSON (at most 16 MiB, the outside-input depth limit). Throws
 // ConfigError naming the file for I/O and syntax errors.

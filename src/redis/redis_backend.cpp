@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "bulwark/json_input.hpp"
+#include "core/config_file.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/completion.hpp"
 #include "runtime/intake.hpp"
@@ -49,17 +50,9 @@ ConnectOptions connect_options(const RedisOptions& r) {
   if (!r.sentinel.master.empty()) {
     SentinelOptions s{r.sentinel.master, {}, r.sentinel.username, r.sentinel.password};
     for (const std::string& a : r.sentinel.addresses) {
-      // host:port, or [IPv6]:port (checked when the configuration was read)
-      const auto colon = a.rfind(':');
-      std::string host = a.substr(0, colon);
-      if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-      int port = 0;
-      try {
-        port = std::stoi(a.substr(colon + 1));
-      } catch (const std::exception&) {
-      }
-      if (port < 1 || port > 65535) throw ConfigError("redis.sentinel.addresses: the port of '" + a + "' must be 1 to 65535");
-      s.addresses.emplace_back(std::move(host), port);
+      auto host_port = detail::host_and_port(a);  // checked when the configuration was read
+      if (!host_port) throw ConfigError("redis.sentinel.addresses: expected host:port, got '" + a + "'");
+      s.addresses.push_back(std::move(*host_port));
     }
     c.sentinel = std::move(s);
   }
