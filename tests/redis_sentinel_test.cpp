@@ -81,39 +81,44 @@ struct Outcome {
   double refused_seconds = 0;    // from the first refused submit after the kill to the first accepted one after it
 };
 
-Outcome failover_under_load(unsigned min_replicas_ack) {
-  RedisServer master({.tcp = true, .args = {"--repl-diskless-sync-delay", "0"}});
-  const std::string port = std::to_string(master.port());
-  RedisServer replica_a({.tcp = true, .args = {"--replicaof", "127.0.0.1", port}});
-  RedisServer replica_b({.tcp = true, .args = {"--replicaof", "127.0.0.1", port}});
-  REQUIRE(eventually(
-      [&] {
-        const std::string info = master.connect().command({"INFO", "replication"}).str;
-        std::size_t online = 0;
-        for (auto at = info.find("state=online"); at != std::string::npos; at = info.find("state=online", at + 1)) ++online;
-        return online == 2;  // synced, not only connected
-      },
-      20s));
+// One master, two replicas synced to it, three sentinels that know them all.
+struct Group {
+  RedisServer master{{.tcp = true, .args = {"--repl-diskless-sync-delay", "0"}}};
+  RedisServer replica_a{{.tcp = true, .args = {"--replicaof", "127.0.0.1", std::to_string(master.port())}}};
+  RedisServer replica_b{{.tcp = true, .args = {"--replicaof", "127.0.0.1", std::to_string(master.port())}}};
   std::vector<std::unique_ptr<Sentinel>> sentinels;
   json addresses = json::array();
-  for (int i = 0; i < 3; ++i) {
-    sentinels.push_back(std::make_unique<Sentinel>(master.dir(), master.port()));
-    addresses.push_back("127.0.0.1:" + std::to_string(sentinels.back()->port()));
-  }
-  // Each sentinel has found the replicas and the other sentinels.
-  REQUIRE(eventually(
-      [&] {
-        for (const auto& s : sentinels) {
-          if (s->ask({"SENTINEL", "REPLICAS", "mymaster"}).elements.size() != 2) return false;
-          if (s->ask({"SENTINEL", "SENTINELS", "mymaster"}).elements.size() != 2) return false;
-        }
-        return true;
-      },
-      30s));
 
-  const std::string config = master.dir() + "/serve.json";
-  std::ofstream(config) << json{{"workers", 2},
-                                {"logging", {{"level", "warn"}}},
+  Group() {
+    REQUIRE(eventually(
+        [&] {
+          const std::string info = master.connect().command({"INFO", "replication"}).str;
+          std::size_t online = 0;
+          for (auto at = info.find("state=online"); at != std::string::npos; at = info.find("state=online", at + 1)) ++online;
+          return online == 2;  // synced, not only connected
+        },
+        20s));
+    for (int i = 0; i < 3; ++i) {
+      sentinels.push_back(std::make_unique<Sentinel>(master.dir(), master.port()));
+      addresses.push_back("127.0.0.1:" + std::to_string(sentinels.back()->port()));
+    }
+    // Each sentinel has found the replicas and the other sentinels.
+    REQUIRE(eventually(
+        [&] {
+          for (const auto& s : sentinels) {
+            if (s->ask({"SENTINEL", "REPLICAS", "mymaster"}).elements.size() != 2) return false;
+            if (s->ask({"SENTINEL", "SENTINELS", "mymaster"}).elements.size() != 2) return false;
+          }
+          return true;
+        },
+        30s));
+  }
+
+  // A serve config that finds the master through the sentinels.
+  std::string config(unsigned min_replicas_ack, const std::string& level) const {
+    const std::string path = master.dir() + "/serve.json";
+    std::ofstream(path) << json{{"workers", 2},
+                                {"logging", {{"level", level}}},
                                 {"server", {{"listen", "127.0.0.1:0"}, {"drain_timeout_ms", 1000}}},
                                 {"queue", {{"backend", "redis"}}},
                                 {"redis",
@@ -126,6 +131,14 @@ Outcome failover_under_load(unsigned min_replicas_ack) {
                                   {"connect_timeout_ms", 300}}},
                                 {"retention", {{"max_finished", 100'000}}}}
                                .dump();
+    return path;
+  }
+};
+
+Outcome failover_under_load(unsigned min_replicas_ack) {
+  Group group;
+  RedisServer& master = group.master;
+  const std::string config = group.config(min_replicas_ack, "warn");
   ServeProcess a(config, master.dir() + "/a.err");
   ServeProcess b(config, master.dir() + "/b.err");
   const std::uint16_t ports[2] = {a.port_from_banner(), b.port_from_banner()};
@@ -213,5 +226,47 @@ TEST_SUITE("redis sentinel") {
       MESSAGE("min_replicas_ack 0: " << plain.accepted << " accepted, " << plain.lost << " lost, submits refused for "
                                      << plain.refused_seconds << " s");
     }
+  }
+
+  TEST_CASE("a failover the sentinels name or announce (+switch-master) is followed at once, with the old master alive" *
+            doctest::timeout(180)) {
+    Group group;
+    const std::string err = group.master.dir() + "/a.err";
+    ServeProcess a(group.config(0, "info"), err);
+    const std::uint16_t port = a.port_from_banner();
+    REQUIRE(http(port, "POST", "/v1/jobs", json{{"id", "before"}, {"type", "echo"}, {"payload", 1}}.dump()).status == 201);
+    REQUIRE(eventually([&] { return http(port, "GET", "/v1/jobs/before").json()["state"] == "succeeded"; }, 20s));
+
+    // A manual failover: the old master stays up and becomes a replica, so
+    // no connection to it breaks; only the announcement tells.
+    REQUIRE(group.sentinels[0]->ask({"SENTINEL", "FAILOVER", "mymaster"}).str == "OK");
+    std::string promoted;
+    REQUIRE(eventually(
+        [&] {
+          const auto named = group.sentinels[1]->ask({"SENTINEL", "get-master-addr-by-name", "mymaster"});
+          promoted = named.elements.at(0).str + ":" + named.elements.at(1).str;
+          return named.elements.at(1).str != std::to_string(group.master.port());
+        },
+        30s));
+    const auto log_says = [&] {
+      std::ifstream in(err);
+      const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      return log.find(": the master is now " + promoted + " (was 127.0.0.1:" + std::to_string(group.master.port()) + ")") !=
+             std::string::npos;
+    };
+    const auto named_at = std::chrono::steady_clock::now();
+    CHECK(eventually(log_says, 10s));
+    MESSAGE("the process logged the new master " << std::chrono::duration<double>(std::chrono::steady_clock::now() - named_at).count()
+                                                 << " s after a sentinel named it");
+
+    // Jobs go on, on the new master.
+    REQUIRE(eventually(
+        [&] { return http(port, "POST", "/v1/jobs", json{{"id", "after"}, {"type", "echo"}, {"payload", 2}}.dump()).status == 201; },
+        20s));
+    CHECK(eventually([&] { return http(port, "GET", "/v1/jobs/after").json()["state"] == "succeeded"; }, 20s));
+    bulwark::detail::redis::ConnectOptions o;
+    o.address.host = "127.0.0.1";
+    o.address.port = std::stoi(promoted.substr(promoted.rfind(':') + 1));
+    CHECK(bulwark::detail::redis::Connection(o).command({"EXISTS", "{failover}:job:after"}).integer == 1);
   }
 }

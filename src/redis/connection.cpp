@@ -223,17 +223,10 @@ namespace {
 Address master_of(const ConnectOptions& options) {
   const SentinelOptions& s = *options.sentinel;
   std::string last_error = "no sentinel given";
-  for (const auto& [host, port] : s.addresses) {
-    ConnectOptions ask;
-    ask.address.host = host;
-    ask.address.port = port;
-    ask.address.tls = options.tls.enabled;
-    ask.address.username = s.username;
-    ask.address.password = s.password;
-    ask.tls = options.tls;
-    ask.connect_timeout = ask.command_timeout = options.connect_timeout;
+  for (std::size_t i = 0; i < s.addresses.size(); ++i) {
+    const auto& [host, port] = s.addresses[i];
     try {
-      Connection c(ask);
+      Connection c(sentinel_connect(options, i));
       const Value v = c.command({"SENTINEL", "get-master-addr-by-name", s.master});
       if (v.elements.size() == 2) {
         Address a = options.address;
@@ -253,11 +246,27 @@ Address master_of(const ConnectOptions& options) {
 
 }  // namespace
 
+ConnectOptions sentinel_connect(const ConnectOptions& options, std::size_t index) {
+  const SentinelOptions& s = *options.sentinel;
+  ConnectOptions ask;
+  ask.address.host = s.addresses.at(index).first;
+  ask.address.port = s.addresses.at(index).second;
+  ask.address.tls = options.tls.enabled;
+  ask.address.username = s.username;
+  ask.address.password = s.password;
+  ask.tls = options.tls;
+  ask.connect_timeout = ask.command_timeout = options.connect_timeout;
+  return ask;
+}
+
 Connection::Connection(const ConnectOptions& options) : address_(options.address), status_(options.status) {
   if (!options.sentinel) {
     open(options);
     return;
   }
+  // Taken first: a switch announced while this connects makes it stale.
+  follows_master_ = status_ != nullptr;
+  if (follows_master_) master_epoch_ = status_->master_epoch();
   try {
     address_ = master_of(options);
   } catch (RedisError& e) {
@@ -363,8 +372,17 @@ void Connection::fail_io(const std::string& doing) {
                    RedisError::Kind::unavailable));
 }
 
+bool Connection::usable() const noexcept {
+  return usable_ && (!follows_master_ || status_->master_epoch() == master_epoch_);
+}
+
 void Connection::send(const std::vector<std::string>& args) {
   if (!usable_) fail_io("connection broken earlier");
+  if (!usable()) {
+    usable_ = false;
+    raise(RedisError("redis " + address_.text() + ": the sentinels named a new master since this connection was made",
+                     RedisError::Kind::unavailable));
+  }
   std::vector<const char*> argv;
   std::vector<std::size_t> lens;
   argv.reserve(args.size());

@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -90,6 +91,11 @@ struct ConnectOptions {
   std::shared_ptr<Status> status;
 };
 
+// How to reach the sentinel options.sentinel->addresses[index]: its own
+// login, the data connection's TLS, the connect timeout for both timeouts,
+// no status.
+ConnectOptions sentinel_connect(const ConnectOptions& options, std::size_t index);
+
 // A Redis error, classified once (classify): unavailable (the connection
 // failed or timed out, or Redis answered LOADING, BUSY, MASTERDOWN,
 // READONLY, TRYAGAIN, CLUSTERDOWN: retry on a fresh connection), full (OOM
@@ -152,8 +158,9 @@ class Connection {
   // (["message", channel, payload]); blocks up to the command timeout.
   Value next_message() { return receive(); }
 
-  // False after an I/O error: the connection cannot be used any more.
-  bool usable() const noexcept { return usable_; }
+  // False after an I/O error, or (with Sentinel) once the sentinels named a
+  // new master after this connection was made: it cannot be used any more.
+  bool usable() const noexcept;
 
  private:
   void open(const ConnectOptions& options);
@@ -176,6 +183,8 @@ class Connection {
   Address address_;
   std::shared_ptr<Status> status_;
   bool usable_ = true;
+  std::uint64_t master_epoch_ = 0;  // with Sentinel: the Status's master epoch when made
+  bool follows_master_ = false;     // made through the sentinels
   std::unordered_map<const Script*, std::string> loaded_;  // SHA1 of each script loaded here
 };
 

@@ -46,10 +46,10 @@ class Pool {
   std::unique_ptr<Connection> take() {
     {
       MutexLock lock(mutex_);
-      if (!idle_.empty()) {
+      while (!idle_.empty()) {
         auto c = std::move(idle_.back());
         idle_.pop_back();
-        return c;
+        if (c->usable()) return c;  // not one to a master the sentinels replaced
       }
     }
     return std::make_unique<Connection>(options_);

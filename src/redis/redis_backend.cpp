@@ -111,6 +111,7 @@ BrokerOptions RedisBackend::logged_in(BrokerOptions options) {
 }
 
 RedisBackend::~RedisBackend() {
+  sentinel_watch_.reset();
   broker_.close();
   if (end_feed_) end_feed_->stop();
   event_feed_.reset();
@@ -174,6 +175,10 @@ void RedisBackend::attached() {
 }
 
 void RedisBackend::start() {
+  if (options_.redis.sentinel) {
+    sentinel_watch_ = std::make_unique<SentinelWatch>(options_.redis);
+    sentinel_watch_->start();
+  }
   broker_.start();
   if (event_feed_) event_feed_->start();
 }

@@ -24,6 +24,7 @@
 #include "redis/redis_broker.hpp"
 #include "redis/redis_job_store.hpp"
 #include "redis/redis_schedules.hpp"
+#include "redis/sentinel_watch.hpp"
 #include "runtime/backend.hpp"
 
 namespace bulwark::detail::redis {
@@ -76,6 +77,7 @@ class RedisBackend final : public Backend {
   std::unique_ptr<EndFeed> end_feed_;  // set by follow_ends(), before start()
   const std::size_t events_buffer_;
   std::unique_ptr<EventFeed> event_feed_;  // set by attached(); null when events.buffer is 0
+  std::unique_ptr<SentinelWatch> sentinel_watch_;  // with redis.sentinel
   // A pause or resume here against the heartbeat's view of Redis.
   Mutex pause_mutex_;
 };

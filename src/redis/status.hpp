@@ -94,6 +94,20 @@ class Status {
     return out;
   }
 
+  // With Sentinel: bumped each time the sentinels name a new master;
+  // connections made before then are stale (Connection::usable).
+  std::uint64_t master_epoch() const noexcept { return master_epoch_.load(std::memory_order_acquire); }
+  // The sentinels named `master` (host:port) instead of `was`: logged, and
+  // every older connection becomes unusable.
+  void master_changed(const std::string& was, const std::string& master, const std::string& how) {
+    master_epoch_.fetch_add(1, std::memory_order_acq_rel);
+    MutexLock lock(mutex_);
+    if (reporter_ != nullptr) {
+      reporter_->log(LogLevel::warn, "redis " + where_ + ": " + how + ": the master is now " + master + " (was " + was +
+                                         "); connecting to it");
+    }
+  }
+
   // Errors met so far, by kind: "unavailable", "login", "full", "other".
   std::map<std::string, std::uint64_t> counts() const {
     std::map<std::string, std::uint64_t> out;
@@ -121,6 +135,7 @@ class Status {
   const std::string where_;
   std::array<std::atomic<std::uint64_t>, kKinds> counts_{};
   std::atomic<int> downs_{0};
+  std::atomic<std::uint64_t> master_epoch_{0};
   mutable Mutex mutex_;
   Reporter* reporter_ BULWARK_GUARDED_BY(mutex_) = nullptr;
   std::map<std::string, Problem> down_ BULWARK_GUARDED_BY(mutex_);
