@@ -289,7 +289,24 @@ TEST_SUITE("RuntimeOptions") {
       CAPTURE(bad);
       CHECK(config_error(json{{"redis", {{"sentinel", {{"master", "m"}, {"addresses", {bad}}}}}}})
                 .rfind("redis.sentinel.addresses: ", 0) == 0);
+      CHECK(config_error(json{{"redis", {{"cluster", {{"addresses", {bad}}}}}}}).rfind("redis.cluster.addresses: ", 0) == 0);
     }
+    auto c = bulwark::RuntimeOptions::from_json(json::parse(R"({"redis": {"cluster": {"addresses": ["10.0.0.1:7000"]}}})"));
+    CHECK(c.redis.cluster.addresses == std::vector<std::string>{"10.0.0.1:7000"});
+    CHECK(config_error(json::parse(R"({"redis": {"cluster": {"addresses": ["h:1"]},
+                                                 "sentinel": {"master": "m", "addresses": ["h:2"]}}})")) ==
+          "redis.cluster.addresses: a Redis Cluster fails over by itself: give redis.cluster or redis.sentinel, not both");
+    CHECK(config_error(json::parse(R"({"redis": {"cluster": {"nodes": []}}})")).find("redis.cluster.nodes") !=
+          std::string::npos);
+  }
+
+  TEST_CASE("a Redis Cluster has only database 0 and no unix socket: said at start" * doctest::timeout(30)) {
+    bulwark::RedisOptions r;
+    r.cluster.addresses = {"127.0.0.1:1"};
+    r.url = "redis://127.0.0.1/2";
+    CHECK(redis_start_error(r) == "redis.url: a Redis Cluster has only database 0, the URL names 2");
+    r.url = "unix:///tmp/r.sock";
+    CHECK(redis_start_error(r).rfind("redis.cluster.addresses: a cluster is reached over TCP", 0) == 0);
   }
 
   TEST_CASE("a redis.password_file that cannot be read stops the runtime at start, naming the key" *

@@ -206,6 +206,18 @@ TEST_SUITE("redis_scripts") {
     }
   }
 
+  TEST_CASE("a key's cluster slot is CRC16 of its hash tag, as the Redis Cluster spec gives it") {
+    CHECK(redis::key_slot("123456789") == 0x31C3);  // the spec's CRC16 check value
+    CHECK(redis::key_slot("") == 0);
+    CHECK(redis::key_slot("{user1000}.following") == redis::key_slot("user1000"));
+    CHECK(redis::key_slot("{user1000}.followers") == redis::key_slot("{user1000}.following"));
+    CHECK(redis::key_slot("foo{}{bar}") != redis::key_slot("bar"));  // an empty tag: the whole key
+    CHECK(redis::key_slot("foo{{bar}}zap") == redis::key_slot("{bar"));  // from the first '{' to the next '}'
+    CHECK(redis::key_slot("foo{bar}{zap}") == redis::key_slot("bar"));
+    CHECK(redis::key_slot("{ns}:job:1") == redis::key_slot("{ns}:ready"));
+    for (const char* key : {"a", "bulwark", "{clus}", "\xff\xfe"}) CHECK(redis::key_slot(key) < 16384);
+  }
+
   TEST_CASE("a missing or stopped server is 'unavailable', not a reply error" * doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
     Connection c = server.connect();

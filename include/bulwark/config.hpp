@@ -75,6 +75,12 @@ struct RedisSentinelOptions {
   std::string password{};
 };
 
+// Redis Cluster (redis.cluster.*): the nodes asked for the slot map; the
+// URL's login, TLS and database (0) still apply, its host is not used.
+struct RedisClusterOptions {
+  std::vector<std::string> addresses{};  // "host:port" of some nodes; empty: no Cluster
+};
+
 // The Redis of queue.backend "redis" (redis.*).
 struct RedisOptions {
   // redis[s]://[user[:password]@]host[:port][/db] or unix:///path/to/redis.sock[?db=N]
@@ -88,6 +94,7 @@ struct RedisOptions {
   std::string password_file{};
   RedisTlsOptions tls{};
   RedisSentinelOptions sentinel{};
+  RedisClusterOptions cluster{};
   // Replicas that must have a submit (and an end) before it counts as
   // written: WAIT after each; a submit not acknowledged within
   // replica_ack_timeout answers backend_unavailable. 0: no WAIT.

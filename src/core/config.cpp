@@ -155,6 +155,17 @@ void read_redis(const Section& s, RedisOptions& r) {
       Section::fail("redis.sentinel.addresses", "expected host:port (a port of 1 to 65535), got '" + a + "'");
     }
   }
+  const Section cluster = s.child("cluster", {"addresses"});
+  cluster.strings("addresses", r.cluster.addresses, 64);
+  for (const std::string& a : r.cluster.addresses) {
+    if (!detail::host_and_port(a)) {
+      Section::fail("redis.cluster.addresses", "expected host:port (a port of 1 to 65535), got '" + a + "'");
+    }
+  }
+  if (!r.cluster.addresses.empty() && !r.sentinel.master.empty()) {
+    Section::fail("redis.cluster.addresses", "a Redis Cluster fails over by itself: give redis.cluster or "
+                                             "redis.sentinel, not both");
+  }
   s.integer("min_replicas_ack", r.min_replicas_ack, 0, 16);
   s.millis("replica_ack_timeout_ms", r.replica_ack_timeout, 1, 60'000);
   if (r.tls.cert_file.empty() != r.tls.key_file.empty()) {
@@ -224,7 +235,7 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   std::string backend = "memory";
   queue.string("backend", backend, {"memory", "redis"});
   o.backend = backend == "redis" ? QueueBackend::redis : QueueBackend::memory;
-  read_redis(root.child("redis", {"url", "username", "password", "password_file", "tls", "sentinel", "min_replicas_ack",
+  read_redis(root.child("redis", {"url", "username", "password", "password_file", "tls", "sentinel", "cluster", "min_replicas_ack",
                                   "replica_ack_timeout_ms", "namespace", "lease_ms", "prefetch", "connect_timeout_ms",
                                   "command_timeout_ms", "consume"}),
              o.redis);

@@ -194,7 +194,7 @@ std::optional<Address> parse_url(const std::string& url, std::string* problem) {
 
 RedisError RedisError::from_reply(std::string reply) {
   const std::string_view word = std::string_view(reply).substr(0, reply.find(' '));
-  for (std::string_view busy : {"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN"}) {
+  for (std::string_view busy : {"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK"}) {
     if (word == busy) return RedisError(std::move(reply), Kind::unavailable);
   }
   for (std::string_view refused : {"WRONGPASS", "NOAUTH", "NOPERM"}) {
@@ -244,7 +244,87 @@ Address master_of(const ConnectOptions& options) {
                    RedisError::Kind::unavailable);
 }
 
+// "host:port" (an IPv6 host without brackets, as Redis writes it).
+std::pair<std::string, int> split_node(const std::string& node) {
+  const auto colon = node.rfind(':');
+  if (colon == std::string::npos) return {node, 6379};
+  int port = 0;
+  const char* end = node.data() + node.size();
+  auto [ptr, ec] = std::from_chars(node.data() + colon + 1, end, port);
+  if (ec != std::errc() || ptr != end) port = 0;
+  return {node.substr(0, colon), port};
+}
+
+// A connection to one cluster node, for the slot map or an ASK: the data
+// login and TLS, no database, no cluster.
+ConnectOptions node_options(const ConnectOptions& options, const std::string& host, int port) {
+  ConnectOptions o = options;
+  o.address.host = host;
+  o.address.port = port;
+  o.address.db = 0;
+  o.cluster.reset();
+  o.sentinel.reset();
+  return o;
+}
+
+// The master of `slot` as CLUSTER SLOTS names it: asked first of the node a
+// MOVED named last, then of each configured node in turn.
+Address owner_of(const ConnectOptions& options, int slot) {
+  std::vector<std::pair<std::string, int>> ask;
+  if (options.status) {
+    if (const std::string moved = options.status->moved_to(slot); !moved.empty()) ask.push_back(split_node(moved));
+  }
+  ask.insert(ask.end(), options.cluster->addresses.begin(), options.cluster->addresses.end());
+  std::string last_error = "no cluster node given";
+  for (const auto& [host, port] : ask) {
+    const std::string node = host + ":" + std::to_string(port);
+    try {
+      ConnectOptions o = node_options(options, host, port);
+      o.status = nullptr;  // counted once, below, if no node answers
+      o.command_timeout = options.connect_timeout;
+      Connection c(o);
+      const Value ranges = c.command({"CLUSTER", "SLOTS"});
+      last_error = "node " + node + " names no master for slot " + std::to_string(slot);
+      for (const Value& range : ranges.elements) {
+        // [start, end, [host, port, id, ...] of the master, replicas...]
+        if (range.elements.size() < 3 || range.elements[2].elements.size() < 2) continue;
+        if (slot < range.elements[0].as_integer() || slot > range.elements[1].as_integer()) continue;
+        Address a = options.address;
+        a.host = range.elements[2].elements[0].str.empty() ? host : range.elements[2].elements[0].str;
+        a.port = static_cast<int>(range.elements[2].elements[1].as_integer());
+        a.db = 0;
+        return a;
+      }
+    } catch (const RedisError& e) {
+      last_error = e.what();
+      if (e.login()) throw;  // the login is wrong everywhere: say so at once
+    }
+  }
+  throw RedisError("redis cluster slot " + std::to_string(slot) + ": no node named its master: " + last_error,
+                   RedisError::Kind::unavailable);
+}
+
+// An ASK answer while following a cluster: "ASK <slot> <host:port>".
+struct Asked {
+  std::string where;
+};
+
 }  // namespace
+
+int key_slot(std::string_view key) noexcept {
+  if (const auto open = key.find('{'); open != std::string_view::npos) {
+    if (const auto close = key.find('}', open + 1); close != std::string_view::npos && close > open + 1) {
+      key = key.substr(open + 1, close - open - 1);
+    }
+  }
+  // CRC16-CCITT (XModem), as Redis Cluster hashes keys.
+  std::uint16_t crc = 0;
+  for (const char ch : key) {
+    crc ^= static_cast<std::uint16_t>(static_cast<unsigned char>(ch) << 8);
+    for (int bit = 0; bit < 8; ++bit) crc = (crc & 0x8000) != 0 ? static_cast<std::uint16_t>((crc << 1) ^ 0x1021) : static_cast<std::uint16_t>(crc << 1);
+  }
+  return crc & 16383;
+}
 
 ConnectOptions sentinel_connect(const ConnectOptions& options, std::size_t index) {
   const SentinelOptions& s = *options.sentinel;
@@ -260,6 +340,17 @@ ConnectOptions sentinel_connect(const ConnectOptions& options, std::size_t index
 }
 
 Connection::Connection(const ConnectOptions& options) : address_(options.address), status_(options.status) {
+  if (options.cluster) {
+    try {
+      address_ = owner_of(options, key_slot(options.cluster->key));
+    } catch (RedisError& e) {
+      usable_ = false;
+      raise(std::move(e));
+    }
+    node_ = std::make_unique<ConnectOptions>(node_options(options, address_.host, address_.port));
+    open(*node_);
+    return;
+  }
   if (!options.sentinel) {
     open(options);
     return;
@@ -441,7 +532,15 @@ Value Connection::receive() {
   }
   ReplyPtr reply(static_cast<redisReply*>(raw));
   if (reply->type == REDIS_REPLY_ERROR) {
-    RedisError e = RedisError::from_reply(std::string(reply->str, reply->len));
+    const std::string_view text(reply->str, reply->len);
+    if (node_ && text.rfind("ASK ", 0) == 0) throw Asked{std::string(text.substr(text.rfind(' ') + 1))};
+    RedisError e = RedisError::from_reply(std::string(text));
+    if (node_ && text.rfind("MOVED ", 0) == 0 && status_) {  // "MOVED <slot> <host:port>": asked first next time
+      const std::string_view rest = text.substr(6);
+      int slot = -1;
+      std::from_chars(rest.data(), rest.data() + rest.size(), slot);
+      if (slot >= 0) status_->moved(slot, std::string(rest.substr(rest.rfind(' ') + 1)));
+    }
     if (e.unavailable()) usable_ = false;  // READONLY, LOADING, NOAUTH...: a fresh connection (or master) is needed
     if (std::strncmp(e.what(), "NOSCRIPT", 8) == 0) throw e;  // not an error: eval loads the script again
     raise(std::move(e));
@@ -451,7 +550,23 @@ Value Connection::receive() {
 
 Value Connection::command(const std::vector<std::string>& args) {
   send(args);
-  return receive();
+  try {
+    return receive();
+  } catch (const Asked& a) {
+    return asked(args, a.where);
+  }
+}
+
+// A slot migrating: the key is on the node named already. A connection of
+// its own runs the one command there (ASK is rare: only while a slot
+// moves), after ASKING, which lets that node answer for a slot it is
+// still importing; a script is loaded there first.
+Value Connection::asked(const std::vector<std::string>& argv, const std::string& where) {
+  const auto [host, port] = split_node(where);
+  Connection there(node_options(*node_, host, port));
+  if (evaluating_ != nullptr && !argv.empty() && argv[0] == "EVALSHA") there.load(*evaluating_);
+  there.command({"ASKING"});
+  return there.command(argv);
 }
 
 std::vector<Value> Connection::pipeline(const std::vector<std::vector<std::string>>& commands) {
@@ -459,15 +574,20 @@ std::vector<Value> Connection::pipeline(const std::vector<std::vector<std::strin
   std::vector<Value> out;
   out.reserve(commands.size());
   std::optional<RedisError> first_error;
+  std::vector<std::pair<std::size_t, std::string>> asks;  // followed once every reply here is read
   for (std::size_t i = 0; i < commands.size(); ++i) {
     try {
       out.push_back(receive());
+    } catch (const Asked& a) {
+      asks.emplace_back(i, a.where);
+      out.emplace_back();
     } catch (const RedisError& e) {
       if (e.unavailable()) throw;
       if (!first_error) first_error = e;  // read every reply before throwing, so the connection stays in step
       out.emplace_back();
     }
   }
+  for (const auto& [i, where] : asks) out[i] = asked(commands[i], where);
   if (first_error) throw *first_error;
   return out;
 }
@@ -480,8 +600,12 @@ Value Connection::eval(const Script& script, const std::vector<std::string>& key
     argv.insert(argv.end(), keys.begin(), keys.end());
     argv.insert(argv.end(), args.begin(), args.end());
     try {
-      return command(argv);
+      evaluating_ = &script;
+      Value v = command(argv);
+      evaluating_ = nullptr;
+      return v;
     } catch (const RedisError& e) {
+      evaluating_ = nullptr;
       // Redis forgot the script (it restarted): load it again, once.
       if (e.kind() != RedisError::Kind::other || std::strncmp(e.what(), "NOSCRIPT", 8) != 0 || round == 1) {
         if (e.kind() != RedisError::Kind::other) throw;
@@ -523,8 +647,12 @@ void Link::ok() {
 }
 
 void Link::failed(const RedisError& e) {
-  if (options_.status) options_.status->down(part_, e);
   connection_.reset();
+  if (options_.cluster && std::string_view(e.what()).rfind("MOVED ", 0) == 0) {
+    backoff_ = kFirst;  // the slot moved on (a reshard): the next connection goes there, at once
+    return;
+  }
+  if (options_.status) options_.status->down(part_, e);
   seed_ = seed_ * 1103515245u + 12345u;  // jitter needs no better randomness
   const auto jitter = std::chrono::milliseconds((seed_ >> 8) % static_cast<unsigned>(backoff_.count() / 2 + 1));
   std::this_thread::sleep_for(backoff_ + jitter);

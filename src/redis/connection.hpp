@@ -27,6 +27,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -80,11 +81,24 @@ struct SentinelOptions {
   std::string password;
 };
 
-// Everything a connection needs: where (or which sentinels to ask), who,
+// Redis Cluster: some nodes to ask for the slot map, and the key whose
+// slot's master a connection goes to (the namespace's hash tag, "{ns}").
+struct ClusterOptions {
+  std::vector<std::pair<std::string, int>> addresses;  // host, port
+  std::string key;
+};
+
+// The Redis Cluster hash slot of `key` (CRC16 of the key, or of the part
+// between the first '{' and the next '}' when that part is not empty,
+// modulo 16384).
+int key_slot(std::string_view key) noexcept;
+
+// Everything a connection needs: where (or which sentinels or cluster nodes to ask), who,
 // TLS, how long to wait, and where to count its errors (null: nowhere).
 struct ConnectOptions {
   Address address;  // with sentinel: the master's is asked for; db, login and TLS still come from here
   std::optional<SentinelOptions> sentinel;
+  std::optional<ClusterOptions> cluster;  // not with sentinel
   TlsOptions tls;
   std::chrono::milliseconds connect_timeout{1'000};
   std::chrono::milliseconds command_timeout{1'000};
@@ -143,7 +157,12 @@ class Connection {
   // database; throws RedisError (unavailable; login() if Redis refused the
   // login) if that fails within the connect timeout. With Sentinel it asks
   // the sentinels for the master first, and checks (ROLE) that the node it
-  // reached is the master.
+  // reached is the master. With Cluster it asks the node a MOVED named
+  // last, then the configured nodes, for the slot map (CLUSTER SLOTS) and
+  // connects to the master of its key's slot. There a MOVED answer makes
+  // the connection unusable (the next one goes where MOVED said); an ASK
+  // answer (the slot is migrating and the key left already) is followed:
+  // the command runs once on the node named, after ASKING.
   explicit Connection(const ConnectOptions& options);
   ~Connection();
   Connection(const Connection&) = delete;
@@ -164,6 +183,8 @@ class Connection {
 
  private:
   void open(const ConnectOptions& options);
+  // The command `argv` on the node an ASK named, after ASKING.
+  Value asked(const std::vector<std::string>& argv, const std::string& where);
   void log_in(const ConnectOptions& options);
   void release() noexcept;
   void* tls_reply();
@@ -185,6 +206,10 @@ class Connection {
   bool usable_ = true;
   std::uint64_t master_epoch_ = 0;  // with Sentinel: the Status's master epoch when made
   bool follows_master_ = false;     // made through the sentinels
+  // With Cluster: how to reach another node (for ASK), and the script that
+  // eval() is running (loaded there first).
+  std::unique_ptr<ConnectOptions> node_;
+  const Script* evaluating_ = nullptr;
   std::unordered_map<const Script*, std::string> loaded_;  // SHA1 of each script loaded here
 };
 

@@ -56,9 +56,22 @@ ConnectOptions connect_options(const RedisOptions& r) {
     }
     c.sentinel = std::move(s);
   }
+  std::string where = c.sentinel ? "sentinel master '" + c.sentinel->master + "'" : c.address.text();
+  if (!r.cluster.addresses.empty()) {
+    if (!c.address.unix_path.empty()) throw ConfigError("redis.cluster.addresses: a cluster is reached over TCP; redis.url names a unix socket");
+    if (c.address.db != 0) throw ConfigError("redis.url: a Redis Cluster has only database 0, the URL names " + std::to_string(c.address.db));
+    ClusterOptions cluster{{}, "{" + r.ns + "}"};  // every key of the namespace shares its hash tag
+    for (const std::string& a : r.cluster.addresses) {
+      auto host_port = detail::host_and_port(a);  // checked when the configuration was read
+      if (!host_port) throw ConfigError("redis.cluster.addresses: expected host:port, got '" + a + "'");
+      cluster.addresses.push_back(std::move(*host_port));
+    }
+    where = "cluster " + r.cluster.addresses.front() + (r.cluster.addresses.size() > 1 ? ",…" : "");
+    c.cluster = std::move(cluster);
+  }
   c.connect_timeout = r.connect_timeout;
   c.command_timeout = r.command_timeout;
-  c.status = std::make_shared<Status>(c.sentinel ? "sentinel master '" + c.sentinel->master + "'" : c.address.text());
+  c.status = std::make_shared<Status>(std::move(where));
   return c;
 }
 

@@ -108,6 +108,18 @@ class Status {
     }
   }
 
+  // With Cluster: the node ("host:port") a MOVED answer named for `slot`;
+  // the next connection for that slot asks it first for the slot map.
+  void moved(int slot, std::string node) {
+    MutexLock lock(mutex_);
+    moved_[slot] = std::move(node);
+  }
+  std::string moved_to(int slot) const {
+    MutexLock lock(mutex_);
+    auto it = moved_.find(slot);
+    return it == moved_.end() ? std::string() : it->second;
+  }
+
   // Errors met so far, by kind: "unavailable", "login", "full", "other".
   std::map<std::string, std::uint64_t> counts() const {
     std::map<std::string, std::uint64_t> out;
@@ -139,6 +151,7 @@ class Status {
   mutable Mutex mutex_;
   Reporter* reporter_ BULWARK_GUARDED_BY(mutex_) = nullptr;
   std::map<std::string, Problem> down_ BULWARK_GUARDED_BY(mutex_);
+  std::map<int, std::string> moved_ BULWARK_GUARDED_BY(mutex_);
 };
 
 }  // namespace bulwark::detail::redis

@@ -35,6 +35,7 @@ class RedisServer {
     bool tcp = false;                 // also listen on a free port of 127.0.0.1 (port())
     std::vector<std::string> args{};  // more redis-server arguments
     std::string admin_password{};     // the fixture's AUTH (requirepass)
+    bool cluster = false;             // a cluster node: its bus port (port() + 10000) is free too
   };
 
   explicit RedisServer(bool append_only = false) : RedisServer(Options{.append_only = append_only}) {}
@@ -43,7 +44,7 @@ class RedisServer {
     if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("RedisServer: mkdtemp failed");
     dir_ = tmpl;
     socket_ = dir_ + "/redis.sock";
-    if (options_.tcp) port_ = free_port();
+    if (options_.tcp || options_.cluster) port_ = options_.cluster ? free_cluster_port() : free_port();
     start();
   }
   // The TCP port (Options::tcp), else 0.
@@ -121,6 +122,23 @@ class RedisServer {
     }
     ::close(fd);
     return ntohs(addr.sin_port);
+  }
+  // A free port P whose cluster bus port P + 10000 is free too (and below
+  // 65536).
+  static int free_cluster_port() {
+    for (int tries = 0; tries < 1000; ++tries) {
+      const int p = free_port();
+      if (p > 55535) continue;
+      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(static_cast<std::uint16_t>(p + 10000));
+      const bool bus_free = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+      if (fd >= 0) ::close(fd);
+      if (bus_free) return p;
+    }
+    throw std::runtime_error("RedisServer: no free port for a cluster node");
   }
 
  private:

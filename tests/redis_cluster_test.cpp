@@ -1,0 +1,190 @@
+// Redis Cluster, as the test makes it on 127.0.0.1: three masters
+// (redis-server --cluster-enabled yes, joined by redis-cli --cluster
+// create). A `bulwark serve` given one node that does not hold the
+// namespace learns the slot map and runs jobs on the master of the
+// namespace's slot. Mid-run the test moves that slot to another master the
+// way `redis-cli --cluster reshard` does (SETSLOT IMPORTING/MIGRATING,
+// MIGRATE in batches, SETSLOT NODE), while jobs are submitted and ended:
+// the process follows ASK and MOVED, and every accepted job ends exactly
+// once.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "support/http_client.hpp"
+#include "support/redis_server.hpp"
+#include "support/serve_process.hpp"
+#include "support/wait.hpp"
+
+using namespace std::chrono_literals;
+using bulwark::detail::redis::Connection;
+using bulwark::detail::redis::ConnectOptions;
+using bulwark::detail::redis::Value;
+using bulwark::testing::eventually;
+using bulwark::testing::http;
+using bulwark::testing::RedisServer;
+using bulwark::testing::ServeProcess;
+using nlohmann::json;
+
+namespace {
+
+// Three masters serving every slot.
+struct Cluster {
+  std::vector<std::unique_ptr<RedisServer>> nodes;
+
+  Cluster() {
+    std::string create = "redis-cli --cluster create";
+    for (int i = 0; i < 3; ++i) {
+      nodes.push_back(std::make_unique<RedisServer>(RedisServer::Options{
+          .tcp = true,
+          .args = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"},
+          .cluster = true}));
+      create += " 127.0.0.1:" + std::to_string(nodes.back()->port());
+    }
+    create += " --cluster-yes > " + nodes[0]->dir() + "/create.log 2>&1";
+    REQUIRE(std::system(create.c_str()) == 0);
+    REQUIRE(eventually(
+        [&] {
+          for (const auto& n : nodes) {
+            if (ask(*n, {"CLUSTER", "INFO"}).str.find("cluster_state:ok") == std::string::npos) return false;
+          }
+          return true;
+        },
+        30s));
+  }
+
+  static Value ask(const RedisServer& node, const std::vector<std::string>& command) {
+    ConnectOptions o;
+    o.address.host = "127.0.0.1";
+    o.address.port = node.port();
+    o.command_timeout = 5000ms;
+    return Connection(o).command(command);
+  }
+  // The node that serves `slot` now, as `from` sees it.
+  RedisServer& owner(int slot, const RedisServer& from) {
+    for (const Value& range : ask(from, {"CLUSTER", "SLOTS"}).elements) {
+      if (slot < range.elements[0].integer || slot > range.elements[1].integer) continue;
+      for (auto& n : nodes) {
+        if (n->port() == range.elements[2].elements[1].integer) return *n;
+      }
+    }
+    FAIL("no node serves slot " << slot);
+    return *nodes[0];
+  }
+
+  // Moves `slot` from `from` to `to` as redis-cli --cluster reshard does,
+  // slowly (a few keys at a time), so the processes meet the migration.
+  void move(int slot, RedisServer& from, RedisServer& to) {
+    const std::string s = std::to_string(slot);
+    const std::string from_id = ask(from, {"CLUSTER", "MYID"}).str, to_id = ask(to, {"CLUSTER", "MYID"}).str;
+    REQUIRE(ask(to, {"CLUSTER", "SETSLOT", s, "IMPORTING", from_id}).str == "OK");
+    REQUIRE(ask(from, {"CLUSTER", "SETSLOT", s, "MIGRATING", to_id}).str == "OK");
+    for (;;) {
+      const Value keys = ask(from, {"CLUSTER", "GETKEYSINSLOT", s, "5"});
+      if (keys.elements.empty()) break;
+      std::vector<std::string> migrate = {"MIGRATE", "127.0.0.1", std::to_string(to.port()), "", "0", "5000", "KEYS"};
+      for (const Value& k : keys.elements) migrate.push_back(k.str);
+      ask(from, migrate);
+      std::this_thread::sleep_for(10ms);
+    }
+    for (RedisServer* n : {&to, &from}) REQUIRE(ask(*n, {"CLUSTER", "SETSLOT", s, "NODE", to_id}).str == "OK");
+    for (auto& n : nodes) {
+      if (n.get() != &to && n.get() != &from) ask(*n, {"CLUSTER", "SETSLOT", s, "NODE", to_id});
+    }
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("redis cluster") {
+  TEST_CASE("a slot map learnt from one node, and the namespace's slot moved mid-run: every accepted job ends once" *
+            doctest::timeout(240)) {
+    Cluster cluster;
+    const int slot = bulwark::detail::redis::key_slot("{clus}");
+    RedisServer& home = cluster.owner(slot, *cluster.nodes[0]);
+    RedisServer* seed = nullptr;  // a node that does not hold the namespace
+    for (auto& n : cluster.nodes) {
+      if (n.get() != &home) seed = n.get();
+    }
+    const std::string config = home.dir() + "/serve.json";
+    std::ofstream(config) << json{{"workers", 2},
+                                  {"logging", {{"level", "warn"}}},
+                                  {"server", {{"listen", "127.0.0.1:0"}, {"drain_timeout_ms", 1000}}},
+                                  {"queue", {{"backend", "redis"}}},
+                                  {"redis",
+                                   {{"url", "redis://127.0.0.1/0"},
+                                    {"namespace", "clus"},
+                                    {"cluster", {{"addresses", {"127.0.0.1:" + std::to_string(seed->port())}}}},
+                                    {"lease_ms", 5000}}},
+                                  {"retention", {{"max_finished", 100'000}}}}
+                                 .dump();
+    ServeProcess serve(config, home.dir() + "/serve.err");
+    const std::uint16_t port = serve.port_from_banner();
+    REQUIRE(http(port, "POST", "/v1/jobs", json{{"id", "first"}, {"type", "echo"}, {"payload", 0}}.dump()).status == 201);
+    REQUIRE(eventually([&] { return http(port, "GET", "/v1/jobs/first").json()["state"] == "succeeded"; }, 20s));
+    CHECK(Cluster::ask(home, {"EXISTS", "{clus}:job:first"}).integer == 1);  // on the slot's master, not the seed
+
+    std::mutex mutex;
+    std::vector<std::string> accepted{"first"};
+    std::atomic<bool> stop{false};
+    std::thread load([&] {
+      for (int n = 0; !stop.load(); ++n) {
+        const std::string id = "c-" + std::to_string(n);
+        if (http(port, "POST", "/v1/jobs", json{{"id", id}, {"type", "echo"}, {"payload", n}}.dump()).status == 201) {
+          std::lock_guard lock(mutex);
+          accepted.push_back(id);
+        }
+        std::this_thread::sleep_for(3ms);
+      }
+    });
+    std::this_thread::sleep_for(1s);
+    RedisServer& to = *seed;
+    cluster.move(slot, home, to);
+    std::this_thread::sleep_for(2s);
+    stop = true;
+    load.join();
+
+    CHECK(&cluster.owner(slot, *cluster.nodes[0]) == &to);
+    INFO("accepted " << accepted.size());
+    CHECK(accepted.size() > 100);
+    const auto all_ended = [&] {
+      for (const std::string& id : accepted) {
+        const auto r = http(port, "GET", "/v1/jobs/" + id);
+        if (r.status != 200 || r.json()["state"] != "succeeded") return false;
+      }
+      return true;
+    };
+    CHECK(eventually(all_ended, 60s));
+    // Each end once in the ended stream, now on the new master.
+    std::map<std::string, int> ends;
+    for (const Value& entry : Cluster::ask(to, {"XRANGE", "{clus}:ended", "-", "+"}).elements) {
+      const Value& fields = entry.elements.at(1);
+      for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
+        if (fields.elements[i + 1].str == "succeeded") ++ends[fields.elements[i].str];
+      }
+    }
+    std::size_t once = 0;
+    for (const std::string& id : accepted) {
+      if (ends[id] == 1) {
+        ++once;
+      } else if (ends[id] != 1) {
+        MESSAGE(id << " ended " << ends[id] << " times");
+      }
+    }
+    CHECK(once == accepted.size());
+    CHECK(Cluster::ask(to, {"EXISTS", "{clus}:job:" + accepted.back()}).integer == 1);
+    // The move was met (MOVED, TRYAGAIN: counted as unavailable), not missed.
+    const std::string metrics = http(port, "GET", "/metrics").body;
+    const std::string line = "bulwark_redis_errors_total{kind=\"unavailable\"} ";
+    const auto at = metrics.find(line);
+    REQUIRE(at != std::string::npos);
+    const double met = std::stod(metrics.substr(at + line.size()));
+    MESSAGE("accepted " << accepted.size() << "; unavailable answers met (MOVED, TRYAGAIN): " << met);
+    CHECK(met > 0);
+  }
+}
