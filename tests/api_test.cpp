@@ -135,9 +135,13 @@ TEST_SUITE("api") {
     CHECK(procs[0]["workers"] == 2);
     const json stats = json::parse(f.call("GET", "/v1/stats").body);
     CHECK(stats["by_type"]["post"]["breaker"] == "off");  // names, not enum numbers
+    CHECK(stats["queues"] == json::parse(R"({"default": {"ready": 0, "waiting": 0, "weight": 1, "capacity": null,
+                                                          "consumers": 1}})"));
     Response metrics = f.call("GET", "/metrics");
     CHECK(metrics.status == 200);
     CHECK(metrics.body.find("bulwark_workers{state=\"idle\"} 2") != std::string::npos);
+    CHECK(metrics.body.find("bulwark_named_queue_consumers{queue=\"default\"} 1") != std::string::npos);
+    CHECK(procs[0]["queues"] == json::array({"default"}));
   }
 
   TEST_CASE("an added route answers before the built-in ones" * doctest::timeout(30)) {

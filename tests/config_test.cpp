@@ -300,6 +300,29 @@ TEST_SUITE("RuntimeOptions") {
           std::string::npos);
   }
 
+  TEST_CASE("queues: a weight or {weight, capacity} by name, and queue.strict") {
+    auto o = bulwark::RuntimeOptions::from_json(
+        json::parse(R"({"queues": {"critical": 6, "default": 3, "low": {"weight": 1, "capacity": 500}},
+                        "queue": {"strict": true}})"));
+    REQUIRE(o.queues.size() == 3);
+    CHECK(o.queues["critical"].weight == 6u);
+    CHECK(o.queues["critical"].capacity == 0u);
+    CHECK(o.queues["low"].capacity == 500u);
+    CHECK(o.queue_strict);
+    CHECK(bulwark::RuntimeOptions::from_json(json::object()).queues.empty());  // the default alone
+    CHECK(config_error(json::parse(R"({"queues": {"a": 0}})")) ==
+          "queues.a: expected a weight from 1 to 1000, or {\"weight\", \"capacity\"}");
+    CHECK(config_error(json::parse(R"({"queues": {"a": "high"}})")).rfind("queues.a: expected a weight", 0) == 0);
+    CHECK(config_error(json::parse(R"({"queues": {"a": {"weight": 2, "size": 3}}})")) == "queues.a.size: unknown key");
+    CHECK(config_error(json::parse(R"({"queues": {"a": {"capacity": 0}}})")).rfind("queues.a.capacity: ", 0) == 0);
+    CHECK(config_error(json::parse(R"({"queues": {"a b": 1}})")) ==
+          "queues.a b: not a queue name: only A-Z a-z 0-9 - _ . are allowed");
+    CHECK(config_error(json::parse(R"({"queues": []})")).rfind("queues: expected an object", 0) == 0);
+    json many = json::object();
+    for (int i = 0; i < 101; ++i) many["q" + std::to_string(i)] = 1;
+    CHECK(config_error(json{{"queues", many}}) == "queues: at most 100 queues");
+  }
+
   TEST_CASE("a Redis Cluster has only database 0 and no unix socket: said at start" * doctest::timeout(30)) {
     bulwark::RedisOptions r;
     r.cluster.addresses = {"127.0.0.1:1"};

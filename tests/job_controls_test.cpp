@@ -413,4 +413,57 @@ TEST_SUITE("progress") {
     CHECK(a->progress->note.size() == 200);
     CHECK(rt.get(under.id)->progress->fraction == 0.0);
   }
+
+  TEST_CASE("a job names its queue: this process runs the queues it lists, and counts each" * doctest::timeout(60)) {
+    auto o = bulwark::testing::test_options(2);
+    o.queues = {{"default", bulwark::QueueOptions{}}, {"gpu", bulwark::QueueOptions{.weight = 3, .capacity = 50}}};
+    Runtime rt(bulwark::testing::builtins(), o);
+    const auto gpu = rt.submit({.type = "echo", .payload = 1, .queue = "gpu"});
+    REQUIRE(gpu);
+    const auto plain = rt.submit({.type = "echo", .payload = 2});
+    REQUIRE(plain);
+    const auto ran = bulwark::testing::await_terminal(rt, gpu.id);
+    REQUIRE(ran);
+    CHECK(ran->state == JobState::succeeded);
+    CHECK(ran->queue == "gpu");
+    CHECK(bulwark::to_json(*ran)["queue"] == "gpu");
+    REQUIRE(bulwark::testing::await_terminal(rt, plain.id));
+    CHECK(rt.get(plain.id)->queue == "default");
+    // A name that is not one is refused, naming the field.
+    const auto bad = rt.submit({.type = "echo", .queue = "a b"});
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error->message.rfind("queue: ", 0) == 0);
+    // A queue this process does not run: the memory backend refuses it
+    // (nothing would run it); a shared queue keeps it for a process that
+    // lists it, and says nobody runs it now.
+    const auto elsewhere = rt.submit({.type = "echo", .queue = "reports"});
+    const auto stats = rt.stats();
+    const auto find = [&](const std::string& name) -> const bulwark::QueueStats* {
+      for (const auto& q : stats.queues) {
+        if (q.name == name) return &q;
+      }
+      return nullptr;
+    };
+    REQUIRE(find("gpu") != nullptr);
+    CHECK(find("gpu")->weight == 3u);
+    CHECK(find("gpu")->capacity == 50u);
+    CHECK(find("gpu")->consumers == 1u);
+    REQUIRE(find("default") != nullptr);
+    CHECK(find("default")->weight == 1u);
+    if (bulwark::testing::test_backend_is_redis()) {
+      REQUIRE(elsewhere);
+      CHECK(rt.get(elsewhere.id)->state == JobState::queued);
+      CHECK(rt.get(elsewhere.id)->queue == "reports");
+      REQUIRE(find("reports") != nullptr);
+      CHECK(find("reports")->waiting == 1u);
+      CHECK(find("reports")->consumers == 0u);
+      CHECK(find("reports")->weight == 0u);
+    } else {
+      REQUIRE_FALSE(elsewhere);
+      CHECK(elsewhere.error->code == bulwark::SubmitError::Code::invalid);
+      CHECK(elsewhere.error->message ==
+            "queue: no queue 'reports' runs here, so the job would never run (queues: default, gpu)");
+      CHECK(find("reports") == nullptr);
+    }
+  }
 }

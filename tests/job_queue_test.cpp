@@ -13,6 +13,7 @@ using bulwark::Clock;
 using bulwark::JobState;
 using bulwark::detail::Ack;
 using bulwark::detail::JobQueue;
+using bulwark::detail::Lease;
 using bulwark::testing::fake_task;
 using bulwark::detail::TaskAccess;
 using namespace std::chrono_literals;
@@ -187,5 +188,88 @@ TEST_SUITE("JobQueue") {
     for (auto& t : threads) t.join();
     CHECK(popped.load() == 2 * kPerProducer);
     CHECK(q.size() == 0);
+  }
+
+  TEST_CASE("named queues: a weighted pick among the queues with jobs ready, each in priority order") {
+    JobQueue q(100'000, 1, 0, {{"critical", 3, 0}, {"low", 1, 0}});
+    for (int i = 0; i < 2000; ++i) {
+      const std::string n = std::to_string(i);  // (GCC 12 warns, wrongly, of "c" + to_string(i))
+      REQUIRE(q.try_push(fake_task(std::string("c").append(n), 0, JobState::queued, "critical"), Clock::now()));
+      REQUIRE(q.try_push(fake_task(std::string("l").append(n), i % 2 == 0 ? 9 : 0, JobState::queued, "low"), Clock::now()));
+    }
+    int critical = 0;
+    for (int i = 0; i < 1000; ++i) {
+      const auto lease = q.pop();
+      REQUIRE(lease.task);
+      if (lease.task->spec().queue == "critical") {
+        ++critical;
+      } else {
+        CHECK(lease.task->spec().priority == 9);  // the low queue's own order: priority first
+      }
+    }
+    // 3:1 weights: 750 of 1000 expected; far outside chance either way.
+    CHECK(critical > 650);
+    CHECK(critical < 850);
+    const auto depths = q.queue_depths();
+    REQUIRE(depths.size() == 2);
+    CHECK(depths[0].name == "critical");
+    CHECK(depths[0].waiting + depths[1].waiting == 3000);
+    CHECK(depths[0].waiting == static_cast<std::size_t>(2000 - critical));
+    // Once one queue is empty, the other gets every pick.
+    while (q.queue_depths()[0].ready > 0) q.pop();
+    CHECK(q.pop().task->spec().queue == "low");
+  }
+
+  TEST_CASE("named queues, strict: the greatest weight with a job ready always goes first") {
+    JobQueue q(1000, 1, 0, {{"a", 1, 0}, {"b", 5, 0}, {"c", 2, 0}}, true);
+    for (const char* name : {"a", "b", "c"}) {
+      for (int i = 0; i < 3; ++i) {
+        REQUIRE(q.try_push(fake_task(std::string(name).append(std::to_string(i)), 0, JobState::queued, name), Clock::now()));
+      }
+    }
+    std::string order;
+    for (int i = 0; i < 9; ++i) order += q.pop().task->spec().queue;
+    CHECK(order == "bbbcccaaa");
+  }
+
+  TEST_CASE("a named queue's capacity bounds its jobs; queue.capacity bounds them all; posts go to default") {
+    JobQueue q(5, 1, 0, {{"default", 1, 0}, {"small", 1, 2}});
+    CHECK(q.takes_queue("small"));
+    CHECK(q.takes_queue("default"));
+    CHECK_FALSE(q.takes_queue("other"));
+    CHECK(q.try_push(fake_task("s1", 0, JobState::queued, "small"), Clock::now()));
+    CHECK(q.try_push(fake_task("s2", 0, JobState::queued, "small"), Clock::now()));
+    CHECK_FALSE(q.try_push(fake_task("s3", 0, JobState::queued, "small"), Clock::now()));  // its own capacity
+    CHECK(q.try_push(fake_task("d1"), Clock::now()));  // no queue named: default
+    CHECK(q.try_push(fake_task("d2"), Clock::now()));
+    CHECK(q.try_push(fake_task("d3"), Clock::now()));
+    CHECK_FALSE(q.try_push(fake_task("d4"), Clock::now()));  // five in all
+    const auto depths = q.queue_depths();
+    REQUIRE(depths.size() == 2);
+    CHECK(depths[0].name == "default");
+    CHECK(depths[0].waiting == 3);
+    CHECK(depths[1].waiting == 2);
+    // A job of `small` taken: its place is free again, for `small` too.
+    Lease taken;
+    while (true) {
+      taken = q.pop();
+      if (taken.task->spec().queue == "small") break;
+    }
+    CHECK(q.try_push(fake_task("s3", 0, JobState::queued, "small"), Clock::now()));
+    // A delayed job and a retry count in their queue until they run.
+    JobQueue delayed(10, 1, 0, {{"default", 1, 0}, {"small", 1, 1}});
+    CHECK(delayed.try_push(fake_task("later", 0, JobState::scheduled, "small"), Clock::now() + 1h));
+    CHECK_FALSE(delayed.try_push(fake_task("now", 0, JobState::queued, "small"), Clock::now()));
+    CHECK(delayed.queue_depths()[1].waiting == 1);
+    CHECK(delayed.queue_depths()[1].ready == 0);
+  }
+
+  TEST_CASE("without \"default\", a job naming no queue goes to the queue of the greatest weight") {
+    JobQueue q(10, 1, 0, {{"a", 1, 0}, {"b", 4, 0}});
+    CHECK_FALSE(q.takes_queue("default"));
+    REQUIRE(q.try_push(fake_task("posted"), Clock::now()));
+    const auto depths = q.queue_depths();
+    CHECK(depths[1].name == "b");
+    CHECK(depths[1].ready == 1);
   }
 }

@@ -35,6 +35,17 @@ TEST_SUITE("JobSpec") {
     CHECK(spec.delay.count() == 40);
   }
 
+  TEST_CASE("a named queue: 1 to 64 of A-Z a-z 0-9 - _ ., the default when none") {
+    CHECK(bulwark::JobSpec::from_json(json{{"type", "echo"}, {"queue", "gpu-2.large_x"}}).queue == "gpu-2.large_x");
+    CHECK(bulwark::JobSpec::from_json(json{{"type", "echo"}}).queue.empty());
+    CHECK(spec_error(json{{"type", "echo"}, {"queue", 3}}) == "queue: expected a string");
+    CHECK(spec_error(json{{"type", "echo"}, {"queue", ""}}) == "queue: expected 1 to 64 bytes, got 0");
+    CHECK(spec_error(json{{"type", "echo"}, {"queue", std::string(65, 'q')}}) == "queue: expected 1 to 64 bytes, got 65");
+    CHECK(spec_error(json{{"type", "echo"}, {"queue", "{ns}"}}) == "queue: only A-Z a-z 0-9 - _ . are allowed");
+    CHECK(spec_error(json{{"type", "a"}, {"then", {{"type", "b"}, {"queue", "a:b"}}}}) ==
+          "then.queue: only A-Z a-z 0-9 - _ . are allowed");
+  }
+
   TEST_CASE("only type is required") {
     auto spec = bulwark::JobSpec::from_json(json{{"type", "echo"}});
     CHECK(spec.payload.is_null());

@@ -37,16 +37,23 @@ struct Queue {
       : keys(ns), c(server.connect()) {}
 
   long long enqueue(const std::string& id, int priority = 0, long long due = 0, long long now = 1000,
-                    long long capacity = 1000, int max_attempts = 3) {
-    return c.eval(redis::kEnqueue, {keys.ready, keys.scheduled, keys.index, keys.seq, keys.held},
-                  {std::to_string(capacity), keys.job_prefix, id, "echo", R"({"x":1})", std::to_string(priority),
-                   std::to_string(max_attempts), "0", std::to_string(due), std::to_string(now), "", "", "", "", "", ""})
+                    long long capacity = 1000, int max_attempts = 3, const std::string& queue = "",
+                    long long queue_capacity = 0) {
+    return c.eval(redis::kEnqueue, {keys.index, keys.seq, keys.held, keys.queues},
+                  {std::to_string(capacity), keys.job_prefix, keys.prefix, id, "echo", R"({"x":1})",
+                   std::to_string(priority), std::to_string(max_attempts), "0", std::to_string(due), std::to_string(now),
+                   "", "", "", "", "", "", queue, std::to_string(queue_capacity)})
         .elements.at(0)
         .as_integer();
   }
-  std::vector<Leased> fetch(const std::string& owner, int max, long long now = 1000, long long lease = 30'000) {
-    Value v = c.eval(redis::kFetch, {keys.ready, keys.leased, keys.paused, keys.held},
-                     {std::to_string(max), std::to_string(now), std::to_string(lease), owner, keys.job_prefix});
+  // `queues`: name and weight pairs, greatest weight first; none: the default.
+  std::vector<Leased> fetch(const std::string& owner, int max, long long now = 1000, long long lease = 30'000,
+                            const std::vector<std::pair<std::string, int>>& queues = {{"default", 1}},
+                            bool strict = false, long long seed = 12345) {
+    std::vector<std::string> args = {std::to_string(max), std::to_string(now), std::to_string(lease), owner,
+                                     keys.job_prefix, keys.prefix, strict ? "1" : "0", std::to_string(seed)};
+    for (const auto& [name, weight] : queues) args.insert(args.end(), {name, std::to_string(weight)});
+    Value v = c.eval(redis::kFetch, {keys.leased, keys.paused, keys.held}, args);
     std::vector<Leased> out;
     for (const Value& job : v.elements) {
       out.push_back({job.elements[0].str, job.elements[6].str, job.elements[8].str == "1", job.elements[3].str,
@@ -63,15 +70,13 @@ struct Queue {
   std::vector<long long> ack(const std::string& owner, const std::vector<AckOf>& acks, long long now = 2000,
                              long long keep = 100, long long cutoff = 0) {
     std::vector<std::string> args = {owner, std::to_string(now), std::to_string(keep), std::to_string(keep),
-                                     std::to_string(cutoff), std::to_string(cutoff), keys.job_prefix};
+                                     std::to_string(cutoff), std::to_string(cutoff), keys.job_prefix, keys.prefix};
     for (const AckOf& a : acks) {
       args.insert(args.end(), {a.lease.id, a.lease.fence, a.how, a.state,
                                a.how == "retry" ? R"({"error":{"kind":"exception"}})" : R"({"result":1})",
                                std::to_string(a.due)});
     }
-    Value v = c.eval(redis::kAck, {keys.leased, keys.done, keys.dead, keys.index, keys.ended, keys.scheduled,
-                                   keys.counts},
-                     args);
+    Value v = c.eval(redis::kAck, {keys.leased, keys.done, keys.dead, keys.index, keys.ended, keys.counts}, args);
     std::vector<long long> out;  // 1 written; 0 fenced (holders: who holds it instead)
     holders.clear();
     for (const Value& e : v.elements) {
@@ -95,7 +100,7 @@ struct Queue {
     return v.type == Value::Type::integer ? std::to_string(v.integer) : "held by " + v.str;
   }
   long long promote(long long now) {
-    return c.eval(redis::kPromote, {keys.scheduled, keys.ready}, {std::to_string(now), "100", keys.job_prefix})
+    return c.eval(redis::kPromote, {keys.queues}, {std::to_string(now), "100", keys.job_prefix, keys.prefix})
         .as_integer();
   }
   // The rows of the leases `owner` takes over at `now`.
@@ -114,15 +119,12 @@ struct Queue {
            {keys.job_prefix, std::to_string(keep_dead), "100", "0", std::to_string(done_cutoff)});
   }
   long long cancel(const std::string& id, long long now = 1500) {
-    return c.eval(redis::kCancel,
-                  {keys.job(id), keys.ready, keys.scheduled, keys.done, keys.cancel, keys.index, keys.ended,
-                   keys.counts},
-                  {id, std::to_string(now), "100", keys.job_prefix, "0"})
+    return c.eval(redis::kCancel, {keys.job(id), keys.done, keys.cancel, keys.index, keys.ended, keys.counts},
+                  {id, std::to_string(now), "100", keys.job_prefix, "0", keys.prefix})
         .as_integer();
   }
   long long requeue(const std::string& id, long long capacity = 1000) {
-    return c.eval(redis::kRequeue, {keys.job(id), keys.dead, keys.ready, keys.scheduled}, {id, std::to_string(capacity)})
-        .as_integer();
+    return c.eval(redis::kRequeue, {keys.job(id), keys.dead}, {id, std::to_string(capacity), keys.prefix}).as_integer();
   }
   std::string field(const std::string& id, const std::string& name) {
     Value v = c.command({"HGET", keys.job(id), name});
@@ -255,12 +257,12 @@ TEST_SUITE("redis_scripts") {
             doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
     Queue q(server);
-    std::vector<std::string> args = {"3", q.keys.job_prefix};
+    std::vector<std::string> args = {"3", q.keys.job_prefix, q.keys.prefix};
     for (const char* id : {"m1", "m2", "m1", "m3", "m4"}) {
-      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", "", "", "", "", ""});
+      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", "", "", "", "", "", "", "0"});
     }
     std::vector<long long> got;
-    for (const Value& v : q.c.eval(redis::kEnqueue, {q.keys.ready, q.keys.scheduled, q.keys.index, q.keys.seq, q.keys.held}, args)
+    for (const Value& v : q.c.eval(redis::kEnqueue, {q.keys.index, q.keys.seq, q.keys.held, q.keys.queues}, args)
                               .elements) {
       got.push_back(v.as_integer());
     }
@@ -274,14 +276,14 @@ TEST_SUITE("redis_scripts") {
     Queue q(server);
     const std::string lock = q.keys.unique("echo", "k:1");
     const auto unique_args = [&](const std::string& id, const std::string& window_ms) {
-      return std::vector<std::string>{id, "echo", "null", "0", "3", "0", "0", "1000", "", "", lock, window_ms, "k:1", ""};
+      return std::vector<std::string>{id, "echo", "null", "0", "3", "0", "0", "1000", "", "", lock, window_ms, "k:1", "", "", "0"};
     };
-    std::vector<std::string> args = {"100", q.keys.job_prefix};
+    std::vector<std::string> args = {"100", q.keys.job_prefix, q.keys.prefix};
     for (const char* id : {"u1", "u2"}) {
       const auto more = unique_args(id, "60000");
       args.insert(args.end(), more.begin(), more.end());
     }
-    const Value first = q.c.eval(redis::kEnqueue, {q.keys.ready, q.keys.scheduled, q.keys.index, q.keys.seq, q.keys.held}, args);
+    const Value first = q.c.eval(redis::kEnqueue, {q.keys.index, q.keys.seq, q.keys.held, q.keys.queues}, args);
     REQUIRE(first.elements.size() == 2);
     CHECK(first.elements[0].as_integer() == 1);
     REQUIRE(first.elements[1].elements.size() == 2);  // the second in the same batch: held by u1
@@ -292,10 +294,10 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.c.command({"PTTL", lock}).as_integer() > 50'000);
     // The lock gone (its window passed): the key is free again.
     q.c.command({"DEL", lock});
-    args = {"100", q.keys.job_prefix};
+    args = {"100", q.keys.job_prefix, q.keys.prefix};
     const auto again = unique_args("u3", "5");
     args.insert(args.end(), again.begin(), again.end());
-    CHECK(q.c.eval(redis::kEnqueue, {q.keys.ready, q.keys.scheduled, q.keys.index, q.keys.seq, q.keys.held}, args)
+    CHECK(q.c.eval(redis::kEnqueue, {q.keys.index, q.keys.seq, q.keys.held, q.keys.queues}, args)
               .elements.at(0)
               .as_integer() == 2);
     CHECK(q.card(q.keys.ready) == 2);
@@ -340,12 +342,12 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.card(q.keys.ready) == 0);
     CHECK(q.field("a", "state") == "queued");
     CHECK(q.enqueue("c", 0, 0, 1000, 2) == -2);  // held jobs count against the capacity
-    const Value r = q.c.eval(redis::kResume, {q.keys.paused, q.keys.held, q.keys.ready}, {"echo", q.keys.job_prefix});
+    const Value r = q.c.eval(redis::kResume, {q.keys.paused, q.keys.held}, {"echo", q.keys.job_prefix, q.keys.prefix});
     CHECK(r.elements.at(0).as_integer() == 1);
     CHECK(r.elements.at(1).as_integer() == 2);
     CHECK(q.card(q.keys.held) == 0);
     CHECK(ids_of(q.fetch("p1", 10)) == std::vector<std::string>{"b", "a"});  // priority order kept
-    const Value again = q.c.eval(redis::kResume, {q.keys.paused, q.keys.held, q.keys.ready}, {"echo", q.keys.job_prefix});
+    const Value again = q.c.eval(redis::kResume, {q.keys.paused, q.keys.held}, {"echo", q.keys.job_prefix, q.keys.prefix});
     CHECK(again.elements.at(0).as_integer() == 0);
   }
 
@@ -557,5 +559,68 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.enqueue("a") == 1);
     q.c.command({"SCRIPT", "FLUSH"});
     CHECK(q.enqueue("b") == 2);
+  }
+
+  TEST_CASE("named queues: each its own ready and scheduled sets, picked by weight or strictly, each with a capacity" *
+            doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    for (int i = 0; i < 200; ++i) {
+      REQUIRE(q.enqueue(numbered("h", i), 0, 0, 1000, 10'000, 3, "hi") > 0);
+      REQUIRE(q.enqueue(numbered("l", i), 0, 0, 1000, 10'000, 3, "lo") > 0);
+    }
+    REQUIRE(q.enqueue("d", 0) > 0);  // no queue named: default
+    CHECK(q.card(q.keys.prefix + "q:hi:ready") == 200);
+    CHECK(q.card(q.keys.ready) == 1);
+    CHECK(q.field("h0", "queue") == "hi");
+    CHECK(q.field("d", "queue") == "<nil>");
+    CHECK(q.c.command({"SMEMBERS", q.keys.queues}).elements.size() == 2);
+    // Weights 3:1 over 200 picks: about 150 from hi.
+    int hi = 0;
+    for (const Leased& l : q.fetch("p", 200, 1000, 30'000, {{"hi", 3}, {"lo", 1}})) hi += l.id[0] == 'h' ? 1 : 0;
+    CHECK(hi > 120);
+    CHECK(hi < 180);
+    // A process that does not list a queue takes none of its jobs.
+    CHECK(ids_of(q.fetch("p", 5, 1000, 30'000, {{"default", 1}})) == std::vector<std::string>{"d"});
+    // Strict: every pick from the first queue with jobs ready.
+    const auto strict = q.fetch("p", 10, 1000, 30'000, {{"lo", 5}, {"hi", 1}}, true);
+    for (const Leased& l : strict) CHECK(l.id[0] == 'l');
+    // The depths of every queue a job named.
+    const Value depths = q.c.eval(redis::kQueueDepths, {q.keys.queues}, {q.keys.prefix});
+    std::map<std::string, long long> ready;
+    for (const Value& row : depths.elements) ready[row.elements.at(0).str] = row.elements.at(1).as_integer();
+    CHECK(ready["default"] == 0);
+    CHECK(ready["hi"] + ready["lo"] == 400 - 200 - 10);
+  }
+
+  TEST_CASE("a named queue's capacity, delays, retries, cancels and requeues stay in that queue" * doctest::timeout(30)) {
+    bulwark::testing::RedisServer server;
+    Queue q(server);
+    CHECK(q.enqueue("a", 0, 0, 1000, 100, 3, "small", 2) > 0);
+    CHECK(q.enqueue("b", 0, 5000, 1000, 100, 3, "small", 2) > 0);  // delayed: counts too
+    CHECK(q.enqueue("c", 0, 0, 1000, 100, 3, "small", 2) == -3);   // its own capacity
+    CHECK(q.enqueue("c", 0, 0, 1000, 100, 3, "other", 2) > 0);     // another queue's is its own
+    CHECK(q.enqueue("e", 0, 0, 1000, 3) == -2);                    // three wait in all
+    CHECK(q.card(q.keys.prefix + "q:small:scheduled") == 1);
+    CHECK(q.promote(6000) == 1);
+    CHECK(q.card(q.keys.prefix + "q:small:ready") == 2);
+    CHECK(q.card(q.keys.scheduled) == 0);
+    // A retry waits in its queue's scheduled set, and comes back to its ready set.
+    auto leased = q.fetch("p", 1, 7000, 30'000, {{"small", 1}});
+    REQUIRE(leased.size() == 1);
+    CHECK(q.retry(leased[0], "p", 9000) == 1);
+    CHECK(q.card(q.keys.prefix + "q:small:scheduled") == 1);
+    CHECK(q.promote(9500) == 1);
+    CHECK(q.card(q.keys.prefix + "q:small:ready") == 2);
+    // A cancel finds it in its queue.
+    CHECK(q.cancel("b") == 1);
+    CHECK(q.card(q.keys.prefix + "q:small:ready") == 1);
+    // A dead letter requeued goes back to its queue.
+    auto last = q.fetch("p", 1, 10'000, 30'000, {{"small", 1}});
+    REQUIRE(last.size() == 1);
+    CHECK(q.finish(last[0], "p", "failed") == 1);
+    CHECK(q.requeue(last[0].id) == 1);
+    CHECK(q.card(q.keys.prefix + "q:small:ready") == 1);
+    CHECK(q.card(q.keys.ready) == 0);
   }
 }

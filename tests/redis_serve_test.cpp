@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "support/http_client.hpp"
@@ -19,6 +20,7 @@
 #include "support/wait.hpp"
 
 using namespace std::chrono_literals;
+using bulwark::testing::eventually;
 using bulwark::testing::http;
 using bulwark::testing::ServeProcess;
 using nlohmann::json;
@@ -260,5 +262,41 @@ TEST_SUITE("redis serve") {
     CHECK(lines[12]["id"].get<std::string>().find("-12") != std::string::npos);
     // The helper ran some of the lines; the run did not wait for the job it never submitted.
     CHECK(http(port, "GET", "/v1/stats").json()["totals"]["succeeded"].get<int>() > 1);
+  }
+
+  TEST_CASE("a job waits in its named queue, seen with no consumer, until a process that lists the queue runs it" *
+            doctest::timeout(120)) {
+    bulwark::testing::RedisServer server;
+    const std::string plain = write_config(server, server.dir() + "/plain.json", 2000);
+    json gpu_config = json::parse(std::ifstream(plain));
+    gpu_config["queues"] = {{"gpu", 1}};
+    const std::string gpu = server.dir() + "/gpu.json";
+    std::ofstream(gpu) << gpu_config.dump();
+
+    ServeProcess a(plain, server.dir() + "/a.err");
+    const std::uint16_t port = a.port_from_banner();
+    REQUIRE(http(port, "POST", "/v1/jobs", json{{"id", "g1"}, {"type", "echo"}, {"queue", "gpu"}, {"payload", 1}}.dump())
+                .status == 201);
+    REQUIRE(http(port, "POST", "/v1/jobs", json{{"id", "d1"}, {"type", "echo"}, {"payload", 2}}.dump()).status == 201);
+    REQUIRE(eventually([&] { return http(port, "GET", "/v1/jobs/d1").json()["state"] == "succeeded"; }, 20s));
+    std::this_thread::sleep_for(300ms);  // a few fetches: the gpu job is not among them
+    json job = http(port, "GET", "/v1/jobs/g1").json();
+    CHECK(job["state"] == "queued");
+    CHECK(job["queue"] == "gpu");
+    const json queues = http(port, "GET", "/v1/stats").json()["queues"];
+    CHECK(queues["gpu"]["waiting"] == 1);
+    CHECK(queues["gpu"]["consumers"] == 0);
+    CHECK(queues["gpu"]["weight"] == 0);
+    CHECK(queues["default"]["consumers"] == 1);
+    CHECK(http(port, "GET", "/metrics").body.find("bulwark_named_queue_consumers{queue=\"gpu\"} 0") != std::string::npos);
+
+    ServeProcess b(gpu, server.dir() + "/b.err");
+    const std::uint16_t gpu_port = b.port_from_banner();
+    CHECK(eventually([&] { return http(port, "GET", "/v1/jobs/g1").json()["state"] == "succeeded"; }, 20s));
+    CHECK(eventually([&] { return http(gpu_port, "GET", "/v1/stats").json()["queues"]["gpu"]["consumers"] == 1; }, 10s));
+    const json processes = http(port, "GET", "/v1/processes").json()["processes"];
+    std::set<std::string> listed;
+    for (const json& p : processes) listed.insert(p["queues"].dump());
+    CHECK(listed == std::set<std::string>{R"(["default"])", R"(["gpu"])"});
   }
 }

@@ -228,9 +228,24 @@ struct ScheduleOptions {
 std::string schedule_problem(std::string_view name, const ScheduleOptions& schedule,
                              std::size_t max_id_length = kDefaultMaxIdLength);
 
+// One named queue this process runs (queues.<name>): its share of the
+// picks and how many of its jobs may wait.
+struct QueueOptions {
+  unsigned weight = 1;        // 1..1000: picked in proportion among the queues with jobs ready
+  std::size_t capacity = 0;   // queued + scheduled jobs of this queue; 0: only queue.capacity bounds it
+};
+
 struct RuntimeOptions {
   unsigned workers = 0;                   // 0: one per hardware thread
-  std::size_t queue_capacity = 100'000;   // queued + scheduled jobs
+  std::size_t queue_capacity = 100'000;   // queued + scheduled jobs, every queue together
+  // The named queues this process runs (`queues`: a weight, or {"weight",
+  // "capacity"}, by name; at most 100). Empty: {"default": 1}. A job names
+  // its queue (JobSpec::queue); a posted callable runs in "default", or,
+  // when that is not listed, in the queue of the greatest weight.
+  std::map<std::string, QueueOptions> queues{};
+  // queue.strict: the queue of the greatest weight that has a job ready
+  // always goes first (ties by name), instead of a weighted random pick.
+  bool queue_strict = false;
   QueueBackend backend = QueueBackend::memory;  // queue.backend
   RedisOptions redis{};
   RetryPolicy retry{};                      // defaults for every type

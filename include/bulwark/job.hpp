@@ -55,6 +55,13 @@ bool is_valid_job_id(std::string_view id, std::size_t max_length = kDefaultMaxId
 // What is wrong with an id is_valid_job_id() refuses, as "id: ..." text.
 std::string job_id_problem(std::string_view id, std::size_t max_length = kDefaultMaxIdLength);
 
+// Named queues (JobSpec::queue, the `queues` setting): 1 to 64 bytes of
+// A-Z a-z 0-9 and - _ . ; kDefaultQueue when a spec names none.
+inline constexpr std::string_view kDefaultQueue = "default";
+inline constexpr std::size_t kMaxQueueName = 64;
+// What is wrong with a queue name, as "queue: ..." text; empty if nothing.
+std::string queue_problem(std::string_view name);
+
 // What is wrong with a JobSpec's unique_key / unique_for pair, as
 // "unique_key: ..." or "unique_for_ms: ..."; empty if nothing (both unset
 // is fine).
@@ -77,6 +84,9 @@ struct JobSpec {
   std::string type{};                 // a registered job type; required
   nlohmann::json payload{};           // handed to the handler as is
   JobId id{};                         // empty: bulwark generates one
+  // The named queue it waits in (queue_problem() for the names allowed);
+  // empty: kDefaultQueue. The processes that list it in `queues` run it.
+  std::string queue{};
   int priority = 0;                 // kMinPriority..kMaxPriority, higher runs first
   std::optional<int> max_attempts{};  // overrides the type's and the config's
   std::chrono::milliseconds timeout{0};  // 0: the type's default; enforced by the supervisor
@@ -107,7 +117,7 @@ struct JobSpec {
   // when they are not valid.
   std::optional<TraceContext> trace(std::string* problem) const;
 
-  // Reads {"type", "payload", "id", "priority", "max_attempts", "timeout_ms",
+  // Reads {"type", "payload", "id", "queue", "priority", "max_attempts", "timeout_ms",
   // "delay_ms", "trace_parent", "trace_state", "unique_key", "unique_for_ms",
   // "then"}; a `then` is read the same way, its errors named "then.<field>". Throws SpecError naming the first bad field; unknown fields
   // are an error too, so a typo never goes unnoticed. `j` should come from
@@ -127,6 +137,7 @@ struct JobRecord {
   JobId id{};
   std::uint64_t seq = 0;  // submit order within this runtime; a listing cursor
   std::string type{};
+  std::string queue{std::string(kDefaultQueue)};  // the named queue it waits (or waited) in
   JobState state = JobState::queued;
   int priority = 0;
   int attempts = 0;      // attempts started so far
@@ -150,7 +161,7 @@ struct JobRecord {
 };
 
 // The record as bulwark renders it: {"id","type","state","attempts","result",
-// "duration_ms","error"} plus "priority", "max_attempts" and ISO-8601
+// "duration_ms","error"} plus "queue", "priority", "max_attempts" and ISO-8601
 // timestamps when `timestamps` is set, and "trace" ({"trace_id", "span_id",
 // "parent_id", "traceparent", "tracestate"}) when it has one. `symbolized`
 // as for Failure.

@@ -97,6 +97,7 @@ struct QueueProcess {
   std::string host{};
   int pid = 0;
   unsigned workers = 0;
+  std::vector<std::string> queues{};  // the named queues it runs; empty if it runs none (it only submits)
   WallClock::time_point started_at{};
   WallClock::time_point last_seen{};
   bool alive = true;   // seen within redis.lease_ms; a gone one's jobs are taken back by the others

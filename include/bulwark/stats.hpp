@@ -44,11 +44,26 @@ struct TypeStats {
   std::uint64_t limit_waits = 0;    // cumulative: jobs held for a place
 };
 
+// One named queue (GET /v1/stats "queues", the queue label of
+// bulwark_queue_waiting and bulwark_queue_ready).
+struct QueueStats {
+  std::string name{};
+  std::size_t ready = 0;      // jobs ready to run
+  std::size_t waiting = 0;    // ready and scheduled
+  unsigned weight = 0;        // this process's weight for it; 0: this process does not run it
+  std::size_t capacity = 0;   // its own capacity here (queues.<name>.capacity); 0: none
+  std::size_t consumers = 0;  // live processes that run it, this one included
+};
+
 struct RuntimeStats {
   std::map<std::string, std::uint64_t> by_state{};  // current count of each state (finished ones as retained)
   std::map<std::string, TypeStats> by_type{};
   std::map<std::string, std::uint64_t> rejected_by_code{};  // refused submits by SubmitError code
   std::vector<std::size_t> ready_by_priority{};  // jobs ready to run, index = priority
+  // Every named queue this process runs or a job named (with a shared
+  // queue: any process's job), by name. Empty while the backend cannot be
+  // read (backend_problem says why).
+  std::vector<QueueStats> queues{};
   std::size_t queue_capacity = 0;
   HistogramSnapshot run_time{};    // attempt run time
   HistogramSnapshot queue_wait{};  // ready to started

@@ -228,10 +228,11 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   RuntimeOptions o;
   const Section root(config, "", {"workers", "queue", "redis", "retry", "recovery", "retention", "events", "shutdown", "supervisor",
                                   "circuit_breaker", "isolation", "server", "logging", "limits", "handlers",
-                                  "schedules"});
+                                  "schedules", "queues"});
   root.integer("workers", o.workers, 0, 1024);
-  const Section queue = root.child("queue", {"capacity", "backend"});
+  const Section queue = root.child("queue", {"capacity", "backend", "strict"});
   queue.integer("capacity", o.queue_capacity, 1, 100'000'000);
+  queue.boolean("strict", o.queue_strict);
   std::string backend = "memory";
   queue.string("backend", backend, {"memory", "redis"});
   o.backend = backend == "redis" ? QueueBackend::redis : QueueBackend::memory;
@@ -346,6 +347,27 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   logging.string("format", o.logging.format, {"text", "json"});
   logging.string("file", o.logging.file);
 
+  if (const json* queues = root.find("queues")) {
+    if (!queues->is_object()) Section::fail("queues", "expected an object: a weight, or {\"weight\", \"capacity\"}, by queue name");
+    if (queues->size() > 100) Section::fail("queues", "at most 100 queues");
+    for (const auto& [name, value] : queues->items()) {
+      if (std::string problem = queue_problem(name); !problem.empty()) {
+        Section::fail("queues." + name, "not a queue name: " + problem.substr(7));
+      }
+      QueueOptions q;
+      if (value.is_object()) {
+        const Section entry(value, "queues." + name, {"weight", "capacity"});
+        entry.integer("weight", q.weight, 1, 1000);
+        entry.integer("capacity", q.capacity, 1, 100'000'000);
+      } else {
+        if (!value.is_number_integer() || value.get<std::int64_t>() < 1 || value.get<std::int64_t>() > 1000) {
+          Section::fail("queues." + name, "expected a weight from 1 to 1000, or {\"weight\", \"capacity\"}");
+        }
+        q.weight = value.get<unsigned>();
+      }
+      o.queues[name] = q;
+    }
+  }
   if (const json* handlers = root.find("handlers")) {
     if (!handlers->is_object()) Section::fail("handlers", "expected an object");
     for (const auto& [type, value] : handlers->items()) {

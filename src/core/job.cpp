@@ -74,8 +74,8 @@ std::optional<JobState> parse_job_state(std::string_view name) noexcept {
 
 JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
   if (!j.is_object()) throw SpecError("expected a JSON object");
-  static constexpr std::array<std::string_view, 12> kKnown = {
-      "type",     "payload",      "id",          "priority",   "max_attempts", "timeout_ms",
+  static constexpr std::array<std::string_view, 13> kKnown = {
+      "type",     "payload",      "id",          "queue",      "priority",      "max_attempts", "timeout_ms",
       "delay_ms", "trace_parent", "trace_state", "unique_key", "unique_for_ms", "then"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end()) throw SpecError(key + ": unknown field");
@@ -93,6 +93,12 @@ JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
     const auto& text = id->get_ref<const std::string&>();
     if (!is_valid_job_id(text, max_id_length)) throw SpecError(job_id_problem(text, max_id_length));
     spec.id = text;
+  }
+  if (const nlohmann::json* queue = field(j, "queue")) {
+    if (!queue->is_string()) throw SpecError("queue: expected a string");
+    const auto& text = queue->get_ref<const std::string&>();
+    if (std::string problem = queue_problem(text); !problem.empty()) throw SpecError(problem);
+    spec.queue = text;
   }
   if (auto p = integer_field(j, "priority", kMinPriority, kMaxPriority); p >= kMinPriority) {
     spec.priority = static_cast<int>(p);
@@ -129,6 +135,17 @@ JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
     spec.then = *then;
   }
   return spec;
+}
+
+std::string queue_problem(std::string_view name) {
+  if (name.empty() || name.size() > kMaxQueueName) {
+    return "queue: expected 1 to " + std::to_string(kMaxQueueName) + " bytes, got " + std::to_string(name.size());
+  }
+  for (const char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+    if (!ok) return "queue: only A-Z a-z 0-9 - _ . are allowed";
+  }
+  return {};
 }
 
 std::string unique_problem(std::string_view key, std::chrono::milliseconds window, std::size_t max_length) {
@@ -183,6 +200,7 @@ nlohmann::ordered_json to_json(const JobRecord& r, bool symbolized, bool timesta
   if (r.stuck_trace) out["stuck_trace"] = to_json(*r.stuck_trace, symbolized);
   if (r.breaker_deferrals > 0) out["breaker_deferrals"] = r.breaker_deferrals;
   if (timestamps) {
+    out["queue"] = r.queue;
     out["priority"] = r.priority;
     out["max_attempts"] = r.max_attempts;
     out["created_at"] = format_iso8601(r.created_at);

@@ -307,6 +307,40 @@ TypeStats type_stats(const detail::TypeEntry& t) {
   return out;
 }
 
+// Every queue this process runs or a job named, with its depth and the
+// live processes that run it; empty if the backend cannot be read.
+std::vector<QueueStats> queue_stats(const detail::Backend& backend, const RuntimeOptions& options) {
+  std::map<std::string, QueueStats> by_name;
+  try {
+    for (const detail::QueueDepth& d : backend.queue_depths()) {
+      QueueStats& q = by_name[d.name];
+      q.name = d.name;
+      q.ready = d.ready;
+      q.waiting = d.waiting;
+    }
+    for (const QueueProcess& p : backend.processes()) {
+      if (!p.alive) continue;
+      for (const std::string& name : p.queues) {
+        by_name[name].name = name;
+        ++by_name[name].consumers;
+      }
+    }
+  } catch (const BackendError&) {
+    return {};
+  }
+  const auto own = options.queues.empty() ? std::map<std::string, QueueOptions>{{std::string(kDefaultQueue), QueueOptions{}}}
+                                          : options.queues;
+  for (const auto& [name, o] : own) {
+    QueueStats& q = by_name[name];
+    q.name = name;
+    q.weight = o.weight;
+    q.capacity = o.capacity;
+  }
+  std::vector<QueueStats> out;
+  for (auto& [name, q] : by_name) out.push_back(std::move(q));
+  return out;
+}
+
 }  // namespace
 
 RuntimeStats Runtime::stats() const {
@@ -347,6 +381,7 @@ RuntimeStats Runtime::stats() const {
   s.queue_depth = rt.backend->waiting(by_state);
   s.queue_capacity = rt.broker.capacity();
   s.ready_by_priority = rt.broker.ready_by_priority();
+  if (s.backend_problem.empty()) s.queues = queue_stats(*rt.backend, rt.options);
   if (rt.processes) s.process_ends = rt.processes->ends_by_reason();
   s.run_time = rt.executor.run_time();
   s.queue_wait = rt.executor.queue_wait();

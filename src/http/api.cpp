@@ -166,6 +166,7 @@ ordered_json process_list(const std::vector<QueueProcess>& processes, bool with_
                           {"host", p.host},
                           {"pid", p.pid},
                           {"workers", p.workers},
+                          {"queues", p.queues},
                           {"started_at", format_iso8601(p.started_at)},
                           {"last_seen", format_iso8601(p.last_seen)},
                           {"alive", p.alive},
@@ -809,6 +810,13 @@ Response Api::stats() {
             {"supervisor", {{"soft_timeouts", s.soft_timeouts}, {"hard_timeouts", s.hard_timeouts},
                             {"stuck_reports", s.stuck_reports}, {"replacements", s.replacements},
                             {"breaker_opened", s.breaker_opened}, {"breaker_deferred", s.breaker_deferred}}}};
+  ordered_json queues = ordered_json::object();
+  for (const QueueStats& q : s.queues) {
+    queues[q.name] = {{"ready", q.ready},   {"waiting", q.waiting},
+                      {"weight", q.weight}, {"capacity", q.capacity == 0 ? ordered_json() : ordered_json(q.capacity)},
+                      {"consumers", q.consumers}};
+  }
+  body["queues"] = std::move(queues);
   if (!s.backend_problem.empty()) body["backend_problem"] = s.backend_problem;
   return json_response(200, body);
 }

@@ -149,6 +149,15 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
   w.sample("bulwark_queue_waiting", {}, static_cast<double>(s.queue_depth));
   w.family("bulwark_queue_capacity", "gauge", "queue.capacity.");
   w.sample("bulwark_queue_capacity", {}, static_cast<double>(s.queue_capacity));
+  w.family("bulwark_named_queue_ready", "gauge", "Jobs ready to run, by named queue.");
+  for (const QueueStats& q : s.queues) w.sample("bulwark_named_queue_ready", {{"queue", q.name}}, static_cast<double>(q.ready));
+  w.family("bulwark_named_queue_waiting", "gauge", "Jobs waiting (ready and scheduled), by named queue.");
+  for (const QueueStats& q : s.queues) w.sample("bulwark_named_queue_waiting", {{"queue", q.name}}, static_cast<double>(q.waiting));
+  w.family("bulwark_named_queue_consumers", "gauge",
+           "Live processes that run each named queue; 0: its jobs wait for a process that lists it.");
+  for (const QueueStats& q : s.queues) {
+    w.sample("bulwark_named_queue_consumers", {{"queue", q.name}}, static_cast<double>(q.consumers));
+  }
 
   w.histogram("bulwark_job_run_seconds", "Run time of job attempts.", s.run_time);
   w.histogram("bulwark_job_queue_wait_seconds", "Time from ready to started.", s.queue_wait);

@@ -3,9 +3,14 @@
 // multi-key scripts stay valid there.
 //
 //   {ns}:job:<id>     hash: the job (spec fields, state, attempts, owner, outcome)
-//   {ns}:ready        zset: jobs ready to run; score orders priority, then
-//                     fresh before retry, then submit order (see scripts.hpp)
-//   {ns}:scheduled    zset: jobs waiting for a time (delay, backoff), by due ms
+//   {ns}:ready        zset: jobs of the queue "default" ready to run; score
+//                     orders priority, then fresh before retry, then submit
+//                     order (see scripts.hpp)
+//   {ns}:scheduled    zset: jobs of "default" waiting for a time (delay,
+//                     backoff), by due ms
+//   {ns}:q:<queue>:ready, {ns}:q:<queue>:scheduled  the same for each other
+//                     named queue
+//   {ns}:queues       set: every queue other than "default" a job named
 //   {ns}:leased       zset: jobs handed to a process, by lease deadline ms
 //   {ns}:index        zset: every known job by submit sequence (listings)
 //   {ns}:seq          counter: the submit sequence
@@ -59,7 +64,8 @@ struct Keys {
         schedules_added(prefix + "schedules:added"),
         events(prefix + "events"),
         events_seq(prefix + "events:seq"),
-        events_read(prefix + "events:read") {}
+        events_read(prefix + "events:read"),
+        queues(prefix + "queues") {}
 
   std::string job(const std::string& id) const { return job_prefix + id; }
   std::string process(const std::string& id) const { return prefix + "process:" + id; }
@@ -73,6 +79,7 @@ struct Keys {
   std::string job_prefix;
   std::string ready, scheduled, leased, index, seq, done, dead, counts, ended, cancel, processes, paused, held, schedules_last, schedules_added;
   std::string events, events_seq, events_read;
+  std::string queues;
 };
 
 }  // namespace bulwark::detail::redis

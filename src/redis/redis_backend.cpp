@@ -91,6 +91,12 @@ BrokerOptions broker_options(const RuntimeOptions& o) {
   b.keep_dead = o.retention_max_dead;
   b.finished_ttl = o.retention_finished_ttl;
   b.dead_ttl = o.retention_dead_ttl;
+  if (!o.queues.empty()) {
+    b.queues.clear();
+    for (const auto& [name, q] : o.queues) b.queues.push_back({name, q.weight, q.capacity});
+    std::stable_sort(b.queues.begin(), b.queues.end(), [](const auto& a, const auto& c) { return a.weight > c.weight; });
+  }
+  b.strict = o.queue_strict;
   return b;
 }
 
@@ -133,7 +139,7 @@ RedisBackend::~RedisBackend() {
 // The task of a job fetched from Redis, as the intake builds every task;
 // null if this process does not run its type.
 std::shared_ptr<Task> RedisBackend::build(const FetchedJob& f) const {
-  Intake::Stored job{f.id, f.type, parse_json(f.payload, json_depth_), f.priority,
+  Intake::Stored job{f.id, f.type, f.queue, parse_json(f.payload, json_depth_), f.priority,
                      f.max_attempts, std::chrono::milliseconds(f.timeout_ms),
                      static_cast<std::uint64_t>(f.seq), f.attempt,
                      WallClock::time_point(std::chrono::milliseconds(f.created_ms))};

@@ -57,6 +57,7 @@ class RedisBackend final : public Backend {
   bool wait_idle(std::chrono::milliseconds timeout) override;
   // The shared queue's depth, the same for every process.
   std::size_t waiting(const std::map<JobState, std::size_t>& by_state) const override;
+  std::vector<QueueDepth> queue_depths() const override { return store_.queue_depths(); }
   bool reachable() const override { return broker_.reachable(); }
   std::string problem() const override { return options_.redis.status->problem(); }
   std::map<std::string, std::uint64_t> errors() const override { return options_.redis.status->counts(); }

@@ -48,7 +48,9 @@ std::string outcome_of(const Task& task) {
   return dump_line(j);
 }
 
-FetchedJob parse_fetched(const Value& v) {
+// `queue_at`: where the row has the job's queue (the fetch and recover
+// scripts put it in different places).
+FetchedJob parse_fetched(const Value& v, std::size_t queue_at) {
   const auto text = [&](std::size_t i) -> const std::string& { return v.elements.at(i).str; };
   FetchedJob f;
   f.id = text(0);
@@ -67,6 +69,7 @@ FetchedJob parse_fetched(const Value& v) {
   }
   if (v.elements.size() > 12) f.then = text(12);
   if (v.elements.size() > 13) f.fence = static_cast<std::uint64_t>(v.elements.at(13).as_integer());
+  if (v.elements.size() > queue_at) f.queue = text(queue_at);
   return f;
 }
 
@@ -102,7 +105,7 @@ void RedisBroker::start() {
 
 RedisBroker::~RedisBroker() { close(); }
 
-// The enqueue script's fourteen arguments for one job.
+// The enqueue script's sixteen arguments for one job.
 void RedisBroker::enqueue_args(std::vector<std::string>& args, const TaskSpec& s, Clock::time_point due,
                                const std::string& now_ms) const {
   args.insert(args.end(), {s.id, s.type, dump_line(s.payload), std::to_string(s.priority),
@@ -115,6 +118,12 @@ void RedisBroker::enqueue_args(std::vector<std::string>& args, const TaskSpec& s
     args.insert(args.end(), 3, std::string());
   }
   args.push_back(s.then ? dump_line(*s.then) : std::string());
+  args.push_back(s.queue);
+  std::size_t capacity = 0;  // its own, if this process lists it with one
+  for (const BrokerOptions::Queue& q : options_.queues) {
+    if (q.name == (s.queue.empty() ? kDefaultQueue : std::string_view(s.queue))) capacity = q.capacity;
+  }
+  args.push_back(std::to_string(capacity));
 }
 
 // Sends one enqueue call; its answer per job, or nullopt with why Redis
@@ -125,7 +134,7 @@ std::optional<std::vector<RedisBroker::EnqueueAnswer>> RedisBroker::send_enqueue
   bool written = false;  // on the master: a failed WAIT leaves it there
   try {
     const Value v = pool_.with([&](Connection& c) {
-      Value answer = c.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq, keys_.held}, args);
+      Value answer = c.eval(kEnqueue, {keys_.index, keys_.seq, keys_.held, keys_.queues}, args);
       written = true;
       replicated(c, "submit");
       return answer;
@@ -163,13 +172,14 @@ Admitted RedisBroker::admitted(const EnqueueAnswer& answer, const std::function<
   }
   if (answer.seq == -1) return Admitted::duplicate;
   if (answer.seq == -2) return Admitted::full;
+  if (answer.seq == -3) return Admitted::queue_full;
   return record() ? Admitted::accepted : Admitted::duplicate;
 }
 
 Admitted RedisBroker::admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
                             const std::function<bool()>& record) {
   if (!task->spec().stored) return Broker::admit(task, due, now, record);  // a posted callable: this process only
-  std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix};
+  std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix, keys_.prefix};
   enqueue_args(args, task->spec(), due, std::to_string(epoch_ms(now)));
   Admitted refused = Admitted::unavailable;
   const auto answers = send_enqueue(args, refused);
@@ -191,7 +201,7 @@ void RedisBroker::admit_many(std::vector<Admission>& batch, Clock::time_point no
   }
   for (std::size_t from = 0; from < shared.size(); from += kChunk) {
     const std::size_t to = std::min(shared.size(), from + kChunk);
-    std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix};
+    std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix, keys_.prefix};
     args.reserve(2 + 14 * (to - from));
     for (std::size_t i = from; i < to; ++i) enqueue_args(args, shared[i]->task->spec(), shared[i]->due, now_ms);
     Admitted refused = Admitted::unavailable;
@@ -223,7 +233,7 @@ void RedisBroker::admit_soon(TaskPtr task, Clock::time_point due, Clock::time_po
 
 void RedisBroker::flush_soon(Connection& c, std::size_t n) {
   if (n == 0) return;
-  std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix};
+  std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix, keys_.prefix};
   {
     MutexLock lock(mutex_);
     for (std::size_t i = 0; i < n; ++i) args.insert(args.end(), soon_[i].args.begin(), soon_[i].args.end());
@@ -231,7 +241,7 @@ void RedisBroker::flush_soon(Connection& c, std::size_t n) {
   Value v;
   std::string refused;  // Redis's error, when it refused the call itself
   try {
-    v = c.eval(kEnqueue, {keys_.ready, keys_.scheduled, keys_.index, keys_.seq, keys_.held}, args);
+    v = c.eval(kEnqueue, {keys_.index, keys_.seq, keys_.held, keys_.queues}, args);
   } catch (const RedisError& e) {
     if (e.unavailable()) throw;  // they stay, and go when Redis is back
     // An error reply (Redis full, say) would come again: answer them
@@ -327,15 +337,17 @@ std::size_t RedisBroker::refill(Connection& c) {
   const std::size_t have = held();
   if (have >= target) return 0;
   const auto now = Clock::now();
-  const Value got = c.eval(kFetch, {keys_.ready, keys_.leased, keys_.paused, keys_.held},
-                           {std::to_string(target - have), std::to_string(epoch_ms(now)),
-                            std::to_string(options_.lease.count()), owner_, keys_.job_prefix});
+  std::vector<std::string> args = {std::to_string(target - have), std::to_string(epoch_ms(now)),
+                                   std::to_string(options_.lease.count()), owner_, keys_.job_prefix, keys_.prefix,
+                                   options_.strict ? "1" : "0", std::to_string(1 + seed_() % 2147483646)};
+  for (const BrokerOptions::Queue& q : options_.queues) args.insert(args.end(), {q.name, std::to_string(q.weight)});
+  const Value got = c.eval(kFetch, {keys_.leased, keys_.paused, keys_.held}, args);
   for (const Value& row : got.elements) {
-    const FetchedJob job = parse_fetched(row);
+    const FetchedJob job = parse_fetched(row, 14);
     TaskPtr task = factory_(job);
     // Not a type this process runs, or no room here: give it back at once.
-    if (!task || (!job.retry && !local_.try_reserve())) {
-      c.eval(kRelease, {keys_.job(job.id), keys_.leased, keys_.ready}, {job.id, owner_, std::to_string(job.fence)});
+    if (!task || (!job.retry && !local_.try_reserve(*task))) {
+      c.eval(kRelease, {keys_.job(job.id), keys_.leased}, {job.id, owner_, std::to_string(job.fence), keys_.prefix});
       continue;
     }
     {
@@ -428,7 +440,8 @@ std::size_t RedisBroker::flush_batch(Connection& c) {
                                    std::to_string(options_.keep_dead),
                                    retention_cutoff(options_.finished_ttl, now),
                                    retention_cutoff(options_.dead_ttl, now),
-                                   keys_.job_prefix};
+                                   keys_.job_prefix,
+                                   keys_.prefix};
   std::size_t n = 0;
   std::size_t soon = 0;
   {
@@ -454,7 +467,7 @@ std::size_t RedisBroker::flush_batch(Connection& c) {
   // A holder's name in the reply instead of 1: the lease was taken over
   // meanwhile and the job runs elsewhere; the outcome here does not count.
   const Value v =
-      c.eval(kAck, {keys_.leased, keys_.done, keys_.dead, keys_.index, keys_.ended, keys_.scheduled, keys_.counts}, args);
+      c.eval(kAck, {keys_.leased, keys_.done, keys_.dead, keys_.index, keys_.ended, keys_.counts}, args);
   try {
     replicated(c, "end");
   } catch (const RedisError& e) {
@@ -564,6 +577,11 @@ void RedisBroker::heartbeat(Connection& c) {
   std::vector<std::string> fields = {"HSET", keys_.process(owner_), "id", owner_, "host", host, "pid", pid,
                                      "workers", std::to_string(options_.workers), "started_ms",
                                      std::to_string(started_ms_)};
+  std::string queues;  // the named queues it fetches from; none when it only submits
+  if (options_.workers > 0) {
+    for (const BrokerOptions::Queue& q : options_.queues) queues += (queues.empty() ? "" : ",") + q.name;
+  }
+  fields.insert(fields.end(), {"queues", queues});
   if (describe_) fields.insert(fields.end(), {"health", describe_()});
   try {
     c.pipeline({fields,
@@ -580,7 +598,7 @@ void RedisBroker::heartbeat(Connection& c) {
 bool RedisBroker::set_paused(const std::string& type, bool paused) {
   pause_epoch_.fetch_add(1, std::memory_order_acq_rel);
   if (paused) return pool_.command({"HSETNX", keys_.paused, type, std::to_string(epoch_ms(Clock::now()))}).as_integer() == 1;
-  const Value v = pool_.eval(kResume, {keys_.paused, keys_.held, keys_.ready}, {type, keys_.job_prefix});
+  const Value v = pool_.eval(kResume, {keys_.paused, keys_.held}, {type, keys_.job_prefix, keys_.prefix});
   feed_wake_.signal();  // its jobs are ready again
   return !v.elements.empty() && v.elements[0].as_integer() == 1;
 }
@@ -598,7 +616,7 @@ void RedisBroker::feed_once(Connection& c) {
   const long long now_ms = epoch_ms(Clock::now());
   const auto now = std::to_string(now_ms);
   check_cancels(c);
-  c.eval(kPromote, {keys_.scheduled, keys_.ready}, {now, "1000", keys_.job_prefix});
+  c.eval(kPromote, {keys_.queues}, {now, "1000", keys_.job_prefix, keys_.prefix});
   // A process that only admits takes no leases over: it could not run
   // their retries' policy for types it may not know.
   if (options_.workers > 0) {
@@ -616,7 +634,7 @@ void RedisBroker::feed_once(Connection& c) {
 // attempt does. A job whose type this process does not run cannot follow
 // its type's policy here: it is ready again at once while attempts remain.
 void RedisBroker::take_over(const Value& row) {
-  const FetchedJob job = parse_fetched(row);
+  const FetchedJob job = parse_fetched(row, 17);
   LostLease lost;
   lost.attempt = job.attempt;
   lost.holder = row.elements.at(14).str;
@@ -717,7 +735,7 @@ std::vector<TaskPtr> RedisBroker::drain() {
     flush_pending(c);
     c.pipeline({{"ZREM", keys_.processes, owner_}, {"DEL", keys_.process(owner_)}});  // a clean leave
     for (const auto& [id, fence] : give_back) {
-      c.eval(kRelease, {keys_.job(id), keys_.leased, keys_.ready}, {id, owner_, std::to_string(fence)});
+      c.eval(kRelease, {keys_.job(id), keys_.leased}, {id, owner_, std::to_string(fence), keys_.prefix});
     }
   } catch (const RedisError&) {
     // Redis is gone: the leases expire and other processes take the jobs back.

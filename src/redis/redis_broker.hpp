@@ -28,6 +28,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <random>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -62,6 +63,16 @@ struct BrokerOptions {
   std::chrono::milliseconds poll{5};  // how long the feeder waits when Redis had nothing
   unsigned min_replicas_ack = 0;      // WAIT for this many replicas after a submit or an end; 0: none
   std::chrono::milliseconds replica_ack_timeout{1'000};
+  // The named queues this process fetches from (`queues`), greatest weight
+  // first (ties by name), and their own capacities (0: none); strict: by
+  // weight, not drawn at random.
+  struct Queue {
+    std::string name;
+    unsigned weight = 1;
+    std::size_t capacity = 0;
+  };
+  std::vector<Queue> queues{{"default", 1, 0}};
+  bool strict = false;
 };
 
 // The finish time (ms since the epoch) before which retention forgets a
@@ -81,6 +92,7 @@ struct FetchedJob {
   std::string traceparent, tracestate;  // W3C trace context; empty: none
   std::string then;                     // the follow-up spec as JSON; empty: none
   std::uint64_t fence = 0;              // the lease's fencing token
+  std::string queue;                    // its named queue; empty: the default
 };
 
 // A lease this process took over from a process that died or stalled.
@@ -138,8 +150,8 @@ class RedisBroker final : public Broker {
   // extending the leases of the jobs held here.
   void stop_fetching() noexcept { fetching_.store(false, std::memory_order_release); }
 
-  bool try_reserve() noexcept override { return local_.try_reserve(); }
-  void unreserve() noexcept override { local_.unreserve(); }
+  bool try_reserve(const Task& task) noexcept override { return local_.try_reserve(task); }
+  void unreserve(const Task& task) noexcept override { local_.unreserve(task); }
   void enqueue(TaskPtr task, Clock::time_point due, Clock::time_point now) override {
     local_.enqueue(std::move(task), due, now);
   }
@@ -268,6 +280,7 @@ class RedisBroker final : public Broker {
   std::atomic<std::uint64_t> pause_epoch_{0};
   JobQueue local_;
   Pool pool_;  // for admit() and ack(), on the callers' threads
+  std::minstd_rand seed_{std::random_device{}()};  // the feeder's: seeds the fetch script's weighted picks
 
   mutable Mutex mutex_;
   std::map<std::string, Held> held_ BULWARK_GUARDED_BY(mutex_);

@@ -1,5 +1,7 @@
 #include "redis/redis_job_store.hpp"
 
+#include <algorithm>
+
 #include <charconv>
 #include <map>
 
@@ -44,10 +46,20 @@ void apply_outcome(JobRecord& r, const std::string& text) {
 
 // Counts by state: the sets for the waiting, running and dead; the done
 // set's split into succeeded and cancelled from the counts the scripts keep.
+// KEYS: leased, dead, counts, held, queues; ARGV: the keys' prefix.
 const Script kCounts{"counts", R"lua(
-local split = redis.call('HMGET', KEYS[5], 'succeeded', 'cancelled')
-return {redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[6]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]),
-        redis.call('ZCARD', KEYS[4]), tonumber(split[1] or 0), tonumber(split[2] or 0)}
+local split = redis.call('HMGET', KEYS[3], 'succeeded', 'cancelled')
+local ns = ARGV[1]
+local queued, scheduled = redis.call('ZCARD', KEYS[4]), 0
+local names = redis.call('SMEMBERS', KEYS[5])
+table.insert(names, '')
+for _, q in ipairs(names) do
+  local at = q == '' and ns or ns .. 'q:' .. q .. ':'
+  queued = queued + redis.call('ZCARD', at .. 'ready')
+  scheduled = scheduled + redis.call('ZCARD', at .. 'scheduled')
+end
+return {queued, scheduled, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), tonumber(split[1] or 0),
+        tonumber(split[2] or 0)}
 )lua"};
 
 }  // namespace
@@ -58,6 +70,7 @@ JobRecord record_from_hash(const Value& hgetall) {
   JobRecord r;
   r.id = h["id"];
   r.type = h["type"];
+  if (const std::string& queue = h["queue"]; !queue.empty()) r.queue = queue;
   r.unique_key = h["unique_key"];
   if (const std::string& progress = h["progress"]; !progress.empty()) {
     const nlohmann::json p = nlohmann::json::parse(progress, nullptr, false);
@@ -138,7 +151,7 @@ std::optional<StorePage> RedisJobStore::list(const StoreQuery& query) const {
 }
 
 std::map<JobState, std::size_t> RedisJobStore::count_by_state() const {
-  const Value v = pool_.eval(kCounts, {keys_.ready, keys_.scheduled, keys_.leased, keys_.dead, keys_.counts, keys_.held}, {});
+  const Value v = pool_.eval(kCounts, {keys_.leased, keys_.dead, keys_.counts, keys_.held, keys_.queues}, {keys_.prefix});
   const JobState order[] = {JobState::queued, JobState::scheduled, JobState::running,
                             JobState::failed, JobState::succeeded, JobState::cancelled};
   std::map<JobState, std::size_t> out;
@@ -163,6 +176,11 @@ std::vector<QueueProcess> RedisJobStore::processes(const std::string& self) cons
     p.host = h["host"];
     p.pid = static_cast<int>(number(h, "pid"));
     p.workers = static_cast<unsigned>(number(h, "workers"));
+    for (std::size_t at = 0; at < h["queues"].size();) {
+      const std::size_t comma = std::min(h["queues"].find(',', at), h["queues"].size());
+      p.queues.push_back(h["queues"].substr(at, comma - at));
+      at = comma + 1;
+    }
     p.started_at = at_ms(number(h, "started_ms"));
     const long long seen = ids.elements[2 * i + 1].as_integer();
     p.last_seen = at_ms(seen);
@@ -183,11 +201,9 @@ std::vector<QueueProcess> RedisJobStore::processes(const std::string& self) cons
 
 CancelResult RedisJobStore::cancel(const JobId& id) {
   const long long now = epoch_ms(Clock::now());
-  const long long r = pool_.eval(kCancel,
-                                 {keys_.job(id), keys_.ready, keys_.scheduled, keys_.done, keys_.cancel, keys_.index,
-                                  keys_.ended, keys_.counts},
+  const long long r = pool_.eval(kCancel, {keys_.job(id), keys_.done, keys_.cancel, keys_.index, keys_.ended, keys_.counts},
                                  {id, std::to_string(now), std::to_string(options_.keep_finished), keys_.job_prefix,
-                                  retention_cutoff(options_.finished_ttl, now)})
+                                  retention_cutoff(options_.finished_ttl, now), keys_.prefix})
                           .as_integer();
   switch (r) {
     case 1: return CancelResult::cancelled;
@@ -199,9 +215,19 @@ CancelResult RedisJobStore::cancel(const JobId& id) {
   }
 }
 
+std::vector<QueueDepth> RedisJobStore::queue_depths() const {
+  const Value v = pool_.eval(kQueueDepths, {keys_.queues}, {keys_.prefix});
+  std::vector<QueueDepth> out;
+  for (const Value& row : v.elements) {
+    const auto ready = static_cast<std::size_t>(row.elements.at(1).as_integer());
+    out.push_back(QueueDepth{row.elements.at(0).str, ready, ready + static_cast<std::size_t>(row.elements.at(2).as_integer())});
+  }
+  std::sort(out.begin(), out.end(), [](const QueueDepth& a, const QueueDepth& b) { return a.name < b.name; });
+  return out;
+}
+
 RequeueResult RedisJobStore::requeue(const JobId& id) {
-  const long long r = pool_.eval(kRequeue, {keys_.job(id), keys_.dead, keys_.ready, keys_.scheduled},
-                                 {id, std::to_string(options_.capacity)})
+  const long long r = pool_.eval(kRequeue, {keys_.job(id), keys_.dead}, {id, std::to_string(options_.capacity), keys_.prefix})
                           .as_integer();
   switch (r) {
     case 1: return RequeueResult::requeued;

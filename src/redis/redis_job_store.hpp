@@ -35,6 +35,8 @@ class RedisJobStore final : public JobStore {
   // Every process that sent a heartbeat; `self` is this one's id.
   std::vector<QueueProcess> processes(const std::string& self) const;
   RequeueResult requeue(const JobId& id);
+  // Ready and waiting jobs of every queue a job named; throws RedisError.
+  std::vector<QueueDepth> queue_depths() const;
 
  private:
   const BrokerOptions options_;

@@ -51,6 +51,30 @@ local function bulk(command, key, args)
     redis.call(command, key, unpack(args, i, math.min(i + 3999, #args)))
   end
 end
+-- A named queue's ready and scheduled sets ("" or "default": the first
+-- ones, {ns}:ready and {ns}:scheduled); `ns` is the keys' "{namespace}:".
+local function ready_of(ns, queue)
+  if not queue or queue == '' or queue == 'default' then return ns .. 'ready' end
+  return ns .. 'q:' .. queue .. ':ready'
+end
+local function scheduled_of(ns, queue)
+  if not queue or queue == '' or queue == 'default' then return ns .. 'scheduled' end
+  return ns .. 'q:' .. queue .. ':scheduled'
+end
+-- Every queue a job ever named: "default" and the set {ns}:queues.
+local function queue_names(ns)
+  local names = redis.call('SMEMBERS', ns .. 'queues')
+  table.insert(names, 'default')
+  return names
+end
+-- Jobs waiting in every queue (ready and scheduled), and those held.
+local function waiting_all(ns)
+  local n = redis.call('ZCARD', ns .. 'held')
+  for _, q in ipairs(queue_names(ns)) do
+    n = n + redis.call('ZCARD', ready_of(ns, q)) + redis.call('ZCARD', scheduled_of(ns, q))
+  end
+  return n
+end
 -- Whether `owner` still holds the lease it took under `fence`.
 local function holds(key, owner, fence)
   local f = redis.call('HMGET', key, 'owner', 'fence', 'state')
@@ -61,11 +85,16 @@ end
 }  // namespace
 
 const Script kEnqueue{"enqueue", kPrelude + R"lua(
-local capacity, prefix = tonumber(ARGV[1]), ARGV[2]
-local waiting = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[5])
+local capacity, prefix, ns = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local waiting = waiting_all(ns)
+local in_queue = {}  -- waiting per named queue, read once
+local function waiting_in(q)
+  if not in_queue[q] then in_queue[q] = redis.call('ZCARD', ready_of(ns, q)) + redis.call('ZCARD', scheduled_of(ns, q)) end
+  return in_queue[q]
+end
 local out, taken, accepted, locked = {}, {}, 0, {}
-for i = 3, #ARGV, 14 do
-  local id, lock = ARGV[i], ARGV[i + 10]
+for i = 4, #ARGV, 16 do
+  local id, lock, queue, queue_capacity = ARGV[i], ARGV[i + 10], ARGV[i + 14], tonumber(ARGV[i + 15])
   local holder = nil
   if lock ~= '' then
     holder = locked[lock]
@@ -81,27 +110,34 @@ for i = 3, #ARGV, 14 do
     table.insert(out, -1)
   elseif waiting >= capacity then
     table.insert(out, -2)
+  elseif queue_capacity > 0 and waiting_in(queue) >= queue_capacity then
+    table.insert(out, -3)
   else
     taken[id] = true
     if lock ~= '' then locked[lock] = id end
     waiting = waiting + 1
+    in_queue[queue] = waiting_in(queue) + 1
     accepted = accepted + 1
     table.insert(out, 0)  -- its sequence number below
   end
 end
 if accepted == 0 then return out end
-local seq = redis.call('INCRBY', KEYS[4], accepted) - accepted
-local index, ready, scheduled = {}, {}, {}
+local seq = redis.call('INCRBY', KEYS[2], accepted) - accepted
+local index, ready, scheduled = {}, {}, {}  -- ready and scheduled by queue
 for k, i in ipairs(out) do
   if i == 0 then
-    local a = 3 + (k - 1) * 14
-    local id, priority, due, now = ARGV[a], ARGV[a + 3], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+    local a = 4 + (k - 1) * 16
+    local id, priority, due, now, queue = ARGV[a], ARGV[a + 3], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]), ARGV[a + 14]
     seq = seq + 1
     out[k] = seq
     local delayed = due > now
     redis.call('HSET', prefix .. id, 'id', id, 'type', ARGV[a + 1], 'payload', ARGV[a + 2], 'priority', priority,
       'max_attempts', ARGV[a + 4], 'timeout_ms', ARGV[a + 5], 'seq', seq, 'created_ms', ARGV[a + 7], 'attempts', 0,
       'state', delayed and 'scheduled' or 'queued', 'retry', '0')
+    if queue ~= '' then
+      redis.call('HSET', prefix .. id, 'queue', queue)
+      redis.call('SADD', KEYS[4], queue)
+    end
     if ARGV[a + 8] ~= '' then
       redis.call('HSET', prefix .. id, 'traceparent', ARGV[a + 8], 'tracestate', ARGV[a + 9])
     end
@@ -112,32 +148,66 @@ for k, i in ipairs(out) do
     if ARGV[a + 13] ~= '' then redis.call('HSET', prefix .. id, 'then', ARGV[a + 13]) end
     table.insert(index, seq)
     table.insert(index, id)
-    if delayed then
-      table.insert(scheduled, due)
-      table.insert(scheduled, id)
-    else
-      table.insert(ready, ready_score(priority, false, seq))
-      table.insert(ready, id)
-    end
+    local into = delayed and scheduled or ready
+    into[queue] = into[queue] or {}
+    table.insert(into[queue], delayed and due or ready_score(priority, false, seq))
+    table.insert(into[queue], id)
   end
 end
-bulk('ZADD', KEYS[3], index)
-bulk('ZADD', KEYS[1], ready)
-bulk('ZADD', KEYS[2], scheduled)
+bulk('ZADD', KEYS[1], index)
+for queue, entries in pairs(ready) do bulk('ZADD', ready_of(ns, queue), entries) end
+for queue, entries in pairs(scheduled) do bulk('ZADD', scheduled_of(ns, queue), entries) end
 return out
 )lua"};
 
 const Script kFetch{"fetch", kMayRunFull + kPrelude + R"lua(
 local out, leased, held = {}, {}, {}
-local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))
+local want, ns, strict, seed = tonumber(ARGV[1]), ARGV[6], ARGV[7] == '1', tonumber(ARGV[8])
+local queues, weights, sizes = {}, {}, {}
+for i = 9, #ARGV, 2 do
+  table.insert(queues, ready_of(ns, ARGV[i]))
+  table.insert(weights, tonumber(ARGV[i + 1]))
+end
+local popped = {}
+if #queues == 1 then
+  popped = redis.call('ZPOPMIN', queues[1], want)
+else
+  -- One pick per job: a queue with jobs ready, drawn in proportion to its
+  -- weight (strict: the first, the queues coming greatest weight first).
+  for i, key in ipairs(queues) do sizes[i] = redis.call('ZCARD', key) end
+  for _ = 1, want do
+    local total, pick = 0, nil
+    for i = 1, #queues do
+      if sizes[i] > 0 then
+        total = total + weights[i]
+        if strict and not pick then pick = i end
+      end
+    end
+    if total == 0 then break end
+    if not pick then
+      seed = (seed * 16807) % 2147483647  -- Park-Miller: exact in Lua's doubles
+      local draw = seed % total
+      for i = 1, #queues do
+        if sizes[i] > 0 then
+          if draw < weights[i] then pick = i break end
+          draw = draw - weights[i]
+        end
+      end
+    end
+    local got = redis.call('ZPOPMIN', queues[pick], 1)
+    sizes[pick] = sizes[pick] - 1
+    table.insert(popped, got[1])
+    table.insert(popped, got[2])
+  end
+end
 local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
-local any_paused = redis.call('HLEN', KEYS[3]) > 0
+local any_paused = redis.call('HLEN', KEYS[2]) > 0
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = ARGV[5] .. id
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
-                       'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate', 'then')
-  if f[1] == 'queued' and any_paused and redis.call('HEXISTS', KEYS[3], f[2]) == 1 then
+                       'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate', 'then', 'queue')
+  if f[1] == 'queued' and any_paused and redis.call('HEXISTS', KEYS[2], f[2]) == 1 then
     -- Its type is paused: set aside, still queued, until resumed.
     table.insert(held, popped[i + 1])
     table.insert(held, id)
@@ -153,11 +223,11 @@ for i = 1, #popped, 2 do
     table.insert(leased, deadline)
     table.insert(leased, id)
     table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], tostring(attempts), f[7], f[8], f[9], f[12] or '',
-                       f[13] or '', f[14] or '', tostring(fence)})
+                       f[13] or '', f[14] or '', tostring(fence), f[15] or ''})
   end
 end
-bulk('ZADD', KEYS[2], leased)
-bulk('ZADD', KEYS[4], held)
+bulk('ZADD', KEYS[1], leased)
+bulk('ZADD', KEYS[3], held)
 return out
 )lua"};
 
@@ -170,23 +240,22 @@ return 1
 const Script kResume{"resume", kMayRunFull + kPrelude + R"lua(
 local was = redis.call('HDEL', KEYS[1], ARGV[1])
 local held = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-local back, ids = {}, {}
+local ids = {}
 for i = 1, #held, 2 do
-  if redis.call('HGET', ARGV[2] .. held[i], 'type') == ARGV[1] then
-    table.insert(back, held[i + 1])
-    table.insert(back, held[i])
+  local f = redis.call('HMGET', ARGV[2] .. held[i], 'type', 'queue')
+  if f[1] == ARGV[1] then
+    redis.call('ZADD', ready_of(ARGV[3], f[2]), held[i + 1], held[i])
     table.insert(ids, held[i])
   end
 end
 bulk('ZREM', KEYS[2], ids)
-bulk('ZADD', KEYS[3], back)
 return {was, #ids}
 )lua"};
 
 const Script kAck{"ack", kMayRunFull + kPrelude + R"lua(
-local owner, now, prefix = ARGV[1], ARGV[2], ARGV[7]
+local owner, now, prefix, ns = ARGV[1], ARGV[2], ARGV[7], ARGV[8]
 local out, unleased, done, dead, scheduled, ends, counted = {}, {}, {}, {}, {}, {}, {}
-for i = 8, #ARGV, 6 do
+for i = 9, #ARGV, 6 do
   local id, fence, how, state, outcome, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
                                              ARGV[i + 5]
   local key = prefix .. id
@@ -196,8 +265,10 @@ for i = 8, #ARGV, 6 do
     table.insert(unleased, id)
     if how == 'retry' then
       redis.call('HSET', key, 'state', 'scheduled', 'outcome', outcome, 'retry', '1')
-      table.insert(scheduled, due)
-      table.insert(scheduled, id)
+      local queue = redis.call('HGET', key, 'queue') or ''
+      scheduled[queue] = scheduled[queue] or {}
+      table.insert(scheduled[queue], due)
+      table.insert(scheduled[queue], id)
     else
       redis.call('HSET', key, 'state', state, 'outcome', outcome, 'finished_ms', now)
       local list = state == 'failed' and dead or done
@@ -211,12 +282,12 @@ for i = 8, #ARGV, 6 do
   end
 end
 bulk('ZREM', KEYS[1], unleased)
-bulk('ZADD', KEYS[6], scheduled)
+for queue, entries in pairs(scheduled) do bulk('ZADD', scheduled_of(ns, queue), entries) end
 bulk('ZADD', KEYS[2], done)
 bulk('ZADD', KEYS[3], dead)
 ended_many(KEYS[5], ends)
-for state, n in pairs(counted) do redis.call('HINCRBY', KEYS[7], state, n) end
-if #done > 0 then trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], prefix, KEYS[4], KEYS[7]) end
+for state, n in pairs(counted) do redis.call('HINCRBY', KEYS[6], state, n) end
+if #done > 0 then trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], prefix, KEYS[4], KEYS[6]) end
 if #dead > 0 then trim(KEYS[3], tonumber(ARGV[4]), ARGV[6], prefix, KEYS[4]) end
 return out
 )lua"};
@@ -228,17 +299,22 @@ return 1
 )lua"};
 
 const Script kPromote{"promote", kMayRunFull + kPrelude + R"lua(
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(due) do
-  local key = ARGV[3] .. id
-  local f = redis.call('HMGET', key, 'priority', 'seq', 'retry', 'state')
-  redis.call('ZREM', KEYS[1], id)
-  if f[4] == 'scheduled' then
-    redis.call('HSET', key, 'state', 'queued')
-    redis.call('ZADD', KEYS[2], ready_score(f[1], f[3] == '1', f[2]), id)
+local ns, moved = ARGV[4], 0
+for _, queue in ipairs(queue_names(ns)) do
+  local from, to = scheduled_of(ns, queue), ready_of(ns, queue)
+  local due = redis.call('ZRANGEBYSCORE', from, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+  for _, id in ipairs(due) do
+    local key = ARGV[3] .. id
+    local f = redis.call('HMGET', key, 'priority', 'seq', 'retry', 'state')
+    redis.call('ZREM', from, id)
+    if f[4] == 'scheduled' then
+      redis.call('HSET', key, 'state', 'queued')
+      redis.call('ZADD', to, ready_score(f[1], f[3] == '1', f[2]), id)
+    end
   end
+  moved = moved + #due
 end
-return #due
+return moved
 )lua"};
 
 const Script kRecover{"recover", kMayRunFull + kPrelude + R"lua(
@@ -248,7 +324,8 @@ local out = {}
 for _, id in ipairs(expired) do
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
-                       'retry', 'created_ms', 'attempts', 'traceparent', 'tracestate', 'then', 'owner', 'cancel')
+                       'retry', 'created_ms', 'attempts', 'traceparent', 'tracestate', 'then', 'owner', 'cancel',
+                       'queue')
   if f[1] == 'running' then
     -- Taken over by this process, which ends the lost attempt as every
     -- failed attempt ends; a new fence shuts the old holder out.
@@ -257,7 +334,7 @@ for _, id in ipairs(expired) do
     redis.call('ZADD', KEYS[1], deadline, id)
     local seen = redis.call('ZSCORE', KEYS[2], f[14] or '')
     table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], f[10], f[7], f[8], f[9], f[11] or '', f[12] or '',
-                       f[13] or '', tostring(fence), f[14] or '', seen or '0', f[15] or '0'})
+                       f[13] or '', tostring(fence), f[14] or '', seen or '0', f[15] or '0', f[16] or ''})
   else
     redis.call('ZREM', KEYS[1], id)
   end
@@ -283,47 +360,59 @@ return n
 )lua"};
 
 const Script kCancel{"cancel", kMayRunFull + kPrelude + R"lua(
-local state = redis.call('HGET', KEYS[1], 'state')
+local f = redis.call('HMGET', KEYS[1], 'state', 'queue')
+local state = f[1]
 if not state then return 0 end
 if state == 'queued' or state == 'scheduled' then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', ready_of(ARGV[6], f[2]), ARGV[1])
+  redis.call('ZREM', scheduled_of(ARGV[6], f[2]), ARGV[1])
+  redis.call('ZREM', ARGV[6] .. 'held', ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
-  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[8], 'cancelled', 1)
-  trim(KEYS[4], tonumber(ARGV[3]), ARGV[5], ARGV[4], KEYS[6], KEYS[8])
-  ended(KEYS[7], ARGV[1], 'cancelled')
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  redis.call('HINCRBY', KEYS[6], 'cancelled', 1)
+  trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], ARGV[4], KEYS[4], KEYS[6])
+  ended(KEYS[5], ARGV[1], 'cancelled')
   return 1
 end
 if state == 'running' then
   redis.call('HSET', KEYS[1], 'cancel', '1')
-  redis.call('PUBLISH', KEYS[5], ARGV[1])
+  redis.call('PUBLISH', KEYS[3], ARGV[1])
   return 2
 end
 return 3
 )lua"};
 
 const Script kRequeue{"requeue", kMayRunFull + kPrelude + R"lua(
-local f = redis.call('HMGET', KEYS[1], 'state', 'priority', 'seq')
+local f = redis.call('HMGET', KEYS[1], 'state', 'priority', 'seq', 'queue')
 if not f[1] then return 0 end
 if f[1] ~= 'failed' then return -1 end
-if redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[2]) then return -2 end
+if waiting_all(ARGV[3]) >= tonumber(ARGV[2]) then return -2 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'retry', '0')
 redis.call('HDEL', KEYS[1], 'outcome', 'finished_ms', 'cancel')
-redis.call('ZADD', KEYS[3], ready_score(f[2], false, f[3]), ARGV[1])
+redis.call('ZADD', ready_of(ARGV[3], f[4]), ready_score(f[2], false, f[3]), ARGV[1])
 return 1
 )lua"};
 
 const Script kRelease{"release", kMayRunFull + kPrelude + R"lua(
 if not holds(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', -1)
-local f = redis.call('HMGET', KEYS[1], 'priority', 'seq')
+local f = redis.call('HMGET', KEYS[1], 'priority', 'seq', 'queue')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'queued')
 redis.call('HDEL', KEYS[1], 'owner')
-redis.call('ZADD', KEYS[3], ready_score(f[1], attempts > 0, f[2]), ARGV[1])
+redis.call('ZADD', ready_of(ARGV[4], f[3]), ready_score(f[1], attempts > 0, f[2]), ARGV[1])
 return 1
+)lua"};
+
+// Jobs by named queue: every queue a job named, with its ready and
+// scheduled counts.
+const Script kQueueDepths{"queue_depths", kPrelude + R"lua(
+local out = {}
+for _, queue in ipairs(queue_names(ARGV[1])) do
+  table.insert(out, {queue, redis.call('ZCARD', ready_of(ARGV[1], queue)), redis.call('ZCARD', scheduled_of(ARGV[1], queue))})
+end
+return out
 )lua"};
 
 }  // namespace bulwark::detail::redis

@@ -33,36 +33,44 @@
 
 namespace bulwark::detail::redis {
 
-// KEYS: ready, scheduled, index, seq, held.
-// ARGV: capacity, job_prefix, then fourteen per job: id, type, payload,
-//       priority, max_attempts, timeout_ms, due_ms, now_ms, traceparent,
-//       tracestate, unique lock key ("" for none), its window ms, the
-//       job's unique_key, its follow-up spec as JSON ("" for none).
-// Admits a batch, each job as its own transition: per job, its sequence
-// number; -1 if the id is taken (an earlier job of the batch counts); -2 if
-// `capacity` jobs are already waiting (ready + scheduled + held); {holder
+// KEYS: index, seq, held, queues.
+// ARGV: capacity, job_prefix, prefix ("{ns}:"), then sixteen per job: id,
+//       type, payload, priority, max_attempts, timeout_ms, due_ms, now_ms,
+//       traceparent, tracestate, unique lock key ("" for none), its window
+//       ms, the job's unique_key, its follow-up spec as JSON ("" for none),
+//       its queue ("" for the default), that queue's capacity (0: none).
+// Admits a batch, each job as its own transition, into its queue's ready
+// or scheduled set: per job, its sequence number; -1 if the id is taken
+// (an earlier job of the batch counts); -2 if `capacity` jobs are already
+// waiting in every queue together (ready + scheduled + held); -3 if its
+// queue's own capacity is reached (ready + scheduled); {holder
 // id, its state} if a job still known holds its unique lock (an earlier job
 // of the batch counts). An admitted unique job takes the lock for its window.
 extern const Script kEnqueue;
 
-// KEYS: ready, leased, paused, held.
-// ARGV: max, now_ms, lease_ms, owner, job_prefix.
-// Leases up to `max` ready jobs to `owner`; a job whose type is paused is
+// KEYS: leased, paused, held.
+// ARGV: max, now_ms, lease_ms, owner, job_prefix, prefix, strict ("1" or
+//       "0"), a random seed (1 to 2^31 - 2), then queue name and weight
+//       pairs (greatest weight first).
+// Leases up to `max` ready jobs to `owner`, one pick per job among the
+// queues with jobs ready: drawn in proportion to their weights, or
+// (strict) the first; a job whose type is paused is
 // set aside in `held` instead (still queued, its ready score kept). Returns an array with, per job:
 // id, type, payload, priority, max_attempts, timeout_ms, attempts (this one's
 // number), seq, retry ("1" or "0"), created_ms, traceparent, tracestate,
 // the follow-up spec ("" for none), the fence (the job's lease count: it
-// grows with every lease of the job, in every process).
+// grows with every lease of the job, in every process), its queue ("" for
+// the default).
 extern const Script kFetch;
 
-// KEYS: leased, done, dead, index, ended, scheduled, counts.
+// KEYS: leased, done, dead, index, ended, counts.
 // ARGV: owner, now_ms, keep_done, keep_dead, done_cutoff_ms, dead_cutoff_ms,
-//       job_prefix, then six per attempt: id, fence, how ("done" or
+//       job_prefix, prefix, then six per attempt: id, fence, how ("done" or
 //       "retry"), state (for done: succeeded, failed or cancelled), outcome,
 //       due_ms (for retry).
 // Writes the ends of a batch of attempts, each as its own transition: done
 // ends the job in `state`, enters it in its retention list and on the
-// ended stream; retry schedules another attempt at `due_ms`. Then applies
+// ended stream; retry schedules another attempt at `due_ms` (in its queue). Then applies
 // retention (entries finished before the cutoff, then the oldest beyond
 // `keep`) to the lists that grew. Returns 1 per attempt written and, per
 // attempt fenced (its lease was taken over meanwhile), the process that
@@ -75,9 +83,10 @@ extern const Script kAck;
 // the process that holds the job now ("" for none).
 extern const Script kExtend;
 
-// KEYS: scheduled, ready.
-// ARGV: now_ms, max, job_prefix.
-// Moves up to `max` jobs whose time has come to the ready set. Returns how many.
+// KEYS: queues.
+// ARGV: now_ms, max, job_prefix, prefix.
+// Moves up to `max` jobs per queue whose time has come to their queue's
+// ready set. Returns how many.
 extern const Script kPromote;
 
 // KEYS: leased, processes.
@@ -88,7 +97,8 @@ extern const Script kPromote;
 // (retry policy, events, counters) and the old holder's writes are
 // refused. Returns one row per job: the fetch script's fields, then the
 // process that held it, when that process was last seen (ms; 0 unknown)
-// and whether a cancel was asked for ("1").
+// and whether a cancel was asked for ("1"), then its queue ("" for the
+// default).
 extern const Script kRecover;
 
 // KEYS: dead, done, index, counts.
@@ -102,20 +112,20 @@ extern const Script kTrim;
 // with field "e", capping the stream near max_len. Returns the last number.
 extern const Script kPublishEvents;
 
-// KEYS: job, ready, scheduled, done, cancel, index, ended, counts.
-// ARGV: id, now_ms, keep, job_prefix, cutoff_ms.
+// KEYS: job, done, cancel, index, ended, counts.
+// ARGV: id, now_ms, keep, job_prefix, cutoff_ms, prefix.
 // Returns 1 (cancelled: it was waiting), 2 (stop requested: it runs; the
 // id is published on the cancel channel), 3 (already finished), 0 (unknown).
 extern const Script kCancel;
 
-// KEYS: job, dead, ready, scheduled.
-// ARGV: id, capacity.
+// KEYS: job, dead.
+// ARGV: id, capacity, prefix.
 // Puts a dead letter back with fresh attempts. 1; 0 if unknown; -1 if it
 // is not failed; -2 if the queue is full.
 extern const Script kRequeue;
 
-// KEYS: job, leased, ready.
-// ARGV: id, owner, fence.
+// KEYS: job, leased.
+// ARGV: id, owner, fence, prefix.
 // Gives back a job fetched but never started here (its process is
 // stopping): the attempt is not counted, and it is ready for others at once.
 // 1, or 0 if fenced.
@@ -127,10 +137,14 @@ extern const Script kRelease;
 // 0 if fenced.
 extern const Script kProgress;
 
-// KEYS: paused, held, ready.
-// ARGV: type, job_prefix.
+// ARGV: the keys' prefix ("{ns}:").
+// Every queue a job named ("default" too): {name, ready, scheduled} each.
+extern const Script kQueueDepths;
+
+// KEYS: paused, held.
+// ARGV: type, job_prefix, prefix.
 // Resumes a job type: drops it from `paused` and moves its held jobs back
-// to ready with their scores. {1 if it was paused else 0, jobs moved}.
+// to their queues' ready sets with their scores. {1 if it was paused else 0, jobs moved}.
 extern const Script kResume;
 
 }  // namespace bulwark::detail::redis

@@ -96,6 +96,10 @@ class Backend {
   // Jobs waiting (queued and scheduled) as the queue counts them, given
   // the store's counts by state (read once for the stats).
   virtual std::size_t waiting(const std::map<JobState, std::size_t>& by_state) const = 0;
+  // Jobs by named queue, every queue the backend knows of (with a shared
+  // queue, also those no process here runs). Blocks for a round trip with
+  // a networked backend; throws BackendError when it cannot be reached.
+  virtual std::vector<QueueDepth> queue_depths() const = 0;
   // Results of attempts dropped because another process took their lease
   // over before the end was written.
   virtual std::uint64_t results_dropped() const noexcept { return 0; }

@@ -17,7 +17,7 @@
 // process); the in-memory one never expires a lease.
 //
 //   Broker& b = queue;
-//   if (b.try_reserve()) b.enqueue(task, due, now);
+//   if (b.try_reserve(*task)) b.enqueue(task, due, now);
 //   std::vector<Lease> got;
 //   while (b.fetch(got, 1) > 0) { run(got[0]); b.ack(std::move(got[0]), Ack::done); got.clear(); }
 //
@@ -29,6 +29,8 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "bulwark/detail/task.hpp"
@@ -82,7 +84,8 @@ struct Lease {
 // What admission of a new job came to.
 enum class Admitted {
   accepted,
-  full,         // queue.capacity jobs are waiting
+  full,         // queue.capacity jobs are waiting (or, memory, its named queue is at its own capacity)
+  queue_full,   // its named queue is at its own capacity (queues.<name>.capacity)
   duplicate,    // a job with this id is still known
   unavailable,   // the backend cannot be reached (a networked broker)
   backend_full,  // the backend is out of memory (Redis's maxmemory)
@@ -108,15 +111,28 @@ enum class Ack {
   defer,  // not started (breaker open): ready again at `due`, as what it was
 };
 
+// Jobs of one named queue: ready to run, and waiting (ready and
+// scheduled).
+struct QueueDepth {
+  std::string name;
+  std::size_t ready = 0;
+  std::size_t waiting = 0;
+};
+
 class Broker {
  public:
   virtual ~Broker() = default;
 
-  // Admission of a new (or requeued) job: a place among queue.capacity.
-  // False when full or closed. enqueue() fills the place and cannot fail;
-  // unreserve() gives it back unused.
-  virtual bool try_reserve() noexcept = 0;
-  virtual void unreserve() noexcept = 0;
+  // Admission of a new (or requeued) job: a place among queue.capacity
+  // (and its named queue's capacity). False when full or closed. enqueue()
+  // fills the place and cannot fail; unreserve() gives it back unused.
+  virtual bool try_reserve(const Task& task) noexcept = 0;
+  virtual void unreserve(const Task& task) noexcept = 0;
+
+  // Whether a job naming the queue `name` is accepted here: a broker that
+  // only this process reads refuses a queue it does not run (the job would
+  // never run); a shared one accepts any (another process may run it).
+  virtual bool takes_queue(std::string_view name) const { (void)name; return true; }
   virtual void enqueue(TaskPtr task, Clock::time_point due, Clock::time_point now) = 0;
 
   // Admission in one step: a place, the job's record, the queue. `record`
@@ -185,9 +201,9 @@ class Broker {
 
 inline Admitted Broker::admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
                                const std::function<bool()>& record) {
-  if (!try_reserve()) return Admitted::full;
+  if (!try_reserve(*task)) return Admitted::full;
   if (!record()) {
-    unreserve();
+    unreserve(*task);
     return Admitted::duplicate;
   }
   enqueue(task, due, now);

@@ -47,6 +47,20 @@ Intake::Intake(const RuntimeOptions& options, std::shared_ptr<const Registry> re
       completion_(completion),
       id_prefix_(make_id_prefix()) {}
 
+std::string Intake::queue_check(const std::string& queue, const std::string& field) const {
+  if (queue.empty()) {
+    if (broker_.takes_queue(kDefaultQueue)) return {};
+  } else if (std::string problem = queue_problem(queue); !problem.empty()) {
+    return field + problem.substr(5);
+  } else if (broker_.takes_queue(queue)) {
+    return {};
+  }
+  std::string runs;
+  for (const auto& [name, q] : options_.queues) runs += (runs.empty() ? "" : ", ") + name;
+  return field + ": no queue '" + (queue.empty() ? std::string(kDefaultQueue) : queue) +
+         "' runs here, so the job would never run (queues: " + (runs.empty() ? std::string(kDefaultQueue) : runs) + ")";
+}
+
 Submitted Intake::reject(SubmitError e) {
   rejected_.fetch_add(1, std::memory_order_relaxed);
   rejected_by_code_[static_cast<std::size_t>(e.code)].fetch_add(1, std::memory_order_relaxed);
@@ -68,6 +82,7 @@ std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* t
   if (!spec.id.empty() && !is_valid_job_id(spec.id, options_.limits.id_length)) {
     return error(Code::invalid, job_id_problem(spec.id, options_.limits.id_length));
   }
+  if (auto problem = queue_check(spec.queue, "queue"); !problem.empty()) return error(Code::invalid, problem);
   if (!spec.trace_parent.empty() || !spec.trace_state.empty()) {
     std::string problem;
     auto context = spec.trace(&problem);
@@ -92,6 +107,9 @@ std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* t
     for (const nlohmann::json* then = &spec.then; then != nullptr; path += ".then") {
       const std::string next_type = then->value("type", "");
       if (types_.find(next_type) == nullptr) return error(Code::invalid, path + ".type: unknown job type '" + next_type + "'");
+      if (auto problem = queue_check(then->value("queue", ""), path + ".queue"); !problem.empty()) {
+        return error(Code::invalid, problem);
+      }
       const auto it = then->find("then");
       then = it == then->end() || it->is_null() ? nullptr : &*it;
     }
@@ -138,8 +156,8 @@ void Intake::submit_soon(JobSpec spec, std::function<void(const Submitted&)> ans
   const JobState state = task->state();
   broker_.admit_soon(
       task, now + delay, now, [this, task] { return record(task); },
-      [this, id = task->id(), state, answer = std::move(answer)](Admitted result) {
-        if (auto refused = refusal(result, id)) {
+      [this, id = task->id(), queue = task->spec().queue, state, answer = std::move(answer)](Admitted result) {
+        if (auto refused = refusal(result, id, queue)) {
           answer(reject(std::move(*refused)));
         } else {
           answer(Submitted{id, state, std::nullopt});
@@ -184,12 +202,23 @@ bool Intake::record(const TaskPtr& task) {
   return true;
 }
 
-std::optional<SubmitError> Intake::refusal(Admitted result, const JobId& id) const {
+std::optional<SubmitError> Intake::refusal(Admitted result, const JobId& id, const std::string& queue) const {
+  const std::string name = queue.empty() ? std::string(kDefaultQueue) : queue;
+  const auto named = options_.queues.find(name);
+  const std::size_t own = named == options_.queues.end() ? 0 : named->second.capacity;
   switch (result) {
     case Admitted::accepted: return std::nullopt;
     case Admitted::full:
+      if (own > 0) {
+        return error(SubmitError::Code::queue_full,
+                     "the queue is full (queue.capacity, " + std::to_string(broker_.capacity()) + ", jobs waiting in all, or queues." +
+                         name + ".capacity, " + std::to_string(own) + ", in '" + name + "'): retry later");
+      }
       return error(SubmitError::Code::queue_full, "the queue is full (" + std::to_string(broker_.capacity()) +
                                                       " jobs waiting, queue.capacity): retry later");
+    case Admitted::queue_full:
+      return error(SubmitError::Code::queue_full, "the queue '" + name + "' is full (queues." + name + ".capacity, " +
+                                                      std::to_string(own) + ", jobs waiting in it): retry later");
     case Admitted::duplicate:
     case Admitted::unique:  // answered as a duplicate before this is asked
       return error(SubmitError::Code::duplicate_id, "id '" + id + "' is already used by another job");
@@ -213,13 +242,13 @@ std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::millisecond
   // [this, &task]: two pointers fit std::function's inline buffer, so
   // passing it allocates nothing on the submit path.
   const auto recorder = [this, &task] { return record(task); };
-  if (!task->spec().unique) return refusal(broker_.admit(task, now + delay, now, recorder), task->id());
+  if (!task->spec().unique) return refusal(broker_.admit(task, now + delay, now, recorder), task->id(), task->spec().queue);
   if (!broker_.keeps_unique_locks()) {
     if (auto holder = claim_unique(*task, now)) {
       if (duplicate != nullptr) *duplicate = duplicate_of(*holder, std::nullopt);
       return std::nullopt;
     }
-    auto refused = refusal(broker_.admit(task, now + delay, now, recorder), task->id());
+    auto refused = refusal(broker_.admit(task, now + delay, now, recorder), task->id(), task->spec().queue);
     if (refused) release_unique(*task);
     return refused;
   }
@@ -231,7 +260,7 @@ std::optional<SubmitError> Intake::accept(TaskPtr task, std::chrono::millisecond
     if (duplicate != nullptr) *duplicate = duplicate_of(one.front().existing, one.front().existing_state);
     return std::nullopt;
   }
-  return refusal(one.front().result, task->id());
+  return refusal(one.front().result, task->id(), task->spec().queue);
 }
 
 std::optional<JobId> Intake::claim_unique(const Task& task, Clock::time_point now,
@@ -301,7 +330,7 @@ std::vector<Submitted> Intake::submit_many(std::vector<JobSpec> specs) {
     const TaskPtr& task = batch[k].task;
     if (batch[k].result == Admitted::unique) {
       out[slot[k]] = duplicate_of(batch[k].existing, batch[k].existing_state);
-    } else if (auto e = refusal(batch[k].result, task->id())) {
+    } else if (auto e = refusal(batch[k].result, task->id(), task->spec().queue)) {
       release_unique(*task);
       out[slot[k]] = reject(std::move(*e));
     } else {
@@ -332,6 +361,7 @@ std::shared_ptr<Task> Intake::task_for(TypeEntry& type, JobSpec&& spec,
   auto task = make_task(type, std::move(spec.id), spec.priority, spec.max_attempts.value_or(type.policy.max_attempts),
                         spec.timeout, std::move(spec.payload));
   TaskAccess::spec(*task).trace = std::move(trace);
+  if (spec.queue != kDefaultQueue) TaskAccess::spec(*task).queue = std::move(spec.queue);
   if (!spec.then.is_null()) TaskAccess::spec(*task).then = std::make_shared<nlohmann::json>(std::move(spec.then));
   if (!spec.unique_key.empty()) {
     TaskAccess::spec(*task).unique =
@@ -345,6 +375,7 @@ std::shared_ptr<Task> Intake::rebuild(Stored job) const {
   if (type == nullptr) return nullptr;
   auto task = make_task(*type, std::move(job.id), job.priority, job.max_attempts, job.timeout, std::move(job.payload));
   TaskAccess::spec(*task).seq = job.seq;
+  if (job.queue != kDefaultQueue) TaskAccess::spec(*task).queue = std::move(job.queue);
   TaskAccess::spec(*task).trace = std::move(job.trace);
   TaskAccess::spec(*task).then = std::move(job.then);
   TaskRecord& r = TaskAccess::record_unlocked(*task);
@@ -358,7 +389,7 @@ RequeueResult Intake::requeue(const TaskPtr& task) {
   if (task->state() != JobState::failed) return RequeueResult::not_failed;
   const Gate gate(*this);
   if (!gate.open()) return RequeueResult::shutting_down;
-  if (!broker_.try_reserve()) return RequeueResult::queue_full;
+  if (!broker_.try_reserve(*task)) return RequeueResult::queue_full;
   const bool reset = TaskAccess::with_record(*task, [&](TaskRecord& r) {
     if (!TaskAccess::transition(*task, JobState::failed, JobState::queued)) return false;
     r.attempts = 0;
@@ -371,7 +402,7 @@ RequeueResult Intake::requeue(const TaskPtr& task) {
     return true;
   });
   if (!reset) {
-    broker_.unreserve();
+    broker_.unreserve(*task);
     return RequeueResult::not_failed;
   }
   completion_.count_accepted();

@@ -54,6 +54,7 @@ class Intake {
   struct Stored {
     JobId id;
     std::string type;
+    std::string queue;  // empty: the default
     nlohmann::json payload;
     int priority = 0;
     int max_attempts = 1;
@@ -66,6 +67,11 @@ class Intake {
     std::shared_ptr<nlohmann::json> then{};  // the follow-up spec, id filled in; null: none
   };
   std::shared_ptr<Task> rebuild(Stored job) const;
+
+  // What is wrong with a job naming `queue` (empty: the default), as
+  // "<field>: ..."; empty if nothing: a bad name, or a queue the broker
+  // does not take.
+  std::string queue_check(const std::string& queue, const std::string& field) const;
 
   // Refuses new jobs from now on, then waits for every caller already past
   // the gate.
@@ -114,7 +120,7 @@ class Intake {
   void stamp(Task& task, std::chrono::milliseconds delay, Clock::time_point now);
   // Records an admitted job and counts it in (false: its id is taken).
   bool record(const TaskPtr& task);
-  std::optional<SubmitError> refusal(Admitted result, const JobId& id) const;
+  std::optional<SubmitError> refusal(Admitted result, const JobId& id, const std::string& queue) const;
   UniqueLocks unique_locks_;  // unless the broker keeps them
   Submitted reject(SubmitError error);
 

@@ -5,20 +5,69 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstdint>
 
 namespace bulwark::detail {
 
-JobQueue::JobQueue(std::size_t capacity, unsigned max_retries, unsigned retry_priority_offset)
+JobQueue::JobQueue(std::size_t capacity, unsigned max_retries, unsigned retry_priority_offset, std::vector<Named> queues,
+                   bool strict)
     : capacity_(capacity),
       max_retries_(std::max(1u, max_retries)),
-      retry_priority_offset_(static_cast<int>(retry_priority_offset)),
-      scheduler_([this](std::stop_token stop) { run_scheduler(std::move(stop)); }) {}
+      retry_priority_offset_(static_cast<int>(retry_priority_offset)) {
+  if (queues.empty()) queues.push_back(Named{std::string(kDefaultQueue)});
+  std::sort(queues.begin(), queues.end(), [](const Named& a, const Named& b) { return a.name < b.name; });
+  for (Named& n : queues) {
+    auto q = std::make_unique<Lanes>();
+    q->name = std::move(n.name);
+    q->weight = std::max(1u, n.weight);
+    q->capacity = n.capacity;
+    queues_.push_back(std::move(q));
+  }
+  several_ = queues_.size() > 1 || queues_[0]->capacity > 0;
+  strict_ = strict;
+  for (std::size_t i = 0; i < queues_.size(); ++i) by_weight_.push_back(i);
+  std::stable_sort(by_weight_.begin(), by_weight_.end(),
+                   [&](std::size_t a, std::size_t b) { return queues_[a]->weight > queues_[b]->weight; });
+  home_ = by_weight_.front();
+  for (std::size_t i = 0; i < queues_.size(); ++i) {
+    if (queues_[i]->name == kDefaultQueue) home_ = i;
+  }
+  scheduler_ = std::jthread([this](std::stop_token stop) { run_scheduler(std::move(stop)); });
+}
 
 JobQueue::~JobQueue() { close(); }
 
-bool JobQueue::try_reserve() noexcept {
+JobQueue::Lanes& JobQueue::lanes_of(const Task& task) const noexcept {
+  if (!several_) return *queues_[0];
+  const std::string& name = task.spec().queue;
+  if (!name.empty()) {
+    for (const auto& q : queues_) {
+      if (q->name == name) return *q;
+    }
+  }
+  return *queues_[home_];  // no queue named (a post, or "default"): its home
+}
+
+bool JobQueue::takes_queue(std::string_view name) const {
+  for (const auto& q : queues_) {
+    if (q->name == name) return true;
+  }
+  return false;
+}
+
+bool JobQueue::try_reserve(const Task& task) noexcept {
   if (closed_.load(std::memory_order_acquire)) return false;
+  Lanes* named = nullptr;
+  if (several_) {
+    named = &lanes_of(task);
+    const auto before = named->waiting.fetch_add(1, std::memory_order_acq_rel);
+    if (named->capacity > 0 && before >= static_cast<std::int64_t>(named->capacity)) {
+      named->waiting.fetch_sub(1, std::memory_order_acq_rel);
+      return false;
+    }
+  }
   const auto before = static_cast<std::int64_t>(added_.fetch_add(1, std::memory_order_acq_rel));
   const auto cap = static_cast<std::int64_t>(capacity_);
   if (before - static_cast<std::int64_t>(removed_seen_.load(std::memory_order_relaxed)) < cap) return true;
@@ -28,10 +77,19 @@ bool JobQueue::try_reserve() noexcept {
   // Taken back from the producers' count, not added to the workers': a
   // place refused here was never there for a later reservation to reuse.
   added_.fetch_sub(1, std::memory_order_acq_rel);
+  if (named != nullptr) named->waiting.fetch_sub(1, std::memory_order_acq_rel);
   return false;
 }
 
-void JobQueue::unreserve() noexcept { added_.fetch_sub(1, std::memory_order_acq_rel); }
+void JobQueue::unreserve(const Task& task) noexcept {
+  added_.fetch_sub(1, std::memory_order_acq_rel);
+  if (several_) lanes_of(task).waiting.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+void JobQueue::took(Lanes& q) noexcept {
+  removed_.fetch_add(1, std::memory_order_acq_rel);
+  if (several_) q.waiting.fetch_sub(1, std::memory_order_acq_rel);
+}
 
 std::optional<Clock::time_point> JobQueue::next_due() {
   MutexLock lock(mutex_);
@@ -56,18 +114,20 @@ void JobQueue::enqueue(TaskPtr task, Clock::time_point due, Clock::time_point no
 }
 
 bool JobQueue::try_push(TaskPtr task, Clock::time_point due) {
-  if (!try_reserve()) return false;
+  if (!try_reserve(*task)) return false;
   enqueue(std::move(task), due, Clock::now());
   return true;
 }
 
 void JobQueue::push_retry(TaskPtr task, Clock::time_point due) {
   added_.fetch_add(1, std::memory_order_acq_rel);
+  if (several_) lanes_of(*task).waiting.fetch_add(1, std::memory_order_acq_rel);
   schedule(std::move(task), due, true);
 }
 
 void JobQueue::push_deferred(TaskPtr task, Clock::time_point due, bool retry) {
   added_.fetch_add(1, std::memory_order_acq_rel);
+  if (several_) lanes_of(*task).waiting.fetch_add(1, std::memory_order_acq_rel);
   schedule(std::move(task), due, retry);
 }
 
@@ -82,8 +142,10 @@ void JobQueue::set_retry_limit(unsigned limit) {
 
 void JobQueue::push_ready(TaskPtr task, bool retry) {
   const int lane = lane_for(*task, retry);
-  const std::int64_t waiting = lane_counts_[lane].fetch_add(1, std::memory_order_seq_cst);
-  lanes_[lane].enqueue(std::move(task));
+  Lanes& q = lanes_of(*task);
+  if (several_) q.ready.fetch_add(1, std::memory_order_seq_cst);
+  const std::int64_t waiting = q.counts[lane].fetch_add(1, std::memory_order_seq_cst);
+  q.lanes[lane].enqueue(std::move(task));
   // A searching worker will take it, unless jobs pile up meanwhile (the
   // searcher may have lost its CPU): then, or with no searcher, wake one.
   if (sleepers_.load(std::memory_order_seq_cst) > 0 &&
@@ -101,20 +163,66 @@ void JobQueue::schedule(TaskPtr task, Clock::time_point due, bool retry) {
   wake_.notify_one();
 }
 
+Lease JobQueue::take_from(Lanes& q, bool& pending) {
+  for (int lane = kLanes - 1; lane >= 0; --lane) {
+    if (q.counts[lane].load(std::memory_order_seq_cst) <= 0) continue;
+    TaskPtr task;
+    if (q.lanes[lane].try_dequeue(task)) {
+      q.counts[lane].fetch_sub(1, std::memory_order_relaxed);
+      if (several_) q.ready.fetch_sub(1, std::memory_order_relaxed);
+      took(q);
+      return Lease{std::move(task), lane % 2 == 0 ? RetrySlot(this) : RetrySlot()};
+    }
+    pending = true;
+  }
+  return {};
+}
+
+namespace {
+
+// A worker's own random numbers for the weighted pick (xorshift: cheap,
+// and good enough to share out picks).
+std::uint64_t next_random() noexcept {
+  thread_local std::uint64_t state = 0x9E3779B97F4A7C15ULL ^ reinterpret_cast<std::uintptr_t>(&state);
+  state ^= state << 13;
+  state ^= state >> 7;
+  state ^= state << 17;
+  return state;
+}
+
+}  // namespace
+
 Lease JobQueue::take() {
   // A lane count is raised before the enqueue: a count whose task is not
   // visible yet is retried briefly.
   for (int round = 0; round < 64; ++round) {
     bool pending = false;
-    for (int lane = kLanes - 1; lane >= 0; --lane) {
-      if (lane_counts_[lane].load(std::memory_order_seq_cst) <= 0) continue;
-      TaskPtr task;
-      if (lanes_[lane].try_dequeue(task)) {
-        lane_counts_[lane].fetch_sub(1, std::memory_order_relaxed);
-        removed_.fetch_add(1, std::memory_order_acq_rel);
-        return Lease{std::move(task), lane % 2 == 0 ? RetrySlot(this) : RetrySlot()};
+    if (!several_) {
+      if (Lease lease = take_from(*queues_[0], pending); lease.task) return lease;
+    } else {
+      // Weighted: one queue drawn among those with a job ready, in
+      // proportion to its weight; then (or strict: only) by weight.
+      if (!strict_) {
+        std::uint64_t total = 0;
+        for (const auto& q : queues_) {
+          if (q->ready.load(std::memory_order_relaxed) > 0) total += q->weight;
+        }
+        if (total > 0) {
+          std::uint64_t draw = next_random() % total;
+          for (const auto& q : queues_) {
+            if (q->ready.load(std::memory_order_relaxed) <= 0) continue;
+            if (draw < q->weight) {
+              if (Lease lease = take_from(*q, pending); lease.task) return lease;
+              break;
+            }
+            draw -= q->weight;
+          }
+        }
       }
-      pending = true;
+      for (const std::size_t i : by_weight_) {
+        if (queues_[i]->ready.load(std::memory_order_seq_cst) <= 0) continue;
+        if (Lease lease = take_from(*queues_[i], pending); lease.task) return lease;
+      }
     }
     if (!pending) return {};
     if (round > 8) std::this_thread::yield();
@@ -197,15 +305,31 @@ Lease JobQueue::pop() {
 
 std::size_t JobQueue::ready() const noexcept {
   std::int64_t n = 0;
-  for (const auto& c : lane_counts_) n += c.load(std::memory_order_relaxed);
+  for (const auto& q : queues_) {
+    for (const auto& c : q->counts) n += c.load(std::memory_order_relaxed);
+  }
   return static_cast<std::size_t>(std::max<std::int64_t>(0, n));
 }
 
 std::vector<std::size_t> JobQueue::ready_by_priority() const {
   std::vector<std::size_t> out(kMaxPriority + 1, 0);
-  for (int lane = 0; lane < kLanes; ++lane) {
-    out[static_cast<std::size_t>(lane / 2)] +=
-        static_cast<std::size_t>(std::max<std::int64_t>(0, lane_counts_[lane].load(std::memory_order_relaxed)));
+  for (const auto& q : queues_) {
+    for (int lane = 0; lane < kLanes; ++lane) {
+      out[static_cast<std::size_t>(lane / 2)] +=
+          static_cast<std::size_t>(std::max<std::int64_t>(0, q->counts[lane].load(std::memory_order_relaxed)));
+    }
+  }
+  return out;
+}
+
+std::vector<QueueDepth> JobQueue::queue_depths() const {
+  if (queues_.size() == 1 && !several_) return {QueueDepth{queues_[0]->name, ready(), size()}};
+  std::vector<QueueDepth> out;
+  for (const auto& q : queues_) {
+    std::int64_t ready = 0;
+    for (const auto& c : q->counts) ready += c.load(std::memory_order_relaxed);
+    out.push_back(QueueDepth{q->name, static_cast<std::size_t>(std::max<std::int64_t>(0, ready)),
+                             static_cast<std::size_t>(std::max<std::int64_t>(0, q->waiting.load(std::memory_order_relaxed)))});
   }
   return out;
 }
@@ -229,21 +353,25 @@ void JobQueue::close() {
 
 std::vector<TaskPtr> JobQueue::drain() {
   std::vector<TaskPtr> out;
-  for (int lane = kLanes - 1; lane >= 0; --lane) {
-    TaskPtr task;
-    while (lanes_[lane].try_dequeue(task)) {
-      lane_counts_[lane].fetch_sub(1, std::memory_order_relaxed);
-      out.push_back(std::move(task));
+  for (const auto& q : queues_) {
+    for (int lane = kLanes - 1; lane >= 0; --lane) {
+      TaskPtr task;
+      while (q->lanes[lane].try_dequeue(task)) {
+        q->counts[lane].fetch_sub(1, std::memory_order_relaxed);
+        if (several_) q->ready.fetch_sub(1, std::memory_order_relaxed);
+        took(*q);
+        out.push_back(std::move(task));
+      }
     }
   }
   MutexLock lock(mutex_);
   for (Heap* heap : {&fresh_heap_, &retry_heap_}) {
     while (!heap->empty()) {
+      took(lanes_of(*heap->top().task));
       out.push_back(heap->top().task);
       heap->pop();
     }
   }
-  removed_.fetch_add(out.size(), std::memory_order_acq_rel);
   return out;
 }
 
@@ -271,7 +399,7 @@ void JobQueue::run_scheduler(std::stop_token stop) {
         if (TaskAccess::transition(*task, JobState::scheduled, JobState::queued)) {
           push_ready(std::move(task), retry);
         } else {
-          removed_.fetch_add(1, std::memory_order_acq_rel);
+          took(lanes_of(*task));
           if (retry) {
             MutexLock relock(mutex_);
             --retries_admitted_;

@@ -10,9 +10,16 @@
 // while fewer than `max_retries` retries are admitted (in a lane or running);
 // the lease's RetrySlot gives the slot back.
 //
-// Capacity bounds everything waiting (lanes and heaps). try_push() of a new
-// job fails when full; push_retry() never fails, since that job was accepted
-// already and must not be lost.
+// Named queues (the `queues` setting): each queue has lanes of its own.
+// A worker picks a queue first, at random in proportion to the weights of
+// the queues that have a job ready (or, strict, the one of the greatest
+// weight that has one), then the job within it as above. With one queue
+// (the usual case) nothing of this costs anything.
+//
+// Capacity bounds everything waiting (lanes and heaps), and a named queue's
+// own capacity its jobs. try_push() of a new job fails when full;
+// push_retry() never fails, since that job was accepted already and must
+// not be lost.
 //
 //   JobQueue q(1000, 2);
 //   q.try_push(task, Clock::now());
@@ -32,6 +39,8 @@
 #include <mutex>
 #include <optional>
 #include <queue>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -44,10 +53,17 @@ namespace bulwark::detail {
 
 class JobQueue final : public Broker {
  public:
+  struct Named {
+    std::string name;
+    unsigned weight = 1;
+    std::size_t capacity = 0;  // 0: only the queue's capacity bounds it
+  };
   // `retry_priority_offset`: a retry waits in the retry lane of its
   // priority minus this (at least 0), so recovery yields to fresh work of
-  // lower priorities too (recovery.priority_offset).
-  JobQueue(std::size_t capacity, unsigned max_retries, unsigned retry_priority_offset = 0);
+  // lower priorities too (recovery.priority_offset). `queues`: the named
+  // queues (empty: "default" alone); `strict`: by weight, not at random.
+  JobQueue(std::size_t capacity, unsigned max_retries, unsigned retry_priority_offset = 0,
+           std::vector<Named> queues = {}, bool strict = false);
   ~JobQueue() override;
   JobQueue(const JobQueue&) = delete;
   JobQueue& operator=(const JobQueue&) = delete;
@@ -57,8 +73,9 @@ class JobQueue final : public Broker {
   bool try_push(TaskPtr task, Clock::time_point due);
 
   // Broker (see broker.hpp).
-  bool try_reserve() noexcept override;
-  void unreserve() noexcept override;
+  bool try_reserve(const Task& task) noexcept override;
+  void unreserve(const Task& task) noexcept override;
+  bool takes_queue(std::string_view name) const override;
   void enqueue(TaskPtr task, Clock::time_point due, Clock::time_point now) override;
   std::size_t fetch(std::vector<Lease>& out, std::size_t max) override;
   void ack(Lease lease, Ack how, Clock::time_point due = {}) override;
@@ -80,6 +97,8 @@ class JobQueue final : public Broker {
   std::size_t capacity() const noexcept override { return capacity_; }
   // Ready jobs per priority (fresh and retry lanes together), index = priority.
   std::vector<std::size_t> ready_by_priority() const override;
+  // Ready and waiting jobs by named queue.
+  std::vector<QueueDepth> queue_depths() const;
 
  private:
   void release_retry_slot() noexcept override;
@@ -98,7 +117,24 @@ class JobQueue final : public Broker {
     const int p = task.spec().priority;
     return retry ? lane_of(std::max(0, p - retry_priority_offset_), true) : lane_of(p, false);
   }
-  Lease take();         // a ready task, highest priority first; empty if none
+  // One named queue's lanes. `ready` and `waiting` are kept only with
+  // several queues (with one, ready() and size() say the same).
+  struct Lanes {
+    std::string name;
+    unsigned weight = 1;
+    std::size_t capacity = 0;
+    std::array<moodycamel::ConcurrentQueue<TaskPtr>, kLanes> lanes;
+    // The lane counts are written by both sides; each has a line of its
+    // own so that one write does not also evict the others.
+    alignas(64) std::array<std::atomic<std::int64_t>, kLanes> counts{};  // ready per lane; lets take() skip empty ones
+    alignas(64) std::atomic<std::int64_t> ready{0};
+    std::atomic<std::int64_t> waiting{0};  // reserved, ready or scheduled
+  };
+  Lanes& lanes_of(const Task& task) const noexcept;
+  Lease take();         // a ready task, by queue, then highest priority first; empty if none
+  // One look at `q`'s lanes; `pending` set if a counted task was not visible yet.
+  Lease take_from(Lanes& q, bool& pending);
+  void took(Lanes& q) noexcept;  // a task left q (taken, dropped, drained)
   void wake(int n);     // wakes up to n sleeping workers
   void pass_baton();    // after a take: wakes a sleeper if work is left and nobody searches
   void push_ready(TaskPtr task, bool retry);
@@ -118,9 +154,12 @@ class JobQueue final : public Broker {
   alignas(64) std::atomic<std::uint64_t> added_{0};
   std::atomic<std::uint64_t> removed_seen_{0};
   alignas(64) std::atomic<std::uint64_t> removed_{0};
-  // The lane counts and the wake-up words are written by both sides; each
-  // has a line of its own so that one write does not also evict the others.
-  alignas(64) std::array<std::atomic<std::int64_t>, kLanes> lane_counts_{};  // ready per lane; lets pop() skip empty ones
+  // The named queues (one with the usual config); `several_` when more.
+  std::vector<std::unique_ptr<Lanes>> queues_;
+  bool several_ = false;
+  bool strict_ = false;
+  std::vector<std::size_t> by_weight_;  // indexes of queues_, greatest weight first (ties by name)
+  std::size_t home_ = 0;                // where a task naming no queue goes: "default", else the greatest weight
   // Waking: workers out of work sleep on a futex word (epoch_). At most one
   // worker at a time searches (for kSearch, yielding its CPU between looks)
   // before it sleeps. A producer wakes a sleeper only if nobody searches or
@@ -130,8 +169,6 @@ class JobQueue final : public Broker {
   alignas(64) std::atomic<std::uint32_t> epoch_{0};
   alignas(64) std::atomic<int> searching_{0};
   std::atomic<int> sleepers_{0};
-
-  std::array<moodycamel::ConcurrentQueue<TaskPtr>, kLanes> lanes_;
 
   Mutex mutex_;
   std::condition_variable_any wake_;

@@ -8,9 +8,16 @@
 
 namespace bulwark::detail {
 
+std::vector<JobQueue::Named> named_queues(const RuntimeOptions& options) {
+  std::vector<JobQueue::Named> out;
+  for (const auto& [name, q] : options.queues) out.push_back(JobQueue::Named{name, q.weight, q.capacity});
+  return out;
+}
+
 MemoryBackend::MemoryBackend(const RuntimeOptions& options)
     : workers_(options.effective_workers()),
-      queue_(options.queue_capacity, options.effective_max_concurrent_retries(), options.recovery.priority_offset),
+      queue_(options.queue_capacity, options.effective_max_concurrent_retries(), options.recovery.priority_offset,
+             named_queues(options), options.queue_strict),
       store_(options.retention_max_finished, options.retention_max_dead, options.retention_finished_ttl,
              options.retention_dead_ttl) {}
 
@@ -34,6 +41,7 @@ std::vector<QueueProcess> MemoryBackend::processes() const {
   self.pid = getpid();
   self.id = self.host + ":" + std::to_string(self.pid);
   self.workers = workers_;
+  for (const QueueDepth& q : queue_.queue_depths()) self.queues.push_back(q.name);
   self.started_at = started_at_;
   self.last_seen = WallClock::now();
   self.self = true;

@@ -12,6 +12,9 @@
 
 namespace bulwark::detail {
 
+// The `queues` setting as a JobQueue takes it (empty: "default" alone).
+std::vector<JobQueue::Named> named_queues(const RuntimeOptions& options);
+
 class MemoryBackend final : public Backend {
  public:
   explicit MemoryBackend(const RuntimeOptions& options);
@@ -26,6 +29,7 @@ class MemoryBackend final : public Backend {
   std::vector<QueueProcess> processes() const override;
   bool wait_idle(std::chrono::milliseconds timeout) override;
   std::size_t waiting(const std::map<JobState, std::size_t>&) const override { return queue_.size(); }
+  std::vector<QueueDepth> queue_depths() const override { return queue_.queue_depths(); }
   void follow_ends(EndListener listener, Wanted wanted) override;
 
  private:

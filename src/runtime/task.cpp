@@ -9,6 +9,7 @@ JobRecord Task::snapshot() const {
   r.id = spec_.id;
   r.seq = spec_.seq;
   r.type = spec_.type;
+  if (!spec_.queue.empty()) r.queue = spec_.queue;
   r.priority = spec_.priority;
   r.max_attempts = spec_.max_attempts;
   r.payload = spec_.payload;

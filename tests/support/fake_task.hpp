@@ -16,10 +16,11 @@ class FakeTask final : public detail::Task {
 };
 
 inline std::shared_ptr<detail::Task> fake_task(std::string id, int priority = 0,
-                                               JobState state = JobState::queued) {
+                                               JobState state = JobState::queued, std::string queue = {}) {
   auto t = std::make_shared<FakeTask>();
   detail::TaskAccess::spec(*t).id = std::move(id);
   detail::TaskAccess::spec(*t).priority = priority;
+  detail::TaskAccess::spec(*t).queue = std::move(queue);
   detail::TaskAccess::set_state(*t, state);
   return t;
 }

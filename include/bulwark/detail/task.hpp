@@ -54,6 +54,7 @@ struct UniqueLock {
 struct TaskSpec {
   JobId id;
   std::string type;
+  std::string queue;  // empty: kDefaultQueue (and for posted callables)
   int priority = 0;
   int max_attempts = 1;
   std::chrono::milliseconds timeout{0};       // soft; 0: none
