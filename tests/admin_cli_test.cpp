@@ -97,6 +97,14 @@ TEST_SUITE("admin commands") {
     Ran stats = bulwark_cli("stats" + server);
     CHECK(stats.status == 0);
     CHECK(stats.out.find("submitted") != std::string::npos);
+    CHECK(stats.out.find("QUEUE") != std::string::npos);  // each named queue's counts
+    Ran paused = bulwark_cli("pause --queues default" + server);
+    CHECK(paused.status == 0);
+    CHECK(paused.out == "queue default  paused\n");
+    CHECK(bulwark_cli("resume --queues default" + server).out == "queue default  resumed\n");
+    CHECK(bulwark_cli("pause --queues nope" + server).status == 3);
+    CHECK(bulwark_cli("list --queue nope" + server).out.find(slow.id) == std::string::npos);
+    CHECK(bulwark_cli("list --queue default" + server).out.find(slow.id) != std::string::npos);
     CHECK(json::parse(bulwark_cli("stats --json" + server).out).contains("totals"));
     Ran workers = bulwark_cli("workers" + server);
     CHECK(workers.status == 0);

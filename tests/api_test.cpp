@@ -136,12 +136,27 @@ TEST_SUITE("api") {
     const json stats = json::parse(f.call("GET", "/v1/stats").body);
     CHECK(stats["by_type"]["post"]["breaker"] == "off");  // names, not enum numbers
     CHECK(stats["queues"] == json::parse(R"({"default": {"ready": 0, "waiting": 0, "weight": 1, "capacity": null,
-                                                          "consumers": 1}})"));
+                                                          "consumers": 1, "paused": false}})"));
     Response metrics = f.call("GET", "/metrics");
     CHECK(metrics.status == 200);
     CHECK(metrics.body.find("bulwark_workers{state=\"idle\"} 2") != std::string::npos);
     CHECK(metrics.body.find("bulwark_named_queue_consumers{queue=\"default\"} 1") != std::string::npos);
     CHECK(procs[0]["queues"] == json::array({"default"}));
+  }
+
+  TEST_CASE("a named queue paused and resumed through the API; unknown ones answer 404" * doctest::timeout(30)) {
+    Fixture f;
+    Response r = f.call("POST", "/v1/queues/default/pause");
+    CHECK(r.status == 200);
+    CHECK(json::parse(r.body) == json::parse(R"({"queue": "default", "paused": true, "changed": true})"));
+    CHECK(json::parse(f.call("GET", "/v1/stats").body)["queues"]["default"]["paused"] == true);
+    CHECK(f.call("GET", "/metrics").body.find("bulwark_named_queue_paused{queue=\"default\"} 1") != std::string::npos);
+    CHECK(json::parse(f.call("POST", "/v1/queues/default/resume").body)["changed"] == true);
+    r = f.call("POST", "/v1/queues/nope/pause");
+    CHECK(r.status == 404);
+    CHECK(json::parse(r.body)["error"]["code"] == "queue_not_found");
+    CHECK(f.call("GET", "/v1/queues/default/pause").status == 405);
+    CHECK(f.call("GET", "/v1/jobs?queue=default").status == 200);
   }
 
   TEST_CASE("an added route answers before the built-in ones" * doctest::timeout(30)) {

@@ -466,4 +466,36 @@ TEST_SUITE("progress") {
       CHECK(find("reports") == nullptr);
     }
   }
+
+  TEST_CASE("a paused named queue holds its jobs for every process until resumed; other queues run" *
+            doctest::timeout(60)) {
+    auto o = bulwark::testing::test_options(2);
+    o.queues = {{"default", bulwark::QueueOptions{}}, {"bulk", bulwark::QueueOptions{.weight = 5}}};
+    Runtime rt(bulwark::testing::builtins(), o);
+    CHECK(rt.pause_queue("bulk") == bulwark::PauseResult::changed);
+    CHECK(rt.pause_queue("bulk") == bulwark::PauseResult::unchanged);
+    CHECK(rt.pause_queue("not a name") == bulwark::PauseResult::not_found);
+    CHECK(rt.pause_queue("elsewhere") ==
+          (bulwark::testing::test_backend_is_redis() ? bulwark::PauseResult::changed : bulwark::PauseResult::not_found));
+    const auto held = rt.submit({.type = "echo", .payload = 1, .queue = "bulk"});
+    REQUIRE(held);
+    const auto other = rt.submit({.type = "echo", .payload = 2});
+    REQUIRE(other);
+    REQUIRE(bulwark::testing::await_terminal(rt, other.id));
+    std::this_thread::sleep_for(200ms);  // fetches come and go: the paused queue's job is not taken
+    CHECK(rt.get(held.id)->state == JobState::queued);
+    bool paused = false;
+    for (const auto& q : rt.stats().queues) {
+      if (q.name == "bulk") paused = q.paused;
+    }
+    CHECK(paused);
+    // Listing by queue.
+    const auto listed = rt.list({.queue = "bulk"});
+    REQUIRE(listed.size() == 1);
+    CHECK(listed[0].id == held.id);
+    CHECK(rt.resume_queue("bulk") == bulwark::PauseResult::changed);
+    const auto ran = bulwark::testing::await_terminal(rt, held.id);
+    REQUIRE(ran);
+    CHECK(ran->state == JobState::succeeded);
+  }
 }

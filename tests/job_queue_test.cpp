@@ -272,4 +272,26 @@ TEST_SUITE("JobQueue") {
     CHECK(depths[1].name == "b");
     CHECK(depths[1].ready == 1);
   }
+
+  TEST_CASE("a paused named queue keeps its jobs; a worker waiting only on it sleeps until it is resumed" *
+            doctest::timeout(30)) {
+    JobQueue q(100, 1, 0, {{"default", 1, 0}, {"slow", 5, 0}});
+    CHECK_FALSE(q.set_paused("other", true));
+    CHECK(q.set_paused("slow", true));
+    CHECK_FALSE(q.set_paused("slow", true));  // already
+    REQUIRE(q.try_push(fake_task("s1", 0, JobState::queued, "slow"), Clock::now()));
+    REQUIRE(q.try_push(fake_task("d1"), Clock::now()));
+    CHECK(q.pop().task->id() == "d1");  // the paused queue's job, of the greater weight, waits
+    CHECK(q.queue_depths()[1].paused);
+    std::atomic<bool> got{false};
+    std::thread worker([&] {
+      if (q.pop().task) got = true;
+    });
+    std::this_thread::sleep_for(50ms);
+    CHECK_FALSE(got.load());  // its only job is in a paused queue
+    CHECK(q.set_paused("slow", false));
+    CHECK(bulwark::testing::eventually([&] { return got.load(); }));
+    worker.join();
+    CHECK(q.size() == 0);
+  }
 }

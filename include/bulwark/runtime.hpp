@@ -82,6 +82,7 @@ struct ListQuery {
   std::string type{};  // empty: every type
   std::size_t limit = 100;
   std::string cursor{};  // empty: from the newest; else a JobPage::next_cursor
+  std::string queue{};   // empty: every named queue
 };
 
 // One page of a listing, newest first.
@@ -203,6 +204,12 @@ class Runtime {
   // (`unavailable` when Redis cannot be reached: nothing changed).
   PauseResult pause(std::string_view type);
   PauseResult resume(std::string_view type);
+  // Pauses a named queue: its jobs stay queued and none is taken until
+  // resume_queue(); submits to it are still accepted. As pause() for where
+  // it holds and how long. `not_found`: a name that is not a queue name,
+  // or (memory backend) a queue this runtime does not run.
+  PauseResult pause_queue(std::string_view queue);
+  PauseResult resume_queue(std::string_view queue);
 
   // Periodic jobs (README, "Periodic jobs"): those of the configuration and
   // those added here, in name order. add_schedule() adds or replaces one

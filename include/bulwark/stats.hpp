@@ -53,6 +53,7 @@ struct QueueStats {
   unsigned weight = 0;        // this process's weight for it; 0: this process does not run it
   std::size_t capacity = 0;   // its own capacity here (queues.<name>.capacity); 0: none
   std::size_t consumers = 0;  // live processes that run it, this one included
+  bool paused = false;        // Runtime::pause_queue: its jobs wait until resumed
 };
 
 struct RuntimeStats {

@@ -39,7 +39,10 @@ struct AdminArgs {
   // list, dead
   std::string state;
   std::string list_type;
+  std::string list_queue;
   int limit = 50;
+  // pause, resume
+  bool queues = false;  // the names are named queues, not job types
   std::string cursor;
   // events
   std::string event_type;
@@ -214,6 +217,7 @@ int run_list(http::Client& c, bool dead) {
   const std::string state = dead ? "failed" : a.state;
   if (!state.empty()) target += "&state=" + encode(state);
   if (!a.list_type.empty()) target += "&type=" + encode(a.list_type);
+  if (!a.list_queue.empty()) target += "&queue=" + encode(a.list_queue);
   if (!a.cursor.empty()) target += "&cursor=" + encode(a.cursor);
   return answer(c.request("GET", target), [dead](const json& j) {
     std::vector<std::vector<std::string>> rows;
@@ -276,6 +280,13 @@ int run_stats(http::Client& c) {
     std::vector<std::vector<std::string>> rows;
     for (const auto& [state, n] : j["by_state"].items()) rows.push_back({state, text(n)});
     if (!rows.empty()) print_table({"STATE", "JOBS"}, rows);
+    std::vector<std::vector<std::string>> queues;
+    const json named = j.value("queues", json::object());  // kept: items() refers to it
+    for (const auto& [name, q] : named.items()) {
+      queues.push_back({name, text(q["ready"]), text(q["waiting"]), text(q["weight"]), text(q["consumers"]),
+                        q.value("paused", false) ? "paused" : ""});
+    }
+    if (!queues.empty()) print_table({"QUEUE", "READY", "WAITING", "WEIGHT", "CONSUMERS", ""}, queues);
   });
 }
 
@@ -317,11 +328,13 @@ int run_types(http::Client& c) {
   });
 }
 
-// pause and resume.
+// pause and resume (of job types, or with --queues of named queues).
 int run_pause(http::Client& c, const std::string& action) {
-  return post_each(c, "/v1/types/", action, [](const json& j) {
-    std::cout << text(j["type"]) << "  " << (j.value("paused", false) ? "paused" : "resumed")
-              << (j.value("changed", false) ? "" : " (already)") << "\n";
+  const bool queues = args().queues;
+  return post_each(c, queues ? "/v1/queues/" : "/v1/types/", action, [queues](const json& j) {
+    std::cout << (queues ? std::string("queue ").append(text(j["queue"])) : text(j["type"])) << "  "
+              << (j.value("paused", false) ? "paused" : "resumed") << (j.value("changed", false) ? "" : " (already)")
+              << "\n";
   });
 }
 
@@ -417,6 +430,7 @@ void add_admin_commands(CLI::App& app) {
   c.dead = app.add_subcommand("dead", "list the dead letters (failed jobs), newest first");
   c.dead->add_option("--type", a.list_type, "only jobs of this type");
   for (CLI::App* cmd : {c.list, c.dead}) {
+    cmd->add_option("--queue", a.list_queue, "only jobs of this named queue");
     cmd->add_option("--limit", a.limit, "at most this many (1-1000)")->check(CLI::Range(1, 1000))->capture_default_str();
     cmd->add_option("--cursor", a.cursor, "the next page, as the previous one printed");
   }
@@ -426,10 +440,11 @@ void add_admin_commands(CLI::App& app) {
   c.cancel->add_option("ID", a.ids, "job ids")->required();
   c.stats = app.add_subcommand("stats", "counts, queue depth and rates");
   c.types = app.add_subcommand("types", "every job type with its limits, pause state and counts");
-  c.pause = app.add_subcommand("pause", "pause job types: their jobs stay queued until resumed");
-  c.pause->add_option("TYPE", a.ids, "job types")->required();
-  c.resume = app.add_subcommand("resume", "resume paused job types");
-  c.resume->add_option("TYPE", a.ids, "job types")->required();
+  c.pause = app.add_subcommand("pause", "pause job types (or, with --queues, named queues): their jobs stay queued until resumed");
+  c.pause->add_option("TYPE", a.ids, "job types (with --queues: queue names)")->required();
+  c.resume = app.add_subcommand("resume", "resume paused job types (or, with --queues, named queues)");
+  c.resume->add_option("TYPE", a.ids, "job types (with --queues: queue names)")->required();
+  for (CLI::App* cmd : {c.pause, c.resume}) cmd->add_flag("--queues", a.queues, "the names are named queues, not job types");
   c.health = app.add_subcommand("health", "the server's health verdict (/healthz); exit 0 healthy or degraded, 3 not");
   c.health->add_flag("--ready", a.ready, "readiness (/readyz) instead: exit 0 when it takes traffic");
   c.workers = app.add_subcommand("workers", "the supervisor's verdict and every worker");

@@ -57,6 +57,7 @@ struct Runtime::Impl {
   bool held_runnable() const;
   void submit_follow_up(const detail::Task& parent);
   bool apply_paused(detail::TypeEntry& type, bool paused);
+  PauseResult pause_queue(std::string_view queue, bool paused);
   std::size_t end_unrun();
 };
 
@@ -266,7 +267,7 @@ std::optional<JobRecord> Runtime::wait(const JobId& id, std::chrono::millisecond
 EventPage Runtime::events_after(std::uint64_t after, std::size_t max) const { return impl_->events.after(after, max); }
 
 std::optional<JobPage> Runtime::page(const ListQuery& query) const {
-  auto page = impl_->store.list({query.state, query.type, query.limit, query.cursor});
+  auto page = impl_->store.list({query.state, query.type, query.limit, query.cursor, query.queue});
   if (!page) return std::nullopt;
   return JobPage{std::move(page->jobs), std::move(page->next_cursor)};
 }
@@ -317,6 +318,7 @@ std::vector<QueueStats> queue_stats(const detail::Backend& backend, const Runtim
       q.name = d.name;
       q.ready = d.ready;
       q.waiting = d.waiting;
+      q.paused = d.paused;
     }
     for (const QueueProcess& p : backend.processes()) {
       if (!p.alive) continue;
@@ -428,6 +430,22 @@ PauseResult Runtime::pause(std::string_view type) {
 PauseResult Runtime::resume(std::string_view type) {
   detail::TypeEntry* t = impl_->types.find(type);
   return t == nullptr ? PauseResult::not_found : impl_->backend->set_paused(*t, false);
+}
+
+PauseResult Runtime::pause_queue(std::string_view queue) { return impl_->pause_queue(queue, true); }
+
+PauseResult Runtime::resume_queue(std::string_view queue) { return impl_->pause_queue(queue, false); }
+
+PauseResult Runtime::Impl::pause_queue(std::string_view queue, bool paused) {
+  const std::string name(queue);
+  if (!queue_problem(name).empty()) return PauseResult::not_found;
+  const PauseResult r = backend->set_queue_paused(name, paused);
+  if (r == PauseResult::changed) {
+    const std::string what = "queue '" + name + (paused ? "' paused: its jobs wait queued until it is resumed" : "' resumed");
+    events.supervisor(paused ? "queue_paused" : "queue_resumed", what);
+    reporter.log(detail::LogLevel::info, what);
+  }
+  return r;
 }
 
 bool Runtime::Impl::apply_paused(detail::TypeEntry& type, bool paused) {

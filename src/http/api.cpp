@@ -211,6 +211,8 @@ std::string_view route_template(RouteId route) noexcept {
     case RouteId::types: return "/v1/types";
     case RouteId::type_pause: return "/v1/types/{type}/pause";
     case RouteId::type_resume: return "/v1/types/{type}/resume";
+    case RouteId::queue_pause: return "/v1/queues/{queue}/pause";
+    case RouteId::queue_resume: return "/v1/queues/{queue}/resume";
     case RouteId::schedules: return "/v1/schedules";
     case RouteId::schedule: return "/v1/schedules/{name}";
     case RouteId::extra: return "extra";
@@ -287,6 +289,8 @@ RouteId Api::route_of(const Request& request) const {
   if (parts[1] == "schedules" && parts.size() == 3) return RouteId::schedule;
   if (parts[1] == "types" && parts.size() == 4 && parts[3] == "pause") return RouteId::type_pause;
   if (parts[1] == "types" && parts.size() == 4 && parts[3] == "resume") return RouteId::type_resume;
+  if (parts[1] == "queues" && parts.size() == 4 && parts[3] == "pause") return RouteId::queue_pause;
+  if (parts[1] == "queues" && parts.size() == 4 && parts[3] == "resume") return RouteId::queue_resume;
   if (parts[1] != "jobs") return RouteId::unknown;
   if (parts.size() == 3) return parts[2] == "batch" && request.method == "POST" ? RouteId::jobs_batch : RouteId::job;
   if (parts.size() == 4 && parts[3] == "cancel") return RouteId::job_cancel;
@@ -465,6 +469,10 @@ Response Api::dispatch(const Request& request) {
   if (parts.size() == 4 && parts[1] == "types" && (parts[3] == "pause" || parts[3] == "resume")) {
     if (!post) return method_not_allowed("POST");
     return pause_or_resume(parts[2], parts[3] == "pause");
+  }
+  if (parts.size() == 4 && parts[1] == "queues" && (parts[3] == "pause" || parts[3] == "resume")) {
+    if (!post) return method_not_allowed("POST");
+    return pause_or_resume_queue(parts[2], parts[3] == "pause");
   }
   if (parts[1] != "jobs") return error_response(404, "route_not_found", "no such route");
   if (parts.size() == 2) {
@@ -726,6 +734,8 @@ Response Api::list(const std::map<std::string, std::string>& query) {
       if (!q.state) return error_response(400, "invalid_parameter", "state: not a job state");
     } else if (key == "type") {
       q.type = value;
+    } else if (key == "queue") {
+      q.queue = value;
     } else if (key == "limit") {
       auto n = parse_uint(value);
       if (!n || *n < 1 || *n > 1000) return error_response(400, "invalid_parameter", "limit: expected 1 to 1000");
@@ -733,7 +743,7 @@ Response Api::list(const std::map<std::string, std::string>& query) {
     } else if (key == "cursor") {
       q.cursor = value;
     } else {
-      return error_response(400, "invalid_parameter", "unknown query parameter (expected state, type, limit, cursor)");
+      return error_response(400, "invalid_parameter", "unknown query parameter (expected state, type, queue, limit, cursor)");
     }
   }
   std::optional<JobPage> page = runtime_.page(q);
@@ -814,7 +824,7 @@ Response Api::stats() {
   for (const QueueStats& q : s.queues) {
     queues[q.name] = {{"ready", q.ready},   {"waiting", q.waiting},
                       {"weight", q.weight}, {"capacity", q.capacity == 0 ? ordered_json() : ordered_json(q.capacity)},
-                      {"consumers", q.consumers}};
+                      {"consumers", q.consumers}, {"paused", q.paused}};
   }
   body["queues"] = std::move(queues);
   if (!s.backend_problem.empty()) body["backend_problem"] = s.backend_problem;
@@ -940,6 +950,21 @@ Response Api::pause_or_resume(const std::string& type, bool pause) {
     case PauseResult::unchanged: break;
   }
   return json_response(200, {{"type", type}, {"paused", pause}, {"changed", r == PauseResult::changed}});
+}
+
+Response Api::pause_or_resume_queue(const std::string& queue, bool pause) {
+  const PauseResult r = pause ? runtime_.pause_queue(queue) : runtime_.resume_queue(queue);
+  switch (r) {
+    case PauseResult::not_found:
+      return error_response(404, "queue_not_found",
+                            queue_problem(queue).empty() ? "this process runs no queue '" + queue + "'"
+                                                         : queue_problem(queue));
+    case PauseResult::unavailable:
+      return error_response(503, "backend_unavailable", "the job queue's backend (redis) cannot be reached; nothing changed");
+    case PauseResult::changed:
+    case PauseResult::unchanged: break;
+  }
+  return json_response(200, {{"queue", queue}, {"paused", pause}, {"changed", r == PauseResult::changed}});
 }
 
 }  // namespace bulwark::http

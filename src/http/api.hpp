@@ -80,7 +80,8 @@ Response error_response(int status, const std::string& code, const std::string& 
 // added; `unknown`: no route (404).
 enum class RouteId : std::uint8_t {
   healthz, readyz, metrics, ui, auth, workers, processes, stats, events,
-  jobs, jobs_batch, job, job_cancel, job_retry, types, type_pause, type_resume, schedules, schedule, extra, unknown
+  jobs, jobs_batch, job, job_cancel, job_retry, types, type_pause, type_resume, queue_pause, queue_resume, schedules,
+  schedule, extra, unknown
 };
 inline constexpr std::size_t kRouteCount = static_cast<std::size_t>(RouteId::unknown) + 1;
 // "/v1/jobs/{id}", "/healthz", ...
@@ -171,6 +172,7 @@ class Api {
   Response add_schedule(const Request& request);
   Response remove_schedule(const std::string& name);
   Response pause_or_resume(const std::string& type, bool pause);
+  Response pause_or_resume_queue(const std::string& queue, bool pause);
   bool authorized(const Request& request) const;
   bool origin_allowed(const Request& request) const;
 

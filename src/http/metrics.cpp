@@ -153,6 +153,8 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
   for (const QueueStats& q : s.queues) w.sample("bulwark_named_queue_ready", {{"queue", q.name}}, static_cast<double>(q.ready));
   w.family("bulwark_named_queue_waiting", "gauge", "Jobs waiting (ready and scheduled), by named queue.");
   for (const QueueStats& q : s.queues) w.sample("bulwark_named_queue_waiting", {{"queue", q.name}}, static_cast<double>(q.waiting));
+  w.family("bulwark_named_queue_paused", "gauge", "1 while a named queue is paused (POST /v1/queues/{queue}/pause).");
+  for (const QueueStats& q : s.queues) w.sample("bulwark_named_queue_paused", {{"queue", q.name}}, q.paused ? 1 : 0);
   w.family("bulwark_named_queue_consumers", "gauge",
            "Live processes that run each named queue; 0: its jobs wait for a process that lists it.");
   for (const QueueStats& q : s.queues) {

@@ -11,6 +11,7 @@
 //   {ns}:q:<queue>:ready, {ns}:q:<queue>:scheduled  the same for each other
 //                     named queue
 //   {ns}:queues       set: every queue other than "default" a job named
+//   {ns}:queues:paused  hash: paused named queues -> when paused (ms)
 //   {ns}:leased       zset: jobs handed to a process, by lease deadline ms
 //   {ns}:index        zset: every known job by submit sequence (listings)
 //   {ns}:seq          counter: the submit sequence
@@ -65,7 +66,8 @@ struct Keys {
         events(prefix + "events"),
         events_seq(prefix + "events:seq"),
         events_read(prefix + "events:read"),
-        queues(prefix + "queues") {}
+        queues(prefix + "queues"),
+        queues_paused(prefix + "queues:paused") {}
 
   std::string job(const std::string& id) const { return job_prefix + id; }
   std::string process(const std::string& id) const { return prefix + "process:" + id; }
@@ -79,7 +81,7 @@ struct Keys {
   std::string job_prefix;
   std::string ready, scheduled, leased, index, seq, done, dead, counts, ended, cancel, processes, paused, held, schedules_last, schedules_added;
   std::string events, events_seq, events_read;
-  std::string queues;
+  std::string queues, queues_paused;
 };
 
 }  // namespace bulwark::detail::redis

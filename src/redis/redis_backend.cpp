@@ -225,6 +225,14 @@ PauseResult RedisBackend::set_paused(TypeEntry& type, bool paused) {
   return changed ? PauseResult::changed : PauseResult::unchanged;
 }
 
+PauseResult RedisBackend::set_queue_paused(const std::string& name, bool paused) {
+  try {
+    return broker_.set_queue_paused(name, paused) ? PauseResult::changed : PauseResult::unchanged;
+  } catch (const RedisError&) {
+    return PauseResult::unavailable;
+  }
+}
+
 // The shared queue is idle when nothing waits or runs in Redis, and this
 // process has nothing left to end or to ack.
 bool RedisBackend::wait_idle(std::chrono::milliseconds timeout) {

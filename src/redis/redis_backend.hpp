@@ -53,6 +53,7 @@ class RedisBackend final : public Backend {
   CancelResult cancel(const JobId& id) override;
   RequeueResult requeue(const JobId& id) override { return store_.requeue(id); }
   PauseResult set_paused(TypeEntry& type, bool paused) override;
+  PauseResult set_queue_paused(const std::string& name, bool paused) override;
   std::vector<QueueProcess> processes() const override { return store_.processes(broker_.owner()); }
   bool wait_idle(std::chrono::milliseconds timeout) override;
   // The shared queue's depth, the same for every process.

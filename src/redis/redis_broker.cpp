@@ -603,6 +603,15 @@ bool RedisBroker::set_paused(const std::string& type, bool paused) {
   return !v.elements.empty() && v.elements[0].as_integer() == 1;
 }
 
+bool RedisBroker::set_queue_paused(const std::string& name, bool paused) {
+  if (paused) {
+    return pool_.command({"HSETNX", keys_.queues_paused, name, std::to_string(epoch_ms(Clock::now()))}).as_integer() == 1;
+  }
+  const bool was = pool_.command({"HDEL", keys_.queues_paused, name}).as_integer() == 1;
+  feed_wake_.signal();  // its jobs can be fetched again
+  return was;
+}
+
 void RedisBroker::read_paused(Connection& c) {
   if (!on_paused_) return;
   const std::uint64_t epoch = pause_epoch();

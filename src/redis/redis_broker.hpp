@@ -144,6 +144,10 @@ class RedisBroker final : public Broker {
   // True if that changed it. Blocks for a round trip; throws RedisError
   // when Redis cannot be reached.
   bool set_paused(const std::string& type, bool paused);
+  // Pauses or resumes a named queue for every process (kept in Redis):
+  // the fetch script passes a paused queue over. True if that changed it.
+  // Blocks for a round trip; throws RedisError.
+  bool set_queue_paused(const std::string& name, bool paused);
   // Starts the feeder thread (the factory may be called from then on).
   void start();
   // Takes no more jobs from Redis (shutdown has begun); the feeder goes on

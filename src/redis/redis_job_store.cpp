@@ -139,6 +139,7 @@ std::optional<StorePage> RedisJobStore::list(const StoreQuery& query) const {
       JobRecord r = record_from_hash(h);
       if (query.state && r.state != *query.state) continue;
       if (!query.type.empty() && r.type != query.type) continue;
+      if (!query.queue.empty() && r.queue != query.queue) continue;
       if (page.jobs.size() == query.limit) {
         page.next_cursor = std::to_string(page.jobs.back().seq);
         return page;
@@ -220,7 +221,8 @@ std::vector<QueueDepth> RedisJobStore::queue_depths() const {
   std::vector<QueueDepth> out;
   for (const Value& row : v.elements) {
     const auto ready = static_cast<std::size_t>(row.elements.at(1).as_integer());
-    out.push_back(QueueDepth{row.elements.at(0).str, ready, ready + static_cast<std::size_t>(row.elements.at(2).as_integer())});
+    out.push_back(QueueDepth{row.elements.at(0).str, ready, ready + static_cast<std::size_t>(row.elements.at(2).as_integer()),
+                             row.elements.size() > 3 && row.elements.at(3).as_integer() == 1});
   }
   std::sort(out.begin(), out.end(), [](const QueueDepth& a, const QueueDepth& b) { return a.name < b.name; });
   return out;

@@ -65,6 +65,9 @@ end
 local function queue_names(ns)
   local names = redis.call('SMEMBERS', ns .. 'queues')
   table.insert(names, 'default')
+  for _, paused in ipairs(redis.call('HKEYS', ns .. 'queues:paused')) do
+    if paused ~= 'default' and redis.call('SISMEMBER', ns .. 'queues', paused) == 0 then table.insert(names, paused) end
+  end
   return names
 end
 -- Jobs waiting in every queue (ready and scheduled), and those held.
@@ -164,12 +167,18 @@ const Script kFetch{"fetch", kMayRunFull + kPrelude + R"lua(
 local out, leased, held = {}, {}, {}
 local want, ns, strict, seed = tonumber(ARGV[1]), ARGV[6], ARGV[7] == '1', tonumber(ARGV[8])
 local queues, weights, sizes = {}, {}, {}
+local any_paused = redis.call('HLEN', ns .. 'queues:paused') > 0
 for i = 9, #ARGV, 2 do
-  table.insert(queues, ready_of(ns, ARGV[i]))
-  table.insert(weights, tonumber(ARGV[i + 1]))
+  -- A paused queue is passed over: its jobs wait.
+  if not (any_paused and redis.call('HEXISTS', ns .. 'queues:paused', ARGV[i]) == 1) then
+    table.insert(queues, ready_of(ns, ARGV[i]))
+    table.insert(weights, tonumber(ARGV[i + 1]))
+  end
 end
 local popped = {}
-if #queues == 1 then
+if #queues == 0 then
+  return {}
+elseif #queues == 1 then
   popped = redis.call('ZPOPMIN', queues[1], want)
 else
   -- One pick per job: a queue with jobs ready, drawn in proportion to its
@@ -201,13 +210,13 @@ else
   end
 end
 local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
-local any_paused = redis.call('HLEN', KEYS[2]) > 0
+local types_paused = redis.call('HLEN', KEYS[2]) > 0
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = ARGV[5] .. id
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
                        'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate', 'then', 'queue')
-  if f[1] == 'queued' and any_paused and redis.call('HEXISTS', KEYS[2], f[2]) == 1 then
+  if f[1] == 'queued' and types_paused and redis.call('HEXISTS', KEYS[2], f[2]) == 1 then
     -- Its type is paused: set aside, still queued, until resumed.
     table.insert(held, popped[i + 1])
     table.insert(held, id)
@@ -410,7 +419,8 @@ return 1
 const Script kQueueDepths{"queue_depths", kPrelude + R"lua(
 local out = {}
 for _, queue in ipairs(queue_names(ARGV[1])) do
-  table.insert(out, {queue, redis.call('ZCARD', ready_of(ARGV[1], queue)), redis.call('ZCARD', scheduled_of(ARGV[1], queue))})
+  table.insert(out, {queue, redis.call('ZCARD', ready_of(ARGV[1], queue)), redis.call('ZCARD', scheduled_of(ARGV[1], queue)),
+                     redis.call('HEXISTS', ARGV[1] .. 'queues:paused', queue)})
 end
 return out
 )lua"};

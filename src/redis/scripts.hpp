@@ -53,8 +53,9 @@ extern const Script kEnqueue;
 //       "0"), a random seed (1 to 2^31 - 2), then queue name and weight
 //       pairs (greatest weight first).
 // Leases up to `max` ready jobs to `owner`, one pick per job among the
-// queues with jobs ready: drawn in proportion to their weights, or
-// (strict) the first; a job whose type is paused is
+// queues with jobs ready and not paused ({ns}:queues:paused): drawn in
+// proportion to their weights, or (strict) the first; a job whose type is
+// paused is
 // set aside in `held` instead (still queued, its ready score kept). Returns an array with, per job:
 // id, type, payload, priority, max_attempts, timeout_ms, attempts (this one's
 // number), seq, retry ("1" or "0"), created_ms, traceparent, tracestate,
@@ -138,7 +139,8 @@ extern const Script kRelease;
 extern const Script kProgress;
 
 // ARGV: the keys' prefix ("{ns}:").
-// Every queue a job named ("default" too): {name, ready, scheduled} each.
+// Every queue a job named or paused ("default" too): {name, ready,
+// scheduled, paused (1 or 0)} each.
 extern const Script kQueueDepths;
 
 // KEYS: paused, held.

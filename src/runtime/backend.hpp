@@ -88,6 +88,9 @@ class Backend {
   virtual RequeueResult requeue(const JobId& id) = 0;
   // Pauses or resumes `type` for every process of the queue and here.
   virtual PauseResult set_paused(TypeEntry& type, bool paused) = 0;
+  // Pauses or resumes the named queue `name` (a valid name) for every
+  // process of the queue: none of its jobs is taken while paused.
+  virtual PauseResult set_queue_paused(const std::string& name, bool paused) = 0;
   // The processes working this queue (this one among them, marked self).
   virtual std::vector<QueueProcess> processes() const = 0;
   // Blocks until no job is queued, scheduled or running and this process

@@ -117,6 +117,7 @@ struct QueueDepth {
   std::string name;
   std::size_t ready = 0;
   std::size_t waiting = 0;
+  bool paused = false;
 };
 
 class Broker {

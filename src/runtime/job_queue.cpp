@@ -57,6 +57,28 @@ bool JobQueue::takes_queue(std::string_view name) const {
   return false;
 }
 
+bool JobQueue::set_paused(std::string_view name, bool paused) {
+  bool changed = false;
+  bool any = false;
+  for (const auto& q : queues_) {
+    if (q->name == name) changed = q->paused.exchange(paused, std::memory_order_seq_cst) != paused;
+    any = any || q->paused.load(std::memory_order_seq_cst);
+  }
+  any_paused_.store(any, std::memory_order_seq_cst);
+  if (changed && !paused) wake(INT32_MAX);  // its jobs can be taken again
+  return changed;
+}
+
+std::size_t JobQueue::takeable() const noexcept {
+  if (!any_paused_.load(std::memory_order_seq_cst)) return ready();
+  std::int64_t n = 0;
+  for (const auto& q : queues_) {
+    if (q->paused.load(std::memory_order_seq_cst)) continue;
+    for (const auto& c : q->counts) n += c.load(std::memory_order_relaxed);
+  }
+  return static_cast<std::size_t>(std::max<std::int64_t>(0, n));
+}
+
 bool JobQueue::try_reserve(const Task& task) noexcept {
   if (closed_.load(std::memory_order_acquire)) return false;
   Lanes* named = nullptr;
@@ -197,20 +219,25 @@ Lease JobQueue::take() {
   // visible yet is retried briefly.
   for (int round = 0; round < 64; ++round) {
     bool pending = false;
+    const bool any_paused = any_paused_.load(std::memory_order_seq_cst);
     if (!several_) {
+      if (any_paused && queues_[0]->paused.load(std::memory_order_seq_cst)) return {};
       if (Lease lease = take_from(*queues_[0], pending); lease.task) return lease;
     } else {
       // Weighted: one queue drawn among those with a job ready, in
       // proportion to its weight; then (or strict: only) by weight.
       if (!strict_) {
         std::uint64_t total = 0;
+        const auto open = [&](const Lanes& q) {
+          return q.ready.load(std::memory_order_relaxed) > 0 && !(any_paused && q.paused.load(std::memory_order_relaxed));
+        };
         for (const auto& q : queues_) {
-          if (q->ready.load(std::memory_order_relaxed) > 0) total += q->weight;
+          if (open(*q)) total += q->weight;
         }
         if (total > 0) {
           std::uint64_t draw = next_random() % total;
           for (const auto& q : queues_) {
-            if (q->ready.load(std::memory_order_relaxed) <= 0) continue;
+            if (!open(*q)) continue;
             if (draw < q->weight) {
               if (Lease lease = take_from(*q, pending); lease.task) return lease;
               break;
@@ -221,6 +248,7 @@ Lease JobQueue::take() {
       }
       for (const std::size_t i : by_weight_) {
         if (queues_[i]->ready.load(std::memory_order_seq_cst) <= 0) continue;
+        if (any_paused && queues_[i]->paused.load(std::memory_order_seq_cst)) continue;
         if (Lease lease = take_from(*queues_[i], pending); lease.task) return lease;
       }
     }
@@ -240,7 +268,7 @@ void JobQueue::pass_baton() {
   // worker that takes a job does this, so a chain of wake-ups follows a
   // burst that producers pushed while a searcher was about.
   if (sleepers_.load(std::memory_order_seq_cst) > 0 && searching_.load(std::memory_order_seq_cst) == 0 &&
-      ready() > 0) {
+      takeable() > 0) {
     wake(1);
   }
 }
@@ -296,7 +324,7 @@ Lease JobQueue::pop() {
     const std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
     searching_.fetch_sub(1, std::memory_order_seq_cst);
     sleepers_.fetch_add(1, std::memory_order_seq_cst);
-    if (ready() == 0 && !closed_.load(std::memory_order_seq_cst)) {
+    if (takeable() == 0 && !closed_.load(std::memory_order_seq_cst)) {
       syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&epoch_), FUTEX_WAIT_PRIVATE, seen, nullptr, nullptr, 0);
     }
     sleepers_.fetch_sub(1, std::memory_order_seq_cst);
@@ -323,13 +351,16 @@ std::vector<std::size_t> JobQueue::ready_by_priority() const {
 }
 
 std::vector<QueueDepth> JobQueue::queue_depths() const {
-  if (queues_.size() == 1 && !several_) return {QueueDepth{queues_[0]->name, ready(), size()}};
+  if (queues_.size() == 1 && !several_) {
+    return {QueueDepth{queues_[0]->name, ready(), size(), queues_[0]->paused.load(std::memory_order_relaxed)}};
+  }
   std::vector<QueueDepth> out;
   for (const auto& q : queues_) {
     std::int64_t ready = 0;
     for (const auto& c : q->counts) ready += c.load(std::memory_order_relaxed);
     out.push_back(QueueDepth{q->name, static_cast<std::size_t>(std::max<std::int64_t>(0, ready)),
-                             static_cast<std::size_t>(std::max<std::int64_t>(0, q->waiting.load(std::memory_order_relaxed)))});
+                             static_cast<std::size_t>(std::max<std::int64_t>(0, q->waiting.load(std::memory_order_relaxed))),
+                             q->paused.load(std::memory_order_relaxed)});
   }
   return out;
 }

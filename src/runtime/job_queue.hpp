@@ -76,6 +76,10 @@ class JobQueue final : public Broker {
   bool try_reserve(const Task& task) noexcept override;
   void unreserve(const Task& task) noexcept override;
   bool takes_queue(std::string_view name) const override;
+  // Pauses or resumes the named queue `name`: its jobs wait and none is
+  // taken while paused. False if this queue has no queue of that name or
+  // it was so already.
+  bool set_paused(std::string_view name, bool paused);
   void enqueue(TaskPtr task, Clock::time_point due, Clock::time_point now) override;
   std::size_t fetch(std::vector<Lease>& out, std::size_t max) override;
   void ack(Lease lease, Ack how, Clock::time_point due = {}) override;
@@ -129,7 +133,9 @@ class JobQueue final : public Broker {
     alignas(64) std::array<std::atomic<std::int64_t>, kLanes> counts{};  // ready per lane; lets take() skip empty ones
     alignas(64) std::atomic<std::int64_t> ready{0};
     std::atomic<std::int64_t> waiting{0};  // reserved, ready or scheduled
+    std::atomic<bool> paused{false};
   };
+  std::size_t takeable() const noexcept;  // ready jobs of the queues not paused
   Lanes& lanes_of(const Task& task) const noexcept;
   Lease take();         // a ready task, by queue, then highest priority first; empty if none
   // One look at `q`'s lanes; `pending` set if a counted task was not visible yet.
@@ -157,6 +163,7 @@ class JobQueue final : public Broker {
   // The named queues (one with the usual config); `several_` when more.
   std::vector<std::unique_ptr<Lanes>> queues_;
   bool several_ = false;
+  std::atomic<bool> any_paused_{false};  // some queue is paused: take() and pop() look at each
   bool strict_ = false;
   std::vector<std::size_t> by_weight_;  // indexes of queues_, greatest weight first (ties by name)
   std::size_t home_ = 0;                // where a task naming no queue goes: "default", else the greatest weight

@@ -106,6 +106,9 @@ std::optional<StorePage> MemoryJobStore::list(const StoreQuery& query) const {
   std::erase_if(tasks, [&](const std::shared_ptr<Task>& t) {
     if (before != 0 && t->spec().seq >= before) return true;
     if (!query.type.empty() && t->type() != query.type) return true;
+    if (!query.queue.empty() && (t->spec().queue.empty() ? kDefaultQueue : std::string_view(t->spec().queue)) != query.queue) {
+      return true;
+    }
     return query.state && t->state() != *query.state;
   });
   const std::size_t n = std::min(query.limit, tasks.size());

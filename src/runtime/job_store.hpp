@@ -41,6 +41,7 @@ struct StoreQuery {
   std::string type{};    // empty: every type
   std::size_t limit = 100;
   std::string cursor{};  // empty: from the newest; else a next_cursor from an earlier page
+  std::string queue{};   // empty: every named queue
 };
 
 struct StorePage {

@@ -35,6 +35,11 @@ PauseResult MemoryBackend::set_paused(TypeEntry& type, bool paused) {
   return host().apply_paused(type, paused) ? PauseResult::changed : PauseResult::unchanged;
 }
 
+PauseResult MemoryBackend::set_queue_paused(const std::string& name, bool paused) {
+  if (!queue_.takes_queue(name)) return PauseResult::not_found;
+  return queue_.set_paused(name, paused) ? PauseResult::changed : PauseResult::unchanged;
+}
+
 std::vector<QueueProcess> MemoryBackend::processes() const {
   QueueProcess self;
   self.host = host_name();

@@ -26,6 +26,7 @@ class MemoryBackend final : public Backend {
   CancelResult cancel(const JobId& id) override;
   RequeueResult requeue(const JobId& id) override;
   PauseResult set_paused(TypeEntry& type, bool paused) override;
+  PauseResult set_queue_paused(const std::string& name, bool paused) override;
   std::vector<QueueProcess> processes() const override;
   bool wait_idle(std::chrono::milliseconds timeout) override;
   std::size_t waiting(const std::map<JobState, std::size_t>&) const override { return queue_.size(); }
