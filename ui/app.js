@@ -269,20 +269,23 @@ const STATES = ['', 'queued', 'scheduled', 'running', 'succeeded', 'failed', 'ca
 
 function jobRow(j, extra = []) {
   return el('tr', {}, ...extra, el('td', {class: 'mono'}, el('a', {href: `#/job/${encodeURIComponent(j.id)}`}, j.id)),
-            el('td', {}, j.type), el('td', {}, badge(j.state)), el('td', {}, j.attempts),
+            el('td', {}, j.type), el('td', {}, text(j.queue)), el('td', {}, badge(j.state)), el('td', {}, j.attempts),
             el('td', {class: 'hide-narrow'}, text(j.created_at)),
             el('td', {class: 'mono'}, j.error ? `${j.error.type}: ${j.error.message}` : ''));
 }
 
 function jobs(params) {
-  const state = params.get('state') || '', type = params.get('type') || '';
+  const state = params.get('state') || '', type = params.get('type') || '', queue = params.get('queue') || '';
   const stateSel = el('select', {id: 'f-state'}, STATES.map((s) => el('option', {value: s, selected: s === state}, s || 'any state')));
   const typeIn = el('input', {id: 'f-type', placeholder: 'type', value: type});
+  const queueIn = el('input', {id: 'f-queue', placeholder: 'queue', value: queue});
   const idIn = el('input', {id: 'f-id', placeholder: 'job id'});
   const body = el('div');
-  const apply = () => { location.hash = `#/jobs?state=${encodeURIComponent(stateSel.value)}&type=${encodeURIComponent(typeIn.value)}`; };
+  const apply = () => {
+    location.hash = `#/jobs?state=${encodeURIComponent(stateSel.value)}&type=${encodeURIComponent(typeIn.value)}&queue=${encodeURIComponent(queueIn.value)}`;
+  };
   main.replaceChildren(el('h1', {}, 'Jobs'),
-    el('form', {class: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); }}, stateSel, typeIn, el('button', {type: 'submit'}, 'Filter')),
+    el('form', {class: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); }}, stateSel, typeIn, queueIn, el('button', {type: 'submit'}, 'Filter')),
     el('form', {class: 'filters', onsubmit: (e) => { e.preventDefault(); if (idIn.value) location.hash = `#/job/${encodeURIComponent(idIn.value)}`; }},
        idIn, el('button', {type: 'submit'}, 'Open')),
     body);
@@ -293,6 +296,7 @@ function jobs(params) {
     const q = new URLSearchParams({limit: '50'});
     if (state) q.set('state', state);
     if (type) q.set('type', type);
+    if (queue) q.set('queue', queue);
     const cursor = cursors[cursors.length - 1];
     if (cursor) q.set('cursor', cursor);
     try {
@@ -300,7 +304,7 @@ function jobs(params) {
       if (!current(mine)) return;
       const prev = el('button', {disabled: cursors.length === 1, onclick: () => { cursors.pop(); load(); }}, '‹ Newer');
       const next = el('button', {disabled: !page.next_cursor, onclick: () => { cursors.push(page.next_cursor); load(); }}, 'Older ›');
-      body.replaceChildren(el('div', {class: 'card'}, table(['id', 'type', 'state', 'attempts', 'created', 'error'], page.jobs.map((j) => jobRow(j))),
+      body.replaceChildren(el('div', {class: 'card'}, table(['id', 'type', 'queue', 'state', 'attempts', 'created', 'error'], page.jobs.map((j) => jobRow(j))),
                                 el('p', {class: 'filters'}, prev, next)));
     } catch (e) { showError(body, e); }
   }
@@ -387,7 +391,7 @@ async function dead() {
   }}, 'Retry selected');
   const all = el('input', {type: 'checkbox', onchange: (e) => boxes.forEach((b) => { b.checked = e.target.checked; })});
   body.replaceChildren(el('p', {class: 'filters'}, bulk, el('span', {class: 'muted'}, `${page.jobs.length} shown`)),
-                       table([all, 'id', 'type', 'state', 'attempts', 'created', 'error', ''], rows));
+                       table([all, 'id', 'type', 'queue', 'state', 'attempts', 'created', 'error', ''], rows));
 }
 
 async function workers() {
@@ -412,19 +416,24 @@ async function workers() {
   }
 }
 
-// Job types with their controls (pause, resume) and the periodic jobs.
+// Job types and named queues with their controls (pause, resume), and the
+// periodic jobs.
 async function types() {
   const body = el('div', {class: 'grid'});
   const note = el('div');
-  main.replaceChildren(el('h1', {}, 'Job types and schedules'), note, body);
+  main.replaceChildren(el('h1', {}, 'Job types, queues and schedules'), note, body);
   const mine = generation;
-  let t, s;
-  try { [t, s] = await Promise.all([api('GET', '/v1/types'), api('GET', '/v1/schedules')]); } catch (e) { return showError(body, e); }
+  let t, s, st;
+  try {
+    [t, s, st] = await Promise.all([api('GET', '/v1/types'), api('GET', '/v1/schedules'), api('GET', '/v1/stats')]);
+  } catch (e) { return showError(body, e); }
   if (!current(mine)) return;
-  const act = (type, what) => async () => {
-    try { await api('POST', `/v1/types/${encodeURIComponent(type)}/${what}`); if (current(mine)) types(); }
+  const post = (path) => async () => {
+    try { await api('POST', path); if (current(mine)) types(); }
     catch (e) { note.replaceChildren(el('p', {class: 'notice'}, String(e.message))); }
   };
+  const act = (type, what) => post(`/v1/types/${encodeURIComponent(type)}/${what}`);
+  const queues = Object.entries(st.queues || {});
   const limits = (l) => [l.concurrency != null ? `${l.concurrency} at once` : '', l.rate ? `${l.rate.per_second}/s burst ${l.rate.burst}` : '']
     .filter(Boolean).join(', ') || '–';
   body.append(
@@ -433,6 +442,14 @@ async function types() {
         el('td', {}, limits(x.limits)), el('td', {}, x.running), el('td', {}, x.held), el('td', {}, x.counts.succeeded), el('td', {}, badge(x.breaker)),
         el('td', {}, el('button', {class: x.paused ? 'primary' : 'danger', 'data-action': x.paused ? 'resume' : 'pause',
                                    onclick: act(x.type, x.paused ? 'resume' : 'pause')}, x.paused ? 'Resume' : 'Pause')))))),
+    el('section', {class: 'card wide'}, el('h2', {}, 'Queues'), table(['queue', 'state', 'ready', 'waiting', 'weight here', 'consumers', ''],
+      queues.map(([name, q]) => el('tr', {'data-queue': name},
+        el('td', {class: 'mono'}, el('a', {href: `#/jobs?state=&type=&queue=${encodeURIComponent(name)}`}, name)),
+        el('td', {}, badge(q.paused ? 'paused' : 'active')), el('td', {}, fmt(q.ready)), el('td', {}, fmt(q.waiting)),
+        el('td', {}, q.weight || '–'), el('td', {class: q.consumers === 0 ? 'error' : ''}, q.consumers),
+        el('td', {}, el('button', {class: q.paused ? 'primary' : 'danger', 'data-action': q.paused ? 'resume' : 'pause',
+                                   onclick: post(`/v1/queues/${encodeURIComponent(name)}/${q.paused ? 'resume' : 'pause'}`)},
+                        q.paused ? 'Resume' : 'Pause')))))),
     el('section', {class: 'card wide'}, el('h2', {}, 'Schedules'), s.schedules.length ? table(['name', 'cron', 'time zone', 'job type', 'next run', 'last job', 'source'],
       s.schedules.map((x) => el('tr', {}, el('td', {class: 'mono'}, x.name), el('td', {class: 'mono'}, x.cron), el('td', {}, x.time_zone),
         el('td', {}, text(x.job && x.job.type)), el('td', {}, text(x.next_run)),

@@ -171,6 +171,23 @@ try {
   await page.waitForSelector('tr[data-type="echo"] button[data-action="pause"]', {timeout: 10000});
   check('types: the resume button resumes it', (await call('GET', '/v1/types')).body.types.find((t) => t.type === 'echo').paused === false);
 
+  // Queues: the default queue listed with its counts; pause and resume it.
+  await page.waitForSelector('tr[data-queue="default"] button[data-action="pause"]', {timeout: 10000});
+  await page.click('tr[data-queue="default"] button[data-action="pause"]');
+  await page.waitForSelector('tr[data-queue="default"] button[data-action="resume"]', {timeout: 10000});
+  check('queues: the pause button pauses the queue', (await call('GET', '/v1/stats')).body.queues.default.paused === true);
+  await page.click('tr[data-queue="default"] button[data-action="resume"]');
+  await page.waitForSelector('tr[data-queue="default"] button[data-action="pause"]', {timeout: 10000});
+  check('queues: the resume button resumes it', (await call('GET', '/v1/stats')).body.queues.default.paused === false);
+  // Jobs: the queue column, and the filter by queue.
+  await page.goto(`${base}/#/jobs?state=&type=&queue=default`, {waitUntil: 'load'});
+  await page.waitForFunction(() => document.querySelectorAll('main table tbody tr td a').length > 0, {timeout: 10000});
+  const queueCells = await page.$$eval('main table tbody tr', (rows) => rows.map((r) => r.children[2].textContent));
+  check('jobs: the queue column says each job\'s queue', queueCells.length > 0 && queueCells.every((q) => q === 'default'), queueCells.join(','));
+  await page.goto(`${base}/#/jobs?state=&type=&queue=nowhere`, {waitUntil: 'load'});
+  await page.waitForFunction(() => document.querySelector('main table tbody td.muted') !== null, {timeout: 10000});
+  check('jobs: a queue filter with no jobs lists none', (await page.$eval('#f-queue', (n) => n.value)) === 'nowhere');
+
   // A payload that is markup renders as text.
   const xss = await submit({type: 'echo', payload: {note: XSS}, id: `xss-${Date.now()}`});
   await ended(xss);
