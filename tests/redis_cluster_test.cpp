@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "support/http_client.hpp"
@@ -33,25 +34,30 @@ using nlohmann::json;
 
 namespace {
 
-// Three masters serving every slot.
+// Three masters serving every slot, each with `replicas` replicas.
 struct Cluster {
   std::vector<std::unique_ptr<RedisServer>> nodes;
 
-  Cluster() {
+  explicit Cluster(int replicas = 0) {
     std::string create = "redis-cli --cluster create";
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 3 * (1 + replicas); ++i) {
       nodes.push_back(std::make_unique<RedisServer>(RedisServer::Options{
           .tcp = true,
           .args = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"},
           .cluster = true}));
       create += " 127.0.0.1:" + std::to_string(nodes.back()->port());
     }
-    create += " --cluster-yes > " + nodes[0]->dir() + "/create.log 2>&1";
+    create += " --cluster-replicas " + std::to_string(replicas) + " --cluster-yes > " + nodes[0]->dir() + "/create.log 2>&1";
     REQUIRE(std::system(create.c_str()) == 0);
     REQUIRE(eventually(
         [&] {
           for (const auto& n : nodes) {
             if (ask(*n, {"CLUSTER", "INFO"}).str.find("cluster_state:ok") == std::string::npos) return false;
+            // A replica has synced with its master (its data is there).
+            const std::string role = ask(*n, {"INFO", "replication"}).str;
+            if (role.find("role:slave") != std::string::npos && role.find("master_link_status:up") == std::string::npos) {
+              return false;
+            }
           }
           return true;
         },
@@ -186,5 +192,91 @@ TEST_SUITE("redis cluster") {
     const double met = std::stod(metrics.substr(at + line.size()));
     MESSAGE("accepted " << accepted.size() << "; unavailable answers met (MOVED, TRYAGAIN): " << met);
     CHECK(met > 0);
+  }
+
+  TEST_CASE("the namespace's master SIGKILLed: a replica takes over, the process follows; with min_replicas_ack 1 "
+            "no accepted job is lost" * doctest::timeout(240)) {
+    Cluster cluster(2);  // the promoted replica keeps one replica to acknowledge writes
+    const int slot = bulwark::detail::redis::key_slot("{fail}");
+    RedisServer& home = cluster.owner(slot, *cluster.nodes[0]);
+    json seeds = json::array();
+    for (auto& n : cluster.nodes) seeds.push_back("127.0.0.1:" + std::to_string(n->port()));
+    const std::string config = home.dir() + "/serve.json";
+    std::ofstream(config) << json{{"workers", 2},
+                                  {"logging", {{"level", "warn"}}},
+                                  {"server", {{"listen", "127.0.0.1:0"}, {"drain_timeout_ms", 1000}}},
+                                  {"queue", {{"backend", "redis"}}},
+                                  {"redis",
+                                   {{"url", "redis://127.0.0.1/0"},
+                                    {"namespace", "fail"},
+                                    {"cluster", {{"addresses", seeds}}},
+                                    {"min_replicas_ack", 1},
+                                    {"lease_ms", 2000},
+                                    {"command_timeout_ms", 500},
+                                    {"connect_timeout_ms", 300}}},
+                                  {"retention", {{"max_finished", 100'000}}}}
+                                 .dump();
+    ServeProcess serve(config, cluster.nodes[1]->dir() + "/serve.err");
+    const std::uint16_t port = serve.port_from_banner();
+
+    std::mutex mutex;
+    std::vector<std::string> accepted;
+    std::optional<std::chrono::steady_clock::time_point> killed, first_refused, back;
+    std::atomic<bool> stop{false};
+    std::thread load([&] {
+      for (int n = 0; !stop.load(); ++n) {
+        const std::string id = "k-" + std::to_string(n);
+        const auto r = http(port, "POST", "/v1/jobs", json{{"id", id}, {"type", "echo"}, {"payload", n}}.dump());
+        const auto now = std::chrono::steady_clock::now();
+        std::lock_guard lock(mutex);
+        if (r.status == 201) {
+          accepted.push_back(id);
+          if (first_refused && !back) back = now;
+        } else if (killed && !first_refused) {
+          first_refused = now;
+        }
+        std::this_thread::sleep_for(5ms);
+      }
+    });
+    std::this_thread::sleep_for(1500ms);
+    {
+      std::lock_guard lock(mutex);
+      killed = std::chrono::steady_clock::now();
+    }
+    home.kill_hard();
+    const bool recovered = eventually(
+        [&] {
+          std::lock_guard lock(mutex);
+          return back.has_value() || (!first_refused && std::chrono::steady_clock::now() - *killed > 20s);
+        },
+        90s);
+    std::this_thread::sleep_for(1s);
+    stop = true;
+    load.join();
+    CHECK(recovered);
+    RedisServer* alive = nullptr;
+    for (auto& n : cluster.nodes) {
+      if (n.get() != &home) alive = n.get();
+    }
+    CHECK(&cluster.owner(slot, *alive) != &home);  // the replica serves the slot now
+    std::size_t lost = 0;
+    const auto ended = [&](const std::string& id) {
+      const auto r = http(port, "GET", "/v1/jobs/" + id);
+      return r.status == 200 && r.json()["state"] == "succeeded";
+    };
+    eventually(
+        [&] {
+          for (const std::string& id : accepted) {
+            if (!ended(id)) return false;
+          }
+          return true;
+        },
+        30s);
+    for (const std::string& id : accepted) lost += ended(id) ? 0 : 1;
+    MESSAGE("cluster failover: " << accepted.size() << " accepted, " << lost << " lost, submits refused for "
+                                 << (first_refused && back ? std::chrono::duration<double>(*back - *first_refused).count() : 0.0)
+                                 << " s");
+    CHECK(accepted.size() > 100);
+    CHECK(lost == 0);
   }
 }

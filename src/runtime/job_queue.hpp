@@ -14,7 +14,8 @@
 // A worker picks a queue first, at random in proportion to the weights of
 // the queues that have a job ready (or, strict, the one of the greatest
 // weight that has one), then the job within it as above. With one queue
-// (the usual case) nothing of this costs anything.
+// (the usual case) there is no pick: a worker looks at that queue's lanes
+// alone, and no per-queue count is kept.
 //
 // Capacity bounds everything waiting (lanes and heaps), and a named queue's
 // own capacity its jobs. try_push() of a new job fails when full;
