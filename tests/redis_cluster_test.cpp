@@ -20,6 +20,7 @@
 #include "support/http_client.hpp"
 #include "support/redis_server.hpp"
 #include "support/serve_process.hpp"
+#include "support/submit_load.hpp"
 #include "support/wait.hpp"
 
 using namespace std::chrono_literals;
@@ -105,6 +106,21 @@ struct Cluster {
   }
 };
 
+// A serve config on the cluster `addresses` (host:port seeds), namespace
+// `ns`, with `redis` keys added; written to `path`.
+std::string serve_config(const std::string& path, const std::string& ns, const json& addresses, const json& redis = {}) {
+  json r = {{"url", "redis://127.0.0.1/0"}, {"namespace", ns}, {"cluster", {{"addresses", addresses}}}};
+  if (redis.is_object()) r.update(redis);
+  std::ofstream(path) << json{{"workers", 2},
+                              {"logging", {{"level", "warn"}}},
+                              {"server", {{"listen", "127.0.0.1:0"}, {"drain_timeout_ms", 1000}}},
+                              {"queue", {{"backend", "redis"}}},
+                              {"redis", r},
+                              {"retention", {{"max_finished", 100'000}}}}
+                             .dump();
+  return path;
+}
+
 }  // namespace
 
 TEST_SUITE("redis cluster") {
@@ -117,43 +133,22 @@ TEST_SUITE("redis cluster") {
     for (auto& n : cluster.nodes) {
       if (n.get() != &home) seed = n.get();
     }
-    const std::string config = home.dir() + "/serve.json";
-    std::ofstream(config) << json{{"workers", 2},
-                                  {"logging", {{"level", "warn"}}},
-                                  {"server", {{"listen", "127.0.0.1:0"}, {"drain_timeout_ms", 1000}}},
-                                  {"queue", {{"backend", "redis"}}},
-                                  {"redis",
-                                   {{"url", "redis://127.0.0.1/0"},
-                                    {"namespace", "clus"},
-                                    {"cluster", {{"addresses", {"127.0.0.1:" + std::to_string(seed->port())}}}},
-                                    {"lease_ms", 5000}}},
-                                  {"retention", {{"max_finished", 100'000}}}}
-                                 .dump();
+    const std::string config = serve_config(home.dir() + "/serve.json", "clus", {"127.0.0.1:" + std::to_string(seed->port())},
+                                            {{"lease_ms", 5000}});
     ServeProcess serve(config, home.dir() + "/serve.err");
     const std::uint16_t port = serve.port_from_banner();
     REQUIRE(http(port, "POST", "/v1/jobs", json{{"id", "first"}, {"type", "echo"}, {"payload", 0}}.dump()).status == 201);
     REQUIRE(eventually([&] { return http(port, "GET", "/v1/jobs/first").json()["state"] == "succeeded"; }, 20s));
     CHECK(Cluster::ask(home, {"EXISTS", "{clus}:job:first"}).integer == 1);  // on the slot's master, not the seed
 
-    std::mutex mutex;
-    std::vector<std::string> accepted{"first"};
-    std::atomic<bool> stop{false};
-    std::thread load([&] {
-      for (int n = 0; !stop.load(); ++n) {
-        const std::string id = "c-" + std::to_string(n);
-        if (http(port, "POST", "/v1/jobs", json{{"id", id}, {"type", "echo"}, {"payload", n}}.dump()).status == 201) {
-          std::lock_guard lock(mutex);
-          accepted.push_back(id);
-        }
-        std::this_thread::sleep_for(3ms);
-      }
-    });
+    bulwark::testing::SubmitLoad load({port}, "c-");
     std::this_thread::sleep_for(1s);
     RedisServer& to = *seed;
     cluster.move(slot, home, to);
     std::this_thread::sleep_for(2s);
-    stop = true;
-    load.join();
+    load.stop();
+    std::vector<std::string> accepted = load.accepted();
+    accepted.push_back("first");
 
     CHECK(&cluster.owner(slot, *cluster.nodes[0]) == &to);
     INFO("accepted " << accepted.size());
@@ -201,82 +196,30 @@ TEST_SUITE("redis cluster") {
     RedisServer& home = cluster.owner(slot, *cluster.nodes[0]);
     json seeds = json::array();
     for (auto& n : cluster.nodes) seeds.push_back("127.0.0.1:" + std::to_string(n->port()));
-    const std::string config = home.dir() + "/serve.json";
-    std::ofstream(config) << json{{"workers", 2},
-                                  {"logging", {{"level", "warn"}}},
-                                  {"server", {{"listen", "127.0.0.1:0"}, {"drain_timeout_ms", 1000}}},
-                                  {"queue", {{"backend", "redis"}}},
-                                  {"redis",
-                                   {{"url", "redis://127.0.0.1/0"},
-                                    {"namespace", "fail"},
-                                    {"cluster", {{"addresses", seeds}}},
-                                    {"min_replicas_ack", 1},
-                                    {"lease_ms", 2000},
-                                    {"command_timeout_ms", 500},
-                                    {"connect_timeout_ms", 300}}},
-                                  {"retention", {{"max_finished", 100'000}}}}
-                                 .dump();
+    const std::string config = serve_config(home.dir() + "/serve.json", "fail", seeds,
+                                            {{"min_replicas_ack", 1}, {"lease_ms", 2000}, {"command_timeout_ms", 500},
+                                             {"connect_timeout_ms", 300}});
     ServeProcess serve(config, cluster.nodes[1]->dir() + "/serve.err");
     const std::uint16_t port = serve.port_from_banner();
 
-    std::mutex mutex;
-    std::vector<std::string> accepted;
-    std::optional<std::chrono::steady_clock::time_point> killed, first_refused, back;
-    std::atomic<bool> stop{false};
-    std::thread load([&] {
-      for (int n = 0; !stop.load(); ++n) {
-        const std::string id = "k-" + std::to_string(n);
-        const auto r = http(port, "POST", "/v1/jobs", json{{"id", id}, {"type", "echo"}, {"payload", n}}.dump());
-        const auto now = std::chrono::steady_clock::now();
-        std::lock_guard lock(mutex);
-        if (r.status == 201) {
-          accepted.push_back(id);
-          if (first_refused && !back) back = now;
-        } else if (killed && !first_refused) {
-          first_refused = now;
-        }
-        std::this_thread::sleep_for(5ms);
-      }
-    });
+    bulwark::testing::SubmitLoad load({port}, "k-");
     std::this_thread::sleep_for(1500ms);
-    {
-      std::lock_guard lock(mutex);
-      killed = std::chrono::steady_clock::now();
-    }
+    load.killed();
     home.kill_hard();
-    const bool recovered = eventually(
-        [&] {
-          std::lock_guard lock(mutex);
-          return back.has_value() || (!first_refused && std::chrono::steady_clock::now() - *killed > 20s);
-        },
-        90s);
+    const bool recovered = load.wait_recovered(20s, 90s);
     std::this_thread::sleep_for(1s);
-    stop = true;
-    load.join();
+    load.stop();
     CHECK(recovered);
     RedisServer* alive = nullptr;
     for (auto& n : cluster.nodes) {
       if (n.get() != &home) alive = n.get();
     }
-    CHECK(&cluster.owner(slot, *alive) != &home);  // the replica serves the slot now
-    std::size_t lost = 0;
-    const auto ended = [&](const std::string& id) {
-      const auto r = http(port, "GET", "/v1/jobs/" + id);
-      return r.status == 200 && r.json()["state"] == "succeeded";
-    };
-    eventually(
-        [&] {
-          for (const std::string& id : accepted) {
-            if (!ended(id)) return false;
-          }
-          return true;
-        },
-        30s);
-    for (const std::string& id : accepted) lost += ended(id) ? 0 : 1;
-    MESSAGE("cluster failover: " << accepted.size() << " accepted, " << lost << " lost, submits refused for "
-                                 << (first_refused && back ? std::chrono::duration<double>(*back - *first_refused).count() : 0.0)
-                                 << " s");
-    CHECK(accepted.size() > 100);
+    CHECK(&cluster.owner(slot, *alive) != &home);  // a replica serves the slot now
+    const std::size_t accepted = load.accepted().size();
+    const std::size_t lost = load.lost(port, 30s);
+    MESSAGE("cluster failover: " << accepted << " accepted, " << lost << " lost, submits refused for "
+                                 << load.refused_seconds() << " s");
+    CHECK(accepted > 100);
     CHECK(lost == 0);
   }
 }

@@ -20,6 +20,7 @@
 #include "support/http_client.hpp"
 #include "support/redis_server.hpp"
 #include "support/serve_process.hpp"
+#include "support/submit_load.hpp"
 #include "support/wait.hpp"
 
 using namespace std::chrono_literals;
@@ -143,71 +144,21 @@ Outcome failover_under_load(unsigned min_replicas_ack) {
   ServeProcess b(config, master.dir() + "/b.err");
   const std::uint16_t ports[2] = {a.port_from_banner(), b.port_from_banner()};
 
-  std::mutex mutex;
-  std::vector<std::string> accepted;
-  std::map<std::string, std::chrono::steady_clock::time_point> accepted_at;
-  std::optional<std::chrono::steady_clock::time_point> killed, first_refused_after, first_accepted_after;
-  std::atomic<bool> stop{false};
-  std::thread load([&] {
-    for (int n = 0; !stop.load(); ++n) {
-      const std::string id = "f-" + std::to_string(n);
-      const auto r = http(ports[n % 2], "POST", "/v1/jobs", json{{"id", id}, {"type", "echo"}, {"payload", n}}.dump());
-      const auto now = std::chrono::steady_clock::now();
-      std::lock_guard lock(mutex);
-      if (r.status == 201) {
-        accepted.push_back(id);
-        accepted_at[id] = now;
-        if (killed && first_refused_after && !first_accepted_after) first_accepted_after = now;
-      } else if (killed && !first_refused_after) {
-        first_refused_after = now;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-  });
+  bulwark::testing::SubmitLoad load({ports[0], ports[1]}, "f-");
   std::this_thread::sleep_for(2s);
-  {
-    std::lock_guard lock(mutex);
-    killed = std::chrono::steady_clock::now();
-  }
+  load.killed();
   master.kill_hard();
-  const bool recovered = eventually(
-      [&] {
-        std::lock_guard lock(mutex);
-        return first_accepted_after.has_value() ||
-               (!first_refused_after && std::chrono::steady_clock::now() - *killed > 15s);
-      },
-      60s);
+  const bool recovered = load.wait_recovered(15s, 60s);
   std::this_thread::sleep_for(2s);  // and it goes on
-  stop = true;
-  load.join();
+  load.stop();
   CHECK(recovered);
 
   Outcome out;
-  out.accepted = accepted.size();
-  if (first_refused_after && first_accepted_after) {
-    out.refused_seconds = std::chrono::duration<double>(*first_accepted_after - *first_refused_after).count();
-  }
+  out.accepted = load.accepted().size();
+  out.refused_seconds = load.refused_seconds();
   // Every accepted job ends (some run twice: their end was lost with the
   // master, their lease ran out on the new one).
-  const auto ended = [&](const std::string& id) {
-    const auto r = http(ports[0], "GET", "/v1/jobs/" + id);
-    return r.status == 200 && r.json()["state"] == "succeeded";
-  };
-  eventually(
-      [&] {
-        for (const std::string& id : accepted) {
-          if (!ended(id)) return false;
-        }
-        return true;
-      },
-      30s);
-  for (const std::string& id : accepted) {
-    if (ended(id)) continue;
-    if (++out.lost <= 3) {
-      MESSAGE("lost: " << id << ", accepted " << std::chrono::duration<double>(accepted_at[id] - *killed).count()
-                       << " s after the kill");
-    }
-  }
+  out.lost = load.lost(ports[0], 30s);
   return out;
 }
 
