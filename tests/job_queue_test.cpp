@@ -190,7 +190,7 @@ TEST_SUITE("JobQueue") {
     CHECK(q.size() == 0);
   }
 
-  TEST_CASE("named queues: a weighted pick among the queues with jobs ready, each in priority order") {
+  TEST_CASE("named queues: a weighted pick among the queues with jobs ready, each in priority order" * doctest::timeout(30)) {
     JobQueue q(100'000, 1, 0, {{"critical", 3, 0}, {"low", 1, 0}});
     for (int i = 0; i < 2000; ++i) {
       const std::string n = std::to_string(i);  // (GCC 12 warns, wrongly, of "c" + to_string(i))
@@ -220,7 +220,7 @@ TEST_SUITE("JobQueue") {
     CHECK(q.pop().task->spec().queue == "low");
   }
 
-  TEST_CASE("named queues, strict: the greatest weight with a job ready always goes first") {
+  TEST_CASE("named queues, strict: the greatest weight with a job ready always goes first" * doctest::timeout(30)) {
     JobQueue q(1000, 1, 0, {{"a", 1, 0}, {"b", 5, 0}, {"c", 2, 0}}, true);
     for (const char* name : {"a", "b", "c"}) {
       for (int i = 0; i < 3; ++i) {
@@ -232,7 +232,7 @@ TEST_SUITE("JobQueue") {
     CHECK(order == "bbbcccaaa");
   }
 
-  TEST_CASE("a named queue's capacity bounds its jobs; queue.capacity bounds them all; posts go to default") {
+  TEST_CASE("a named queue's capacity bounds its jobs; queue.capacity bounds them all; posts go to default" * doctest::timeout(30)) {
     JobQueue q(5, 1, 0, {{"default", 1, 0}, {"small", 1, 2}});
     CHECK(q.takes_queue("small"));
     CHECK(q.takes_queue("default"));
@@ -264,7 +264,7 @@ TEST_SUITE("JobQueue") {
     CHECK(delayed.queue_depths()[1].ready == 0);
   }
 
-  TEST_CASE("without \"default\", a job naming no queue goes to the queue of the greatest weight") {
+  TEST_CASE("without \"default\", a job naming no queue goes to the queue of the greatest weight" * doctest::timeout(30)) {
     JobQueue q(10, 1, 0, {{"a", 1, 0}, {"b", 4, 0}});
     CHECK_FALSE(q.takes_queue("default"));
     REQUIRE(q.try_push(fake_task("posted"), Clock::now()));

@@ -208,6 +208,26 @@ TEST_SUITE("redis_scripts") {
     }
   }
 
+  TEST_CASE("every Redis error answer is classified once, by its first word") {
+    using Kind = redis::RedisError::Kind;
+    const auto of = [](const char* reply) { return redis::RedisError::from_reply(reply); };
+    for (const char* busy : {"LOADING loading", "BUSY script", "MASTERDOWN link", "READONLY replica", "TRYAGAIN split",
+                             "CLUSTERDOWN down", "ASK 12 127.0.0.1:7001"}) {
+      CAPTURE(busy);
+      CHECK(of(busy).kind() == Kind::unavailable);
+      CHECK_FALSE(of(busy).login());
+      CHECK_FALSE(of(busy).moved());
+    }
+    CHECK(of("MOVED 5468 127.0.0.1:7002").kind() == Kind::unavailable);
+    CHECK(of("MOVED 5468 127.0.0.1:7002").moved());
+    CHECK(of("WRONGPASS invalid").login());
+    CHECK(of("NOAUTH needed").login());
+    CHECK(of("ERR AUTH <password> called without any password configured").login());
+    CHECK(of("OOM command not allowed").kind() == Kind::full);
+    CHECK(of("ERR wrong number of arguments").kind() == Kind::other);
+    CHECK(of("MOVEDX nothing").kind() == Kind::other);  // the whole first word
+  }
+
   TEST_CASE("a key's cluster slot is CRC16 of its hash tag, as the Redis Cluster spec gives it") {
     CHECK(redis::key_slot("123456789") == 0x31C3);  // the spec's CRC16 check value
     CHECK(redis::key_slot("") == 0);

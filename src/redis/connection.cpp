@@ -194,7 +194,8 @@ std::optional<Address> parse_url(const std::string& url, std::string* problem) {
 
 RedisError RedisError::from_reply(std::string reply) {
   const std::string_view word = std::string_view(reply).substr(0, reply.find(' '));
-  for (std::string_view busy : {"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK"}) {
+  if (word == "MOVED") return RedisError(std::move(reply), Kind::unavailable, false, true);
+  for (std::string_view busy : {"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "ASK"}) {
     if (word == busy) return RedisError(std::move(reply), Kind::unavailable);
   }
   for (std::string_view refused : {"WRONGPASS", "NOAUTH", "NOPERM"}) {
@@ -648,8 +649,12 @@ void Link::ok() {
 
 void Link::failed(const RedisError& e) {
   connection_.reset();
-  if (options_.cluster && std::string_view(e.what()).rfind("MOVED ", 0) == 0) {
-    backoff_ = kFirst;  // the slot moved on (a reshard): the next connection goes there, at once
+  if (options_.cluster && e.moved()) {
+    // The slot moved on (a reshard, a failover): not this loop's failure.
+    // The next connection goes where MOVED said after the shortest wait
+    // (nodes' maps may lag a moment: no tight loop between two of them).
+    backoff_ = kFirst;
+    std::this_thread::sleep_for(kFirst);
     return;
   }
   if (options_.status) options_.status->down(part_, e);

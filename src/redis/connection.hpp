@@ -112,23 +112,27 @@ ConnectOptions sentinel_connect(const ConnectOptions& options, std::size_t index
 
 // A Redis error, classified once (classify): unavailable (the connection
 // failed or timed out, or Redis answered LOADING, BUSY, MASTERDOWN,
-// READONLY, TRYAGAIN, CLUSTERDOWN: retry on a fresh connection), full (OOM
+// READONLY, TRYAGAIN, CLUSTERDOWN, MOVED, ASK: retry on a fresh connection), full (OOM
 // under maxmemory), other (any other error answer). login() marks the
 // unavailable errors that are about the login (WRONGPASS, NOAUTH, NOPERM):
 // waiting does not mend them.
 class RedisError : public BackendError {
  public:
-  RedisError(const std::string& message, Kind kind, bool login = false)
-      : BackendError(message, kind), login_(login) {}
+  RedisError(const std::string& message, Kind kind, bool login = false, bool moved = false)
+      : BackendError(message, kind), login_(login), moved_(moved) {}
   // An error answer from Redis, classified by its first word.
   static RedisError from_reply(std::string reply);
   // True for a connection or I/O failure (Redis unreachable or gone), or an
   // answer that says this connection cannot be used now.
   bool unavailable() const noexcept { return kind() == Kind::unavailable; }
   bool login() const noexcept { return login_; }
+  // A cluster's MOVED answer (unavailable): the slot has another master
+  // now; a new connection goes there, no backoff needed.
+  bool moved() const noexcept { return moved_; }
 
  private:
   bool login_;
+  bool moved_;
 };
 
 // A reply. Integers, strings, statuses and arrays of them (error replies

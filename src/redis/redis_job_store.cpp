@@ -46,21 +46,6 @@ void apply_outcome(JobRecord& r, const std::string& text) {
 
 // Counts by state: the sets for the waiting, running and dead; the done
 // set's split into succeeded and cancelled from the counts the scripts keep.
-// KEYS: leased, dead, counts, held, queues; ARGV: the keys' prefix.
-const Script kCounts{"counts", R"lua(
-local split = redis.call('HMGET', KEYS[3], 'succeeded', 'cancelled')
-local ns = ARGV[1]
-local queued, scheduled = redis.call('ZCARD', KEYS[4]), 0
-local names = redis.call('SMEMBERS', KEYS[5])
-table.insert(names, '')
-for _, q in ipairs(names) do
-  local at = q == '' and ns or ns .. 'q:' .. q .. ':'
-  queued = queued + redis.call('ZCARD', at .. 'ready')
-  scheduled = scheduled + redis.call('ZCARD', at .. 'scheduled')
-end
-return {queued, scheduled, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), tonumber(split[1] or 0),
-        tonumber(split[2] or 0)}
-)lua"};
 
 }  // namespace
 
@@ -152,7 +137,7 @@ std::optional<StorePage> RedisJobStore::list(const StoreQuery& query) const {
 }
 
 std::map<JobState, std::size_t> RedisJobStore::count_by_state() const {
-  const Value v = pool_.eval(kCounts, {keys_.leased, keys_.dead, keys_.counts, keys_.held, keys_.queues}, {keys_.prefix});
+  const Value v = pool_.eval(kCounts, {keys_.leased, keys_.dead, keys_.counts, keys_.held}, {keys_.prefix});
   const JobState order[] = {JobState::queued, JobState::scheduled, JobState::running,
                             JobState::failed, JobState::succeeded, JobState::cancelled};
   std::map<JobState, std::size_t> out;

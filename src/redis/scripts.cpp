@@ -414,6 +414,18 @@ redis.call('ZADD', ready_of(ARGV[4], f[3]), ready_score(f[1], attempts > 0, f[2]
 return 1
 )lua"};
 
+const Script kCounts{"counts", kPrelude + R"lua(
+local ns = ARGV[1]
+local split = redis.call('HMGET', KEYS[3], 'succeeded', 'cancelled')
+local queued, scheduled = redis.call('ZCARD', KEYS[4]), 0
+for _, queue in ipairs(queue_names(ns)) do
+  queued = queued + redis.call('ZCARD', ready_of(ns, queue))
+  scheduled = scheduled + redis.call('ZCARD', scheduled_of(ns, queue))
+end
+return {queued, scheduled, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), tonumber(split[1] or 0),
+        tonumber(split[2] or 0)}
+)lua"};
+
 // Jobs by named queue: every queue a job named, with its ready and
 // scheduled counts.
 const Script kQueueDepths{"queue_depths", kPrelude + R"lua(

@@ -138,6 +138,12 @@ extern const Script kRelease;
 // 0 if fenced.
 extern const Script kProgress;
 
+// KEYS: leased, dead, counts, held.
+// ARGV: the keys' prefix ("{ns}:").
+// Jobs by state: {queued (every queue's ready, and held), scheduled (every
+// queue's), running, failed, succeeded, cancelled}.
+extern const Script kCounts;
+
 // ARGV: the keys' prefix ("{ns}:").
 // Every queue a job named or paused ("default" too): {name, ready,
 // scheduled, paused (1 or 0)} each.

@@ -45,11 +45,12 @@ Intake::Intake(const RuntimeOptions& options, std::shared_ptr<const Registry> re
       broker_(broker),
       store_(store),
       completion_(completion),
-      id_prefix_(make_id_prefix()) {}
+      id_prefix_(make_id_prefix()),
+      takes_default_(broker.takes_queue(kDefaultQueue)) {}
 
 std::string Intake::queue_check(const std::string& queue, const std::string& field) const {
   if (queue.empty()) {
-    if (broker_.takes_queue(kDefaultQueue)) return {};
+    if (takes_default_) return {};  // the usual submit: no look at the broker
   } else if (std::string problem = queue_problem(queue); !problem.empty()) {
     return field + problem.substr(5);
   } else if (broker_.takes_queue(queue)) {
@@ -203,6 +204,7 @@ bool Intake::record(const TaskPtr& task) {
 }
 
 std::optional<SubmitError> Intake::refusal(Admitted result, const JobId& id, const std::string& queue) const {
+  if (result == Admitted::accepted) return std::nullopt;  // every accepted submit: nothing more to look up
   const std::string name = queue.empty() ? std::string(kDefaultQueue) : queue;
   const auto named = options_.queues.find(name);
   const std::size_t own = named == options_.queues.end() ? 0 : named->second.capacity;

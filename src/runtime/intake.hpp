@@ -131,6 +131,7 @@ class Intake {
   JobStore& store_;
   Completion& completion_;
   const std::string id_prefix_;
+  const bool takes_default_;  // the broker takes jobs naming no queue (fixed for its life)
 
   alignas(64) std::atomic<bool> open_{true};
   std::atomic<int> inside_{0};

@@ -351,7 +351,7 @@ std::vector<std::size_t> JobQueue::ready_by_priority() const {
 }
 
 std::vector<QueueDepth> JobQueue::queue_depths() const {
-  if (queues_.size() == 1 && !several_) {
+  if (!several_) {
     return {QueueDepth{queues_[0]->name, ready(), size(), queues_[0]->paused.load(std::memory_order_relaxed)}};
   }
   std::vector<QueueDepth> out;
