@@ -65,9 +65,6 @@ end
 local function queue_names(ns)
   local names = redis.call('SMEMBERS', ns .. 'queues')
   table.insert(names, 'default')
-  for _, paused in ipairs(redis.call('HKEYS', ns .. 'queues:paused')) do
-    if paused ~= 'default' and redis.call('SISMEMBER', ns .. 'queues', paused) == 0 then table.insert(names, paused) end
-  end
   return names
 end
 -- Jobs waiting in every queue (ready and scheduled), and those held.
@@ -429,8 +426,12 @@ return {queued, scheduled, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEY
 // Jobs by named queue: every queue a job named, with its ready and
 // scheduled counts.
 const Script kQueueDepths{"queue_depths", kPrelude + R"lua(
-local out = {}
-for _, queue in ipairs(queue_names(ARGV[1])) do
+local out, names = {}, queue_names(ARGV[1])
+-- A queue paused before any job named it is listed too (it has no jobs).
+for _, paused in ipairs(redis.call('HKEYS', ARGV[1] .. 'queues:paused')) do
+  if paused ~= 'default' and redis.call('SISMEMBER', ARGV[1] .. 'queues', paused) == 0 then table.insert(names, paused) end
+end
+for _, queue in ipairs(names) do
   table.insert(out, {queue, redis.call('ZCARD', ready_of(ARGV[1], queue)), redis.call('ZCARD', scheduled_of(ARGV[1], queue)),
                      redis.call('HEXISTS', ARGV[1] .. 'queues:paused', queue)})
 end
