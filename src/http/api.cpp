@@ -939,32 +939,32 @@ Response Api::types() {
   return json_response(200, {{"types", std::move(list)}});
 }
 
-Response Api::pause_or_resume(const std::string& type, bool pause) {
-  const PauseResult r = pause ? runtime_.pause(type) : runtime_.resume(type);
+namespace {
+
+// The answer to a pause or resume of a type or a queue (`field`, `name`);
+// `not_found` is what a PauseResult::not_found answers.
+Response pause_answer(PauseResult r, const char* field, const std::string& name, bool pause, Response not_found) {
   switch (r) {
-    case PauseResult::not_found:
-      return error_response(404, "type_not_found", "no job type '" + type + "' is registered");
+    case PauseResult::not_found: return not_found;
     case PauseResult::unavailable:
       return error_response(503, "backend_unavailable", "the job queue's backend (redis) cannot be reached; nothing changed");
     case PauseResult::changed:
     case PauseResult::unchanged: break;
   }
-  return json_response(200, {{"type", type}, {"paused", pause}, {"changed", r == PauseResult::changed}});
+  return json_response(200, {{field, name}, {"paused", pause}, {"changed", r == PauseResult::changed}});
+}
+
+}  // namespace
+
+Response Api::pause_or_resume(const std::string& type, bool pause) {
+  return pause_answer(pause ? runtime_.pause(type) : runtime_.resume(type), "type", type, pause,
+                      error_response(404, "type_not_found", "no job type '" + type + "' is registered"));
 }
 
 Response Api::pause_or_resume_queue(const std::string& queue, bool pause) {
-  const PauseResult r = pause ? runtime_.pause_queue(queue) : runtime_.resume_queue(queue);
-  switch (r) {
-    case PauseResult::not_found:
-      return error_response(404, "queue_not_found",
-                            queue_problem(queue).empty() ? "this process runs no queue '" + queue + "'"
-                                                         : queue_problem(queue));
-    case PauseResult::unavailable:
-      return error_response(503, "backend_unavailable", "the job queue's backend (redis) cannot be reached; nothing changed");
-    case PauseResult::changed:
-    case PauseResult::unchanged: break;
-  }
-  return json_response(200, {{"queue", queue}, {"paused", pause}, {"changed", r == PauseResult::changed}});
+  const std::string problem = queue_problem(queue);
+  return pause_answer(pause ? runtime_.pause_queue(queue) : runtime_.resume_queue(queue), "queue", queue, pause,
+                      error_response(404, "queue_not_found", problem.empty() ? "this process runs no queue '" + queue + "'" : problem));
 }
 
 }  // namespace bulwark::http
