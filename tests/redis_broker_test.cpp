@@ -151,8 +151,7 @@ TEST_SUITE("redis_broker") {
     redis::Keys keys("t");
     auto c = server.connect();
     const auto now = std::to_string(redis::epoch_ms(Clock::now()));
-    auto leased = c.eval(redis::kFetch, {keys.leased, keys.paused, keys.held},
-                         {"2", now, "200", "dead-proc", keys.job_prefix, keys.prefix, "0", "1", "default", "1"});
+    auto leased = c.eval(redis::kFetch, {keys.leased, keys.held, keys.ready}, {"2", now, "200", "dead-proc", keys.job_prefix});
     REQUIRE(leased.elements.size() == 2);
     const auto start = Clock::now();
     RedisBroker alive(options_for(server), "alive", make_task);

@@ -43,9 +43,8 @@ std::size_t lease_to_dead_process(const bulwark::testing::RedisServer& server, c
   auto c = server.connect();
   const long long now = redis::epoch_ms(bulwark::Clock::now());
   c.command({"ZADD", keys.processes, std::to_string(now), holder});
-  const auto leased = c.eval(redis::kFetch, {keys.leased, keys.paused, keys.held},
-                             {"100", std::to_string(now), std::to_string(lease.count()), holder, keys.job_prefix,
-                              keys.prefix, "0", "1", "default", "1"});
+  const auto leased = c.eval(redis::kFetch, {keys.leased, keys.held, keys.ready},
+                             {"100", std::to_string(now), std::to_string(lease.count()), holder, keys.job_prefix});
   return leased.elements.size();
 }
 

@@ -31,29 +31,42 @@ struct Leased {
   std::string fence;
 };
 
-// The scripts with their keys, on one connection.
+// The scripts with one named queue's keys ("": the default), on one
+// connection, called as the broker calls them.
 struct Queue {
-  explicit Queue(const bulwark::testing::RedisServer& server, std::string ns = "t")
-      : keys(ns), c(server.connect()) {}
+  explicit Queue(const bulwark::testing::RedisServer& server, std::string ns = "t", const std::string& queue = "")
+      : keys(ns, queue), c(server.connect()) {}
 
-  long long enqueue(const std::string& id, int priority = 0, long long due = 0, long long now = 1000,
-                    long long capacity = 1000, int max_attempts = 3, const std::string& queue = "",
-                    long long queue_capacity = 0) {
-    return c.eval(redis::kEnqueue, {keys.index, keys.seq, keys.held, keys.queues},
-                  {std::to_string(capacity), keys.job_prefix, keys.prefix, id, "echo", R"({"x":1})",
-                   std::to_string(priority), std::to_string(max_attempts), "0", std::to_string(due), std::to_string(now),
-                   "", "", "", "", "", "", queue, std::to_string(queue_capacity)})
-        .elements.at(0)
-        .as_integer();
+  // The enqueue script's first arguments for `jobs` jobs (a named queue's
+  // sequence numbers reserved as the broker does).
+  std::vector<std::string> head(long long capacity, std::size_t jobs, long long queue_capacity = 0,
+                                long long elsewhere = 0) {
+    std::string seq;
+    if (!keys.is_default()) {
+      seq = std::to_string(c.command({"INCRBY", keys.seq, std::to_string(jobs)}).as_integer() -
+                           static_cast<long long>(jobs));
+    }
+    return {std::to_string(capacity), keys.job_prefix, std::to_string(elsewhere), std::to_string(queue_capacity),
+            seq, keys.queue};
   }
-  // `queues`: name and weight pairs, greatest weight first; none: the default.
-  std::vector<Leased> fetch(const std::string& owner, int max, long long now = 1000, long long lease = 30'000,
-                            const std::vector<std::pair<std::string, int>>& queues = {{"default", 1}},
-                            bool strict = false, long long seed = 12345) {
+  Value run_enqueue(const std::vector<std::string>& args) {
+    if (keys.is_default()) return c.eval(redis::kEnqueue, {keys.index, keys.ready, keys.scheduled, keys.held, keys.seq}, args);
+    return c.eval(redis::kEnqueue, {keys.index, keys.ready, keys.scheduled, keys.held}, args);
+  }
+  long long enqueue(const std::string& id, int priority = 0, long long due = 0, long long now = 1000,
+                    long long capacity = 1000, int max_attempts = 3, long long queue_capacity = 0,
+                    long long elsewhere = 0) {
+    std::vector<std::string> args = head(capacity, 1, queue_capacity, elsewhere);
+    args.insert(args.end(), {id, "echo", R"({"x":1})", std::to_string(priority), std::to_string(max_attempts), "0",
+                             std::to_string(due), std::to_string(now), "", "", "", "", "", ""});
+    return run_enqueue(args).elements.at(0).as_integer();
+  }
+  std::vector<std::string> paused;  // job types paused, as the broker passes them
+  std::vector<Leased> fetch(const std::string& owner, int max, long long now = 1000, long long lease = 30'000) {
     std::vector<std::string> args = {std::to_string(max), std::to_string(now), std::to_string(lease), owner,
-                                     keys.job_prefix, keys.prefix, strict ? "1" : "0", std::to_string(seed)};
-    for (const auto& [name, weight] : queues) args.insert(args.end(), {name, std::to_string(weight)});
-    Value v = c.eval(redis::kFetch, {keys.leased, keys.paused, keys.held}, args);
+                                     keys.job_prefix};
+    args.insert(args.end(), paused.begin(), paused.end());
+    Value v = c.eval(redis::kFetch, {keys.leased, keys.held, keys.ready}, args);
     std::vector<Leased> out;
     for (const Value& job : v.elements) {
       out.push_back({job.elements[0].str, job.elements[6].str, job.elements[8].str == "1", job.elements[3].str,
@@ -70,13 +83,14 @@ struct Queue {
   std::vector<long long> ack(const std::string& owner, const std::vector<AckOf>& acks, long long now = 2000,
                              long long keep = 100, long long cutoff = 0) {
     std::vector<std::string> args = {owner, std::to_string(now), std::to_string(keep), std::to_string(keep),
-                                     std::to_string(cutoff), std::to_string(cutoff), keys.job_prefix, keys.prefix};
+                                     std::to_string(cutoff), std::to_string(cutoff), keys.job_prefix};
     for (const AckOf& a : acks) {
       args.insert(args.end(), {a.lease.id, a.lease.fence, a.how, a.state,
                                a.how == "retry" ? R"({"error":{"kind":"exception"}})" : R"({"result":1})",
                                std::to_string(a.due)});
     }
-    Value v = c.eval(redis::kAck, {keys.leased, keys.done, keys.dead, keys.index, keys.ended, keys.counts}, args);
+    Value v = c.eval(redis::kAck, {keys.leased, keys.done, keys.dead, keys.index, keys.ended, keys.counts, keys.scheduled},
+                     args);
     std::vector<long long> out;  // 1 written; 0 fenced (holders: who holds it instead)
     holders.clear();
     for (const Value& e : v.elements) {
@@ -100,12 +114,13 @@ struct Queue {
     return v.type == Value::Type::integer ? std::to_string(v.integer) : "held by " + v.str;
   }
   long long promote(long long now) {
-    return c.eval(redis::kPromote, {keys.queues}, {std::to_string(now), "100", keys.job_prefix, keys.prefix})
-        .as_integer();
+    std::vector<std::string> args = {std::to_string(now), "100", keys.job_prefix};
+    args.insert(args.end(), paused.begin(), paused.end());
+    return c.eval(redis::kPromote, {keys.scheduled, keys.ready, keys.held}, args).as_integer();
   }
   // The rows of the leases `owner` takes over at `now`.
   std::vector<Value> take_over(const std::string& owner, long long now, long long lease = 30'000) {
-    return c.eval(redis::kRecover, {keys.leased, keys.processes},
+    return c.eval(redis::kRecover, {keys.leased},
                   {std::to_string(now), "100", owner, std::to_string(now + lease), keys.job_prefix})
         .elements;
   }
@@ -119,12 +134,25 @@ struct Queue {
            {keys.job_prefix, std::to_string(keep_dead), "100", "0", std::to_string(done_cutoff)});
   }
   long long cancel(const std::string& id, long long now = 1500) {
-    return c.eval(redis::kCancel, {keys.job(id), keys.done, keys.cancel, keys.index, keys.ended, keys.counts},
-                  {id, std::to_string(now), "100", keys.job_prefix, "0", keys.prefix})
+    return c.eval(redis::kCancel,
+                  {keys.job(id), keys.done, keys.index, keys.ended, keys.counts, keys.ready, keys.scheduled, keys.held},
+                  {id, std::to_string(now), "100", keys.job_prefix, "0", keys.cancel})
         .as_integer();
   }
-  long long requeue(const std::string& id, long long capacity = 1000) {
-    return c.eval(redis::kRequeue, {keys.job(id), keys.dead}, {id, std::to_string(capacity), keys.prefix}).as_integer();
+  long long requeue(const std::string& id, long long capacity = 1000, long long elsewhere = 0) {
+    return c.eval(redis::kRequeue, {keys.job(id), keys.dead, keys.ready, keys.scheduled, keys.held},
+                  {id, std::to_string(capacity), std::to_string(elsewhere)})
+        .as_integer();
+  }
+  // {queued, scheduled, running, failed, succeeded, cancelled}
+  std::vector<long long> counts() {
+    std::vector<long long> out;
+    for (const Value& v :
+         c.eval(redis::kCounts, {keys.leased, keys.dead, keys.counts, keys.held, keys.ready, keys.scheduled}, {})
+             .elements) {
+      out.push_back(v.as_integer());
+    }
+    return out;
   }
   std::string field(const std::string& id, const std::string& name) {
     Value v = c.command({"HGET", keys.job(id), name});
@@ -277,13 +305,12 @@ TEST_SUITE("redis_scripts") {
             doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
     Queue q(server);
-    std::vector<std::string> args = {"3", q.keys.job_prefix, q.keys.prefix};
+    std::vector<std::string> args = q.head(3, 5);
     for (const char* id : {"m1", "m2", "m1", "m3", "m4"}) {
-      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", "", "", "", "", "", "", "0"});
+      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", "", "", "", "", ""});
     }
     std::vector<long long> got;
-    for (const Value& v : q.c.eval(redis::kEnqueue, {q.keys.index, q.keys.seq, q.keys.held, q.keys.queues}, args)
-                              .elements) {
+    for (const Value& v : q.run_enqueue(args).elements) {
       got.push_back(v.as_integer());
     }
     CHECK(got == std::vector<long long>{1, 2, -1, 3, -2});  // the second m1 is a duplicate; m4 finds 3 waiting
@@ -296,14 +323,14 @@ TEST_SUITE("redis_scripts") {
     Queue q(server);
     const std::string lock = q.keys.unique("echo", "k:1");
     const auto unique_args = [&](const std::string& id, const std::string& window_ms) {
-      return std::vector<std::string>{id, "echo", "null", "0", "3", "0", "0", "1000", "", "", lock, window_ms, "k:1", "", "", "0"};
+      return std::vector<std::string>{id, "echo", "null", "0", "3", "0", "0", "1000", "", "", lock, window_ms, "k:1", ""};
     };
-    std::vector<std::string> args = {"100", q.keys.job_prefix, q.keys.prefix};
+    std::vector<std::string> args = q.head(100, 2);
     for (const char* id : {"u1", "u2"}) {
       const auto more = unique_args(id, "60000");
       args.insert(args.end(), more.begin(), more.end());
     }
-    const Value first = q.c.eval(redis::kEnqueue, {q.keys.index, q.keys.seq, q.keys.held, q.keys.queues}, args);
+    const Value first = q.run_enqueue(args);
     REQUIRE(first.elements.size() == 2);
     CHECK(first.elements[0].as_integer() == 1);
     REQUIRE(first.elements[1].elements.size() == 2);  // the second in the same batch: held by u1
@@ -314,12 +341,10 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.c.command({"PTTL", lock}).as_integer() > 50'000);
     // The lock gone (its window passed): the key is free again.
     q.c.command({"DEL", lock});
-    args = {"100", q.keys.job_prefix, q.keys.prefix};
+    args = q.head(100, 1);
     const auto again = unique_args("u3", "5");
     args.insert(args.end(), again.begin(), again.end());
-    CHECK(q.c.eval(redis::kEnqueue, {q.keys.index, q.keys.seq, q.keys.held, q.keys.queues}, args)
-              .elements.at(0)
-              .as_integer() == 2);
+    CHECK(q.run_enqueue(args).elements.at(0).as_integer() == 2);
     CHECK(q.card(q.keys.ready) == 2);
   }
 
@@ -356,19 +381,19 @@ TEST_SUITE("redis_scripts") {
     Queue q(server);
     q.enqueue("a", 1);
     q.enqueue("b", 5);
-    q.c.command({"HSET", q.keys.paused, "echo", "1"});
+    q.paused = {"other", "echo"};
     CHECK(q.fetch("p1", 10).empty());  // every job here is an echo
     CHECK(q.card(q.keys.held) == 2);
     CHECK(q.card(q.keys.ready) == 0);
     CHECK(q.field("a", "state") == "queued");
     CHECK(q.enqueue("c", 0, 0, 1000, 2) == -2);  // held jobs count against the capacity
-    const Value r = q.c.eval(redis::kResume, {q.keys.paused, q.keys.held}, {"echo", q.keys.job_prefix, q.keys.prefix});
-    CHECK(r.elements.at(0).as_integer() == 1);
-    CHECK(r.elements.at(1).as_integer() == 2);
+    CHECK(q.counts().at(0) == 2);                // and as queued
+    q.promote(1000);
+    CHECK(q.card(q.keys.held) == 2);  // still paused: they stay aside
+    q.paused = {"other"};
+    q.promote(1000);
     CHECK(q.card(q.keys.held) == 0);
     CHECK(ids_of(q.fetch("p1", 10)) == std::vector<std::string>{"b", "a"});  // priority order kept
-    const Value again = q.c.eval(redis::kResume, {q.keys.paused, q.keys.held}, {"echo", q.keys.job_prefix, q.keys.prefix});
-    CHECK(again.elements.at(0).as_integer() == 0);
   }
 
   TEST_CASE("racing fetchers on their own connections never get the same job" * doctest::timeout(60)) {
@@ -437,13 +462,12 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.ended() == std::vector<std::string>{"x=succeeded"});  // one end on the stream, the fenced ones none
   }
 
-  TEST_CASE("a take-over says who held the lease, when it was last seen, and whether a cancel was asked for" *
+  TEST_CASE("a take-over says who held the lease and whether a cancel was asked for" *
             doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
     Queue q(server);
     q.enqueue("once", 0, 0, 1000, 1000, 1);
     q.enqueue("stop");
-    q.c.command({"ZADD", q.keys.processes, "990", "p"});  // p's last heartbeat
     auto a = q.fetch("p", 2, 1000, 10);
     REQUIRE(a.size() == 2);
     CHECK(q.cancel("stop") == 2);
@@ -455,7 +479,7 @@ TEST_SUITE("redis_scripts") {
     REQUIRE(by_id.count("once") == 1);
     REQUIRE(by_id.count("stop") == 1);
     CHECK(by_id["once"]->elements[4].str == "1");  // max_attempts: the taker decides it is a dead letter
-    CHECK(by_id["once"]->elements[15].str == "990");
+    CHECK(by_id["once"]->elements[15].str == "0");  // when p was last seen: the caller's to fill
     CHECK(by_id["once"]->elements[16].str == "0");
     CHECK(by_id["stop"]->elements[16].str == "1");
     CHECK(q.card(q.keys.dead) == 0);  // nothing ended by the script
@@ -581,66 +605,63 @@ TEST_SUITE("redis_scripts") {
     CHECK(q.enqueue("b") == 2);
   }
 
-  TEST_CASE("named queues: each its own ready and scheduled sets, picked by weight or strictly, each with a capacity" *
+  TEST_CASE("named queues: each under its own hash tag, numbered from the namespace's sequence, each with a capacity" *
             doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
-    Queue q(server);
-    for (int i = 0; i < 200; ++i) {
-      REQUIRE(q.enqueue(numbered("h", i), 0, 0, 1000, 10'000, 3, "hi") > 0);
-      REQUIRE(q.enqueue(numbered("l", i), 0, 0, 1000, 10'000, 3, "lo") > 0);
-    }
-    REQUIRE(q.enqueue("d", 0) > 0);  // no queue named: default
-    CHECK(q.card(q.keys.prefix + "q:hi:ready") == 200);
-    CHECK(q.card(q.keys.ready) == 1);
-    CHECK(q.field("h0", "queue") == "hi");
-    CHECK(q.field("d", "queue") == "<nil>");
-    CHECK(q.c.command({"SMEMBERS", q.keys.queues}).elements.size() == 2);
-    // Weights 3:1 over 200 picks: about 150 from hi.
-    int hi = 0;
-    for (const Leased& l : q.fetch("p", 200, 1000, 30'000, {{"hi", 3}, {"lo", 1}})) hi += l.id[0] == 'h' ? 1 : 0;
-    CHECK(hi > 120);
-    CHECK(hi < 180);
-    // A process that does not list a queue takes none of its jobs.
-    CHECK(ids_of(q.fetch("p", 5, 1000, 30'000, {{"default", 1}})) == std::vector<std::string>{"d"});
-    // Strict: every pick from the first queue with jobs ready.
-    const auto strict = q.fetch("p", 10, 1000, 30'000, {{"lo", 5}, {"hi", 1}}, true);
-    for (const Leased& l : strict) CHECK(l.id[0] == 'l');
-    // The depths of every queue a job named.
-    const Value depths = q.c.eval(redis::kQueueDepths, {q.keys.queues}, {q.keys.prefix});
-    std::map<std::string, long long> ready;
-    for (const Value& row : depths.elements) ready[row.elements.at(0).str] = row.elements.at(1).as_integer();
-    CHECK(ready["default"] == 0);
-    CHECK(ready["hi"] + ready["lo"] == 400 - 200 - 10);
+    Queue d(server);
+    Queue hi(server, "t", "hi");
+    Queue lo(server, "t", "lo");
+    CHECK(hi.keys.ready == "{t:hi}:ready");
+    CHECK(redis::key_slot(hi.keys.job("x")) == redis::key_slot("{t:hi}"));
+    CHECK(redis::key_slot(hi.keys.unique("echo", "k")) == redis::key_slot("{t:hi}"));
+    CHECK(redis::key_slot(d.keys.seq) == redis::key_slot(d.keys.ready));
+    CHECK(d.enqueue("d") == 1);
+    CHECK(hi.enqueue("h") == 2);  // one sequence for the namespace: listings merge by it
+    CHECK(lo.enqueue("l") == 3);
+    CHECK(d.enqueue("d2") == 4);
+    CHECK(hi.field("h", "queue") == "hi");
+    CHECK(d.field("d", "queue") == "<nil>");
+    CHECK(hi.card(hi.keys.ready) == 1);
+    CHECK(d.card(d.keys.ready) == 2);
+    // Each queue's fetch takes only its own.
+    CHECK(ids_of(hi.fetch("p", 5)) == std::vector<std::string>{"h"});
+    CHECK(ids_of(d.fetch("p", 5)) == std::vector<std::string>{"d", "d2"});
+    // Capacity: the queue's own, and the namespace's with the others' count.
+    CHECK(lo.enqueue("l2", 0, 0, 1000, 100, 3, 2) > 0);
+    CHECK(lo.enqueue("l3", 0, 0, 1000, 100, 3, 2) == -3);
+    CHECK(lo.enqueue("l3", 0, 0, 1000, 10, 3, 0, 8) == -2);  // 2 here and 8 elsewhere
+    CHECK(lo.enqueue("l3", 0, 0, 1000, 11, 3, 0, 8) > 0);
   }
 
-  TEST_CASE("a named queue's capacity, delays, retries, cancels and requeues stay in that queue" * doctest::timeout(30)) {
+  TEST_CASE("a named queue's delays, retries, cancels and requeues stay in that queue" * doctest::timeout(30)) {
     bulwark::testing::RedisServer server;
-    Queue q(server);
-    CHECK(q.enqueue("a", 0, 0, 1000, 100, 3, "small", 2) > 0);
-    CHECK(q.enqueue("b", 0, 5000, 1000, 100, 3, "small", 2) > 0);  // delayed: counts too
-    CHECK(q.enqueue("c", 0, 0, 1000, 100, 3, "small", 2) == -3);   // its own capacity
-    CHECK(q.enqueue("c", 0, 0, 1000, 100, 3, "other", 2) > 0);     // another queue's is its own
-    CHECK(q.enqueue("e", 0, 0, 1000, 3) == -2);                    // three wait in all
-    CHECK(q.card(q.keys.prefix + "q:small:scheduled") == 1);
+    Queue d(server);
+    Queue q(server, "t", "small");
+    CHECK(q.enqueue("a") > 0);
+    CHECK(q.enqueue("b", 0, 5000) > 0);
+    CHECK(q.card(q.keys.scheduled) == 1);
     CHECK(q.promote(6000) == 1);
-    CHECK(q.card(q.keys.prefix + "q:small:ready") == 2);
-    CHECK(q.card(q.keys.scheduled) == 0);
+    CHECK(q.card(q.keys.ready) == 2);
+    CHECK(d.card(d.keys.ready) == 0);
     // A retry waits in its queue's scheduled set, and comes back to its ready set.
-    auto leased = q.fetch("p", 1, 7000, 30'000, {{"small", 1}});
+    auto leased = q.fetch("p", 1, 7000);
     REQUIRE(leased.size() == 1);
     CHECK(q.retry(leased[0], "p", 9000) == 1);
-    CHECK(q.card(q.keys.prefix + "q:small:scheduled") == 1);
+    CHECK(q.card(q.keys.scheduled) == 1);
     CHECK(q.promote(9500) == 1);
-    CHECK(q.card(q.keys.prefix + "q:small:ready") == 2);
-    // A cancel finds it in its queue.
+    CHECK(q.card(q.keys.ready) == 2);
+    // A cancel ends it in its queue.
     CHECK(q.cancel("b") == 1);
-    CHECK(q.card(q.keys.prefix + "q:small:ready") == 1);
+    CHECK(q.card(q.keys.ready) == 1);
+    CHECK(q.ended() == std::vector<std::string>{"b=cancelled"});
+    CHECK(q.counts() == std::vector<long long>{1, 0, 0, 0, 0, 1});
     // A dead letter requeued goes back to its queue.
-    auto last = q.fetch("p", 1, 10'000, 30'000, {{"small", 1}});
+    auto last = q.fetch("p", 1, 10'000);
     REQUIRE(last.size() == 1);
     CHECK(q.finish(last[0], "p", "failed") == 1);
+    CHECK(q.requeue(last[0].id, 10, 10) == -2);  // 10 wait elsewhere
     CHECK(q.requeue(last[0].id) == 1);
-    CHECK(q.card(q.keys.prefix + "q:small:ready") == 1);
-    CHECK(q.card(q.keys.ready) == 0);
+    CHECK(q.card(q.keys.ready) == 1);
+    CHECK(d.card(d.keys.ready) == 0);
   }
 }

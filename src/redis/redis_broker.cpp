@@ -89,14 +89,42 @@ std::string retention_cutoff(std::chrono::milliseconds ttl, long long now_ms) {
   return ttl.count() > 0 ? std::to_string(now_ms - ttl.count()) : "0";
 }
 
+namespace {
+
+// The local queue's named queues: the weights decide which waits less; the
+// capacities are Redis's to keep.
+std::vector<JobQueue::Named> local_queues(const BrokerOptions& o) {
+  std::vector<JobQueue::Named> out;
+  for (const BrokerOptions::Queue& q : o.queues) out.push_back({q.name, q.weight, 0});
+  return out;
+}
+
+std::string queue_of(const TaskSpec& s) { return s.queue == kDefaultQueue ? std::string() : s.queue; }
+
+// Pairs of the same key, in order of first appearance.
+template <class T, class Key>
+std::vector<std::pair<std::string, std::vector<T>>> grouped(const std::vector<T>& items, Key key) {
+  std::vector<std::pair<std::string, std::vector<T>>> out;
+  for (const T& item : items) {
+    const std::string k = key(item);
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& g) { return g.first == k; });
+    if (it == out.end()) it = out.insert(out.end(), {k, {}});
+    it->second.push_back(item);
+  }
+  return out;
+}
+
+}  // namespace
+
 RedisBroker::RedisBroker(BrokerOptions options, std::string owner, TaskFactory factory)
     : options_(std::move(options)),
-      keys_(options_.ns),
+      parts_(options_.redis, options_.ns),
+      keys_(parts_.base()),
       owner_(std::move(owner)),
       started_ms_(epoch_ms(Clock::now())),
       factory_(std::move(factory)),
-      local_(options_.capacity, options_.max_retries, options_.retry_priority_offset),
-      pool_(options_.redis) {}
+      local_(options_.capacity, options_.max_retries, options_.retry_priority_offset, local_queues(options_),
+             options_.strict) {}
 
 void RedisBroker::start() {
   acker_ = std::jthread([this](std::stop_token stop) { send_acks(std::move(stop)); });
@@ -105,36 +133,63 @@ void RedisBroker::start() {
 
 RedisBroker::~RedisBroker() { close(); }
 
-// The enqueue script's sixteen arguments for one job.
-void RedisBroker::enqueue_args(std::vector<std::string>& args, const TaskSpec& s, Clock::time_point due,
-                               const std::string& now_ms) const {
+// The enqueue script's fourteen arguments for one job.
+void RedisBroker::enqueue_args(std::vector<std::string>& args, const Keys& keys, const TaskSpec& s,
+                               Clock::time_point due, const std::string& now_ms) {
   args.insert(args.end(), {s.id, s.type, dump_line(s.payload), std::to_string(s.priority),
                            std::to_string(s.max_attempts), std::to_string(s.timeout.count()),
                            std::to_string(epoch_ms(due)), now_ms, s.trace ? s.trace->traceparent() : std::string(),
                            s.trace ? s.trace->state : std::string()});
   if (s.unique) {
-    args.insert(args.end(), {keys_.unique(s.type, s.unique->key), std::to_string(s.unique->window.count()), s.unique->key});
+    args.insert(args.end(), {keys.unique(s.type, s.unique->key), std::to_string(s.unique->window.count()), s.unique->key});
   } else {
     args.insert(args.end(), 3, std::string());
   }
   args.push_back(s.then ? dump_line(*s.then) : std::string());
-  args.push_back(s.queue);
-  std::size_t capacity = 0;  // its own, if this process lists it with one
-  for (const BrokerOptions::Queue& q : options_.queues) {
-    if (q.name == (s.queue.empty() ? kDefaultQueue : std::string_view(s.queue))) capacity = q.capacity;
-  }
-  args.push_back(std::to_string(capacity));
 }
 
-// Sends one enqueue call; its answer per job, or nullopt with why Redis
-// refused them all (unavailable, or backend_full when it is out of memory).
-std::optional<std::vector<RedisBroker::EnqueueAnswer>> RedisBroker::send_enqueue(std::vector<std::string>& args,
-                                                                                 Admitted& refused) {
+std::vector<std::string> RedisBroker::enqueue_head(const Keys& keys, std::size_t jobs) {
+  std::size_t capacity = 0;  // the queue's own, if this process lists it with one
+  for (const BrokerOptions::Queue& q : options_.queues) {
+    if (q.name == (keys.is_default() ? kDefaultQueue : std::string_view(keys.queue))) capacity = q.capacity;
+  }
+  std::string seq;  // the default queue's script counts it itself
+  if (!keys.is_default()) {
+    parts_.note(keys.queue);
+    const long long last = parts_.pool("").command({"INCRBY", keys.seq, std::to_string(jobs)}).as_integer();
+    seq = std::to_string(last - static_cast<long long>(jobs));
+  }
+  return {std::to_string(options_.capacity), keys.job_prefix, std::to_string(waiting_elsewhere(keys.queue)),
+          std::to_string(capacity), seq, keys.queue};
+}
+
+Value RedisBroker::run_enqueue(Connection& c, const Keys& keys, const std::vector<std::string>& args) {
+  if (keys.is_default()) return c.eval(kEnqueue, {keys.index, keys.ready, keys.scheduled, keys.held, keys.seq}, args);
+  return c.eval(kEnqueue, {keys.index, keys.ready, keys.scheduled, keys.held}, args);
+}
+
+long long RedisBroker::waiting_elsewhere(const std::string& queue) const {
+  MutexLock lock(mutex_);
+  long long n = 0;
+  for (const auto& [name, waiting] : waiting_) {
+    if (name != queue) n += waiting;
+  }
+  return n;
+}
+
+// Sends one enqueue call for `count` jobs of one queue; its answer per job,
+// or nullopt with why Redis refused them all (unavailable, or backend_full
+// when it is out of memory).
+std::optional<std::vector<RedisBroker::EnqueueAnswer>> RedisBroker::send_enqueue(const Keys& keys,
+                                                                                 const std::vector<std::string>& jobs,
+                                                                                 std::size_t count, Admitted& refused) {
   std::vector<EnqueueAnswer> answers;
   bool written = false;  // on the master: a failed WAIT leaves it there
   try {
-    const Value v = pool_.with([&](Connection& c) {
-      Value answer = c.eval(kEnqueue, {keys_.index, keys_.seq, keys_.held, keys_.queues}, args);
+    std::vector<std::string> args = enqueue_head(keys, count);
+    args.insert(args.end(), jobs.begin(), jobs.end());
+    const Value v = parts_.pool(keys.queue).with([&](Connection& c) {
+      Value answer = run_enqueue(c, keys, args);
       written = true;
       replicated(c, "submit");
       return answer;
@@ -179,10 +234,11 @@ Admitted RedisBroker::admitted(const EnqueueAnswer& answer, const std::function<
 Admitted RedisBroker::admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
                             const std::function<bool()>& record) {
   if (!task->spec().stored) return Broker::admit(task, due, now, record);  // a posted callable: this process only
-  std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix, keys_.prefix};
-  enqueue_args(args, task->spec(), due, std::to_string(epoch_ms(now)));
+  const Keys& keys = parts_.keys(queue_of(task->spec()));
+  std::vector<std::string> args;
+  enqueue_args(args, keys, task->spec(), due, std::to_string(epoch_ms(now)));
   Admitted refused = Admitted::unavailable;
-  const auto answers = send_enqueue(args, refused);
+  const auto answers = send_enqueue(keys, args, 1, refused);
   if (!answers) return refused;
   if (answers->size() != 1) return Admitted::unavailable;
   return admitted(answers->front(), record, nullptr);
@@ -199,17 +255,20 @@ void RedisBroker::admit_many(std::vector<Admission>& batch, Clock::time_point no
       a.result = Broker::admit(a.task, a.due, now, a.record);
     }
   }
-  for (std::size_t from = 0; from < shared.size(); from += kChunk) {
-    const std::size_t to = std::min(shared.size(), from + kChunk);
-    std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix, keys_.prefix};
-    args.reserve(2 + 14 * (to - from));
-    for (std::size_t i = from; i < to; ++i) enqueue_args(args, shared[i]->task->spec(), shared[i]->due, now_ms);
-    Admitted refused = Admitted::unavailable;
-    const auto answers = send_enqueue(args, refused);
-    for (std::size_t i = from; i < to; ++i) {
-      shared[i]->result = !answers                       ? refused
-                          : answers->size() == to - from ? admitted((*answers)[i - from], shared[i]->record, shared[i])
-                                                         : Admitted::unavailable;
+  for (auto& [queue, group] : grouped(shared, [](Admission* a) { return queue_of(a->task->spec()); })) {
+    const Keys& keys = parts_.keys(queue);
+    for (std::size_t from = 0; from < group.size(); from += kChunk) {
+      const std::size_t to = std::min(group.size(), from + kChunk);
+      std::vector<std::string> args;
+      args.reserve(14 * (to - from));
+      for (std::size_t i = from; i < to; ++i) enqueue_args(args, keys, group[i]->task->spec(), group[i]->due, now_ms);
+      Admitted refused = Admitted::unavailable;
+      const auto answers = send_enqueue(keys, args, to - from, refused);
+      for (std::size_t i = from; i < to; ++i) {
+        group[i]->result = !answers                       ? refused
+                           : answers->size() == to - from ? admitted((*answers)[i - from], group[i]->record, group[i])
+                                                          : Admitted::unavailable;
+      }
     }
   }
 }
@@ -221,7 +280,8 @@ void RedisBroker::admit_soon(TaskPtr task, Clock::time_point due, Clock::time_po
     return;
   }
   SoonAdmission a;
-  enqueue_args(a.args, task->spec(), due, std::to_string(epoch_ms(now)));
+  a.queue = queue_of(task->spec());
+  enqueue_args(a.args, parts_.keys(a.queue), task->spec(), due, std::to_string(epoch_ms(now)));
   a.record = std::move(record);
   a.answer = std::move(answer);
   {
@@ -231,37 +291,82 @@ void RedisBroker::admit_soon(TaskPtr task, Clock::time_point due, Clock::time_po
   ack_wake_.signal();
 }
 
-void RedisBroker::flush_soon(Connection& c, std::size_t n) {
-  if (n == 0) return;
-  std::vector<std::string> args = {std::to_string(options_.capacity), keys_.job_prefix, keys_.prefix};
-  {
-    MutexLock lock(mutex_);
-    for (std::size_t i = 0; i < n; ++i) args.insert(args.end(), soon_[i].args.begin(), soon_[i].args.end());
-  }
-  Value v;
-  std::string refused;  // Redis's error, when it refused the call itself
-  try {
-    v = c.eval(kEnqueue, {keys_.index, keys_.seq, keys_.held, keys_.queues}, args);
-  } catch (const RedisError& e) {
-    if (e.unavailable()) throw;  // they stay, and go when Redis is back
-    // An error reply (Redis full, say) would come again: answer them
-    // refused rather than hold up the ends behind them.
-    refused = e.what();
-  }
-  std::vector<SoonAdmission> sent;
-  {
-    MutexLock lock(mutex_);
-    sent.assign(std::make_move_iterator(soon_.begin()), std::make_move_iterator(soon_.begin() + static_cast<std::ptrdiff_t>(n)));
-    soon_.erase(soon_.begin(), soon_.begin() + static_cast<std::ptrdiff_t>(n));
-  }
-  if (!refused.empty()) warn(std::to_string(sent.size()) + " follow-up jobs not admitted: " + refused);
+namespace {
+
+// Erases the first entries of `list` whose flag in `sent` is set (only the
+// acker takes from the front, so they are still where they were).
+template <class T>
+void erase_sent(std::deque<T>& list, const std::vector<bool>& sent) {
+  std::size_t kept = 0;
   for (std::size_t i = 0; i < sent.size(); ++i) {
-    if (i >= v.elements.size()) {  // refused, or not expected: the script answers every job
-      sent[i].answer(Admitted::unavailable);
-      continue;
-    }
-    sent[i].answer(admitted(answer_of(v.elements[i]), sent[i].record, nullptr));
+    if (sent[i]) continue;
+    if (kept != i) list[kept] = std::move(list[i]);  // never onto itself: that empties it
+    ++kept;
   }
+  list.erase(list.begin() + static_cast<std::ptrdiff_t>(kept), list.begin() + static_cast<std::ptrdiff_t>(sent.size()));
+}
+
+}  // namespace
+
+void RedisBroker::flush_soon(Links& links, std::size_t n) {
+  if (n == 0) return;
+  // One call per queue; each admission is taken off the list once its
+  // queue's call went through.
+  std::vector<std::size_t> order(n);
+  std::vector<std::string> queues(n);
+  {
+    MutexLock lock(mutex_);
+    for (std::size_t i = 0; i < n; ++i) {
+      order[i] = i;
+      queues[i] = soon_[i].queue;
+    }
+  }
+  std::vector<bool> sent(n, false);
+  std::vector<std::pair<std::size_t, Admitted>> answers;  // index, answer
+  std::string refused;  // Redis's error, when it refused a call itself
+  const auto finish = [&] {
+    std::vector<std::pair<SoonAdmission, Admitted>> done;
+    {
+      MutexLock lock(mutex_);
+      for (const auto& [i, answer] : answers) done.emplace_back(std::move(soon_[i]), answer);
+      erase_sent(soon_, sent);
+    }
+    if (!refused.empty()) warn("follow-up jobs not admitted: " + refused);
+    for (auto& [a, answer] : done) a.answer(answer == Admitted::accepted && !a.record() ? Admitted::duplicate : answer);
+  };
+  try {
+    for (const auto& [queue, group] : grouped(order, [&](std::size_t i) { return queues[i]; })) {
+      const Keys& keys = parts_.keys(queue);
+      std::vector<std::string> args = enqueue_head(keys, group.size());
+      {
+        MutexLock lock(mutex_);
+        for (std::size_t i : group) args.insert(args.end(), soon_[i].args.begin(), soon_[i].args.end());
+      }
+      Value v;
+      try {
+        v = run_enqueue(links.get(queue), keys, args);
+      } catch (const RedisError& e) {
+        if (e.unavailable()) throw;  // they stay, and go when Redis is back
+        // An error reply (Redis full, say) would come again: answer them
+        // refused rather than hold up the ends behind them.
+        refused = e.what();
+      }
+      for (std::size_t k = 0; k < group.size(); ++k) {
+        sent[group[k]] = true;
+        // The script answers every job; anything else: not admitted.
+        Admitted answer = Admitted::unavailable;
+        if (k < v.elements.size()) {
+          const EnqueueAnswer e = answer_of(v.elements[k]);
+          answer = admitted(e, [] { return true; }, nullptr);
+        }
+        answers.emplace_back(group[k], answer);
+      }
+    }
+  } catch (const RedisError&) {
+    finish();
+    throw;
+  }
+  finish();
 }
 
 void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
@@ -273,6 +378,7 @@ void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
     return;
   }
   PendingAck a;
+  a.queue = queue_of(task->spec());
   a.id = task->id();
   a.how = how;
   a.state = state_name(task->state());
@@ -305,7 +411,7 @@ void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
   // While ends wait, the acker is writing them (it stops only on an empty
   // list) or backing off from an outage: only the first needs a wake-up.
   if (first) ack_wake_.signal();
-  if (held <= low_water()) feed_wake_.signal();  // room for a batch: fetch again now, not after the poll
+  if (held <= low_water() * options_.queues.size()) feed_wake_.signal();  // room for a batch: fetch again now, not after the poll
 }
 
 void RedisBroker::set_aside(std::ptrdiff_t delta) noexcept {
@@ -325,8 +431,15 @@ std::size_t RedisBroker::pending_acks() const {
   return pending_.size() + soon_.size();
 }
 
-// Takes jobs from Redis until this process holds workers + prefetch.
-std::size_t RedisBroker::refill(Connection& c) {
+std::size_t RedisBroker::held_in(const std::string& queue) const {
+  std::size_t n = 0;
+  for (const auto& [id, h] : held_) n += h.queue == queue ? 1 : 0;
+  return n;
+}
+
+// Takes jobs from Redis until this process holds workers + prefetch of
+// each queue it consumes (the paused ones aside).
+std::size_t RedisBroker::refill(Links& links) {
   if (options_.workers == 0 || !fetching_.load(std::memory_order_acquire)) return 0;
   // Leases set aside at a concurrency limit do not count against the
   // budget, up to 8 times it: beyond that a queue full of one limited type
@@ -334,25 +447,44 @@ std::size_t RedisBroker::refill(Connection& c) {
   const std::size_t budget = options_.workers + options_.prefetch;
   const auto aside = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, aside_.load(std::memory_order_acquire)));
   const std::size_t target = budget + std::min(aside, 8 * budget);
-  const std::size_t have = held();
-  if (have >= target) return 0;
+  std::size_t got = 0;
+  for (const BrokerOptions::Queue& q : options_.queues) {
+    const std::string queue = q.name == kDefaultQueue ? std::string() : q.name;
+    {
+      MutexLock lock(mutex_);
+      if (paused_queues_.count(q.name) != 0) continue;
+    }
+    got += refill(links.get(queue), queue, target);
+  }
+  return got;
+}
+
+std::size_t RedisBroker::refill(Connection& c, const std::string& queue, std::size_t target) {
+  std::vector<std::string> args;
+  {
+    MutexLock lock(mutex_);
+    const std::size_t have = held_in(queue);
+    if (have >= target) return 0;
+    args = {std::to_string(target - have)};
+    args.insert(args.end(), {"", std::to_string(options_.lease.count()), owner_, ""});
+    args.insert(args.end(), paused_types_.begin(), paused_types_.end());
+  }
+  const Keys& keys = parts_.keys(queue);
   const auto now = Clock::now();
-  std::vector<std::string> args = {std::to_string(target - have), std::to_string(epoch_ms(now)),
-                                   std::to_string(options_.lease.count()), owner_, keys_.job_prefix, keys_.prefix,
-                                   options_.strict ? "1" : "0", std::to_string(1 + seed_() % 2147483646)};
-  for (const BrokerOptions::Queue& q : options_.queues) args.insert(args.end(), {q.name, std::to_string(q.weight)});
-  const Value got = c.eval(kFetch, {keys_.leased, keys_.paused, keys_.held}, args);
+  args[1] = std::to_string(epoch_ms(now));
+  args[4] = keys.job_prefix;
+  const Value got = c.eval(kFetch, {keys.leased, keys.held, keys.ready}, args);
   for (const Value& row : got.elements) {
     const FetchedJob job = parse_fetched(row, 14);
     TaskPtr task = factory_(job);
     // Not a type this process runs, or no room here: give it back at once.
     if (!task || (!job.retry && !local_.try_reserve(*task))) {
-      c.eval(kRelease, {keys_.job(job.id), keys_.leased}, {job.id, owner_, std::to_string(job.fence), keys_.prefix});
+      c.eval(kRelease, {keys.job(job.id), keys.leased, keys.ready}, {job.id, owner_, std::to_string(job.fence)});
       continue;
     }
     {
       MutexLock lock(mutex_);
-      held_[job.id] = Held{job.attempt, job.fence, task};
+      held_[job.id] = Held{job.attempt, job.fence, task, queue};
     }
     TaskAccess::set_ready_at(*task, now);
     if (job.retry) {
@@ -366,16 +498,22 @@ std::size_t RedisBroker::refill(Connection& c) {
   return got.elements.size();
 }
 
-void RedisBroker::extend_all(Connection& c) {
-  std::vector<std::pair<std::string, std::uint64_t>> ids;
+void RedisBroker::extend_all(Links& links) {
+  struct Mine {
+    std::string queue, id;
+    std::uint64_t fence;
+  };
+  std::vector<Mine> leases;
   {
     MutexLock lock(mutex_);
-    for (const auto& [id, h] : held_) ids.emplace_back(id, h.fence);
+    for (const auto& [id, h] : held_) leases.push_back({h.queue, id, h.fence});
   }
   const std::string deadline = std::to_string(epoch_ms(Clock::now() + options_.lease));
-  for (const auto& [id, fence] : ids) {
-    const Value v = c.eval(kExtend, {keys_.job(id), keys_.leased}, {id, owner_, std::to_string(fence), deadline});
-    if (v.type != Value::Type::integer) lost_here(id, fence, v.str);
+  for (const Mine& l : leases) {
+    const Keys& keys = parts_.keys(l.queue);
+    const Value v = links.get(l.queue).eval(kExtend, {keys.job(l.id), keys.leased},
+                                            {l.id, owner_, std::to_string(l.fence), deadline});
+    if (v.type != Value::Type::integer) lost_here(l.id, l.fence, v.str);
   }
 }
 
@@ -428,22 +566,17 @@ void RedisBroker::warn(std::string text) const {
   if (reporter_ != nullptr) reporter_->log(LogLevel::warn, std::move(text));
 }
 
-// Writes up to kAckBatch of the oldest pending ends with one script call
-// and takes them off the list. Returns how many; throws RedisError (they
-// stay). Only one thread flushes at a time (the acker, or drain() after it).
-std::size_t RedisBroker::flush_batch(Connection& c) {
+// Writes up to kAckBatch of the oldest pending ends, one script call per
+// queue, and takes them off the list. Returns how many; throws RedisError
+// (those not written stay). Only one thread flushes at a time (the acker,
+// or drain() after it).
+std::size_t RedisBroker::flush_batch(Links& links) {
   constexpr std::size_t kAckBatch = 256;
   const long long now = epoch_ms(Clock::now());
-  std::vector<std::string> args = {owner_,
-                                   std::to_string(now),
-                                   std::to_string(options_.keep_finished),
-                                   std::to_string(options_.keep_dead),
-                                   retention_cutoff(options_.finished_ttl, now),
-                                   retention_cutoff(options_.dead_ttl, now),
-                                   keys_.job_prefix,
-                                   keys_.prefix};
   std::size_t n = 0;
   std::size_t soon = 0;
+  std::vector<std::size_t> order;
+  std::vector<std::string> queues;
   {
     MutexLock lock(mutex_);
     n = std::min(pending_.size(), kAckBatch);
@@ -452,62 +585,91 @@ std::size_t RedisBroker::flush_batch(Connection& c) {
     soon = std::min<std::size_t>(soon_.size(), 1000);
     if (soon < soon_.size()) n = 0;  // more admissions than one call takes: they go first
     if (n == 0 && soon == 0) return 0;
-    args.reserve(args.size() + 6 * n);
     for (std::size_t i = 0; i < n; ++i) {
-      const PendingAck& a = pending_[i];
-      args.insert(args.end(), {a.id, std::to_string(a.fence), a.how == Ack::retry ? "retry" : "done", a.state,
-                               a.outcome, std::to_string(a.due_ms)});
+      order.push_back(i);
+      queues.push_back(pending_[i].queue);
     }
   }
-  flush_soon(c, soon);
+  flush_soon(links, soon);
   if (n == 0) return soon;
   // Progress first: every end taken above came after its job's last
   // progress note, which the end's fence would refuse once written.
-  write_progress(c);
-  // A holder's name in the reply instead of 1: the lease was taken over
-  // meanwhile and the job runs elsewhere; the outcome here does not count.
-  const Value v =
-      c.eval(kAck, {keys_.leased, keys_.done, keys_.dead, keys_.index, keys_.ended, keys_.counts}, args);
-  try {
-    replicated(c, "end");
-  } catch (const RedisError& e) {
-    // Written on the master, not yet on enough replicas: nothing to send
-    // again. Said once per change, and /readyz says it meanwhile.
-    status().down("replicas", e);
-  }
+  write_progress(links);
+  std::vector<bool> sent(n, false);
   std::vector<std::pair<std::string, int>> dropped;
   std::vector<std::string> holders;
-  {
+  const auto finish = [&] {
     MutexLock lock(mutex_);
-    for (std::size_t i = 0; i < n && i < v.elements.size(); ++i) {
-      if (v.elements[i].type == Value::Type::integer) continue;
-      dropped.emplace_back(pending_[i].id, pending_[i].attempt);
-      holders.push_back(v.elements[i].str);
+    erase_sent(pending_, sent);
+  };
+  try {
+    for (const auto& [queue, group] : grouped(order, [&](std::size_t i) { return queues[i]; })) {
+      const Keys& keys = parts_.keys(queue);
+      std::vector<std::string> args = {owner_,
+                                       std::to_string(now),
+                                       std::to_string(options_.keep_finished),
+                                       std::to_string(options_.keep_dead),
+                                       retention_cutoff(options_.finished_ttl, now),
+                                       retention_cutoff(options_.dead_ttl, now),
+                                       keys.job_prefix};
+      {
+        MutexLock lock(mutex_);
+        for (std::size_t i : group) {
+          const PendingAck& a = pending_[i];
+          args.insert(args.end(), {a.id, std::to_string(a.fence), a.how == Ack::retry ? "retry" : "done", a.state,
+                                   a.outcome, std::to_string(a.due_ms)});
+        }
+      }
+      Connection& c = links.get(queue);
+      // A holder's name in the reply instead of 1: the lease was taken over
+      // meanwhile and the job runs elsewhere; the outcome here does not count.
+      const Value v = c.eval(kAck, {keys.leased, keys.done, keys.dead, keys.index, keys.ended, keys.counts, keys.scheduled},
+                             args);
+      {
+        MutexLock lock(mutex_);
+        for (std::size_t k = 0; k < group.size(); ++k) {
+          sent[group[k]] = true;
+          if (k >= v.elements.size() || v.elements[k].type == Value::Type::integer) continue;
+          dropped.emplace_back(pending_[group[k]].id, pending_[group[k]].attempt);
+          holders.push_back(v.elements[k].str);
+        }
+      }
+      try {
+        replicated(c, "end");
+      } catch (const RedisError& e) {
+        // Written on the master, not yet on enough replicas: nothing to send
+        // again. Said once per change, and /readyz says it meanwhile.
+        status().down("replicas", e);
+      }
     }
-    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+  } catch (const RedisError&) {
+    finish();
+    for (std::size_t i = 0; i < dropped.size(); ++i) drop_result(dropped[i].first, dropped[i].second, holders[i]);
+    throw;
   }
+  finish();
   for (std::size_t i = 0; i < dropped.size(); ++i) drop_result(dropped[i].first, dropped[i].second, holders[i]);
   return n;
 }
 
-void RedisBroker::flush_pending(Connection& c) {
-  while (flush_batch(c) > 0) {
+void RedisBroker::flush_pending(Links& links) {
+  while (flush_batch(links) > 0) {
   }
 }
 
 // The acker thread: writes ends as they come, a batch per round trip while
 // they come faster than Redis answers; backs off while Redis is away.
 void RedisBroker::send_acks(std::stop_token stop) {
-  Link link(options_.redis, "acker");
+  Links links(parts_, "acker");
   while (!stop.stop_requested()) {
     ack_wake_.wait(stop, std::chrono::milliseconds(100));
     if (stop.stop_requested()) break;  // drain() writes the rest
     try {
-      flush_pending(link.get());
-      write_progress(link.get());
-      link.ok();
+      flush_pending(links);
+      write_progress(links);
+      links.ok();
     } catch (const RedisError& e) {
-      link.failed(e);
+      links.failed(e);
     }
   }
 }
@@ -518,21 +680,21 @@ void RedisBroker::note_progress(const std::string& id, const JobProgress& p) {
     MutexLock lock(mutex_);
     auto it = held_.find(id);
     if (it == held_.end()) return;  // not leased here
-    progress_[id] = ProgressNote{it->second.fence, text};
+    progress_[id] = ProgressNote{it->second.queue, it->second.fence, text};
   }
   ack_wake_.signal();
 }
 
 // The latest progress of each job, fenced like an ack: only while this
 // process still holds the attempt that reported it.
-void RedisBroker::write_progress(Connection& c) {
+void RedisBroker::write_progress(Links& links) {
   std::map<std::string, ProgressNote> notes;
   {
     MutexLock lock(mutex_);
     notes.swap(progress_);
   }
   for (const auto& [id, note] : notes) {
-    c.eval(kProgress, {keys_.job(id)}, {owner_, std::to_string(note.fence), note.json});
+    links.get(note.queue).eval(kProgress, {parts_.keys(note.queue).job(id)}, {owner_, std::to_string(note.fence), note.json});
   }
 }
 
@@ -552,18 +714,19 @@ void RedisBroker::stop_local(const std::string& id) {
   });
 }
 
-void RedisBroker::check_cancels(Connection& c) {
-  std::vector<std::string> ids;
+void RedisBroker::check_cancels(Links& links) {
+  std::vector<std::pair<std::string, std::string>> jobs;  // queue, id
   {
     MutexLock lock(mutex_);
-    for (const auto& [id, h] : held_) ids.push_back(id);
+    for (const auto& [id, h] : held_) jobs.emplace_back(h.queue, id);
   }
-  if (ids.empty()) return;
-  std::vector<std::vector<std::string>> reads;
-  for (const std::string& id : ids) reads.push_back({"HGET", keys_.job(id), "cancel"});
-  const std::vector<Value> flags = c.pipeline(reads);
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    if (flags[i].str == "1") stop_local(ids[i]);
+  for (const auto& [queue, group] : grouped(jobs, [](const auto& j) { return j.first; })) {
+    std::vector<std::vector<std::string>> reads;
+    for (const auto& j : group) reads.push_back({"HGET", parts_.keys(queue).job(j.second), "cancel"});
+    const std::vector<Value> flags = links.get(queue).pipeline(reads);
+    for (std::size_t i = 0; i < group.size() && i < flags.size(); ++i) {
+      if (flags[i].str == "1") stop_local(group[i].second);
+    }
   }
 }
 
@@ -597,57 +760,135 @@ void RedisBroker::heartbeat(Connection& c) {
 
 bool RedisBroker::set_paused(const std::string& type, bool paused) {
   pause_epoch_.fetch_add(1, std::memory_order_acq_rel);
-  if (paused) return pool_.command({"HSETNX", keys_.paused, type, std::to_string(epoch_ms(Clock::now()))}).as_integer() == 1;
-  const Value v = pool_.eval(kResume, {keys_.paused, keys_.held}, {type, keys_.job_prefix, keys_.prefix});
-  feed_wake_.signal();  // its jobs are ready again
-  return !v.elements.empty() && v.elements[0].as_integer() == 1;
+  Pool& pool = parts_.pool("");
+  const bool changed = paused ? pool.command({"HSETNX", keys_.paused, type, std::to_string(epoch_ms(Clock::now()))})
+                                        .as_integer() == 1
+                              : pool.command({"HDEL", keys_.paused, type}).as_integer() == 1;
+  std::vector<std::string> args = {std::to_string(epoch_ms(Clock::now())), "1000", ""};
+  for (const Value& t : pool.command({"HKEYS", keys_.paused}).elements) args.push_back(t.str);
+  {
+    MutexLock lock(mutex_);
+    paused_types_.assign(args.begin() + 3, args.end());
+  }
+  if (!paused) {
+    // Its jobs set aside go back to ready in every queue now (the other
+    // processes' sweeps would within a heartbeat).
+    for (const std::string& queue : parts_.names()) {
+      const Keys& keys = parts_.keys(queue);
+      args[2] = keys.job_prefix;
+      parts_.pool(queue).eval(kPromote, {keys.scheduled, keys.ready, keys.held}, args);
+    }
+    feed_wake_.signal();
+  }
+  return changed;
 }
 
 bool RedisBroker::set_queue_paused(const std::string& name, bool paused) {
-  if (paused) {
-    return pool_.command({"HSETNX", keys_.queues_paused, name, std::to_string(epoch_ms(Clock::now()))}).as_integer() == 1;
+  Pool& pool = parts_.pool("");
+  const bool changed =
+      paused ? pool.command({"HSETNX", keys_.queues_paused, name, std::to_string(epoch_ms(Clock::now()))}).as_integer() == 1
+             : pool.command({"HDEL", keys_.queues_paused, name}).as_integer() == 1;
+  {
+    MutexLock lock(mutex_);
+    if (paused) {
+      paused_queues_.insert(name);
+    } else {
+      paused_queues_.erase(name);
+    }
   }
-  const bool was = pool_.command({"HDEL", keys_.queues_paused, name}).as_integer() == 1;
-  feed_wake_.signal();  // its jobs can be fetched again
-  return was;
+  local_.set_paused(name, paused);  // the jobs fetched already wait here meanwhile
+  if (!paused) feed_wake_.signal();  // its jobs can be fetched again
+  return changed;
 }
 
-void RedisBroker::read_paused(Connection& c) {
-  if (!on_paused_) return;
+void RedisBroker::read_shared(Links& links) {
   const std::uint64_t epoch = pause_epoch();
-  const Value v = c.command({"HKEYS", keys_.paused});
+  const std::vector<Value> v = links.get("").pipeline(
+      {{"HKEYS", keys_.paused}, {"HKEYS", keys_.queues_paused}, {"SMEMBERS", keys_.queues}});
   std::set<std::string> types;
-  for (const Value& e : v.elements) types.insert(e.str);
-  on_paused_(types, epoch);
+  for (const Value& e : v.at(0).elements) types.insert(e.str);
+  std::set<std::string> queues_paused;
+  for (const Value& e : v.at(1).elements) queues_paused.insert(e.str);
+  std::vector<std::string> known = {std::string()};
+  for (const Value& e : v.at(2).elements) {
+    if (e.str != kDefaultQueue && !e.str.empty()) known.push_back(e.str);
+  }
+  std::sort(known.begin() + 1, known.end());
+  {
+    MutexLock lock(mutex_);
+    paused_types_.assign(types.begin(), types.end());
+    paused_queues_ = queues_paused;
+    known_queues_ = known;
+  }
+  for (const BrokerOptions::Queue& q : options_.queues) local_.set_paused(q.name, queues_paused.count(q.name) != 0);
+  if (on_paused_) on_paused_(types, epoch);
+  // How many wait in each queue, for the capacity check of the others.
+  std::map<std::string, long long> waiting;
+  if (known.size() > 1) {
+    for (const std::string& queue : known) {
+      const Keys& keys = parts_.keys(queue);
+      long long n = 0;
+      for (const Value& c : links.get(queue).pipeline(
+               {{"ZCARD", keys.ready}, {"ZCARD", keys.scheduled}, {"ZCARD", keys.held}})) {
+        n += c.as_integer();
+      }
+      waiting[queue] = n;
+    }
+  }
+  MutexLock lock(mutex_);
+  waiting_ = std::move(waiting);
 }
 
-void RedisBroker::feed_once(Connection& c) {
+void RedisBroker::feed_once(Links& links, bool all) {
   const long long now_ms = epoch_ms(Clock::now());
   const auto now = std::to_string(now_ms);
-  check_cancels(c);
-  c.eval(kPromote, {keys_.queues}, {now, "1000", keys_.job_prefix, keys_.prefix});
-  // A process that only admits takes no leases over: it could not run
-  // their retries' policy for types it may not know.
-  if (options_.workers > 0) {
-    const Value rows = c.eval(kRecover, {keys_.leased, keys_.processes},
-                              {now, "100", owner_, std::to_string(now_ms + options_.lease.count()), keys_.job_prefix});
-    for (const Value& row : rows.elements) take_over(row);
+  check_cancels(links);
+  std::vector<std::string> queues;
+  std::vector<std::string> paused;
+  {
+    MutexLock lock(mutex_);
+    if (all) queues = known_queues_;
+    paused = paused_types_;
   }
-  c.eval(kTrim, {keys_.dead, keys_.done, keys_.index, keys_.counts},
-         {keys_.job_prefix, std::to_string(options_.keep_dead), std::to_string(options_.keep_finished),
-          retention_cutoff(options_.dead_ttl, now_ms), retention_cutoff(options_.finished_ttl, now_ms)});
+  for (const BrokerOptions::Queue& q : options_.queues) {
+    const std::string queue = q.name == kDefaultQueue ? std::string() : q.name;
+    if (std::find(queues.begin(), queues.end(), queue) == queues.end()) queues.push_back(queue);
+  }
+  for (const std::string& queue : queues) {
+    const Keys& keys = parts_.keys(queue);
+    std::vector<std::string> args = {now, "1000", keys.job_prefix};
+    args.insert(args.end(), paused.begin(), paused.end());
+    links.get(queue).eval(kPromote, {keys.scheduled, keys.ready, keys.held}, args);
+    // A process that only admits takes no leases over: it could not run
+    // their retries' policy for types it may not know.
+    if (options_.workers > 0) {
+      const Value rows = links.get(queue).eval(
+          kRecover, {keys.leased}, {now, "100", owner_, std::to_string(now_ms + options_.lease.count()), keys.job_prefix});
+      if (!rows.elements.empty()) {
+        std::vector<std::vector<std::string>> seen;  // when each holder was last seen
+        for (const Value& row : rows.elements) seen.push_back({"ZSCORE", keys_.processes, row.elements.at(14).str});
+        const std::vector<Value> at = links.get("").pipeline(seen);
+        for (std::size_t i = 0; i < rows.elements.size(); ++i) {
+          take_over(rows.elements[i], i < at.size() && !at[i].is_nil() ? at[i].as_integer() : 0);
+        }
+      }
+    }
+    links.get(queue).eval(kTrim, {keys.dead, keys.done, keys.index, keys.counts},
+                          {keys.job_prefix, std::to_string(options_.keep_dead), std::to_string(options_.keep_finished),
+                           retention_cutoff(options_.dead_ttl, now_ms), retention_cutoff(options_.finished_ttl, now_ms)});
+  }
 }
 
 // A lease taken over from a process that died or stalled: the lost attempt
 // ends here through the failure path (the listener), as every failed
 // attempt does. A job whose type this process does not run cannot follow
 // its type's policy here: it is ready again at once while attempts remain.
-void RedisBroker::take_over(const Value& row) {
+void RedisBroker::take_over(const Value& row, long long holder_seen_ms) {
   const FetchedJob job = parse_fetched(row, 17);
   LostLease lost;
   lost.attempt = job.attempt;
   lost.holder = row.elements.at(14).str;
-  lost.holder_seen_ms = row.elements.at(15).as_integer();
+  lost.holder_seen_ms = holder_seen_ms;
   lost.cancel = row.elements.at(16).str == "1";
   warn("lease of job " + job.id + " (" + job.type + ", attempt " + std::to_string(job.attempt) + ") held by process " +
        lost.holder + " (" + seen_text(lost.holder_seen_ms) + ") expired: taken over by this process");
@@ -656,7 +897,7 @@ void RedisBroker::take_over(const Value& row) {
     const bool again = job.attempt < job.max_attempts && !lost.cancel;
     Failure f = make_failure(FailureKind::lease_lost, "the lease of process " + lost.holder +
                                                           " expired while it ran the job: it died or stalled");
-    PendingAck a{job.id, job.attempt, job.fence, again ? Ack::retry : Ack::done,
+    PendingAck a{job.queue, job.id, job.attempt, job.fence, again ? Ack::retry : Ack::done,
                  lost.cancel ? "cancelled" : "failed",
                  dump_line(nlohmann::ordered_json{{"error", to_json(f, true)}}), epoch_ms(Clock::now())};
     {
@@ -670,41 +911,41 @@ void RedisBroker::take_over(const Value& row) {
   TaskAccess::set_state(*task, JobState::running);
   {
     MutexLock lock(mutex_);
-    held_[job.id] = Held{job.attempt, job.fence, task};
+    held_[job.id] = Held{job.attempt, job.fence, task, job.queue};
   }
   on_lease_lost_(Lease{std::move(task), {}}, lost);
 }
 
 void RedisBroker::feed(std::stop_token stop) {
-  Link link(options_.redis, "feeder");
+  Links links(parts_, "feeder");
   auto last_extend = Clock::time_point{};
   auto last_heartbeat = Clock::time_point{};  // at once: others see this process from the start
   auto last_sweep = Clock::time_point{};
   const auto heartbeat_every = std::min<std::chrono::milliseconds>(options_.lease / 3, std::chrono::seconds(1));
   while (!stop.stop_requested()) {
     try {
-      Connection& c = link.get();
       const auto now = Clock::now();
-      if (now - last_sweep >= options_.poll * 4) {
-        feed_once(c);
+      if (now - last_heartbeat >= heartbeat_every) {
+        heartbeat(links.get(""));
+        read_shared(links);
+        feed_once(links, true);  // the queues no process here consumes too
+        last_heartbeat = now;
+        last_sweep = now;
+      } else if (now - last_sweep >= options_.poll * 4) {
+        feed_once(links, false);
         last_sweep = now;
       }
-      if (now - last_heartbeat >= heartbeat_every) {
-        heartbeat(c);
-        read_paused(c);
-        last_heartbeat = now;
-      }
       if (now - last_extend >= options_.lease / 3) {
-        extend_all(c);
+        extend_all(links);
         last_extend = now;
       }
-      const bool got = refill(c) > 0;
-      link.ok();
+      const bool got = refill(links) > 0;
+      links.ok();
       if (!got) feed_wake_.wait(stop, options_.poll);
     } catch (const RedisError& e) {
       // Unreachable, or a reply we did not expect: start again on a fresh
       // connection after the backoff.
-      link.failed(e);
+      links.failed(e);
     }
   }
 }
@@ -724,7 +965,7 @@ void RedisBroker::close() {
 
 std::vector<TaskPtr> RedisBroker::drain() {
   std::vector<TaskPtr> local_only;
-  std::vector<std::pair<std::string, std::uint64_t>> give_back;
+  std::vector<std::pair<std::string, Held>> give_back;
   for (TaskPtr& t : local_.drain()) {
     if (!t->spec().stored) {
       local_only.push_back(std::move(t));
@@ -732,7 +973,7 @@ std::vector<TaskPtr> RedisBroker::drain() {
     }
     MutexLock lock(mutex_);
     if (auto it = held_.find(t->id()); it != held_.end()) {
-      give_back.emplace_back(t->id(), it->second.fence);
+      give_back.emplace_back(t->id(), std::move(it->second));
       held_.erase(it);
     }
     lost_.erase(t->id());  // taken over while it waited here: not ours to give back
@@ -740,11 +981,12 @@ std::vector<TaskPtr> RedisBroker::drain() {
   // Jobs fetched but never started here go back to Redis for other
   // processes; pending acks get a last chance.
   try {
-    Connection c(options_.redis);
-    flush_pending(c);
-    c.pipeline({{"ZREM", keys_.processes, owner_}, {"DEL", keys_.process(owner_)}});  // a clean leave
-    for (const auto& [id, fence] : give_back) {
-      c.eval(kRelease, {keys_.job(id), keys_.leased}, {id, owner_, std::to_string(fence), keys_.prefix});
+    Links links(parts_, "drain");
+    flush_pending(links);
+    links.get("").pipeline({{"ZREM", keys_.processes, owner_}, {"DEL", keys_.process(owner_)}});  // a clean leave
+    for (const auto& [id, h] : give_back) {
+      const Keys& keys = parts_.keys(h.queue);
+      links.get(h.queue).eval(kRelease, {keys.job(id), keys.leased, keys.ready}, {id, owner_, std::to_string(h.fence)});
     }
   } catch (const RedisError&) {
     // Redis is gone: the leases expire and other processes take the jobs back.

@@ -1,10 +1,11 @@
 // RedisBroker: the Broker of a queue shared through Redis by many processes,
 // with at-least-once delivery.
 //
-// Jobs are admitted straight into Redis (one script: capacity, duplicate id,
-// record, ready set). A feeder thread keeps up to `workers + prefetch` of them
-// leased to this process and waiting in a local JobQueue, so workers fetch
-// without a round trip; it also extends the leases of the jobs held here,
+// Jobs are admitted straight into their named queue's part of Redis (one
+// script: capacity, duplicate id, record, ready set; parts.hpp). A feeder
+// thread keeps up to `workers + prefetch` of them per queue this process
+// consumes leased to it and waiting in a local JobQueue, which picks among
+// the queues by weight (or strictly), so workers fetch without a round trip; it also extends the leases of the jobs held here,
 // promotes jobs whose time has come, and takes over leases that expired in
 // other processes: each such job is handed to the lease-lost listener
 // (set_on_lease_lost), which ends the lost attempt as every failed attempt
@@ -28,7 +29,6 @@
 #include <deque>
 #include <functional>
 #include <map>
-#include <random>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -39,7 +39,7 @@
 #include "bulwark/detail/thread_annotations.hpp"
 #include "redis/connection.hpp"
 #include "redis/keys.hpp"
-#include "redis/pool.hpp"
+#include "redis/parts.hpp"
 #include "redis/status.hpp"
 #include "runtime/job_queue.hpp"
 #include "runtime/reporter.hpp"
@@ -144,8 +144,9 @@ class RedisBroker final : public Broker {
   // True if that changed it. Blocks for a round trip; throws RedisError
   // when Redis cannot be reached.
   bool set_paused(const std::string& type, bool paused);
-  // Pauses or resumes a named queue for every process (kept in Redis):
-  // the fetch script passes a paused queue over. True if that changed it.
+  // Pauses or resumes a named queue for every process (kept in Redis; the
+  // others see it at their next heartbeat, within about a second): no job of
+  // it is fetched or started while paused. True if that changed it.
   // Blocks for a round trip; throws RedisError.
   bool set_queue_paused(const std::string& name, bool paused);
   // Starts the feeder thread (the factory may be called from then on).
@@ -208,9 +209,11 @@ class RedisBroker final : public Broker {
     int attempt = 0;
     std::uint64_t fence = 0;
     TaskPtr task;
+    std::string queue;  // "" for the default
   };
   // An attempt's end on its way to Redis.
   struct PendingAck {
+    std::string queue;  // "" for the default
     std::string id;
     int attempt = 0;
     std::uint64_t fence = 0;
@@ -224,6 +227,7 @@ class RedisBroker final : public Broker {
   // A job admitted without waiting (admit_soon): its enqueue arguments,
   // written by the acker.
   struct SoonAdmission {
+    std::string queue;
     std::vector<std::string> args;  // the enqueue script's fourteen for this job
     std::function<bool()> record;
     std::function<void(Admitted)> answer;
@@ -237,29 +241,44 @@ class RedisBroker final : public Broker {
   };
 
   void release_retry_slot() noexcept override {}  // slots belong to local_'s leases
-  void enqueue_args(std::vector<std::string>& args, const TaskSpec& s, Clock::time_point due,
-                    const std::string& now_ms) const;
-  std::optional<std::vector<EnqueueAnswer>> send_enqueue(std::vector<std::string>& args, Admitted& refused);
+  static void enqueue_args(std::vector<std::string>& args, const Keys& keys, const TaskSpec& s, Clock::time_point due,
+                           const std::string& now_ms);
+  // The enqueue script's first arguments for `jobs` jobs of `queue` (for a
+  // named queue: noted in the namespace, and sequence numbers reserved,
+  // each a round trip); throws RedisError.
+  std::vector<std::string> enqueue_head(const Keys& keys, std::size_t jobs);
+  // One enqueue call on `c`; `args` from enqueue_head and enqueue_args.
+  static Value run_enqueue(Connection& c, const Keys& keys, const std::vector<std::string>& args);
+  std::optional<std::vector<EnqueueAnswer>> send_enqueue(const Keys& keys, const std::vector<std::string>& jobs,
+                                                         std::size_t count, Admitted& refused);
   // One job's answer in the enqueue script's reply.
   static EnqueueAnswer answer_of(const Value& e);
   // `out` (if given) gets the holder of a unique job's key.
   static Admitted admitted(const EnqueueAnswer& answer, const std::function<bool()>& record, Admission* out);
   // Held jobs at or below which the feeder fetches again at once.
   std::size_t low_water() const noexcept;
-  std::size_t flush_batch(Connection& c);
+  std::size_t flush_batch(Links& links);
   // Writes the first `n` admissions of soon_ and answers them; throws
-  // RedisError (they stay).
-  void flush_soon(Connection& c, std::size_t n);
+  // RedisError (those not written stay).
+  void flush_soon(Links& links, std::size_t n);
   void send_acks(std::stop_token stop);
   void feed(std::stop_token stop);
-  void feed_once(Connection& c);
-  std::size_t refill(Connection& c);
-  void extend_all(Connection& c);
-  void flush_pending(Connection& c);
-  void check_cancels(Connection& c);
+  // Promotes, takes expired leases over and applies retention in the
+  // queues this process consumes (every known queue when `all`).
+  void feed_once(Links& links, bool all);
+  std::size_t refill(Links& links);
+  std::size_t refill(Connection& c, const std::string& queue, std::size_t budget);
+  void extend_all(Links& links);
+  void flush_pending(Links& links);
+  void check_cancels(Links& links);
   void heartbeat(Connection& c);
-  void read_paused(Connection& c);
-  void take_over(const Value& row);
+  // Reads the namespace's state at each heartbeat: paused types and
+  // queues, the queues jobs named, and how many jobs wait in each.
+  void read_shared(Links& links);
+  void take_over(const Value& row, long long holder_seen_ms);
+  // Jobs waiting in the queues other than `queue`, as last counted.
+  long long waiting_elsewhere(const std::string& queue) const;
+  std::size_t held_in(const std::string& queue) const BULWARK_REQUIRES(mutex_);
   // The lease of `id` under `fence` is not this process's any more: `holder`
   // has it. Its attempt is asked to stop; its end will be dropped.
   void lost_here(const std::string& id, std::uint64_t fence, const std::string& holder);
@@ -269,10 +288,11 @@ class RedisBroker final : public Broker {
   // WAIT for redis.min_replicas_ack replicas on `c` (what it wrote so far);
   // throws RedisError (unavailable) when fewer acknowledged in time.
   void replicated(Connection& c, const char* what);
-  void write_progress(Connection& c);
+  void write_progress(Links& links);
 
   const BrokerOptions options_;
-  const Keys keys_;
+  Parts parts_;
+  const Keys& keys_;  // the default queue's, with the namespace's
   const std::string owner_;
   const long long started_ms_;
   const TaskFactory factory_;
@@ -283,8 +303,6 @@ class RedisBroker final : public Broker {
   std::atomic<std::uint64_t> results_dropped_{0};
   std::atomic<std::uint64_t> pause_epoch_{0};
   JobQueue local_;
-  Pool pool_;  // for admit() and ack(), on the callers' threads
-  std::minstd_rand seed_{std::random_device{}()};  // the feeder's: seeds the fetch script's weighted picks
 
   mutable Mutex mutex_;
   std::map<std::string, Held> held_ BULWARK_GUARDED_BY(mutex_);
@@ -296,11 +314,17 @@ class RedisBroker final : public Broker {
   // before any end queued after it.
   std::deque<SoonAdmission> soon_ BULWARK_GUARDED_BY(mutex_);
   struct ProgressNote {
+    std::string queue;
     std::uint64_t fence = 0;
     std::string json;  // {"fraction", "note", "at_ms"}
   };
   std::map<std::string, ProgressNote> progress_ BULWARK_GUARDED_BY(mutex_);  // waiting for the acker  // ends Redis has not taken yet, oldest first
   bool closed_ BULWARK_GUARDED_BY(mutex_) = false;
+  // The namespace's state as last read (read_shared), or as changed here.
+  std::vector<std::string> paused_types_ BULWARK_GUARDED_BY(mutex_);
+  std::set<std::string> paused_queues_ BULWARK_GUARDED_BY(mutex_);
+  std::vector<std::string> known_queues_ BULWARK_GUARDED_BY(mutex_){std::string()};  // "" first
+  std::map<std::string, long long> waiting_ BULWARK_GUARDED_BY(mutex_);  // by queue
   std::atomic<bool> fetching_{true};
   std::atomic<std::ptrdiff_t> aside_{0};  // held leases the workers set aside (set_aside)
 

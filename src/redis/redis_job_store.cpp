@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <map>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -86,19 +87,59 @@ JobRecord record_from_hash(const Value& hgetall) {
 }
 
 RedisJobStore::RedisJobStore(const BrokerOptions& options, RedisBroker* broker)
-    : options_(options),
-      keys_(options.ns),
-      broker_(broker),
-      pool_(options.redis) {}
+    : options_(options), parts_(options.redis, options.ns), keys_(parts_.base()), broker_(broker) {}
 
-std::optional<JobRecord> RedisJobStore::record(const JobId& id) const {
-  const Value h = pool_.command({"HGETALL", keys_.job(id)});
-  if (h.elements.empty()) return std::nullopt;
-  return record_from_hash(h);
+std::optional<std::string> RedisJobStore::find_queue(const JobId& id) const {
+  if (parts_.pool("").command({"EXISTS", keys_.job(id)}).as_integer() == 1) return std::string();
+  const std::vector<std::string> names = parts_.names();
+  for (std::size_t i = 1; i < names.size(); ++i) {
+    if (parts_.pool(names[i]).command({"EXISTS", parts_.keys(names[i]).job(id)}).as_integer() == 1) return names[i];
+  }
+  return std::nullopt;
 }
 
-// Newest first from the submit index, in chunks, filtering as it goes; the
-// cursor is the sequence number of the last job returned.
+std::optional<JobRecord> RedisJobStore::record(const JobId& id) const {
+  const Value h = parts_.pool("").command({"HGETALL", keys_.job(id)});
+  if (!h.elements.empty()) return record_from_hash(h);
+  const std::vector<std::string> names = parts_.names();
+  for (std::size_t i = 1; i < names.size(); ++i) {
+    const Value n = parts_.pool(names[i]).command({"HGETALL", parts_.keys(names[i]).job(id)});
+    if (!n.elements.empty()) return record_from_hash(n);
+  }
+  return std::nullopt;
+}
+
+std::vector<JobRecord> RedisJobStore::newest(const Keys& keys, const StoreQuery& query, long long before,
+                                             std::size_t want) const {
+  // "(n": below n, exclusive. Built with append: GCC 12's -Wrestrict
+  // misfires on "(" + std::string here.
+  const auto below = [](const std::string& n) { return std::string(1, '(').append(n); };
+  std::string max = before > 0 ? below(std::to_string(before)) : std::string("+inf");
+  const std::size_t chunk = std::max<std::size_t>(want, 100);
+  Pool& pool = parts_.pool(keys.queue);
+  std::vector<JobRecord> out;
+  for (;;) {
+    const Value ids = pool.command({"ZREVRANGEBYSCORE", keys.index, max, "-inf", "WITHSCORES", "LIMIT", "0",
+                                    std::to_string(chunk)});
+    if (ids.elements.empty()) return out;
+    std::vector<std::vector<std::string>> reads;
+    for (std::size_t i = 0; i < ids.elements.size(); i += 2) reads.push_back({"HGETALL", keys.job(ids.elements[i].str)});
+    const std::vector<Value> hashes = pool.with([&](Connection& c) { return c.pipeline(reads); });
+    for (const Value& h : hashes) {
+      if (h.elements.empty()) continue;  // forgotten meanwhile
+      JobRecord r = record_from_hash(h);
+      if (query.state && r.state != *query.state) continue;
+      if (!query.type.empty() && r.type != query.type) continue;
+      out.push_back(std::move(r));
+      if (out.size() == want) return out;
+    }
+    max = below(ids.elements[ids.elements.size() - 1].str);
+    if (ids.elements.size() / 2 < chunk) return out;
+  }
+}
+
+// Newest first from each queue's submit index, merged by submit sequence;
+// the cursor is the sequence number of the last job returned.
 std::optional<StorePage> RedisJobStore::list(const StoreQuery& query) const {
   long long before = 0;
   if (!query.cursor.empty()) {
@@ -106,52 +147,48 @@ std::optional<StorePage> RedisJobStore::list(const StoreQuery& query) const {
     auto [ptr, ec] = std::from_chars(query.cursor.data(), end, before);
     if (ec != std::errc() || ptr != end || before <= 0) return std::nullopt;
   }
-  StorePage page;
-  // "(n": below n, exclusive. Built with append: GCC 12's -Wrestrict
-  // misfires on "(" + std::string here.
-  const auto below = [](const std::string& n) { return std::string(1, '(').append(n); };
-  std::string max = before > 0 ? below(std::to_string(before)) : std::string("+inf");
-  const std::size_t chunk = std::max<std::size_t>(query.limit + 1, 100);
-  for (;;) {
-    const Value ids = pool_.command({"ZREVRANGEBYSCORE", keys_.index, max, "-inf", "WITHSCORES", "LIMIT", "0",
-                                     std::to_string(chunk)});
-    if (ids.elements.empty()) return page;
-    std::vector<std::vector<std::string>> reads;
-    for (std::size_t i = 0; i < ids.elements.size(); i += 2) reads.push_back({"HGETALL", keys_.job(ids.elements[i].str)});
-    const std::vector<Value> hashes = pool_.with([&](Connection& c) { return c.pipeline(reads); });
-    for (const Value& h : hashes) {
-      if (h.elements.empty()) continue;  // forgotten meanwhile
-      JobRecord r = record_from_hash(h);
-      if (query.state && r.state != *query.state) continue;
-      if (!query.type.empty() && r.type != query.type) continue;
-      if (!query.queue.empty() && r.queue != query.queue) continue;
-      if (page.jobs.size() == query.limit) {
-        page.next_cursor = std::to_string(page.jobs.back().seq);
-        return page;
-      }
-      page.jobs.push_back(std::move(r));
-    }
-    max = below(ids.elements[ids.elements.size() - 1].str);
-    if (ids.elements.size() / 2 < chunk) return page;
+  std::vector<std::string> queues;
+  if (!query.queue.empty()) {
+    queues.push_back(query.queue == kDefaultQueue ? std::string() : query.queue);
+  } else {
+    queues = parts_.names();
   }
+  std::vector<JobRecord> all;
+  for (const std::string& queue : queues) {
+    std::vector<JobRecord> some = newest(parts_.keys(queue), query, before, query.limit + 1);
+    all.insert(all.end(), std::make_move_iterator(some.begin()), std::make_move_iterator(some.end()));
+  }
+  std::sort(all.begin(), all.end(), [](const JobRecord& a, const JobRecord& b) { return a.seq > b.seq; });
+  StorePage page;
+  if (all.size() > query.limit) {
+    all.resize(query.limit);
+    if (!all.empty()) page.next_cursor = std::to_string(all.back().seq);
+  }
+  page.jobs = std::move(all);
+  return page;
 }
 
 std::map<JobState, std::size_t> RedisJobStore::count_by_state() const {
-  const Value v = pool_.eval(kCounts, {keys_.leased, keys_.dead, keys_.counts, keys_.held}, {keys_.prefix});
   const JobState order[] = {JobState::queued, JobState::scheduled, JobState::running,
                             JobState::failed, JobState::succeeded, JobState::cancelled};
   std::map<JobState, std::size_t> out;
-  for (std::size_t i = 0; i < 6 && i < v.elements.size(); ++i) {
-    out[order[i]] = static_cast<std::size_t>(v.elements[i].as_integer());
+  for (const JobState s : order) out[s] = 0;
+  for (const std::string& queue : parts_.names()) {
+    const Keys& k = parts_.keys(queue);
+    const Value v = parts_.pool(queue).eval(kCounts, {k.leased, k.dead, k.counts, k.held, k.ready, k.scheduled}, {});
+    for (std::size_t i = 0; i < 6 && i < v.elements.size(); ++i) {
+      out[order[i]] += static_cast<std::size_t>(v.elements[i].as_integer());
+    }
   }
   return out;
 }
 
 std::vector<QueueProcess> RedisJobStore::processes(const std::string& self) const {
-  const Value ids = pool_.command({"ZRANGE", keys_.processes, "0", "-1", "WITHSCORES"});
+  Pool& pool = parts_.pool("");
+  const Value ids = pool.command({"ZRANGE", keys_.processes, "0", "-1", "WITHSCORES"});
   std::vector<std::vector<std::string>> reads;
   for (std::size_t i = 0; i + 1 < ids.elements.size(); i += 2) reads.push_back({"HGETALL", keys_.process(ids.elements[i].str)});
-  const std::vector<Value> hashes = pool_.with([&](Connection& c) { return c.pipeline(reads); });
+  const std::vector<Value> hashes = pool.with([&](Connection& c) { return c.pipeline(reads); });
   const long long now = epoch_ms(Clock::now());
   std::vector<QueueProcess> out;
   for (std::size_t i = 0; i < hashes.size(); ++i) {
@@ -186,10 +223,14 @@ std::vector<QueueProcess> RedisJobStore::processes(const std::string& self) cons
 }
 
 CancelResult RedisJobStore::cancel(const JobId& id) {
+  const std::optional<std::string> queue = find_queue(id);
+  if (!queue) return CancelResult::not_found;
+  const Keys& k = parts_.keys(*queue);
   const long long now = epoch_ms(Clock::now());
-  const long long r = pool_.eval(kCancel, {keys_.job(id), keys_.done, keys_.cancel, keys_.index, keys_.ended, keys_.counts},
-                                 {id, std::to_string(now), std::to_string(options_.keep_finished), keys_.job_prefix,
-                                  retention_cutoff(options_.finished_ttl, now), keys_.prefix})
+  const long long r = parts_.pool(*queue)
+                          .eval(kCancel, {k.job(id), k.done, k.index, k.ended, k.counts, k.ready, k.scheduled, k.held},
+                                {id, std::to_string(now), std::to_string(options_.keep_finished), k.job_prefix,
+                                 retention_cutoff(options_.finished_ttl, now), k.cancel})
                           .as_integer();
   switch (r) {
     case 1: return CancelResult::cancelled;
@@ -201,20 +242,52 @@ CancelResult RedisJobStore::cancel(const JobId& id) {
   }
 }
 
+long long RedisJobStore::waiting_elsewhere(const std::string& queue) const {
+  long long n = 0;
+  for (const std::string& other : parts_.names()) {
+    if (other == queue) continue;
+    const Keys& k = parts_.keys(other);
+    for (const Value& c : parts_.pool(other).with([&](Connection& conn) {
+           return conn.pipeline({{"ZCARD", k.ready}, {"ZCARD", k.scheduled}, {"ZCARD", k.held}});
+         })) {
+      n += c.as_integer();
+    }
+  }
+  return n;
+}
+
 std::vector<QueueDepth> RedisJobStore::queue_depths() const {
-  const Value v = pool_.eval(kQueueDepths, {keys_.queues}, {keys_.prefix});
+  std::vector<std::string> names = parts_.names();
+  const Value paused = parts_.pool("").command({"HKEYS", keys_.queues_paused});
+  std::set<std::string> paused_names;
+  for (const Value& p : paused.elements) {
+    paused_names.insert(p.str);
+    // A queue paused before any job named it is listed too (it has no jobs).
+    const std::string queue = p.str == kDefaultQueue ? std::string() : p.str;
+    if (std::find(names.begin(), names.end(), queue) == names.end()) names.push_back(queue);
+  }
   std::vector<QueueDepth> out;
-  for (const Value& row : v.elements) {
-    const auto ready = static_cast<std::size_t>(row.elements.at(1).as_integer());
-    out.push_back(QueueDepth{row.elements.at(0).str, ready, ready + static_cast<std::size_t>(row.elements.at(2).as_integer()),
-                             row.elements.size() > 3 && row.elements.at(3).as_integer() == 1});
+  for (const std::string& queue : names) {
+    const Keys& k = parts_.keys(queue);
+    const std::vector<Value> c = parts_.pool(queue).with([&](Connection& conn) {
+      return conn.pipeline({{"ZCARD", k.ready}, {"ZCARD", k.scheduled}, {"ZCARD", k.held}});
+    });
+    const std::string name = queue.empty() ? std::string(kDefaultQueue) : queue;
+    const auto ready = static_cast<std::size_t>(c.at(0).as_integer());
+    out.push_back(QueueDepth{name, ready, ready + static_cast<std::size_t>(c.at(1).as_integer() + c.at(2).as_integer()),
+                             paused_names.count(name) != 0});
   }
   std::sort(out.begin(), out.end(), [](const QueueDepth& a, const QueueDepth& b) { return a.name < b.name; });
   return out;
 }
 
 RequeueResult RedisJobStore::requeue(const JobId& id) {
-  const long long r = pool_.eval(kRequeue, {keys_.job(id), keys_.dead}, {id, std::to_string(options_.capacity), keys_.prefix})
+  const std::optional<std::string> queue = find_queue(id);
+  if (!queue) return RequeueResult::not_found;
+  const Keys& k = parts_.keys(*queue);
+  const long long r = parts_.pool(*queue)
+                          .eval(kRequeue, {k.job(id), k.dead, k.ready, k.scheduled, k.held},
+                                {id, std::to_string(options_.capacity), std::to_string(waiting_elsewhere(*queue))})
                           .as_integer();
   switch (r) {
     case 1: return RequeueResult::requeued;

@@ -1,8 +1,11 @@
 // RedisJobStore: the JobStore of the shared queue. Records live in Redis
 // (written by the scripts), so any process answers for any job: records,
 // listings with a cursor that works across processes (the job's submit
-// sequence in Redis), counts, cancel and requeue. Retention is the finish
-// script's (keys.hpp).
+// sequence in Redis, shared by every named queue), counts, cancel and
+// requeue. Each named queue has its part of Redis (parts.hpp): a job is
+// looked for in the default queue first, then in the others; listings and
+// counts cover every queue a job named. Retention is the finish script's
+// (keys.hpp).
 //
 // Thread-safe. Every call is one or a few Redis round trips; it throws
 // RedisError when Redis cannot be reached.
@@ -10,7 +13,7 @@
 
 #include "bulwark/runtime.hpp"
 #include "redis/keys.hpp"
-#include "redis/pool.hpp"
+#include "redis/parts.hpp"
 #include "redis/redis_broker.hpp"
 #include "runtime/job_store.hpp"
 
@@ -39,10 +42,18 @@ class RedisJobStore final : public JobStore {
   std::vector<QueueDepth> queue_depths() const;
 
  private:
+  // The queue whose part holds job `id` ("" the default); nullopt if none.
+  std::optional<std::string> find_queue(const JobId& id) const;
+  // Jobs waiting (ready, scheduled, held) in every queue but `queue`.
+  long long waiting_elsewhere(const std::string& queue) const;
+  // Up to `want` records of one queue matching `query`, newest first, with
+  // a submit sequence below `before` (0: any).
+  std::vector<JobRecord> newest(const Keys& keys, const StoreQuery& query, long long before, std::size_t want) const;
+
   const BrokerOptions options_;
-  const Keys keys_;
+  mutable Parts parts_;
+  const Keys& keys_;  // the default queue's, with the namespace's
   RedisBroker* broker_;
-  mutable Pool pool_;
 };
 
 }  // namespace bulwark::detail::redis

@@ -51,30 +51,6 @@ local function bulk(command, key, args)
     redis.call(command, key, unpack(args, i, math.min(i + 3999, #args)))
   end
 end
--- A named queue's ready and scheduled sets ("" or "default": the first
--- ones, {ns}:ready and {ns}:scheduled); `ns` is the keys' "{namespace}:".
-local function ready_of(ns, queue)
-  if not queue or queue == '' or queue == 'default' then return ns .. 'ready' end
-  return ns .. 'q:' .. queue .. ':ready'
-end
-local function scheduled_of(ns, queue)
-  if not queue or queue == '' or queue == 'default' then return ns .. 'scheduled' end
-  return ns .. 'q:' .. queue .. ':scheduled'
-end
--- Every queue a job ever named: "default" and the set {ns}:queues.
-local function queue_names(ns)
-  local names = redis.call('SMEMBERS', ns .. 'queues')
-  table.insert(names, 'default')
-  return names
-end
--- Jobs waiting in every queue (ready and scheduled), and those held.
-local function waiting_all(ns)
-  local n = redis.call('ZCARD', ns .. 'held')
-  for _, q in ipairs(queue_names(ns)) do
-    n = n + redis.call('ZCARD', ready_of(ns, q)) + redis.call('ZCARD', scheduled_of(ns, q))
-  end
-  return n
-end
 -- Whether `owner` still holds the lease it took under `fence`.
 local function holds(key, owner, fence)
   local f = redis.call('HMGET', key, 'owner', 'fence', 'state')
@@ -85,16 +61,13 @@ end
 }  // namespace
 
 const Script kEnqueue{"enqueue", kPrelude + R"lua(
-local capacity, prefix, ns = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local waiting = waiting_all(ns)
-local in_queue = {}  -- waiting per named queue, read once
-local function waiting_in(q)
-  if not in_queue[q] then in_queue[q] = redis.call('ZCARD', ready_of(ns, q)) + redis.call('ZCARD', scheduled_of(ns, q)) end
-  return in_queue[q]
-end
+local capacity, prefix, elsewhere, queue_capacity, queue = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]),
+                                                           tonumber(ARGV[4]), ARGV[6]
+-- Waiting in this queue: ready, scheduled and held for a paused type.
+local here = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4])
 local out, taken, accepted, locked = {}, {}, 0, {}
-for i = 4, #ARGV, 16 do
-  local id, lock, queue, queue_capacity = ARGV[i], ARGV[i + 10], ARGV[i + 14], tonumber(ARGV[i + 15])
+for i = 7, #ARGV, 14 do
+  local id, lock = ARGV[i], ARGV[i + 10]
   local holder = nil
   if lock ~= '' then
     holder = locked[lock]
@@ -108,36 +81,34 @@ for i = 4, #ARGV, 16 do
     table.insert(out, {holder, redis.call('HGET', prefix .. holder, 'state') or 'queued'})
   elseif taken[id] or redis.call('EXISTS', prefix .. id) == 1 then
     table.insert(out, -1)
-  elseif waiting >= capacity then
+  elseif here + elsewhere >= capacity then
     table.insert(out, -2)
-  elseif queue_capacity > 0 and waiting_in(queue) >= queue_capacity then
+  elseif queue_capacity > 0 and here >= queue_capacity then
     table.insert(out, -3)
   else
     taken[id] = true
     if lock ~= '' then locked[lock] = id end
-    waiting = waiting + 1
-    in_queue[queue] = waiting_in(queue) + 1
+    here = here + 1
     accepted = accepted + 1
     table.insert(out, 0)  -- its sequence number below
   end
 end
 if accepted == 0 then return out end
-local seq = redis.call('INCRBY', KEYS[2], accepted) - accepted
-local index, ready, scheduled = {}, {}, {}  -- ready and scheduled by queue
+-- The namespace's sequence: counted here for the default queue (same
+-- slot), reserved by the caller for the others.
+local seq = #KEYS >= 5 and redis.call('INCRBY', KEYS[5], accepted) - accepted or tonumber(ARGV[5])
+local index, ready, scheduled = {}, {}, {}
 for k, i in ipairs(out) do
   if i == 0 then
-    local a = 4 + (k - 1) * 16
-    local id, priority, due, now, queue = ARGV[a], ARGV[a + 3], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]), ARGV[a + 14]
+    local a = 7 + (k - 1) * 14
+    local id, priority, due, now = ARGV[a], ARGV[a + 3], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
     seq = seq + 1
     out[k] = seq
     local delayed = due > now
     redis.call('HSET', prefix .. id, 'id', id, 'type', ARGV[a + 1], 'payload', ARGV[a + 2], 'priority', priority,
       'max_attempts', ARGV[a + 4], 'timeout_ms', ARGV[a + 5], 'seq', seq, 'created_ms', ARGV[a + 7], 'attempts', 0,
       'state', delayed and 'scheduled' or 'queued', 'retry', '0')
-    if queue ~= '' then
-      redis.call('HSET', prefix .. id, 'queue', queue)
-      redis.call('SADD', KEYS[4], queue)
-    end
+    if queue ~= '' then redis.call('HSET', prefix .. id, 'queue', queue) end
     if ARGV[a + 8] ~= '' then
       redis.call('HSET', prefix .. id, 'traceparent', ARGV[a + 8], 'tracestate', ARGV[a + 9])
     end
@@ -149,71 +120,28 @@ for k, i in ipairs(out) do
     table.insert(index, seq)
     table.insert(index, id)
     local into = delayed and scheduled or ready
-    into[queue] = into[queue] or {}
-    table.insert(into[queue], delayed and due or ready_score(priority, false, seq))
-    table.insert(into[queue], id)
+    table.insert(into, delayed and due or ready_score(priority, false, seq))
+    table.insert(into, id)
   end
 end
 bulk('ZADD', KEYS[1], index)
-for queue, entries in pairs(ready) do bulk('ZADD', ready_of(ns, queue), entries) end
-for queue, entries in pairs(scheduled) do bulk('ZADD', scheduled_of(ns, queue), entries) end
+bulk('ZADD', KEYS[2], ready)
+bulk('ZADD', KEYS[3], scheduled)
 return out
 )lua"};
 
 const Script kFetch{"fetch", kMayRunFull + kPrelude + R"lua(
 local out, leased, held = {}, {}, {}
-local want, ns, strict, seed = tonumber(ARGV[1]), ARGV[6], ARGV[7] == '1', tonumber(ARGV[8])
-local queues, weights, sizes = {}, {}, {}
-local any_paused = redis.call('HLEN', ns .. 'queues:paused') > 0
-for i = 9, #ARGV, 2 do
-  -- A paused queue is passed over: its jobs wait.
-  if not (any_paused and redis.call('HEXISTS', ns .. 'queues:paused', ARGV[i]) == 1) then
-    table.insert(queues, ready_of(ns, ARGV[i]))
-    table.insert(weights, tonumber(ARGV[i + 1]))
-  end
-end
-local popped = {}
-if #queues == 0 then
-  return {}
-elseif #queues == 1 then
-  popped = redis.call('ZPOPMIN', queues[1], want)
-else
-  -- One pick per job: a queue with jobs ready, drawn in proportion to its
-  -- weight (strict: the first, the queues coming greatest weight first).
-  for i, key in ipairs(queues) do sizes[i] = redis.call('ZCARD', key) end
-  for _ = 1, want do
-    local total, pick = 0, nil
-    for i = 1, #queues do
-      if sizes[i] > 0 then
-        total = total + weights[i]
-        if strict and not pick then pick = i end
-      end
-    end
-    if total == 0 then break end
-    if not pick then
-      seed = (seed * 16807) % 2147483647  -- Park-Miller: exact in Lua's doubles
-      local draw = seed % total
-      for i = 1, #queues do
-        if sizes[i] > 0 then
-          if draw < weights[i] then pick = i break end
-          draw = draw - weights[i]
-        end
-      end
-    end
-    local got = redis.call('ZPOPMIN', queues[pick], 1)
-    sizes[pick] = sizes[pick] - 1
-    table.insert(popped, got[1])
-    table.insert(popped, got[2])
-  end
-end
+local paused, any_paused = {}, #ARGV >= 6
+for i = 6, #ARGV do paused[ARGV[i]] = true end
+local popped = redis.call('ZPOPMIN', KEYS[3], tonumber(ARGV[1]))
 local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
-local types_paused = redis.call('HLEN', KEYS[2]) > 0
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = ARGV[5] .. id
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
                        'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate', 'then', 'queue')
-  if f[1] == 'queued' and types_paused and redis.call('HEXISTS', KEYS[2], f[2]) == 1 then
+  if f[1] == 'queued' and any_paused and paused[f[2]] then
     -- Its type is paused: set aside, still queued, until resumed.
     table.insert(held, popped[i + 1])
     table.insert(held, id)
@@ -233,7 +161,7 @@ for i = 1, #popped, 2 do
   end
 end
 bulk('ZADD', KEYS[1], leased)
-bulk('ZADD', KEYS[3], held)
+bulk('ZADD', KEYS[2], held)
 return out
 )lua"};
 
@@ -243,25 +171,10 @@ redis.call('HSET', KEYS[1], 'progress', ARGV[3])
 return 1
 )lua"};
 
-const Script kResume{"resume", kMayRunFull + kPrelude + R"lua(
-local was = redis.call('HDEL', KEYS[1], ARGV[1])
-local held = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-local ids = {}
-for i = 1, #held, 2 do
-  local f = redis.call('HMGET', ARGV[2] .. held[i], 'type', 'queue')
-  if f[1] == ARGV[1] then
-    redis.call('ZADD', ready_of(ARGV[3], f[2]), held[i + 1], held[i])
-    table.insert(ids, held[i])
-  end
-end
-bulk('ZREM', KEYS[2], ids)
-return {was, #ids}
-)lua"};
-
 const Script kAck{"ack", kMayRunFull + kPrelude + R"lua(
-local owner, now, prefix, ns = ARGV[1], ARGV[2], ARGV[7], ARGV[8]
+local owner, now, prefix = ARGV[1], ARGV[2], ARGV[7]
 local out, unleased, done, dead, scheduled, ends, counted = {}, {}, {}, {}, {}, {}, {}
-for i = 9, #ARGV, 6 do
+for i = 8, #ARGV, 6 do
   local id, fence, how, state, outcome, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
                                              ARGV[i + 5]
   local key = prefix .. id
@@ -271,10 +184,8 @@ for i = 9, #ARGV, 6 do
     table.insert(unleased, id)
     if how == 'retry' then
       redis.call('HSET', key, 'state', 'scheduled', 'outcome', outcome, 'retry', '1')
-      local queue = redis.call('HGET', key, 'queue') or ''
-      scheduled[queue] = scheduled[queue] or {}
-      table.insert(scheduled[queue], due)
-      table.insert(scheduled[queue], id)
+      table.insert(scheduled, due)
+      table.insert(scheduled, id)
     else
       redis.call('HSET', key, 'state', state, 'outcome', outcome, 'finished_ms', now)
       local list = state == 'failed' and dead or done
@@ -288,7 +199,7 @@ for i = 9, #ARGV, 6 do
   end
 end
 bulk('ZREM', KEYS[1], unleased)
-for queue, entries in pairs(scheduled) do bulk('ZADD', scheduled_of(ns, queue), entries) end
+bulk('ZADD', KEYS[7], scheduled)
 bulk('ZADD', KEYS[2], done)
 bulk('ZADD', KEYS[3], dead)
 ended_many(KEYS[5], ends)
@@ -304,26 +215,40 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return 1
 )lua"};
 
+// Due jobs from scheduled to ready, and held jobs whose type is no longer
+// paused (ARGV[4..]: the types paused now) back to ready.
 const Script kPromote{"promote", kMayRunFull + kPrelude + R"lua(
-local ns, moved = ARGV[4], 0
-for _, queue in ipairs(queue_names(ns)) do
-  local from, to = scheduled_of(ns, queue), ready_of(ns, queue)
-  local due = redis.call('ZRANGEBYSCORE', from, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-  for _, id in ipairs(due) do
-    local key = ARGV[3] .. id
-    local f = redis.call('HMGET', key, 'priority', 'seq', 'retry', 'state')
-    redis.call('ZREM', from, id)
-    if f[4] == 'scheduled' then
-      redis.call('HSET', key, 'state', 'queued')
-      redis.call('ZADD', to, ready_score(f[1], f[3] == '1', f[2]), id)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(due) do
+  local key = ARGV[3] .. id
+  local f = redis.call('HMGET', key, 'priority', 'seq', 'retry', 'state')
+  redis.call('ZREM', KEYS[1], id)
+  if f[4] == 'scheduled' then
+    redis.call('HSET', key, 'state', 'queued')
+    redis.call('ZADD', KEYS[2], ready_score(f[1], f[3] == '1', f[2]), id)
+  end
+end
+if redis.call('ZCARD', KEYS[3]) > 0 then
+  local paused = {}
+  for i = 4, #ARGV do paused[ARGV[i]] = true end
+  local held = redis.call('ZRANGE', KEYS[3], 0, 999, 'WITHSCORES')
+  local back, ids = {}, {}
+  for i = 1, #held, 2 do
+    if not paused[redis.call('HGET', ARGV[3] .. held[i], 'type') or ''] then
+      table.insert(back, held[i + 1])
+      table.insert(back, held[i])
+      table.insert(ids, held[i])
     end
   end
-  moved = moved + #due
+  bulk('ZREM', KEYS[3], ids)
+  bulk('ZADD', KEYS[2], back)
 end
-return moved
+return #due
 )lua"};
 
 const Script kRecover{"recover", kMayRunFull + kPrelude + R"lua(
+-- The row's 16th field (when the holder was last seen) is the caller's to
+-- fill: the process list lives under the namespace's tag.
 local now, owner, deadline, prefix = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
@@ -338,9 +263,8 @@ for _, id in ipairs(expired) do
     local fence = redis.call('HINCRBY', key, 'fence', 1)
     redis.call('HSET', key, 'owner', owner, 'lost_ms', now)
     redis.call('ZADD', KEYS[1], deadline, id)
-    local seen = redis.call('ZSCORE', KEYS[2], f[14] or '')
     table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], f[10], f[7], f[8], f[9], f[11] or '', f[12] or '',
-                       f[13] or '', tostring(fence), f[14] or '', seen or '0', f[15] or '0', f[16] or ''})
+                       f[13] or '', tostring(fence), f[14] or '', '0', f[15] or '0', f[16] or ''})
   else
     redis.call('ZREM', KEYS[1], id)
   end
@@ -366,76 +290,61 @@ return n
 )lua"};
 
 const Script kCancel{"cancel", kMayRunFull + kPrelude + R"lua(
-local f = redis.call('HMGET', KEYS[1], 'state', 'queue')
-local state = f[1]
+-- KEYS: job, done, index, ended, counts, ready, scheduled, held; ARGV[6]:
+-- the cancel channel (the namespace's: not a key of this slot).
+local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
 if state == 'queued' or state == 'scheduled' then
-  redis.call('ZREM', ready_of(ARGV[6], f[2]), ARGV[1])
-  redis.call('ZREM', scheduled_of(ARGV[6], f[2]), ARGV[1])
-  redis.call('ZREM', ARGV[6] .. 'held', ARGV[1])
+  redis.call('ZREM', KEYS[6], ARGV[1])
+  redis.call('ZREM', KEYS[7], ARGV[1])
+  redis.call('ZREM', KEYS[8], ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[6], 'cancelled', 1)
-  trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], ARGV[4], KEYS[4], KEYS[6])
-  ended(KEYS[5], ARGV[1], 'cancelled')
+  redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
+  trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], ARGV[4], KEYS[3], KEYS[5])
+  ended(KEYS[4], ARGV[1], 'cancelled')
   return 1
 end
 if state == 'running' then
   redis.call('HSET', KEYS[1], 'cancel', '1')
-  redis.call('PUBLISH', KEYS[3], ARGV[1])
+  redis.call('PUBLISH', ARGV[6], ARGV[1])
   return 2
 end
 return 3
 )lua"};
 
 const Script kRequeue{"requeue", kMayRunFull + kPrelude + R"lua(
-local f = redis.call('HMGET', KEYS[1], 'state', 'priority', 'seq', 'queue')
+-- KEYS: job, dead, ready, scheduled, held; ARGV[3]: jobs waiting in the
+-- other queues (as last counted).
+local f = redis.call('HMGET', KEYS[1], 'state', 'priority', 'seq')
 if not f[1] then return 0 end
 if f[1] ~= 'failed' then return -1 end
-if waiting_all(ARGV[3]) >= tonumber(ARGV[2]) then return -2 end
+local waiting = redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4]) + redis.call('ZCARD', KEYS[5])
+if waiting + tonumber(ARGV[3]) >= tonumber(ARGV[2]) then return -2 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'retry', '0')
 redis.call('HDEL', KEYS[1], 'outcome', 'finished_ms', 'cancel')
-redis.call('ZADD', ready_of(ARGV[3], f[4]), ready_score(f[2], false, f[3]), ARGV[1])
+redis.call('ZADD', KEYS[3], ready_score(f[2], false, f[3]), ARGV[1])
 return 1
 )lua"};
 
 const Script kRelease{"release", kMayRunFull + kPrelude + R"lua(
 if not holds(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', -1)
-local f = redis.call('HMGET', KEYS[1], 'priority', 'seq', 'queue')
+local f = redis.call('HMGET', KEYS[1], 'priority', 'seq')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'queued')
 redis.call('HDEL', KEYS[1], 'owner')
-redis.call('ZADD', ready_of(ARGV[4], f[3]), ready_score(f[1], attempts > 0, f[2]), ARGV[1])
+redis.call('ZADD', KEYS[3], ready_score(f[1], attempts > 0, f[2]), ARGV[1])
 return 1
 )lua"};
 
-const Script kCounts{"counts", kPrelude + R"lua(
-local ns = ARGV[1]
+// One queue's jobs by state: queued (ready and held), scheduled, running,
+// failed, succeeded, cancelled.
+const Script kCounts{"counts", R"lua(
 local split = redis.call('HMGET', KEYS[3], 'succeeded', 'cancelled')
-local queued, scheduled = redis.call('ZCARD', KEYS[4]), 0
-for _, queue in ipairs(queue_names(ns)) do
-  queued = queued + redis.call('ZCARD', ready_of(ns, queue))
-  scheduled = scheduled + redis.call('ZCARD', scheduled_of(ns, queue))
-end
-return {queued, scheduled, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), tonumber(split[1] or 0),
-        tonumber(split[2] or 0)}
-)lua"};
-
-// Jobs by named queue: every queue a job named, with its ready and
-// scheduled counts.
-const Script kQueueDepths{"queue_depths", kPrelude + R"lua(
-local out, names = {}, queue_names(ARGV[1])
--- A queue paused before any job named it is listed too (it has no jobs).
-for _, paused in ipairs(redis.call('HKEYS', ARGV[1] .. 'queues:paused')) do
-  if paused ~= 'default' and redis.call('SISMEMBER', ARGV[1] .. 'queues', paused) == 0 then table.insert(names, paused) end
-end
-for _, queue in ipairs(names) do
-  table.insert(out, {queue, redis.call('ZCARD', ready_of(ARGV[1], queue)), redis.call('ZCARD', scheduled_of(ARGV[1], queue)),
-                     redis.call('HEXISTS', ARGV[1] .. 'queues:paused', queue)})
-end
-return out
+return {redis.call('ZCARD', KEYS[5]) + redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[6]),
+        redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), tonumber(split[1] or 0), tonumber(split[2] or 0)}
 )lua"};
 
 }  // namespace bulwark::detail::redis

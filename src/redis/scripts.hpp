@@ -11,10 +11,10 @@
 // outcome (JSON text the runner wrote: result, error, cleanup_errors,
 // duration_ms).
 //
-// Counts: `{ns}:counts` holds how many succeeded and cancelled jobs the done
+// Counts: a queue's `counts` hash holds how many succeeded and cancelled jobs the done
 // list holds; every script that adds to it or forgets from it keeps it.
 //
-// Ended stream: every terminal write appends to `{ns}:ended` (capped near
+// Ended stream: every terminal write appends to its queue's `ended` stream (capped near
 // 10,000 entries) an entry whose fields are the ids ended by that call and
 // whose values are their states, so any process can follow ends.
 //
@@ -33,45 +33,48 @@
 
 namespace bulwark::detail::redis {
 
-// KEYS: index, seq, held, queues.
-// ARGV: capacity, job_prefix, prefix ("{ns}:"), then sixteen per job: id,
-//       type, payload, priority, max_attempts, timeout_ms, due_ms, now_ms,
-//       traceparent, tracestate, unique lock key ("" for none), its window
-//       ms, the job's unique_key, its follow-up spec as JSON ("" for none),
-//       its queue ("" for the default), that queue's capacity (0: none).
-// Admits a batch, each job as its own transition, into its queue's ready
-// or scheduled set: per job, its sequence number; -1 if the id is taken
-// (an earlier job of the batch counts); -2 if `capacity` jobs are already
-// waiting in every queue together (ready + scheduled + held); -3 if its
-// queue's own capacity is reached (ready + scheduled); {holder
-// id, its state} if a job still known holds its unique lock (an earlier job
-// of the batch counts). An admitted unique job takes the lock for its window.
+// Every script works on one named queue's keys (one hash tag, so one
+// Cluster slot); what the namespace holds (the paused types, the process
+// list, the list of queues) is passed in or read by the caller.
+
+// KEYS: index, ready, scheduled, held, and seq for the default queue only.
+// ARGV: capacity, job_prefix, waiting elsewhere (jobs waiting in the other
+//       queues, as last counted), the queue's capacity (0: none), the
+//       sequence number before the batch's (reserved by the caller when
+//       there is no seq key; else ""), the queue ("" for the default), then
+//       fourteen per job: id, type, payload, priority, max_attempts,
+//       timeout_ms, due_ms, now_ms, traceparent, tracestate, unique lock key
+//       ("" for none), its window ms, the job's unique_key, its follow-up
+//       spec as JSON ("" for none).
+// Admits a batch, each job as its own transition, into the ready or
+// scheduled set: per job, its sequence number; -1 if the id is taken in
+// this queue (an earlier job of the batch counts); -2 if `capacity` jobs
+// are already waiting (this queue's ready + scheduled + held, and those
+// elsewhere); -3 if the queue's own capacity is reached; {holder id, its
+// state} if a job still known holds its unique lock (an earlier job of the
+// batch counts). An admitted unique job takes the lock for its window.
 extern const Script kEnqueue;
 
-// KEYS: leased, paused, held.
-// ARGV: max, now_ms, lease_ms, owner, job_prefix, prefix, strict ("1" or
-//       "0"), a random seed (1 to 2^31 - 2), then queue name and weight
-//       pairs (greatest weight first).
-// Leases up to `max` ready jobs to `owner`, one pick per job among the
-// queues with jobs ready and not paused ({ns}:queues:paused): drawn in
-// proportion to their weights, or (strict) the first; a job whose type is
-// paused is
-// set aside in `held` instead (still queued, its ready score kept). Returns an array with, per job:
-// id, type, payload, priority, max_attempts, timeout_ms, attempts (this one's
-// number), seq, retry ("1" or "0"), created_ms, traceparent, tracestate,
-// the follow-up spec ("" for none), the fence (the job's lease count: it
-// grows with every lease of the job, in every process), its queue ("" for
-// the default).
+// KEYS: leased, held, ready.
+// ARGV: max, now_ms, lease_ms, owner, job_prefix, then the job types
+//       paused now.
+// Leases up to `max` ready jobs to `owner`; a job whose type is paused is
+// set aside in `held` instead (still queued, its ready score kept).
+// Returns an array with, per job: id, type, payload, priority,
+// max_attempts, timeout_ms, attempts (this one's number), seq, retry ("1"
+// or "0"), created_ms, traceparent, tracestate, the follow-up spec ("" for
+// none), the fence (the job's lease count: it grows with every lease of
+// the job, in every process), its queue ("" for the default).
 extern const Script kFetch;
 
-// KEYS: leased, done, dead, index, ended, counts.
+// KEYS: leased, done, dead, index, ended, counts, scheduled.
 // ARGV: owner, now_ms, keep_done, keep_dead, done_cutoff_ms, dead_cutoff_ms,
-//       job_prefix, prefix, then six per attempt: id, fence, how ("done" or
+//       job_prefix, then six per attempt: id, fence, how ("done" or
 //       "retry"), state (for done: succeeded, failed or cancelled), outcome,
 //       due_ms (for retry).
 // Writes the ends of a batch of attempts, each as its own transition: done
 // ends the job in `state`, enters it in its retention list and on the
-// ended stream; retry schedules another attempt at `due_ms` (in its queue). Then applies
+// ended stream; retry schedules another attempt at `due_ms`. Then applies
 // retention (entries finished before the cutoff, then the oldest beyond
 // `keep`) to the lists that grew. Returns 1 per attempt written and, per
 // attempt fenced (its lease was taken over meanwhile), the process that
@@ -84,22 +87,23 @@ extern const Script kAck;
 // the process that holds the job now ("" for none).
 extern const Script kExtend;
 
-// KEYS: queues.
-// ARGV: now_ms, max, job_prefix, prefix.
-// Moves up to `max` jobs per queue whose time has come to their queue's
-// ready set. Returns how many.
+// KEYS: scheduled, ready, held.
+// ARGV: now_ms, max, job_prefix, then the job types paused now.
+// Moves up to `max` jobs whose time has come to the ready set, and up to
+// 1,000 held jobs whose type is not paused back to it with their scores.
+// Returns how many it promoted.
 extern const Script kPromote;
 
-// KEYS: leased, processes.
+// KEYS: leased.
 // ARGV: now_ms, max, owner, lease_deadline_ms, job_prefix.
 // Takes over up to `max` leases past their deadline (their process died or
 // stalled): each job, still running, is leased to `owner` under a new
 // fence, so that owner ends the lost attempt through its own failure path
 // (retry policy, events, counters) and the old holder's writes are
 // refused. Returns one row per job: the fetch script's fields, then the
-// process that held it, when that process was last seen (ms; 0 unknown)
-// and whether a cancel was asked for ("1"), then its queue ("" for the
-// default).
+// process that held it, "0" (for the caller to fill with when that process
+// was last seen, ms) and whether a cancel was asked for ("1"), then its
+// queue ("" for the default).
 extern const Script kRecover;
 
 // KEYS: dead, done, index, counts.
@@ -113,20 +117,20 @@ extern const Script kTrim;
 // with field "e", capping the stream near max_len. Returns the last number.
 extern const Script kPublishEvents;
 
-// KEYS: job, done, cancel, index, ended, counts.
-// ARGV: id, now_ms, keep, job_prefix, cutoff_ms, prefix.
+// KEYS: job, done, index, ended, counts, ready, scheduled, held.
+// ARGV: id, now_ms, keep, job_prefix, cutoff_ms, the cancel channel.
 // Returns 1 (cancelled: it was waiting), 2 (stop requested: it runs; the
 // id is published on the cancel channel), 3 (already finished), 0 (unknown).
 extern const Script kCancel;
 
-// KEYS: job, dead.
-// ARGV: id, capacity, prefix.
+// KEYS: job, dead, ready, scheduled, held.
+// ARGV: id, capacity, waiting elsewhere.
 // Puts a dead letter back with fresh attempts. 1; 0 if unknown; -1 if it
 // is not failed; -2 if the queue is full.
 extern const Script kRequeue;
 
-// KEYS: job, leased.
-// ARGV: id, owner, fence, prefix.
+// KEYS: job, leased, ready.
+// ARGV: id, owner, fence.
 // Gives back a job fetched but never started here (its process is
 // stopping): the attempt is not counted, and it is ready for others at once.
 // 1, or 0 if fenced.
@@ -138,21 +142,9 @@ extern const Script kRelease;
 // 0 if fenced.
 extern const Script kProgress;
 
-// KEYS: leased, dead, counts, held.
-// ARGV: the keys' prefix ("{ns}:").
-// Jobs by state: {queued (every queue's ready, and held), scheduled (every
-// queue's), running, failed, succeeded, cancelled}.
+// KEYS: leased, dead, counts, held, ready, scheduled.
+// One queue's jobs by state: {queued (ready and held), scheduled, running,
+// failed, succeeded, cancelled}.
 extern const Script kCounts;
-
-// ARGV: the keys' prefix ("{ns}:").
-// Every queue a job named or paused ("default" too): {name, ready,
-// scheduled, paused (1 or 0)} each.
-extern const Script kQueueDepths;
-
-// KEYS: paused, held.
-// ARGV: type, job_prefix, prefix.
-// Resumes a job type: drops it from `paused` and moves its held jobs back
-// to their queues' ready sets with their scores. {1 if it was paused else 0, jobs moved}.
-extern const Script kResume;
 
 }  // namespace bulwark::detail::redis
