@@ -6,7 +6,8 @@
 // way `redis-cli --cluster reshard` does (SETSLOT IMPORTING/MIGRATING,
 // MIGRATE in batches, SETSLOT NODE), while jobs are submitted and ended:
 // the process follows ASK and MOVED, and every accepted job ends exactly
-// once.
+// once. Named queues, each under its own hash tag, are spread over the
+// three masters, and one queue's slot is moved the same way mid-run.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -15,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "support/http_client.hpp"
@@ -107,18 +109,34 @@ struct Cluster {
 };
 
 // A serve config on the cluster `addresses` (host:port seeds), namespace
-// `ns`, with `redis` keys added; written to `path`.
-std::string serve_config(const std::string& path, const std::string& ns, const json& addresses, const json& redis = {}) {
+// `ns`, with `redis` keys added (and `top` keys at the top); written to `path`.
+std::string serve_config(const std::string& path, const std::string& ns, const json& addresses, const json& redis = {},
+                         const json& top = {}) {
   json r = {{"url", "redis://127.0.0.1/0"}, {"namespace", ns}, {"cluster", {{"addresses", addresses}}}};
   if (redis.is_object()) r.update(redis);
-  std::ofstream(path) << json{{"workers", 2},
-                              {"logging", {{"level", "warn"}}},
-                              {"server", {{"listen", "127.0.0.1:0"}, {"drain_timeout_ms", 1000}}},
-                              {"queue", {{"backend", "redis"}}},
-                              {"redis", r},
-                              {"retention", {{"max_finished", 100'000}}}}
-                             .dump();
+  json config = {{"workers", 2},
+                 {"logging", {{"level", "warn"}}},
+                 {"server", {{"listen", "127.0.0.1:0"}, {"drain_timeout_ms", 1000}}},
+                 {"queue", {{"backend", "redis"}}},
+                 {"redis", r},
+                 {"retention", {{"max_finished", 100'000}}}};
+  if (top.is_object()) config.update(top);
+  std::ofstream(path) << config.dump();
   return path;
+}
+
+// How many times each id ended as succeeded in `stream` on `node`.
+std::map<std::string, int> ends_in(const RedisServer& node, const std::string& stream);
+
+std::map<std::string, int> ends_in(const RedisServer& node, const std::string& stream) {
+  std::map<std::string, int> ends;
+  for (const Value& entry : Cluster::ask(node, {"XRANGE", stream, "-", "+"}).elements) {
+    const Value& fields = entry.elements.at(1);
+    for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
+      if (fields.elements[i + 1].str == "succeeded") ++ends[fields.elements[i].str];
+    }
+  }
+  return ends;
 }
 
 }  // namespace
@@ -162,13 +180,7 @@ TEST_SUITE("redis cluster") {
     };
     CHECK(eventually(all_ended, 60s));
     // Each end once in the ended stream, now on the new master.
-    std::map<std::string, int> ends;
-    for (const Value& entry : Cluster::ask(to, {"XRANGE", "{clus}:ended", "-", "+"}).elements) {
-      const Value& fields = entry.elements.at(1);
-      for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
-        if (fields.elements[i + 1].str == "succeeded") ++ends[fields.elements[i].str];
-      }
-    }
+    std::map<std::string, int> ends = ends_in(to, "{clus}:ended");
     std::size_t once = 0;
     for (const std::string& id : accepted) {
       if (ends[id] == 1) {
@@ -187,6 +199,77 @@ TEST_SUITE("redis cluster") {
     const double met = std::stod(metrics.substr(at + line.size()));
     MESSAGE("accepted " << accepted.size() << "; unavailable answers met (MOVED, TRYAGAIN): " << met);
     CHECK(met > 0);
+  }
+
+  TEST_CASE("named queues spread over the shards, each queue's keys on its own master, and a queue's slot moved "
+            "mid-run: every queue's jobs run, every accepted job ends once" * doctest::timeout(240)) {
+    Cluster cluster;
+    // Three queues whose hash tags fall on three different masters.
+    std::vector<std::string> queues;
+    std::vector<RedisServer*> homes;
+    for (char c = 'a'; c <= 'z' && queues.size() < 3; ++c) {
+      const std::string name = std::string("q").append(1, c);
+      RedisServer& home = cluster.owner(bulwark::detail::redis::key_slot("{sh:" + name + "}"), *cluster.nodes[0]);
+      if (std::find(homes.begin(), homes.end(), &home) != homes.end()) continue;
+      queues.push_back(name);
+      homes.push_back(&home);
+    }
+    REQUIRE(queues.size() == 3);
+    const std::string config =
+        serve_config(homes[0]->dir() + "/serve.json", "sh", {"127.0.0.1:" + std::to_string(homes[0]->port())},
+                     {{"lease_ms", 5000}}, {{"queues", {{queues[0], 3}, {queues[1], 2}, {queues[2], 1}}}});
+    ServeProcess serve(config, homes[0]->dir() + "/serve.err");
+    const std::uint16_t port = serve.port_from_banner();
+
+    bulwark::testing::SubmitLoad load({port}, "s-", queues);  // job n to queues[n % 3]
+    std::this_thread::sleep_for(1s);
+    // Every queue's jobs on its own master: three shards at work.
+    const std::vector<std::string> early = load.accepted();
+    REQUIRE(early.size() >= 6);
+    for (std::size_t q = 0; q < 3; ++q) {
+      INFO("queue " << queues[q]);
+      CHECK(Cluster::ask(*homes[q], {"EXISTS", "{sh:" + queues[q] + "}:job:" + early[q]}).integer == 1);
+      CHECK(Cluster::ask(*homes[q], {"DBSIZE"}).integer > 0);
+    }
+    // The second queue's slot moves to the third queue's master, mid-run.
+    const int moved = bulwark::detail::redis::key_slot("{sh:" + queues[1] + "}");
+    cluster.move(moved, *homes[1], *homes[2]);
+    std::this_thread::sleep_for(2s);
+    load.stop();
+    CHECK(&cluster.owner(moved, *cluster.nodes[0]) == homes[2]);
+    const std::vector<std::string> accepted = load.accepted();
+    INFO("accepted " << accepted.size());
+    CHECK(accepted.size() > 100);
+    CHECK(load.lost(port, 60s) == 0);
+    // Each end once, in its queue's ended stream on the master that holds it now.
+    std::map<std::string, int> ends;
+    for (std::size_t q = 0; q < 3; ++q) {
+      RedisServer& now = cluster.owner(bulwark::detail::redis::key_slot("{sh:" + queues[q] + "}"), *cluster.nodes[0]);
+      for (const auto& [id, n] : ends_in(now, "{sh:" + queues[q] + "}:ended")) ends[id] += n;
+    }
+    std::size_t once = 0;
+    for (const std::string& id : accepted) {
+      if (ends[id] == 1) {
+        ++once;
+      } else {
+        MESSAGE(id << " ended " << ends[id] << " times");
+      }
+    }
+    CHECK(once == accepted.size());
+    // Counts and the listing see every queue; each has its consumer.
+    const json stats = http(port, "GET", "/v1/stats").json();
+    for (const std::string& q : queues) {
+      INFO("queue " << q);
+      CHECK(stats["queues"][q]["consumers"] == 1);
+      CHECK(stats["queues"][q]["waiting"] == 0);
+    }
+    CHECK(stats["by_state"]["succeeded"].get<std::size_t>() >= accepted.size());
+    const json page = http(port, "GET", "/v1/jobs?limit=9").json();
+    REQUIRE(page["jobs"].size() == 9);
+    std::set<std::string> listed;
+    for (const json& j : page["jobs"]) listed.insert(j["queue"].get<std::string>());
+    CHECK(listed.size() == 3);  // the newest nine, merged from the three queues
+    MESSAGE("accepted " << accepted.size() << " over three queues on three masters, one moved mid-run");
   }
 
   TEST_CASE("the namespace's master SIGKILLed: a replica takes over, the process follows; with min_replicas_ack 1 "

@@ -1,5 +1,6 @@
 // A steady submit load for the failover tests: a thread posts an `echo`
-// job every 5 ms to `bulwark serve` processes in turn and notes which were
+// job every 5 ms to `bulwark serve` processes in turn (and to named queues
+// in turn, when given) and notes which were
 // accepted (201), when the backend was killed (killed()), when submits
 // were first refused after that and when they were accepted again.
 // lost() counts accepted jobs that never end. Thread-safe; stop() joins.
@@ -23,8 +24,10 @@ namespace bulwark::testing {
 
 class SubmitLoad {
  public:
-  // Jobs "<prefix><n>" to `ports` in turn.
-  SubmitLoad(std::vector<std::uint16_t> ports, std::string prefix) : ports_(std::move(ports)), prefix_(std::move(prefix)) {
+  // Jobs "<prefix><n>" to `ports` in turn; job n names queue
+  // queues[n % size] (none if empty).
+  SubmitLoad(std::vector<std::uint16_t> ports, std::string prefix, std::vector<std::string> queues = {})
+      : ports_(std::move(ports)), prefix_(std::move(prefix)), queues_(std::move(queues)) {
     thread_ = std::thread([this] { run(); });
   }
   ~SubmitLoad() { stop(); }
@@ -95,8 +98,9 @@ class SubmitLoad {
     using namespace std::chrono_literals;
     for (int n = 0; !stop_.load(); ++n) {
       const std::string id = prefix_ + std::to_string(n);
-      const auto r = http(ports_[static_cast<std::size_t>(n) % ports_.size()], "POST", "/v1/jobs",
-                          nlohmann::json{{"id", id}, {"type", "echo"}, {"payload", n}}.dump());
+      nlohmann::json job = {{"id", id}, {"type", "echo"}, {"payload", n}};
+      if (!queues_.empty()) job["queue"] = queues_[static_cast<std::size_t>(n) % queues_.size()];
+      const auto r = http(ports_[static_cast<std::size_t>(n) % ports_.size()], "POST", "/v1/jobs", job.dump());
       const auto now = std::chrono::steady_clock::now();
       {
         std::lock_guard lock(mutex_);
@@ -114,6 +118,7 @@ class SubmitLoad {
 
   const std::vector<std::uint16_t> ports_;
   const std::string prefix_;
+  const std::vector<std::string> queues_;
   mutable std::mutex mutex_;
   std::vector<std::string> accepted_;
   std::map<std::string, std::chrono::steady_clock::time_point> accepted_at_;
