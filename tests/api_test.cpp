@@ -136,11 +136,15 @@ TEST_SUITE("api") {
     const json stats = json::parse(f.call("GET", "/v1/stats").body);
     CHECK(stats["by_type"]["post"]["breaker"] == "off");  // names, not enum numbers
     CHECK(stats["queues"] == json::parse(R"({"default": {"ready": 0, "waiting": 0, "weight": 1, "capacity": null,
-                                                          "consumers": 1, "paused": false}})"));
+                                                          "consumers": 1, "paused": false,
+                                                          "jobs": {"submitted": 0, "succeeded": 0, "failed": 0,
+                                                                   "cancelled": 0}}})"));
     Response metrics = f.call("GET", "/metrics");
     CHECK(metrics.status == 200);
     CHECK(metrics.body.find("bulwark_workers{state=\"idle\"} 2") != std::string::npos);
     CHECK(metrics.body.find("bulwark_named_queue_consumers{queue=\"default\"} 1") != std::string::npos);
+    CHECK(metrics.body.find("bulwark_named_queue_jobs_total{queue=\"default\",outcome=\"succeeded\"} 0") !=
+          std::string::npos);
     CHECK(procs[0]["queues"] == json::array({"default"}));
   }
 

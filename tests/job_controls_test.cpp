@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -497,5 +498,17 @@ TEST_SUITE("progress") {
     const auto ran = bulwark::testing::await_terminal(rt, held.id);
     REQUIRE(ran);
     CHECK(ran->state == JobState::succeeded);
+    // Each queue's jobs counted apart (the default's: the totals less the named ones').
+    REQUIRE(rt.cancel(rt.submit({.type = "echo", .payload = 3, .queue = "bulk", .delay = 60s}).id) ==
+            bulwark::CancelResult::cancelled);
+    std::map<std::string, bulwark::QueueJobCounts> jobs;
+    for (const auto& q : rt.stats().queues) jobs[q.name] = q.jobs;
+    CHECK(jobs["bulk"].submitted == 2);
+    CHECK(jobs["bulk"].succeeded == 1);
+    CHECK(jobs["bulk"].cancelled == 1);
+    CHECK(jobs["bulk"].failed == 0);
+    CHECK(jobs["default"].submitted == 1);
+    CHECK(jobs["default"].succeeded == 1);
+    CHECK(jobs["default"].cancelled == 0);
   }
 }

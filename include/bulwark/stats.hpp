@@ -44,8 +44,17 @@ struct TypeStats {
   std::uint64_t limit_waits = 0;    // cumulative: jobs held for a place
 };
 
-// One named queue (GET /v1/stats "queues", the queue label of
-// bulwark_queue_waiting and bulwark_queue_ready).
+// Jobs of one named queue this process accepted and ended (the queue
+// label of bulwark_named_queue_jobs_total).
+struct QueueJobCounts {
+  std::uint64_t submitted = 0;
+  std::uint64_t succeeded = 0;
+  std::uint64_t failed = 0;     // dead-lettered
+  std::uint64_t cancelled = 0;
+};
+
+// One named queue (GET /v1/stats "queues", the queue label of the
+// bulwark_named_queue_* metrics).
 struct QueueStats {
   std::string name{};
   std::size_t ready = 0;      // jobs ready to run
@@ -54,6 +63,7 @@ struct QueueStats {
   std::size_t capacity = 0;   // its own capacity here (queues.<name>.capacity); 0: none
   std::size_t consumers = 0;  // live processes that run it, this one included
   bool paused = false;        // Runtime::pause_queue: its jobs wait until resumed
+  QueueJobCounts jobs{};      // of it, accepted and ended in this process
 };
 
 struct RuntimeStats {

@@ -343,6 +343,26 @@ std::vector<QueueStats> queue_stats(const detail::Backend& backend, const Runtim
   return out;
 }
 
+// Each queue's job counts: the named queues' as counted; the default
+// queue's the totals less theirs.
+void add_job_counts(RuntimeStats& s, const std::map<std::string, QueueJobCounts>& named) {
+  QueueJobCounts rest{s.submitted, s.succeeded, s.failed, s.cancelled};
+  const auto less = [](std::uint64_t& from, std::uint64_t n) { from -= std::min(from, n); };
+  for (const auto& [name, c] : named) {
+    less(rest.submitted, c.submitted);
+    less(rest.succeeded, c.succeeded);
+    less(rest.failed, c.failed);
+    less(rest.cancelled, c.cancelled);
+  }
+  for (QueueStats& q : s.queues) {
+    if (q.name == kDefaultQueue) {
+      q.jobs = rest;
+    } else if (auto it = named.find(q.name); it != named.end()) {
+      q.jobs = it->second;
+    }
+  }
+}
+
 }  // namespace
 
 RuntimeStats Runtime::stats() const {
@@ -384,6 +404,7 @@ RuntimeStats Runtime::stats() const {
   s.queue_capacity = rt.broker.capacity();
   s.ready_by_priority = rt.broker.ready_by_priority();
   if (s.backend_problem.empty()) s.queues = queue_stats(*rt.backend, rt.options);
+  add_job_counts(s, rt.completion.queue_counts());
   if (rt.processes) s.process_ends = rt.processes->ends_by_reason();
   s.run_time = rt.executor.run_time();
   s.queue_wait = rt.executor.queue_wait();

@@ -824,7 +824,9 @@ Response Api::stats() {
   for (const QueueStats& q : s.queues) {
     queues[q.name] = {{"ready", q.ready},   {"waiting", q.waiting},
                       {"weight", q.weight}, {"capacity", q.capacity == 0 ? ordered_json() : ordered_json(q.capacity)},
-                      {"consumers", q.consumers}, {"paused", q.paused}};
+                      {"consumers", q.consumers}, {"paused", q.paused},
+                      {"jobs", {{"submitted", q.jobs.submitted}, {"succeeded", q.jobs.succeeded},
+                                {"failed", q.jobs.failed}, {"cancelled", q.jobs.cancelled}}}};
   }
   body["queues"] = std::move(queues);
   if (!s.backend_problem.empty()) body["backend_problem"] = s.backend_problem;

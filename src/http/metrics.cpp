@@ -153,6 +153,15 @@ std::string render_metrics(const RuntimeStats& s, const HealthReport& health, co
   for (const QueueStats& q : s.queues) w.sample("bulwark_named_queue_ready", {{"queue", q.name}}, static_cast<double>(q.ready));
   w.family("bulwark_named_queue_waiting", "gauge", "Jobs waiting (ready and scheduled), by named queue.");
   for (const QueueStats& q : s.queues) w.sample("bulwark_named_queue_waiting", {{"queue", q.name}}, static_cast<double>(q.waiting));
+  w.family("bulwark_named_queue_jobs_total", "counter",
+           "Jobs of each named queue this process accepted (submitted) and ended (succeeded, failed, cancelled).");
+  for (const QueueStats& q : s.queues) {
+    const std::pair<const char*, std::uint64_t> outcomes[] = {
+        {"submitted", q.jobs.submitted}, {"succeeded", q.jobs.succeeded}, {"failed", q.jobs.failed}, {"cancelled", q.jobs.cancelled}};
+    for (const auto& [outcome, n] : outcomes) {
+      w.sample("bulwark_named_queue_jobs_total", {{"queue", q.name}, {"outcome", outcome}}, static_cast<double>(n));
+    }
+  }
   w.family("bulwark_named_queue_paused", "gauge", "1 while a named queue is paused (POST /v1/queues/{queue}/pause).");
   for (const QueueStats& q : s.queues) w.sample("bulwark_named_queue_paused", {{"queue", q.name}}, q.paused ? 1 : 0);
   w.family("bulwark_named_queue_consumers", "gauge",

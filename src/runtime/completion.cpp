@@ -261,6 +261,7 @@ void Completion::publish(const TaskPtr& task, JobState terminal) {
     case JobState::cancelled: cancelled_.fetch_add(1, std::memory_order_relaxed); break;
     default: break;
   }
+  if (!task->spec().queue.empty()) count_end(task->spec().queue, terminal);
   if (task->spec().stored) store_.finished(task);
   if (options_.on_finished || end_listener_) notify_listeners(task->snapshot());
   // Dekker-style with the waits: both sides seq_cst, so either the waiter
@@ -285,7 +286,40 @@ void Completion::ended_elsewhere(const JobRecord& record) {
     case JobState::cancelled: cancelled_.fetch_add(1, std::memory_order_relaxed); break;
     default: return;
   }
+  count_end(record.queue, record.state);
   notify_listeners(record);
+}
+
+Completion::QueueTally& Completion::tally(const std::string& queue) {
+  MutexLock lock(tallies_mutex_);
+  std::unique_ptr<QueueTally>& t = tallies_[queue];
+  if (!t) t = std::make_unique<QueueTally>();
+  return *t;
+}
+
+void Completion::count_submitted(const std::string& queue) {
+  if (queue.empty() || queue == kDefaultQueue) return;
+  tally(queue).submitted.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Completion::count_end(const std::string& queue, JobState terminal) {
+  if (queue.empty() || queue == kDefaultQueue) return;
+  QueueTally& t = tally(queue);
+  switch (terminal) {
+    case JobState::succeeded: t.succeeded.fetch_add(1, std::memory_order_relaxed); break;
+    case JobState::failed: t.failed.fetch_add(1, std::memory_order_relaxed); break;
+    case JobState::cancelled: t.cancelled.fetch_add(1, std::memory_order_relaxed); break;
+    default: break;
+  }
+}
+
+std::map<std::string, QueueJobCounts> Completion::queue_counts() const {
+  MutexLock lock(tallies_mutex_);
+  std::map<std::string, QueueJobCounts> out;
+  for (const auto& [name, t] : tallies_) {
+    out[name] = QueueJobCounts{t->submitted.load(), t->succeeded.load(), t->failed.load(), t->cancelled.load()};
+  }
+  return out;
 }
 
 void Completion::notify_listeners(const JobRecord& record) {

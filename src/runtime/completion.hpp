@@ -22,10 +22,14 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <map>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "bulwark/config.hpp"
+#include "bulwark/detail/thread_annotations.hpp"
 #include "bulwark/runtime.hpp"
 #include "runtime/attempt.hpp"
 #include "runtime/broker.hpp"
@@ -52,6 +56,13 @@ class Completion {
 
   // An accepted or requeued job that will end here some day.
   void count_accepted() noexcept { accepted_.fetch_add(1, std::memory_order_seq_cst); }
+  // A job newly accepted into `queue` ("" or "default" for the default
+  // queue, which is not counted apart: its counts are the totals less
+  // the named queues').
+  void count_submitted(const std::string& queue);
+  // Jobs of each named queue other than the default this process accepted
+  // and ended (a copy).
+  std::map<std::string, QueueJobCounts> queue_counts() const;
   // Blocks until every accepted job has ended, or `timeout` passes.
   bool wait_idle(std::chrono::milliseconds timeout);
   // How many jobs have ended here so far; and a wait until that count moves
@@ -106,6 +117,12 @@ class Completion {
   void publish(const TaskPtr& task, JobState terminal);
   // Hands `record` to the on_finished listeners, each in a guarded frame.
   void notify_listeners(const JobRecord& record);
+  // Counts an end of a job of `queue` (nothing for the default queue).
+  void count_end(const std::string& queue, JobState terminal);
+  struct QueueTally {
+    std::atomic<std::uint64_t> submitted{0}, succeeded{0}, failed{0}, cancelled{0};
+  };
+  QueueTally& tally(const std::string& queue);
 
   const RuntimeOptions& options_;
   Reporter& reporter_;
@@ -122,6 +139,8 @@ class Completion {
   Striped<std::uint64_t> succeeded_;
   std::atomic<std::uint64_t> failed_{0}, cancelled_{0};
   std::atomic<std::uint64_t> attempts_failed_{0}, retried_{0}, hard_timeouts_{0}, breaker_opened_{0};
+  mutable Mutex tallies_mutex_;
+  std::map<std::string, std::unique_ptr<QueueTally>> tallies_ BULWARK_GUARDED_BY(tallies_mutex_);
   std::atomic<int> idle_waiters_{0};  // threads in wait_idle; publish() notifies only if any
   std::atomic<int> end_waiters_{0};   // threads in wait_for_end; likewise
   std::mutex idle_mutex_;  // guards no data: only the wait on idle_cv_

@@ -198,6 +198,7 @@ bool Intake::record(const TaskPtr& task) {
   if (task->spec().stored && !store_.insert(task)) return false;
   completion_.events().job(*task, task->state(), 0);
   completion_.count_accepted();
+  if (!task->spec().queue.empty()) completion_.count_submitted(task->spec().queue);
   submitted_.fetch_add(1, std::memory_order_relaxed);
   task->type_entry()->counters.submitted.fetch_add(1, std::memory_order_relaxed);
   return true;
