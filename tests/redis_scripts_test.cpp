@@ -39,10 +39,13 @@ struct Queue {
 
   // The enqueue script's first arguments for `jobs` jobs (a named queue's
   // sequence numbers reserved as the broker does).
+  // `cluster`: as on a cluster, where a named queue's call may not name the
+  // namespace's sequence key.
+  bool cluster = false;
   std::vector<std::string> head(long long capacity, std::size_t jobs, long long queue_capacity = 0,
                                 long long elsewhere = 0) {
     std::string seq;
-    if (!keys.is_default()) {
+    if (!keys.is_default() && cluster) {
       seq = std::to_string(c.command({"INCRBY", keys.seq, std::to_string(jobs)}).as_integer() -
                            static_cast<long long>(jobs));
     }
@@ -50,7 +53,7 @@ struct Queue {
             seq, keys.queue};
   }
   Value run_enqueue(const std::vector<std::string>& args) {
-    if (keys.is_default()) return c.eval(redis::kEnqueue, {keys.index, keys.ready, keys.scheduled, keys.held, keys.seq}, args);
+    if (keys.is_default() || !cluster) return c.eval(redis::kEnqueue, {keys.index, keys.ready, keys.scheduled, keys.held, keys.seq}, args);
     return c.eval(redis::kEnqueue, {keys.index, keys.ready, keys.scheduled, keys.held}, args);
   }
   long long enqueue(const std::string& id, int priority = 0, long long due = 0, long long now = 1000,
@@ -615,6 +618,7 @@ TEST_SUITE("redis_scripts") {
     CHECK(redis::key_slot(hi.keys.job("x")) == redis::key_slot("{t:hi}"));
     CHECK(redis::key_slot(hi.keys.unique("echo", "k")) == redis::key_slot("{t:hi}"));
     CHECK(redis::key_slot(d.keys.seq) == redis::key_slot(d.keys.ready));
+    lo.cluster = true;  // its numbers reserved first, as on a cluster
     CHECK(d.enqueue("d") == 1);
     CHECK(hi.enqueue("h") == 2);  // one sequence for the namespace: listings merge by it
     CHECK(lo.enqueue("l") == 3);

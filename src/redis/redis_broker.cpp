@@ -153,9 +153,9 @@ std::vector<std::string> RedisBroker::enqueue_head(const Keys& keys, std::size_t
   for (const BrokerOptions::Queue& q : options_.queues) {
     if (q.name == (keys.is_default() ? kDefaultQueue : std::string_view(keys.queue))) capacity = q.capacity;
   }
-  std::string seq;  // the default queue's script counts it itself
-  if (!keys.is_default()) {
-    parts_.note(keys.queue);
+  std::string seq;  // counted by the script itself where it may touch the key
+  parts_.note(keys.queue);
+  if (!seq_in_script(keys)) {
     const long long last = parts_.pool("").command({"INCRBY", keys.seq, std::to_string(jobs)}).as_integer();
     seq = std::to_string(last - static_cast<long long>(jobs));
   }
@@ -163,8 +163,10 @@ std::vector<std::string> RedisBroker::enqueue_head(const Keys& keys, std::size_t
           std::to_string(capacity), seq, keys.queue};
 }
 
-Value RedisBroker::run_enqueue(Connection& c, const Keys& keys, const std::vector<std::string>& args) {
-  if (keys.is_default()) return c.eval(kEnqueue, {keys.index, keys.ready, keys.scheduled, keys.held, keys.seq}, args);
+bool RedisBroker::seq_in_script(const Keys& keys) const { return keys.is_default() || !options_.redis.cluster; }
+
+Value RedisBroker::run_enqueue(Connection& c, const Keys& keys, const std::vector<std::string>& args) const {
+  if (seq_in_script(keys)) return c.eval(kEnqueue, {keys.index, keys.ready, keys.scheduled, keys.held, keys.seq}, args);
   return c.eval(kEnqueue, {keys.index, keys.ready, keys.scheduled, keys.held}, args);
 }
 

@@ -244,11 +244,16 @@ class RedisBroker final : public Broker {
   static void enqueue_args(std::vector<std::string>& args, const Keys& keys, const TaskSpec& s, Clock::time_point due,
                            const std::string& now_ms);
   // The enqueue script's first arguments for `jobs` jobs of `queue` (for a
-  // named queue: noted in the namespace, and sequence numbers reserved,
-  // each a round trip); throws RedisError.
+  // named queue: noted in the namespace the first time, a round trip; on a
+  // cluster, sequence numbers reserved, another); throws RedisError.
   std::vector<std::string> enqueue_head(const Keys& keys, std::size_t jobs);
+  // Whether the enqueue script numbers `keys`' jobs from the namespace's
+  // sequence itself: always but on a cluster, where only the default
+  // queue's script may touch it (same slot) and the others reserve numbers
+  // first (enqueue_head).
+  bool seq_in_script(const Keys& keys) const;
   // One enqueue call on `c`; `args` from enqueue_head and enqueue_args.
-  static Value run_enqueue(Connection& c, const Keys& keys, const std::vector<std::string>& args);
+  Value run_enqueue(Connection& c, const Keys& keys, const std::vector<std::string>& args) const;
   std::optional<std::vector<EnqueueAnswer>> send_enqueue(const Keys& keys, const std::vector<std::string>& jobs,
                                                          std::size_t count, Admitted& refused);
   // One job's answer in the enqueue script's reply.

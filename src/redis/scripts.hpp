@@ -37,7 +37,8 @@ namespace bulwark::detail::redis {
 // Cluster slot); what the namespace holds (the paused types, the process
 // list, the list of queues) is passed in or read by the caller.
 
-// KEYS: index, ready, scheduled, held, and seq for the default queue only.
+// KEYS: index, ready, scheduled, held, and seq (not on a cluster, where
+//       only the default queue's call may name it: same slot).
 // ARGV: capacity, job_prefix, waiting elsewhere (jobs waiting in the other
 //       queues, as last counted), the queue's capacity (0: none), the
 //       sequence number before the batch's (reserved by the caller when
