@@ -13,6 +13,11 @@
 // jobs/s end to end, submit round-trip percentiles and the Redis commands
 // per job as Redis counted them (INFO commandstats, scripts' own calls
 // included, minus this program's polling).
+//
+// With --queues a,b,c the jobs go to those named queues in turn and every
+// process runs all of them; with --cluster h:p,h:p,... (every master) the
+// Redis is a Cluster, so each queue lives on the master of its hash slot,
+// and the commands are counted on every master.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -32,6 +38,7 @@
 #include "bulwark/runtime.hpp"
 #include "redis/connection.hpp"
 #include "redis/keys.hpp"
+#include "redis/parts.hpp"
 #include "redis/redis_backend.hpp"
 
 namespace {
@@ -51,7 +58,19 @@ struct Args {
   long fail_every = 0;    // 0: none fail
   std::string ca_file;    // redis.tls.ca_file (with rediss://)
   unsigned min_replicas_ack = 0;
+  std::string cluster;  // "host:port,..." of every master; empty: no Cluster
+  std::string queues;   // "a,b,c": jobs go to these named queues in turn; empty: default
 };
+
+std::vector<std::string> split(const std::string& list) {
+  std::vector<std::string> out;
+  for (std::size_t at = 0; at < list.size();) {
+    const std::size_t comma = std::min(list.find(',', at), list.size());
+    if (comma > at) out.push_back(list.substr(at, comma - at));
+    at = comma + 1;
+  }
+  return out;
+}
 
 bulwark::Registry registry() {
   bulwark::Registry r;
@@ -74,6 +93,8 @@ bulwark::RuntimeOptions options(const Args& a) {
   o.redis.consume = a.role == "helper";
   o.redis.tls.ca_file = a.ca_file;
   o.redis.min_replicas_ack = a.min_replicas_ack;
+  o.redis.cluster.addresses = split(a.cluster);
+  for (const std::string& q : split(a.queues)) o.queues[q] = bulwark::QueueOptions{};
   o.queue_capacity = static_cast<std::size_t>(a.jobs) + 1000;
   o.retention_max_finished = static_cast<std::size_t>(a.jobs) + 1000;
   o.retry.max_attempts = 2;
@@ -114,7 +135,8 @@ pid_t spawn_helper(const char* self, const Args& a) {
                     jobs = std::to_string(a.jobs), acks = std::to_string(a.min_replicas_ack);
   ::execl("/proc/self/exe", self, "--role", "helper", "--url", a.url.c_str(), "--ns", a.ns.c_str(), "--workers",
           workers.c_str(), "--prefetch", prefetch.c_str(), "--jobs", jobs.c_str(), "--ca-file", a.ca_file.c_str(),
-          "--min-replicas-ack", acks.c_str(), static_cast<char*>(nullptr));
+          "--min-replicas-ack", acks.c_str(), "--cluster", a.cluster.c_str(), "--queues", a.queues.c_str(),
+          static_cast<char*>(nullptr));
   ::_exit(127);
 }
 
@@ -129,23 +151,55 @@ int run_main(const char* self, const Args& a) {
   redis::ConnectOptions connect = redis::connect_options(options(a).redis);  // TLS and login as the runtime's
   connect.connect_timeout = std::chrono::seconds(2);
   connect.command_timeout = std::chrono::seconds(10);
-  redis::Connection probe(connect);
-  const redis::Keys keys(a.ns);
+  redis::Parts parts(connect, a.ns);
+  // Where commands are counted: the one Redis, or every master.
+  std::vector<std::unique_ptr<redis::Connection>> nodes;
+  if (a.cluster.empty()) {
+    nodes.push_back(std::make_unique<redis::Connection>(connect));
+  } else {
+    for (const std::string& node : split(a.cluster)) {
+      redis::ConnectOptions o = connect;
+      o.cluster.reset();
+      o.address.host = node.substr(0, node.rfind(':'));
+      o.address.port = std::stoi(node.substr(node.rfind(':') + 1));
+      nodes.push_back(std::make_unique<redis::Connection>(o));
+    }
+  }
+  const auto commands_now = [&] {
+    long long n = 0;
+    for (auto& c : nodes) n += commands_processed(*c);
+    return n;
+  };
+  std::vector<std::string> queues = split(a.queues);
+  if (queues.empty()) queues.push_back(std::string());
   std::vector<pid_t> helpers;
   for (unsigned i = 0; i < a.processes; ++i) helpers.push_back(spawn_helper(self, a));
   bulwark::Runtime runtime(registry(), options(a));
   // Every process registered (each heartbeats at start) before the clock runs.
-  while (probe.command({"ZCARD", keys.processes}).as_integer() < static_cast<long long>(a.processes) + 1) {
+  while (parts.pool("").command({"ZCARD", parts.base().processes}).as_integer() <
+         static_cast<long long>(a.processes) + 1) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  // Ended and failed jobs in every queue.
+  const auto ended = [&] {
+    std::pair<long long, long long> n{0, 0};
+    for (const std::string& q : queues) {
+      const redis::Keys& k = parts.keys(q);
+      const auto got = parts.pool(q).with(
+          [&](redis::Connection& c) { return c.pipeline({{"ZCARD", k.done}, {"ZCARD", k.dead}}); });
+      n.first += got[0].as_integer() + got[1].as_integer();
+      n.second += got[1].as_integer();
+    }
+    return n;
+  };
 
-  const long long commands_before = commands_processed(probe);
+  const long long commands_before = commands_now();
   long long polls = 0;
   std::vector<double> submit_us;
   submit_us.reserve(static_cast<std::size_t>(a.jobs));
   const auto start = Clock::now();
   const auto spec_of = [&](long i) {
-    bulwark::JobSpec spec{.type = "noop"};
+    bulwark::JobSpec spec{.type = "noop", .queue = queues[static_cast<std::size_t>(i) % queues.size()]};
     if (a.fail_every > 0 && i % a.fail_every == 0) spec.payload = {{"fail", true}};
     return spec;
   };
@@ -167,14 +221,13 @@ int run_main(const char* self, const Args& a) {
   }
   const double submit_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   for (;;) {
-    const auto ended = probe.pipeline({{"ZCARD", keys.done}, {"ZCARD", keys.dead}});
-    polls += 2;
-    if (ended[0].as_integer() + ended[1].as_integer() >= a.jobs) break;
+    polls += 2 * static_cast<long long>(queues.size());
+    if (ended().first >= a.jobs) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  const long long commands = commands_processed(probe) - commands_before - polls - 1;
-  const long long failed = probe.command({"ZCARD", keys.dead}).as_integer();
+  const long long commands = commands_now() - commands_before - polls - static_cast<long long>(nodes.size());
+  const long long failed = ended().second;
 
   for (pid_t pid : helpers) ::kill(pid, SIGTERM);
   for (pid_t pid : helpers) ::waitpid(pid, nullptr, 0);
@@ -184,6 +237,8 @@ int run_main(const char* self, const Args& a) {
                                 {"mode", a.mode},
                                 {"processes", a.processes},
                                 {"workers_per_process", a.workers},
+                                {"queues", split(a.queues).size()},
+                                {"cluster_masters", a.cluster.empty() ? 0 : nodes.size()},
                                 {"jobs", a.jobs},
                                 {"fail_every", a.fail_every},
                                 {"seconds", seconds},
@@ -214,6 +269,8 @@ int main(int argc, char** argv) {
   app.add_option("--fail-every", a.fail_every, "every K-th job fails once (0: none)");
   app.add_option("--ca-file", a.ca_file, "redis.tls.ca_file, for a rediss:// URL");
   app.add_option("--min-replicas-ack", a.min_replicas_ack, "redis.min_replicas_ack (WAIT after submits and ends)");
+  app.add_option("--cluster", a.cluster, "host:port of every master of a Redis Cluster (comma-separated)");
+  app.add_option("--queues", a.queues, "named queues the jobs go to in turn (comma-separated)");
   CLI11_PARSE(app, argc, argv);
   if (a.ns.empty()) a.ns = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(Clock::now().time_since_epoch().count());
   try {

@@ -14,6 +14,13 @@ goes first on a warm or cold machine), each on an emptied Redis:
   BullMQ TLS       BullMQ over the same TLS Redis (ioredis `tls`), its peer
   bulwark x1 WAIT  bulwark x1 with redis.min_replicas_ack 1, on a third
                    redis-server that has one replica
+  bulwark x1 3q    bulwark x1 with three named queues (jobs to each in turn)
+  BullMQ 3q        BullMQ with three queues (one Worker each, concurrency 50)
+  bulwark x1 3q cluster, BullMQ 3q cluster
+                   the same on a Redis Cluster of three masters made here
+                   (redis-cli --cluster create), the queues' names chosen so
+                   that each queue's hash slot is on another master; Redis
+                   CPU is then also reported per master
 
 each with a separate producer process submitting N no-op jobs, one call
 per job ("single") or in bulk (bulwark submit_many, BullMQ addBulk, a Celery
@@ -62,13 +69,15 @@ def make_certs(tmp):
 class Redis:
     """A redis-server on a free loopback port: plain, TLS, or the master of a replica."""
 
-    def __init__(self, tmp, name, tls_ca=None, replica=False):
+    def __init__(self, tmp, name, tls_ca=None, replica=False, cluster=False):
         self.dir = os.path.join(tmp, name)
         os.makedirs(self.dir)
         self.port = free_port()
         self.cli = ["redis-cli", "-p", str(self.port)]
         args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir,
                 "--logfile", os.path.join(self.dir, "redis.log")]
+        if cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", os.path.join(self.dir, "nodes.conf")]
         if tls_ca:
             args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", os.path.join(tmp, "server.crt"),
                      "--tls-key-file", os.path.join(tmp, "server.key"), "--tls-ca-cert-file", tls_ca,
@@ -114,7 +123,65 @@ class Redis:
             p.wait()
 
 
-def systems(bench_binary, plain, tls, replicated, ca):
+class Cluster:
+    """A Redis Cluster of three masters (no replicas) made with redis-cli --cluster create."""
+
+    def __init__(self, tmp):
+        self.nodes = [Redis(tmp, f"cluster{i}", cluster=True) for i in range(3)]
+        self.addresses = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        self.url = self.nodes[0].url
+        subprocess.run(["redis-cli", "--cluster", "create", *self.addresses.split(","), "--cluster-yes"], check=True,
+                       capture_output=True)
+        for _ in range(400):
+            if all(b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
+                break
+            time.sleep(0.05)
+        else:
+            raise SystemExit("the cluster did not come up")
+        # slot ranges -> the index of the master that serves them
+        self.ranges = []
+        for line in self.nodes[0].command("CLUSTER", "NODES").decode().splitlines():
+            f = line.split()
+            if "master" not in f[2]:
+                continue
+            port = int(f[1].split("@")[0].split(":")[1])
+            index = [n.port for n in self.nodes].index(port)
+            for r in f[8:]:
+                lo, _, hi = r.partition("-")
+                self.ranges.append((int(lo), int(hi or lo), index))
+
+    def master_of(self, key):
+        slot = int(self.nodes[0].command("CLUSTER", "KEYSLOT", key).strip())
+        return next(i for lo, hi, i in self.ranges if lo <= slot <= hi)
+
+    def spread(self, tag_of):
+        """Three names n (from qa, qb, ...) whose tag_of(n) falls on three different masters."""
+        names, used = [], set()
+        for c in "abcdefghijklmnopqrstuvwxyz":
+            name = "q" + c
+            m = self.master_of(tag_of(name))
+            if m not in used:
+                used.add(m)
+                names.append(name)
+            if len(names) == 3:
+                return names
+        raise SystemExit("no three names on three masters")
+
+    def command(self, *args):
+        return [n.command(*args) for n in self.nodes]
+
+    def cpu_by_node(self):
+        return [n.cpu_seconds() for n in self.nodes]
+
+    def cpu_seconds(self):
+        return sum(self.cpu_by_node())
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+
+def systems(bench_binary, plain, tls, replicated, ca, cluster):
     """name -> (the command for n jobs, the Redis it runs on, how many jobs it gets of n)."""
     py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
@@ -123,9 +190,13 @@ def systems(bench_binary, plain, tls, replicated, ca):
                                        "--mode", mode, "--processes", str(processes), "--workers", "2",
                                        "--prefetch", "48", *extra], redis, 1)
 
-    def bullmq(redis):
+    def bullmq(redis, *extra):
         return (lambda n, fail, mode: ["node", os.path.join(HERE, "bullmq_bench.mjs"), redis.url, str(n), str(fail),
-                                       mode, "50"], redis, 1)
+                                       mode, "50", *extra], redis, 1)
+
+    ns = "benchc"
+    spread = ",".join(cluster.spread(lambda q: "{" + ns + ":" + q + "}"))
+    bull_spread = ",".join("{" + q + "}" for q in cluster.spread(lambda q: "{" + q + "}"))
 
     return {
         "bulwark x1": bulwark(plain, 1),
@@ -136,11 +207,26 @@ def systems(bench_binary, plain, tls, replicated, ca):
         "bulwark x1 TLS": bulwark(tls, 1, "--ca-file", ca),
         "BullMQ TLS": bullmq(tls),
         "bulwark x1 WAIT": bulwark(replicated, 1, "--min-replicas-ack", "1"),
+        "bulwark x1 3q": bulwark(plain, 1, "--queues", "qa,qb,qc"),
+        "BullMQ 3q": bullmq(plain, "{qa},{qb},{qc}"),
+        "bulwark x1 3q cluster": bulwark(cluster, 1, "--ns", ns, "--queues", spread, "--cluster", cluster.addresses),
+        "BullMQ 3q cluster": bullmq(cluster, bull_spread, cluster.addresses),
     }
+
+
+def peer_of(name):
+    """The BullMQ run a system is compared with."""
+    if "cluster" in name:
+        return "BullMQ 3q cluster"
+    if "3q" in name:
+        return "BullMQ 3q"
+    return "BullMQ TLS" if name.endswith("TLS") else "BullMQ"
 
 
 def run_one(cmd, redis, jobs):
     redis.command("FLUSHALL")
+    by_node = getattr(redis, "cpu_by_node", None)
+    nodes_before = by_node() if by_node else None
     cpu_before = redis.cpu_seconds()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
@@ -148,6 +234,8 @@ def run_one(cmd, redis, jobs):
         raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     r = json.loads(lines[-1])
     r["redis_cpu_us_per_job"] = (redis.cpu_seconds() - cpu_before) * 1e6 / jobs
+    if by_node:
+        r["redis_cpu_us_per_job_by_master"] = [(a - b) * 1e6 / jobs for a, b in zip(by_node(), nodes_before)]
     return r
 
 
@@ -171,7 +259,8 @@ def main():
     servers.append(Redis(tmp, "plain"))
     servers.append(Redis(tmp, "tls", tls_ca=ca))
     servers.append(Redis(tmp, "replicated", replica=True))
-    all_systems = systems(args.bench, *servers, ca)
+    servers.append(Cluster(tmp))
+    all_systems = systems(args.bench, *servers[:3], ca, servers[3])
     names = [s for s in all_systems if not args.only or s in args.only.split(",")]
     scenarios = [("single", 0), ("single", 10), ("bulk", 0), ("bulk", 10)]
     runs = []
@@ -207,7 +296,7 @@ def main():
             rates = [r["jobs_per_s"] for r in mine]
             ratios = []
             for r in mine:
-                peer_name = "BullMQ TLS" if name.endswith("TLS") else "BullMQ"
+                peer_name = peer_of(name)
                 peer = [p for p in runs if p["name"] == peer_name and p["scenario"] == scenario and p["rep"] == r["rep"]]
                 if peer:
                     ratios.append(r["jobs_per_s"] / peer[0]["jobs_per_s"])
@@ -219,6 +308,27 @@ def main():
             submit = f"{fmt(statistics.median(p50))} / {fmt(statistics.median(p99))}" if p50 else "-"
             print(f"| {label} | {name} | {fmt(statistics.median(rates))} | {fmt(min(rates))}-{fmt(max(rates))} | "
                   f"{fmt(statistics.median(ratios), 2) if ratios else '-'} | {submit} | {cmds:.1f} | {cpu:.1f} |")
+
+    clustered = [n for n in names if "cluster" in n]
+    if clustered:
+        print("\nOn the cluster, Redis CPU us per job on each master (medians), and throughput against the same "
+              "system on one Redis (paired):\n")
+        print("| scenario | system | master 1 | master 2 | master 3 | x one Redis |")
+        print("|---|---|---:|---:|---:|---:|")
+        for mode, fail in scenarios:
+            scenario = f"{mode}/{fail}"
+            for name in clustered:
+                mine = [r for r in runs if r["name"] == name and r["scenario"] == scenario]
+                per = [statistics.median(r["redis_cpu_us_per_job_by_master"][i] for r in mine) for i in range(3)]
+                single = name.replace(" cluster", "")
+                ratios = []
+                for r in mine:
+                    one = [p for p in runs if p["name"] == single and p["scenario"] == scenario and p["rep"] == r["rep"]]
+                    if one:
+                        ratios.append(r["jobs_per_s"] / one[0]["jobs_per_s"])
+                label = f"{mode}, {'10 % fail once' if fail else 'no-op'}"
+                print(f"| {label} | {name} | {per[0]:.1f} | {per[1]:.1f} | {per[2]:.1f} | "
+                      f"{fmt(statistics.median(ratios), 2) if ratios else '-'} |")
 
 
 if __name__ == "__main__":
