@@ -786,6 +786,7 @@ bool RedisBroker::set_paused(const std::string& type, bool paused) {
 }
 
 bool RedisBroker::set_queue_paused(const std::string& name, bool paused) {
+  queue_pause_epoch_.fetch_add(1, std::memory_order_acq_rel);
   Pool& pool = parts_.pool("");
   const bool changed =
       paused ? pool.command({"HSETNX", keys_.queues_paused, name, std::to_string(epoch_ms(Clock::now()))}).as_integer() == 1
@@ -805,6 +806,7 @@ bool RedisBroker::set_queue_paused(const std::string& name, bool paused) {
 
 void RedisBroker::read_shared(Links& links) {
   const std::uint64_t epoch = pause_epoch();
+  const std::uint64_t queue_epoch = queue_pause_epoch_.load(std::memory_order_acquire);
   const std::vector<Value> v = links.get("").pipeline(
       {{"HKEYS", keys_.paused}, {"HKEYS", keys_.queues_paused}, {"SMEMBERS", keys_.queues}});
   std::set<std::string> types;
@@ -816,13 +818,17 @@ void RedisBroker::read_shared(Links& links) {
     if (e.str != kDefaultQueue && !e.str.empty()) known.push_back(e.str);
   }
   std::sort(known.begin() + 1, known.end());
+  // A pause or resume here after the read wins over what was read.
+  const bool queues_current = queue_pause_epoch_.load(std::memory_order_acquire) == queue_epoch;
   {
     MutexLock lock(mutex_);
-    paused_types_.assign(types.begin(), types.end());
-    paused_queues_ = queues_paused;
+    if (pause_epoch() == epoch) paused_types_.assign(types.begin(), types.end());
+    if (queues_current) paused_queues_ = queues_paused;
     known_queues_ = known;
   }
-  for (const BrokerOptions::Queue& q : options_.queues) local_.set_paused(q.name, queues_paused.count(q.name) != 0);
+  if (queues_current) {
+    for (const BrokerOptions::Queue& q : options_.queues) local_.set_paused(q.name, queues_paused.count(q.name) != 0);
+  }
   if (on_paused_) on_paused_(types, epoch);
   // How many wait in each queue, for the capacity check of the others.
   std::map<std::string, long long> waiting;

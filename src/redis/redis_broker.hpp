@@ -307,6 +307,7 @@ class RedisBroker final : public Broker {
   Reporter* reporter_ = nullptr;  // likewise
   std::atomic<std::uint64_t> results_dropped_{0};
   std::atomic<std::uint64_t> pause_epoch_{0};
+  std::atomic<std::uint64_t> queue_pause_epoch_{0};  // counts set_queue_paused calls
   JobQueue local_;
 
   mutable Mutex mutex_;
