@@ -157,6 +157,12 @@ TEST_SUITE("Runtime") {
       states.emplace_back(bulwark::to_string(*e.state));
       if (*e.state == JobState::scheduled) CHECK(e.failure == bulwark::FailureKind::exception);
     }
+    std::string seen;  // said when the check fails
+    for (const bulwark::Event& e : page.events) {
+      seen.append(std::to_string(e.id)).append(e.supervisor ? " supervisor " : " ").append(e.job_id).append(" ");
+      seen.append(e.state ? bulwark::to_string(*e.state) : "-").append("; ");
+    }
+    INFO("events: " << seen);
     CHECK(states == std::vector<std::string>{"queued", "running", "scheduled", "running", "succeeded"});
     CHECK(page.newest == last);
     CHECK(rt.events_after(last).events.empty());
