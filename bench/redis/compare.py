@@ -126,8 +126,11 @@ class Redis:
 class Cluster:
     """A Redis Cluster of three masters (no replicas) made with redis-cli --cluster create."""
 
-    def __init__(self, tmp):
-        self.nodes = [Redis(tmp, f"cluster{i}", cluster=True) for i in range(3)]
+    def __init__(self, tmp, started):
+        self.nodes = []
+        started.append(self)  # stopped with the others if what follows fails
+        for i in range(3):
+            self.nodes.append(Redis(tmp, f"cluster{i}", cluster=True))
         self.addresses = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
         self.url = self.nodes[0].url
         subprocess.run(["redis-cli", "--cluster", "create", *self.addresses.split(","), "--cluster-yes"], check=True,
@@ -256,15 +259,16 @@ def main():
     ca = make_certs(tmp)
     os.environ["BENCH_REDIS_CA"] = ca  # for BullMQ TLS
     servers = []
-    servers.append(Redis(tmp, "plain"))
-    servers.append(Redis(tmp, "tls", tls_ca=ca))
-    servers.append(Redis(tmp, "replicated", replica=True))
-    servers.append(Cluster(tmp))
-    all_systems = systems(args.bench, *servers[:3], ca, servers[3])
-    names = [s for s in all_systems if not args.only or s in args.only.split(",")]
     scenarios = [("single", 0), ("single", 10), ("bulk", 0), ("bulk", 10)]
     runs = []
     try:
+        # Inside the try: a server that fails to start stops the ones before it.
+        servers.append(Redis(tmp, "plain"))
+        servers.append(Redis(tmp, "tls", tls_ca=ca))
+        servers.append(Redis(tmp, "replicated", replica=True))
+        Cluster(tmp, servers)
+        all_systems = systems(args.bench, *servers[:3], ca, servers[3])
+        names = [s for s in all_systems if not args.only or s in args.only.split(",")]
         for rep in range(args.reps):
             order = names[rep % len(names):] + names[:rep % len(names)]
             for mode, fail in scenarios:
