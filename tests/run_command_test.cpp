@@ -30,9 +30,19 @@ struct Result {
   std::string stderr_text;
 };
 
+// This process's scratch directory: a name of its own, so copies of the
+// suite (a release and a sanitizer build, say) can run at once.
+const std::string& work_dir() {
+  static const std::string dir = [] {
+    std::string d = "/tmp/bulwark_run_test." + std::to_string(::getpid());
+    std::system(("mkdir -p " + d).c_str());
+    return d;
+  }();
+  return dir;
+}
+
 Result run_bulwark(const std::string& input, const std::string& extra_args = "") {
-  const std::string dir = "/tmp/bulwark_run_test";
-  std::system(("mkdir -p " + dir).c_str());
+  const std::string& dir = work_dir();
   std::ofstream(dir + "/in.jsonl") << input;
   const std::string cmd = std::string(BULWARK_BINARY) + " run --input " + dir + "/in.jsonl --output " + dir +
                           "/out.jsonl " + extra_args + " 2>" + dir + "/err.txt";
@@ -251,8 +261,8 @@ TEST_SUITE("bulwark run") {
   }
 
   TEST_CASE("a configuration with a number past double range exits 2 naming the key" * doctest::timeout(60)) {
-    std::ofstream("/tmp/bulwark_run_test/overflow.json") << R"({"workers": 1e309})";
-    auto r = run_bulwark("", "--config /tmp/bulwark_run_test/overflow.json");
+    std::ofstream(work_dir() + "/overflow.json") << R"({"workers": 1e309})";
+    auto r = run_bulwark("", "--config " + work_dir() + "/overflow.json");
     CHECK(r.status == 2);
     CHECK(r.stderr_text.find("'workers'") != std::string::npos);
   }
@@ -279,7 +289,7 @@ TEST_SUITE("bulwark run") {
 
   TEST_CASE("bulwark config --print shows each key's value and source; the environment and flags apply to serve" *
             doctest::timeout(60)) {
-    const std::string out = "/tmp/bulwark_run_test/config.txt";
+    const std::string out = work_dir() + "/config.txt";
     const std::string cmd = "BULWARK_SERVER__MAX_BATCH=7 BULWARK_SERVER__AUTH_TOKEN=hunter2 " +
                             std::string(BULWARK_BINARY) + " config --print --workers=3 --listen 127.0.0.1:0 >" + out;
     REQUIRE(std::system(cmd.c_str()) == 0);
@@ -316,7 +326,7 @@ TEST_SUITE("bulwark run") {
   }
 
   TEST_CASE("SIGTERM stops bulwark run while standard input is an idle open pipe" * doctest::timeout(60)) {
-    std::remove("/tmp/bulwark_run_test/sigterm.jsonl");  // what an earlier run wrote is not this run's line
+    std::remove((work_dir() + "/sigterm.jsonl").c_str());  // what an earlier run wrote is not this run's line
     int in[2];
     REQUIRE(::pipe(in) == 0);
     const pid_t pid = ::fork();
@@ -324,7 +334,7 @@ TEST_SUITE("bulwark run") {
     if (pid == 0) {
       ::dup2(in[0], STDIN_FILENO);
       ::close(in[1]);
-      const int out = ::open("/tmp/bulwark_run_test/sigterm.jsonl", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int out = ::open((work_dir() + "/sigterm.jsonl").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(out, STDOUT_FILENO);
       const int null = ::open("/dev/null", O_WRONLY);
       ::dup2(null, STDERR_FILENO);
@@ -337,7 +347,7 @@ TEST_SUITE("bulwark run") {
     // The line's result is out (so the signal handlers are in place: a
     // sanitizer build under load may take longer than any fixed wait).
     const auto written_out = [] {
-      std::ifstream partial("/tmp/bulwark_run_test/sigterm.jsonl");
+      std::ifstream partial(work_dir() + "/sigterm.jsonl");
       std::string first;
       return std::getline(partial, first) && !partial.eof();
     };
@@ -355,7 +365,7 @@ TEST_SUITE("bulwark run") {
     }
     ::close(in[1]);
     CHECK(WIFEXITED(status));
-    std::ifstream out("/tmp/bulwark_run_test/sigterm.jsonl");
+    std::ifstream out(work_dir() + "/sigterm.jsonl");
     std::string written;
     std::getline(out, written);
     CHECK(json::parse(written)["state"] == "succeeded");  // the job read before the signal was reported
@@ -369,10 +379,10 @@ TEST_SUITE("bulwark run") {
     std::string input;
     for (int i = 0; i < 1000; ++i) input += R"({"type":"fail"})" "\n";
     for (int i = 0; i < 700; ++i) input += R"({"type":"sleep","payload":{"ms":20}})" "\n";
-    std::ofstream("/tmp/bulwark_run_test/stall.json")
+    std::ofstream(work_dir() + "/stall.json")
         << R"({"workers": 2, "logging": {"level": "off"}, "supervisor": {"max_queue_wait_ms": 1000}})";
     const auto start = std::chrono::steady_clock::now();
-    auto r = run_bulwark(input, "--config /tmp/bulwark_run_test/stall.json");
+    auto r = run_bulwark(input, "--config " + work_dir() + "/stall.json");
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     CHECK(r.lines.size() == 1700);
     CHECK(r.status == 1);
