@@ -13,7 +13,7 @@ packages=(
   libssl-dev openssl  # TLS to Redis (rediss://); openssl makes the tests' certificates
   libhowardhinnant-date-dev tzdata  # time zones of periodic jobs (the system's tz database)
   redis-server    # started by the tests of the redis backend (never as a system service)
-  redis-tools     # redis-cli: the cluster tests make their cluster with it (redis-cli --cluster create)
+  redis-tools     # redis-cli: the cluster tests and make bench-redis make their cluster with it (redis-cli --cluster create)
   python3-yaml    # tests/deploy/ reads the rendered manifests
   systemd         # systemd-analyze verify on deploy/systemd/bulwark.service
 )
