@@ -55,6 +55,14 @@ void Parts::note(const std::string& queue) {
   noted_.insert(queue);
 }
 
+long long waiting_in(Connection& c, const Keys& keys) {
+  long long n = 0;
+  for (const Value& v : c.pipeline({{"ZCARD", keys.ready}, {"ZCARD", keys.scheduled}, {"ZCARD", keys.held}})) {
+    n += v.as_integer();
+  }
+  return n;
+}
+
 Connection& Links::get(const std::string& queue) {
   std::unique_ptr<Link>& link = links_[parts_.route(queue)];
   if (!link) {

@@ -58,6 +58,10 @@ class Parts {
   std::set<std::string> noted_ BULWARK_GUARDED_BY(mutex_);
 };
 
+// Jobs waiting in the queue of `keys` (ready, scheduled and held for a
+// paused type), asked on `c` (one round trip); throws RedisError.
+long long waiting_in(Connection& c, const Keys& keys);
+
 // The connections of one thread's loop to every part it touches, a Link
 // each (made when first needed). Not thread-safe: one thread owns it.
 class Links {

@@ -171,7 +171,7 @@ Value RedisBroker::run_enqueue(Connection& c, const Keys& keys, const std::vecto
 }
 
 long long RedisBroker::waiting_elsewhere(const std::string& queue) const {
-  MutexLock lock(mutex_);
+  MutexLock lock(shared_mutex_);
   long long n = 0;
   for (const auto& [name, waiting] : waiting_) {
     if (name != queue) n += waiting;
@@ -453,7 +453,7 @@ std::size_t RedisBroker::refill(Links& links) {
   for (const BrokerOptions::Queue& q : options_.queues) {
     const std::string queue = q.name == kDefaultQueue ? std::string() : q.name;
     {
-      MutexLock lock(mutex_);
+      MutexLock lock(shared_mutex_);
       if (paused_queues_.count(q.name) != 0) continue;
     }
     got += refill(links.get(queue), queue, target);
@@ -462,19 +462,20 @@ std::size_t RedisBroker::refill(Links& links) {
 }
 
 std::size_t RedisBroker::refill(Connection& c, const std::string& queue, std::size_t target) {
-  std::vector<std::string> args;
+  std::size_t have = 0;
   {
     MutexLock lock(mutex_);
-    const std::size_t have = held_in(queue);
-    if (have >= target) return 0;
-    args = {std::to_string(target - have)};
-    args.insert(args.end(), {"", std::to_string(options_.lease.count()), owner_, ""});
-    args.insert(args.end(), paused_types_.begin(), paused_types_.end());
+    have = held_in(queue);
   }
+  if (have >= target) return 0;
   const Keys& keys = parts_.keys(queue);
   const auto now = Clock::now();
-  args[1] = std::to_string(epoch_ms(now));
-  args[4] = keys.job_prefix;
+  std::vector<std::string> args = {std::to_string(target - have), std::to_string(epoch_ms(now)),
+                                   std::to_string(options_.lease.count()), owner_, keys.job_prefix};
+  {
+    MutexLock lock(shared_mutex_);
+    args.insert(args.end(), paused_types_.begin(), paused_types_.end());
+  }
   const Value got = c.eval(kFetch, {keys.leased, keys.held, keys.ready}, args);
   for (const Value& row : got.elements) {
     const FetchedJob job = parse_fetched(row, 14);
@@ -766,19 +767,18 @@ bool RedisBroker::set_paused(const std::string& type, bool paused) {
   const bool changed = paused ? pool.command({"HSETNX", keys_.paused, type, std::to_string(epoch_ms(Clock::now()))})
                                         .as_integer() == 1
                               : pool.command({"HDEL", keys_.paused, type}).as_integer() == 1;
-  std::vector<std::string> args = {std::to_string(epoch_ms(Clock::now())), "1000", ""};
-  for (const Value& t : pool.command({"HKEYS", keys_.paused}).elements) args.push_back(t.str);
+  std::vector<std::string> now_paused;
+  for (const Value& t : pool.command({"HKEYS", keys_.paused}).elements) now_paused.push_back(t.str);
   {
-    MutexLock lock(mutex_);
-    paused_types_.assign(args.begin() + 3, args.end());
+    MutexLock lock(shared_mutex_);
+    paused_types_ = now_paused;
   }
   if (!paused) {
     // Its jobs set aside go back to ready in every queue now (the other
     // processes' sweeps would within a heartbeat).
+    const std::string now = std::to_string(epoch_ms(Clock::now()));
     for (const std::string& queue : parts_.names()) {
-      const Keys& keys = parts_.keys(queue);
-      args[2] = keys.job_prefix;
-      parts_.pool(queue).eval(kPromote, {keys.scheduled, keys.ready, keys.held}, args);
+      parts_.pool(queue).with([&](Connection& c) { promote(c, queue, now, now_paused); });
     }
     feed_wake_.signal();
   }
@@ -792,7 +792,7 @@ bool RedisBroker::set_queue_paused(const std::string& name, bool paused) {
       paused ? pool.command({"HSETNX", keys_.queues_paused, name, std::to_string(epoch_ms(Clock::now()))}).as_integer() == 1
              : pool.command({"HDEL", keys_.queues_paused, name}).as_integer() == 1;
   {
-    MutexLock lock(mutex_);
+    MutexLock lock(shared_mutex_);
     if (paused) {
       paused_queues_.insert(name);
     } else {
@@ -821,7 +821,7 @@ void RedisBroker::read_shared(Links& links) {
   // A pause or resume here after the read wins over what was read.
   const bool queues_current = queue_pause_epoch_.load(std::memory_order_acquire) == queue_epoch;
   {
-    MutexLock lock(mutex_);
+    MutexLock lock(shared_mutex_);
     if (pause_epoch() == epoch) paused_types_.assign(types.begin(), types.end());
     if (queues_current) paused_queues_ = queues_paused;
     known_queues_ = known;
@@ -834,16 +834,10 @@ void RedisBroker::read_shared(Links& links) {
   std::map<std::string, long long> waiting;
   if (known.size() > 1) {
     for (const std::string& queue : known) {
-      const Keys& keys = parts_.keys(queue);
-      long long n = 0;
-      for (const Value& c : links.get(queue).pipeline(
-               {{"ZCARD", keys.ready}, {"ZCARD", keys.scheduled}, {"ZCARD", keys.held}})) {
-        n += c.as_integer();
-      }
-      waiting[queue] = n;
+      waiting[queue] = waiting_in(links.get(queue), parts_.keys(queue));
     }
   }
-  MutexLock lock(mutex_);
+  MutexLock lock(shared_mutex_);
   waiting_ = std::move(waiting);
 }
 
@@ -854,7 +848,7 @@ void RedisBroker::feed_once(Links& links, bool all) {
   std::vector<std::string> queues;
   std::vector<std::string> paused;
   {
-    MutexLock lock(mutex_);
+    MutexLock lock(shared_mutex_);
     if (all) queues = known_queues_;
     paused = paused_types_;
   }
@@ -864,9 +858,7 @@ void RedisBroker::feed_once(Links& links, bool all) {
   }
   for (const std::string& queue : queues) {
     const Keys& keys = parts_.keys(queue);
-    std::vector<std::string> args = {now, "1000", keys.job_prefix};
-    args.insert(args.end(), paused.begin(), paused.end());
-    links.get(queue).eval(kPromote, {keys.scheduled, keys.ready, keys.held}, args);
+    promote(links.get(queue), queue, now, paused);
     // A process that only admits takes no leases over: it could not run
     // their retries' policy for types it may not know.
     if (options_.workers > 0) {
@@ -885,6 +877,14 @@ void RedisBroker::feed_once(Links& links, bool all) {
                           {keys.job_prefix, std::to_string(options_.keep_dead), std::to_string(options_.keep_finished),
                            retention_cutoff(options_.dead_ttl, now_ms), retention_cutoff(options_.finished_ttl, now_ms)});
   }
+}
+
+void RedisBroker::promote(Connection& c, const std::string& queue, const std::string& now_ms,
+                          const std::vector<std::string>& paused) {
+  const Keys& keys = parts_.keys(queue);
+  std::vector<std::string> args = {now_ms, "1000", keys.job_prefix};
+  args.insert(args.end(), paused.begin(), paused.end());
+  c.eval(kPromote, {keys.scheduled, keys.ready, keys.held}, args);
 }
 
 // A lease taken over from a process that died or stalled: the lost attempt

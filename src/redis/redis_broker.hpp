@@ -281,6 +281,10 @@ class RedisBroker final : public Broker {
   // queues, the queues jobs named, and how many jobs wait in each.
   void read_shared(Links& links);
   void take_over(const Value& row, long long holder_seen_ms);
+  // The promote script on `queue`'s keys: due jobs to ready, and held jobs
+  // whose type is not in `paused` back to it.
+  void promote(Connection& c, const std::string& queue, const std::string& now_ms,
+               const std::vector<std::string>& paused);
   // Jobs waiting in the queues other than `queue`, as last counted.
   long long waiting_elsewhere(const std::string& queue) const;
   std::size_t held_in(const std::string& queue) const BULWARK_REQUIRES(mutex_);
@@ -326,11 +330,13 @@ class RedisBroker final : public Broker {
   };
   std::map<std::string, ProgressNote> progress_ BULWARK_GUARDED_BY(mutex_);  // waiting for the acker  // ends Redis has not taken yet, oldest first
   bool closed_ BULWARK_GUARDED_BY(mutex_) = false;
-  // The namespace's state as last read (read_shared), or as changed here.
-  std::vector<std::string> paused_types_ BULWARK_GUARDED_BY(mutex_);
-  std::set<std::string> paused_queues_ BULWARK_GUARDED_BY(mutex_);
-  std::vector<std::string> known_queues_ BULWARK_GUARDED_BY(mutex_){std::string()};  // "" first
-  std::map<std::string, long long> waiting_ BULWARK_GUARDED_BY(mutex_);  // by queue
+  // The namespace's state as last read (read_shared), or as changed here;
+  // a mutex of its own, apart from the one every ack takes.
+  mutable Mutex shared_mutex_;
+  std::vector<std::string> paused_types_ BULWARK_GUARDED_BY(shared_mutex_);
+  std::set<std::string> paused_queues_ BULWARK_GUARDED_BY(shared_mutex_);
+  std::vector<std::string> known_queues_ BULWARK_GUARDED_BY(shared_mutex_){std::string()};  // "" first
+  std::map<std::string, long long> waiting_ BULWARK_GUARDED_BY(shared_mutex_);  // by queue; empty with one queue
   std::atomic<bool> fetching_{true};
   std::atomic<std::ptrdiff_t> aside_{0};  // held leases the workers set aside (set_aside)
 

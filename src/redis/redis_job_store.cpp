@@ -89,24 +89,29 @@ JobRecord record_from_hash(const Value& hgetall) {
 RedisJobStore::RedisJobStore(const BrokerOptions& options, RedisBroker* broker)
     : options_(options), parts_(options.redis, options.ns), keys_(parts_.base()), broker_(broker) {}
 
-std::optional<std::string> RedisJobStore::find_queue(const JobId& id) const {
-  if (parts_.pool("").command({"EXISTS", keys_.job(id)}).as_integer() == 1) return std::string();
+std::optional<std::pair<std::string, Value>> RedisJobStore::probe(const JobId& id, const char* command) const {
+  const auto ask = [&](const std::string& queue) -> std::optional<std::pair<std::string, Value>> {
+    Value v = parts_.pool(queue).command({command, parts_.keys(queue).job(id)});
+    const bool found = v.type == Value::Type::integer ? v.integer != 0 : !v.elements.empty();
+    if (!found) return std::nullopt;
+    return std::pair(queue, std::move(v));
+  };
+  if (auto in_default = ask("")) return in_default;  // most jobs; no list of queues needed
   const std::vector<std::string> names = parts_.names();
   for (std::size_t i = 1; i < names.size(); ++i) {
-    if (parts_.pool(names[i]).command({"EXISTS", parts_.keys(names[i]).job(id)}).as_integer() == 1) return names[i];
+    if (auto found = ask(names[i])) return found;
   }
   return std::nullopt;
 }
 
+std::optional<std::string> RedisJobStore::find_queue(const JobId& id) const {
+  auto found = probe(id, "EXISTS");
+  return found ? std::optional(found->first) : std::nullopt;
+}
+
 std::optional<JobRecord> RedisJobStore::record(const JobId& id) const {
-  const Value h = parts_.pool("").command({"HGETALL", keys_.job(id)});
-  if (!h.elements.empty()) return record_from_hash(h);
-  const std::vector<std::string> names = parts_.names();
-  for (std::size_t i = 1; i < names.size(); ++i) {
-    const Value n = parts_.pool(names[i]).command({"HGETALL", parts_.keys(names[i]).job(id)});
-    if (!n.elements.empty()) return record_from_hash(n);
-  }
-  return std::nullopt;
+  auto found = probe(id, "HGETALL");
+  return found ? std::optional(record_from_hash(found->second)) : std::nullopt;
 }
 
 std::vector<JobRecord> RedisJobStore::newest(const Keys& keys, const StoreQuery& query, long long before,
@@ -246,12 +251,7 @@ long long RedisJobStore::waiting_elsewhere(const std::string& queue) const {
   long long n = 0;
   for (const std::string& other : parts_.names()) {
     if (other == queue) continue;
-    const Keys& k = parts_.keys(other);
-    for (const Value& c : parts_.pool(other).with([&](Connection& conn) {
-           return conn.pipeline({{"ZCARD", k.ready}, {"ZCARD", k.scheduled}, {"ZCARD", k.held}});
-         })) {
-      n += c.as_integer();
-    }
+    n += parts_.pool(other).with([&](Connection& c) { return waiting_in(c, parts_.keys(other)); });
   }
   return n;
 }

@@ -42,6 +42,9 @@ class RedisJobStore final : public JobStore {
   std::vector<QueueDepth> queue_depths() const;
 
  private:
+  // The first queue ("" the default first) whose part answers `command`
+  // (EXISTS, HGETALL) on job `id` with something, and that answer.
+  std::optional<std::pair<std::string, Value>> probe(const JobId& id, const char* command) const;
   // The queue whose part holds job `id` ("" the default); nullopt if none.
   std::optional<std::string> find_queue(const JobId& id) const;
   // Jobs waiting (ready, scheduled, held) in every queue but `queue`.
