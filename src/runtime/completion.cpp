@@ -290,7 +290,16 @@ void Completion::ended_elsewhere(const JobRecord& record) {
   notify_listeners(record);
 }
 
+Completion::Completion(const RuntimeOptions& options, Reporter& reporter, EventLog& events, Broker& broker,
+                       JobStore& store)
+    : options_(options), reporter_(reporter), events_(events), broker_(broker), store_(store) {
+  for (const auto& [name, q] : options.queues) {
+    if (name != kDefaultQueue) own_tallies_[name] = std::make_unique<QueueTally>();
+  }
+}
+
 Completion::QueueTally& Completion::tally(const std::string& queue) {
+  if (auto own = own_tallies_.find(queue); own != own_tallies_.end()) return *own->second;
   MutexLock lock(tallies_mutex_);
   std::unique_ptr<QueueTally>& t = tallies_[queue];
   if (!t) t = std::make_unique<QueueTally>();
@@ -314,8 +323,11 @@ void Completion::count_end(const std::string& queue, JobState terminal) {
 }
 
 std::map<std::string, QueueJobCounts> Completion::queue_counts() const {
-  MutexLock lock(tallies_mutex_);
   std::map<std::string, QueueJobCounts> out;
+  for (const auto& [name, t] : own_tallies_) {
+    out[name] = QueueJobCounts{t->submitted.load(), t->succeeded.load(), t->failed.load(), t->cancelled.load()};
+  }
+  MutexLock lock(tallies_mutex_);
   for (const auto& [name, t] : tallies_) {
     out[name] = QueueJobCounts{t->submitted.load(), t->succeeded.load(), t->failed.load(), t->cancelled.load()};
   }

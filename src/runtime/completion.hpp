@@ -48,8 +48,7 @@ struct CompletionCounts {
 class Completion {
  public:
   Completion(const RuntimeOptions& options, Reporter& reporter, EventLog& events, Broker& broker,
-             JobStore& store) noexcept
-      : options_(options), reporter_(reporter), events_(events), broker_(broker), store_(store) {}
+             JobStore& store);
 
   // The event stream every part that changes a job's state writes to.
   EventLog& events() noexcept { return events_; }
@@ -139,6 +138,10 @@ class Completion {
   Striped<std::uint64_t> succeeded_;
   std::atomic<std::uint64_t> failed_{0}, cancelled_{0};
   std::atomic<std::uint64_t> attempts_failed_{0}, retried_{0}, hard_timeouts_{0}, breaker_opened_{0};
+  // The named queues this process runs, made at start and never changed:
+  // a job run here finds its tally without a lock. Other queues (a job
+  // submitted here for another process's queue) are added under the mutex.
+  std::map<std::string, std::unique_ptr<QueueTally>, std::less<>> own_tallies_;
   mutable Mutex tallies_mutex_;
   std::map<std::string, std::unique_ptr<QueueTally>> tallies_ BULWARK_GUARDED_BY(tallies_mutex_);
   std::atomic<int> idle_waiters_{0};  // threads in wait_idle; publish() notifies only if any
