@@ -45,10 +45,23 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(bus=False):
+    """A free loopback port; with bus, one whose cluster bus port (port + 10000) is free too, so below 55536."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not bus:
+            return port
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise SystemExit("no free port with a free cluster bus port")
 
 
 def make_certs(tmp):
@@ -72,7 +85,7 @@ class Redis:
     def __init__(self, tmp, name, tls_ca=None, replica=False, cluster=False):
         self.dir = os.path.join(tmp, name)
         os.makedirs(self.dir)
-        self.port = free_port()
+        self.port = free_port(bus=cluster)
         self.cli = ["redis-cli", "-p", str(self.port)]
         args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir,
                 "--logfile", os.path.join(self.dir, "redis.log")]
@@ -111,7 +124,9 @@ class Redis:
             if subprocess.run(cli + ["PING"], capture_output=True).stdout.strip() == b"PONG":
                 return
             time.sleep(0.05)
-        raise SystemExit("redis-server did not start")
+        log = os.path.join(self.dir, "redis.log")
+        tail = open(log).read()[-2000:] if os.path.exists(log) else "(no log)"
+        raise SystemExit(f"redis-server on port {self.port} did not start; its log ends:\n{tail}")
 
     def cpu_seconds(self):
         info = self.command("INFO", "cpu").decode()
