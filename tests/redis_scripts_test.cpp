@@ -61,7 +61,7 @@ struct Queue {
                     long long elsewhere = 0) {
     std::vector<std::string> args = head(capacity, 1, queue_capacity, elsewhere);
     args.insert(args.end(), {id, "echo", R"({"x":1})", std::to_string(priority), std::to_string(max_attempts), "0",
-                             std::to_string(due), std::to_string(now), "", "", "", "", "", ""});
+                             std::to_string(due), std::to_string(now), "", "", "", "", "", "", "", "", "", "", ""});
     return run_enqueue(args).elements.at(0).as_integer();
   }
   std::vector<std::string> paused;  // job types paused, as the broker passes them
@@ -86,11 +86,11 @@ struct Queue {
   std::vector<long long> ack(const std::string& owner, const std::vector<AckOf>& acks, long long now = 2000,
                              long long keep = 100, long long cutoff = 0) {
     std::vector<std::string> args = {owner, std::to_string(now), std::to_string(keep), std::to_string(keep),
-                                     std::to_string(cutoff), std::to_string(cutoff), keys.job_prefix};
+                                     std::to_string(cutoff), std::to_string(cutoff), keys.job_prefix, "0"};
     for (const AckOf& a : acks) {
       args.insert(args.end(), {a.lease.id, a.lease.fence, a.how, a.state,
                                a.how == "retry" ? R"({"error":{"kind":"exception"}})" : R"({"result":1})",
-                               std::to_string(a.due)});
+                               std::to_string(a.due), ""});
     }
     Value v = c.eval(redis::kAck, {keys.leased, keys.done, keys.dead, keys.index, keys.ended, keys.counts, keys.scheduled},
                      args);
@@ -310,7 +310,7 @@ TEST_SUITE("redis_scripts") {
     Queue q(server);
     std::vector<std::string> args = q.head(3, 5);
     for (const char* id : {"m1", "m2", "m1", "m3", "m4"}) {
-      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", "", "", "", "", ""});
+      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", "", "", "", "", "", "", "", "", "", ""});
     }
     std::vector<long long> got;
     for (const Value& v : q.run_enqueue(args).elements) {
@@ -326,7 +326,7 @@ TEST_SUITE("redis_scripts") {
     Queue q(server);
     const std::string lock = q.keys.unique("echo", "k:1");
     const auto unique_args = [&](const std::string& id, const std::string& window_ms) {
-      return std::vector<std::string>{id, "echo", "null", "0", "3", "0", "0", "1000", "", "", lock, window_ms, "k:1", ""};
+      return std::vector<std::string>{id, "echo", "null", "0", "3", "0", "0", "1000", "", "", lock, window_ms, "k:1", "", "", "", "", "", ""};
     };
     std::vector<std::string> args = q.head(100, 2);
     for (const char* id : {"u1", "u2"}) {

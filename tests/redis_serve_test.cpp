@@ -133,6 +133,57 @@ TEST_SUITE("redis serve") {
     CHECK(latest_taken_back_s < 1.0 + 2.0 * BULWARK_TIME_SCALE);
   }
 
+  TEST_CASE("a 2,000-child flow on two processes, one SIGKILLed mid-flow: the parent ends once, listing every child" *
+            doctest::timeout(300)) {
+    bulwark::testing::RedisServer server;
+    const std::string config = write_config(server, "/tmp/bulwark-redis-flow.json", 1000, 5000);
+    std::vector<std::unique_ptr<ServeProcess>> procs;
+    std::vector<std::uint16_t> ports;
+    for (int i = 0; i < 2; ++i) {
+      procs.push_back(std::make_unique<ServeProcess>(config, "/tmp/bulwark-redis-flow-" + std::to_string(i) + ".err"));
+      ports.push_back(procs.back()->port_from_banner());
+    }
+    constexpr int kChildren = 2000;
+    json flow = {{"type", "collect"}, {"id", "album"}, {"children", json::array()}};
+    for (int i = 0; i < kChildren; ++i) flow["children"].push_back({{"type", "sleep"}, {"payload", {{"ms", 4}}}});
+    auto submitted = http(ports[1], "POST", "/v1/jobs", flow.dump());
+    REQUIRE(submitted.status == 201);
+    CHECK(submitted.json()["state"] == "waiting_children");
+    const auto children_of = [&](std::uint16_t port) { return http(port, "GET", "/v1/jobs/album").json()["children"]; };
+    // Kill one process while children are left, some of them leased to it.
+    REQUIRE(eventually([&] { return children_of(ports[1])["succeeded"].get<int>() >= kChildren / 5; }, 60s));
+    CHECK(children_of(ports[1])["pending"].get<int>() > 0);
+    ::kill(procs[0]->pid, SIGKILL);
+    REQUIRE(procs[0]->wait_exit() == -1);
+    json parent;
+    REQUIRE(eventually([&] {
+      parent = http(ports[1], "GET", "/v1/jobs/album").json();
+      return parent["state"] == "succeeded";
+    }, 120s));
+    CHECK(parent["attempts"] == 1);
+    CHECK(parent["children"] == json{{"total", kChildren}, {"succeeded", kChildren}, {"failed", 0}, {"cancelled", 0},
+                                     {"pending", 0}});
+    REQUIRE(parent["result"].size() == static_cast<std::size_t>(kChildren));  // every child listed, once
+    // The parent's start and end happened once: one end on the stream, and
+    // each child's end once.
+    auto redis = server.connect();
+    std::map<std::string, int> ends;
+    for (const auto& entry : redis.command({"XRANGE", "{serve}:ended", "-", "+"}).elements) {
+      const auto& fields = entry.elements.at(1).elements;
+      for (std::size_t i = 0; i + 1 < fields.size(); i += 2) ++ends[fields[i].str];
+    }
+    CHECK(ends["album"] == 1);
+    int lost = 0;
+    for (int i = 0; i < kChildren; ++i) {
+      const std::string id = "album.c" + std::to_string(i);
+      CHECK(ends[id] == 1);
+      lost += redis.command({"HGET", "{serve}:job:" + id, "lost_ms"}).is_nil() ? 0 : 1;
+    }
+    MESSAGE("flow: " << kChildren << " children on 2 processes, one killed; " << lost
+                     << " children taken over after their lease");
+    CHECK(redis.command({"HLEN", "{serve}:kids-ended:album"}).as_integer() == kChildren);
+  }
+
   TEST_CASE("a process stopped past its lease and resumed: another takes the job over and retries it; the late "
             "result is dropped with a warning and counted" * doctest::timeout(120)) {
     bulwark::testing::RedisServer server;

@@ -193,6 +193,8 @@ struct InputLimits {
   std::size_t id_length = kDefaultMaxIdLength;  // client-chosen job ids, in bytes
   std::size_t line_bytes = 1 << 20;             // bulwark run: one input line
   std::size_t pending_output = 10'000;          // bulwark run: finished, unwritten results before reading pauses
+  std::size_t flow_children = kDefaultFlowChildren;  // a flow's jobs below its root, at every depth
+  std::size_t flow_depth = kDefaultFlowDepth;        // levels of children below a flow's root
 };
 
 // bulwark's log (logging.*). With format "json" every line is one ECS

@@ -29,8 +29,9 @@ enum class FailureKind {
   invalid,    // bad input: the job was never run
   cancelled,  // the job stopped because a user cancelled it (JobContext::throw_if_stop_requested)
   lease_lost, // the process running it died or stalled past its lease (a shared queue took the job back)
+  child_failed,  // a flow's parent: one of its children failed or was cancelled (ChildFailure::fail)
 };
-inline constexpr std::size_t kFailureKinds = 7;
+inline constexpr std::size_t kFailureKinds = 8;
 
 std::string_view to_string(FailureKind kind) noexcept;
 

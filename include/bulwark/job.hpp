@@ -30,6 +30,7 @@ using WallClock = std::chrono::system_clock;
 enum class JobState : std::uint8_t {
   queued,     // waiting for a worker
   scheduled,  // waiting for its run time (delay_ms) or its retry backoff
+  waiting_children,  // a flow's parent: waits until each of its children has ended (JobSpec::children)
   running,
   succeeded,
   failed,     // all attempts used: the dead-letter list
@@ -73,6 +74,25 @@ std::string unique_problem(std::string_view key, std::chrono::milliseconds windo
 // "then-<16 hex digits of a hash of parent>" (the same in every process).
 JobId follow_up_id(const JobId& parent, std::size_t max_length = kDefaultMaxIdLength);
 
+// Flows (JobSpec::children): what a parent does when one of its children
+// ends failed (dead-lettered) or cancelled. fail: the parent fails at once
+// with kind child_failed naming the child, and its children not started
+// yet are cancelled; ignore: the parent still runs and sees the child's
+// failure in its list; remove: the parent runs without the child in its
+// list.
+enum class ChildFailure : std::uint8_t { fail, ignore, remove };
+std::string_view to_string(ChildFailure policy) noexcept;
+std::optional<ChildFailure> parse_child_failure(std::string_view name) noexcept;
+
+// Bounds on a flow, from limits.flow_children and limits.flow_depth.
+inline constexpr std::size_t kDefaultFlowChildren = 100'000;  // jobs below the root, at every depth
+inline constexpr std::size_t kDefaultFlowDepth = 8;           // levels of children below the root
+
+// The id of child `index` (0-based) of job `parent` whose spec names none:
+// "<parent>.c<index>", or, when that is longer than `max_length`,
+// "c<index>-<16 hex digits of a hash of parent>".
+JobId child_id(const JobId& parent, std::size_t index, std::size_t max_length = kDefaultMaxIdLength);
+
 // Thrown by JobSpec::from_json for a field that is missing or of the wrong
 // type; what() names the field.
 class SpecError : public std::runtime_error {
@@ -111,6 +131,20 @@ struct JobSpec {
   // a job that runs twice (at-least-once) still has one follow-up. Null:
   // none.
   nlohmann::json then{};
+  // A flow: jobs that run first. The job is admitted with all of them in
+  // one step (all or none) and waits as waiting_children until each has
+  // ended (succeeded, or failed or cancelled after its own retries); then it
+  // runs and reads their outcomes (JobContext::children(), and
+  // payload.children for a JSON handler, so its payload must be an object
+  // or none). A child's id, unless it names one, is child_id(this id, its
+  // index). Children may have children, to limits.flow_depth levels and
+  // limits.flow_children jobs in all.
+  std::vector<JobSpec> children{};
+  // What this job does when one of its children fails (ChildFailure).
+  ChildFailure on_child_failure = ChildFailure::fail;
+  // On a child: how its parent takes this child's failure, instead of the
+  // parent's on_child_failure. Unset: the parent's.
+  std::optional<ChildFailure> parent_on_failure{};
 
   // trace_parent and trace_state read as a TraceContext: nullopt without
   // them, or with `problem` set ("trace_parent: ...", "trace_state: ...")
@@ -119,11 +153,35 @@ struct JobSpec {
 
   // Reads {"type", "payload", "id", "queue", "priority", "max_attempts", "timeout_ms",
   // "delay_ms", "trace_parent", "trace_state", "unique_key", "unique_for_ms",
-  // "then"}; a `then` is read the same way, its errors named "then.<field>". Throws SpecError naming the first bad field; unknown fields
-  // are an error too, so a typo never goes unnoticed. `j` should come from
+  // "then", "children", "on_child_failure", "parent_on_failure"}; a `then`
+  // and each child are read the same way, their errors named
+  // "then.<field>" and "children[3].<field>". Throws SpecError naming the
+  // first bad field; unknown fields are an error too, so a typo never goes
+  // unnoticed. `j` should come from
   // parse_json() (json_input.hpp), which bounds its nesting.
   static JobSpec from_json(const nlohmann::json& j, std::size_t max_id_length = kDefaultMaxIdLength);
 };
+
+// Celery's canvas as flows. A group runs jobs side by side and collects
+// their results: its parent is the built-in type "collect", whose result is
+// the list of its children's results in order (null for a child that
+// failed, with on_child_failure "ignore"). A chord runs `body` once every
+// job of `header` has ended, with their outcomes in payload.children.
+//
+//   runtime.submit(bulwark::group({{.type = "resize", .payload = a}, {.type = "resize", .payload = b}}));
+//   runtime.submit(bulwark::chord({{.type = "charge", .payload = line1}, {.type = "charge", .payload = line2}},
+//                                 {.type = "receipt", .payload = order}));
+inline constexpr std::string_view kCollectType = "collect";
+inline JobSpec group(std::vector<JobSpec> jobs) {
+  JobSpec spec;
+  spec.type = std::string(kCollectType);
+  spec.children = std::move(jobs);
+  return spec;
+}
+inline JobSpec chord(std::vector<JobSpec> header, JobSpec body) {
+  body.children = std::move(header);
+  return body;
+}
 
 // How far a running job says it is (JobContext::progress).
 struct JobProgress {
@@ -131,6 +189,28 @@ struct JobProgress {
   double fraction = 0;  // 0..1
   std::string note{};   // at most kMaxNoteBytes
   WallClock::time_point at{};
+};
+
+// One ended child of a flow's parent, as the parent's handler sees it
+// (JobContext::children()) and as payload.children lists it: {"id", "type",
+// "state", "result"} for a child that succeeded, {"id", "type", "state",
+// "error": {"kind", "type", "message"}} for one that failed or was cancelled.
+struct ChildOutcome {
+  JobId id{};
+  std::string type{};
+  JobState state = JobState::succeeded;
+  nlohmann::json result{};             // succeeded: what its handler returned
+  std::optional<Failure> error{};      // failed or cancelled: why (no trace)
+};
+nlohmann::json to_json(const ChildOutcome& child);
+// Reads what to_json(ChildOutcome) wrote; nullopt if it is not that.
+std::optional<ChildOutcome> child_outcome_from_json(const nlohmann::json& j);
+
+// How far a flow's parent is: its direct children by where they are.
+struct ChildCounts {
+  std::size_t total = 0;
+  std::size_t succeeded = 0, failed = 0, cancelled = 0;
+  std::size_t pending() const noexcept { return total - succeeded - failed - cancelled; }
 };
 
 struct JobRecord {
@@ -158,13 +238,16 @@ struct JobRecord {
   std::optional<JobProgress> progress{};  // the latest the job reported, if any
   std::string then_type{};              // with a follow-up (JobSpec::then): its type
   JobId then_id{};                      // and the id it gets (or got)
+  JobId parent{};                       // in a flow: the job that waits for this one; empty: none
+  std::optional<ChildCounts> children{};  // a flow's parent: its direct children
 };
 
 // The record as bulwark renders it: {"id","type","state","attempts","result",
 // "duration_ms","error"} plus "queue", "priority", "max_attempts" and ISO-8601
 // timestamps when `timestamps` is set, and "trace" ({"trace_id", "span_id",
-// "parent_id", "traceparent", "tracestate"}) when it has one. `symbolized`
-// as for Failure.
+// "parent_id", "traceparent", "tracestate"}) when it has one; "parent" in a
+// flow and "children" ({"total", "succeeded", "failed", "cancelled",
+// "pending"}) for a flow's parent. `symbolized` as for Failure.
 nlohmann::ordered_json to_json(const JobRecord& record, bool symbolized = true, bool timestamps = true);
 
 }  // namespace bulwark

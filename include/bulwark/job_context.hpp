@@ -103,6 +103,15 @@ class JobContext {
   const std::string& span_id() const noexcept { return span_id_; }
   std::string traceparent() const;
 
+  // A flow's parent (JobSpec::children): how each of its children ended,
+  // in the order they were given (a failed child whose policy is `remove`
+  // left out). Empty for a job that has none. The same list a JSON handler
+  // finds in payload.children.
+  //
+  //   double total = 0;
+  //   for (const auto& c : ctx.children()) if (c.state == bulwark::JobState::succeeded) total += c.result["bytes"].get<double>();
+  std::vector<ChildOutcome> children() const;
+
   void defer(std::function<void()> fn);
   void on_failure(std::function<void()> fn);
 

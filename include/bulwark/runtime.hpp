@@ -91,6 +91,13 @@ struct JobPage {
   std::string next_cursor{};  // pass as ListQuery::cursor for the next page; empty on the last
 };
 
+// A page of a flow's job's direct children (JobSpec::children), in their
+// order: the records of children `offset` to `offset + limit - 1`.
+struct ChildPage {
+  std::vector<JobRecord> children{};
+  std::size_t total = 0;  // how many children it has
+};
+
 // A process serving the queue: this one, and with queue.backend "redis"
 // every process on the same Redis and namespace that sent a heartbeat.
 struct QueueProcess {
@@ -164,6 +171,11 @@ class Runtime {
   }
 
   std::optional<JobRecord> get(const JobId& id) const;
+  // A page of the job's children (a flow's tree, one level at a time: each
+  // child's record says whether it has children of its own). nullopt if
+  // the job is unknown; no children for a job that has none. A child whose
+  // record retention forgot is left out.
+  std::optional<ChildPage> children(const JobId& id, std::size_t offset = 0, std::size_t limit = 100) const;
   // Jobs newest first, filtered. Finished jobs are there while retained.
   // nullopt if query.cursor is not a cursor this runtime gave out.
   std::optional<JobPage> page(const ListQuery& query = {}) const;

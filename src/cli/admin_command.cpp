@@ -48,6 +48,8 @@ struct AdminArgs {
   std::string event_type;
   std::string event_state;
   long count = 0;  // 0: until the server closes
+  // flow show
+  int depth = 8;
 };
 
 AdminArgs& args() {
@@ -69,6 +71,8 @@ struct Commands {
   CLI::App* stats = nullptr;
   CLI::App* workers = nullptr;
   CLI::App* events = nullptr;
+  CLI::App* flow = nullptr;
+  CLI::App* flow_show = nullptr;
 };
 
 Commands& commands() {
@@ -135,6 +139,14 @@ void print_record(const json& r) {
   field("id", r.value("id", json()));
   field("type", r.value("type", json()));
   field("state", r.value("state", json()));
+  if (r.contains("parent")) field("parent", r["parent"]);
+  if (r.contains("children") && r["children"].is_object()) {
+    const json& k = r["children"];
+    field("children", json(std::to_string(k.value("total", 0)) + ": " + std::to_string(k.value("succeeded", 0)) +
+                           " succeeded, " + std::to_string(k.value("failed", 0)) + " failed, " +
+                           std::to_string(k.value("cancelled", 0)) + " cancelled, " +
+                           std::to_string(k.value("pending", 0)) + " pending"));
+  }
   field("attempts", json(std::to_string(r.value("attempts", 0)) + " of " + text(r.value("max_attempts", json()))));
   for (const char* name : {"priority", "created_at", "started_at", "finished_at", "duration_ms"}) {
     if (r.contains(name)) field(name, r[name]);
@@ -393,6 +405,69 @@ int run_events(http::Client& c) {
   return kExitOk;
 }
 
+// One line of a flow's tree: id, type, state, how far its children are,
+// why it failed.
+std::string tree_line(const json& r) {
+  std::string line = text(r.value("id", json())) + "  " + text(r.value("type", json())) + "  " +
+                     text(r.value("state", json()));
+  if (r.contains("children") && r["children"].is_object()) {
+    const json& k = r["children"];
+    line += "  children " + std::to_string(k.value("total", 0) - k.value("pending", 0)) + "/" +
+            std::to_string(k.value("total", 0)) + " ended";
+    if (k.value("failed", 0) + k.value("cancelled", 0) > 0) {
+      line += " (" + std::to_string(k.value("failed", 0)) + " failed, " + std::to_string(k.value("cancelled", 0)) +
+              " cancelled)";
+    }
+  }
+  if (r.contains("error") && r["error"].is_object()) {
+    line += "  " + text(r["error"].value("kind", json())) + ": " + text(r["error"].value("message", json()));
+  }
+  return line;
+}
+
+// The job's children, every page; each with its own children below it
+// (to --depth levels), as the tree endpoint gives them. With --json, the
+// tree as one JSON value: {"job", "children": [{"job", "children"}, ...]}.
+json fetch_tree(http::Client& c, const json& job, int depth, int& status, std::string& error) {
+  json node = {{"job", job}, {"children", json::array()}};
+  if (depth <= 0 || !job.contains("children")) return node;
+  std::string cursor;
+  do {
+    const auto r = c.request("GET", "/v1/jobs/" + encode(job["id"].get<std::string>()) + "/tree?limit=1000" +
+                                        (cursor.empty() ? "" : "&cursor=" + cursor));
+    if (r.status != 200) {
+      status = r.status;
+      error = r.body;
+      return node;
+    }
+    const json page = json::parse(r.body);
+    for (const json& child : page["children"]) node["children"].push_back(fetch_tree(c, child, depth - 1, status, error));
+    cursor = page["next_cursor"].is_string() ? page["next_cursor"].get<std::string>() : std::string();
+  } while (!cursor.empty() && status == 200);
+  return node;
+}
+
+void print_tree(const json& node, const std::string& indent) {
+  std::cout << indent << tree_line(node["job"]) << "\n";
+  for (const json& child : node["children"]) print_tree(child, indent + "  ");
+}
+
+int run_flow_show(http::Client& c) {
+  const AdminArgs& a = args();
+  const auto root = c.request("GET", "/v1/jobs/" + encode(a.ids.front()));
+  if (root.status != 200) return server_error(root);
+  int status = 200;
+  std::string error;
+  const json tree = fetch_tree(c, json::parse(root.body), a.depth, status, error);
+  if (status != 200) return server_error(http::ClientResponse{status, {}, error});
+  if (a.json_output) {
+    std::cout << tree.dump() << "\n";
+  } else {
+    print_tree(tree, "");
+  }
+  return kExitOk;
+}
+
 void add_connection_options(CLI::App* cmd) {
   AdminArgs& a = args();
   cmd->add_option("--server", a.server, "the server's URL (default: $BULWARK_SERVER or http://127.0.0.1:8080)");
@@ -453,8 +528,13 @@ void add_admin_commands(CLI::App& app) {
   c.events->add_option("--state", a.event_state, "only transitions into this state");
   c.events->add_option("--count", a.count, "stop after this many events (0: follow until interrupted)")
       ->check(CLI::NonNegativeNumber);
+  c.flow = app.add_subcommand("flow", "flows: a job and the children it waits for");
+  c.flow_show = c.flow->add_subcommand("show", "print a flow's tree: each job with its state, children indented below");
+  c.flow_show->add_option("ID", a.ids, "the id of a job of the flow (its root shows all of it)")->required()->expected(1);
+  c.flow_show->add_option("--depth", a.depth, "levels of children to show")->check(CLI::Range(0, 100))->capture_default_str();
+  c.flow->require_subcommand(1);
   for (CLI::App* cmd : {c.submit, c.get, c.list, c.dead, c.retry, c.cancel, c.stats, c.types, c.pause, c.resume, c.health,
-                        c.workers, c.events}) {
+                        c.workers, c.events, c.flow_show}) {
     add_connection_options(cmd);
     cmd->footer(footer);
   }
@@ -465,7 +545,7 @@ int admin_command(CLI::App&) {
   AdminArgs& a = args();
   CLI::App* given = nullptr;
   for (CLI::App* cmd : {c.submit, c.get, c.list, c.dead, c.retry, c.cancel, c.stats, c.types, c.pause, c.resume,
-                        c.health, c.workers, c.events}) {
+                        c.health, c.workers, c.events, c.flow_show}) {
     if (cmd != nullptr && cmd->parsed()) given = cmd;
   }
   if (given == nullptr) return -1;
@@ -493,6 +573,7 @@ int admin_command(CLI::App&) {
     if (given == c.resume) return run_pause(client, "resume");
     if (given == c.health) return run_health(client);
     if (given == c.workers) return run_workers(client);
+    if (given == c.flow_show) return run_flow_show(client);
     return run_events(client);
   } catch (const http::ClientError& e) {
     std::cerr << "bulwark: " << e.what() << "\n";

@@ -292,11 +292,14 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   ttl = o.retention_dead_ttl.count();
   retention.integer("dead_ttl_s", ttl, 0, 315'360'000);
   o.retention_dead_ttl = std::chrono::seconds(ttl);
-  const Section limits = root.child("limits", {"json_depth", "id_length", "line_bytes", "pending_output"});
+  const Section limits =
+      root.child("limits", {"json_depth", "id_length", "line_bytes", "pending_output", "flow_children", "flow_depth"});
   limits.integer("json_depth", o.limits.json_depth, 2, 10'000);
   limits.integer("id_length", o.limits.id_length, 1, 1024);
   limits.integer("line_bytes", o.limits.line_bytes, 64, 1 << 30);
   limits.integer("pending_output", o.limits.pending_output, 1, 10'000'000);
+  limits.integer("flow_children", o.limits.flow_children, 1, 10'000'000);
+  limits.integer("flow_depth", o.limits.flow_depth, 1, 100);
   const Section events = root.child("events", {"buffer", "linger_ms"});
   events.integer("buffer", o.events_buffer, 0, 10'000'000);
   events.millis("linger_ms", o.events_linger);

@@ -13,8 +13,18 @@
 namespace bulwark {
 namespace {
 
-constexpr std::array<std::string_view, 7> kStateNames = {"queued",    "scheduled", "running",  "succeeded",
-                                                         "failed",    "cancelled", "rejected"};
+constexpr std::array<std::string_view, 8> kStateNames = {"queued",    "scheduled", "waiting_children", "running",
+                                                         "succeeded", "failed",    "cancelled",        "rejected"};
+constexpr std::array<std::string_view, 3> kChildFailureNames = {"fail", "ignore", "remove"};
+
+ChildFailure child_failure_field(const nlohmann::json& j, const char* name) {
+  const nlohmann::json* v = j.is_object() && j.contains(name) && !j[name].is_null() ? &j[name] : nullptr;
+  if (v == nullptr) return ChildFailure::fail;
+  if (v->is_string()) {
+    if (auto p = parse_child_failure(v->get_ref<const std::string&>())) return *p;
+  }
+  throw SpecError(std::string(name) + ": expected \"fail\", \"ignore\" or \"remove\"");
+}
 
 const nlohmann::json* field(const nlohmann::json& j, const char* name) {
   auto it = j.find(name);
@@ -72,11 +82,59 @@ std::optional<JobState> parse_job_state(std::string_view name) noexcept {
   return std::nullopt;
 }
 
+std::string_view to_string(ChildFailure policy) noexcept {
+  return kChildFailureNames[static_cast<std::size_t>(policy)];
+}
+
+std::optional<ChildFailure> parse_child_failure(std::string_view name) noexcept {
+  for (std::size_t i = 0; i < kChildFailureNames.size(); ++i) {
+    if (kChildFailureNames[i] == name) return static_cast<ChildFailure>(i);
+  }
+  return std::nullopt;
+}
+
+JobId child_id(const JobId& parent, std::size_t index, std::size_t max_length) {
+  std::string id = parent;
+  id.append(".c").append(std::to_string(index));
+  if (id.size() <= max_length) return id;
+  std::uint64_t h = 14695981039346656037ULL;  // FNV-1a, as follow_up_id
+  for (unsigned char c : parent) h = (h ^ c) * 1099511628211ULL;
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "c%zu-%016llx", index, static_cast<unsigned long long>(h));
+  return buf;
+}
+
+nlohmann::json to_json(const ChildOutcome& c) {
+  nlohmann::json out = {{"id", c.id}, {"type", c.type}, {"state", to_string(c.state)}};
+  if (c.state == JobState::succeeded) {
+    out["result"] = c.result;
+  } else if (c.error) {
+    out["error"] = {{"kind", to_string(c.error->kind)}, {"type", c.error->type}, {"message", c.error->message}};
+  }
+  return out;
+}
+
+std::optional<ChildOutcome> child_outcome_from_json(const nlohmann::json& j) {
+  if (!j.is_object() || !j.contains("id") || !j["id"].is_string() || !j.contains("state") || !j["state"].is_string()) {
+    return std::nullopt;
+  }
+  ChildOutcome c;
+  c.id = j["id"].get<std::string>();
+  c.type = j.value("type", "");
+  const auto state = parse_job_state(j["state"].get<std::string>());
+  if (!state || !is_terminal(*state)) return std::nullopt;
+  c.state = *state;
+  if (auto r = j.find("result"); r != j.end()) c.result = *r;
+  if (auto e = j.find("error"); e != j.end() && e->is_object()) c.error = failure_from_json(*e);
+  return c;
+}
+
 JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
   if (!j.is_object()) throw SpecError("expected a JSON object");
-  static constexpr std::array<std::string_view, 13> kKnown = {
+  static constexpr std::array<std::string_view, 16> kKnown = {
       "type",     "payload",      "id",          "queue",      "priority",      "max_attempts", "timeout_ms",
-      "delay_ms", "trace_parent", "trace_state", "unique_key", "unique_for_ms", "then"};
+      "delay_ms", "trace_parent", "trace_state", "unique_key", "unique_for_ms", "then",         "children",
+      "on_child_failure", "parent_on_failure"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end()) throw SpecError(key + ": unknown field");
   }
@@ -133,6 +191,24 @@ JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
       throw SpecError(std::string("then.") + e.what());
     }
     spec.then = *then;
+  }
+  spec.on_child_failure = child_failure_field(j, "on_child_failure");
+  if (field(j, "parent_on_failure") != nullptr) spec.parent_on_failure = child_failure_field(j, "parent_on_failure");
+  if (const nlohmann::json* children = field(j, "children")) {
+    if (!children->is_array()) throw SpecError("children: expected a list of job specs");
+    spec.children.reserve(children->size());
+    for (std::size_t i = 0; i < children->size(); ++i) {
+      try {
+        spec.children.push_back(from_json((*children)[i], max_id_length));
+      } catch (const SpecError& e) {
+        const std::string what = e.what();
+        // "children[3]." before the child's own field ("children[3].children[0].type").
+        throw SpecError("children[" + std::to_string(i) + "]" + (what.rfind("expected a JSON object", 0) == 0 ? ": " : ".") + what);
+      }
+    }
+    if (!spec.children.empty() && !spec.payload.is_null() && !spec.payload.is_object()) {
+      throw SpecError("payload: expected an object, or none, for a job with children (it gets \"children\")");
+    }
   }
   return spec;
 }
@@ -209,6 +285,14 @@ nlohmann::ordered_json to_json(const JobRecord& r, bool symbolized, bool timesta
   }
   if (!r.unique_key.empty()) out["unique_key"] = r.unique_key;
   if (!r.then_type.empty()) out["then"] = {{"type", r.then_type}, {"id", r.then_id}};
+  if (!r.parent.empty()) out["parent"] = r.parent;
+  if (r.children) {
+    out["children"] = {{"total", r.children->total},
+                       {"succeeded", r.children->succeeded},
+                       {"failed", r.children->failed},
+                       {"cancelled", r.children->cancelled},
+                       {"pending", r.children->pending()}};
+  }
   if (r.progress) {
     out["progress"] = {{"fraction", r.progress->fraction}, {"note", r.progress->note}, {"at", format_iso8601(r.progress->at)}};
   }

@@ -40,6 +40,7 @@ const char* Stopped::what() const noexcept {
     case FailureKind::timeout: return "the job stopped at its soft timeout (timeout_ms)";
     case FailureKind::shutdown: return "the job stopped because the runtime is shutting down";
     case FailureKind::lease_lost: return "the job stopped because another process took its lease over";
+    case FailureKind::child_failed: return "the job did not run because one of its children failed";
     default: return "the job stopped because it was cancelled";
   }
 }

@@ -75,9 +75,28 @@ std::shared_ptr<detail::ProcessRunner> processes_for(const detail::TypeTable& ty
 
 }  // namespace
 
+namespace {
+
+// The registry with the built-in "collect" (a group's parent: the list of
+// its children's results), unless the program registered its own.
+Registry with_collect(Registry r) {
+  if (r.find(kCollectType) == nullptr) {
+    r.add(std::string(kCollectType), [](JobContext&, const nlohmann::json& payload) {
+      nlohmann::json results = nlohmann::json::array();
+      if (const auto children = payload.find("children"); children != payload.end() && children->is_array()) {
+        for (const auto& child : *children) results.push_back(child.value("result", nlohmann::json()));
+      }
+      return results;
+    });
+  }
+  return r;
+}
+
+}  // namespace
+
 Runtime::Impl::Impl(Registry r, RuntimeOptions o)
     : options(checked(std::move(o))),
-      registry(std::make_shared<const Registry>(std::move(r))),
+      registry(std::make_shared<const Registry>(with_collect(std::move(r)))),
       types(*registry, options),
       reporter(options.logging),
       events(options.events_buffer, options.events_linger),
@@ -230,7 +249,11 @@ bool Runtime::Impl::held_runnable() const {
 // Every job still waiting ends failed with kind shutdown; returns how many.
 std::size_t Runtime::Impl::end_unrun() {
   std::size_t ended = 0;
-  for (const TaskPtr& task : broker.drain()) ended += completion.end_unrun(task) ? 1 : 0;
+  // Until nothing is left: a flow's parent released by a child ended here
+  // comes into the broker after the pass that ended the child.
+  for (auto tasks = broker.drain(); !tasks.empty(); tasks = broker.drain()) {
+    for (const TaskPtr& task : tasks) ended += completion.end_unrun(task) ? 1 : 0;
+  }
   return ended;
 }
 
@@ -265,6 +288,12 @@ std::optional<JobRecord> Runtime::wait(const JobId& id, std::chrono::millisecond
 }
 
 EventPage Runtime::events_after(std::uint64_t after, std::size_t max) const { return impl_->events.after(after, max); }
+
+std::optional<ChildPage> Runtime::children(const JobId& id, std::size_t offset, std::size_t limit) const {
+  auto got = impl_->store.children_of(id, offset, limit);
+  if (!got) return std::nullopt;
+  return ChildPage{std::move(got->first), got->second};
+}
 
 std::optional<JobPage> Runtime::page(const ListQuery& query) const {
   auto page = impl_->store.list({query.state, query.type, query.limit, query.cursor, query.queue});

@@ -141,6 +141,7 @@ std::string_view to_string(FailureKind kind) noexcept {
     case FailureKind::invalid: return "invalid";
     case FailureKind::cancelled: return "cancelled";
     case FailureKind::lease_lost: return "lease_lost";
+    case FailureKind::child_failed: return "child_failed";
   }
   return "unknown";
 }

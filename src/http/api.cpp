@@ -208,6 +208,7 @@ std::string_view route_template(RouteId route) noexcept {
     case RouteId::job: return "/v1/jobs/{id}";
     case RouteId::job_cancel: return "/v1/jobs/{id}/cancel";
     case RouteId::job_retry: return "/v1/jobs/{id}/retry";
+    case RouteId::job_tree: return "/v1/jobs/{id}/tree";
     case RouteId::types: return "/v1/types";
     case RouteId::type_pause: return "/v1/types/{type}/pause";
     case RouteId::type_resume: return "/v1/types/{type}/resume";
@@ -295,6 +296,7 @@ RouteId Api::route_of(const Request& request) const {
   if (parts.size() == 3) return parts[2] == "batch" && request.method == "POST" ? RouteId::jobs_batch : RouteId::job;
   if (parts.size() == 4 && parts[3] == "cancel") return RouteId::job_cancel;
   if (parts.size() == 4 && parts[3] == "retry") return RouteId::job_retry;
+  if (parts.size() == 4 && parts[3] == "tree") return RouteId::job_tree;
   return RouteId::unknown;
 }
 
@@ -486,6 +488,10 @@ Response Api::dispatch(const Request& request) {
     if (!get) return method_not_allowed("GET");
     return get_job(id, query);
   }
+  if (parts.size() == 4 && parts[3] == "tree") {
+    if (!get) return method_not_allowed("GET");
+    return tree(id, query);
+  }
   if (parts.size() == 4 && (parts[3] == "cancel" || parts[3] == "retry")) {
     if (!post) return method_not_allowed("POST");
     if (parts[3] == "cancel") {
@@ -647,6 +653,35 @@ Response Api::get_job(const std::string& id, const std::map<std::string, std::st
     return r;
   }
   return *job_answer(id, true);
+}
+
+// A flow's job and one page of its children, in order; a client walks the
+// tree by asking again for each child that has children of its own.
+Response Api::tree(const std::string& id, const std::map<std::string, std::string>& query) {
+  std::size_t offset = 0;
+  std::size_t limit = 100;
+  for (const auto& [key, value] : query) {
+    const auto n = parse_uint(value);
+    if (key == "cursor") {
+      if (!n) return error_response(400, "invalid_cursor", "cursor: expected a next_cursor from an earlier page");
+      offset = static_cast<std::size_t>(std::min<std::uint64_t>(*n, 1ULL << 40));
+    } else if (key == "limit") {
+      if (!n || *n < 1 || *n > 1000) return error_response(400, "invalid_parameter", "limit: expected 1 to 1000");
+      limit = static_cast<std::size_t>(*n);
+    } else {
+      return error_response(400, "invalid_parameter", "unknown query parameter (expected cursor, limit)");
+    }
+  }
+  const auto record = runtime_.get(id);
+  const auto page = record ? runtime_.children(id, offset, limit) : std::nullopt;
+  if (!record || !page) return error_response(404, "job_not_found", "no job with this id is known");
+  ordered_json children = ordered_json::array();
+  for (const JobRecord& child : page->children) children.push_back(to_json(child, true, true));
+  const std::size_t next = offset + limit;
+  return json_response(200, {{"job", to_json(*record, true, true)},
+                             {"children", std::move(children)},
+                             {"total", page->total},
+                             {"next_cursor", next < page->total ? ordered_json(std::to_string(next)) : ordered_json()}});
 }
 
 std::optional<Response> Api::job_answer(const JobId& id, bool final) {

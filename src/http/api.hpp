@@ -80,7 +80,7 @@ Response error_response(int status, const std::string& code, const std::string& 
 // added; `unknown`: no route (404).
 enum class RouteId : std::uint8_t {
   healthz, readyz, metrics, ui, auth, workers, processes, stats, events,
-  jobs, jobs_batch, job, job_cancel, job_retry, types, type_pause, type_resume, queue_pause, queue_resume, schedules,
+  jobs, jobs_batch, job, job_cancel, job_retry, job_tree, types, type_pause, type_resume, queue_pause, queue_resume, schedules,
   schedule, extra, unknown
 };
 inline constexpr std::size_t kRouteCount = static_cast<std::size_t>(RouteId::unknown) + 1;
@@ -163,6 +163,7 @@ class Api {
   Response submit(const Request& request);
   Response submit_batch(const Request& request);
   Response ui_file(const std::string& name);
+  Response tree(const std::string& id, const std::map<std::string, std::string>& query);
   Response get_job(const std::string& id, const std::map<std::string, std::string>& query);
   Response events(const Request& request, const std::map<std::string, std::string>& query);
   Response list(const std::map<std::string, std::string>& query);

@@ -1,5 +1,7 @@
 #include "redis/redis_backend.hpp"
 
+#include "core/flow_link.hpp"
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -157,7 +159,40 @@ std::shared_ptr<Task> RedisBackend::build(const FetchedJob& f) const {
       host().reporter.log(LogLevel::error, "job " + f.id + ": its follow-up spec in Redis is not JSON; ignored");
     }
   }
+  if (!f.parent.empty() || f.children) job.flow = flow_of(f);
   return host().intake.rebuild(std::move(job));
+}
+
+// A fetched job's place in its flow: its parent and, for a parent, how
+// its children ended (the list its handler sees, and their counts).
+std::shared_ptr<FlowLink> RedisBackend::flow_of(const FetchedJob& f) const {
+  auto link = std::make_shared<FlowLink>();
+  link->parent_id = f.parent;
+  link->policy = parse_child_failure(f.policy).value_or(ChildFailure::fail);
+  if (!f.children) return link;
+  auto list = std::make_shared<nlohmann::json>(nlohmann::json::array());
+  ChildCounts counts;
+  for (const std::string& text : *f.children) {
+    nlohmann::json e;
+    try {
+      e = parse_json(text, json_depth_);
+    } catch (const InputError&) {
+      continue;  // written by a bulwark process: not expected
+    }
+    const auto child = child_outcome_from_json(e);
+    if (!child) continue;
+    link->children.push_back(child->id);
+    ++counts.total;
+    if (child->state == JobState::succeeded) ++counts.succeeded;
+    if (child->state == JobState::failed) ++counts.failed;
+    if (child->state == JobState::cancelled) ++counts.cancelled;
+    if (!e.value("removed", false)) list->push_back(to_json(*child));
+  }
+  MutexLock lock(link->mutex);
+  link->tally.counts = counts;
+  link->tally.settled = true;
+  link->outcomes = std::move(list);
+  return link;
 }
 
 void RedisBackend::attached() {

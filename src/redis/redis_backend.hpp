@@ -68,6 +68,7 @@ class RedisBackend final : public Backend {
 
  private:
   void attached() override;
+  std::shared_ptr<FlowLink> flow_of(const FetchedJob& f) const;
   static BrokerOptions logged_in(BrokerOptions options);
   std::shared_ptr<Task> build(const FetchedJob& fetched) const;
 

@@ -1,5 +1,7 @@
 #include "redis/redis_broker.hpp"
 
+#include "core/flow_link.hpp"
+
 #include <set>
 
 #include <thread>
@@ -48,6 +50,25 @@ std::string outcome_of(const Task& task) {
   return dump_line(j);
 }
 
+// A flow's child's entry in its parent's list (to_json(ChildOutcome)):
+// the result, or why it failed without where; "removed" when its parent
+// leaves it out (policy remove).
+std::string entry_of(const Task& task, JobState state) {
+  ChildOutcome c{task.id(), task.type(), state, {}, std::nullopt};
+  task.with_record([&](const TaskRecord& r) {
+    if (state == JobState::succeeded) {
+      c.result = r.result;
+    } else {
+      c.error = r.error ? *r.error : make_failure(FailureKind::cancelled, "cancelled");
+      c.error->frames.clear();
+      c.error->nested.clear();
+    }
+  });
+  nlohmann::json j = to_json(c);
+  if (state != JobState::succeeded && task.spec().flow->policy == ChildFailure::remove) j["removed"] = true;
+  return dump_line(j);
+}
+
 // `queue_at`: where the row has the job's queue (the fetch and recover
 // scripts put it in different places).
 FetchedJob parse_fetched(const Value& v, std::size_t queue_at) {
@@ -70,6 +91,16 @@ FetchedJob parse_fetched(const Value& v, std::size_t queue_at) {
   if (v.elements.size() > 12) f.then = text(12);
   if (v.elements.size() > 13) f.fence = static_cast<std::uint64_t>(v.elements.at(13).as_integer());
   if (v.elements.size() > queue_at) f.queue = text(queue_at);
+  // Then, in a flow: the parent, its policy, and a parent's children's entries.
+  const std::size_t flow_at = queue_at == 14 ? 15 : queue_at + 1;
+  if (v.elements.size() > flow_at + 1) {
+    f.parent = text(flow_at);
+    f.policy = text(flow_at + 1);
+  }
+  if (v.elements.size() > flow_at + 2 && v.elements[flow_at + 2].type == Value::Type::array) {
+    f.children.emplace();
+    for (const Value& e : v.elements[flow_at + 2].elements) f.children->push_back(e.str);
+  }
   return f;
 }
 
@@ -133,9 +164,21 @@ void RedisBroker::start() {
 
 RedisBroker::~RedisBroker() { close(); }
 
-// The enqueue script's fourteen arguments for one job.
+// The enqueue script's nineteen arguments for one job.
 void RedisBroker::enqueue_args(std::vector<std::string>& args, const Keys& keys, const TaskSpec& s,
                                Clock::time_point due, const std::string& now_ms) {
+  // A flow's place: parent, its part and queue, the policy; children's ids.
+  std::vector<std::string> flow(5);
+  if (const FlowLink* link = s.flow.get()) {
+    if (link->is_child()) {
+      const Keys& up = parts_.keys(link->parent_queue);
+      flow[0] = link->parent_id;
+      flow[1] = up.prefix;
+      flow[2] = up.queue;
+      flow[3] = std::string(to_string(link->policy));
+    }
+    for (const JobId& kid : link->children) flow[4].append(kid).push_back('\n');
+  }
   args.insert(args.end(), {s.id, s.type, dump_line(s.payload), std::to_string(s.priority),
                            std::to_string(s.max_attempts), std::to_string(s.timeout.count()),
                            std::to_string(epoch_ms(due)), now_ms, s.trace ? s.trace->traceparent() : std::string(),
@@ -146,6 +189,7 @@ void RedisBroker::enqueue_args(std::vector<std::string>& args, const Keys& keys,
     args.insert(args.end(), 3, std::string());
   }
   args.push_back(s.then ? dump_line(*s.then) : std::string());
+  std::move(flow.begin(), flow.end(), std::back_inserter(args));
 }
 
 std::vector<std::string> RedisBroker::enqueue_head(const Keys& keys, std::size_t jobs) {
@@ -262,7 +306,7 @@ void RedisBroker::admit_many(std::vector<Admission>& batch, Clock::time_point no
     for (std::size_t from = 0; from < group.size(); from += kChunk) {
       const std::size_t to = std::min(group.size(), from + kChunk);
       std::vector<std::string> args;
-      args.reserve(14 * (to - from));
+      args.reserve(19 * (to - from));
       for (std::size_t i = from; i < to; ++i) enqueue_args(args, keys, group[i]->task->spec(), group[i]->due, now_ms);
       Admitted refused = Admitted::unavailable;
       const auto answers = send_enqueue(keys, args, to - from, refused);
@@ -272,6 +316,82 @@ void RedisBroker::admit_many(std::vector<Admission>& batch, Clock::time_point no
                                                           : Admitted::unavailable;
       }
     }
+  }
+}
+
+// A flow, one script call per queue it touches: each call admits its jobs
+// whole or not at all. The root's queue goes first; if a later queue
+// refuses, what the earlier calls wrote is cancelled (the root's cancel
+// takes its tree). Flows are bounded by limits.flow_children (100,000 by
+// default), so one call may carry them all.
+void RedisBroker::admit_flow(std::vector<Admission>& flow, Clock::time_point now) {
+  const std::string now_ms = std::to_string(epoch_ms(now));
+  std::vector<Admission*> all;
+  for (Admission& a : flow) all.push_back(&a);
+  bool written = false;
+  for (auto& [queue, group] : grouped(all, [](Admission* a) { return queue_of(a->task->spec()); })) {
+    const Keys& keys = parts_.keys(queue);
+    std::vector<std::string> args;
+    args.reserve(19 * group.size());
+    for (Admission* a : group) enqueue_args(args, keys, a->task->spec(), a->due, now_ms);
+    Admitted refused = Admitted::unavailable;
+    const auto answers = send_enqueue(keys, args, group.size(), refused);
+    bool whole = answers && answers->size() == group.size();
+    for (std::size_t i = 0; whole && i < group.size(); ++i) {
+      whole = (*answers)[i].holder.empty() && (*answers)[i].seq > 0;
+    }
+    if (!whole) {
+      for (std::size_t i = 0; i < group.size(); ++i) {
+        Admission& a = *group[i];
+        if (!answers || answers->size() != group.size()) {
+          a.result = answers ? Admitted::unavailable : refused;
+          continue;
+        }
+        const EnqueueAnswer& e = (*answers)[i];
+        if (!e.holder.empty()) {
+          a.result = Admitted::unique;
+          a.existing = e.holder;
+          a.existing_state = e.holder_state;
+        } else {
+          // -4: not written because another job of the flow was refused.
+          a.result = e.seq == -1 ? Admitted::duplicate : e.seq == -2 ? Admitted::full
+                   : e.seq == -3 ? Admitted::queue_full : Admitted::accepted;
+        }
+      }
+      if (written) cancel_written(flow.front().task->id(), queue_of(flow.front().task->spec()));
+      return;
+    }
+    written = true;
+    for (Admission* a : group) a->result = a->record() ? Admitted::accepted : Admitted::duplicate;
+  }
+}
+
+// Cancels a flow's root written by an admission refused further on (its
+// tree with it, as a user's cancel would).
+void RedisBroker::cancel_written(const JobId& root, const std::string& queue) {
+  const Keys& k = parts_.keys(queue);
+  const long long now = epoch_ms(Clock::now());
+  try {
+    const long long r =
+        parts_.pool(queue)
+            .eval(kCancel, {k.job(root), k.done, k.index, k.ended, k.counts, k.ready, k.scheduled, k.held},
+                  {root, std::to_string(now), std::to_string(options_.keep_finished), k.job_prefix,
+                   retention_cutoff(options_.finished_ttl, now), k.cancel, options_.redis.cluster ? "1" : "0"})
+            .as_integer();
+    if (r != 4) return;
+    const Value kids = parts_.pool(queue).command({"LRANGE", k.prefix + "kids:" + root, "0", "-1"});
+    for (const Value& kid : kids.elements) {
+      for (const std::string& name : parts_.names()) {
+        const Keys& ck = parts_.keys(name);
+        if (parts_.pool(name).command({"EXISTS", ck.job(kid.str)}).as_integer() == 0) continue;
+        parts_.pool(name).eval(kCancel, {ck.job(kid.str), ck.done, ck.index, ck.ended, ck.counts, ck.ready, ck.scheduled, ck.held},
+                               {kid.str, std::to_string(now), std::to_string(options_.keep_finished), ck.job_prefix,
+                                retention_cutoff(options_.finished_ttl, now), ck.cancel, options_.redis.cluster ? "1" : "0"});
+        break;
+      }
+    }
+  } catch (const RedisError& e) {
+    warn("a flow refused part-way: its root " + root + " could not be cancelled in Redis: " + e.what());
   }
 }
 
@@ -386,6 +506,7 @@ void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
   a.state = state_name(task->state());
   a.outcome = outcome_of(*task);
   a.due_ms = epoch_ms(due);
+  if (how == Ack::done && task->spec().flow && task->spec().flow->is_child()) a.entry = entry_of(*task, task->state());
   std::size_t held = 0;
   bool first = false;  // nothing was waiting: the acker may be asleep
   std::optional<std::string> taken_by;  // set: the lease was taken over; the result is dropped
@@ -614,13 +735,14 @@ std::size_t RedisBroker::flush_batch(Links& links) {
                                        std::to_string(options_.keep_dead),
                                        retention_cutoff(options_.finished_ttl, now),
                                        retention_cutoff(options_.dead_ttl, now),
-                                       keys.job_prefix};
+                                       keys.job_prefix,
+                                       options_.redis.cluster ? "1" : "0"};
       {
         MutexLock lock(mutex_);
         for (std::size_t i : group) {
           const PendingAck& a = pending_[i];
           args.insert(args.end(), {a.id, std::to_string(a.fence), a.how == Ack::retry ? "retry" : "done", a.state,
-                                   a.outcome, std::to_string(a.due_ms)});
+                                   a.outcome, std::to_string(a.due_ms), a.entry});
         }
       }
       Connection& c = links.get(queue);
@@ -876,6 +998,28 @@ void RedisBroker::feed_once(Links& links, bool all) {
     links.get(queue).eval(kTrim, {keys.dead, keys.done, keys.index, keys.counts},
                           {keys.job_prefix, std::to_string(options_.keep_dead), std::to_string(options_.keep_finished),
                            retention_cutoff(options_.dead_ttl, now_ms), retention_cutoff(options_.finished_ttl, now_ms)});
+    if (options_.redis.cluster) relay(links, queue, now);
+  }
+}
+
+// Ends of flow children whose parents live in another slot (a cluster):
+// each carried to its parent's slot, then taken off the relay set. Any
+// process may carry one (the one that wrote it may have died since); the
+// parent counts it once however often it comes.
+void RedisBroker::relay(Links& links, const std::string& queue, const std::string& now) {
+  const Keys& keys = parts_.keys(queue);
+  const Value ids = links.get(queue).command({"ZRANGE", keys.prefix + "relay", "0", "199"});
+  for (const Value& id : ids.elements) {
+    const Value f = links.get(queue).command(
+        {"HMGET", keys.job(id.str), "state", "entry", "parent", "parent_part", "parent_queue", "policy"});
+    if (f.elements.size() == 6 && !f.elements[2].is_nil() && !f.elements[1].is_nil()) {
+      const std::string& parent = f.elements[2].str;
+      const Keys& up = parts_.keys(f.elements[4].str);
+      links.get(f.elements[4].str)
+          .eval(kChildEnded, {up.job(parent)},
+                {f.elements[3].str, parent, id.str, f.elements[0].str, f.elements[5].str, f.elements[1].str, now, "1"});
+    }
+    links.get(queue).command({"ZREM", keys.prefix + "relay", id.str});
   }
 }
 
@@ -907,7 +1051,13 @@ void RedisBroker::take_over(const Value& row, long long holder_seen_ms) {
                                                           " expired while it ran the job: it died or stalled");
     PendingAck a{job.queue, job.id, job.attempt, job.fence, again ? Ack::retry : Ack::done,
                  lost.cancel ? "cancelled" : "failed",
-                 dump_line(nlohmann::ordered_json{{"error", to_json(f, true)}}), epoch_ms(Clock::now())};
+                 dump_line(nlohmann::ordered_json{{"error", to_json(f, true)}}), epoch_ms(Clock::now()), {}};
+    if (!again && !job.parent.empty()) {  // a flow's child: its parent hears of it
+      nlohmann::json entry = to_json(ChildOutcome{job.id, job.type, lost.cancel ? JobState::cancelled : JobState::failed,
+                                                  {}, f});
+      if (job.policy == "remove") entry["removed"] = true;
+      a.entry = dump_line(entry);
+    }
     {
       MutexLock lock(mutex_);
       pending_.push_back(std::move(a));

@@ -93,6 +93,9 @@ struct FetchedJob {
   std::string then;                     // the follow-up spec as JSON; empty: none
   std::uint64_t fence = 0;              // the lease's fencing token
   std::string queue;                    // its named queue; empty: the default
+  std::string parent;                   // a flow's child: its parent; empty: none
+  std::string policy;                   // and how the parent takes its failure
+  std::optional<std::vector<std::string>> children;  // a flow's parent: its children's entries, in order
 };
 
 // A lease this process took over from a process that died or stalled.
@@ -163,6 +166,11 @@ class RedisBroker final : public Broker {
   Admitted admit(const TaskPtr& task, Clock::time_point due, Clock::time_point now,
                  const std::function<bool()>& record) override;
   void admit_many(std::vector<Admission>& batch, Clock::time_point now) override;
+  void admit_flow(std::vector<Admission>& flow, Clock::time_point now) override;
+  // Carries ends of flow children in other slots to their parents (a
+  // cluster's relay sets); each is counted there once.
+  void relay(Links& links, const std::string& queue, const std::string& now);
+  void cancel_written(const JobId& root, const std::string& queue);
   // Queued for the acker, which writes it before the ends that follow it.
   void admit_soon(TaskPtr task, Clock::time_point due, Clock::time_point now, std::function<bool()> record,
                   std::function<void(Admitted)> answer) override;
@@ -221,6 +229,7 @@ class RedisBroker final : public Broker {
     std::string state;    // for done: succeeded, failed or cancelled
     std::string outcome;  // JSON text
     long long due_ms = 0; // for retry
+    std::string entry;    // a flow's child that ended: its entry in its parent's list
   };
 
 
@@ -241,7 +250,7 @@ class RedisBroker final : public Broker {
   };
 
   void release_retry_slot() noexcept override {}  // slots belong to local_'s leases
-  static void enqueue_args(std::vector<std::string>& args, const Keys& keys, const TaskSpec& s, Clock::time_point due,
+  void enqueue_args(std::vector<std::string>& args, const Keys& keys, const TaskSpec& s, Clock::time_point due,
                            const std::string& now_ms);
   // The enqueue script's first arguments for `jobs` jobs of `queue` (for a
   // named queue: noted in the namespace the first time, a round trip; on a

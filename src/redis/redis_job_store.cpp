@@ -83,6 +83,15 @@ JobRecord record_from_hash(const Value& hgetall) {
   if (h.count("finished_ms")) r.finished_at = at_ms(number(h, "finished_ms"));
   if (h.count("outcome")) apply_outcome(r, h["outcome"]);
   if (h.count("traceparent")) r.trace = TraceContext::parse(h["traceparent"], h["tracestate"]);
+  if (h.count("parent")) r.parent = h["parent"];
+  if (h.count("kids_total")) {
+    ChildCounts c;
+    c.total = static_cast<std::size_t>(number(h, "kids_total"));
+    c.succeeded = static_cast<std::size_t>(number(h, "kids_succeeded"));
+    c.failed = static_cast<std::size_t>(number(h, "kids_failed"));
+    c.cancelled = static_cast<std::size_t>(number(h, "kids_cancelled"));
+    r.children = c;
+  }
   return r;
 }
 
@@ -227,6 +236,28 @@ std::vector<QueueProcess> RedisJobStore::processes(const std::string& self) cons
   return out;
 }
 
+// The children's ids are listed with the parent (<part>kids:<id>); each
+// child's record is wherever its queue lives.
+std::optional<std::pair<std::vector<JobRecord>, std::size_t>> RedisJobStore::children_of(const JobId& id,
+                                                                                         std::size_t offset,
+                                                                                         std::size_t limit) const {
+  const std::optional<std::string> queue = find_queue(id);
+  if (!queue) return std::nullopt;
+  std::pair<std::vector<JobRecord>, std::size_t> out{{}, 0};
+  if (limit == 0) limit = 1;
+  const std::string kids = parts_.keys(*queue).prefix + "kids:" + id;
+  const std::vector<Value> got = parts_.pool(*queue).with([&](Connection& c) {
+    return c.pipeline({{"LLEN", kids},
+                       {"LRANGE", kids, std::to_string(offset), std::to_string(offset + limit - 1)}});
+  });
+  if (got.size() != 2) return out;
+  out.second = static_cast<std::size_t>(got[0].as_integer());
+  for (const Value& child : got[1].elements) {
+    if (auto r = record(child.str)) out.first.push_back(std::move(*r));
+  }
+  return out;
+}
+
 CancelResult RedisJobStore::cancel(const JobId& id) {
   const std::optional<std::string> queue = find_queue(id);
   if (!queue) return CancelResult::not_found;
@@ -235,10 +266,17 @@ CancelResult RedisJobStore::cancel(const JobId& id) {
   const long long r = parts_.pool(*queue)
                           .eval(kCancel, {k.job(id), k.done, k.index, k.ended, k.counts, k.ready, k.scheduled, k.held},
                                 {id, std::to_string(now), std::to_string(options_.keep_finished), k.job_prefix,
-                                 retention_cutoff(options_.finished_ttl, now), k.cancel})
+                                 retention_cutoff(options_.finished_ttl, now), k.cancel,
+                                 options_.redis.cluster ? "1" : "0"})
                           .as_integer();
   switch (r) {
     case 1: return CancelResult::cancelled;
+    case 4: {
+      // A flow's parent that waited for its children: its tree goes with it.
+      const Value kids = parts_.pool(*queue).command({"LRANGE", k.prefix + "kids:" + id, "0", "-1"});
+      for (const Value& kid : kids.elements) cancel(kid.str);
+      return CancelResult::cancelled;
+    }
     case 2:
       if (broker_ != nullptr) broker_->stop_local(id);  // at once if it runs here; other processes poll
       return CancelResult::stop_requested;

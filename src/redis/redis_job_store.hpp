@@ -33,6 +33,8 @@ class RedisJobStore final : public JobStore {
   void finished(const std::shared_ptr<Task>&) override {}  // the finish script keeps retention
   std::optional<StorePage> list(const StoreQuery& query) const override;
   std::map<JobState, std::size_t> count_by_state() const override;
+  std::optional<std::pair<std::vector<JobRecord>, std::size_t>> children_of(const JobId& id, std::size_t offset,
+                                                                           std::size_t limit) const override;
 
   CancelResult cancel(const JobId& id);
   // Every process that sent a heartbeat; `self` is this one's id.

@@ -20,9 +20,14 @@ end
 -- the hash of how many succeeded and cancelled jobs it holds.
 local function forget(zset, ids, job_prefix, index, counts)
   for _, id in ipairs(ids) do
-    local state = redis.call('HGET', job_prefix .. id, 'state')
+    local f = redis.call('HMGET', job_prefix .. id, 'state', 'kids_total')
+    local state = f[1]
     if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
       redis.call('DEL', job_prefix .. id)
+      if f[2] then
+        local part = string.sub(job_prefix, 1, -5)
+        redis.call('DEL', part .. 'kids:' .. id, part .. 'kids-ended:' .. id)
+      end
       redis.call('ZREM', index, id)
       if counts and state ~= 'failed' then redis.call('HINCRBY', counts, state, -1) end
     end
@@ -51,6 +56,67 @@ local function bulk(command, key, args)
     redis.call(command, key, unpack(args, i, math.min(i + 3999, #args)))
   end
 end
+-- Flows. A queue's part prefix ("{ns:q}:") from its job prefix.
+local function part_of(job_prefix) return string.sub(job_prefix, 1, -5) end
+-- A child's outcome as its parent lists it (entry JSON), for ends written
+-- here rather than by a worker: cancelled, or failed as a parent.
+local function child_entry(id, type, state, kind, message, removed)
+  local e = {id = id, type = type, state = state, error = {kind = kind, type = '', message = message}}
+  if removed then e.removed = true end
+  return cjson.encode(e)
+end
+-- Child `cid` of parent `pid` (in part `pp`) ended in `state`; `entry` is
+-- how the parent lists it. Counted once (HSETNX). Returns what became of
+-- the parent: 'failed' (policy fail), 'released' (its last child), or nil.
+local function child_ended(pp, pid, cid, state, policy, entry, now)
+  local pkey = pp .. 'job:' .. pid
+  if redis.call('HSETNX', pp .. 'kids-ended:' .. pid, cid, entry) == 0 then return nil end
+  redis.call('HINCRBY', pkey, state == 'succeeded' and 'kids_succeeded' or
+                              (state == 'failed' and 'kids_failed' or 'kids_cancelled'), 1)
+  local f = redis.call('HMGET', pkey, 'state', 'priority', 'seq', 'due_ms', 'type')
+  if f[1] ~= 'waiting_children' then return nil end
+  local left = redis.call('HINCRBY', pkey, 'pending', -1)
+  if state ~= 'succeeded' and policy == 'fail' then
+    local e = cjson.decode(entry)
+    local why = 'child ' .. cid .. ' (' .. tostring(e.type) .. ') ' .. state
+    if type(e.error) == 'table' then why = why .. ': ' .. tostring(e.error.kind) .. ': ' .. tostring(e.error.message) end
+    redis.call('HSET', pkey, 'state', 'failed', 'finished_ms', now,
+               'outcome', cjson.encode({duration_ms = 0, error = {kind = 'child_failed', type = '', message = why}}))
+    redis.call('ZADD', pp .. 'dead', now, pid)
+    ended(pp .. 'ended', pid, 'failed')
+    return 'failed', why, f[5]
+  end
+  if left > 0 then return nil end
+  if tonumber(f[4] or '0') > tonumber(now) then
+    redis.call('HSET', pkey, 'state', 'scheduled')
+    redis.call('ZADD', pp .. 'scheduled', f[4], pid)
+  else
+    redis.call('HSET', pkey, 'state', 'queued')
+    redis.call('ZADD', pp .. 'ready', ready_score(f[2], false, f[3]), pid)
+  end
+  return 'released'
+end
+-- Job `id` (in part `part`) ended in `state`: if it is a flow's child, its
+-- parent counts it here when the parent's keys may be touched from this
+-- script (one Redis, or the same slot); otherwise it is put on the part's
+-- relay set, for a process to carry to the parent's slot (kChildEnded). A
+-- parent failed by its child is in turn a child ended, up the tree.
+local function notify_parent(part, id, state, entry, now, cluster)
+  while true do
+    local f = redis.call('HMGET', part .. 'job:' .. id, 'parent', 'parent_part', 'policy')
+    if not f[1] then return end
+    if cluster == '1' and f[2] ~= part then
+      redis.call('HSET', part .. 'job:' .. id, 'entry', entry)
+      redis.call('ZADD', part .. 'relay', now, id)
+      return
+    end
+    local became, why, ptype = child_ended(f[2], f[1], id, state, f[3], entry, now)
+    if became ~= 'failed' then return end
+    part, id, state = f[2], f[1], 'failed'
+    local up = redis.call('HGET', part .. 'job:' .. id, 'policy')
+    entry = child_entry(id, ptype, 'failed', 'child_failed', why, up == 'remove')
+  end
+end
 -- Whether `owner` still holds the lease it took under `fence`.
 local function holds(key, owner, fence)
   local f = redis.call('HMGET', key, 'owner', 'fence', 'state')
@@ -66,8 +132,15 @@ local capacity, prefix, elsewhere, queue_capacity, queue = tonumber(ARGV[1]), AR
 -- Waiting in this queue: ready, scheduled and held for a paused type.
 local here = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4])
 local out, taken, accepted, locked = {}, {}, 0, {}
-for i = 7, #ARGV, 14 do
-  local id, lock = ARGV[i], ARGV[i + 10]
+-- A flow (jobs with a parent or children) is admitted whole or not at all.
+local whole = false
+for i = 7, #ARGV, 19 do
+  if ARGV[i + 14] ~= '' or ARGV[i + 18] ~= '' then whole = true end
+end
+for i = 7, #ARGV, 19 do
+  local id, lock, parent_of = ARGV[i], ARGV[i + 10], ARGV[i + 18] ~= ''
+  -- A parent waits for its children outside the queue: it takes no place.
+  local places = parent_of and 0 or 1
   local holder = nil
   if lock ~= '' then
     holder = locked[lock]
@@ -81,26 +154,31 @@ for i = 7, #ARGV, 14 do
     table.insert(out, {holder, redis.call('HGET', prefix .. holder, 'state') or 'queued'})
   elseif taken[id] or redis.call('EXISTS', prefix .. id) == 1 then
     table.insert(out, -1)
-  elseif here + elsewhere >= capacity then
+  elseif places > 0 and here + elsewhere >= capacity then
     table.insert(out, -2)
-  elseif queue_capacity > 0 and here >= queue_capacity then
+  elseif places > 0 and queue_capacity > 0 and here >= queue_capacity then
     table.insert(out, -3)
   else
     taken[id] = true
     if lock ~= '' then locked[lock] = id end
-    here = here + 1
+    here = here + places
     accepted = accepted + 1
     table.insert(out, 0)  -- its sequence number below
   end
+end
+if whole and accepted < #out then
+  for k, v in ipairs(out) do if v == 0 then out[k] = -4 end end  -- not admitted: another job of the flow was refused
+  return out
 end
 if accepted == 0 then return out end
 -- The namespace's sequence: counted here for the default queue (same
 -- slot), reserved by the caller for the others.
 local seq = #KEYS >= 5 and redis.call('INCRBY', KEYS[5], accepted) - accepted or tonumber(ARGV[5])
 local index, ready, scheduled = {}, {}, {}
+local part = part_of(prefix)
 for k, i in ipairs(out) do
   if i == 0 then
-    local a = 7 + (k - 1) * 14
+    local a = 7 + (k - 1) * 19
     local id, priority, due, now = ARGV[a], ARGV[a + 3], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
     seq = seq + 1
     out[k] = seq
@@ -117,11 +195,23 @@ for k, i in ipairs(out) do
       redis.call('HSET', prefix .. id, 'unique_key', ARGV[a + 12])
     end
     if ARGV[a + 13] ~= '' then redis.call('HSET', prefix .. id, 'then', ARGV[a + 13]) end
+    if ARGV[a + 14] ~= '' then
+      redis.call('HSET', prefix .. id, 'parent', ARGV[a + 14], 'parent_part', ARGV[a + 15], 'parent_queue', ARGV[a + 16],
+                 'policy', ARGV[a + 17])
+    end
     table.insert(index, seq)
     table.insert(index, id)
-    local into = delayed and scheduled or ready
-    table.insert(into, delayed and due or ready_score(priority, false, seq))
-    table.insert(into, id)
+    if ARGV[a + 18] ~= '' then
+      -- A parent: its children's ids, one per line; it waits for them.
+      local kids = {}
+      for kid in string.gmatch(ARGV[a + 18], '[^\n]+') do table.insert(kids, kid) end
+      redis.call('HSET', prefix .. id, 'state', 'waiting_children', 'pending', #kids, 'kids_total', #kids, 'due_ms', due)
+      for j = 1, #kids, 4000 do redis.call('RPUSH', part .. 'kids:' .. id, unpack(kids, j, math.min(j + 3999, #kids))) end
+    else
+      local into = delayed and scheduled or ready
+      table.insert(into, delayed and due or ready_score(priority, false, seq))
+      table.insert(into, id)
+    end
   end
 end
 bulk('ZADD', KEYS[1], index)
@@ -140,8 +230,21 @@ for i = 1, #popped, 2 do
   local id = popped[i]
   local key = ARGV[5] .. id
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
-                       'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate', 'then', 'queue')
-  if f[1] == 'queued' and any_paused and paused[f[2]] then
+                       'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate', 'then', 'queue',
+                       'parent', 'parent_part', 'policy', 'kids_total')
+  local orphan = f[16] and f[17] == part_of(ARGV[5]) and
+                 redis.call('HGET', f[17] .. 'job:' .. f[16], 'state') ~= 'waiting_children'
+  if f[1] == 'queued' and orphan then
+    -- Its parent ended (a sibling failed it, or it was cancelled): it does
+    -- not run; it ends cancelled.
+    local part = part_of(ARGV[5])
+    redis.call('HSET', key, 'state', 'cancelled', 'finished_ms', ARGV[2])
+    redis.call('ZADD', part .. 'done', ARGV[2], id)
+    redis.call('HINCRBY', part .. 'counts', 'cancelled', 1)
+    ended(part .. 'ended', id, 'cancelled')
+    child_ended(f[17], f[16], id, 'cancelled', f[18],
+                child_entry(id, f[2], 'cancelled', 'cancelled', 'its parent ended before it ran', f[18] == 'remove'), ARGV[2])
+  elseif f[1] == 'queued' and any_paused and paused[f[2]] then
     -- Its type is paused: set aside, still queued, until resumed.
     table.insert(held, popped[i + 1])
     table.insert(held, id)
@@ -156,8 +259,20 @@ for i = 1, #popped, 2 do
     end
     table.insert(leased, deadline)
     table.insert(leased, id)
-    table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], tostring(attempts), f[7], f[8], f[9], f[12] or '',
-                       f[13] or '', f[14] or '', tostring(fence), f[15] or ''})
+    local row = {id, f[2], f[3], f[4], f[5], f[6], tostring(attempts), f[7], f[8], f[9], f[12] or '',
+                 f[13] or '', f[14] or '', tostring(fence), f[15] or '', f[16] or '', f[18] or ''}
+    if f[19] then
+      -- A parent: how its children ended, in their order.
+      local part = part_of(ARGV[5])
+      local kids = redis.call('LRANGE', part .. 'kids:' .. id, 0, -1)
+      local entries = {}
+      for j = 1, #kids, 1000 do
+        local got = redis.call('HMGET', part .. 'kids-ended:' .. id, unpack(kids, j, math.min(j + 999, #kids)))
+        for k = 1, #got do if got[k] then table.insert(entries, got[k]) end end
+      end
+      table.insert(row, entries)
+    end
+    table.insert(out, row)
   end
 end
 bulk('ZADD', KEYS[1], leased)
@@ -172,11 +287,11 @@ return 1
 )lua"};
 
 const Script kAck{"ack", kMayRunFull + kPrelude + R"lua(
-local owner, now, prefix = ARGV[1], ARGV[2], ARGV[7]
-local out, unleased, done, dead, scheduled, ends, counted = {}, {}, {}, {}, {}, {}, {}
-for i = 8, #ARGV, 6 do
-  local id, fence, how, state, outcome, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
-                                             ARGV[i + 5]
+local owner, now, prefix, cluster = ARGV[1], ARGV[2], ARGV[7], ARGV[8]
+local out, unleased, done, dead, scheduled, ends, counted, children = {}, {}, {}, {}, {}, {}, {}, {}
+for i = 9, #ARGV, 7 do
+  local id, fence, how, state, outcome, due, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
+                                                    ARGV[i + 5], ARGV[i + 6]
   local key = prefix .. id
   if not holds(key, owner, fence) then
     table.insert(out, redis.call('HGET', key, 'owner') or '')
@@ -194,10 +309,13 @@ for i = 8, #ARGV, 6 do
       if state ~= 'failed' then counted[state] = (counted[state] or 0) + 1 end
       table.insert(ends, id)
       table.insert(ends, state)
+      if entry ~= '' then table.insert(children, {id, state, entry}) end
     end
     table.insert(out, 1)
   end
 end
+-- A flow's children: their parents count them, once each.
+for _, c in ipairs(children) do notify_parent(part_of(prefix), c[1], c[2], c[3], now, cluster) end
 bulk('ZREM', KEYS[1], unleased)
 bulk('ZADD', KEYS[7], scheduled)
 bulk('ZADD', KEYS[2], done)
@@ -256,7 +374,7 @@ for _, id in ipairs(expired) do
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
                        'retry', 'created_ms', 'attempts', 'traceparent', 'tracestate', 'then', 'owner', 'cancel',
-                       'queue')
+                       'queue', 'parent', 'policy')
   if f[1] == 'running' then
     -- Taken over by this process, which ends the lost attempt as every
     -- failed attempt ends; a new fence shuts the old holder out.
@@ -264,7 +382,8 @@ for _, id in ipairs(expired) do
     redis.call('HSET', key, 'owner', owner, 'lost_ms', now)
     redis.call('ZADD', KEYS[1], deadline, id)
     table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], f[10], f[7], f[8], f[9], f[11] or '', f[12] or '',
-                       f[13] or '', tostring(fence), f[14] or '', '0', f[15] or '0', f[16] or ''})
+                       f[13] or '', tostring(fence), f[14] or '', '0', f[15] or '0', f[16] or '', f[17] or '',
+                       f[18] or ''})
   else
     redis.call('ZREM', KEYS[1], id)
   end
@@ -292,9 +411,10 @@ return n
 const Script kCancel{"cancel", kMayRunFull + kPrelude + R"lua(
 -- KEYS: job, done, index, ended, counts, ready, scheduled, held; ARGV[6]:
 -- the cancel channel (the namespace's: not a key of this slot).
+-- ARGV[7]: '1' on a cluster (a flow's parent elsewhere hears by relay).
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
-if state == 'queued' or state == 'scheduled' then
+if state == 'queued' or state == 'scheduled' or state == 'waiting_children' then
   redis.call('ZREM', KEYS[6], ARGV[1])
   redis.call('ZREM', KEYS[7], ARGV[1])
   redis.call('ZREM', KEYS[8], ARGV[1])
@@ -303,7 +423,13 @@ if state == 'queued' or state == 'scheduled' then
   redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
   trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], ARGV[4], KEYS[3], KEYS[5])
   ended(KEYS[4], ARGV[1], 'cancelled')
-  return 1
+  local f = redis.call('HMGET', KEYS[1], 'parent', 'policy', 'type')
+  if f[1] then
+    notify_parent(part_of(ARGV[4]), ARGV[1], 'cancelled',
+                  child_entry(ARGV[1], f[3], 'cancelled', 'cancelled', 'cancelled before it ran', f[2] == 'remove'),
+                  ARGV[2], ARGV[7] or '0')
+  end
+  return state == 'waiting_children' and 4 or 1
 end
 if state == 'running' then
   redis.call('HSET', KEYS[1], 'cancel', '1')
@@ -311,6 +437,20 @@ if state == 'running' then
   return 2
 end
 return 3
+)lua"};
+
+// A flow's child's end carried to its parent's slot (a relay, on a
+// cluster): KEYS[1] the parent's job key; ARGV: the parent's part, its id,
+// the child's id, state, policy and entry, now, the cluster flag. Counted
+// once however often it is carried. 1 if it counted now.
+const Script kChildEnded{"child_ended", kMayRunFull + kPrelude + R"lua(
+local became, why, ptype = child_ended(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+if became == 'failed' then
+  local up = redis.call('HGET', KEYS[1], 'policy')
+  notify_parent(ARGV[1], ARGV[2], 'failed', child_entry(ARGV[2], ptype, 'failed', 'child_failed', why, up == 'remove'),
+                ARGV[7], ARGV[8])
+end
+return became and 1 or 0
 )lua"};
 
 const Script kRequeue{"requeue", kMayRunFull + kPrelude + R"lua(

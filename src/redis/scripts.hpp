@@ -43,17 +43,24 @@ namespace bulwark::detail::redis {
 //       queues, as last counted), the queue's capacity (0: none), the
 //       sequence number before the batch's (reserved by the caller when
 //       there is no seq key; else ""), the queue ("" for the default), then
-//       fourteen per job: id, type, payload, priority, max_attempts,
+//       nineteen per job: id, type, payload, priority, max_attempts,
 //       timeout_ms, due_ms, now_ms, traceparent, tracestate, unique lock key
 //       ("" for none), its window ms, the job's unique_key, its follow-up
-//       spec as JSON ("" for none).
+//       spec as JSON ("" for none); in a flow, its parent's id, the
+//       parent's part prefix ("{ns:q}:") and queue, how the parent takes
+//       its failure (fail, ignore, remove), and its children's ids one per
+//       line ("" for none: a job with children waits as waiting_children,
+//       its ids in <part>kids:<id>, taking no place; its last child's end
+//       queues it, at its due_ms at the earliest).
 // Admits a batch, each job as its own transition, into the ready or
 // scheduled set: per job, its sequence number; -1 if the id is taken in
 // this queue (an earlier job of the batch counts); -2 if `capacity` jobs
 // are already waiting (this queue's ready + scheduled + held, and those
 // elsewhere); -3 if the queue's own capacity is reached; {holder id, its
 // state} if a job still known holds its unique lock (an earlier job of the
-// batch counts). An admitted unique job takes the lock for its window.
+// batch counts). An admitted unique job takes the lock for its window. A
+// batch with flow jobs is admitted whole or not at all: if one is refused,
+// the others answer -4 and nothing is written.
 extern const Script kEnqueue;
 
 // KEYS: leased, held, ready.
@@ -65,22 +72,38 @@ extern const Script kEnqueue;
 // max_attempts, timeout_ms, attempts (this one's number), seq, retry ("1"
 // or "0"), created_ms, traceparent, tracestate, the follow-up spec ("" for
 // none), the fence (the job's lease count: it grows with every lease of
-// the job, in every process), its queue ("" for the default).
+// the job, in every process), its queue ("" for the default), its flow
+// parent ("" for none) and that parent's policy for it; a flow's parent
+// adds a list of its children's entries (to_json(ChildOutcome), in order).
+// A flow's child whose parent (in this part) has ended is not leased: it
+// ends cancelled.
 extern const Script kFetch;
 
 // KEYS: leased, done, dead, index, ended, counts, scheduled.
 // ARGV: owner, now_ms, keep_done, keep_dead, done_cutoff_ms, dead_cutoff_ms,
-//       job_prefix, then six per attempt: id, fence, how ("done" or
-//       "retry"), state (for done: succeeded, failed or cancelled), outcome,
-//       due_ms (for retry).
+//       job_prefix, "1" on a cluster, then seven per attempt: id, fence, how
+//       ("done" or "retry"), state (for done: succeeded, failed or
+//       cancelled), outcome, due_ms (for retry), and for a flow's child its
+//       entry in its parent's list ("" for other jobs).
 // Writes the ends of a batch of attempts, each as its own transition: done
 // ends the job in `state`, enters it in its retention list and on the
 // ended stream; retry schedules another attempt at `due_ms`. Then applies
 // retention (entries finished before the cutoff, then the oldest beyond
 // `keep`) to the lists that grew. Returns 1 per attempt written and, per
 // attempt fenced (its lease was taken over meanwhile), the process that
-// holds the job now ("" for none), in order.
+// holds the job now ("" for none), in order. A flow's child that ended is
+// counted by its parent in the same call (one Redis, or the parent in the
+// same slot): the last one queues the parent, a failed one under policy
+// fail fails it (kind child_failed), and so up the tree; on a cluster, a
+// parent in another slot hears through the part's relay set (kChildEnded).
 extern const Script kAck;
+
+// KEYS: the parent's job key.
+// ARGV: the parent's part prefix, its id, the child's id, state, policy,
+//       entry, now_ms, "1" on a cluster.
+// A relayed child's end, counted once however often it comes; 1 if it
+// counted now.
+extern const Script kChildEnded;
 
 // KEYS: job, leased.
 // ARGV: id, owner, fence, deadline_ms.
@@ -104,7 +127,7 @@ extern const Script kPromote;
 // refused. Returns one row per job: the fetch script's fields, then the
 // process that held it, "0" (for the caller to fill with when that process
 // was last seen, ms) and whether a cancel was asked for ("1"), then its
-// queue ("" for the default).
+// queue ("" for the default), its flow parent and that parent's policy.
 extern const Script kRecover;
 
 // KEYS: dead, done, index, counts.
@@ -119,9 +142,13 @@ extern const Script kTrim;
 extern const Script kPublishEvents;
 
 // KEYS: job, done, index, ended, counts, ready, scheduled, held.
-// ARGV: id, now_ms, keep, job_prefix, cutoff_ms, the cancel channel.
-// Returns 1 (cancelled: it was waiting), 2 (stop requested: it runs; the
-// id is published on the cancel channel), 3 (already finished), 0 (unknown).
+// ARGV: id, now_ms, keep, job_prefix, cutoff_ms, the cancel channel, "1"
+//       on a cluster.
+// Returns 1 (cancelled: it was waiting), 4 (cancelled: a flow's parent
+// waiting for its children, whose tree the caller cancels next), 2 (stop
+// requested: it runs; the id is published on the cancel channel), 3
+// (already finished), 0 (unknown). A flow's child cancelled here is
+// counted by its parent.
 extern const Script kCancel;
 
 // KEYS: job, dead, ready, scheduled, held.

@@ -3,6 +3,7 @@
 #include <atomic>
 
 #include "core/context_access.hpp"
+#include "core/flow_link.hpp"
 #include "guard/crash_report.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/testing_hooks.hpp"
@@ -38,7 +39,10 @@ RunnerResult ChildRunner::run(Task& task, JobContext& ctx) {
   request.type = task.type();
   request.attempt = ctx.attempt();
   request.fence = ctx.fencing_token();
-  request.payload = &task.spec().payload;
+  // A flow's parent sends its children's outcomes too (payload.children).
+  const nlohmann::json with_children =
+      task.spec().flow ? payload_with_children(task.spec().payload, task.spec().flow.get()) : nlohmann::json();
+  request.payload = task.spec().flow ? &with_children : &task.spec().payload;
   request.hard_timeout = task.spec().hard_timeout;
   request.memory_limit_mb = memory_limit_mb_;
   request.stop = ctx.stop_token();

@@ -149,6 +149,16 @@ class Broker {
     for (Admission& a : batch) a.result = admit(a.task, a.due, now, a.record);
   }
 
+  // Admits a flow (JobSpec::children) whole: every job of `flow` or none.
+  // A job in state waiting_children (a parent) is recorded but takes no
+  // place and does not wait here yet: when its children have ended it
+  // comes in through ack(Ack::defer) (a backend that counts children
+  // itself queues it then). If one is refused, its result says why and
+  // nothing is queued; jobs already recorded are the caller's to end. The
+  // default: places for the jobs that wait now, then the records, then the
+  // queue. A networked broker writes the flow in one transaction per place.
+  virtual void admit_flow(std::vector<Admission>& flow, Clock::time_point now);
+
   // Up to `max` ready jobs, highest priority first, fresh before retries;
   // blocks until there is at least one. Appends to `out`; returns how many
   // (0 once close() was called).
@@ -209,6 +219,36 @@ inline Admitted Broker::admit(const TaskPtr& task, Clock::time_point due, Clock:
   }
   enqueue(task, due, now);
   return Admitted::accepted;
+}
+
+inline void Broker::admit_flow(std::vector<Admission>& flow, Clock::time_point now) {
+  const auto waits_here = [](const Admission& a) { return a.task->state() != JobState::waiting_children; };
+  std::size_t placed = 0;
+  for (; placed < flow.size(); ++placed) {
+    if (waits_here(flow[placed]) && !try_reserve(*flow[placed].task)) {
+      flow[placed].result = Admitted::full;
+      break;
+    }
+  }
+  const auto give_back = [&](std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (waits_here(flow[i])) unreserve(*flow[i].task);
+    }
+  };
+  if (placed < flow.size()) {
+    give_back(placed);
+    return;
+  }
+  for (Admission& a : flow) {
+    if (!a.record()) {
+      a.result = Admitted::duplicate;
+      give_back(flow.size());
+      return;
+    }
+  }
+  for (Admission& a : flow) {
+    if (waits_here(a)) enqueue(a.task, a.due, now);
+  }
 }
 
 inline void RetrySlot::release() noexcept {

@@ -2,6 +2,7 @@
 
 #include <random>
 
+#include "core/flow_link.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/type_table.hpp"
 #include "core/task_access.hpp"
@@ -198,6 +199,20 @@ void Completion::cancelled_before_start(Lease lease, Clock::time_point now) {
 }
 
 CancelResult Completion::cancel(const TaskPtr& task) {
+  if (task->state() == JobState::waiting_children) {
+    // A flow's parent: it ends cancelled, and its whole tree with it.
+    const bool ended = TaskAccess::with_record(*task, [&](TaskRecord& r) {
+      if (!TaskAccess::transition(*task, JobState::waiting_children, JobState::cancelled)) return false;
+      r.cancel_requested = true;
+      r.finished_at = WallClock::now();
+      return true;
+    });
+    if (ended) {
+      publish(task, JobState::cancelled);
+      cancel_children(*task, true);
+      return CancelResult::cancelled;
+    }
+  }
   enum class Step { again, stop_requested, cancelled };
   for (;;) {
     const JobState s = task->state();
@@ -262,7 +277,11 @@ void Completion::publish(const TaskPtr& task, JobState terminal) {
     default: break;
   }
   if (!task->spec().queue.empty()) count_end(task->spec().queue, terminal);
-  if (task->spec().stored) store_.finished(task);
+  if (counts_children_ && task->spec().flow) {
+    flow_ended(task, terminal);
+  } else if (task->spec().stored) {
+    store_.finished(task);
+  }
   if (options_.on_finished || end_listener_) notify_listeners(task->snapshot());
   // Dekker-style with the waits: both sides seq_cst, so either the waiter
   // sees the count it waits for or we see the waiter. Whoever makes the
@@ -277,6 +296,140 @@ void Completion::publish(const TaskPtr& task, JobState terminal) {
     std::lock_guard lock(idle_mutex_);
     idle_cv_.notify_all();
   }
+}
+
+void Completion::flow_ended(const TaskPtr& task, JobState terminal) {
+  const FlowLink& link = *task->spec().flow;
+  retain_flow(task);
+  if (link.is_child()) child_ended(task, link, terminal);
+}
+
+void Completion::child_ended(const TaskPtr& child, const FlowLink& link, JobState terminal) {
+  const TaskPtr parent = link.parent.lock();
+  if (!parent || !parent->spec().flow) return;
+  FlowLink& up = *parent->spec().flow;
+  ChildOutcome outcome{child->id(), child->type(), terminal, {}, std::nullopt};
+  child->with_record([&](const TaskRecord& r) {
+    if (terminal == JobState::succeeded) {
+      outcome.result = r.result;
+    } else if (r.error) {
+      outcome.error = *r.error;
+      outcome.error->frames.clear();  // the parent needs why, not where: the child's record keeps the trace
+      outcome.error->nested.clear();
+    } else {
+      outcome.error = make_failure(FailureKind::cancelled, "cancelled before it ran");
+    }
+  });
+  const bool failed = terminal != JobState::succeeded;
+  enum class Next { none, release, fail } next = Next::none;
+  {
+    MutexLock lock(up.mutex);
+    FlowLink::ChildTally& t = up.tally;
+    if (link.index >= t.ended.size() || t.ended[link.index]) return;  // counted once
+    switch (terminal) {
+      case JobState::succeeded: ++t.counts.succeeded; break;
+      case JobState::failed: ++t.counts.failed; break;
+      default: ++t.counts.cancelled; break;
+    }
+    if (failed && link.policy == ChildFailure::remove) t.removed[link.index] = true;
+    t.ended[link.index] = outcome;
+    if (t.settled) return;
+    if (failed && link.policy == ChildFailure::fail) {
+      t.settled = true;
+      next = Next::fail;
+    } else if (t.counts.pending() == 0) {
+      t.settled = true;
+      auto list = std::make_shared<nlohmann::json>(nlohmann::json::array());
+      for (std::size_t i = 0; i < t.ended.size(); ++i) {
+        if (t.ended[i] && !t.removed[i]) list->push_back(to_json(*t.ended[i]));
+      }
+      up.outcomes = std::move(list);
+      next = Next::release;
+    }
+  }
+  if (next == Next::release) release_parent(parent);
+  if (next == Next::fail) fail_parent(parent, outcome);
+}
+
+// Every child has ended: the parent runs. It took no place in the broker
+// while it waited (it was accepted with the flow, so it is not refused
+// now); it comes in as a deferred job does, through the broker's due-time
+// heap (scheduled, then queued when its time has come).
+void Completion::release_parent(const TaskPtr& parent) {
+  if (!TaskAccess::transition(*parent, JobState::waiting_children, JobState::scheduled)) return;  // cancelled meanwhile
+  events_.job(*parent, JobState::queued, 0);
+  const auto now = Clock::now();
+  const auto due = std::max(parent->ready_at(), now);  // its own delay_ms, if it had one
+  TaskAccess::set_ready_at(*parent, due);
+  Lease lease;
+  lease.task = parent;
+  broker_.ack(std::move(lease), Ack::defer, due);
+}
+
+bool Completion::fail_parent(const TaskPtr& parent, const ChildOutcome& child) {
+  std::string message = "child " + child.id + " (" + child.type + ") " + std::string(to_string(child.state));
+  if (child.error) message += ": " + std::string(to_string(child.error->kind)) + ": " + child.error->message;
+  const bool ended = TaskAccess::with_record(*parent, [&](TaskRecord& r) {
+    if (!TaskAccess::transition(*parent, JobState::waiting_children, JobState::failed)) return false;
+    r.error = std::make_unique<Failure>(make_failure(FailureKind::child_failed, message));
+    r.exception = nullptr;
+    r.finished_at = WallClock::now();
+    return true;
+  });
+  if (!ended) return false;
+  parent->type_entry()->counters.failed[kind_index(FailureKind::child_failed)].fetch_add(1, std::memory_order_relaxed);
+  reporter_.log(LogLevel::warn, "job " + parent->id() + " (" + parent->type() + ") failed: " + message);
+  publish(parent, JobState::failed);
+  if (counts_children_) cancel_children(*parent, false);
+  return true;
+}
+
+void Completion::cancel_children(const Task& parent, bool running_too) {
+  if (!parent.spec().flow) return;
+  for (const JobId& id : parent.spec().flow->children) {
+    const TaskPtr child = store_.find(id);
+    if (!child) continue;
+    const JobState s = child->state();
+    if (is_terminal(s) || (s == JobState::running && !running_too)) continue;
+    cancel(child);  // a waiting parent's cancel takes its tree with it
+  }
+}
+
+// A flow's finished records stay (outside retention) until its root has
+// ended; then every finished one enters retention, and later ends enter as
+// they come. Each record enters once (FlowLink::retained).
+void Completion::retain_flow(const TaskPtr& task) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // our terminal state before the root's, as the root's side does
+  TaskPtr root = task;
+  for (;;) {
+    const FlowLink* link = root->spec().flow.get();
+    if (link == nullptr || !link->is_child()) break;
+    TaskPtr up = link->parent.lock();
+    if (!up) break;  // forgotten: as good as ended
+    root = std::move(up);
+  }
+  if (root != task && !is_terminal(root->state())) return;  // the root's end takes it in
+  if (root != task) {
+    retain(task);
+    return;
+  }
+  // The root: itself and every finished record below it.
+  std::vector<TaskPtr> pending{task};
+  while (!pending.empty()) {
+    const TaskPtr t = std::move(pending.back());
+    pending.pop_back();
+    if (is_terminal(t->state())) retain(t);
+    if (const FlowLink* link = t->spec().flow.get()) {
+      for (const JobId& id : link->children) {
+        if (TaskPtr child = store_.find(id)) pending.push_back(std::move(child));
+      }
+    }
+  }
+}
+
+void Completion::retain(const TaskPtr& task) {
+  if (!task->spec().stored) return;
+  if (!task->spec().flow->retained.exchange(true, std::memory_order_acq_rel)) store_.finished(task);
 }
 
 void Completion::ended_elsewhere(const JobRecord& record) {

@@ -98,6 +98,18 @@ class Completion {
   // the workers start.
   void set_follow_up(std::function<void(const Task&)> submit) { follow_up_ = std::move(submit); }
 
+  // Flows counted here (the memory backend): a child's end is tallied on
+  // its parent, which is released to run, or fails, when the tally says
+  // so; a flow's records enter retention once its root has ended. A
+  // backend that counts children itself (redis) leaves this off. Set before
+  // the workers start.
+  void set_counts_children(bool on) noexcept { counts_children_ = on; }
+  // Ends a flow's waiting parent whose child `child` ended failed or
+  // cancelled under policy fail: the parent fails with kind child_failed
+  // and its children not started yet are cancelled. False if the parent
+  // was no longer waiting.
+  bool fail_parent(const TaskPtr& parent, const ChildOutcome& child);
+
   // One more listener of every job ended here, after on_finished (the
   // memory backend's on_finished_anywhere). Set before the workers start.
   void set_end_listener(std::function<void(const JobRecord&)> listener) { end_listener_ = std::move(listener); }
@@ -116,6 +128,17 @@ class Completion {
   void publish(const TaskPtr& task, JobState terminal);
   // Hands `record` to the on_finished listeners, each in a guarded frame.
   void notify_listeners(const JobRecord& record);
+  // A flow member's end (counts_children_): its parent's tally, and its
+  // place in retention.
+  void flow_ended(const TaskPtr& task, JobState terminal);
+  void child_ended(const TaskPtr& child, const FlowLink& link, JobState terminal);
+  void release_parent(const TaskPtr& parent);
+  // Cancels `parent`'s children that have not ended (and theirs): all of
+  // them, or only those not started.
+  void cancel_children(const Task& parent, bool running_too);
+  // Enters a flow's finished records into retention once its root ended.
+  void retain_flow(const TaskPtr& task);
+  void retain(const TaskPtr& task);
   // Counts an end of a job of `queue` (nothing for the default queue).
   void count_end(const std::string& queue, JobState terminal);
   struct QueueTally {
@@ -130,6 +153,7 @@ class Completion {
   JobStore& store_;
   std::function<void(const Task&)> follow_up_;
   std::function<void(const JobRecord&)> end_listener_;
+  bool counts_children_ = false;
 
   // Jobs not yet ended are `accepted_ - ended_`, one count on each side;
   // the submit side's line is apart from the workers'.

@@ -1,6 +1,7 @@
 #include "runtime/intake.hpp"
 
 #include <algorithm>
+#include <unordered_set>
 
 #include <thread>
 
@@ -8,6 +9,7 @@
 #include "bulwark/guarded.hpp"
 #include "runtime/clock.hpp"
 #include "support/text.hpp"
+#include "core/flow_link.hpp"
 #include "core/task_access.hpp"
 
 namespace bulwark::detail {
@@ -24,7 +26,8 @@ class HandlerTask final : public Task {
       : registry_(std::move(registry)), handler_(handler) {}
 
   void run(JobContext& ctx) override {
-    nlohmann::json value = handler_(ctx, spec().payload);
+    nlohmann::json value = spec().flow ? handler_(ctx, payload_with_children(spec().payload, spec().flow.get()))
+                                       : handler_(ctx, spec().payload);
     commit(ctx, [&](TaskRecord& r) { r.result = std::move(value); });
   }
 
@@ -123,6 +126,7 @@ std::optional<SubmitError> Intake::check(const JobSpec& spec, const TypeEntry* t
 }
 
 Submitted Intake::submit(JobSpec spec) {
+  if (!spec.children.empty()) return submit_flow(std::move(spec));
   TypeEntry* type = types_.find(spec.type);
   std::shared_ptr<const TraceContext> trace;
   if (auto problem = check(spec, type, trace)) return reject(std::move(*problem));
@@ -135,7 +139,7 @@ Submitted Intake::submit(JobSpec spec) {
 }
 
 void Intake::submit_soon(JobSpec spec, std::function<void(const Submitted&)> answer) {
-  if (!spec.unique_key.empty() && !broker_.keeps_unique_locks()) {
+  if ((!spec.unique_key.empty() && !broker_.keeps_unique_locks()) || !spec.children.empty()) {
     answer(submit(std::move(spec)));  // the local unique locks; nothing networked to wait for
     return;
   }
@@ -306,6 +310,11 @@ std::vector<Submitted> Intake::submit_many(std::vector<JobSpec> specs) {
   const auto now = Clock::now();
   for (std::size_t i = 0; i < specs.size(); ++i) {
     JobSpec& spec = specs[i];
+    if (!spec.children.empty()) {  // a flow is admitted on its own, whole
+      out[i] = gate.open() ? submit_flow(std::move(spec))
+                           : reject(error(SubmitError::Code::shutting_down, "the runtime is shutting down"));
+      continue;
+    }
     TypeEntry* type = types_.find(spec.type);
     std::shared_ptr<const TraceContext> trace;
     if (auto problem = check(spec, type, trace)) {
@@ -341,6 +350,149 @@ std::vector<Submitted> Intake::submit_many(std::vector<JobSpec> specs) {
     }
   }
   return out;
+}
+
+namespace {
+
+// One job of a flow being admitted, in breadth-first order: a job's
+// children are next to each other, after every job of the level above.
+struct FlowNode {
+  JobSpec spec;
+  std::string path;       // "" for the root, "children[3].children[0]" below
+  std::size_t parent = 0;  // index in the node list (the root: none)
+  std::size_t index = 0;   // its place among its parent's children
+  std::size_t depth = 0;
+  std::size_t first_child = 0, child_count = 0;
+  TypeEntry* type = nullptr;
+  std::shared_ptr<const TraceContext> trace{};
+  TaskPtr task{};
+};
+
+std::string at(const std::string& path, const std::string& what) { return path.empty() ? what : path + "." + what; }
+
+}  // namespace
+
+Submitted Intake::submit_flow(JobSpec root) {
+  using Code = SubmitError::Code;
+  const auto& limits = options_.limits;
+  std::vector<FlowNode> nodes;
+  nodes.push_back(FlowNode{std::move(root), {}, 0, 0, 0, 0, 0});
+  // Flatten and bound the tree before anything else is looked at.
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    std::vector<JobSpec> kids = std::move(nodes[i].spec.children);
+    nodes[i].spec.children.clear();
+    if (kids.empty()) continue;
+    if (nodes[i].depth + 1 > limits.flow_depth) {
+      return reject(error(Code::invalid, at(nodes[i].path, "children") + ": the flow is deeper than limits.flow_depth (" +
+                                             std::to_string(limits.flow_depth) + " levels of children)"));
+    }
+    if (nodes.size() - 1 + kids.size() > limits.flow_children) {
+      return reject(error(Code::invalid, at(nodes[i].path, "children") + ": the flow has more than limits.flow_children (" +
+                                             std::to_string(limits.flow_children) + ") jobs below its root"));
+    }
+    nodes[i].first_child = nodes.size();
+    nodes[i].child_count = kids.size();
+    const std::string path = nodes[i].path;
+    const std::size_t depth = nodes[i].depth;
+    for (std::size_t k = 0; k < kids.size(); ++k) {
+      nodes.push_back(FlowNode{std::move(kids[k]), at(path, "children[" + std::to_string(k) + "]"), i, k, depth + 1, 0, 0});
+    }
+  }
+  // Every job checked as a submit would check it, its errors named by its path.
+  for (FlowNode& n : nodes) {
+    n.type = types_.find(n.spec.type);
+    if (auto problem = check(n.spec, n.type, n.trace)) {
+      if (n.path.empty()) return reject(std::move(*problem));
+      std::string what = problem->code == Code::unknown_type ? "type: " + problem->message : problem->message;
+      return reject(error(problem->code, at(n.path, what)));
+    }
+    if (n.child_count > 0 && !n.spec.payload.is_null() && !n.spec.payload.is_object()) {
+      return reject(error(Code::invalid, at(n.path, "payload") +
+                                             ": expected an object, or none, for a job with children (it gets \"children\")"));
+    }
+  }
+  const Gate gate(*this);
+  if (!gate.open()) return reject(error(Code::shutting_down, "the runtime is shutting down"));
+  const auto now = Clock::now();
+  std::unordered_set<std::string> ids;
+  std::vector<std::chrono::milliseconds> delays(nodes.size());
+  std::vector<std::pair<ChildFailure, std::optional<ChildFailure>>> policies(nodes.size());
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    FlowNode& n = nodes[i];
+    delays[i] = n.spec.delay;
+    policies[i] = {n.spec.on_child_failure, n.spec.parent_on_failure};
+    n.task = task_for(*n.type, std::move(n.spec), std::move(n.trace));
+    TaskSpec& s = TaskAccess::spec(*n.task);
+    if (i > 0 && s.id.empty()) s.id = child_id(nodes[n.parent].task->id(), n.index, limits.id_length);
+    stamp(*n.task, delays[i], now);
+    if (!ids.insert(n.task->id()).second || store_.find(n.task->id()) != nullptr) {
+      return reject(error(Code::duplicate_id, at(n.path, "id") + ": '" + n.task->id() + "' is already used by another job"));
+    }
+  }
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    FlowNode& n = nodes[i];
+    auto link = std::make_shared<FlowLink>();
+    if (i > 0) {
+      const FlowNode& up = nodes[n.parent];
+      link->parent_id = up.task->id();
+      link->parent_queue = up.task->spec().queue;
+      link->policy = policies[i].second.value_or(policies[n.parent].first);
+      link->index = n.index;
+      link->parent = up.task;
+    }
+    if (n.child_count > 0) {
+      link->on_child_failure = policies[i].first;
+      for (std::size_t k = 0; k < n.child_count; ++k) link->children.push_back(nodes[n.first_child + k].task->id());
+      MutexLock lock(link->mutex);
+      link->tally.ended.resize(n.child_count);
+      link->tally.removed.resize(n.child_count);
+      link->tally.counts.total = n.child_count;
+      TaskAccess::set_state(*n.task, JobState::waiting_children);
+    }
+    TaskAccess::spec(*n.task).flow = std::move(link);
+  }
+  // Unique keys held elsewhere refuse the whole flow.
+  std::vector<Admission> batch;
+  batch.reserve(nodes.size());
+  bool root_recorded = false;
+  const auto unclaim = [&] {
+    for (const Admission& a : batch) release_unique(*a.task);
+  };
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    const TaskPtr& task = nodes[i].task;
+    if (auto holder = claim_unique(*task, now, &batch)) {
+      unclaim();
+      if (i == 0) return duplicate_of(*holder, std::nullopt);
+      return reject(error(Code::duplicate_id, at(nodes[i].path, "unique_key") + ": held by job " + *holder +
+                                                  " until its window ends (unique_for_ms)"));
+    }
+    batch.push_back(Admission{task, now + delays[i], {}});
+    if (i == 0) {
+      batch.back().record = [this, t = &batch.back().task, &root_recorded] { return root_recorded = record(*t); };
+    } else {
+      batch.back().record = [this, t = &batch.back().task] { return record(*t); };
+    }
+  }
+  broker_.admit_flow(batch, now);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const Admission& a = batch[i];
+    if (a.result == Admitted::accepted) continue;
+    unclaim();
+    // Jobs recorded before the refusal end at once (the root's cancel takes them all).
+    if (root_recorded) completion_.cancel(nodes[0].task);
+    if (a.result == Admitted::unique) {
+      if (i == 0) return duplicate_of(a.existing, a.existing_state);
+      return reject(error(Code::duplicate_id, at(nodes[i].path, "unique_key") + ": held by job " + a.existing +
+                                                  " until its window ends (unique_for_ms)"));
+    }
+    if (a.result == Admitted::duplicate) {
+      return reject(error(Code::duplicate_id, at(nodes[i].path, "id") + ": '" + a.task->id() + "' is already used by another job"));
+    }
+    auto refused = refusal(a.result, a.task->id(), a.task->spec().queue);
+    if (!nodes[i].path.empty()) refused->message = nodes[i].path + ": " + refused->message;
+    return reject(std::move(*refused));
+  }
+  return Submitted{nodes[0].task->id(), JobState::waiting_children, std::nullopt};
 }
 
 std::shared_ptr<Task> Intake::make_task(TypeEntry& type, JobId id, int priority, int max_attempts,
@@ -381,6 +533,7 @@ std::shared_ptr<Task> Intake::rebuild(Stored job) const {
   if (job.queue != kDefaultQueue) TaskAccess::spec(*task).queue = std::move(job.queue);
   TaskAccess::spec(*task).trace = std::move(job.trace);
   TaskAccess::spec(*task).then = std::move(job.then);
+  TaskAccess::spec(*task).flow = std::move(job.flow);
   TaskRecord& r = TaskAccess::record_unlocked(*task);
   r.attempts = job.attempt - 1;  // Attempt::start counts the one it begins
   r.fence = job.fence > 0 ? job.fence - 1 : 0;  // and the lease it runs under

@@ -65,6 +65,7 @@ class Intake {
     std::uint64_t fence = 0;  // the lease's fencing token in the shared queue
     std::shared_ptr<const TraceContext> trace{};
     std::shared_ptr<nlohmann::json> then{};  // the follow-up spec, id filled in; null: none
+    std::shared_ptr<FlowLink> flow{};        // its place in a flow; null: none
   };
   std::shared_ptr<Task> rebuild(Stored job) const;
 
@@ -95,6 +96,8 @@ class Intake {
     Intake& intake_;
   };
 
+  // A spec with children: the whole flow checked, then admitted as one.
+  Submitted submit_flow(JobSpec spec);
   // What is wrong with `spec`, if anything; its trace context, read once, into `trace`.
   std::optional<SubmitError> check(const JobSpec& spec, const TypeEntry* type,
                                    std::shared_ptr<const TraceContext>& trace) const;

@@ -1,4 +1,6 @@
 #include "runtime/job_store.hpp"
+
+#include "core/flow_link.hpp"
 #include "core/task_access.hpp"
 
 #include <algorithm>
@@ -119,6 +121,21 @@ std::optional<StorePage> MemoryJobStore::list(const StoreQuery& query) const {
   for (std::size_t i = 0; i < n; ++i) page.jobs.push_back(tasks[i]->snapshot());
   if (n > 0 && tasks.size() > n) page.next_cursor = std::to_string(tasks[n - 1]->spec().seq);
   return page;
+}
+
+std::optional<std::pair<std::vector<JobRecord>, std::size_t>> MemoryJobStore::children_of(const JobId& id,
+                                                                                          std::size_t offset,
+                                                                                          std::size_t limit) const {
+  const std::shared_ptr<Task> task = find(id);
+  if (!task) return std::nullopt;
+  std::pair<std::vector<JobRecord>, std::size_t> out{{}, 0};
+  const FlowLink* flow = task->spec().flow.get();
+  if (flow == nullptr) return out;
+  out.second = flow->children.size();
+  for (std::size_t i = offset; i < flow->children.size() && out.first.size() < limit; ++i) {
+    if (auto r = record(flow->children[i])) out.first.push_back(std::move(*r));
+  }
+  return out;
 }
 
 std::map<JobState, std::size_t> MemoryJobStore::count_by_state() const {

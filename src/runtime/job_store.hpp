@@ -65,6 +65,10 @@ class JobStore {
   // store made.
   virtual std::optional<StorePage> list(const StoreQuery& query) const = 0;
   virtual std::map<JobState, std::size_t> count_by_state() const = 0;
+  // A flow's job's children `offset`.. (at most `limit`), in order, and how
+  // many it has; nullopt if the job is unknown.
+  virtual std::optional<std::pair<std::vector<JobRecord>, std::size_t>> children_of(const JobId& id, std::size_t offset,
+                                                                                   std::size_t limit) const = 0;
 };
 
 class MemoryJobStore final : public JobStore {
@@ -79,6 +83,8 @@ class MemoryJobStore final : public JobStore {
   void finished(const std::shared_ptr<Task>& task) override;
   std::optional<StorePage> list(const StoreQuery& query) const override;
   std::map<JobState, std::size_t> count_by_state() const override;
+  std::optional<std::pair<std::vector<JobRecord>, std::size_t>> children_of(const JobId& id, std::size_t offset,
+                                                                           std::size_t limit) const override;
 
  private:
   static constexpr std::size_t kShards = 16;

@@ -21,6 +21,9 @@ MemoryBackend::MemoryBackend(const RuntimeOptions& options)
       store_(options.retention_max_finished, options.retention_max_dead, options.retention_finished_ttl,
              options.retention_dead_ttl) {}
 
+// Every job of a flow lives here: its children are counted as they end.
+void MemoryBackend::attached() { host().completion.set_counts_children(true); }
+
 CancelResult MemoryBackend::cancel(const JobId& id) {
   const TaskPtr task = store_.find(id);
   return task ? host().completion.cancel(task) : CancelResult::not_found;

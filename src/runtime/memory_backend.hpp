@@ -34,6 +34,7 @@ class MemoryBackend final : public Backend {
   void follow_ends(EndListener listener, Wanted wanted) override;
 
  private:
+  void attached() override;
   const unsigned workers_;
   const WallClock::time_point started_at_ = WallClock::now();
   JobQueue queue_;

@@ -1,5 +1,6 @@
 #include "bulwark/detail/task.hpp"
 
+#include "core/flow_link.hpp"
 #include "runtime/type_table.hpp"
 
 namespace bulwark::detail {
@@ -18,6 +19,10 @@ JobRecord Task::snapshot() const {
   if (spec_.then) {
     r.then_type = spec_.then->value("type", "");
     r.then_id = spec_.then->value("id", "");
+  }
+  if (spec_.flow) {
+    r.parent = spec_.flow->parent_id;
+    if (spec_.flow->is_parent()) r.children = spec_.flow->counts();
   }
   MutexLock lock(mutex_);
   r.span_id = record_.span_id;

@@ -42,6 +42,7 @@ class JobHandle;
 namespace bulwark::detail {
 
 struct TypeEntry;  // the runtime's per-type settings and counters; private
+struct FlowLink;   // a job's place in a flow (core/flow_link.hpp); private
 
 // A unique job's lock: no other job of its type with `key` for `window`
 // after it was submitted (JobSpec::unique_key).
@@ -67,6 +68,8 @@ struct TaskSpec {
   // The follow-up spec (JobSpec::then) with its "id" filled in at admission;
   // null for none.
   std::shared_ptr<nlohmann::json> then;
+  // Its place in a flow (JobSpec::children): null for a job in none.
+  std::shared_ptr<FlowLink> flow;
 };
 
 // What changes while the job runs; guarded by the task's mutex.
