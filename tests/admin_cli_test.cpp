@@ -15,6 +15,7 @@
 #include "bulwark/runtime.hpp"
 #include "http/client.hpp"
 #include "support/helpers.hpp"
+#include "support/wait.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -109,6 +110,26 @@ TEST_SUITE("admin commands") {
     Ran workers = bulwark_cli("workers" + server);
     CHECK(workers.status == 0);
     CHECK(workers.out.find("verdict healthy") != std::string::npos);
+  }
+
+  TEST_CASE("flow show prints a flow's tree, each job with its state, children indented" * doctest::timeout(60)) {
+    Service s;
+    bulwark::JobSpec flow = bulwark::group({{.type = "echo", .payload = 1}, {.type = "fail"}});
+    flow.id = "tree1";
+    flow.on_child_failure = bulwark::ChildFailure::ignore;
+    REQUIRE(s.runtime.submit(flow));
+    REQUIRE(bulwark::testing::await_terminal(s.runtime, "tree1"));
+    const Ran shown = bulwark_cli("flow show tree1 --server " + s.url());
+    CHECK(shown.status == 0);
+    CHECK(shown.out.find("tree1  collect  succeeded  children 2/2 ended (1 failed, 0 cancelled)\n") == 0);
+    CHECK(shown.out.find("\n  tree1.c0  echo  succeeded\n") != std::string::npos);
+    CHECK(shown.out.find("\n  tree1.c1  fail  failed  exception: ") != std::string::npos);
+    const Ran as_json = bulwark_cli("flow show tree1 --json --server " + s.url());
+    const json tree = json::parse(as_json.out);
+    CHECK(tree["job"]["id"] == "tree1");
+    CHECK(tree["children"].size() == 2);
+    CHECK(bulwark_cli("flow show nope --server " + s.url()).status == 3);
+    CHECK(bulwark_cli("flow --server " + s.url()).status == 2);
   }
 
   TEST_CASE("types, pause, resume" * doctest::timeout(60)) {

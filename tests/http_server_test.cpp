@@ -94,6 +94,48 @@ TEST_SUITE("HttpServer") {
     CHECK(job["error"]["trace"][0]["function"].get<std::string>().find("fail_throw_site") != std::string::npos);
   }
 
+  TEST_CASE("a flow over HTTP: one id answered, the parent's record counts its children, /tree pages them" *
+            doctest::timeout(60)) {
+    Service s;
+    const json flow = json::parse(R"({"type":"collect","id":"f1","children":[
+        {"type":"echo","payload":1},{"type":"echo","payload":2},
+        {"type":"collect","children":[{"type":"echo","payload":3}]}]})");
+    const json submitted = s.post_job(flow);
+    CHECK(submitted == json{{"id", "f1"}, {"state", "waiting_children"}});
+    const json done = s.wait_terminal("f1");
+    CHECK(done["state"] == "succeeded");
+    CHECK(done["result"] == json::parse("[1, 2, [3]]"));
+    CHECK(done["children"] == json{{"total", 3}, {"succeeded", 3}, {"failed", 0}, {"cancelled", 0}, {"pending", 0}});
+    auto r = http(s.port(), "GET", "/v1/jobs/f1.c2");
+    CHECK(r.json()["parent"] == "f1");
+    r = http(s.port(), "GET", "/v1/jobs/f1/tree?limit=2");
+    REQUIRE(r.status == 200);
+    json page = r.json();
+    CHECK(page["job"]["id"] == "f1");
+    CHECK(page["total"] == 3);
+    REQUIRE(page["children"].size() == 2);
+    CHECK(page["children"][0]["id"] == "f1.c0");
+    CHECK(page["children"][1]["result"] == 2);
+    REQUIRE(page["next_cursor"].is_string());
+    r = http(s.port(), "GET", "/v1/jobs/f1/tree?limit=2&cursor=" + page["next_cursor"].get<std::string>());
+    page = r.json();
+    REQUIRE(page["children"].size() == 1);
+    CHECK(page["children"][0]["children"]["total"] == 1);  // a child with children of its own: ask its tree next
+    CHECK(page["next_cursor"].is_null());
+    CHECK(http(s.port(), "GET", "/v1/jobs/f1.c2.c0/tree").json()["total"] == 0);
+    check_error(http(s.port(), "GET", "/v1/jobs/nope/tree"), 404, "job_not_found");
+    check_error(http(s.port(), "GET", "/v1/jobs/f1/tree?limit=0"), 400, "invalid_parameter");
+    check_error(http(s.port(), "GET", "/v1/jobs/f1/tree?cursor=x"), 400, "invalid_cursor");
+    check_error(http(s.port(), "POST", "/v1/jobs/f1/tree", "{}"), 405, "method_not_allowed");
+    // A bad child: 422 naming its path, and nothing made.
+    r = http(s.port(), "POST", "/v1/jobs",
+             R"({"type":"collect","id":"f2","children":[{"type":"echo"},{"type":"echo","children":[{"type":"nope"}]}]})");
+    check_error(r, 422, "unknown_job_type");
+    CHECK(r.json()["error"]["message"].get<std::string>().rfind("children[1].children[0].type:", 0) == 0);
+    CHECK(http(s.port(), "GET", "/v1/jobs/f2").status == 404);
+    CHECK(http(s.port(), "GET", "/metrics").body.find(R"(route="/v1/jobs/{id}/tree")") != std::string::npos);
+  }
+
   TEST_CASE("list filters by state and type and pages with a cursor" * doctest::timeout(60)) {
     Service s;
     for (int i = 0; i < 5; ++i) s.post_job({{"type", "echo"}, {"payload", i}});
