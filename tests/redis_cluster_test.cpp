@@ -272,6 +272,65 @@ TEST_SUITE("redis cluster") {
     MESSAGE("accepted " << accepted.size() << " over three queues on three masters, one moved mid-run");
   }
 
+  TEST_CASE("a flow whose children live on other masters: each end is relayed to the parent's slot, the parent starts "
+            "once" * doctest::timeout(240)) {
+    Cluster cluster;
+    std::vector<std::string> queues;
+    std::vector<RedisServer*> homes;
+    for (char c = 'a'; c <= 'z' && queues.size() < 3; ++c) {
+      const std::string name = std::string("f").append(1, c);
+      RedisServer& home = cluster.owner(bulwark::detail::redis::key_slot("{fl:" + name + "}"), *cluster.nodes[0]);
+      if (std::find(homes.begin(), homes.end(), &home) != homes.end()) continue;
+      queues.push_back(name);
+      homes.push_back(&home);
+    }
+    REQUIRE(queues.size() == 3);
+    const std::string config =
+        serve_config(homes[0]->dir() + "/serve.json", "fl", {"127.0.0.1:" + std::to_string(homes[0]->port())},
+                     {{"lease_ms", 5000}}, {{"queues", {{queues[0], 1}, {queues[1], 1}, {queues[2], 1}}}});
+    ServeProcess serve(config, homes[0]->dir() + "/serve.err");
+    const std::uint16_t port = serve.port_from_banner();
+    // The parent in the first queue; 30 children over the other two, and a
+    // child of its own queue whose child lives on the third master.
+    json flow = {{"type", "collect"}, {"id", "fan"}, {"queue", queues[0]}, {"children", json::array()}};
+    for (int i = 0; i < 30; ++i) {
+      flow["children"].push_back({{"type", "echo"}, {"payload", i}, {"queue", queues[1 + i % 2]}});
+    }
+    flow["children"].push_back({{"type", "collect"}, {"queue", queues[0]},
+                                {"children", {{{"type", "echo"}, {"payload", "deep"}, {"queue", queues[2]}}}}});
+    auto r = http(port, "POST", "/v1/jobs", flow.dump());
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    json parent;
+    REQUIRE(eventually([&] {
+      parent = http(port, "GET", "/v1/jobs/fan").json();
+      return parent["state"] == "succeeded";
+    }, 60s));
+    REQUIRE(parent["result"].size() == 31);
+    CHECK(parent["result"][7] == 7);
+    CHECK(parent["result"][30] == json::array({"deep"}));
+    CHECK(parent["attempts"] == 1);
+    CHECK(parent["children"]["succeeded"] == 31);
+    // The children on their own masters, the parent's list of ends on its.
+    CHECK(Cluster::ask(*homes[1], {"EXISTS", "{fl:" + queues[1] + "}:job:fan.c0"}).integer == 1);
+    CHECK(Cluster::ask(*homes[2], {"EXISTS", "{fl:" + queues[2] + "}:job:fan.c1"}).integer == 1);
+    CHECK(Cluster::ask(*homes[0], {"HLEN", "{fl:" + queues[0] + "}:kids-ended:fan"}).integer == 31);
+    CHECK(ends_in(*homes[0], "{fl:" + queues[0] + "}:ended")["fan"] == 1);
+    for (std::size_t q = 0; q < 3; ++q) {
+      CHECK(Cluster::ask(*homes[q], {"ZCARD", "{fl:" + queues[q] + "}:relay"}).integer == 0);  // every relay carried
+    }
+    // A child on another master that fails: the parent fails as child_failed.
+    r = http(port, "POST", "/v1/jobs",
+             json{{"type", "collect"}, {"id", "fan2"}, {"queue", queues[0]},
+                  {"children", {{{"type", "fail"}, {"queue", queues[2]}, {"max_attempts", 1}}}}}.dump());
+    REQUIRE(r.status == 201);
+    REQUIRE(eventually([&] {
+      parent = http(port, "GET", "/v1/jobs/fan2").json();
+      return parent["state"] == "failed";
+    }, 60s));
+    CHECK(parent["error"]["kind"] == "child_failed");
+    CHECK(parent["error"]["message"].get<std::string>().find("fan2.c0") != std::string::npos);
+  }
+
   TEST_CASE("the namespace's master SIGKILLed: a replica takes over, the process follows; with min_replicas_ack 1 "
             "no accepted job is lost" * doctest::timeout(240)) {
     Cluster cluster(2);  // the promoted replica keeps one replica to acknowledge writes
