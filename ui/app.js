@@ -265,7 +265,7 @@ function overview() {
 
 // --- jobs ---------------------------------------------------------------------
 
-const STATES = ['', 'queued', 'scheduled', 'running', 'succeeded', 'failed', 'cancelled'];
+const STATES = ['', 'queued', 'scheduled', 'waiting_children', 'running', 'succeeded', 'failed', 'cancelled'];
 
 function jobRow(j, extra = []) {
   return el('tr', {}, ...extra, el('td', {class: 'mono'}, el('a', {href: `#/job/${encodeURIComponent(j.id)}`}, j.id)),
@@ -331,6 +331,36 @@ function failureView(e) {
   return parts;
 }
 
+// A flow's tree: the job's children, one level at a time (GET .../tree); a
+// child with children of its own opens below it on a click.
+function flowTree(id) {
+  const list = el('ul', {class: 'tree'});
+  async function load(cursor) {
+    const q = new URLSearchParams({limit: '100'});
+    if (cursor) q.set('cursor', cursor);
+    const page = await api('GET', `/v1/jobs/${encodeURIComponent(id)}/tree?${q}`);
+    for (const c of page.children) list.append(treeNode(c));
+    if (page.next_cursor) {
+      const more = el('li', {}, el('button', {onclick: () => { more.remove(); load(page.next_cursor).catch((e) => showError(list, e)); }},
+                                   `${page.total - Number(page.next_cursor)} more`));
+      list.append(more);
+    }
+  }
+  load('').catch((e) => showError(list, e));
+  return list;
+}
+
+function treeNode(c) {
+  const counts = c.children ? ` ${c.children.total - c.children.pending}/${c.children.total} ended` : '';
+  const item = el('li', {'data-id': c.id}, el('a', {href: `#/job/${encodeURIComponent(c.id)}`, class: 'mono'}, c.id), ` ${c.type} `,
+                  badge(c.state), counts, c.error ? el('span', {class: 'muted'}, ` ${c.error.kind}: ${c.error.message}`) : '');
+  if (c.children) {
+    const open = el('button', {class: 'open', title: 'show its children', onclick: () => { open.remove(); item.append(flowTree(c.id)); }}, '▸');
+    item.prepend(open);
+  }
+  return item;
+}
+
 async function job(id) {
   main.replaceChildren(el('h1', {}, 'Job ', el('span', {class: 'mono'}, id)));
   const body = el('div', {class: 'grid'});
@@ -350,6 +380,7 @@ async function job(id) {
                     ['priority', j.priority], ['created', text(j.created_at)], ['started', text(j.started_at)],
                     ['finished', text(j.finished_at)], ['last run', `${fmt(j.duration_ms, 3)} ms`]]
                     .concat(j.progress ? [['progress', progressView(j.progress)]] : [])
+                    .concat(j.parent ? [['parent', el('a', {id: 'job-parent', href: `#/job/${encodeURIComponent(j.parent)}`, class: 'mono'}, j.parent)]] : [])
                     .concat(j.then ? [['then', el('a', {href: `#/job/${encodeURIComponent(j.then.id)}`, class: 'mono'}, `${j.then.type} ${j.then.id}`)]] : [])
                     .concat(j.unique_key ? [['unique key', el('span', {class: 'mono'}, j.unique_key)]] : [])
                     .concat(j.breaker_deferrals ? [['breaker deferrals', j.breaker_deferrals]] : [])),
@@ -358,11 +389,18 @@ async function job(id) {
             el('button', {id: 'btn-retry', class: 'primary', disabled: j.state !== 'failed', onclick: act('retry')}, 'Retry'))),
     card('Payload', el('pre', {id: 'payload'}, JSON.stringify(j.payload, null, 2))),
     card('Result', el('pre', {}, JSON.stringify(j.result, null, 2))));
+  if (j.children) {
+    const k = j.children;
+    body.append(el('section', {class: 'card wide', id: 'flow'},
+                   el('h2', {}, `Children: ${k.total - k.pending} of ${k.total} ended`),
+                   kv([['succeeded', k.succeeded], ['failed', k.failed], ['cancelled', k.cancelled], ['pending', k.pending]]),
+                   flowTree(id)));
+  }
   if (j.error) body.append(el('section', {class: 'card wide', id: 'error'}, el('h2', {}, 'Last failure'), failureView(j.error)));
   if (j.stuck_trace) body.append(el('section', {class: 'card wide'}, el('h2', {}, 'Where it was stuck'), frames(j.stuck_trace)));
   for (const c of j.cleanup_errors || []) body.append(el('section', {class: 'card wide'}, el('h2', {}, 'Cleanup error'), failureView(c)));
-  // A running job's page follows its progress.
-  if (j.state === 'running') setTimeout(() => { if (current(mine)) job(id); }, 1000);
+  // A running job's page follows its progress; a waiting parent's, its children.
+  if (j.state === 'running' || j.state === 'waiting_children') setTimeout(() => { if (current(mine)) job(id); }, 1000);
 }
 
 async function dead() {

@@ -133,6 +133,26 @@ try {
   const shown = await page.$eval('#job-progress', (n) => Number(n.value));
   check('job page: a running job shows its progress', shown > 0 && shown <= 1, String(shown));
 
+  // A flow's page: its children as a tree, a nested child opened with a click.
+  const flowId = `flow-${Date.now()}`;
+  await call('POST', '/v1/jobs', {type: 'collect', id: flowId, on_child_failure: 'ignore', children: [
+    {type: 'echo', payload: 1}, {type: 'fail', max_attempts: 1},
+    {type: 'collect', children: [{type: 'echo', payload: 'deep'}]}]});
+  check('flow: the parent succeeds', (await ended(flowId)).state === 'succeeded');
+  await page.goto(`${base}/#/job/${encodeURIComponent(flowId)}`, {waitUntil: 'load'});
+  await page.waitForSelector(`#flow li[data-id="${flowId}.c2"] button.open`);
+  const flowText = await page.$eval('#flow', (n) => n.textContent);
+  check('flow: the page counts its children', flowText.includes('Children: 3 of 3 ended'), flowText);
+  check('flow: each child is listed with its state',
+        await page.$eval(`#flow li[data-id="${flowId}.c1"]`, (n) => n.querySelector('.badge').textContent) === 'failed');
+  await page.click(`#flow li[data-id="${flowId}.c2"] button.open`);
+  await page.waitForSelector(`#flow li[data-id="${flowId}.c2.c0"]`);
+  check('flow: a child with children opens below it', true);
+  await screenshot(page, 'flow.png', {fullPage: true});
+  await page.click(`#flow li[data-id="${flowId}.c2.c0"] a`);
+  await page.waitForSelector('#job-parent');
+  check('flow: a child links back to its parent', (await page.$eval('#job-parent', (n) => n.textContent)) === `${flowId}.c2`);
+
   // The types page pauses and resumes a type (the token is asked for with the first POST below).
   const pausePage = async () => {
     await page.goto(`${base}/#/types`, {waitUntil: 'load'});
