@@ -14,6 +14,10 @@
 // per job as Redis counted them (INFO commandstats, scripts' own calls
 // included, minus this program's polling).
 //
+// With --mode flow the jobs are the children of one flow (a parent of the
+// same type, submitted with them in one submit()); the clock stops when the
+// parent has succeeded.
+//
 // With --queues a,b,c the jobs go to those named queues in turn and every
 // process runs all of them; with --cluster h:p,h:p,... (every master) the
 // Redis is a Cluster, so each queue lives on the master of its hash slot,
@@ -96,6 +100,7 @@ bulwark::RuntimeOptions options(const Args& a) {
   o.redis.cluster.addresses = split(a.cluster);
   for (const std::string& q : split(a.queues)) o.queues[q] = bulwark::QueueOptions{};
   o.queue_capacity = static_cast<std::size_t>(a.jobs) + 1000;
+  o.limits.flow_children = std::max<std::size_t>(o.limits.flow_children, static_cast<std::size_t>(a.jobs));
   o.retention_max_finished = static_cast<std::size_t>(a.jobs) + 1000;
   o.retry.max_attempts = 2;
   o.retry.initial = std::chrono::milliseconds(1);
@@ -203,7 +208,12 @@ int run_main(const char* self, const Args& a) {
     if (a.fail_every > 0 && i % a.fail_every == 0) spec.payload = {{"fail", true}};
     return spec;
   };
-  if (a.mode == "bulk") {
+  if (a.mode == "flow") {
+    bulwark::JobSpec parent{.type = "noop", .id = "flow-root", .queue = queues[0]};
+    for (long i = 0; i < a.jobs; ++i) parent.children.push_back(spec_of(i));
+    const bulwark::Submitted s = runtime.submit(std::move(parent));
+    if (!s) throw std::runtime_error("submit refused: " + s.error->message);
+  } else if (a.mode == "bulk") {
     for (long i = 0; i < a.jobs; i += 1000) {
       std::vector<bulwark::JobSpec> chunk;
       for (long j = i; j < std::min(a.jobs, i + 1000); ++j) chunk.push_back(spec_of(j));
@@ -220,9 +230,16 @@ int run_main(const char* self, const Args& a) {
     }
   }
   const double submit_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const redis::Keys& root_keys = parts.keys(queues[0]);
   for (;;) {
-    polls += 2 * static_cast<long long>(queues.size());
-    if (ended().first >= a.jobs) break;
+    if (a.mode == "flow") {
+      polls += 1;
+      const redis::Value state = parts.pool(queues[0]).command({"HGET", root_keys.job("flow-root"), "state"});
+      if (state.str == "succeeded" || state.str == "failed") break;
+    } else {
+      polls += 2 * static_cast<long long>(queues.size());
+      if (ended().first >= a.jobs) break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -260,8 +277,9 @@ int main(int argc, char** argv) {
   app.add_option("--url", a.url, "Redis URL");
   app.add_option("--ns", a.ns, "namespace (default: a fresh one)");
   app.add_option("--role", a.role, "main, or helper (a process that only runs jobs)");
-  app.add_option("--mode", a.mode, "single (one submit per job) or bulk (submit_many, 1,000 a call)")
-      ->check(CLI::IsMember({"single", "bulk"}));
+  app.add_option("--mode", a.mode,
+                 "single (one submit per job), bulk (submit_many, 1,000 a call) or flow (the jobs are one flow's children)")
+      ->check(CLI::IsMember({"single", "bulk", "flow"}));
   app.add_option("--jobs", a.jobs, "jobs to submit")->check(CLI::Range(1L, 100'000'000L));
   app.add_option("--processes", a.processes, "worker processes sharing the queue")->check(CLI::Range(1, 64));
   app.add_option("--workers", a.workers, "workers per process")->check(CLI::Range(1, 1024));

@@ -5,12 +5,14 @@
 // Optional: hash-tag key prefixes ("{b1},{b2},{b3}": one queue each, jobs
 // to them in turn) and the nodes of a Redis Cluster (every master; commands
 // are then counted on each). Prints one JSON line like bulwark_redis_bench.
+// Mode "flow": one FlowProducer.add of a parent with N no-op children on
+// the same queue; the clock stops when the parent has completed.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Queue } from 'bullmq';
+import { FlowProducer, Queue } from 'bullmq';
 import IORedis from 'ioredis';
 
 const [url, jobsArg, failArg, mode = 'single', concurrency = '50', prefixArg = '', clusterArg = ''] =
@@ -61,7 +63,15 @@ const data = (i) => ({ fail: failEvery > 0 && i % failEvery === 0 });
 const before = await commandsProcessed();
 const latencies = [];
 const start = performance.now();
-if (mode === 'bulk') {
+let parent = null;
+if (mode === 'flow') {
+  const flows = new FlowProducer({ connection: nodes.length ? new IORedis.Cluster(nodes) : connection, prefix: prefixes[0] });
+  const children = [];
+  for (let i = 0; i < N; i++) children.push({ name: 'noop', queueName: name, data: data(i), opts });
+  const tree = await flows.add({ name: 'parent', queueName: name, data: {}, children });
+  parent = tree.job;
+  await flows.close();
+} else if (mode === 'bulk') {
   for (let i = 0; i < N; i += 1000) {
     const chunk = [];
     const chunks = queues.map(() => []);
@@ -77,9 +87,15 @@ if (mode === 'bulk') {
 }
 let polls = 0;
 for (;;) {
-  const c = await counts();
-  polls += queues.length;
-  if (c.completed + c.failed >= N) break;
+  if (parent) {
+    polls += 1;
+    const state = await queues[0].getJobState(parent.id);
+    if (state === 'completed' || state === 'failed') break;
+  } else {
+    const c = await counts();
+    polls += queues.length;
+    if (c.completed + c.failed >= N) break;
+  }
   await new Promise((r) => setTimeout(r, 1));
 }
 const seconds = (performance.now() - start) / 1000;

@@ -22,6 +22,11 @@ goes first on a warm or cold machine), each on an emptied Redis:
                    that each queue's hash slot is on another master; Redis
                    CPU is then also reported per master
 
+and a flow ("bulwark x1 flow" against "BullMQ flow"): one parent with
+--flow-children no-op children (bulwark: one submit() of a spec with
+children; BullMQ: one FlowProducer.add), on the plain Redis, timed from the
+submit to the parent's end, with Redis commands and CPU per child;
+
 each with a separate producer process submitting N no-op jobs, one call
 per job ("single") or in bulk (bulwark submit_many, BullMQ addBulk, a Celery
 group), then N with every 10th failing once. Celery gets N/10 jobs: at its
@@ -267,6 +272,7 @@ def main():
     ap.add_argument("--jobs", type=int, default=50_000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", default="", help="comma-separated systems to run (default: all)")
+    ap.add_argument("--flow-children", type=int, default=10_000, help="children of the flow runs (0: none)")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "results", "redis-latest.json"))
     args = ap.parse_args()
 
@@ -294,6 +300,17 @@ def main():
                     runs.append(r)
                     print(f"rep {rep + 1} {mode:6} fail_every={fail:<2} {name:11} {r['jobs_per_s']:>10,.0f} jobs/s",
                           file=sys.stderr, flush=True)
+        # The flow: bulwark x1 and BullMQ, each a parent and its children.
+        flows = {"bulwark x1 flow": "bulwark x1", "BullMQ flow": "BullMQ"}
+        flows = {k: v for k, v in flows.items() if args.flow_children > 0 and (not args.only or v in args.only.split(","))}
+        for rep in range(args.reps):
+            for name in (list(flows) if rep % 2 == 0 else list(flows)[::-1]):
+                command, redis, _ = all_systems[flows[name]]
+                r = run_one(command(args.flow_children, 0, "flow"), redis, args.flow_children)
+                r.update(name=name, rep=rep, scenario="flow/0")
+                runs.append(r)
+                print(f"rep {rep + 1} flow of {args.flow_children:,} {name:16} {r['seconds']:>8.3f} s to the parent's end",
+                      file=sys.stderr, flush=True)
     finally:
         for redis in servers:
             redis.stop()
@@ -301,7 +318,7 @@ def main():
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"jobs": args.jobs, "reps": args.reps, "runs": runs}, f, indent=1)
+        json.dump({"jobs": args.jobs, "reps": args.reps, "flow_children": args.flow_children, "runs": runs}, f, indent=1)
 
     print(f"\n{args.jobs:,} jobs per run (Celery {max(1, args.jobs // 10):,}), {args.reps} repetitions, "
           f"rotated order; medians with min-max\n")
@@ -327,6 +344,27 @@ def main():
             submit = f"{fmt(statistics.median(p50))} / {fmt(statistics.median(p99))}" if p50 else "-"
             print(f"| {label} | {name} | {fmt(statistics.median(rates))} | {fmt(min(rates))}-{fmt(max(rates))} | "
                   f"{fmt(statistics.median(ratios), 2) if ratios else '-'} | {submit} | {cmds:.1f} | {cpu:.1f} |")
+
+    flow_runs = [r for r in runs if r["scenario"] == "flow/0"]
+    if flow_runs:
+        print(f"\nA flow of {args.flow_children:,} no-op children and one parent: from the submit to the parent's end "
+              "(medians with min-max; x BullMQ: BullMQ's time over this one's, paired)\n")
+        print("| system | seconds | min-max | x BullMQ (paired) | Redis cmds/child | Redis CPU us/child |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name in ("bulwark x1 flow", "BullMQ flow"):
+            mine = [r for r in flow_runs if r["name"] == name]
+            if not mine:
+                continue
+            secs = [r["seconds"] for r in mine]
+            ratios = []
+            for r in mine:
+                peer = [p for p in flow_runs if p["name"] == "BullMQ flow" and p["rep"] == r["rep"]]
+                if peer:
+                    ratios.append(peer[0]["seconds"] / r["seconds"])
+            print(f"| {name} | {statistics.median(secs):.3f} | {min(secs):.3f}-{max(secs):.3f} | "
+                  f"{fmt(statistics.median(ratios), 2) if ratios else '-'} | "
+                  f"{statistics.median(r['redis_commands_per_job'] for r in mine):.1f} | "
+                  f"{statistics.median(r['redis_cpu_us_per_job'] for r in mine):.1f} |")
 
     clustered = [n for n in names if "cluster" in n]
     if clustered:
