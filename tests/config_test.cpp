@@ -319,7 +319,7 @@ TEST_SUITE("RuntimeOptions") {
           "queues.a b: not a queue name: only A-Z a-z 0-9 - _ . are allowed");
     CHECK(config_error(json::parse(R"({"queues": []})")).rfind("queues: expected an object", 0) == 0);
     json many = json::object();
-    for (int i = 0; i < 101; ++i) many["q" + std::to_string(i)] = 1;
+    for (int i = 0; i < 101; ++i) many[std::string("q").append(std::to_string(i))] = 1;
     CHECK(config_error(json{{"queues", many}}) == "queues: at most 100 queues");
   }
 

@@ -260,6 +260,11 @@ TEST_SUITE("flows") {
                          doctest::Contains("payload: expected an object"), bulwark::SpecError);
     CHECK_THROWS_WITH_AS(JobSpec::from_json(json::parse(R"({"type":"sum","on_child_failure":"maybe"})")),
                          doctest::Contains("on_child_failure"), bulwark::SpecError);
+    // Nesting past what limits.flow_depth may ever allow stops the reader itself.
+    json nested = {{"type", "echo"}};
+    for (int i = 0; i < 150; ++i) nested = {{"type", "collect"}, {"children", json::array({nested})}};
+    CHECK_THROWS_WITH_AS(JobSpec::from_json(nested), doctest::Contains("children: nested more than 100 levels"),
+                         bulwark::SpecError);
     // A child's id taken already refuses the flow too.
     REQUIRE(rt.submit(echo(1, "taken")));
     JobSpec clash{.type = "collect", .id = "clash-root"};
@@ -288,6 +293,38 @@ TEST_SUITE("flows") {
       CHECK(r->state == JobState::cancelled);
     }
     CHECK(probe.sums.load() == 0);
+  }
+
+  TEST_CASE("retention keeps a flow's finished records until its root ends, then forgets them as any job's" *
+            doctest::timeout(60)) {
+    Probe probe;
+    auto o = bulwark::testing::test_options(2);
+    o.retention_max_finished = 3;
+    Runtime rt(probe.registry(), o);
+    JobSpec parent{.type = "sum", .id = "kept"};
+    for (int i = 0; i < 5; ++i) parent.children.push_back(echo(i));
+    parent.children.push_back(JobSpec{.type = "gate", .payload = 0});
+    REQUIRE(rt.submit(parent));
+    REQUIRE(bulwark::testing::eventually([&] { return rt.get("kept")->children->succeeded == 5; }));
+    const auto others = [&] {
+      for (int i = 0; i < 8; ++i) {
+        const auto s = rt.submit(echo(i));
+        REQUIRE(s);
+        REQUIRE(settle(rt, s.id));
+      }
+    };
+    others();  // more finished jobs than retention keeps
+    for (int i = 0; i < 5; ++i) {
+      INFO("child " << i);
+      CHECK(rt.get("kept.c" + std::to_string(i)));  // still there: their root has not ended
+    }
+    probe.open = true;
+    REQUIRE(settle(rt, "kept"));
+    others();
+    for (int i = 0; i < 5; ++i) {
+      INFO("child " << i);
+      CHECK_FALSE(rt.get("kept.c" + std::to_string(i)));  // retained as any job once the root ended
+    }
   }
 
   TEST_CASE("children ending at the same moment on four workers start their parent exactly once" * doctest::timeout(120)) {

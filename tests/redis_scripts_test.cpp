@@ -61,13 +61,13 @@ struct Queue {
                     long long elsewhere = 0) {
     std::vector<std::string> args = head(capacity, 1, queue_capacity, elsewhere);
     args.insert(args.end(), {id, "echo", R"({"x":1})", std::to_string(priority), std::to_string(max_attempts), "0",
-                             std::to_string(due), std::to_string(now), "", "", "", "", "", "", "", "", "", "", ""});
+                             std::to_string(due), std::to_string(now), "", "", "", "", "", "", "", "", "", "", "", "", ""});
     return run_enqueue(args).elements.at(0).as_integer();
   }
   std::vector<std::string> paused;  // job types paused, as the broker passes them
   std::vector<Leased> fetch(const std::string& owner, int max, long long now = 1000, long long lease = 30'000) {
     std::vector<std::string> args = {std::to_string(max), std::to_string(now), std::to_string(lease), owner,
-                                     keys.job_prefix};
+                                     keys.job_prefix, "0"};
     args.insert(args.end(), paused.begin(), paused.end());
     Value v = c.eval(redis::kFetch, {keys.leased, keys.held, keys.ready}, args);
     std::vector<Leased> out;
@@ -310,7 +310,7 @@ TEST_SUITE("redis_scripts") {
     Queue q(server);
     std::vector<std::string> args = q.head(3, 5);
     for (const char* id : {"m1", "m2", "m1", "m3", "m4"}) {
-      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", "", "", "", "", "", "", "", "", "", ""});
+      args.insert(args.end(), {id, "echo", "null", "0", "3", "0", "0", "1000", "", "", "", "", "", "", "", "", "", "", "", "", ""});
     }
     std::vector<long long> got;
     for (const Value& v : q.run_enqueue(args).elements) {
@@ -326,7 +326,7 @@ TEST_SUITE("redis_scripts") {
     Queue q(server);
     const std::string lock = q.keys.unique("echo", "k:1");
     const auto unique_args = [&](const std::string& id, const std::string& window_ms) {
-      return std::vector<std::string>{id, "echo", "null", "0", "3", "0", "0", "1000", "", "", lock, window_ms, "k:1", "", "", "", "", "", ""};
+      return std::vector<std::string>{id, "echo", "null", "0", "3", "0", "0", "1000", "", "", lock, window_ms, "k:1", "", "", "", "", "", "", "", ""};
     };
     std::vector<std::string> args = q.head(100, 2);
     for (const char* id : {"u1", "u2"}) {

@@ -87,6 +87,7 @@ std::optional<ChildFailure> parse_child_failure(std::string_view name) noexcept;
 // Bounds on a flow, from limits.flow_children and limits.flow_depth.
 inline constexpr std::size_t kDefaultFlowChildren = 100'000;  // jobs below the root, at every depth
 inline constexpr std::size_t kDefaultFlowDepth = 8;           // levels of children below the root
+inline constexpr std::size_t kMaxFlowDepth = 100;             // the most limits.flow_depth may be
 
 // The id of child `index` (0-based) of job `parent` whose spec names none:
 // "<parent>.c<index>", or, when that is longer than `max_length`,

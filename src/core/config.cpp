@@ -299,7 +299,7 @@ RuntimeOptions RuntimeOptions::from_json(const json& config) {
   limits.integer("line_bytes", o.limits.line_bytes, 64, 1 << 30);
   limits.integer("pending_output", o.limits.pending_output, 1, 10'000'000);
   limits.integer("flow_children", o.limits.flow_children, 1, 10'000'000);
-  limits.integer("flow_depth", o.limits.flow_depth, 1, 100);
+  limits.integer("flow_depth", o.limits.flow_depth, 1, kMaxFlowDepth);
   const Section events = root.child("events", {"buffer", "linger_ms"});
   events.integer("buffer", o.events_buffer, 0, 10'000'000);
   events.millis("linger_ms", o.events_linger);

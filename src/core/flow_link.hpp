@@ -33,6 +33,8 @@ struct FlowLink {
   ChildFailure policy = ChildFailure::fail;  // how the parent takes this job's failure
   std::size_t index = 0;                     // its place in the parent's list
   std::weak_ptr<Task> parent;                // the memory backend's parent task
+  JobId root_id;                             // the flow's root (retention keeps the flow until it ends)
+  std::string root_queue;                    // and its queue
 
   // As a parent: its children, in order (empty: not a parent).
   std::vector<JobId> children;

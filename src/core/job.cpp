@@ -196,6 +196,16 @@ JobSpec JobSpec::from_json(const nlohmann::json& j, std::size_t max_id_length) {
   if (field(j, "parent_on_failure") != nullptr) spec.parent_on_failure = child_failure_field(j, "parent_on_failure");
   if (const nlohmann::json* children = field(j, "children")) {
     if (!children->is_array()) throw SpecError("children: expected a list of job specs");
+    // Read one level at a time: nesting past limits.flow_depth's own
+    // bound stops here, before the recursion goes deep.
+    thread_local std::size_t depth = 0;
+    if (depth >= kMaxFlowDepth) {
+      throw SpecError("children: nested more than " + std::to_string(kMaxFlowDepth) + " levels (limits.flow_depth is at most that)");
+    }
+    struct Level {
+      Level() { ++depth; }
+      ~Level() { --depth; }
+    } level;
     spec.children.reserve(children->size());
     for (std::size_t i = 0; i < children->size(); ++i) {
       try {

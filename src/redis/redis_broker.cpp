@@ -100,6 +100,8 @@ FetchedJob parse_fetched(const Value& v, std::size_t queue_at) {
   if (v.elements.size() > flow_at + 2 && v.elements[flow_at + 2].type == Value::Type::array) {
     f.children.emplace();
     for (const Value& e : v.elements[flow_at + 2].elements) f.children->push_back(e.str);
+  } else if (v.elements.size() > flow_at + 2 && !v.elements[flow_at + 2].str.empty()) {
+    f.children.emplace();  // a take-over's row says only that it is a flow's parent
   }
   return f;
 }
@@ -164,11 +166,11 @@ void RedisBroker::start() {
 
 RedisBroker::~RedisBroker() { close(); }
 
-// The enqueue script's nineteen arguments for one job.
+// The enqueue script's twenty-one arguments for one job.
 void RedisBroker::enqueue_args(std::vector<std::string>& args, const Keys& keys, const TaskSpec& s,
                                Clock::time_point due, const std::string& now_ms) {
   // A flow's place: parent, its part and queue, the policy; children's ids.
-  std::vector<std::string> flow(5);
+  std::vector<std::string> flow(7);
   if (const FlowLink* link = s.flow.get()) {
     if (link->is_child()) {
       const Keys& up = parts_.keys(link->parent_queue);
@@ -176,6 +178,8 @@ void RedisBroker::enqueue_args(std::vector<std::string>& args, const Keys& keys,
       flow[1] = up.prefix;
       flow[2] = up.queue;
       flow[3] = std::string(to_string(link->policy));
+      flow[5] = link->root_id;
+      flow[6] = parts_.keys(link->root_queue).prefix;
     }
     for (const JobId& kid : link->children) flow[4].append(kid).push_back('\n');
   }
@@ -306,7 +310,7 @@ void RedisBroker::admit_many(std::vector<Admission>& batch, Clock::time_point no
     for (std::size_t from = 0; from < group.size(); from += kChunk) {
       const std::size_t to = std::min(group.size(), from + kChunk);
       std::vector<std::string> args;
-      args.reserve(19 * (to - from));
+      args.reserve(21 * (to - from));
       for (std::size_t i = from; i < to; ++i) enqueue_args(args, keys, group[i]->task->spec(), group[i]->due, now_ms);
       Admitted refused = Admitted::unavailable;
       const auto answers = send_enqueue(keys, args, to - from, refused);
@@ -332,7 +336,7 @@ void RedisBroker::admit_flow(std::vector<Admission>& flow, Clock::time_point now
   for (auto& [queue, group] : grouped(all, [](Admission* a) { return queue_of(a->task->spec()); })) {
     const Keys& keys = parts_.keys(queue);
     std::vector<std::string> args;
-    args.reserve(19 * group.size());
+    args.reserve(21 * group.size());
     for (Admission* a : group) enqueue_args(args, keys, a->task->spec(), a->due, now_ms);
     Admitted refused = Admitted::unavailable;
     const auto answers = send_enqueue(keys, args, group.size(), refused);
@@ -506,7 +510,11 @@ void RedisBroker::ack(Lease lease, Ack how, Clock::time_point due) {
   a.state = state_name(task->state());
   a.outcome = outcome_of(*task);
   a.due_ms = epoch_ms(due);
-  if (how == Ack::done && task->spec().flow && task->spec().flow->is_child()) a.entry = entry_of(*task, task->state());
+  if (how == Ack::done && task->spec().flow) {
+    // A flow's child: its entry in its parent's list; its root: "*" (its end lets the flow into retention).
+    const FlowLink& link = *task->spec().flow;
+    a.entry = link.is_child() ? entry_of(*task, task->state()) : link.is_parent() ? "*" : "";
+  }
   std::size_t held = 0;
   bool first = false;  // nothing was waiting: the acker may be asleep
   std::optional<std::string> taken_by;  // set: the lease was taken over; the result is dropped
@@ -592,7 +600,8 @@ std::size_t RedisBroker::refill(Connection& c, const std::string& queue, std::si
   const Keys& keys = parts_.keys(queue);
   const auto now = Clock::now();
   std::vector<std::string> args = {std::to_string(target - have), std::to_string(epoch_ms(now)),
-                                   std::to_string(options_.lease.count()), owner_, keys.job_prefix};
+                                   std::to_string(options_.lease.count()), owner_, keys.job_prefix,
+                                   options_.redis.cluster ? "1" : "0"};
   {
     MutexLock lock(shared_mutex_);
     args.insert(args.end(), paused_types_.begin(), paused_types_.end());
@@ -1057,6 +1066,8 @@ void RedisBroker::take_over(const Value& row, long long holder_seen_ms) {
                                                   {}, f});
       if (job.policy == "remove") entry["removed"] = true;
       a.entry = dump_line(entry);
+    } else if (!again && job.children) {
+      a.entry = "*";  // a flow's root
     }
     {
       MutexLock lock(mutex_);

@@ -65,10 +65,39 @@ local function child_entry(id, type, state, kind, message, removed)
   if removed then e.removed = true end
   return cjson.encode(e)
 end
+-- Retention of a flow: a member's record stays out of the retention lists
+-- while its flow's root has not ended (kept in the root's part, in
+-- <part>flow-kept:<root>); the root's end lets them all in. On a cluster a
+-- member in another slot than its root is retained as any job.
+local function kept(part, key, id, state, now, cluster)
+  local f = redis.call('HMGET', key, 'root', 'root_part')
+  if not f[1] or (cluster == '1' and f[2] ~= part) then return false end
+  local rs = redis.call('HGET', f[2] .. 'job:' .. f[1], 'state')
+  if not rs or rs == 'succeeded' or rs == 'failed' or rs == 'cancelled' then return false end
+  redis.call('ZADD', f[2] .. 'flow-kept:' .. f[1], now, (state == 'failed' and 'D' or 'F') .. part .. '\n' .. id)
+  return true
+end
+local function release_kept(part, root, now)
+  local key = part .. 'flow-kept:' .. root
+  for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    local flag, p, id = string.match(m, '^(.)(.-)\n(.*)$')
+    if id then redis.call('ZADD', p .. (flag == 'D' and 'dead' or 'done'), now, id) end
+  end
+  redis.call('DEL', key)
+end
+-- A job that ended: into its retention list, or kept for its flow's root.
+local function retain(part, id, state, now, cluster)
+  local key = part .. 'job:' .. id
+  if not kept(part, key, id, state, now, cluster) then
+    redis.call('ZADD', part .. (state == 'failed' and 'dead' or 'done'), now, id)
+  end
+  local f = redis.call('HMGET', key, 'kids_total', 'parent')
+  if f[1] and not f[2] then release_kept(part, id, now) end  -- a flow's root
+end
 -- Child `cid` of parent `pid` (in part `pp`) ended in `state`; `entry` is
 -- how the parent lists it. Counted once (HSETNX). Returns what became of
 -- the parent: 'failed' (policy fail), 'released' (its last child), or nil.
-local function child_ended(pp, pid, cid, state, policy, entry, now)
+local function child_ended(pp, pid, cid, state, policy, entry, now, cluster)
   local pkey = pp .. 'job:' .. pid
   if redis.call('HSETNX', pp .. 'kids-ended:' .. pid, cid, entry) == 0 then return nil end
   redis.call('HINCRBY', pkey, state == 'succeeded' and 'kids_succeeded' or
@@ -82,7 +111,7 @@ local function child_ended(pp, pid, cid, state, policy, entry, now)
     if type(e.error) == 'table' then why = why .. ': ' .. tostring(e.error.kind) .. ': ' .. tostring(e.error.message) end
     redis.call('HSET', pkey, 'state', 'failed', 'finished_ms', now,
                'outcome', cjson.encode({duration_ms = 0, error = {kind = 'child_failed', type = '', message = why}}))
-    redis.call('ZADD', pp .. 'dead', now, pid)
+    retain(pp, pid, 'failed', now, cluster)
     ended(pp .. 'ended', pid, 'failed')
     return 'failed', why, f[5]
   end
@@ -110,7 +139,7 @@ local function notify_parent(part, id, state, entry, now, cluster)
       redis.call('ZADD', part .. 'relay', now, id)
       return
     end
-    local became, why, ptype = child_ended(f[2], f[1], id, state, f[3], entry, now)
+    local became, why, ptype = child_ended(f[2], f[1], id, state, f[3], entry, now, cluster)
     if became ~= 'failed' then return end
     part, id, state = f[2], f[1], 'failed'
     local up = redis.call('HGET', part .. 'job:' .. id, 'policy')
@@ -134,10 +163,10 @@ local here = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis
 local out, taken, accepted, locked = {}, {}, 0, {}
 -- A flow (jobs with a parent or children) is admitted whole or not at all.
 local whole = false
-for i = 7, #ARGV, 19 do
+for i = 7, #ARGV, 21 do
   if ARGV[i + 14] ~= '' or ARGV[i + 18] ~= '' then whole = true end
 end
-for i = 7, #ARGV, 19 do
+for i = 7, #ARGV, 21 do
   local id, lock, parent_of = ARGV[i], ARGV[i + 10], ARGV[i + 18] ~= ''
   -- A parent waits for its children outside the queue: it takes no place.
   local places = parent_of and 0 or 1
@@ -178,7 +207,7 @@ local index, ready, scheduled = {}, {}, {}
 local part = part_of(prefix)
 for k, i in ipairs(out) do
   if i == 0 then
-    local a = 7 + (k - 1) * 19
+    local a = 7 + (k - 1) * 21
     local id, priority, due, now = ARGV[a], ARGV[a + 3], tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
     seq = seq + 1
     out[k] = seq
@@ -197,7 +226,7 @@ for k, i in ipairs(out) do
     if ARGV[a + 13] ~= '' then redis.call('HSET', prefix .. id, 'then', ARGV[a + 13]) end
     if ARGV[a + 14] ~= '' then
       redis.call('HSET', prefix .. id, 'parent', ARGV[a + 14], 'parent_part', ARGV[a + 15], 'parent_queue', ARGV[a + 16],
-                 'policy', ARGV[a + 17])
+                 'policy', ARGV[a + 17], 'root', ARGV[a + 19], 'root_part', ARGV[a + 20])
     end
     table.insert(index, seq)
     table.insert(index, id)
@@ -222,8 +251,8 @@ return out
 
 const Script kFetch{"fetch", kMayRunFull + kPrelude + R"lua(
 local out, leased, held = {}, {}, {}
-local paused, any_paused = {}, #ARGV >= 6
-for i = 6, #ARGV do paused[ARGV[i]] = true end
+local paused, any_paused, cluster = {}, #ARGV >= 7, ARGV[6] or '0'
+for i = 7, #ARGV do paused[ARGV[i]] = true end
 local popped = redis.call('ZPOPMIN', KEYS[3], tonumber(ARGV[1]))
 local deadline = tonumber(ARGV[2]) + tonumber(ARGV[3])
 for i = 1, #popped, 2 do
@@ -232,18 +261,19 @@ for i = 1, #popped, 2 do
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
                        'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate', 'then', 'queue',
                        'parent', 'parent_part', 'policy', 'kids_total')
-  local orphan = f[16] and f[17] == part_of(ARGV[5]) and
+  local orphan = f[16] and (cluster ~= '1' or f[17] == part_of(ARGV[5])) and
                  redis.call('HGET', f[17] .. 'job:' .. f[16], 'state') ~= 'waiting_children'
   if f[1] == 'queued' and orphan then
     -- Its parent ended (a sibling failed it, or it was cancelled): it does
     -- not run; it ends cancelled.
     local part = part_of(ARGV[5])
     redis.call('HSET', key, 'state', 'cancelled', 'finished_ms', ARGV[2])
-    redis.call('ZADD', part .. 'done', ARGV[2], id)
+    retain(part, id, 'cancelled', ARGV[2], cluster)
     redis.call('HINCRBY', part .. 'counts', 'cancelled', 1)
     ended(part .. 'ended', id, 'cancelled')
     child_ended(f[17], f[16], id, 'cancelled', f[18],
-                child_entry(id, f[2], 'cancelled', 'cancelled', 'its parent ended before it ran', f[18] == 'remove'), ARGV[2])
+                child_entry(id, f[2], 'cancelled', 'cancelled', 'its parent ended before it ran', f[18] == 'remove'), ARGV[2],
+                cluster)
   elseif f[1] == 'queued' and any_paused and paused[f[2]] then
     -- Its type is paused: set aside, still queued, until resumed.
     table.insert(held, popped[i + 1])
@@ -303,13 +333,18 @@ for i = 9, #ARGV, 7 do
       table.insert(scheduled, id)
     else
       redis.call('HSET', key, 'state', state, 'outcome', outcome, 'finished_ms', now)
-      local list = state == 'failed' and dead or done
-      table.insert(list, now)
-      table.insert(list, id)
+      -- A flow's member ("" entry: none; "*": its root) is retained by its root's rules.
+      if entry == '' then
+        local list = state == 'failed' and dead or done
+        table.insert(list, now)
+        table.insert(list, id)
+      else
+        retain(part_of(prefix), id, state, now, cluster)
+      end
       if state ~= 'failed' then counted[state] = (counted[state] or 0) + 1 end
       table.insert(ends, id)
       table.insert(ends, state)
-      if entry ~= '' then table.insert(children, {id, state, entry}) end
+      if entry ~= '' and entry ~= '*' then table.insert(children, {id, state, entry}) end
     end
     table.insert(out, 1)
   end
@@ -374,7 +409,7 @@ for _, id in ipairs(expired) do
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
                        'retry', 'created_ms', 'attempts', 'traceparent', 'tracestate', 'then', 'owner', 'cancel',
-                       'queue', 'parent', 'policy')
+                       'queue', 'parent', 'policy', 'kids_total')
   if f[1] == 'running' then
     -- Taken over by this process, which ends the lost attempt as every
     -- failed attempt ends; a new fence shuts the old holder out.
@@ -383,7 +418,7 @@ for _, id in ipairs(expired) do
     redis.call('ZADD', KEYS[1], deadline, id)
     table.insert(out, {id, f[2], f[3], f[4], f[5], f[6], f[10], f[7], f[8], f[9], f[11] or '', f[12] or '',
                        f[13] or '', tostring(fence), f[14] or '', '0', f[15] or '0', f[16] or '', f[17] or '',
-                       f[18] or ''})
+                       f[18] or '', f[19] or ''})
   else
     redis.call('ZREM', KEYS[1], id)
   end
@@ -419,7 +454,7 @@ if state == 'queued' or state == 'scheduled' or state == 'waiting_children' then
   redis.call('ZREM', KEYS[7], ARGV[1])
   redis.call('ZREM', KEYS[8], ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  retain(part_of(ARGV[4]), ARGV[1], 'cancelled', ARGV[2], ARGV[7] or '0')
   redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
   trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], ARGV[4], KEYS[3], KEYS[5])
   ended(KEYS[4], ARGV[1], 'cancelled')
@@ -444,7 +479,7 @@ return 3
 // the child's id, state, policy and entry, now, the cluster flag. Counted
 // once however often it is carried. 1 if it counted now.
 const Script kChildEnded{"child_ended", kMayRunFull + kPrelude + R"lua(
-local became, why, ptype = child_ended(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+local became, why, ptype = child_ended(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 if became == 'failed' then
   local up = redis.call('HGET', KEYS[1], 'policy')
   notify_parent(ARGV[1], ARGV[2], 'failed', child_entry(ARGV[2], ptype, 'failed', 'child_failed', why, up == 'remove'),

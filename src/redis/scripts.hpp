@@ -43,15 +43,16 @@ namespace bulwark::detail::redis {
 //       queues, as last counted), the queue's capacity (0: none), the
 //       sequence number before the batch's (reserved by the caller when
 //       there is no seq key; else ""), the queue ("" for the default), then
-//       nineteen per job: id, type, payload, priority, max_attempts,
+//       twenty-one per job: id, type, payload, priority, max_attempts,
 //       timeout_ms, due_ms, now_ms, traceparent, tracestate, unique lock key
 //       ("" for none), its window ms, the job's unique_key, its follow-up
 //       spec as JSON ("" for none); in a flow, its parent's id, the
 //       parent's part prefix ("{ns:q}:") and queue, how the parent takes
-//       its failure (fail, ignore, remove), and its children's ids one per
+//       its failure (fail, ignore, remove), its children's ids one per
 //       line ("" for none: a job with children waits as waiting_children,
 //       its ids in <part>kids:<id>, taking no place; its last child's end
-//       queues it, at its due_ms at the earliest).
+//       queues it, at its due_ms at the earliest), the flow's root's id and
+//       part prefix.
 // Admits a batch, each job as its own transition, into the ready or
 // scheduled set: per job, its sequence number; -1 if the id is taken in
 // this queue (an earlier job of the batch counts); -2 if `capacity` jobs
@@ -64,8 +65,8 @@ namespace bulwark::detail::redis {
 extern const Script kEnqueue;
 
 // KEYS: leased, held, ready.
-// ARGV: max, now_ms, lease_ms, owner, job_prefix, then the job types
-//       paused now.
+// ARGV: max, now_ms, lease_ms, owner, job_prefix, "1" on a cluster, then
+//       the job types paused now.
 // Leases up to `max` ready jobs to `owner`; a job whose type is paused is
 // set aside in `held` instead (still queued, its ready score kept).
 // Returns an array with, per job: id, type, payload, priority,
@@ -84,7 +85,10 @@ extern const Script kFetch;
 //       job_prefix, "1" on a cluster, then seven per attempt: id, fence, how
 //       ("done" or "retry"), state (for done: succeeded, failed or
 //       cancelled), outcome, due_ms (for retry), and for a flow's child its
-//       entry in its parent's list ("" for other jobs).
+//       entry in its parent's list ("*" for a flow's root, "" for other
+//       jobs). A flow's members that end before its root are kept out of
+//       the retention lists (in <root part>flow-kept:<root>) until the
+//       root ends.
 // Writes the ends of a batch of attempts, each as its own transition: done
 // ends the job in `state`, enters it in its retention list and on the
 // ended stream; retry schedules another attempt at `due_ms`. Then applies
@@ -127,7 +131,8 @@ extern const Script kPromote;
 // refused. Returns one row per job: the fetch script's fields, then the
 // process that held it, "0" (for the caller to fill with when that process
 // was last seen, ms) and whether a cancel was asked for ("1"), then its
-// queue ("" for the default), its flow parent and that parent's policy.
+// queue ("" for the default), its flow parent and that parent's policy,
+// and, for a flow's parent, its count of children.
 extern const Script kRecover;
 
 // KEYS: dead, done, index, counts.

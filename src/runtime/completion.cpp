@@ -413,18 +413,21 @@ void Completion::retain_flow(const TaskPtr& task) {
     retain(task);
     return;
   }
-  // The root: itself and every finished record below it.
+  // The root: every finished record below it, then itself (it ended last).
   std::vector<TaskPtr> pending{task};
+  std::vector<TaskPtr> below;
   while (!pending.empty()) {
     const TaskPtr t = std::move(pending.back());
     pending.pop_back();
-    if (is_terminal(t->state())) retain(t);
+    if (t != task && is_terminal(t->state())) below.push_back(t);
     if (const FlowLink* link = t->spec().flow.get()) {
       for (const JobId& id : link->children) {
         if (TaskPtr child = store_.find(id)) pending.push_back(std::move(child));
       }
     }
   }
+  for (const TaskPtr& t : below) retain(t);
+  retain(task);
 }
 
 void Completion::retain(const TaskPtr& task) {

@@ -439,6 +439,8 @@ Submitted Intake::submit_flow(JobSpec root) {
       link->policy = policies[i].second.value_or(policies[n.parent].first);
       link->index = n.index;
       link->parent = up.task;
+      link->root_id = nodes[0].task->id();
+      link->root_queue = nodes[0].task->spec().queue;
     }
     if (n.child_count > 0) {
       link->on_child_failure = policies[i].first;
