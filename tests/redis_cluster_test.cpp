@@ -86,6 +86,22 @@ struct Cluster {
     return *nodes[0];
   }
 
+  // Three queue names ("<letter>a", "<letter>b", ...) of namespace `ns`
+  // whose hash tags fall on three different masters, and those masters.
+  std::pair<std::vector<std::string>, std::vector<RedisServer*>> spread(const std::string& ns, char letter) {
+    std::vector<std::string> queues;
+    std::vector<RedisServer*> homes;
+    for (char c = 'a'; c <= 'z' && queues.size() < 3; ++c) {
+      const std::string name = std::string(1, letter).append(1, c);
+      RedisServer& home = owner(bulwark::detail::redis::key_slot("{" + ns + ":" + name + "}"), *nodes[0]);
+      if (std::find(homes.begin(), homes.end(), &home) != homes.end()) continue;
+      queues.push_back(name);
+      homes.push_back(&home);
+    }
+    REQUIRE(queues.size() == 3);
+    return {queues, homes};
+  }
+
   // Moves `slot` from `from` to `to` as redis-cli --cluster reshard does,
   // slowly (a few keys at a time), so the processes meet the migration.
   void move(int slot, RedisServer& from, RedisServer& to) {
@@ -204,17 +220,9 @@ TEST_SUITE("redis cluster") {
   TEST_CASE("named queues spread over the shards, each queue's keys on its own master, and a queue's slot moved "
             "mid-run: every queue's jobs run, every accepted job ends once" * doctest::timeout(240)) {
     Cluster cluster;
-    // Three queues whose hash tags fall on three different masters.
-    std::vector<std::string> queues;
-    std::vector<RedisServer*> homes;
-    for (char c = 'a'; c <= 'z' && queues.size() < 3; ++c) {
-      const std::string name = std::string("q").append(1, c);
-      RedisServer& home = cluster.owner(bulwark::detail::redis::key_slot("{sh:" + name + "}"), *cluster.nodes[0]);
-      if (std::find(homes.begin(), homes.end(), &home) != homes.end()) continue;
-      queues.push_back(name);
-      homes.push_back(&home);
-    }
-    REQUIRE(queues.size() == 3);
+    const auto spread = cluster.spread("sh", 'q');
+    const std::vector<std::string>& queues = spread.first;
+    const std::vector<RedisServer*>& homes = spread.second;
     const std::string config =
         serve_config(homes[0]->dir() + "/serve.json", "sh", {"127.0.0.1:" + std::to_string(homes[0]->port())},
                      {{"lease_ms", 5000}}, {{"queues", {{queues[0], 3}, {queues[1], 2}, {queues[2], 1}}}});
@@ -275,16 +283,9 @@ TEST_SUITE("redis cluster") {
   TEST_CASE("a flow whose children live on other masters: each end is relayed to the parent's slot, the parent starts "
             "once" * doctest::timeout(240)) {
     Cluster cluster;
-    std::vector<std::string> queues;
-    std::vector<RedisServer*> homes;
-    for (char c = 'a'; c <= 'z' && queues.size() < 3; ++c) {
-      const std::string name = std::string("f").append(1, c);
-      RedisServer& home = cluster.owner(bulwark::detail::redis::key_slot("{fl:" + name + "}"), *cluster.nodes[0]);
-      if (std::find(homes.begin(), homes.end(), &home) != homes.end()) continue;
-      queues.push_back(name);
-      homes.push_back(&home);
-    }
-    REQUIRE(queues.size() == 3);
+    const auto spread = cluster.spread("fl", 'f');
+    const std::vector<std::string>& queues = spread.first;
+    const std::vector<RedisServer*>& homes = spread.second;
     const std::string config =
         serve_config(homes[0]->dir() + "/serve.json", "fl", {"127.0.0.1:" + std::to_string(homes[0]->port())},
                      {{"lease_ms", 5000}}, {{"queues", {{queues[0], 1}, {queues[1], 1}, {queues[2], 1}}}});
