@@ -274,6 +274,19 @@ TEST_SUITE("flows") {
     CHECK(s.error->code == bulwark::SubmitError::Code::duplicate_id);
     CHECK(s.error->message.rfind("children[0].id", 0) == 0);
     CHECK_FALSE(rt.get("clash-root"));
+    // A child's unique key held by another job refuses the flow, naming the child.
+    JobSpec holder = echo(1);
+    holder.unique_key = "once";
+    holder.unique_for = 60s;
+    REQUIRE(rt.submit(holder));
+    JobSpec again{.type = "collect", .id = "unique-root"};
+    again.children = {echo(2), holder};
+    s = rt.submit(again);
+    REQUIRE_FALSE(s);
+    CHECK(s.error->code == bulwark::SubmitError::Code::duplicate_id);
+    CHECK(s.error->message.rfind("children[1].unique_key: held by job ", 0) == 0);
+    CHECK_FALSE(rt.get("unique-root"));
+    CHECK_FALSE(rt.get("unique-root.c0"));
   }
 
   TEST_CASE("cancelling a parent cancels its tree: running children get their stop" * doctest::timeout(60)) {

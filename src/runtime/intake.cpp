@@ -565,6 +565,7 @@ RequeueResult Intake::requeue(const TaskPtr& task) {
   }
   completion_.count_accepted();
   completion_.events().job(*task, JobState::queued, 0);
+  if (const FlowLink* flow = task->spec().flow.get()) flow->retained.store(false, std::memory_order_release);  // it ends again
   const auto now = Clock::now();
   TaskAccess::set_ready_at(*task, now);
   broker_.enqueue(task, now, now);
