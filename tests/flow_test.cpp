@@ -89,6 +89,7 @@ TEST_SUITE("flows") {
     CHECK(waiting->children->succeeded == 2);
     CHECK(waiting->children->pending() == 1);
     CHECK(to_json(*waiting)["children"]["pending"] == 1);
+    CHECK(rt.stats().by_state.at("waiting_children") == 1);  // counted by state, on both backends
     CHECK(probe.sums.load() == 0);
     probe.open = true;
     const auto done = settle(rt, s.id);
@@ -96,6 +97,8 @@ TEST_SUITE("flows") {
     CHECK(done->state == JobState::succeeded);
     CHECK(done->result == 6.0);
     CHECK(done->children->succeeded == 3);
+    const auto by_state = rt.stats().by_state;
+    CHECK((by_state.count("waiting_children") == 0 || by_state.at("waiting_children") == 0));
     CHECK(probe.sums.load() == 1);
     std::lock_guard lock(probe.mutex);
     REQUIRE(probe.seen.size() == 1);

@@ -11,6 +11,8 @@
 //   tag:ready         zset: jobs ready to run; score orders priority, then
 //                     fresh before retry, then submit order (see scripts.hpp)
 //   tag:scheduled     zset: jobs waiting for a time (delay, backoff), by due ms
+//   tag:waiting       zset: flows' parents waiting for their children, by
+//                     submit sequence (counted as waiting_children)
 //   tag:held          zset: queued jobs of paused types, set aside by the
 //                     fetch script with their ready score; they go back to
 //                     ready once their type is not paused
@@ -65,6 +67,7 @@ struct Keys {
         counts(prefix + "counts"),
         ended(prefix + "ended"),
         held(prefix + "held"),
+        waiting(prefix + "waiting"),
         seq(ns_prefix + "seq"),
         cancel(ns_prefix + "cancel"),
         processes(ns_prefix + "processes"),
@@ -93,7 +96,7 @@ struct Keys {
   std::string ns_prefix;   // "{ns}:"
   std::string job_prefix;
   // The queue's.
-  std::string ready, scheduled, leased, index, done, dead, counts, ended, held;
+  std::string ready, scheduled, leased, index, done, dead, counts, ended, held, waiting;
   // The namespace's.
   std::string seq, cancel, processes, paused, schedules_last, schedules_added;
   std::string events, events_seq, events_read;

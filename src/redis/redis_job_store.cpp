@@ -183,14 +183,15 @@ std::optional<StorePage> RedisJobStore::list(const StoreQuery& query) const {
 }
 
 std::map<JobState, std::size_t> RedisJobStore::count_by_state() const {
-  const JobState order[] = {JobState::queued, JobState::scheduled, JobState::running,
-                            JobState::failed, JobState::succeeded, JobState::cancelled};
+  const JobState order[] = {JobState::queued,    JobState::scheduled, JobState::running,         JobState::failed,
+                            JobState::succeeded, JobState::cancelled, JobState::waiting_children};
   std::map<JobState, std::size_t> out;
   for (const JobState s : order) out[s] = 0;
   for (const std::string& queue : parts_.names()) {
     const Keys& k = parts_.keys(queue);
-    const Value v = parts_.pool(queue).eval(kCounts, {k.leased, k.dead, k.counts, k.held, k.ready, k.scheduled}, {});
-    for (std::size_t i = 0; i < 6 && i < v.elements.size(); ++i) {
+    const Value v =
+        parts_.pool(queue).eval(kCounts, {k.leased, k.dead, k.counts, k.held, k.ready, k.scheduled, k.waiting}, {});
+    for (std::size_t i = 0; i < 7 && i < v.elements.size(); ++i) {
       out[order[i]] += static_cast<std::size_t>(v.elements[i].as_integer());
     }
   }

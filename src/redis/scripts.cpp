@@ -105,6 +105,7 @@ local function child_ended(pp, pid, cid, state, policy, entry, now, cluster)
   local f = redis.call('HMGET', pkey, 'state', 'priority', 'seq', 'due_ms', 'type')
   if f[1] ~= 'waiting_children' then return nil end
   local left = redis.call('HINCRBY', pkey, 'pending', -1)
+  if (state ~= 'succeeded' and policy == 'fail') or left <= 0 then redis.call('ZREM', pp .. 'waiting', pid) end
   if state ~= 'succeeded' and policy == 'fail' then
     local e = cjson.decode(entry)
     local why = 'child ' .. cid .. ' (' .. tostring(e.type) .. ') ' .. state
@@ -235,6 +236,7 @@ for k, i in ipairs(out) do
       local kids = {}
       for kid in string.gmatch(ARGV[a + 18], '[^\n]+') do table.insert(kids, kid) end
       redis.call('HSET', prefix .. id, 'state', 'waiting_children', 'pending', #kids, 'kids_total', #kids, 'due_ms', due)
+      redis.call('ZADD', part .. 'waiting', seq, id)
       for j = 1, #kids, 4000 do redis.call('RPUSH', part .. 'kids:' .. id, unpack(kids, j, math.min(j + 3999, #kids))) end
     else
       local into = delayed and scheduled or ready
@@ -455,6 +457,7 @@ if state == 'queued' or state == 'scheduled' or state == 'waiting_children' then
   redis.call('ZREM', KEYS[8], ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_ms', ARGV[2])
   retain(part_of(ARGV[4]), ARGV[1], 'cancelled', ARGV[2], ARGV[7] or '0')
+  if state == 'waiting_children' then redis.call('ZREM', part_of(ARGV[4]) .. 'waiting', ARGV[1]) end
   redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
   trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], ARGV[4], KEYS[3], KEYS[5])
   ended(KEYS[4], ARGV[1], 'cancelled')
@@ -519,7 +522,8 @@ return 1
 const Script kCounts{"counts", R"lua(
 local split = redis.call('HMGET', KEYS[3], 'succeeded', 'cancelled')
 return {redis.call('ZCARD', KEYS[5]) + redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[6]),
-        redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), tonumber(split[1] or 0), tonumber(split[2] or 0)}
+        redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), tonumber(split[1] or 0), tonumber(split[2] or 0),
+        KEYS[7] and redis.call('ZCARD', KEYS[7]) or nil}
 )lua"};
 
 }  // namespace bulwark::detail::redis

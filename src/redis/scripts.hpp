@@ -175,9 +175,9 @@ extern const Script kRelease;
 // 0 if fenced.
 extern const Script kProgress;
 
-// KEYS: leased, dead, counts, held, ready, scheduled.
+// KEYS: leased, dead, counts, held, ready, scheduled, waiting.
 // One queue's jobs by state: {queued (ready and held), scheduled, running,
-// failed, succeeded, cancelled}.
+// failed, succeeded, cancelled, waiting_children}.
 extern const Script kCounts;
 
 }  // namespace bulwark::detail::redis
