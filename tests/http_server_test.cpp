@@ -134,6 +134,12 @@ TEST_SUITE("HttpServer") {
     CHECK(r.json()["error"]["message"].get<std::string>().rfind("children[1].children[0].type:", 0) == 0);
     CHECK(http(s.port(), "GET", "/v1/jobs/f2").status == 404);
     CHECK(http(s.port(), "GET", "/metrics").body.find(R"(route="/v1/jobs/{id}/tree")") != std::string::npos);
+    // In a batch, a flow is one entry.
+    r = http(s.port(), "POST", "/v1/jobs/batch",
+             R"({"jobs":[{"type":"echo","id":"b1"},{"type":"collect","id":"f3","children":[{"type":"echo","payload":4}]}]})");
+    REQUIRE(r.status == 200);
+    CHECK(r.json()["results"][1] == json{{"status", 201}, {"id", "f3"}, {"state", "waiting_children"}});
+    CHECK(s.wait_terminal("f3")["result"] == json::array({4}));
   }
 
   TEST_CASE("list filters by state and type and pages with a cursor" * doctest::timeout(60)) {

@@ -142,6 +142,20 @@ TEST_SUITE("bulwark run") {
     CHECK(r.stderr_text.find("1 duplicates") != std::string::npos);
   }
 
+  TEST_CASE("a flow is one line: its result line is the parent's, written once the parent has ended" *
+            doctest::timeout(60)) {
+    auto r = run_bulwark(R"({"type": "collect", "id": "g", "children": [{"type": "echo", "payload": 1}, {"type": "echo", "payload": 2}]})" "\n"
+                         R"({"type": "collect", "children": [{"type": "nope"}]})" "\n");
+    CHECK(r.status == 1);
+    auto lines = by_line(r);
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[1]["id"] == "g");
+    CHECK(lines[1]["state"] == "succeeded");
+    CHECK(lines[1]["result"] == json::array({1, 2}));
+    CHECK(lines[1]["children"]["succeeded"] == 2);
+    CHECK(lines[2]["error"]["message"] == "line 2: children[0].type: unknown job type 'nope'");
+  }
+
   TEST_CASE("exit status 2 for usage and configuration errors" * doctest::timeout(60)) {
     CHECK(run_bulwark("", "--workers lots").status == 2);
     CHECK(run_bulwark("", "--frobnicate").status == 2);
