@@ -114,6 +114,25 @@ local function child_ended(pp, pid, cid, state, policy, entry, now, cluster)
                'outcome', cjson.encode({duration_ms = 0, error = {kind = 'child_failed', type = '', message = why}}))
     retain(pp, pid, 'failed', now, cluster)
     ended(pp .. 'ended', pid, 'failed')
+    -- Its children in its own part that have not started end cancelled now
+    -- (the others when a process would fetch them).
+    for _, sid in ipairs(redis.call('LRANGE', pp .. 'kids:' .. pid, 0, -1)) do
+      local skey = pp .. 'job:' .. sid
+      local sf = redis.call('HMGET', skey, 'state', 'type', 'policy')
+      if sf[1] == 'queued' or sf[1] == 'scheduled' then
+        redis.call('ZREM', pp .. 'ready', sid)
+        redis.call('ZREM', pp .. 'scheduled', sid)
+        redis.call('ZREM', pp .. 'held', sid)
+        redis.call('HSET', skey, 'state', 'cancelled', 'finished_ms', now)
+        retain(pp, sid, 'cancelled', now, cluster)
+        redis.call('HINCRBY', pp .. 'counts', 'cancelled', 1)
+        ended(pp .. 'ended', sid, 'cancelled')
+        local e = child_entry(sid, sf[2], 'cancelled', 'cancelled', 'its parent failed before it ran', sf[3] == 'remove')
+        if redis.call('HSETNX', pp .. 'kids-ended:' .. pid, sid, e) == 1 then
+          redis.call('HINCRBY', pkey, 'kids_cancelled', 1)
+        end
+      end
+    end
     return 'failed', why, f[5]
   end
   if left > 0 then return nil end
