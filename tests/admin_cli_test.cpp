@@ -72,6 +72,13 @@ TEST_SUITE("admin commands") {
     CHECK(accepted["state"] == "queued");
     REQUIRE(s.runtime.wait(accepted["id"], 10s));
     CHECK(s.runtime.get(accepted["id"])->priority == 3);
+    // --wait-s gives up on a job still running: exit 1, its record as it is
+    // (the job sleeps 40 s; the command must not wait for it).
+    Ran gave_up = bulwark_cli("submit sleep '{\"ms\": 40000}' --id long-one --wait --wait-s 1" + server);
+    CHECK(gave_up.status == 1);
+    CHECK(gave_up.out.find("running") != std::string::npos);
+    CHECK_FALSE(bulwark::is_terminal(s.runtime.get("long-one")->state));
+    s.runtime.cancel("long-one");
   }
 
   TEST_CASE("get, list, dead, retry, cancel, stats, workers" * doctest::timeout(60)) {

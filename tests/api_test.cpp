@@ -219,11 +219,19 @@ TEST_SUITE("Api access") {
     CHECK(api.handle(request("GET", "/healthz")).status == 200);
   }
 
-  TEST_CASE("a POST without Content-Type application/json is 415, even with no body" * doctest::timeout(30)) {
+  TEST_CASE("a POST of another media type is 415, even with no body; one with neither body nor media type is not" *
+            doctest::timeout(30)) {
     bulwark::Runtime runtime{bulwark::testing::builtins(), bulwark::testing::test_options(1)};
     Api api{runtime, bulwark::ServerOptions{}};
     REQUIRE(api.handle(request("POST", "/v1/jobs")).status == 422);  // {} reached the validator
-    for (const char* type : {"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}) {
+    // curl -X POST .../cancel: no body, no Content-Type.
+    Request bare{"POST", "/v1/jobs/x/cancel", "", "", ""};
+    CHECK(api.handle(bare).status == 404);  // past the check: no such job
+    Request bare_submit{"POST", "/v1/jobs", "", "", ""};
+    CHECK(api.handle(bare_submit).status == 400);  // a submit needs its JSON body: malformed_json, not 415
+    Request body_without_type{"POST", "/v1/jobs", "", "", R"({"type":"echo"})"};
+    CHECK(api.handle(body_without_type).status == 415);
+    for (const char* type : {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}) {
       CAPTURE(type);
       Request r{"POST", "/v1/jobs/x/cancel", type, "", ""};
       const Response answer = api.handle(r);

@@ -337,6 +337,20 @@ TEST_SUITE("bulwark run") {
     err_text << err.rdbuf();
     CHECK(err_text.str().find("server.listen: expected host:port, got 'nowhere' (environment BULWARK_SERVER__LISTEN)") !=
           std::string::npos);
+
+    // A handler or a schedule naming a type this program does not have: exit 2, as serve would.
+    const std::string bad_types = work_dir() + "/bad-types.json";
+    std::ofstream(bad_types) << R"({"handlers": {"resize": {"max_attempts": 2}}})";
+    const int unknown = std::system((std::string(BULWARK_BINARY) + " config --config " + bad_types + " >/dev/null 2>" + out).c_str());
+    CHECK(WEXITSTATUS(unknown) == 2);
+    std::ifstream unknown_err(out);
+    std::stringstream unknown_text;
+    unknown_text << unknown_err.rdbuf();
+    CHECK(unknown_text.str().find("handlers.resize: unknown job type 'resize' (this program's types: ") != std::string::npos);
+    std::ofstream(bad_types) << R"({"schedules": {"nightly": {"cron": "0 3 * * *", "job": {"type": "nope"}}}})";
+    CHECK(WEXITSTATUS(std::system((std::string(BULWARK_BINARY) + " config --config " + bad_types + " >/dev/null 2>&1").c_str())) == 2);
+    std::ofstream(bad_types) << R"({"handlers": {"echo": {"max_attempts": 2}, "collect": {"max_attempts": 1}}})";
+    CHECK(WEXITSTATUS(std::system((std::string(BULWARK_BINARY) + " config --config " + bad_types + " >/dev/null 2>&1").c_str())) == 0);
   }
 
   TEST_CASE("SIGTERM stops bulwark run while standard input is an idle open pipe" * doctest::timeout(60)) {

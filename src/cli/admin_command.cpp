@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <iomanip>
 #include <iostream>
@@ -207,7 +209,13 @@ int run_submit(http::Client& c) {
   const std::string id = accepted["id"];
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(a.wait_s);
   for (;;) {
-    const http::ClientResponse got = c.request("GET", "/v1/jobs/" + encode(id) + "?wait_ms=30000");
+    // Each long poll ends by --wait-s (and before the client's own read timeout).
+    long long wait_ms = std::min<long long>(30'000, std::max(1, a.timeout_ms - 1000));
+    if (a.wait_s > 0) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      wait_ms = std::clamp<long long>(left.count(), 1, wait_ms);
+    }
+    const http::ClientResponse got = c.request("GET", "/v1/jobs/" + encode(id) + "?wait_ms=" + std::to_string(wait_ms));
     if (got.status != 200) return server_error(got);
     const json record = json::parse(got.body);
     const std::string state = record.value("state", "");

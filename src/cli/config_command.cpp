@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "builtin_workers.hpp"
+
 namespace bulwark::cli {
 namespace {
 
@@ -31,6 +33,27 @@ std::string shown(const ConfigSetting& s) {
   return s.value;
 }
 
+// What `bulwark serve` would refuse at start for this program's job types:
+// a handlers.<type> or a schedule's job naming a type it does not have.
+std::string unknown_types(const RuntimeOptions& o) {
+  Registry registry;
+  workers::register_builtin(registry);
+  const auto known = [&](const std::string& type) { return registry.find(type) != nullptr || type == kCollectType; };
+  std::string types;
+  for (const std::string& t : registry.types()) types += t + ", ";
+  types += std::string(kCollectType);
+  for (const auto& [type, handler] : o.handlers) {
+    if (!known(type)) return "handlers." + type + ": unknown job type '" + type + "' (this program's types: " + types + ")";
+  }
+  for (const auto& [name, schedule] : o.schedules) {
+    const std::string type = schedule.job.is_object() ? schedule.job.value("type", "") : "";
+    if (!known(type)) {
+      return "schedules." + name + ".job.type: unknown job type '" + type + "' (this program's types: " + types + ")";
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 std::optional<LoadedConfig> load(const ConfigArgs& args) {
@@ -53,6 +76,10 @@ std::optional<LoadedConfig> load(const ConfigArgs& args) {
 int config_command(const ConfigArgs& args, bool json) {
   const std::optional<LoadedConfig> loaded = load(args);
   if (!loaded) return 2;
+  if (const std::string problem = unknown_types(loaded->options); !problem.empty()) {
+    std::cerr << "bulwark: configuration error: " << problem << "\n";
+    return 2;
+  }
   if (json) {
     auto config = nlohmann::ordered_json::parse(loaded->json);
     for (auto* secret :

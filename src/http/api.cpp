@@ -384,8 +384,13 @@ Response Api::dispatch(const Request& request) {
                               "' are not accepted; only from this server's own pages and server.allowed_origins");
   }
   if ((post || request.method == "DELETE") && !authorized(request)) return unauthorized();
-  if (post && !is_json(request.content_type)) {
-    return error_response(415, "unsupported_media_type", "a POST needs the header 'Content-Type: application/json'");
+  // A POST with a body needs it to be JSON; one with neither body nor
+  // media type (curl -X POST .../retry) needs none. A browser's cross-site
+  // POST carries its Origin and was refused above; a form or a beacon says
+  // text/plain or a form type, and is refused here.
+  if (post && !(request.body.empty() && request.content_type.empty()) && !is_json(request.content_type)) {
+    return error_response(415, "unsupported_media_type",
+                          "a POST with a body needs the header 'Content-Type: application/json'");
   }
 
   if (parts.size() == 1 && (parts[0] == "healthz" || parts[0] == "readyz" || parts[0] == "metrics")) {

@@ -43,6 +43,8 @@ def render(path):
     out = subprocess.run(["kubectl", "kustomize", path], capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise SystemExit(f"kubectl kustomize {path} failed: {out.stderr}")
+    # commonLabels (deprecated, and it reached every selector) is not used.
+    check(f"{os.path.relpath(path, KUBE)}: no commonLabels warning", "commonLabels" not in out.stderr, out.stderr.strip())
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
@@ -102,6 +104,11 @@ for name, docs in rendered.items():
           any(selects(p["spec"]["selector"], labels) for p in of_kind(docs, "PodDisruptionBudget")))
     check(f"{name}: the Service selects the pods",
           any(selects({"matchLabels": s["spec"]["selector"]}, labels) for s in of_kind(docs, "Service")))
+    # A client pod labelled bulwark-client=true (and nothing of bulwark's) is let in.
+    client_rules = [peer["podSelector"] for p in of_kind(docs, "NetworkPolicy") for rule in p["spec"].get("ingress", [])
+                    for peer in rule.get("from", []) if "podSelector" in peer]
+    check(f"{name}: the NetworkPolicy lets a pod labelled bulwark-client=true in",
+          any(selects(sel, {"bulwark-client": "true"}) for sel in client_rules), client_rules)
 
     # The configuration the pod reads: the ConfigMap mounted at --config.
     args = container["args"]
