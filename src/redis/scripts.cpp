@@ -79,10 +79,22 @@ local function kept(part, key, id, state, now, cluster)
 end
 local function release_kept(part, root, now)
   local key = part .. 'flow-kept:' .. root
+  -- Retained from the root's end on, just before the root itself.
+  local at = tonumber(now) - 1
+  local into, order = {}, {}  -- list key -> {score, id, ...}
   for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
     local flag, p, id = string.match(m, '^(.)(.-)\n(.*)$')
-    if id then redis.call('ZADD', p .. (flag == 'D' and 'dead' or 'done'), now, id) end
+    if id then
+      local list = p .. (flag == 'D' and 'dead' or 'done')
+      if not into[list] then
+        into[list] = {}
+        table.insert(order, list)
+      end
+      table.insert(into[list], at)
+      table.insert(into[list], id)
+    end
   end
+  for _, list in ipairs(order) do bulk('ZADD', list, into[list]) end
   redis.call('DEL', key)
 end
 -- A job that ended: into its retention list, or kept for its flow's root.
@@ -94,21 +106,38 @@ local function retain(part, id, state, now, cluster)
   local f = redis.call('HMGET', key, 'kids_total', 'parent')
   if f[1] and not f[2] then release_kept(part, id, now) end  -- a flow's root
 end
--- Child `cid` of parent `pid` (in part `pp`) ended in `state`; `entry` is
--- how the parent lists it. Counted once (HSETNX). Returns what became of
--- the parent: 'failed' (policy fail), 'released' (its last child), or nil.
-local function child_ended(pp, pid, cid, state, policy, entry, now, cluster)
-  local pkey = pp .. 'job:' .. pid
-  if redis.call('HSETNX', pp .. 'kids-ended:' .. pid, cid, entry) == 0 then return nil end
-  redis.call('HINCRBY', pkey, state == 'succeeded' and 'kids_succeeded' or
-                              (state == 'failed' and 'kids_failed' or 'kids_cancelled'), 1)
+-- Children of parent `pid` (in part `pp`) ended: `kids` holds {id, state,
+-- policy, entry} each (`entry`: how the parent lists it). Each is counted
+-- once (its entry is written only if it has none). Returns what became of
+-- the parent: 'failed' (a child under policy fail), 'released' (its last
+-- children), or nil; for 'failed' also why and the parent's type.
+local function children_ended(pp, pid, kids, now, cluster)
+  local pkey, ended_key = pp .. 'job:' .. pid, pp .. 'kids-ended:' .. pid
+  local ids = {}
+  for i, k in ipairs(kids) do ids[i] = k[1] end
+  local have = redis.call('HMGET', ended_key, unpack(ids))
+  local fresh, n, counted, failing = {}, 0, {}, nil
+  for i, k in ipairs(kids) do
+    if not have[i] then
+      table.insert(fresh, k[1])
+      table.insert(fresh, k[4])
+      n = n + 1
+      counted[k[2]] = (counted[k[2]] or 0) + 1
+      if k[2] ~= 'succeeded' and k[3] == 'fail' and not failing then failing = k end
+    end
+  end
+  if n == 0 then return nil end
+  redis.call('HSET', ended_key, unpack(fresh))
+  for st, c in pairs(counted) do
+    redis.call('HINCRBY', pkey, st == 'succeeded' and 'kids_succeeded' or (st == 'failed' and 'kids_failed' or 'kids_cancelled'), c)
+  end
   local f = redis.call('HMGET', pkey, 'state', 'priority', 'seq', 'due_ms', 'type')
   if f[1] ~= 'waiting_children' then return nil end
-  local left = redis.call('HINCRBY', pkey, 'pending', -1)
-  if (state ~= 'succeeded' and policy == 'fail') or left <= 0 then redis.call('ZREM', pp .. 'waiting', pid) end
-  if state ~= 'succeeded' and policy == 'fail' then
-    local e = cjson.decode(entry)
-    local why = 'child ' .. cid .. ' (' .. tostring(e.type) .. ') ' .. state
+  local left = redis.call('HINCRBY', pkey, 'pending', -n)
+  if failing or left <= 0 then redis.call('ZREM', pp .. 'waiting', pid) end
+  if failing then
+    local e = cjson.decode(failing[4])
+    local why = 'child ' .. failing[1] .. ' (' .. tostring(e.type) .. ') ' .. failing[2]
     if type(e.error) == 'table' then why = why .. ': ' .. tostring(e.error.kind) .. ': ' .. tostring(e.error.message) end
     redis.call('HSET', pkey, 'state', 'failed', 'finished_ms', now,
                'outcome', cjson.encode({duration_ms = 0, error = {kind = 'child_failed', type = '', message = why}}))
@@ -127,10 +156,8 @@ local function child_ended(pp, pid, cid, state, policy, entry, now, cluster)
         retain(pp, sid, 'cancelled', now, cluster)
         redis.call('HINCRBY', pp .. 'counts', 'cancelled', 1)
         ended(pp .. 'ended', sid, 'cancelled')
-        local e = child_entry(sid, sf[2], 'cancelled', 'cancelled', 'its parent failed before it ran', sf[3] == 'remove')
-        if redis.call('HSETNX', pp .. 'kids-ended:' .. pid, sid, e) == 1 then
-          redis.call('HINCRBY', pkey, 'kids_cancelled', 1)
-        end
+        local se = child_entry(sid, sf[2], 'cancelled', 'cancelled', 'its parent failed before it ran', sf[3] == 'remove')
+        if redis.call('HSETNX', ended_key, sid, se) == 1 then redis.call('HINCRBY', pkey, 'kids_cancelled', 1) end
       end
     end
     return 'failed', why, f[5]
@@ -145,6 +172,11 @@ local function child_ended(pp, pid, cid, state, policy, entry, now, cluster)
   end
   return 'released'
 end
+local function child_ended(pp, pid, cid, state, policy, entry, now, cluster)
+  return children_ended(pp, pid, {{cid, state, policy, entry}}, now, cluster)
+end
+-- A parent failed by its child is in turn a child that failed: its own
+-- parent hears of it (see notify_parent, below).
 -- Job `id` (in part `part`) ended in `state`: if it is a flow's child, its
 -- parent counts it here when the parent's keys may be touched from this
 -- script (one Redis, or the same slot); otherwise it is put on the part's
@@ -232,9 +264,16 @@ for k, i in ipairs(out) do
     seq = seq + 1
     out[k] = seq
     local delayed = due > now
-    redis.call('HSET', prefix .. id, 'id', id, 'type', ARGV[a + 1], 'payload', ARGV[a + 2], 'priority', priority,
+    local fields = {'id', id, 'type', ARGV[a + 1], 'payload', ARGV[a + 2], 'priority', priority,
       'max_attempts', ARGV[a + 4], 'timeout_ms', ARGV[a + 5], 'seq', seq, 'created_ms', ARGV[a + 7], 'attempts', 0,
-      'state', delayed and 'scheduled' or 'queued', 'retry', '0')
+      'state', delayed and 'scheduled' or 'queued', 'retry', '0'}
+    if ARGV[a + 14] ~= '' then  -- a flow's child: its parent, and its flow's root
+      for _, v in ipairs({'parent', ARGV[a + 14], 'parent_part', ARGV[a + 15], 'parent_queue', ARGV[a + 16],
+                          'policy', ARGV[a + 17], 'root', ARGV[a + 19], 'root_part', ARGV[a + 20]}) do
+        table.insert(fields, v)
+      end
+    end
+    redis.call('HSET', prefix .. id, unpack(fields))
     if queue ~= '' then redis.call('HSET', prefix .. id, 'queue', queue) end
     if ARGV[a + 8] ~= '' then
       redis.call('HSET', prefix .. id, 'traceparent', ARGV[a + 8], 'tracestate', ARGV[a + 9])
@@ -244,10 +283,6 @@ for k, i in ipairs(out) do
       redis.call('HSET', prefix .. id, 'unique_key', ARGV[a + 12])
     end
     if ARGV[a + 13] ~= '' then redis.call('HSET', prefix .. id, 'then', ARGV[a + 13]) end
-    if ARGV[a + 14] ~= '' then
-      redis.call('HSET', prefix .. id, 'parent', ARGV[a + 14], 'parent_part', ARGV[a + 15], 'parent_queue', ARGV[a + 16],
-                 'policy', ARGV[a + 17], 'root', ARGV[a + 19], 'root_part', ARGV[a + 20])
-    end
     table.insert(index, seq)
     table.insert(index, id)
     if ARGV[a + 18] ~= '' then
@@ -272,6 +307,7 @@ return out
 
 const Script kFetch{"fetch", kMayRunFull + kPrelude + R"lua(
 local out, leased, held = {}, {}, {}
+local parent_states = {}  -- a flow's parents' states, read once per call
 local paused, any_paused, cluster = {}, #ARGV >= 7, ARGV[6] or '0'
 for i = 7, #ARGV do paused[ARGV[i]] = true end
 local popped = redis.call('ZPOPMIN', KEYS[3], tonumber(ARGV[1]))
@@ -282,8 +318,12 @@ for i = 1, #popped, 2 do
   local f = redis.call('HMGET', key, 'state', 'type', 'payload', 'priority', 'max_attempts', 'timeout_ms', 'seq',
                        'retry', 'created_ms', 'attempts', 'started_ms', 'traceparent', 'tracestate', 'then', 'queue',
                        'parent', 'parent_part', 'policy', 'kids_total')
-  local orphan = f[16] and (cluster ~= '1' or f[17] == part_of(ARGV[5])) and
-                 redis.call('HGET', f[17] .. 'job:' .. f[16], 'state') ~= 'waiting_children'
+  local orphan = false
+  if f[16] and (cluster ~= '1' or f[17] == part_of(ARGV[5])) then
+    local pk = f[17] .. 'job:' .. f[16]
+    if parent_states[pk] == nil then parent_states[pk] = redis.call('HGET', pk, 'state') or 'gone' end
+    orphan = parent_states[pk] ~= 'waiting_children'
+  end
   if f[1] == 'queued' and orphan then
     -- Its parent ended (a sibling failed it, or it was cancelled): it does
     -- not run; it ends cancelled.
@@ -339,7 +379,12 @@ return 1
 
 const Script kAck{"ack", kMayRunFull + kPrelude + R"lua(
 local owner, now, prefix, cluster = ARGV[1], ARGV[2], ARGV[7], ARGV[8]
-local out, unleased, done, dead, scheduled, ends, counted, children = {}, {}, {}, {}, {}, {}, {}, {}
+local part = part_of(prefix)
+local out, unleased, done, dead, scheduled, ends, counted = {}, {}, {}, {}, {}, {}, {}
+-- Flows: children by parent (counted there per parent, once per call), the
+-- roots' states as first read here, the members kept for their roots, and
+-- the roots that ended.
+local parents, parent_order, roots_seen, kept_by_root, kept_order, roots = {}, {}, {}, {}, {}, {}
 for i = 9, #ARGV, 7 do
   local id, fence, how, state, outcome, due, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
                                                     ARGV[i + 5], ARGV[i + 6]
@@ -354,30 +399,75 @@ for i = 9, #ARGV, 7 do
       table.insert(scheduled, id)
     else
       redis.call('HSET', key, 'state', state, 'outcome', outcome, 'finished_ms', now)
-      -- A flow's member ("" entry: none; "*": its root) is retained by its root's rules.
-      if entry == '' then
-        local list = state == 'failed' and dead or done
+      local list = state == 'failed' and dead or done
+      if entry == '' or entry == '*' then
+        -- A plain job, or a flow's root ("*"): retained now (a root lets its flow in below).
         table.insert(list, now)
         table.insert(list, id)
+        if entry == '*' then table.insert(roots, id) end
       else
-        retain(part_of(prefix), id, state, now, cluster)
+        -- A flow's child: kept while its root waits; its parent counts it.
+        local f = redis.call('HMGET', key, 'parent', 'parent_part', 'policy', 'root', 'root_part')
+        local keep = false
+        if f[4] and (cluster ~= '1' or f[5] == part) then
+          local root_key = f[5] .. 'job:' .. f[4]
+          local rs = roots_seen[root_key]
+          if rs == nil then
+            rs = redis.call('HGET', root_key, 'state') or 'gone'
+            roots_seen[root_key] = rs
+          end
+          if rs ~= 'succeeded' and rs ~= 'failed' and rs ~= 'cancelled' and rs ~= 'gone' then
+            keep = true
+            local kk = f[5] .. 'flow-kept:' .. f[4]
+            if not kept_by_root[kk] then
+              kept_by_root[kk] = {}
+              table.insert(kept_order, kk)
+            end
+            table.insert(kept_by_root[kk], now)
+            table.insert(kept_by_root[kk], (state == 'failed' and 'D' or 'F') .. part .. '\n' .. id)
+          end
+        end
+        if not keep then
+          table.insert(list, now)
+          table.insert(list, id)
+        end
+        if f[1] and cluster == '1' and f[2] ~= part then
+          redis.call('HSET', key, 'entry', entry)  -- for the process that relays it
+          redis.call('ZADD', part .. 'relay', now, id)
+        elseif f[1] then
+          local pk = f[2] .. '\n' .. f[1]
+          if not parents[pk] then
+            parents[pk] = {f[2], f[1], {}}
+            table.insert(parent_order, pk)
+          end
+          table.insert(parents[pk][3], {id, state, f[3], entry})
+        end
       end
       if state ~= 'failed' then counted[state] = (counted[state] or 0) + 1 end
       table.insert(ends, id)
       table.insert(ends, state)
-      if entry ~= '' and entry ~= '*' then table.insert(children, {id, state, entry}) end
     end
     table.insert(out, 1)
   end
 end
--- A flow's children: their parents count them, once each.
-for _, c in ipairs(children) do notify_parent(part_of(prefix), c[1], c[2], c[3], now, cluster) end
 bulk('ZREM', KEYS[1], unleased)
 bulk('ZADD', KEYS[7], scheduled)
 bulk('ZADD', KEYS[2], done)
 bulk('ZADD', KEYS[3], dead)
 ended_many(KEYS[5], ends)
 for state, n in pairs(counted) do redis.call('HINCRBY', KEYS[6], state, n) end
+for _, kk in ipairs(kept_order) do bulk('ZADD', kk, kept_by_root[kk]) end
+-- Parents count their children (a parent failed by one is in turn a child
+-- that failed, up the tree); then the roots that ended let their flows in.
+for _, pk in ipairs(parent_order) do
+  local pp, pid, kids = parents[pk][1], parents[pk][2], parents[pk][3]
+  local became, why, ptype = children_ended(pp, pid, kids, now, cluster)
+  if became == 'failed' then
+    local up = redis.call('HGET', pp .. 'job:' .. pid, 'policy')
+    notify_parent(pp, pid, 'failed', child_entry(pid, ptype, 'failed', 'child_failed', why, up == 'remove'), now, cluster)
+  end
+end
+for _, root in ipairs(roots) do release_kept(part, root, now) end
 if #done > 0 then trim(KEYS[2], tonumber(ARGV[3]), ARGV[5], prefix, KEYS[4], KEYS[6]) end
 if #dead > 0 then trim(KEYS[3], tonumber(ARGV[4]), ARGV[6], prefix, KEYS[4]) end
 return out

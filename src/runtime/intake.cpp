@@ -375,7 +375,17 @@ std::string at(const std::string& path, const std::string& what) { return path.e
 Submitted Intake::submit_flow(JobSpec root) {
   using Code = SubmitError::Code;
   const auto& limits = options_.limits;
+  // Counted first, so the list of nodes is made once (a node is large).
+  std::size_t total = 0;
+  std::vector<const JobSpec*> walk{&root};
+  while (!walk.empty() && total <= limits.flow_children + 1) {
+    const JobSpec* at = walk.back();
+    walk.pop_back();
+    ++total;
+    for (const JobSpec& child : at->children) walk.push_back(&child);
+  }
   std::vector<FlowNode> nodes;
+  nodes.reserve(std::min(total, limits.flow_children + 1));
   nodes.push_back(FlowNode{std::move(root), {}, 0, 0, 0, 0, 0});
   // Flatten and bound the tree before anything else is looked at.
   for (std::size_t i = 0; i < nodes.size(); ++i) {
