@@ -169,20 +169,6 @@ RedisBroker::~RedisBroker() { close(); }
 // The enqueue script's twenty-one arguments for one job.
 void RedisBroker::enqueue_args(std::vector<std::string>& args, const Keys& keys, const TaskSpec& s,
                                Clock::time_point due, const std::string& now_ms) {
-  // A flow's place: parent, its part and queue, the policy; children's ids.
-  std::vector<std::string> flow(7);
-  if (const FlowLink* link = s.flow.get()) {
-    if (link->is_child()) {
-      const Keys& up = parts_.keys(link->parent_queue);
-      flow[0] = link->parent_id;
-      flow[1] = up.prefix;
-      flow[2] = up.queue;
-      flow[3] = std::string(to_string(link->policy));
-      flow[5] = link->root_id;
-      flow[6] = parts_.keys(link->root_queue).prefix;
-    }
-    for (const JobId& kid : link->children) flow[4].append(kid).push_back('\n');
-  }
   args.insert(args.end(), {s.id, s.type, dump_line(s.payload), std::to_string(s.priority),
                            std::to_string(s.max_attempts), std::to_string(s.timeout.count()),
                            std::to_string(epoch_ms(due)), now_ms, s.trace ? s.trace->traceparent() : std::string(),
@@ -193,7 +179,22 @@ void RedisBroker::enqueue_args(std::vector<std::string>& args, const Keys& keys,
     args.insert(args.end(), 3, std::string());
   }
   args.push_back(s.then ? dump_line(*s.then) : std::string());
-  std::move(flow.begin(), flow.end(), std::back_inserter(args));
+  // A flow's place: parent, its part and queue, the policy; children's ids;
+  // the root and its part ("" for a job in no flow).
+  const std::size_t at = args.size();
+  args.resize(at + 7);
+  if (const FlowLink* link = s.flow.get()) {
+    if (link->is_child()) {
+      const Keys& up = parts_.keys(link->parent_queue);
+      args[at] = link->parent_id;
+      args[at + 1] = up.prefix;
+      args[at + 2] = up.queue;
+      args[at + 3] = std::string(to_string(link->policy));
+      args[at + 5] = link->root_id;
+      args[at + 6] = parts_.keys(link->root_queue).prefix;
+    }
+    for (const JobId& kid : link->children) args[at + 4].append(kid).push_back('\n');
+  }
 }
 
 std::vector<std::string> RedisBroker::enqueue_head(const Keys& keys, std::size_t jobs) {
@@ -370,30 +371,33 @@ void RedisBroker::admit_flow(std::vector<Admission>& flow, Clock::time_point now
   }
 }
 
+long long cancel_job(Parts& parts, const BrokerOptions& options, const std::string& queue, const JobId& id) {
+  const Keys& k = parts.keys(queue);
+  const long long now = epoch_ms(Clock::now());
+  const long long r = parts.pool(queue)
+                          .eval(kCancel, {k.job(id), k.done, k.index, k.ended, k.counts, k.ready, k.scheduled, k.held},
+                                {id, std::to_string(now), std::to_string(options.keep_finished), k.job_prefix,
+                                 retention_cutoff(options.finished_ttl, now), k.cancel, options.redis.cluster ? "1" : "0"})
+                          .as_integer();
+  if (r != 4) return r;
+  // A flow's parent that waited for its children: its tree goes with it,
+  // each child in whichever queue holds it.
+  const std::vector<std::string> names = parts.names();
+  for (const Value& kid : parts.pool(queue).command({"LRANGE", k.prefix + "kids:" + id, "0", "-1"}).elements) {
+    for (const std::string& name : names) {
+      if (parts.pool(name).command({"EXISTS", parts.keys(name).job(kid.str)}).as_integer() == 0) continue;
+      cancel_job(parts, options, name, kid.str);
+      break;
+    }
+  }
+  return r;
+}
+
 // Cancels a flow's root written by an admission refused further on (its
 // tree with it, as a user's cancel would).
 void RedisBroker::cancel_written(const JobId& root, const std::string& queue) {
-  const Keys& k = parts_.keys(queue);
-  const long long now = epoch_ms(Clock::now());
   try {
-    const long long r =
-        parts_.pool(queue)
-            .eval(kCancel, {k.job(root), k.done, k.index, k.ended, k.counts, k.ready, k.scheduled, k.held},
-                  {root, std::to_string(now), std::to_string(options_.keep_finished), k.job_prefix,
-                   retention_cutoff(options_.finished_ttl, now), k.cancel, options_.redis.cluster ? "1" : "0"})
-            .as_integer();
-    if (r != 4) return;
-    const Value kids = parts_.pool(queue).command({"LRANGE", k.prefix + "kids:" + root, "0", "-1"});
-    for (const Value& kid : kids.elements) {
-      for (const std::string& name : parts_.names()) {
-        const Keys& ck = parts_.keys(name);
-        if (parts_.pool(name).command({"EXISTS", ck.job(kid.str)}).as_integer() == 0) continue;
-        parts_.pool(name).eval(kCancel, {ck.job(kid.str), ck.done, ck.index, ck.ended, ck.counts, ck.ready, ck.scheduled, ck.held},
-                               {kid.str, std::to_string(now), std::to_string(options_.keep_finished), ck.job_prefix,
-                                retention_cutoff(options_.finished_ttl, now), ck.cancel, options_.redis.cluster ? "1" : "0"});
-        break;
-      }
-    }
+    cancel_job(parts_, options_, queue, root);
   } catch (const RedisError& e) {
     warn("a flow refused part-way: its root " + root + " could not be cancelled in Redis: " + e.what());
   }

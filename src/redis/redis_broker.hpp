@@ -98,6 +98,12 @@ struct FetchedJob {
   std::optional<std::vector<std::string>> children;  // a flow's parent: its children's entries, in order
 };
 
+// Cancels job `id` of `queue` (the cancel script); a flow's parent that
+// waited for its children takes its tree with it, each child found in
+// whichever queue holds it. The script's answer for `id` (scripts.hpp,
+// kCancel). Blocks for the round trips; throws RedisError.
+long long cancel_job(Parts& parts, const BrokerOptions& options, const std::string& queue, const JobId& id);
+
 // A lease this process took over from a process that died or stalled.
 struct LostLease {
   int attempt = 0;            // the attempt that was lost

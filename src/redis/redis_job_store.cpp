@@ -262,22 +262,10 @@ std::optional<std::pair<std::vector<JobRecord>, std::size_t>> RedisJobStore::chi
 CancelResult RedisJobStore::cancel(const JobId& id) {
   const std::optional<std::string> queue = find_queue(id);
   if (!queue) return CancelResult::not_found;
-  const Keys& k = parts_.keys(*queue);
-  const long long now = epoch_ms(Clock::now());
-  const long long r = parts_.pool(*queue)
-                          .eval(kCancel, {k.job(id), k.done, k.index, k.ended, k.counts, k.ready, k.scheduled, k.held},
-                                {id, std::to_string(now), std::to_string(options_.keep_finished), k.job_prefix,
-                                 retention_cutoff(options_.finished_ttl, now), k.cancel,
-                                 options_.redis.cluster ? "1" : "0"})
-                          .as_integer();
+  const long long r = cancel_job(parts_, options_, *queue, id);
   switch (r) {
-    case 1: return CancelResult::cancelled;
-    case 4: {
-      // A flow's parent that waited for its children: its tree goes with it.
-      const Value kids = parts_.pool(*queue).command({"LRANGE", k.prefix + "kids:" + id, "0", "-1"});
-      for (const Value& kid : kids.elements) cancel(kid.str);
-      return CancelResult::cancelled;
-    }
+    case 1:
+    case 4: return CancelResult::cancelled;  // 4: a flow's parent, its tree with it
     case 2:
       if (broker_ != nullptr) broker_->stop_local(id);  // at once if it runs here; other processes poll
       return CancelResult::stop_requested;

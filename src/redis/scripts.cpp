@@ -264,16 +264,13 @@ for k, i in ipairs(out) do
     seq = seq + 1
     out[k] = seq
     local delayed = due > now
-    local fields = {'id', id, 'type', ARGV[a + 1], 'payload', ARGV[a + 2], 'priority', priority,
+    redis.call('HSET', prefix .. id, 'id', id, 'type', ARGV[a + 1], 'payload', ARGV[a + 2], 'priority', priority,
       'max_attempts', ARGV[a + 4], 'timeout_ms', ARGV[a + 5], 'seq', seq, 'created_ms', ARGV[a + 7], 'attempts', 0,
-      'state', delayed and 'scheduled' or 'queued', 'retry', '0'}
+      'state', delayed and 'scheduled' or 'queued', 'retry', '0')
     if ARGV[a + 14] ~= '' then  -- a flow's child: its parent, and its flow's root
-      for _, v in ipairs({'parent', ARGV[a + 14], 'parent_part', ARGV[a + 15], 'parent_queue', ARGV[a + 16],
-                          'policy', ARGV[a + 17], 'root', ARGV[a + 19], 'root_part', ARGV[a + 20]}) do
-        table.insert(fields, v)
-      end
+      redis.call('HSET', prefix .. id, 'parent', ARGV[a + 14], 'parent_part', ARGV[a + 15], 'parent_queue', ARGV[a + 16],
+                 'policy', ARGV[a + 17], 'root', ARGV[a + 19], 'root_part', ARGV[a + 20])
     end
-    redis.call('HSET', prefix .. id, unpack(fields))
     if queue ~= '' then redis.call('HSET', prefix .. id, 'queue', queue) end
     if ARGV[a + 8] ~= '' then
       redis.call('HSET', prefix .. id, 'traceparent', ARGV[a + 8], 'tracestate', ARGV[a + 9])

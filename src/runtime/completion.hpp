@@ -104,11 +104,6 @@ class Completion {
   // backend that counts children itself (redis) leaves this off. Set before
   // the workers start.
   void set_counts_children(bool on) noexcept { counts_children_ = on; }
-  // Ends a flow's waiting parent whose child `child` ended failed or
-  // cancelled under policy fail: the parent fails with kind child_failed
-  // and its children not started yet are cancelled. False if the parent
-  // was no longer waiting.
-  bool fail_parent(const TaskPtr& parent, const ChildOutcome& child);
 
   // One more listener of every job ended here, after on_finished (the
   // memory backend's on_finished_anywhere). Set before the workers start.
@@ -133,6 +128,11 @@ class Completion {
   void flow_ended(const TaskPtr& task, JobState terminal);
   void child_ended(const TaskPtr& child, const FlowLink& link, JobState terminal);
   void release_parent(const TaskPtr& parent);
+  // Ends a flow's waiting parent whose child `child` ended failed or
+  // cancelled under policy fail: the parent fails with kind child_failed
+  // and its children not started yet are cancelled. False if the parent
+  // was no longer waiting.
+  bool fail_parent(const TaskPtr& parent, const ChildOutcome& child);
   // Cancels `parent`'s children that have not ended (and theirs): all of
   // them, or only those not started.
   void cancel_children(const Task& parent, bool running_too);
