@@ -370,44 +370,80 @@ struct FlowNode {
 
 std::string at(const std::string& path, const std::string& what) { return path.empty() ? what : path + "." + what; }
 
-}  // namespace
+SubmitError flow_error(SubmitError::Code code, std::string message) { return SubmitError{code, std::move(message)}; }
 
-Submitted Intake::submit_flow(JobSpec root) {
-  using Code = SubmitError::Code;
-  const auto& limits = options_.limits;
-  // Counted first, so the list of nodes is made once (a node is large).
-  std::size_t total = 0;
+// The flow's jobs in breadth-first order, the root first; bounded by
+// limits.flow_depth and limits.flow_children before anything else is read.
+std::optional<SubmitError> flatten(JobSpec root, const InputLimits& limits, std::vector<FlowNode>& nodes) {
+  std::size_t total = 0;  // counted first, so the list is made once (a node is large)
   std::vector<const JobSpec*> walk{&root};
   while (!walk.empty() && total <= limits.flow_children + 1) {
-    const JobSpec* at = walk.back();
+    const JobSpec* spec = walk.back();
     walk.pop_back();
     ++total;
-    for (const JobSpec& child : at->children) walk.push_back(&child);
+    for (const JobSpec& child : spec->children) walk.push_back(&child);
   }
-  std::vector<FlowNode> nodes;
   nodes.reserve(std::min(total, limits.flow_children + 1));
   nodes.push_back(FlowNode{std::move(root), {}, 0, 0, 0, 0, 0});
-  // Flatten and bound the tree before anything else is looked at.
   for (std::size_t i = 0; i < nodes.size(); ++i) {
     std::vector<JobSpec> kids = std::move(nodes[i].spec.children);
     nodes[i].spec.children.clear();
     if (kids.empty()) continue;
-    if (nodes[i].depth + 1 > limits.flow_depth) {
-      return reject(error(Code::invalid, at(nodes[i].path, "children") + ": the flow is deeper than limits.flow_depth (" +
-                                             std::to_string(limits.flow_depth) + " levels of children)"));
+    const std::string path = nodes[i].path;
+    const std::size_t depth = nodes[i].depth;
+    if (depth + 1 > limits.flow_depth) {
+      return flow_error(SubmitError::Code::invalid, at(path, "children") + ": the flow is deeper than limits.flow_depth (" +
+                                                        std::to_string(limits.flow_depth) + " levels of children)");
     }
     if (nodes.size() - 1 + kids.size() > limits.flow_children) {
-      return reject(error(Code::invalid, at(nodes[i].path, "children") + ": the flow has more than limits.flow_children (" +
-                                             std::to_string(limits.flow_children) + ") jobs below its root"));
+      return flow_error(SubmitError::Code::invalid, at(path, "children") + ": the flow has more than limits.flow_children (" +
+                                                        std::to_string(limits.flow_children) + ") jobs below its root");
     }
     nodes[i].first_child = nodes.size();
     nodes[i].child_count = kids.size();
-    const std::string path = nodes[i].path;
-    const std::size_t depth = nodes[i].depth;
     for (std::size_t k = 0; k < kids.size(); ++k) {
       nodes.push_back(FlowNode{std::move(kids[k]), at(path, "children[" + std::to_string(k) + "]"), i, k, depth + 1, 0, 0});
     }
   }
+  return std::nullopt;
+}
+
+// Each job's place in the flow (TaskSpec::flow), its tasks made and named;
+// a parent waits as waiting_children. `policies`: each spec's
+// on_child_failure and parent_on_failure.
+void link(std::vector<FlowNode>& nodes, const std::vector<std::pair<ChildFailure, std::optional<ChildFailure>>>& policies) {
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    FlowNode& n = nodes[i];
+    auto flow = std::make_shared<FlowLink>();
+    if (i > 0) {
+      const FlowNode& up = nodes[n.parent];
+      flow->parent_id = up.task->id();
+      flow->parent_queue = up.task->spec().queue;
+      flow->policy = policies[i].second.value_or(policies[n.parent].first);
+      flow->index = n.index;
+      flow->parent = up.task;
+      flow->root_id = nodes[0].task->id();
+      flow->root_queue = nodes[0].task->spec().queue;
+    }
+    if (n.child_count > 0) {
+      flow->on_child_failure = policies[i].first;
+      for (std::size_t k = 0; k < n.child_count; ++k) flow->children.push_back(nodes[n.first_child + k].task->id());
+      MutexLock lock(flow->mutex);
+      flow->tally.ended.resize(n.child_count);
+      flow->tally.removed.resize(n.child_count);
+      flow->tally.counts.total = n.child_count;
+      TaskAccess::set_state(*n.task, JobState::waiting_children);
+    }
+    TaskAccess::spec(*n.task).flow = std::move(flow);
+  }
+}
+
+}  // namespace
+
+Submitted Intake::submit_flow(JobSpec root) {
+  using Code = SubmitError::Code;
+  std::vector<FlowNode> nodes;
+  if (auto problem = flatten(std::move(root), options_.limits, nodes)) return reject(std::move(*problem));
   // Every job checked as a submit would check it, its errors named by its path.
   for (FlowNode& n : nodes) {
     n.type = types_.find(n.spec.type);
@@ -433,52 +469,45 @@ Submitted Intake::submit_flow(JobSpec root) {
     policies[i] = {n.spec.on_child_failure, n.spec.parent_on_failure};
     n.task = task_for(*n.type, std::move(n.spec), std::move(n.trace));
     TaskSpec& s = TaskAccess::spec(*n.task);
-    if (i > 0 && s.id.empty()) s.id = child_id(nodes[n.parent].task->id(), n.index, limits.id_length);
+    if (i > 0 && s.id.empty()) s.id = child_id(nodes[n.parent].task->id(), n.index, options_.limits.id_length);
     stamp(*n.task, delays[i], now);
     if (!ids.insert(n.task->id()).second || store_.find(n.task->id()) != nullptr) {
       return reject(error(Code::duplicate_id, at(n.path, "id") + ": '" + n.task->id() + "' is already used by another job"));
     }
   }
-  for (std::size_t i = 0; i < nodes.size(); ++i) {
-    FlowNode& n = nodes[i];
-    auto link = std::make_shared<FlowLink>();
-    if (i > 0) {
-      const FlowNode& up = nodes[n.parent];
-      link->parent_id = up.task->id();
-      link->parent_queue = up.task->spec().queue;
-      link->policy = policies[i].second.value_or(policies[n.parent].first);
-      link->index = n.index;
-      link->parent = up.task;
-      link->root_id = nodes[0].task->id();
-      link->root_queue = nodes[0].task->spec().queue;
-    }
-    if (n.child_count > 0) {
-      link->on_child_failure = policies[i].first;
-      for (std::size_t k = 0; k < n.child_count; ++k) link->children.push_back(nodes[n.first_child + k].task->id());
-      MutexLock lock(link->mutex);
-      link->tally.ended.resize(n.child_count);
-      link->tally.removed.resize(n.child_count);
-      link->tally.counts.total = n.child_count;
-      TaskAccess::set_state(*n.task, JobState::waiting_children);
-    }
-    TaskAccess::spec(*n.task).flow = std::move(link);
+  link(nodes, policies);
+  std::vector<TaskPtr> tasks;
+  std::vector<std::string> paths;
+  tasks.reserve(nodes.size());
+  paths.reserve(nodes.size());
+  for (FlowNode& n : nodes) {
+    tasks.push_back(std::move(n.task));
+    paths.push_back(std::move(n.path));
   }
-  // Unique keys held elsewhere refuse the whole flow.
+  return admit_tree(tasks, paths, delays, now);
+}
+
+// Claims the flow's unique keys (where the broker keeps none), then admits
+// it whole; a refusal names the job's path, and whatever was recorded ends.
+Submitted Intake::admit_tree(const std::vector<TaskPtr>& tasks, const std::vector<std::string>& paths,
+                             const std::vector<std::chrono::milliseconds>& delays, Clock::time_point now) {
+  using Code = SubmitError::Code;
   std::vector<Admission> batch;
-  batch.reserve(nodes.size());
+  batch.reserve(tasks.size());
   bool root_recorded = false;
   const auto unclaim = [&] {
     for (const Admission& a : batch) release_unique(*a.task);
   };
-  for (std::size_t i = 0; i < nodes.size(); ++i) {
-    const TaskPtr& task = nodes[i].task;
-    if (auto holder = claim_unique(*task, now, &batch)) {
+  const auto held = [&](std::size_t i, const JobId& holder) {
+    return reject(error(Code::duplicate_id, at(paths[i], "unique_key") + ": held by job " + holder +
+                                                " until its window ends (unique_for_ms)"));
+  };
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    if (auto holder = claim_unique(*tasks[i], now, &batch)) {
       unclaim();
-      if (i == 0) return duplicate_of(*holder, std::nullopt);
-      return reject(error(Code::duplicate_id, at(nodes[i].path, "unique_key") + ": held by job " + *holder +
-                                                  " until its window ends (unique_for_ms)"));
+      return i == 0 ? duplicate_of(*holder, std::nullopt) : held(i, *holder);
     }
-    batch.push_back(Admission{task, now + delays[i], {}});
+    batch.push_back(Admission{tasks[i], now + delays[i], {}});
     if (i == 0) {
       batch.back().record = [this, t = &batch.back().task, &root_recorded] { return root_recorded = record(*t); };
     } else {
@@ -491,20 +520,16 @@ Submitted Intake::submit_flow(JobSpec root) {
     if (a.result == Admitted::accepted) continue;
     unclaim();
     // Jobs recorded before the refusal end at once (the root's cancel takes them all).
-    if (root_recorded) completion_.cancel(nodes[0].task);
-    if (a.result == Admitted::unique) {
-      if (i == 0) return duplicate_of(a.existing, a.existing_state);
-      return reject(error(Code::duplicate_id, at(nodes[i].path, "unique_key") + ": held by job " + a.existing +
-                                                  " until its window ends (unique_for_ms)"));
-    }
+    if (root_recorded) completion_.cancel(tasks[0]);
+    if (a.result == Admitted::unique) return i == 0 ? duplicate_of(a.existing, a.existing_state) : held(i, a.existing);
     if (a.result == Admitted::duplicate) {
-      return reject(error(Code::duplicate_id, at(nodes[i].path, "id") + ": '" + a.task->id() + "' is already used by another job"));
+      return reject(error(Code::duplicate_id, at(paths[i], "id") + ": '" + a.task->id() + "' is already used by another job"));
     }
     auto refused = refusal(a.result, a.task->id(), a.task->spec().queue);
-    if (!nodes[i].path.empty()) refused->message = nodes[i].path + ": " + refused->message;
+    if (!paths[i].empty()) refused->message = paths[i] + ": " + refused->message;
     return reject(std::move(*refused));
   }
-  return Submitted{nodes[0].task->id(), JobState::waiting_children, std::nullopt};
+  return Submitted{tasks[0]->id(), JobState::waiting_children, std::nullopt};
 }
 
 std::shared_ptr<Task> Intake::make_task(TypeEntry& type, JobId id, int priority, int max_attempts,

@@ -98,6 +98,10 @@ class Intake {
 
   // A spec with children: the whole flow checked, then admitted as one.
   Submitted submit_flow(JobSpec spec);
+  // A checked flow's tasks (the root first; their paths, "" for the root,
+  // and delays), admitted whole.
+  Submitted admit_tree(const std::vector<TaskPtr>& tasks, const std::vector<std::string>& paths,
+                       const std::vector<std::chrono::milliseconds>& delays, Clock::time_point now);
   // What is wrong with `spec`, if anything; its trace context, read once, into `trace`.
   std::optional<SubmitError> check(const JobSpec& spec, const TypeEntry* type,
                                    std::shared_ptr<const TraceContext>& trace) const;
